@@ -1,0 +1,253 @@
+//! Building the risk card and the abstention card.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use uuid::Uuid;
+
+use super::template::{Template, Values};
+use crate::features::news2::News2;
+use crate::features::{FeatureMatrix, FeatureSpec};
+use crate::hooks::wire::{Card, Coding, Indicator, Link, LinkType, Source};
+use crate::inference::Manifest;
+
+/// Namespace for card uuids: v5(namespace, service|hookInstance|model|version) gives the same
+/// uuid for the same prediction, so feedback maps back to it.
+const CARD_NAMESPACE: Uuid = Uuid::from_u128(0x6a1c_93f2_5e0b_4d1e_9f3a_2b7c_8d4e_1f60);
+
+/// Card wording from a service definition.
+#[derive(Debug, Clone)]
+pub struct CardText {
+    pub summary: Template,
+    pub abstain_summary: Template,
+    pub source_label: Template,
+    /// Words for `{band}` per indicator (e.g. warning → "High").
+    pub band_words: [String; 3],
+    pub override_reasons: Vec<Coding>,
+}
+
+/// Everything a risk card reports.
+pub struct RiskAssessment<'a> {
+    pub service_id: &'a str,
+    pub hook_instance: &'a str,
+    pub manifest: &'a Manifest,
+    pub features: &'a FeatureSpec,
+    pub matrix: &'a FeatureMatrix,
+    /// Calibrated probability from the model.
+    pub risk: f32,
+    pub indicator: Indicator,
+    pub news2: &'a News2,
+    /// Per feature: the model's risk had that signal been absent from the window.
+    pub risk_without: &'a [f32],
+    /// Observations of model inputs that could not be used (unit, status, time, shape).
+    pub rejected: usize,
+    /// Base URL for links (no trailing slash).
+    pub public_base: &'a str,
+}
+
+/// Why a service gave no score.
+pub struct Abstention<'a> {
+    pub service_id: &'a str,
+    pub hook_instance: &'a str,
+    pub manifest: &'a Manifest,
+    pub reason: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub public_base: &'a str,
+}
+
+fn model_card_url(public_base: &str, m: &Manifest) -> String {
+    format!("{public_base}/models/{}/{}/model-card", m.name, m.version)
+}
+
+fn card_uuid(service_id: &str, hook_instance: &str, m: &Manifest) -> String {
+    let key = format!("{service_id}|{hook_instance}|{}|{}", m.name, m.version);
+    Uuid::new_v5(&CARD_NAMESPACE, key.as_bytes()).to_string()
+}
+
+fn base_values(m: &Manifest) -> Values<'static> {
+    Values::from([
+        ("model", m.name.clone()),
+        ("version", m.version.clone()),
+        ("horizon_hours", m.output.horizon_hours.to_string()),
+    ])
+}
+
+fn source(text: &CardText, public_base: &str, m: &Manifest) -> Source {
+    Source {
+        label: text.source_label.render(&base_values(m)),
+        url: Some(model_card_url(public_base, m)),
+        icon: None,
+        topic: None,
+    }
+}
+
+fn model_card_link(public_base: &str, m: &Manifest) -> Link {
+    Link {
+        label: format!(
+            "Model card: {} v{} (how it works, limits)",
+            m.name, m.version
+        ),
+        url: model_card_url(public_base, m),
+        kind: LinkType::Absolute,
+        app_context: None,
+    }
+}
+
+fn hhmm(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The card for a scored patient.
+pub fn risk_card(a: &RiskAssessment<'_>, text: &CardText) -> Card {
+    let m = a.manifest;
+    let risk_pct = (a.risk * 100.0).round().clamp(0.0, 100.0) as u32;
+    let band = match a.indicator {
+        Indicator::Info => &text.band_words[0],
+        Indicator::Warning => &text.band_words[1],
+        Indicator::Critical => &text.band_words[2],
+    };
+    let mut values = base_values(m);
+    values.insert("risk_pct", risk_pct.to_string());
+    values.insert("band", band.clone());
+    values.insert("news2", a.news2.total.to_string());
+    values.insert("news2_band", a.news2.band.as_str().to_owned());
+    Card {
+        uuid: Some(card_uuid(a.service_id, a.hook_instance, m)),
+        summary: text.summary.render(&values),
+        detail: Some(risk_detail(a, risk_pct)),
+        indicator: a.indicator,
+        source: source(text, a.public_base, m),
+        suggestions: Vec::new(),
+        selection_behavior: None,
+        override_reasons: text.override_reasons.clone(),
+        links: vec![model_card_link(a.public_base, m)],
+        extension: None,
+    }
+}
+
+fn risk_detail(a: &RiskAssessment<'_>, risk_pct: u32) -> String {
+    let m = a.manifest;
+    let x = a.matrix;
+    let mut d = String::new();
+    let _ = writeln!(
+        d,
+        "**{risk_pct}%** {} (model **{} v{}**; {}).\n",
+        m.output.meaning, m.name, m.version, m.output.calibration
+    );
+    let parts: Vec<String> = a
+        .news2
+        .parts
+        .iter()
+        .filter(|(_, p)| *p > 0)
+        .map(|(n, p)| format!("{n} {p}"))
+        .collect();
+    let _ = write!(
+        d,
+        "**NEWS2 {} ({} clinical risk)**",
+        a.news2.total,
+        a.news2.band.as_str()
+    );
+    if !parts.is_empty() {
+        let _ = write!(d, ": {}", parts.join(", "));
+    }
+    if !a.news2.missing.is_empty() {
+        let _ = write!(
+            d,
+            ". Not recorded, scored 0: {}",
+            a.news2.missing.join(", ")
+        );
+    }
+    d.push_str(". SpO2 scale 1.\n\n");
+
+    let mut drivers: Vec<(usize, f32)> = a
+        .risk_without
+        .iter()
+        .enumerate()
+        .map(|(f, without)| (f, a.risk - without))
+        .filter(|(f, delta)| *delta > 0.005 && x.latest(*f).is_some())
+        .collect();
+    drivers.sort_by(|l, r| r.1.total_cmp(&l.1));
+    if drivers.is_empty() {
+        d.push_str("No single vital sign moved the score by more than 0.5 points.\n\n");
+    } else {
+        d.push_str("**What drove the score** (risk recomputed with that signal removed from the window):\n\n");
+        d.push_str("| Signal | Latest (time, source) | Earliest in window | Risk without it |\n|---|---|---|---|\n");
+        for (f, _) in drivers.iter().take(4) {
+            let def = &a.features.features[*f];
+            let (Some(latest), Some(first)) = (x.latest(*f), x.earliest(*f)) else {
+                continue;
+            };
+            let _ = writeln!(
+                d,
+                "| {} | {} {} at {} (Observation/{}) | {} | {}% |",
+                def.display,
+                fmt_value(latest.value),
+                def.unit,
+                hhmm(latest.time),
+                latest.resource_id,
+                fmt_value(first.value),
+                (a.risk_without[*f] * 100.0).round() as i32
+            );
+        }
+        d.push('\n');
+    }
+    let _ = write!(
+        d,
+        "**Data window:** {} to {} ({} h), {} measurements",
+        hhmm(x.window_start),
+        hhmm(x.window_end),
+        (x.window_end - x.window_start).num_hours(),
+        x.measurements.len()
+    );
+    if a.rejected > 0 {
+        let _ = write!(
+            d,
+            "; {} observations not usable (unit, status or time)",
+            a.rejected
+        );
+    }
+    d.push_str(".\n\n");
+    let _ = write!(
+        d,
+        "_Decision support only: the clinician decides. {}. Not validated on real patients; see the model card for limits._",
+        m.training_data
+    );
+    d
+}
+
+fn fmt_value(v: f64) -> String {
+    if (v - v.round()).abs() < 0.05 {
+        format!("{}", v.round() as i64)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// An info card saying why no score was given (only when the service asks for one).
+pub fn abstain_card(a: &Abstention<'_>, text: &CardText) -> Card {
+    let m = a.manifest;
+    let mut values = base_values(m);
+    values.insert("reason", a.reason.clone());
+    let detail = format!(
+        "No risk score was computed: {}.\n\n**Data window:** {} to {}. Model **{} v{}**.\n\n_{}._",
+        a.reason,
+        hhmm(a.window_start),
+        hhmm(a.window_end),
+        m.name,
+        m.version,
+        m.training_data
+    );
+    Card {
+        uuid: Some(card_uuid(a.service_id, a.hook_instance, m)),
+        summary: text.abstain_summary.render(&values),
+        detail: Some(detail),
+        indicator: Indicator::Info,
+        source: source(text, a.public_base, m),
+        suggestions: Vec::new(),
+        selection_behavior: None,
+        override_reasons: Vec::new(),
+        links: vec![model_card_link(a.public_base, m)],
+        extension: None,
+    }
+}

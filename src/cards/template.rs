@@ -1,0 +1,86 @@
+//! `{placeholder}` text templates for card summaries and labels, checked at start-up.
+
+use std::collections::BTreeMap;
+
+/// Placeholders a card template may use.
+pub const PLACEHOLDERS: &[&str] = &[
+    "risk_pct",
+    "band",
+    "horizon_hours",
+    "news2",
+    "news2_band",
+    "model",
+    "version",
+    "reason",
+];
+
+/// A template referenced a placeholder that does not exist, or is unbalanced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unknown placeholder `{{{0}}}` (known: {known})", known = PLACEHOLDERS.join(", "))]
+    Unknown(String),
+    #[error("unclosed `{{`")]
+    Unclosed,
+}
+
+/// Values to fill in.
+pub type Values<'a> = BTreeMap<&'static str, String>;
+
+/// A parsed card text template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<(String, Option<&'static str>)>,
+}
+
+impl Template {
+    /// Parses `text`; every `{name}` must be a known placeholder.
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..].find('}').ok_or(TemplateError::Unclosed)? + open;
+            let name = &rest[open + 1..close];
+            let known = PLACEHOLDERS
+                .iter()
+                .find(|p| **p == name)
+                .ok_or_else(|| TemplateError::Unknown(name.to_owned()))?;
+            parts.push((rest[..open].to_owned(), Some(*known)));
+            rest = &rest[close + 1..];
+        }
+        parts.push((rest.to_owned(), None));
+        Ok(Self { parts })
+    }
+
+    /// Fills in `values`; a placeholder without a value renders empty.
+    pub fn render(&self, values: &Values<'_>) -> String {
+        let mut out = String::new();
+        for (literal, name) in &self.parts {
+            out.push_str(literal);
+            if let Some(v) = name.and_then(|n| values.get(n)) {
+                out.push_str(v);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_known_placeholders_and_refuses_unknown_ones() {
+        let t = Template::parse("risk {risk_pct}% · {model} v{version}").unwrap();
+        let v = Values::from([
+            ("risk_pct", "12".into()),
+            ("model", "m".into()),
+            ("version", "1".into()),
+        ]);
+        assert_eq!(t.render(&v), "risk 12% · m v1");
+        assert_eq!(
+            Template::parse("{nope}"),
+            Err(TemplateError::Unknown("nope".into()))
+        );
+        assert_eq!(Template::parse("a {risk_pct"), Err(TemplateError::Unclosed));
+    }
+}

@@ -1,0 +1,609 @@
+//! Gateway configuration: one TOML file, overridable by `BEDSIDE_*` environment variables,
+//! validated once at start-up.
+//!
+//! Two types, two steps (as ripgrep's low/high args): [`RawConfig`] is what the file says;
+//! [`Config`] is what the program runs with. [`Config::load`] reports every problem at once, each
+//! naming its key, so an operator fixes the file in one pass. Nothing re-reads configuration later.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// Prefix of environment overrides. `BEDSIDE_LISTEN` sets `listen`; a double underscore
+/// descends into a table: `BEDSIDE_STORAGE__PATH` sets `storage.path`.
+pub const ENV_PREFIX: &str = "BEDSIDE_";
+
+/// The file as written. Unknown keys are errors: a typo must not silently fall back to a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Socket address to bind, e.g. `"127.0.0.1:8080"`.
+    pub listen: String,
+    /// Base URL under which EHRs reach this gateway (scheme, host, port, optional path prefix).
+    /// Client JWTs must name `{public_url}/cds-services/{id}` as `aud`; card links start here.
+    pub public_url: String,
+    /// Folder of `*.toml` CDS service definitions.
+    #[serde(default = "default_services_dir")]
+    pub services_dir: PathBuf,
+    /// Folder of models, laid out `models/<name>/<version>/manifest.toml`.
+    #[serde(default = "default_models_dir")]
+    pub models_dir: PathBuf,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub cors: RawCors,
+    #[serde(default)]
+    pub inference: RawInference,
+    /// CDS clients (EHRs) allowed to call, keyed by their JWT `iss`.
+    #[serde(default)]
+    pub clients: Vec<RawClient>,
+}
+
+fn default_services_dir() -> PathBuf {
+    PathBuf::from("cds-services")
+}
+fn default_models_dir() -> PathBuf {
+    PathBuf::from("models")
+}
+
+/// Where durable state (feedback) lives.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// SQLite database file; its folder is created if missing.
+    #[serde(default = "default_db_path")]
+    pub path: PathBuf,
+}
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self {
+            path: default_db_path(),
+        }
+    }
+}
+fn default_db_path() -> PathBuf {
+    PathBuf::from(".bedside/bedside.db")
+}
+
+/// Request limits applied before any parsing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest accepted request body in bytes (default 5 MB); larger bodies get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+fn default_max_body() -> usize {
+    5 * 1024 * 1024
+}
+
+/// Client JWT verification settings shared by all clients.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Tolerated clock difference for `exp`, `nbf` and `iat` (default 60 s).
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Longest accepted `exp - iat`. Bounds the `jti` replay memory; the spec asks clients for
+    /// tokens that expire within 5 minutes (default 1 h, generous for clock-skewed EHRs).
+    #[serde(default = "default_max_lifetime", with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    /// A cached JWKS is refreshed after this age (default 5 min).
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// A cached JWKS that could not be refreshed is trusted at most this long (default 1 h);
+    /// after that verification fails closed.
+    #[serde(default = "default_jwks_max_age", with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+    /// Timeout for one JWKS fetch, connect included (default 3 s).
+    #[serde(default = "default_jwks_timeout", with = "humantime_serde")]
+    pub jwks_timeout: Duration,
+}
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            clock_skew: default_skew(),
+            max_token_lifetime: default_max_lifetime(),
+            jwks_refresh: default_jwks_refresh(),
+            jwks_max_age: default_jwks_max_age(),
+            jwks_timeout: default_jwks_timeout(),
+        }
+    }
+}
+fn default_skew() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_jwks_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_jwks_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+/// Browser-based CDS clients (the CDS Hooks sandbox) need CORS; EHR servers do not.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Origins allowed to call from a browser, e.g. `["https://sandbox.cds-hooks.org"]`;
+    /// `["*"]` allows any origin (the demo does this). Empty: no CORS headers.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// Where models run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInference {
+    /// `"auto"` (CUDA when available, else CPU), `"cpu"` or `"cuda"`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// LibTorch intra-op threads; 0 keeps LibTorch's default.
+    #[serde(default)]
+    pub threads: usize,
+    /// Jobs waiting per model before callers are shed (answer without that model's card).
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+}
+impl Default for RawInference {
+    fn default() -> Self {
+        Self {
+            device: default_device(),
+            threads: 0,
+            queue_capacity: default_queue(),
+        }
+    }
+}
+fn default_device() -> String {
+    "auto".to_owned()
+}
+fn default_queue() -> usize {
+    64
+}
+
+/// One trusted CDS client (an EHR, the CDS Hooks sandbox).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    /// The JWT `iss` this client signs with.
+    pub iss: String,
+    /// JWKS URLs this client's keys may be fetched from. A token's `jku` header must be one
+    /// of these exactly; without `jku` the first is used. Never fetched for any other URL.
+    pub jwks_urls: Vec<String>,
+    /// Accepted signature algorithms (default RS384 and ES384, the spec's two).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS384".to_owned(), "ES384".to_owned()]
+}
+
+// === validated configuration ===
+
+/// The configuration the gateway runs with. Every field has been checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub public_url: Url,
+    pub services_dir: PathBuf,
+    pub models_dir: PathBuf,
+    pub db_path: PathBuf,
+    pub max_body_bytes: usize,
+    pub auth: AuthSettings,
+    pub cors_allowed_origins: Vec<String>,
+    pub inference: InferenceSettings,
+    pub clients: Vec<TrustedClient>,
+}
+
+/// Validated JWT verification settings.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub clock_skew: Duration,
+    pub max_token_lifetime: Duration,
+    pub jwks_refresh: Duration,
+    pub jwks_max_age: Duration,
+    pub jwks_timeout: Duration,
+}
+
+/// Validated inference settings.
+#[derive(Debug, Clone)]
+pub struct InferenceSettings {
+    pub device: DevicePreference,
+    pub threads: usize,
+    pub queue_capacity: usize,
+}
+
+/// Which device models are placed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicePreference {
+    /// CUDA when `tch::Cuda::is_available()`, else CPU.
+    Auto,
+    Cpu,
+    /// Fails at start-up when no GPU is usable, rather than silently running on CPU.
+    Cuda,
+}
+
+/// A CDS client allowed to call, after validation.
+#[derive(Debug, Clone)]
+pub struct TrustedClient {
+    pub iss: String,
+    pub jwks_urls: Vec<Url>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+}
+
+/// Every problem found in a configuration, each with the key it concerns.
+#[derive(Debug, Default)]
+pub struct ConfigErrors {
+    source: String,
+    problems: Vec<(String, String)>,
+}
+
+impl ConfigErrors {
+    fn new(source: &str) -> Self {
+        Self {
+            source: source.to_owned(),
+            problems: Vec::new(),
+        }
+    }
+    fn push(&mut self, key: impl Into<String>, problem: impl Into<String>) {
+        self.problems.push((key.into(), problem.into()));
+    }
+    /// `(key, problem)` pairs, in the order found.
+    pub fn problems(&self) -> &[(String, String)] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration in {}:", self.source)?;
+        for (key, problem) in &self.problems {
+            write!(f, "\n  {key}: {problem}")?;
+        }
+        Ok(())
+    }
+}
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads `path`, applies `BEDSIDE_*` overrides from `env`, and validates.
+    pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Self, ConfigErrors> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let mut errors = ConfigErrors::new(&source);
+            errors.push("(file)", format!("cannot read: {e}"));
+            errors
+        })?;
+        Self::from_toml_str(&text, &source, env)
+    }
+
+    /// Parses TOML text (named `source` in messages), applies overrides, validates.
+    pub fn from_toml_str(
+        text: &str,
+        source: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut errors = ConfigErrors::new(source);
+        let mut value: toml::Value = match toml::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push("(syntax)", e.message().to_owned());
+                return Err(errors);
+            }
+        };
+        apply_env_overrides(&mut value, env, &mut errors);
+        if !errors.problems.is_empty() {
+            return Err(errors);
+        }
+        let raw: RawConfig = match serde_path_to_error::deserialize(value) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let key = e.path().to_string();
+                errors.push(key, e.into_inner().message().to_owned());
+                return Err(errors);
+            }
+        };
+        Self::validate(raw, errors)
+    }
+
+    fn validate(raw: RawConfig, mut errors: ConfigErrors) -> Result<Self, ConfigErrors> {
+        let listen = raw
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| errors.push("listen", format!("`{}` is not host:port ({e})", raw.listen)))
+            .ok();
+        let public_url = parse_http_url(&raw.public_url)
+            .map_err(|e| errors.push("public_url", e))
+            .ok();
+        for (key, dir) in [
+            ("services_dir", &raw.services_dir),
+            ("models_dir", &raw.models_dir),
+        ] {
+            if !dir.is_dir() {
+                errors.push(key, format!("`{}` is not a folder", dir.display()));
+            }
+        }
+        if raw.limits.max_body_bytes == 0 {
+            errors.push("limits.max_body_bytes", "must be greater than 0");
+        }
+        let device = match raw.inference.device.as_str() {
+            "auto" => Some(DevicePreference::Auto),
+            "cpu" => Some(DevicePreference::Cpu),
+            "cuda" => Some(DevicePreference::Cuda),
+            other => {
+                errors.push(
+                    "inference.device",
+                    format!("`{other}` is not one of auto, cpu, cuda"),
+                );
+                None
+            }
+        };
+        if raw.inference.queue_capacity == 0 {
+            errors.push("inference.queue_capacity", "must be greater than 0");
+        }
+        for (i, origin) in raw.cors.allowed_origins.iter().enumerate() {
+            if origin != "*" && parse_http_url(origin).is_err() {
+                errors.push(
+                    format!("cors.allowed_origins[{i}]"),
+                    format!("`{origin}` is not an http(s) origin or `*`"),
+                );
+            }
+        }
+        let clients = validate_clients(&raw.clients, &mut errors);
+        if !errors.problems.is_empty() {
+            return Err(errors);
+        }
+        match (listen, public_url, device) {
+            (Some(listen), Some(public_url), Some(device)) => Ok(Config {
+                listen,
+                public_url,
+                services_dir: raw.services_dir,
+                models_dir: raw.models_dir,
+                db_path: raw.storage.path,
+                max_body_bytes: raw.limits.max_body_bytes,
+                auth: AuthSettings {
+                    clock_skew: raw.auth.clock_skew,
+                    max_token_lifetime: raw.auth.max_token_lifetime,
+                    jwks_refresh: raw.auth.jwks_refresh,
+                    jwks_max_age: raw.auth.jwks_max_age,
+                    jwks_timeout: raw.auth.jwks_timeout,
+                },
+                cors_allowed_origins: raw.cors.allowed_origins,
+                inference: InferenceSettings {
+                    device,
+                    threads: raw.inference.threads,
+                    queue_capacity: raw.inference.queue_capacity,
+                },
+                clients,
+            }),
+            // Unreachable in practice: each `None` pushed a problem above.
+            _ => Err(errors),
+        }
+    }
+
+    /// The URL an EHR posts to for service `id`; also the JWT `aud` it must sign.
+    pub fn service_url(&self, id: &str) -> String {
+        format!("{}/cds-services/{id}", self.public_base())
+    }
+
+    /// `public_url` without a trailing slash.
+    pub fn public_base(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+}
+
+fn parse_http_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        _ => Err(format!("`{text}` must be an http(s) URL with a host")),
+    }
+}
+
+fn validate_clients(raw: &[RawClient], errors: &mut ConfigErrors) -> Vec<TrustedClient> {
+    let mut clients = Vec::new();
+    for (i, client) in raw.iter().enumerate() {
+        let key = format!("clients[{i}]");
+        if client.iss.trim().is_empty() {
+            errors.push(format!("{key}.iss"), "must not be empty");
+        }
+        if raw[..i].iter().any(|c| c.iss == client.iss) {
+            errors.push(
+                format!("{key}.iss"),
+                format!("`{}` is configured twice", client.iss),
+            );
+        }
+        if client.jwks_urls.is_empty() {
+            errors.push(format!("{key}.jwks_urls"), "needs at least one JWKS URL");
+        }
+        let mut jwks_urls = Vec::new();
+        for (j, u) in client.jwks_urls.iter().enumerate() {
+            match parse_http_url(u) {
+                Ok(url) => jwks_urls.push(url),
+                Err(e) => errors.push(format!("{key}.jwks_urls[{j}]"), e),
+            }
+        }
+        let mut algorithms = Vec::new();
+        for (j, a) in client.algorithms.iter().enumerate() {
+            match a.as_str() {
+                "RS384" => algorithms.push(jsonwebtoken::Algorithm::RS384),
+                "ES384" => algorithms.push(jsonwebtoken::Algorithm::ES384),
+                "RS256" => algorithms.push(jsonwebtoken::Algorithm::RS256),
+                "ES256" => algorithms.push(jsonwebtoken::Algorithm::ES256),
+                other => errors.push(
+                    format!("{key}.algorithms[{j}]"),
+                    format!("`{other}` is not one of RS384, ES384, RS256, ES256"),
+                ),
+            }
+        }
+        if client.algorithms.is_empty() {
+            errors.push(format!("{key}.algorithms"), "needs at least one algorithm");
+        }
+        clients.push(TrustedClient {
+            iss: client.iss.clone(),
+            jwks_urls,
+            algorithms,
+        });
+    }
+    clients
+}
+
+/// Applies `BEDSIDE_*` variables onto the parsed file. A value that parses as a TOML value
+/// (number, boolean, array) is taken as that; anything else is a string.
+fn apply_env_overrides(
+    root: &mut toml::Value,
+    env: &BTreeMap<String, String>,
+    errors: &mut ConfigErrors,
+) {
+    for (name, raw_value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if rest.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw_value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw_value.clone()));
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        match table_at(root, parents) {
+            Some(table) => {
+                table.insert(last.clone(), value);
+            }
+            None => errors.push(
+                path.join("."),
+                format!("{name} overrides a key whose parent is not a table"),
+            ),
+        }
+    }
+}
+
+/// The table at `path` under `node`, creating missing tables; `None` if a non-table is in the way.
+fn table_at<'a>(node: &'a mut toml::Value, path: &[String]) -> Option<&'a mut toml::Table> {
+    let table = node.as_table_mut()?;
+    match path.split_first() {
+        None => Some(table),
+        Some((first, rest)) => {
+            let child = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table_at(child, rest)
+        }
+    }
+}
+
+/// The process environment's `BEDSIDE_*` variables, for [`Config::load`].
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("svc")).unwrap();
+        std::fs::create_dir(dir.path().join("models")).unwrap();
+        let base = format!(
+            "services_dir = '{}'\nmodels_dir = '{}'\n",
+            dir.path().join("svc").display(),
+            dir.path().join("models").display()
+        );
+        (dir, base)
+    }
+
+    #[test]
+    fn a_minimal_file_gets_defaults() {
+        let (_d, base) = dirs();
+        let text = format!("listen = '127.0.0.1:0'\npublic_url = 'http://localhost:8080/'\n{base}");
+        let cfg = Config::from_toml_str(&text, "t.toml", &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.max_body_bytes, 5 * 1024 * 1024);
+        assert_eq!(cfg.service_url("x"), "http://localhost:8080/cds-services/x");
+        assert_eq!(cfg.inference.device, DevicePreference::Auto);
+    }
+
+    #[test]
+    fn every_bad_key_is_named_at_once() {
+        let (_d, base) = dirs();
+        let text = format!(
+            "listen = 'nope'\npublic_url = 'ftp://x'\n{base}\n[[clients]]\niss = 'a'\njwks_urls = ['not a url']\nalgorithms = ['HS256']\n"
+        );
+        let err = Config::from_toml_str(&text, "t.toml", &BTreeMap::new()).unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen",
+                "public_url",
+                "clients[0].jwks_urls[0]",
+                "clients[0].algorithms[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_nested_key() {
+        let (_d, base) = dirs();
+        let text = format!(
+            "listen = '127.0.0.1:0'\npublic_url = 'http://h'\n{base}[limits]\nmax_body_bytes = 'big'\n"
+        );
+        let err = Config::from_toml_str(&text, "t.toml", &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.problems()[0].0, "limits.max_body_bytes");
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_types() {
+        let (_d, base) = dirs();
+        let text = format!("listen = '127.0.0.1:0'\npublic_url = 'http://h'\n{base}");
+        let env = BTreeMap::from([
+            (
+                "BEDSIDE_LIMITS__MAX_BODY_BYTES".to_owned(),
+                "1024".to_owned(),
+            ),
+            ("BEDSIDE_STORAGE__PATH".to_owned(), "/tmp/x.db".to_owned()),
+            ("BEDSIDE_LISTEN".to_owned(), "0.0.0.0:9999".to_owned()),
+        ]);
+        let cfg = Config::from_toml_str(&text, "t.toml", &env).unwrap();
+        assert_eq!(cfg.max_body_bytes, 1024);
+        assert_eq!(cfg.db_path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(cfg.listen.port(), 9999);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let (_d, base) = dirs();
+        let text =
+            format!("listen = '127.0.0.1:0'\npublic_url = 'http://h'\nlisten_port = 3\n{base}");
+        let err = Config::from_toml_str(&text, "t.toml", &BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+}

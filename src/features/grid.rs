@@ -1,0 +1,176 @@
+//! Measurements → the `[steps, 2 × features]` input of a sequence model.
+//!
+//! Contract (shared with `models/*/train.py` through `features.toml`): step `t` covers
+//! `[start + t·step, start + (t+1)·step)` with `start = now − window`; a step's value is the
+//! last measurement in it; empty steps carry the previous value forward; steps before a
+//! feature's first measurement hold its mean (0 after normalisation); mask channels say
+//! whether the step had a measurement.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+
+use super::extract::Measurement;
+use super::spec::FeatureSpec;
+
+/// Measurements up to this far after `now` (clock differences between EHR and bedside) count
+/// in the last step; later ones are ignored.
+const FUTURE_TOLERANCE_MINUTES: i64 = 5;
+
+/// Per-feature normalisation constants from the model's manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalisation {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// The model input for one patient and where each value came from.
+#[derive(Debug, Clone)]
+pub struct FeatureMatrix {
+    pub steps: usize,
+    pub features: usize,
+    /// Row-major `[steps][2 × features]`: normalised values, then observed masks.
+    pub values: Vec<f32>,
+    /// `[steps][features]` → index into `measurements` of the value in that cell.
+    pub sources: Vec<Option<usize>>,
+    /// Measurements inside the window, oldest first.
+    pub measurements: Vec<Measurement>,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+}
+
+impl FeatureMatrix {
+    /// Builds the matrix for scoring at `now`. `measurements` must be sorted by time.
+    pub fn build(
+        spec: &FeatureSpec,
+        norm: &Normalisation,
+        measurements: &[Measurement],
+        now: DateTime<Utc>,
+    ) -> Self {
+        let steps = spec.steps();
+        let nf = spec.features.len();
+        let channels = nf * 2;
+        let step_secs = spec.step.as_secs() as i64;
+        let window_start = now - ChronoDuration::seconds(spec.window.as_secs() as i64);
+        let latest_allowed = now + ChronoDuration::minutes(FUTURE_TOLERANCE_MINUTES);
+        let in_window: Vec<Measurement> = measurements
+            .iter()
+            .filter(|m| m.time >= window_start && m.time <= latest_allowed)
+            .cloned()
+            .collect();
+        let mut sources = vec![None; steps * nf];
+        let mut observed = vec![false; steps * nf];
+        for (i, m) in in_window.iter().enumerate() {
+            let offset = (m.time - window_start).num_seconds() / step_secs;
+            let t = (offset.max(0) as usize).min(steps - 1);
+            // Sorted by time: a later measurement in the same step replaces an earlier one.
+            sources[t * nf + m.feature] = Some(i);
+            observed[t * nf + m.feature] = true;
+        }
+        for f in 0..nf {
+            for t in 1..steps {
+                if sources[t * nf + f].is_none() {
+                    sources[t * nf + f] = sources[(t - 1) * nf + f];
+                }
+            }
+        }
+        let mut values = vec![0.0f32; steps * channels];
+        for t in 0..steps {
+            for f in 0..nf {
+                if let Some(i) = sources[t * nf + f] {
+                    // In f64 then cast, as training does: parity to 1e-6 depends on it.
+                    let std = f64::from(norm.std[f]);
+                    values[t * channels + f] = if std > 0.0 {
+                        ((in_window[i].value - f64::from(norm.mean[f])) / std) as f32
+                    } else {
+                        0.0
+                    };
+                }
+                if observed[t * nf + f] {
+                    values[t * channels + nf + f] = 1.0;
+                }
+            }
+        }
+        Self {
+            steps,
+            features: nf,
+            values,
+            sources,
+            measurements: in_window,
+            window_start,
+            window_end: now,
+        }
+    }
+
+    /// The input with feature `f` removed (never observed): the counterfactual used to
+    /// measure how much that signal moved the score.
+    pub fn without_feature(&self, f: usize) -> Vec<f32> {
+        let mut values = self.values.clone();
+        let channels = self.features * 2;
+        for t in 0..self.steps {
+            values[t * channels + f] = 0.0;
+            values[t * channels + self.features + f] = 0.0;
+        }
+        values
+    }
+
+    /// The most recent in-window measurement of feature `f`.
+    pub fn latest(&self, f: usize) -> Option<&Measurement> {
+        self.measurements.iter().rev().find(|m| m.feature == f)
+    }
+
+    /// The oldest in-window measurement of feature `f`.
+    pub fn earliest(&self, f: usize) -> Option<&Measurement> {
+        self.measurements.iter().find(|m| m.feature == f)
+    }
+
+    /// In-window measurements of feature `f`.
+    pub fn count(&self, f: usize) -> usize {
+        self.measurements.iter().filter(|m| m.feature == f).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> FeatureSpec {
+        FeatureSpec::parse(
+            "window_hours = 4\nstep_minutes = 60\n[[feature]]\nname='hr'\nloinc=['8867-4']\nunit='/min'\n[[feature]]\nname='rr'\nloinc=['9279-1']\nunit='/min'\n",
+        )
+        .unwrap()
+    }
+
+    fn m(feature: usize, minutes_before_now: i64, value: f64, now: DateTime<Utc>) -> Measurement {
+        Measurement {
+            feature,
+            time: now - ChronoDuration::minutes(minutes_before_now),
+            value,
+            resource_id: format!("o{feature}-{minutes_before_now}"),
+        }
+    }
+
+    #[test]
+    fn bins_forward_fill_mask_and_normalise_per_the_contract() {
+        let now = "2026-01-01T12:00:00Z".parse().unwrap();
+        let norm = Normalisation {
+            mean: vec![80.0, 16.0],
+            std: vec![10.0, 4.0],
+        };
+        let ms = vec![
+            m(0, 300, 999.0, now), // before the window: ignored
+            m(0, 170, 90.0, now),  // step 1
+            m(0, 150, 100.0, now), // step 1, later: wins
+            m(1, 30, 24.0, now),   // step 3
+        ];
+        let x = FeatureMatrix::build(&spec(), &norm, &ms, now);
+        assert_eq!((x.steps, x.features, x.values.len()), (4, 2, 16));
+        let row = |t: usize| &x.values[t * 4..t * 4 + 4];
+        assert_eq!(row(0), [0.0, 0.0, 0.0, 0.0]); // before first: mean, unobserved
+        assert_eq!(row(1), [2.0, 0.0, 1.0, 0.0]);
+        assert_eq!(row(2), [2.0, 0.0, 0.0, 0.0]); // carried forward, mask 0
+        assert_eq!(row(3), [2.0, 2.0, 0.0, 1.0]);
+        assert_eq!(x.latest(0).unwrap().resource_id, "o0-150");
+        assert_eq!(x.count(0), 2);
+        let without = x.without_feature(0);
+        assert_eq!(&without[12..16], [0.0, 2.0, 0.0, 1.0]);
+    }
+}

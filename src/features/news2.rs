@@ -1,0 +1,294 @@
+//! NEWS2 (Royal College of Physicians, National Early Warning Score 2, 2017), SpO2 scale 1.
+//!
+//! Deterministic and shown beside the model's risk so clinicians can compare it with the score
+//! they already use. Bands are the RCP chart's; values are rounded the way the chart is read
+//! (whole numbers; temperature to one decimal). Scale 2 (hypercapnic respiratory failure) is
+//! not implemented here: a patient on scale 2 is scored as scale 1 and the card says so.
+
+/// Latest value of each NEWS2 parameter, `None` when not recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Vitals {
+    pub respiratory_rate: Option<f64>,
+    pub spo2: Option<f64>,
+    /// `Some(true)` when on supplemental oxygen; `None` when not recorded (scored as air).
+    pub on_oxygen: Option<bool>,
+    pub systolic_bp: Option<f64>,
+    pub heart_rate: Option<f64>,
+    /// `Some(false)` for new confusion, voice, pain or unresponsive (CVPU).
+    pub alert: Option<bool>,
+    /// Degrees Celsius.
+    pub temperature: Option<f64>,
+}
+
+/// NEWS2 clinical risk bands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RiskBand {
+    Low,
+    /// Aggregate 0–4 but a single parameter scored 3.
+    LowMedium,
+    Medium,
+    High,
+}
+
+impl RiskBand {
+    /// Words used on cards.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::LowMedium => "low-medium",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+}
+
+/// A computed NEWS2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct News2 {
+    pub total: u8,
+    /// `(parameter, points)` for each parameter that was recorded.
+    pub parts: Vec<(&'static str, u8)>,
+    /// Parameters not recorded (scored 0, which can understate risk).
+    pub missing: Vec<&'static str>,
+    pub band: RiskBand,
+}
+
+impl News2 {
+    /// Whether all seven parameters were recorded.
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+}
+
+/// Scores `v`. Missing parameters score 0 and are listed in [`News2::missing`].
+pub fn score(v: &Vitals) -> News2 {
+    let mut parts = Vec::new();
+    let mut missing = Vec::new();
+    let mut add = |name: &'static str, points: Option<u8>| match points {
+        Some(p) => parts.push((name, p)),
+        None => missing.push(name),
+    };
+    add(
+        "respiratory rate",
+        v.respiratory_rate.map(|x| respiration(x.round())),
+    );
+    add("SpO2", v.spo2.map(|x| spo2_scale1(x.round())));
+    add("air or oxygen", v.on_oxygen.map(|o| if o { 2 } else { 0 }));
+    add("systolic BP", v.systolic_bp.map(|x| systolic(x.round())));
+    add("pulse", v.heart_rate.map(|x| pulse(x.round())));
+    add("consciousness", v.alert.map(|a| if a { 0 } else { 3 }));
+    add(
+        "temperature",
+        v.temperature
+            .map(|x| temperature((x * 10.0).round() / 10.0)),
+    );
+    let total: u8 = parts.iter().map(|(_, p)| p).sum();
+    let any_three = parts.iter().any(|(_, p)| *p == 3);
+    let band = match total {
+        t if t >= 7 => RiskBand::High,
+        5 | 6 => RiskBand::Medium,
+        _ if any_three => RiskBand::LowMedium,
+        _ => RiskBand::Low,
+    };
+    News2 {
+        total,
+        parts,
+        missing,
+        band,
+    }
+}
+
+fn respiration(x: f64) -> u8 {
+    match x {
+        x if x <= 8.0 => 3,
+        x if x <= 11.0 => 1,
+        x if x <= 20.0 => 0,
+        x if x <= 24.0 => 2,
+        _ => 3,
+    }
+}
+
+fn spo2_scale1(x: f64) -> u8 {
+    match x {
+        x if x <= 91.0 => 3,
+        x if x <= 93.0 => 2,
+        x if x <= 95.0 => 1,
+        _ => 0,
+    }
+}
+
+fn systolic(x: f64) -> u8 {
+    match x {
+        x if x <= 90.0 => 3,
+        x if x <= 100.0 => 2,
+        x if x <= 110.0 => 1,
+        x if x <= 219.0 => 0,
+        _ => 3,
+    }
+}
+
+fn pulse(x: f64) -> u8 {
+    match x {
+        x if x <= 40.0 => 3,
+        x if x <= 50.0 => 1,
+        x if x <= 90.0 => 0,
+        x if x <= 110.0 => 1,
+        x if x <= 130.0 => 2,
+        _ => 3,
+    }
+}
+
+fn temperature(x: f64) -> u8 {
+    match x {
+        x if x <= 35.0 => 3,
+        x if x <= 36.0 => 1,
+        x if x <= 38.0 => 0,
+        x if x <= 39.0 => 1,
+        _ => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(rr: f64, spo2: f64, o2: bool, sbp: f64, hr: f64, alert: bool, t: f64) -> Vitals {
+        Vitals {
+            respiratory_rate: Some(rr),
+            spo2: Some(spo2),
+            on_oxygen: Some(o2),
+            systolic_bp: Some(sbp),
+            heart_rate: Some(hr),
+            alert: Some(alert),
+            temperature: Some(t),
+        }
+    }
+
+    #[test]
+    fn a_normal_adult_scores_zero() {
+        let s = score(&all(16.0, 98.0, false, 125.0, 72.0, true, 36.8));
+        assert_eq!((s.total, s.band), (0, RiskBand::Low));
+        assert!(s.is_complete());
+    }
+
+    #[test]
+    fn every_band_edge_of_the_rcp_chart() {
+        // (value, points) at each boundary of the RCP 2017 chart.
+        for (x, p) in [
+            (8.0, 3),
+            (9.0, 1),
+            (11.0, 1),
+            (12.0, 0),
+            (20.0, 0),
+            (21.0, 2),
+            (24.0, 2),
+            (25.0, 3),
+        ] {
+            assert_eq!(respiration(x), p, "RR {x}");
+        }
+        for (x, p) in [
+            (91.0, 3),
+            (92.0, 2),
+            (93.0, 2),
+            (94.0, 1),
+            (95.0, 1),
+            (96.0, 0),
+        ] {
+            assert_eq!(spo2_scale1(x), p, "SpO2 {x}");
+        }
+        for (x, p) in [
+            (90.0, 3),
+            (91.0, 2),
+            (100.0, 2),
+            (101.0, 1),
+            (110.0, 1),
+            (111.0, 0),
+            (219.0, 0),
+            (220.0, 3),
+        ] {
+            assert_eq!(systolic(x), p, "SBP {x}");
+        }
+        for (x, p) in [
+            (40.0, 3),
+            (41.0, 1),
+            (50.0, 1),
+            (51.0, 0),
+            (90.0, 0),
+            (91.0, 1),
+            (110.0, 1),
+            (111.0, 2),
+            (130.0, 2),
+            (131.0, 3),
+        ] {
+            assert_eq!(pulse(x), p, "HR {x}");
+        }
+        for (x, p) in [
+            (35.0, 3),
+            (35.1, 1),
+            (36.0, 1),
+            (36.1, 0),
+            (38.0, 0),
+            (38.1, 1),
+            (39.0, 1),
+            (39.1, 2),
+        ] {
+            assert_eq!(temperature(x), p, "T {x}");
+        }
+    }
+
+    #[test]
+    fn a_septic_picture_is_high_risk() {
+        // RR 24 (2) + SpO2 93 (2) + oxygen (2) + SBP 105 (1) + HR 115 (2) + alert (0) + 38.5 (1) = 10
+        let s = score(&all(24.0, 93.0, true, 105.0, 115.0, true, 38.5));
+        assert_eq!((s.total, s.band), (10, RiskBand::High));
+    }
+
+    #[test]
+    fn a_single_red_parameter_is_low_medium_and_five_is_medium() {
+        let s = score(&all(16.0, 98.0, false, 125.0, 72.0, false, 36.8));
+        assert_eq!((s.total, s.band), (3, RiskBand::LowMedium));
+        // RR 22 (2) + SpO2 95 (1) + HR 105 (1) + T 38.3 (1) = 5
+        let s = score(&all(22.0, 95.0, false, 125.0, 105.0, true, 38.3));
+        assert_eq!((s.total, s.band), (5, RiskBand::Medium));
+    }
+
+    #[test]
+    fn missing_parameters_are_listed_not_guessed() {
+        let s = score(&Vitals {
+            heart_rate: Some(135.0),
+            ..Vitals::default()
+        });
+        assert_eq!(s.total, 3);
+        assert_eq!(s.missing.len(), 6);
+        assert!(!s.is_complete());
+    }
+
+    #[test]
+    fn values_are_read_as_the_chart_is() {
+        // 90.4 reads as 90 (0 points), 90.6 as 91 (1 point); 38.04 °C as 38.0.
+        assert_eq!(
+            score(&Vitals {
+                heart_rate: Some(90.4),
+                ..Default::default()
+            })
+            .total,
+            0
+        );
+        assert_eq!(
+            score(&Vitals {
+                heart_rate: Some(90.6),
+                ..Default::default()
+            })
+            .total,
+            1
+        );
+        assert_eq!(
+            score(&Vitals {
+                temperature: Some(38.04),
+                ..Default::default()
+            })
+            .total,
+            0
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! `features.toml`: which observations feed which channel, in which unit, over which window.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::units;
+
+/// A feature spec could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureSpecError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("`{path}`: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    window_hours: u32,
+    step_minutes: u32,
+    feature: Vec<RawFeature>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeature {
+    name: String,
+    /// Words for cards ("Respiratory rate"); defaults to the name.
+    #[serde(default)]
+    display: Option<String>,
+    loinc: Vec<String>,
+    unit: String,
+    /// For coded observations: SNOMED/LOINC answer code → value. Codes not listed are
+    /// rejected, never guessed.
+    #[serde(default)]
+    coded_values: BTreeMap<String, f64>,
+}
+
+/// One input channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureDef {
+    pub name: String,
+    /// How cards name this signal.
+    pub display: String,
+    /// LOINC codes matched on `Observation.code` or `Observation.component.code`.
+    pub loinc: Vec<String>,
+    /// Canonical UCUM unit; values are converted to it (see [`units`]).
+    pub unit: String,
+    pub coded_values: BTreeMap<String, f64>,
+}
+
+/// A validated feature spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureSpec {
+    pub window: Duration,
+    pub step: Duration,
+    pub features: Vec<FeatureDef>,
+}
+
+impl FeatureSpec {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, FeatureSpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FeatureSpecError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| FeatureSpecError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: RawSpec = toml::from_str(text).map_err(|e| e.to_string())?;
+        if raw.window_hours == 0 || raw.step_minutes == 0 {
+            return Err("window_hours and step_minutes must be positive".into());
+        }
+        if !(raw.window_hours * 60).is_multiple_of(raw.step_minutes) {
+            return Err("window_hours must be a whole number of steps".into());
+        }
+        if raw.feature.is_empty() {
+            return Err("at least one [[feature]] is needed".into());
+        }
+        let mut features = Vec::new();
+        for (i, f) in raw.feature.into_iter().enumerate() {
+            if features.iter().any(|d: &FeatureDef| d.name == f.name) {
+                return Err(format!("feature[{i}]: duplicate name `{}`", f.name));
+            }
+            if f.loinc.is_empty() {
+                return Err(format!("feature[{i}] `{}`: no LOINC codes", f.name));
+            }
+            if !units::is_canonical(&f.unit) {
+                return Err(format!(
+                    "feature[{i}] `{}`: unit `{}` is not one bedside converts to",
+                    f.name, f.unit
+                ));
+            }
+            features.push(FeatureDef {
+                display: f.display.unwrap_or_else(|| f.name.replace('_', " ")),
+                name: f.name,
+                loinc: f.loinc,
+                unit: f.unit,
+                coded_values: f.coded_values,
+            });
+        }
+        Ok(Self {
+            window: Duration::from_secs(u64::from(raw.window_hours) * 3600),
+            step: Duration::from_secs(u64::from(raw.step_minutes) * 60),
+            features,
+        })
+    }
+
+    /// Time steps in the window.
+    pub fn steps(&self) -> usize {
+        (self.window.as_secs() / self.step.as_secs()) as usize
+    }
+
+    /// Channels per step: one value and one observed-mask channel per feature.
+    pub fn channels(&self) -> usize {
+        self.features.len() * 2
+    }
+
+    /// Index of the feature called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.features.iter().position(|f| f.name == name)
+    }
+}

@@ -1,0 +1,253 @@
+//! A borrowed serde projection of FHIR Observations: only what features read.
+//!
+//! Fields are `Cow<str>` borrowed from the request body (owned only when a string holds JSON
+//! escapes). Unknown fields and extensions are skipped by serde without building values.
+//! An Observation whose projected fields have the wrong JSON type is counted as unreadable
+//! and skipped, so one bad resource cannot hide the rest of a patient's data.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Why a prefetch value holds no readable Observations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("value is not a JSON object with a `resourceType`")]
+    NotAResource,
+    /// The EHR reported its own failure to fetch this data (spec: "Prefetch Template").
+    #[error("the EHR returned an OperationOutcome instead of data")]
+    OperationOutcome,
+    #[error("expected a Bundle or Observation, found {0}")]
+    UnexpectedType(String),
+}
+
+/// Observations found in a prefetch value, and how many entries could not be read.
+#[derive(Debug, Default)]
+pub struct Projected<'a> {
+    pub observations: Vec<ObservationView<'a>>,
+    pub unreadable: usize,
+}
+
+/// The fields of an Observation that feature extraction reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservationView<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub code: Option<CodeableConceptView<'a>>,
+    #[serde(borrow, default)]
+    pub effective_date_time: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub effective_instant: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub effective_period: Option<PeriodView<'a>>,
+    #[serde(borrow, default)]
+    pub value_quantity: Option<QuantityView<'a>>,
+    #[serde(borrow, default)]
+    pub value_codeable_concept: Option<CodeableConceptView<'a>>,
+    #[serde(borrow, default)]
+    pub component: Vec<ComponentView<'a>>,
+}
+
+/// `CodeableConcept.coding` only.
+#[derive(Debug, Default, Deserialize)]
+pub struct CodeableConceptView<'a> {
+    #[serde(borrow, default)]
+    pub coding: Vec<CodingView<'a>>,
+}
+
+/// `Coding.system` and `Coding.code`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CodingView<'a> {
+    #[serde(borrow, default)]
+    pub system: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub code: Option<Cow<'a, str>>,
+}
+
+/// `Quantity` as measured.
+#[derive(Debug, Default, Deserialize)]
+pub struct QuantityView<'a> {
+    #[serde(default)]
+    pub value: Option<f64>,
+    #[serde(borrow, default)]
+    pub unit: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub system: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub code: Option<Cow<'a, str>>,
+}
+
+/// `Period.start`/`end`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PeriodView<'a> {
+    #[serde(borrow, default)]
+    pub start: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub end: Option<Cow<'a, str>>,
+}
+
+/// `Observation.component[]`: blood-pressure panels carry systolic here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentView<'a> {
+    #[serde(borrow, default)]
+    pub code: Option<CodeableConceptView<'a>>,
+    #[serde(borrow, default)]
+    pub value_quantity: Option<QuantityView<'a>>,
+    #[serde(borrow, default)]
+    pub value_codeable_concept: Option<CodeableConceptView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TypeOnly<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct BundleView<'a> {
+    #[serde(borrow, default)]
+    entry: Vec<EntryView<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EntryView<'a> {
+    #[serde(borrow, default)]
+    resource: Option<&'a RawValue>,
+}
+
+pub const LOINC: &str = "http://loinc.org";
+
+impl CodeableConceptView<'_> {
+    /// Whether any coding is `system|code` for one of `codes`.
+    pub fn has_code(&self, system: &str, codes: &[String]) -> bool {
+        self.coding.iter().any(|c| {
+            c.system.as_deref() == Some(system)
+                && c.code
+                    .as_deref()
+                    .is_some_and(|code| codes.iter().any(|k| k == code))
+        })
+    }
+}
+
+impl ObservationView<'_> {
+    /// When the observation applies: `effectiveDateTime`, `effectiveInstant`, or the end
+    /// (else start) of `effectivePeriod`.
+    pub fn effective_text(&self) -> Option<&str> {
+        self.effective_date_time
+            .as_deref()
+            .or(self.effective_instant.as_deref())
+            .or_else(|| {
+                self.effective_period
+                    .as_ref()
+                    .and_then(|p| p.end.as_deref().or(p.start.as_deref()))
+            })
+    }
+
+    /// Whether the result may be used: `final`, `amended` or `corrected`. Preliminary,
+    /// cancelled and entered-in-error results are not scored.
+    pub fn is_usable_status(&self) -> bool {
+        matches!(
+            self.status.as_deref(),
+            Some("final" | "amended" | "corrected")
+        )
+    }
+}
+
+/// Reads the Observations out of one prefetch value: a searchset Bundle or one Observation.
+/// Non-Observation entries (a Patient via `_include`, an OperationOutcome with
+/// `search.mode = outcome`) are skipped.
+pub fn observations(value: &RawValue) -> Result<Projected<'_>, ProjectionError> {
+    let kind: TypeOnly<'_> =
+        serde_json::from_str(value.get()).map_err(|_| ProjectionError::NotAResource)?;
+    let mut out = Projected::default();
+    match kind.resource_type.as_ref() {
+        "Bundle" => {
+            let bundle: BundleView<'_> =
+                serde_json::from_str(value.get()).map_err(|_| ProjectionError::NotAResource)?;
+            for resource in bundle.entry.into_iter().filter_map(|e| e.resource) {
+                match serde_json::from_str::<TypeOnly<'_>>(resource.get()) {
+                    Ok(t) if t.resource_type == "Observation" => push(resource, &mut out),
+                    Ok(_) => {}
+                    Err(_) => out.unreadable += 1,
+                }
+            }
+        }
+        "Observation" => push(value, &mut out),
+        "OperationOutcome" => return Err(ProjectionError::OperationOutcome),
+        other => return Err(ProjectionError::UnexpectedType(other.to_owned())),
+    }
+    Ok(out)
+}
+
+fn push<'a>(resource: &'a RawValue, out: &mut Projected<'a>) {
+    match serde_json::from_str::<ObservationView<'a>>(resource.get()) {
+        Ok(obs) => out.observations.push(obs),
+        Err(_) => out.unreadable += 1,
+    }
+}
+
+/// The `resourceType` of a prefetch value, if it is a JSON object with one.
+pub fn resource_type(value: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<TypeOnly<'_>>(value.get())
+        .ok()
+        .map(|t| t.resource_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn reads_observations_and_skips_other_entries() {
+        let b = raw(r#"{"resourceType":"Bundle","type":"searchset","entry":[
+            {"fullUrl":"x","resource":{"resourceType":"Observation","id":"o1","status":"final",
+              "code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},
+              "effectiveDateTime":"2026-01-01T10:00:00Z","extension":[{"url":"u","valueString":"s"}],
+              "valueQuantity":{"value":88,"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}},
+             "search":{"mode":"match"}},
+            {"resource":{"resourceType":"Patient","id":"p","name":[{"family":"X"}]}},
+            {"resource":{"resourceType":"OperationOutcome","issue":[]},"search":{"mode":"outcome"}},
+            {"resource":{"resourceType":"Observation","id":"bad","valueQuantity":{"value":"high"}}}
+        ]}"#);
+        let p = observations(&b).unwrap();
+        assert_eq!(p.observations.len(), 1);
+        assert_eq!(p.unreadable, 1);
+        let o = &p.observations[0];
+        assert_eq!(o.id.as_deref(), Some("o1"));
+        assert!(o.code.as_ref().unwrap().has_code(LOINC, &["8867-4".into()]));
+        assert_eq!(o.value_quantity.as_ref().unwrap().value, Some(88.0));
+    }
+
+    #[test]
+    fn escaped_strings_are_read_too() {
+        let o = raw(r#"{"resourceType":"Observation","id":"a\u0062c","status":"final"}"#);
+        let p = observations(&o).unwrap();
+        assert_eq!(p.observations[0].id.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn operation_outcomes_and_other_values_are_errors() {
+        assert_eq!(
+            observations(&raw(r#"{"resourceType":"OperationOutcome","issue":[]}"#)).unwrap_err(),
+            ProjectionError::OperationOutcome
+        );
+        assert_eq!(
+            observations(&raw("[1,2]")).unwrap_err(),
+            ProjectionError::NotAResource
+        );
+        assert!(matches!(
+            observations(&raw(r#"{"resourceType":"Patient"}"#)),
+            Err(ProjectionError::UnexpectedType(_))
+        ));
+    }
+}

@@ -1,0 +1,145 @@
+//! Cached JWK sets of trusted clients.
+//!
+//! Keys are fetched only from allowlisted URLs (the caller checked), refreshed after
+//! `jwks_refresh`, re-fetched early when an unknown `kid` appears (a client rotated keys) but
+//! at most once per [`MIN_REFETCH`], and trusted at most `jwks_max_age` when the endpoint is
+//! down: then verification fails closed, never open.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use url::Url;
+
+use super::AuthError;
+use crate::config::AuthSettings;
+
+/// Shortest interval between two fetches of one URL triggered by unknown `kid`s, so a stream
+/// of tokens with made-up `kid`s cannot turn bedside into a load generator against an EHR.
+pub const MIN_REFETCH: Duration = Duration::from_secs(30);
+
+/// Largest JWK set accepted (bytes). Real sets are a few KB.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+struct Entry {
+    set: Arc<JwkSet>,
+    fetched: Instant,
+}
+
+/// JWK sets by URL.
+pub struct JwksCache {
+    http: reqwest::Client,
+    entries: RwLock<HashMap<Url, Entry>>,
+    last_attempt: RwLock<HashMap<Url, Instant>>,
+    /// Serializes fetches so a burst of requests after expiry fetches once.
+    fetching: tokio::sync::Mutex<()>,
+    refresh: Duration,
+    max_age: Duration,
+}
+
+impl JwksCache {
+    /// An empty cache with its own HTTP client (no redirects, bounded time).
+    pub fn new(settings: &AuthSettings) -> Result<Self, AuthError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.jwks_timeout)
+            .timeout(settings.jwks_timeout)
+            .build()
+            .map_err(|_| AuthError::Setup)?;
+        Ok(Self {
+            http,
+            entries: RwLock::default(),
+            last_attempt: RwLock::default(),
+            fetching: tokio::sync::Mutex::new(()),
+            refresh: settings.jwks_refresh,
+            max_age: settings.jwks_max_age,
+        })
+    }
+
+    /// The key `kid` from the set at `url`.
+    pub async fn key(&self, url: &Url, kid: &str) -> Result<Jwk, AuthError> {
+        if let Some(found) = self.cached(url, kid, self.refresh) {
+            return Ok(found);
+        }
+        let _guard = self.fetching.lock().await;
+        // Another request may have fetched while this one waited.
+        if let Some(found) = self.cached(url, kid, self.refresh) {
+            return Ok(found);
+        }
+        // Reaching here means: no set yet, a set due for refresh, or an unknown `kid`.
+        let recently_tried = self
+            .last_attempt
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(url)
+            .is_some_and(|t| t.elapsed() < MIN_REFETCH);
+        if !recently_tried {
+            self.last_attempt
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(url.clone(), Instant::now());
+            match self.fetch(url).await {
+                Ok(set) => {
+                    let entry = Entry {
+                        set: Arc::new(set),
+                        fetched: Instant::now(),
+                    };
+                    self.entries
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(url.clone(), entry);
+                }
+                Err(()) => tracing::warn!(
+                    jwks_url = %url,
+                    "JWKS fetch failed; cached keys stay in use until jwks_max_age"
+                ),
+            }
+        }
+        match self.age(url) {
+            None => Err(AuthError::JwksUnavailable),
+            Some(age) if age >= self.max_age => Err(AuthError::JwksUnavailable),
+            Some(_) => self
+                .cached(url, kid, self.max_age)
+                .ok_or(AuthError::UnknownKid),
+        }
+    }
+
+    fn age(&self, url: &Url) -> Option<Duration> {
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(url)
+            .map(|e| e.fetched.elapsed())
+    }
+
+    fn cached(&self, url: &Url, kid: &str, max_age: Duration) -> Option<Jwk> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.get(url)?;
+        if entry.fetched.elapsed() >= max_age {
+            return None;
+        }
+        entry.set.find(kid).cloned()
+    }
+
+    async fn fetch(&self, url: &Url) -> Result<JwkSet, ()> {
+        let mut response = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|_| ())?;
+        if !response.status().is_success() {
+            return Err(());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|_| ())? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|_| ())
+    }
+}

@@ -1,0 +1,239 @@
+//! CDS client authentication: the JWT an EHR presents on every call ("Trusting CDS Clients").
+//!
+//! Order of checks, cheapest and least trusting first: bearer syntax → header (`alg`, `kid`,
+//! `jku`) → unverified `iss` picks the trusted client → `jku` must be on that client's
+//! allowlist (an unlisted URL is never fetched: that would be SSRF on demand) → key by `kid`
+//! from the cached JWKS → signature, `aud`, `iss`, `exp`/`nbf` with skew → `iat`, lifetime →
+//! `jti` replay. The `jti` is remembered only after the signature verified, so forged tokens
+//! cannot poison the replay memory.
+
+mod error;
+mod jwks;
+mod replay;
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::{AuthSettings, TrustedClient};
+
+pub use error::AuthError;
+pub use jwks::JwksCache;
+pub use replay::ReplayCache;
+
+/// A caller whose token verified. `tenant` is passed through to services and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedClient {
+    pub iss: String,
+    pub tenant: Option<String>,
+    pub jti: String,
+}
+
+/// Whether calls must carry a client JWT.
+pub enum ClientAuth {
+    /// Every call needs a valid token from a trusted client.
+    Required(Box<JwtVerifier>),
+    /// `--insecure-no-auth`: anyone may call. Only for the local demo; logged at start-up.
+    Disabled,
+}
+
+impl ClientAuth {
+    /// Verifies `authorization` (the raw header) for a call whose `aud` must be one of
+    /// `audiences`. `Ok(None)` only when authentication is disabled.
+    pub async fn verify(
+        &self,
+        authorization: Option<&str>,
+        audiences: &[String],
+    ) -> Result<Option<VerifiedClient>, AuthError> {
+        match self {
+            Self::Required(v) => v.verify(authorization, audiences).await.map(Some),
+            Self::Disabled => Ok(None),
+        }
+    }
+}
+
+/// Verifies client JWTs against the configured trusted clients.
+pub struct JwtVerifier {
+    clients: HashMap<String, TrustedClient>,
+    jwks: JwksCache,
+    replay: ReplayCache,
+    settings: AuthSettings,
+}
+
+#[derive(Deserialize)]
+struct UnverifiedClaims {
+    iss: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    exp: i64,
+    iat: Option<i64>,
+    jti: Option<String>,
+    tenant: Option<String>,
+}
+
+impl JwtVerifier {
+    /// A verifier for `clients`. JWKS are fetched lazily, on the first token that needs them.
+    pub fn new(clients: &[TrustedClient], settings: AuthSettings) -> Result<Self, AuthError> {
+        Ok(Self {
+            clients: clients.iter().map(|c| (c.iss.clone(), c.clone())).collect(),
+            jwks: JwksCache::new(&settings)?,
+            replay: ReplayCache::default(),
+            settings,
+        })
+    }
+
+    async fn verify(
+        &self,
+        authorization: Option<&str>,
+        audiences: &[String],
+    ) -> Result<VerifiedClient, AuthError> {
+        let token = bearer_token(authorization)?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Malformed(format!("bad JWT header: {e}")))?;
+        let kid = header.kid.as_deref().ok_or(AuthError::MissingKid)?;
+        let iss = unverified_issuer(token)?;
+        let client = self
+            .clients
+            .get(&iss)
+            .ok_or_else(|| AuthError::UnknownIssuer(iss.clone()))?;
+        if !client.algorithms.contains(&header.alg) {
+            return Err(AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
+        }
+        let jwks_url = match header.jku.as_deref() {
+            Some(jku) => client
+                .jwks_urls
+                .iter()
+                .find(|allowed| {
+                    allowed.as_str() == jku || Url::parse(jku).ok().as_ref() == Some(allowed)
+                })
+                .ok_or(AuthError::JkuNotAllowed)?,
+            None => client.jwks_urls.first().ok_or(AuthError::JkuNotAllowed)?,
+        };
+        let jwk = self.jwks.key(jwks_url, kid).await?;
+        if let Some(key_alg) = jwk.common.key_algorithm {
+            if format!("{key_alg:?}") != format!("{:?}", header.alg) {
+                return Err(AuthError::AlgorithmNotAllowed(format!(
+                    "{:?} (key `{kid}` is for {key_alg:?})",
+                    header.alg
+                )));
+            }
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| AuthError::UnusableKey)?;
+        let claims = self.check_signature_and_claims(token, &key, header.alg, &iss, audiences)?;
+        let now = unix_now();
+        let skew = self.settings.clock_skew.as_secs() as i64;
+        let iat = claims.iat.ok_or(AuthError::MissingClaim("iat"))?;
+        if iat > now + skew {
+            return Err(AuthError::IssuedInFuture);
+        }
+        if claims.exp - iat > self.settings.max_token_lifetime.as_secs() as i64 {
+            return Err(AuthError::LifetimeTooLong);
+        }
+        let jti = claims
+            .jti
+            .filter(|j| !j.is_empty())
+            .ok_or(AuthError::MissingClaim("jti"))?;
+        self.replay.remember(&iss, &jti, claims.exp + skew, now)?;
+        Ok(VerifiedClient {
+            iss,
+            tenant: claims.tenant,
+            jti,
+        })
+    }
+
+    fn check_signature_and_claims(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        alg: Algorithm,
+        iss: &str,
+        audiences: &[String],
+    ) -> Result<Claims, AuthError> {
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.settings.clock_skew.as_secs();
+        validation.validate_nbf = true;
+        validation.set_audience(audiences);
+        validation.set_issuer(&[iss]);
+        validation.set_required_spec_claims(&["exp", "aud", "iss"]);
+        jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map(|data| data.claims)
+            .map_err(AuthError::from_jwt)
+    }
+}
+
+fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
+    let value = authorization.ok_or(AuthError::MissingToken)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::NotBearer);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::MissingToken);
+    }
+    Ok(token)
+}
+
+/// Reads `iss` before verification, only to pick which client's keys to verify with.
+fn unverified_issuer(token: &str) -> Result<String, AuthError> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| AuthError::Malformed("not a JWS compact serialization".into()))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed("payload is not base64url".into()))?;
+    let claims: UnverifiedClaims = serde_json::from_slice(&bytes)
+        .map_err(|_| AuthError::Malformed("payload is not a JSON object".into()))?;
+    claims.iss.ok_or(AuthError::MissingClaim("iss"))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_required() {
+        assert_eq!(bearer_token(Some("bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer_token(Some("Bearer  abc ")).unwrap(), "abc");
+        assert!(matches!(
+            bearer_token(Some("Basic abc")),
+            Err(AuthError::NotBearer)
+        ));
+        assert!(matches!(bearer_token(None), Err(AuthError::MissingToken)));
+        assert!(matches!(
+            bearer_token(Some("Bearer ")),
+            Err(AuthError::MissingToken)
+        ));
+    }
+
+    #[test]
+    fn issuer_is_read_from_the_spec_example_token() {
+        // The CDS Hooks 2.0 example token (tests/fixtures/spec/SOURCE.md).
+        let token = "eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCIsImtpZCI6ImV4YW1wbGUta2lkIiwiamt1IjoiaHR0cHM6Ly9maGlyLWVoci5leGFtcGxlLmNvbS9qd2tfdXJpIn0.eyJpc3MiOiJodHRwczovL2ZoaXItZWhyLmV4YW1wbGUuY29tLyIsImF1ZCI6Imh0dHBzOi8vY2RzLmV4YW1wbGUub3JnL2Nkcy1zZXJ2aWNlcy9zb21lLXNlcnZpY2UiLCJleHAiOjE0MjI1Njg4NjAsImlhdCI6MTMxMTI4MDk3MCwianRpIjoiZWUyMmIwMjEtZTFiNy00NjExLWJhNWItOGVlYzZhMzNhYzFlIiwidGVuYW50IjoiMmRkZDZjM2EtOGU5YS00NGM2LWEzMDUtNTIxMTFhZDMwMmEyIn0.sig";
+        assert_eq!(
+            unverified_issuer(token).unwrap(),
+            "https://fhir-ehr.example.com/"
+        );
+    }
+
+    #[test]
+    fn garbage_payloads_are_malformed_not_panics() {
+        for t in ["", "a", "a.b", "a.!!!.c", "a.e30.c"] {
+            assert!(unverified_issuer(t).is_err(), "{t}");
+        }
+    }
+}

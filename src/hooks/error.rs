@@ -1,0 +1,138 @@
+//! Everything a hook, discovery or feedback call can fail with, mapped to HTTP in one place.
+//!
+//! Client mistakes are described to the client (status + [`ErrorBody`]); internal causes go to
+//! the log with the hookInstance and the EHR gets a generic message.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+
+use super::auth::AuthError;
+use super::wire::ErrorBody;
+use crate::services::ServiceError;
+use crate::store::StoreError;
+
+/// A failed CDS Hooks call.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("unknown CDS service `{0}`")]
+    UnknownService(String),
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("content type must be application/json (got `{0}`)")]
+    UnsupportedMediaType(String),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// Valid JSON that is not a valid request; `field` names the offending member.
+    #[error("{message}")]
+    InvalidRequest {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("service `{service}` answers the `{expected}` hook, not `{got}`")]
+    WrongHook {
+        service: String,
+        expected: String,
+        got: String,
+    },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("feedback could not be stored; retry later")]
+    StoreUnavailable(#[from] StoreError),
+    #[error("the request body could not be read")]
+    BodyRead,
+}
+
+impl HookError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownService(_) => "unknown_service",
+            Self::Unauthorized(e) => e.code(),
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::WrongHook { .. } => "wrong_hook",
+            Self::Service(e) => e.code(),
+            Self::StoreUnavailable(_) => "store_unavailable",
+            Self::BodyRead => "body_read_error",
+        }
+    }
+
+    fn field(&self) -> Option<String> {
+        match self {
+            Self::InvalidRequest { field, .. } => field.clone(),
+            Self::WrongHook { .. } => Some("hook".to_owned()),
+            Self::Service(e) => e.field(),
+            _ => None,
+        }
+    }
+
+    /// Turns a `serde_json` failure on a request body into 400 naming the field or position.
+    pub fn from_json(e: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => Self::MalformedJson(e.to_string()),
+            Category::Data => {
+                let text = e.to_string();
+                let field = text
+                    .split('`')
+                    .nth(1)
+                    .filter(|_| {
+                        text.starts_with("missing field") || text.starts_with("unknown field")
+                    })
+                    .map(str::to_owned);
+                Self::InvalidRequest {
+                    field,
+                    message: format!("not a valid request: {text}"),
+                }
+            }
+        }
+    }
+}
+
+impl ResponseError for HookError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::UnknownService(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized(AuthError::Setup) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MalformedJson(_) | Self::InvalidRequest { .. } | Self::WrongHook { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::BodyRead => StatusCode::BAD_REQUEST,
+            Self::Service(e) => e.status_code(),
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let message = if status.is_server_error() && !matches!(self, Self::StoreUnavailable(_)) {
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut response = HttpResponse::build(status);
+        if let Self::Unauthorized(e) = self {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    e.to_string().replace('"', "'")
+                ),
+            ));
+        }
+        if matches!(self, Self::StoreUnavailable(_)) {
+            response.insert_header((header::RETRY_AFTER, "5"));
+        }
+        response.json(ErrorBody {
+            error: self.code().to_owned(),
+            message,
+            field: self.field(),
+        })
+    }
+}

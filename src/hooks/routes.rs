@@ -1,0 +1,206 @@
+//! The actix routes of the CDS Hooks API.
+//!
+//! Order of checks on a call: unknown service (404) → client JWT (401) → content type (415)
+//! → size (413) → JSON (400) → hook/fields (400) → the service (200, or 412 when it lacks
+//! data). Authentication comes before the body is read, so an unauthenticated caller cannot
+//! make bedside buffer 5 MB.
+
+use std::time::Instant;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::auth::VerifiedClient;
+use super::body::read_json_body;
+use super::wire::{DiscoveryResponse, Feedback, HookRequest};
+use super::HookError;
+use crate::server::AppState;
+use crate::services::CdsService;
+
+/// Registers discovery, invocation and feedback.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/cds-services", web::get().to(discovery))
+        .route("/cds-services/{id}", web::post().to(invoke))
+        .route("/cds-services/{id}/feedback", web::post().to(feedback));
+}
+
+/// `GET /cds-services`. Open to all: it lists service metadata, no patient data, and EHR
+/// integration engineers read it while registering bedside.
+async fn discovery(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(DiscoveryResponse {
+        services: state.services.iter().map(|s| s.descriptor()).collect(),
+    })
+}
+
+async fn invoke(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, HookError> {
+    let started = Instant::now();
+    let service = find_service(&state, &id)?;
+    let audiences = [state.config.service_url(service.id())];
+    let client = authenticate(&state, &req, &audiences).await?;
+    let body = read_json_body(&req, payload, state.config.max_body_bytes).await?;
+    let request: HookRequest<'_> = serde_json::from_slice(&body).map_err(HookError::from_json)?;
+    validate_request(&request)?;
+    if request.hook != service.hook() {
+        return Err(HookError::WrongHook {
+            service: service.id().to_owned(),
+            expected: service.hook().to_owned(),
+            got: request.hook.clone(),
+        });
+    }
+    let outcome = service.invoke(&request, client.as_ref()).await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    match outcome {
+        Ok(response) => {
+            tracing::info!(
+                service = service.id(),
+                hook_instance = %request.hook_instance,
+                client = client.as_ref().map(|c| c.iss.as_str()).unwrap_or("-"),
+                tenant = client.as_ref().and_then(|c| c.tenant.as_deref()).unwrap_or("-"),
+                cards = response.cards.len(),
+                elapsed_ms,
+                "hook answered"
+            );
+            Ok(HttpResponse::Ok().json(response))
+        }
+        Err(e) => {
+            tracing::warn!(
+                service = service.id(),
+                hook_instance = %request.hook_instance,
+                error = %e,
+                elapsed_ms,
+                "hook refused"
+            );
+            Err(e.into())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawFeedbackRequest<'a> {
+    #[serde(borrow)]
+    feedback: Vec<&'a RawValue>,
+}
+
+async fn feedback(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, HookError> {
+    let service = find_service(&state, &id)?;
+    let service_url = state.config.service_url(service.id());
+    let audiences = [format!("{service_url}/feedback"), service_url];
+    let client = authenticate(&state, &req, &audiences).await?;
+    let body = read_json_body(&req, payload, state.config.max_body_bytes).await?;
+    let raw: RawFeedbackRequest<'_> =
+        serde_json::from_slice(&body).map_err(HookError::from_json)?;
+    if raw.feedback.is_empty() {
+        return Err(HookError::InvalidRequest {
+            field: Some("feedback".into()),
+            message: "`feedback` must not be empty".into(),
+        });
+    }
+    let mut items = Vec::with_capacity(raw.feedback.len());
+    for (i, item) in raw.feedback.iter().enumerate() {
+        let parsed: Feedback =
+            serde_json::from_str(item.get()).map_err(|e| match HookError::from_json(e) {
+                HookError::InvalidRequest { field, message } => HookError::InvalidRequest {
+                    field: Some(format!(
+                        "feedback[{i}]{}",
+                        field.map(|f| format!(".{f}")).unwrap_or_default()
+                    )),
+                    message,
+                },
+                other => other,
+            })?;
+        validate_feedback(&parsed, i)?;
+        items.push((parsed, item.get()));
+    }
+    let stored = state
+        .store
+        .record_feedback(service.id(), client.as_ref(), &items)
+        .await?;
+    tracing::info!(
+        service = service.id(),
+        items = items.len(),
+        new = stored,
+        "feedback stored"
+    );
+    // The spec defines no response body; an empty JSON object keeps JSON-only clients happy.
+    Ok(HttpResponse::Ok().json(serde_json::json!({})))
+}
+
+fn find_service<'s>(state: &'s AppState, id: &str) -> Result<&'s CdsService, HookError> {
+    state
+        .services
+        .get(id)
+        .ok_or_else(|| HookError::UnknownService(id.to_owned()))
+}
+
+async fn authenticate(
+    state: &AppState,
+    req: &HttpRequest,
+    audiences: &[String],
+) -> Result<Option<VerifiedClient>, HookError> {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state
+        .auth
+        .verify(authorization, audiences)
+        .await
+        .map_err(|e| {
+            tracing::warn!(reason = e.code(), detail = %e, "client JWT refused");
+            HookError::Unauthorized(e)
+        })
+}
+
+fn validate_request(request: &HookRequest<'_>) -> Result<(), HookError> {
+    let invalid = |field: &str, message: &str| HookError::InvalidRequest {
+        field: Some(field.to_owned()),
+        message: message.to_owned(),
+    };
+    if request.hook.trim().is_empty() {
+        return Err(invalid("hook", "`hook` must not be empty"));
+    }
+    if request.hook_instance.trim().is_empty() {
+        return Err(invalid("hookInstance", "`hookInstance` must not be empty"));
+    }
+    if request.fhir_authorization.is_some() && request.fhir_server.is_none() {
+        return Err(invalid(
+            "fhirServer",
+            "`fhirServer` is required when `fhirAuthorization` is present",
+        ));
+    }
+    if let Some(server) = &request.fhir_server {
+        match url::Url::parse(server) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => return Err(invalid("fhirServer", "`fhirServer` must be an http(s) URL")),
+        }
+    }
+    Ok(())
+}
+
+fn validate_feedback(item: &Feedback, i: usize) -> Result<(), HookError> {
+    if item.card.trim().is_empty() {
+        return Err(HookError::InvalidRequest {
+            field: Some(format!("feedback[{i}].card")),
+            message: "`card` must be the card's uuid".into(),
+        });
+    }
+    if chrono::DateTime::parse_from_rfc3339(&item.outcome_timestamp).is_err() {
+        return Err(HookError::InvalidRequest {
+            field: Some(format!("feedback[{i}].outcomeTimestamp")),
+            message: "`outcomeTimestamp` must be an RFC 3339 date-time".into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Model runtime: manifests, sha256-verified TorchScript loading, device choice, and a
+//! dedicated inference thread per model.
+//!
+//! LibTorch never runs on actix workers: each model is loaded, put in eval mode and warmed up
+//! on its own OS thread, which owns the `CModule` and serves jobs from a bounded queue. Each
+//! job carries the deadline of the hook that asked; expired jobs are dropped, not computed.
+
+mod device;
+mod error;
+mod manifest;
+mod registry;
+mod worker;
+
+pub use device::{cuda_is_available, select_device};
+pub use error::{InferenceError, LoadError};
+pub use manifest::{Manifest, ModelStatus};
+pub use registry::{LoadedModel, ModelRegistry};
+pub use worker::ModelHandle;

@@ -1,0 +1,194 @@
+//! Every model under `models/<name>/<version>/`, verified and loaded at start-up.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::device::select_device;
+use super::manifest::{Manifest, ModelStatus};
+use super::worker::{ModelHandle, WorkerSpec};
+use super::LoadError;
+use crate::config::InferenceSettings;
+use crate::features::{FeatureSpec, Normalisation};
+
+/// A model ready to score.
+pub struct LoadedModel {
+    pub manifest: Manifest,
+    pub features: FeatureSpec,
+    pub normalisation: Normalisation,
+    pub handle: ModelHandle,
+    /// `MODEL_CARD.md` beside the manifest, served at `/models/{name}/{version}/model-card`.
+    pub model_card: PathBuf,
+}
+
+/// Loaded models by `(name, version)`.
+#[derive(Default)]
+pub struct ModelRegistry {
+    models: BTreeMap<(String, String), Arc<LoadedModel>>,
+}
+
+impl ModelRegistry {
+    /// Finds every `manifest.toml` two levels under `dir`, verifies and loads each model that
+    /// is not retired. Any failure stops start-up with a message naming the model.
+    pub fn load(dir: &Path, settings: &InferenceSettings) -> Result<Self, LoadError> {
+        if settings.threads > 0 {
+            tch::set_num_threads(settings.threads as i32);
+        }
+        let device = select_device(settings.device)?;
+        let mut models = BTreeMap::new();
+        for manifest_path in find_manifests(dir)? {
+            let manifest = Manifest::load(&manifest_path)?;
+            if manifest.status == ModelStatus::Retired {
+                continue;
+            }
+            let key = (manifest.name.clone(), manifest.version.clone());
+            if models.contains_key(&key) {
+                return Err(LoadError::Duplicate {
+                    name: key.0,
+                    version: key.1,
+                });
+            }
+            let model = load_one(&manifest_path, manifest, device, settings)?;
+            tracing::info!(
+                model = %key.0,
+                version = %key.1,
+                device = %model.handle.device(),
+                "model loaded and warmed up"
+            );
+            models.insert(key, Arc::new(model));
+        }
+        Ok(Self { models })
+    }
+
+    /// The model `name` at `version`.
+    pub fn get(&self, name: &str, version: &str) -> Option<Arc<LoadedModel>> {
+        self.models
+            .get(&(name.to_owned(), version.to_owned()))
+            .cloned()
+    }
+
+    /// All loaded models.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
+        self.models.values()
+    }
+}
+
+fn find_manifests(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let read = |p: &Path| {
+        std::fs::read_dir(p).map_err(|source| LoadError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let mut found = Vec::new();
+    for model_dir in read(dir)?.flatten().filter(|e| e.path().is_dir()) {
+        for version_dir in read(&model_dir.path())?
+            .flatten()
+            .filter(|e| e.path().is_dir())
+        {
+            let manifest = version_dir.path().join("manifest.toml");
+            if manifest.is_file() {
+                found.push(manifest);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn load_one(
+    manifest_path: &Path,
+    manifest: Manifest,
+    device: tch::Device,
+    settings: &InferenceSettings,
+) -> Result<LoadedModel, LoadError> {
+    let base = manifest_path.parent().unwrap_or(Path::new("."));
+    let (name, version) = (manifest.name.clone(), manifest.version.clone());
+    let incompatible = |message: String| LoadError::Incompatible {
+        name: name.clone(),
+        version: version.clone(),
+        message,
+    };
+    let model_path = base.join(&manifest.file);
+    let actual = sha256_file(&model_path)?;
+    if !actual.eq_ignore_ascii_case(manifest.sha256.trim()) {
+        return Err(LoadError::Sha256Mismatch {
+            name,
+            version,
+            path: model_path.display().to_string(),
+            expected: manifest.sha256.clone(),
+            actual,
+        });
+    }
+    let features =
+        FeatureSpec::load(&base.join(&manifest.features)).map_err(|e| LoadError::Features {
+            name: name.clone(),
+            version: version.clone(),
+            message: e.to_string(),
+        })?;
+    let expected_shape = vec![features.steps(), features.channels()];
+    if manifest.input.shape != expected_shape {
+        return Err(incompatible(format!(
+            "input.shape {:?} does not match the feature spec ({} steps × {} channels)",
+            manifest.input.shape,
+            features.steps(),
+            features.channels()
+        )));
+    }
+    let n = features.features.len();
+    if manifest.input.mean.len() != n || manifest.input.std.len() != n {
+        return Err(incompatible(format!(
+            "input.mean/std need {n} values, one per feature"
+        )));
+    }
+    if manifest
+        .input
+        .std
+        .iter()
+        .any(|s| !(s.is_finite() && *s > 0.0))
+    {
+        return Err(incompatible("input.std values must be positive".into()));
+    }
+    let handle = ModelHandle::spawn(WorkerSpec {
+        name: name.clone(),
+        version: version.clone(),
+        path: model_path,
+        device,
+        sample_shape: manifest.input.shape.iter().map(|&d| d as i64).collect(),
+        queue_capacity: settings.queue_capacity,
+    })?;
+    Ok(LoadedModel {
+        normalisation: Normalisation {
+            mean: manifest.input.mean.clone(),
+            std: manifest.input.std.clone(),
+        },
+        model_card: base.join("MODEL_CARD.md"),
+        features,
+        handle,
+        manifest,
+    })
+}
+
+/// Hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String, LoadError> {
+    let mut file = std::fs::File::open(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

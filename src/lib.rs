@@ -1,0 +1,18 @@
+//! bedside: a CDS Hooks 2.0 gateway that brings TorchScript early-detection models into the EHR.
+//!
+//! Data flows one way (see `../shared/design.md`):
+//! `hooks` (HTTP in/out) → `fhir` + `features` (FHIR → tensors) → `inference` (tch models)
+//! → `services` + `cards` (policy, card text) → `store` (feedback, durable state).
+//! `server` wires them into one actix `App`; `config` is read and validated once at start-up.
+
+pub mod cards;
+pub mod config;
+pub mod demo;
+pub mod features;
+pub mod fhir;
+pub mod hooks;
+pub mod inference;
+pub mod server;
+pub mod services;
+pub mod store;
+pub mod telemetry;

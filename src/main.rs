@@ -1,0 +1,157 @@
+//! `bedside` command line: `serve`, `demo`, `check`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use bedside::config::Config;
+use bedside::server::{self, AuthMode};
+
+#[derive(Parser)]
+#[command(
+    name = "bedside",
+    version,
+    about = "CDS Hooks gateway for TorchScript early-detection models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a configuration file.
+    Serve {
+        /// TOML configuration (BEDSIDE_* environment variables override its keys).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Accept calls without a client JWT. For local testing only; logged as a warning.
+        #[arg(long)]
+        insecure_no_auth: bool,
+    },
+    /// Run a local demo: the deterioration service on synthetic patients, auth off.
+    Demo {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where the demo writes its database and ready-to-post requests.
+        #[arg(long, default_value = ".bedside")]
+        data_dir: PathBuf,
+    },
+    /// Validate a configuration, its services and models (loads every model), then exit.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    bedside::telemetry::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve {
+                config,
+                insecure_no_auth,
+            } => serve(config, insecure_no_auth).await,
+            Command::Demo { listen, data_dir } => demo(listen, data_dir).await,
+            Command::Check { config } => check(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path, &bedside::config::process_env())?)
+}
+
+async fn serve(config: PathBuf, insecure_no_auth: bool) -> anyhow::Result<()> {
+    let config = load_config(&config)?;
+    let mode = if insecure_no_auth {
+        AuthMode::InsecureDisabled
+    } else {
+        AuthMode::Required
+    };
+    let state = server::build_state(config, mode).await?;
+    let running = server::start(state)?;
+    tracing::info!(addr = %running.addr, "bedside listening");
+    println!("bedside listening on http://{}", running.addr);
+    running.server.await?;
+    Ok(())
+}
+
+async fn check(config: PathBuf) -> anyhow::Result<()> {
+    let config = load_config(&config)?;
+    let state = server::build_state(config, AuthMode::Required).await?;
+    for model in state.models.iter() {
+        println!(
+            "model   {} {} ({:?}) on {}: sha256 ok, warm-up ok",
+            model.manifest.name,
+            model.manifest.version,
+            model.manifest.status,
+            model.handle.device()
+        );
+    }
+    for service in state.services.iter() {
+        println!("service {} ({}): ok", service.id(), service.hook());
+    }
+    println!("configuration ok");
+    Ok(())
+}
+
+async fn demo(listen: String, data_dir: PathBuf) -> anyhow::Result<()> {
+    let text = format!(
+        "listen = {listen:?}\npublic_url = \"http://{listen}\"\n[storage]\npath = {db:?}\n[cors]\nallowed_origins = [\"*\"]\n",
+        db = data_dir.join("demo.db").display().to_string(),
+    );
+    let config = Config::from_toml_str(&text, "(demo defaults)", &BTreeMap::new())?;
+    let base = config.public_base().to_owned();
+    let state = server::build_state(config, AuthMode::InsecureDisabled).await?;
+    let requests_dir = data_dir.join("demo");
+    std::fs::create_dir_all(&requests_dir)?;
+    let now = chrono::Utc::now();
+    let mut written = Vec::new();
+    for (name, what, json) in bedside::demo::PATIENTS {
+        let request = bedside::demo::patient_request(json, now)?;
+        let path = requests_dir.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&request)?)?;
+        written.push((name, what, path));
+    }
+    let running = server::start(state)?;
+    println!("\nbedside demo is running (client authentication OFF; synthetic data only).\n");
+    println!("  Discovery:       {base}/cds-services");
+    println!("  CDS service:     {base}/cds-services/deterioration   (hook: patient-view)");
+    println!("  Model card:      {base}/models/deterioration/1.0.0/model-card");
+    println!("  CDS Hooks sandbox: add {base}/cds-services as a CDS service (CORS is open).\n");
+    println!("Demo patients (times shifted to now), ready to post:");
+    for (name, what, path) in &written {
+        println!("  {name:<14} {what}\n                 {}", path.display());
+    }
+    let (_, _, first) = &written[0];
+    println!("\nTry it — this returns a card scored by the TorchScript model:\n");
+    println!(
+        "  curl -s -X POST {base}/cds-services/deterioration -H 'Content-Type: application/json' --data @{} | python3 -m json.tool\n",
+        first.display()
+    );
+    println!("Press Ctrl-C to stop.");
+    running.server.await?;
+    Ok(())
+}

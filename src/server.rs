@@ -1,0 +1,215 @@
+//! Wiring: configuration → models → services → store → one actix `App`.
+//!
+//! [`build_state`] does every start-up check (models verified and warmed up, service
+//! definitions valid, database migrated) before a socket is bound, so a gateway that listens
+//! is a gateway that can answer. [`app`] is the one place routes and middleware are set up;
+//! `main` and the integration tests both use it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_cors::Cors;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::header;
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use crate::config::Config;
+use crate::hooks::auth::{AuthError, ClientAuth, JwtVerifier};
+use crate::hooks::routes;
+use crate::hooks::wire::ErrorBody;
+use crate::inference::{LoadError, ModelRegistry};
+use crate::services::{DefinitionErrors, ServiceRegistry};
+use crate::store::{Store, StoreError};
+
+/// Shared, read-only (after start-up) state of a running gateway.
+pub struct AppState {
+    pub config: Config,
+    pub auth: ClientAuth,
+    pub models: ModelRegistry,
+    pub services: ServiceRegistry,
+    pub store: Store,
+    ready: AtomicBool,
+}
+
+/// Why bedside could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Models(#[from] LoadError),
+    #[error("{0}")]
+    Services(#[from] DefinitionErrors),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("client authentication: {0}")]
+    Auth(#[from] AuthError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("no trusted CDS clients are configured ([[clients]]); add one, or run with --insecure-no-auth for local testing only")]
+    NoClients,
+}
+
+/// Whether callers must present a client JWT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    /// Only via the explicit `--insecure-no-auth` flag (used by `bedside demo`).
+    InsecureDisabled,
+}
+
+/// Loads and checks everything the gateway needs. Blocking work (hashing, loading models)
+/// happens here, before any request can arrive.
+pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState, StartupError> {
+    let auth = match auth_mode {
+        AuthMode::Required if config.clients.is_empty() => return Err(StartupError::NoClients),
+        AuthMode::Required => ClientAuth::Required(Box::new(JwtVerifier::new(
+            &config.clients,
+            config.auth.clone(),
+        )?)),
+        AuthMode::InsecureDisabled => {
+            tracing::warn!("client authentication is OFF (--insecure-no-auth): anyone who can reach this port can call it; never use this with real patient data");
+            ClientAuth::Disabled
+        }
+    };
+    let models_dir = config.models_dir.clone();
+    let settings = config.inference.clone();
+    let models = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_dir, &settings))
+        .await
+        .map_err(|e| LoadError::Torch {
+            name: "(registry)".into(),
+            version: String::new(),
+            message: e.to_string(),
+        })??;
+    let services = ServiceRegistry::load(&config.services_dir, &models, config.public_base())?;
+    let store = Store::open(&config.db_path).await?;
+    let state = AppState {
+        config,
+        auth,
+        models,
+        services,
+        store,
+        ready: AtomicBool::new(false),
+    };
+    // Models were warmed up while loading; from here on the gateway can answer.
+    state.ready.store(true, Ordering::SeqCst);
+    Ok(state)
+}
+
+/// Routes and middleware of the gateway.
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let cors = cors(&state.config.cors_allowed_origins);
+    App::new()
+        .app_data(state)
+        .wrap(cors)
+        .configure(routes::configure)
+        .route(
+            "/models/{name}/{version}/model-card",
+            web::get().to(model_card),
+        )
+        .route(
+            "/health/live",
+            web::get()
+                .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "live"})) }),
+        )
+        .route("/health/ready", web::get().to(ready))
+        .default_service(web::to(not_found))
+}
+
+/// CORS for browser-based CDS clients (the CDS Hooks sandbox). The 2.0 spec requires CORS
+/// support but names no headers; these are the ones such clients send and read.
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([
+            header::HeaderName::from_static("origin"),
+            header::ACCEPT,
+            header::CONTENT_LOCATION,
+            header::LOCATION,
+            header::HeaderName::from_static("x-requested-with"),
+        ])
+        .supports_credentials()
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin();
+    } else {
+        for origin in origins {
+            cors = cors.allowed_origin(origin.trim_end_matches('/'));
+        }
+    }
+    cors
+}
+
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.ready.load(Ordering::SeqCst) {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "warming up"}))
+    }
+}
+
+/// `MODEL_CARD.md` of a loaded model: what each card's `source.url` points to.
+async fn model_card(state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (name, version) = path.into_inner();
+    let Some(model) = state.models.get(&name, &version) else {
+        return not_found_body(format!("no model {name} {version}"));
+    };
+    let path = model.model_card.clone();
+    match tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await {
+        Ok(Ok(text)) => HttpResponse::Ok()
+            .content_type("text/markdown; charset=utf-8")
+            .body(text),
+        _ => not_found_body(format!("model {name} {version} has no model card")),
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    not_found_body("no such endpoint".into())
+}
+
+fn not_found_body(message: String) -> HttpResponse {
+    HttpResponse::NotFound().json(ErrorBody {
+        error: "not_found".into(),
+        message,
+        field: None,
+    })
+}
+
+/// A bound, running gateway.
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: std::net::SocketAddr,
+    pub handle: ServerHandle,
+    pub server: Server,
+}
+
+/// Binds `state.config.listen` and returns the running server (not yet awaited).
+pub fn start(state: AppState) -> Result<Running, StartupError> {
+    let addr = state.config.listen;
+    let state = web::Data::from(Arc::new(state));
+    let server = HttpServer::new(move || app(state.clone()))
+        .bind(addr)
+        .map_err(|source| StartupError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let bound = server.addrs().first().copied().unwrap_or(addr);
+    let server = server.shutdown_timeout(5).run();
+    Ok(Running {
+        addr: bound,
+        handle: server.handle(),
+        server,
+    })
+}

@@ -1,0 +1,379 @@
+//! `cds-services/*.toml`: one CDS service per file, validated against the loaded models.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cards::{CardText, Template};
+use crate::hooks::prefetch::PrefetchTemplate;
+use crate::hooks::wire::{Coding, ServiceDescriptor};
+use crate::inference::ModelRegistry;
+
+/// A service definition as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    id: String,
+    hook: String,
+    title: Option<String>,
+    description: String,
+    usage_requirements: Option<String>,
+    /// Time budget for one hook call, answer included (default 1500 ms). The spec asks for
+    /// answers "on the order of 500 ms"; EHRs time out in a few seconds.
+    #[serde(default = "default_deadline", with = "humantime_serde")]
+    deadline: Duration,
+    model: RawModelRef,
+    prefetch: BTreeMap<String, RawPrefetch>,
+    guardrails: RawGuardrails,
+    thresholds: RawThresholds,
+    card: RawCard,
+}
+
+fn default_deadline() -> Duration {
+    Duration::from_millis(1500)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModelRef {
+    name: String,
+    version: String,
+    /// Prefetch keys whose Observations feed the model's features.
+    inputs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrefetch {
+    query: String,
+    /// Without it the service cannot answer: missing → 412.
+    #[serde(default)]
+    required: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuardrails {
+    min_observations: usize,
+    #[serde(with = "humantime_serde")]
+    max_staleness: Duration,
+    #[serde(default)]
+    abstain_card: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThresholds {
+    info: Option<f32>,
+    warning: f32,
+    critical: f32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCard {
+    summary: String,
+    abstain_summary: String,
+    source_label: String,
+    band_words: RawBandWords,
+    override_reason_system: String,
+    override_reasons: Vec<RawReason>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBandWords {
+    info: String,
+    warning: String,
+    critical: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReason {
+    code: String,
+    display: String,
+}
+
+/// One prefetch template of a service.
+#[derive(Debug, Clone)]
+pub struct PrefetchSpec {
+    pub key: String,
+    pub template: PrefetchTemplate,
+    pub required: bool,
+}
+
+/// When a service declines to score.
+#[derive(Debug, Clone)]
+pub struct Guardrails {
+    /// Fewest in-window measurements (all features together) needed to score.
+    pub min_observations: usize,
+    /// Newest measurement must be at most this old.
+    pub max_staleness: Duration,
+    /// Show an info card saying why, instead of nothing.
+    pub abstain_card: bool,
+}
+
+/// Risk cut-offs, `info ≤ warning ≤ critical`, as calibrated probabilities.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub info: Option<f32>,
+    pub warning: f32,
+    pub critical: f32,
+}
+
+/// A validated service definition.
+#[derive(Debug, Clone)]
+pub struct ServiceDef {
+    pub id: String,
+    pub hook: String,
+    pub title: Option<String>,
+    pub description: String,
+    pub usage_requirements: Option<String>,
+    pub deadline: Duration,
+    pub model_name: String,
+    pub model_version: String,
+    pub inputs: Vec<String>,
+    pub prefetch: Vec<PrefetchSpec>,
+    pub guardrails: Guardrails,
+    pub thresholds: Thresholds,
+    pub card: CardText,
+}
+
+/// Problems in the service definitions, each with its file and key.
+#[derive(Debug, Default)]
+pub struct DefinitionErrors(pub Vec<(String, String)>);
+
+impl std::fmt::Display for DefinitionErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid CDS service definitions:")?;
+        for (place, problem) in &self.0 {
+            write!(f, "\n  {place}: {problem}")?;
+        }
+        Ok(())
+    }
+}
+impl std::error::Error for DefinitionErrors {}
+
+/// Loads every `*.toml` in `dir`, reporting all problems at once.
+pub fn load_all(dir: &Path, models: &ModelRegistry) -> Result<Vec<ServiceDef>, DefinitionErrors> {
+    let mut errors = DefinitionErrors::default();
+    let mut paths: Vec<_> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => {
+            errors.0.push((dir.display().to_string(), e.to_string()));
+            return Err(errors);
+        }
+    };
+    paths.sort();
+    let mut defs: Vec<ServiceDef> = Vec::new();
+    for path in paths {
+        let file = path.display().to_string();
+        let raw = match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str::<RawService>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(raw) => raw,
+            Err(e) => {
+                errors.0.push((file, e));
+                continue;
+            }
+        };
+        match validate(raw, models) {
+            Ok(def) if defs.iter().any(|d| d.id == def.id) => {
+                errors.0.push((
+                    format!("{file}: id"),
+                    format!("`{}` is used by another service", def.id),
+                ));
+            }
+            Ok(def) => defs.push(def),
+            Err(problems) => errors.0.extend(
+                problems
+                    .into_iter()
+                    .map(|(k, p)| (format!("{file}: {k}"), p)),
+            ),
+        }
+    }
+    if errors.0.is_empty() {
+        Ok(defs)
+    } else {
+        Err(errors)
+    }
+}
+
+fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(String, String)>> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, text: String| problems.push((key.to_owned(), text));
+    if raw.id.is_empty()
+        || !raw
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        problem(
+            "id",
+            format!("`{}` must be non-empty letters, digits, - or _", raw.id),
+        );
+    }
+    if raw.hook.trim().is_empty() {
+        problem("hook", "must not be empty".into());
+    }
+    let model = models.get(&raw.model.name, &raw.model.version);
+    if model.is_none() {
+        problem(
+            "model",
+            format!(
+                "unknown model `{}` version `{}`",
+                raw.model.name, raw.model.version
+            ),
+        );
+    }
+    let mut prefetch = Vec::new();
+    for (key, p) in &raw.prefetch {
+        match PrefetchTemplate::parse(&p.query) {
+            Ok(template) => prefetch.push(PrefetchSpec {
+                key: key.clone(),
+                template,
+                required: p.required,
+            }),
+            Err(e) => problem(&format!("prefetch.{key}.query"), e.to_string()),
+        }
+    }
+    for input in &raw.model.inputs {
+        if !raw.prefetch.contains_key(input) {
+            problem("model.inputs", format!("`{input}` is not a prefetch key"));
+        }
+    }
+    let t = &raw.thresholds;
+    let ordered = t.info.unwrap_or(0.0) <= t.warning && t.warning <= t.critical;
+    let in_range = [t.info.unwrap_or(0.5), t.warning, t.critical]
+        .iter()
+        .all(|v| (0.0..=1.0).contains(v));
+    if !(ordered && in_range) {
+        problem(
+            "thresholds",
+            "need 0 ≤ info ≤ warning ≤ critical ≤ 1".into(),
+        );
+    }
+    if raw.guardrails.min_observations == 0 {
+        problem("guardrails.min_observations", "must be at least 1".into());
+    }
+    let mut template = |key: &str, text: &str| match Template::parse(text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            problem(key, e.to_string());
+            None
+        }
+    };
+    let summary = template("card.summary", &raw.card.summary);
+    let abstain_summary = template("card.abstain_summary", &raw.card.abstain_summary);
+    let source_label = template("card.source_label", &raw.card.source_label);
+    let mut override_reasons = Vec::new();
+    for (i, r) in raw.card.override_reasons.iter().enumerate() {
+        if r.code.trim().is_empty() || r.display.trim().is_empty() {
+            problem(
+                &format!("card.override_reasons[{i}]"),
+                "needs code and display".into(),
+            );
+        }
+        override_reasons.push(Coding {
+            code: r.code.clone(),
+            system: raw.card.override_reason_system.clone(),
+            display: Some(r.display.clone()),
+        });
+    }
+    let (Some(summary), Some(abstain_summary), Some(source_label), Some(model)) =
+        (summary, abstain_summary, source_label, model)
+    else {
+        return Err(problems);
+    };
+    let card = CardText {
+        summary,
+        abstain_summary,
+        source_label,
+        band_words: [
+            raw.card.band_words.info,
+            raw.card.band_words.warning,
+            raw.card.band_words.critical,
+        ],
+        override_reasons,
+    };
+    // The longest summary this service can produce must fit the spec's <140 characters.
+    let longest_band = card
+        .band_words
+        .iter()
+        .map(|w| w.chars().count())
+        .max()
+        .unwrap_or(0);
+    let worst = crate::cards::Values::from([
+        ("risk_pct", "100".to_owned()),
+        ("band", "x".repeat(longest_band)),
+        (
+            "horizon_hours",
+            model.manifest.output.horizon_hours.to_string(),
+        ),
+        ("news2", "20".to_owned()),
+        ("news2_band", "low-medium".to_owned()),
+        ("model", model.manifest.name.clone()),
+        ("version", model.manifest.version.clone()),
+    ]);
+    let longest = card.summary.render(&worst).chars().count();
+    if longest >= 140 {
+        problems.push((
+            "card.summary".into(),
+            format!("can render to {longest} characters; the spec allows fewer than 140"),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(ServiceDef {
+        id: raw.id,
+        hook: raw.hook,
+        title: raw.title,
+        description: raw.description,
+        usage_requirements: raw.usage_requirements,
+        deadline: raw.deadline,
+        model_name: raw.model.name,
+        model_version: raw.model.version,
+        inputs: raw.model.inputs,
+        prefetch,
+        guardrails: Guardrails {
+            min_observations: raw.guardrails.min_observations,
+            max_staleness: raw.guardrails.max_staleness,
+            abstain_card: raw.guardrails.abstain_card,
+        },
+        thresholds: Thresholds {
+            info: raw.thresholds.info,
+            warning: raw.thresholds.warning,
+            critical: raw.thresholds.critical,
+        },
+        card,
+    })
+}
+
+impl ServiceDef {
+    /// This service's discovery entry.
+    pub fn descriptor(&self) -> ServiceDescriptor {
+        ServiceDescriptor {
+            hook: self.hook.clone(),
+            title: self.title.clone(),
+            description: self.description.clone(),
+            id: self.id.clone(),
+            prefetch: (!self.prefetch.is_empty()).then(|| {
+                self.prefetch
+                    .iter()
+                    .map(|p| (p.key.clone(), p.template.as_str().to_owned()))
+                    .collect()
+            }),
+            usage_requirements: self.usage_requirements.clone(),
+            extension: None,
+        }
+    }
+}

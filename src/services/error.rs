@@ -1,0 +1,46 @@
+//! Why a service could not answer a hook call with guidance.
+
+use actix_web::http::StatusCode;
+
+/// A hook call the service cannot answer. Guardrail outcomes (too little data, model late) are
+/// not errors: the service answers 200 with fewer cards.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Spec: "If the CDS Service is unable to obtain required data … the service SHALL respond
+    /// with an HTTP 412 Precondition Failed status code."
+    #[error("required prefetch `{key}` is missing and bedside cannot query the FHIR server for it ({why}); expected the result of `{query}`")]
+    PrefetchMissing {
+        key: String,
+        query: String,
+        why: &'static str,
+    },
+    #[error("prefetch `{key}` is not usable: {reason}")]
+    InvalidPrefetch { key: String, reason: String },
+}
+
+impl ServiceError {
+    /// HTTP status for the hooks layer.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::PrefetchMissing { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::InvalidPrefetch { .. } => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Stable error code for the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::PrefetchMissing { .. } => "prefetch_missing",
+            Self::InvalidPrefetch { .. } => "invalid_prefetch",
+        }
+    }
+
+    /// The request member at fault.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            Self::PrefetchMissing { key, .. } | Self::InvalidPrefetch { key, .. } => {
+                Some(format!("prefetch.{key}"))
+            }
+        }
+    }
+}

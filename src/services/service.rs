@@ -1,0 +1,270 @@
+//! One CDS service answering one hook call.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde_json::value::RawValue;
+
+use super::definition::ServiceDef;
+use super::ServiceError;
+use crate::cards::{self, Abstention, RiskAssessment};
+use crate::features::news2::{self, Vitals};
+use crate::features::{measurements, FeatureMatrix};
+use crate::fhir::projection;
+use crate::hooks::auth::VerifiedClient;
+use crate::hooks::wire::{Card, CdsResponse, HookRequest, Indicator};
+use crate::inference::LoadedModel;
+
+/// A service bound to its model.
+pub struct CdsService {
+    def: ServiceDef,
+    model: Arc<LoadedModel>,
+    public_base: Arc<str>,
+}
+
+/// What the prefetch said about one key.
+enum Supplied<'a> {
+    Data(&'a RawValue),
+    /// JSON `null`: the EHR has no such data.
+    NoData,
+}
+
+impl CdsService {
+    pub(super) fn new(def: ServiceDef, model: Arc<LoadedModel>, public_base: Arc<str>) -> Self {
+        Self {
+            def,
+            model,
+            public_base,
+        }
+    }
+
+    /// The service id (the `{id}` of its URL).
+    pub fn id(&self) -> &str {
+        &self.def.id
+    }
+
+    /// The hook this service answers.
+    pub fn hook(&self) -> &str {
+        &self.def.hook
+    }
+
+    /// Its discovery entry.
+    pub fn descriptor(&self) -> crate::hooks::wire::ServiceDescriptor {
+        self.def.descriptor()
+    }
+
+    /// The validated definition.
+    pub fn definition(&self) -> &ServiceDef {
+        &self.def
+    }
+
+    /// Answers one hook call within the service's deadline. Insufficient data or a late model
+    /// give fewer cards, not an error; missing required prefetch is a 412.
+    pub async fn invoke(
+        &self,
+        request: &HookRequest<'_>,
+        _client: Option<&VerifiedClient>,
+    ) -> Result<CdsResponse, ServiceError> {
+        let deadline = Instant::now() + self.def.deadline;
+        let now = Utc::now();
+        let supplied = self.resolve_prefetch(request)?;
+
+        let spec = &self.model.features;
+        let mut observations = Vec::new();
+        let mut unreadable = 0;
+        for key in &self.def.inputs {
+            let Some((_, Supplied::Data(value))) = supplied.iter().find(|(k, _)| k == key) else {
+                continue;
+            };
+            let projected =
+                projection::observations(value).map_err(|e| ServiceError::InvalidPrefetch {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?;
+            unreadable += projected.unreadable;
+            observations.extend(projected.observations);
+        }
+        let (found, rejected) = measurements(spec, &observations);
+        let matrix = FeatureMatrix::build(spec, &self.model.normalisation, &found, now);
+        let rejected = rejected.len() + unreadable;
+
+        if let Some(reason) = self.insufficient(&matrix, now) {
+            tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, reason = %reason, "abstained");
+            return Ok(self.abstain(request, reason, &matrix));
+        }
+
+        let nf = matrix.features;
+        let mut batch = Vec::with_capacity(matrix.values.len() * (nf + 1));
+        batch.extend_from_slice(&matrix.values);
+        for f in 0..nf {
+            batch.extend(matrix.without_feature(f));
+        }
+        let scores = match self.model.handle.score(batch, nf + 1, deadline).await {
+            Ok(scores) => scores,
+            Err(e) => {
+                // Answer on time without this model's card rather than late or with an error.
+                tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no score");
+                return Ok(CdsResponse::default());
+            }
+        };
+        let risk = scores[0];
+        let Some(indicator) = self.indicator(risk) else {
+            return Ok(CdsResponse::default());
+        };
+        let news2 = news2::score(&self.vitals(&matrix));
+        let card = cards::risk_card(
+            &RiskAssessment {
+                service_id: &self.def.id,
+                hook_instance: &request.hook_instance,
+                manifest: &self.model.manifest,
+                features: spec,
+                matrix: &matrix,
+                risk,
+                indicator,
+                news2: &news2,
+                risk_without: &scores[1..],
+                rejected,
+                public_base: &self.public_base,
+            },
+            &self.def.card,
+        );
+        Ok(CdsResponse {
+            cards: vec![checked(card)],
+            system_actions: Vec::new(),
+        })
+    }
+
+    /// Pairs each prefetch key with what the client sent; fails on a missing required key.
+    fn resolve_prefetch<'r>(
+        &self,
+        request: &'r HookRequest<'_>,
+    ) -> Result<Vec<(String, Supplied<'r>)>, ServiceError> {
+        let mut supplied = Vec::new();
+        for p in &self.def.prefetch {
+            let value = request
+                .prefetch
+                .as_ref()
+                .and_then(|m| m.get(&p.key))
+                .copied();
+            let usable = match value {
+                Some(v) if v.get() == "null" => Some(Supplied::NoData),
+                // The client's own failure: treat as not prefetched (we would re-query).
+                Some(v) if projection::resource_type(v).as_deref() == Some("OperationOutcome") => {
+                    None
+                }
+                Some(v) => Some(Supplied::Data(v)),
+                None => None,
+            };
+            match usable {
+                Some(s) => supplied.push((p.key.clone(), s)),
+                None if p.required => {
+                    let query = p
+                        .template
+                        .render(&request.context)
+                        .unwrap_or_else(|_| p.template.as_str().to_owned());
+                    return Err(ServiceError::PrefetchMissing {
+                        key: p.key.clone(),
+                        query,
+                        why: "FHIR queries are not enabled in this version",
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(supplied)
+    }
+
+    fn insufficient(&self, matrix: &FeatureMatrix, now: DateTime<Utc>) -> Option<String> {
+        let g = &self.def.guardrails;
+        let n = matrix.measurements.len();
+        if n < g.min_observations {
+            return Some(format!(
+                "only {n} vital-sign measurements in the last {} h (needs {})",
+                (matrix.window_end - matrix.window_start).num_hours(),
+                g.min_observations
+            ));
+        }
+        let newest = matrix.measurements.last().map(|m| m.time)?;
+        let max_age = ChronoDuration::from_std(g.max_staleness).unwrap_or(ChronoDuration::MAX);
+        if now - newest > max_age {
+            return Some(format!(
+                "newest vital sign is {} h old (limit {} h)",
+                (now - newest).num_hours(),
+                max_age.num_hours()
+            ));
+        }
+        None
+    }
+
+    fn abstain(
+        &self,
+        request: &HookRequest<'_>,
+        reason: String,
+        matrix: &FeatureMatrix,
+    ) -> CdsResponse {
+        if !self.def.guardrails.abstain_card {
+            return CdsResponse::default();
+        }
+        let card = cards::abstain_card(
+            &Abstention {
+                service_id: &self.def.id,
+                hook_instance: &request.hook_instance,
+                manifest: &self.model.manifest,
+                reason,
+                window_start: matrix.window_start,
+                window_end: matrix.window_end,
+                public_base: &self.public_base,
+            },
+            &self.def.card,
+        );
+        CdsResponse {
+            cards: vec![checked(card)],
+            system_actions: Vec::new(),
+        }
+    }
+
+    fn indicator(&self, risk: f32) -> Option<Indicator> {
+        let t = &self.def.thresholds;
+        if risk >= t.critical {
+            Some(Indicator::Critical)
+        } else if risk >= t.warning {
+            Some(Indicator::Warning)
+        } else if t.info.is_some_and(|i| risk >= i) {
+            Some(Indicator::Info)
+        } else {
+            None
+        }
+    }
+
+    /// NEWS2 inputs from the latest in-window measurement of each named feature.
+    fn vitals(&self, matrix: &FeatureMatrix) -> Vitals {
+        let spec = &self.model.features;
+        let latest = |name: &str| {
+            spec.index_of(name)
+                .and_then(|f| matrix.latest(f))
+                .map(|m| m.value)
+        };
+        Vitals {
+            respiratory_rate: latest("respiratory_rate"),
+            spo2: latest("spo2"),
+            on_oxygen: None,
+            systolic_bp: latest("systolic_bp"),
+            heart_rate: latest("heart_rate"),
+            alert: latest("consciousness_not_alert").map(|v| v < 0.5),
+            temperature: latest("temperature"),
+        }
+    }
+}
+
+/// Last line of defence for the spec's card rules: a summary that grew too long (a long
+/// abstention reason) is shortened rather than sent invalid; other problems are logged.
+fn checked(mut card: Card) -> Card {
+    if card.summary.chars().count() >= 140 {
+        card.summary = card.summary.chars().take(138).collect::<String>() + "…";
+    }
+    for problem in cards::validate::card_problems(&card) {
+        tracing::error!(%problem, "card breaks a CDS Hooks rule");
+    }
+    card
+}

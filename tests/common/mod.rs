@@ -1,0 +1,245 @@
+//! Test helpers: a real gateway on a real socket, a real JWKS server, real signed JWTs.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use bedside::config::Config;
+use bedside::server::{self, AuthMode};
+
+/// The public URL tests configure; client JWTs name `{PUBLIC}/cds-services/{id}` as `aud`.
+pub const PUBLIC: &str = "https://bedside.test";
+pub const ISS: &str = "https://ehr.test/cds-client";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(rel: &str) -> String {
+    std::fs::read_to_string(repo().join("tests/fixtures").join(rel))
+        .unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
+}
+
+/// A patient fixture as a hook request, times moved so the newest observation is 10 min old.
+pub fn patient(name: &str) -> Value {
+    bedside::demo::patient_request(
+        &fixture(&format!("patients/{name}.json")),
+        chrono::Utc::now(),
+    )
+    .expect("patient fixture is JSON")
+}
+
+// === JWKS server ===
+
+/// An HTTP server that publishes the test JWKS and counts every path it is asked for.
+pub struct KeyServer {
+    pub base: String,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    up: Arc<Mutex<bool>>,
+    handle: ServerHandle,
+}
+
+impl KeyServer {
+    pub async fn start() -> Self {
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let up = Arc::new(Mutex::new(true));
+        let jwks = fixture("keys/jwks.json");
+        let (h, u) = (hits.clone(), up.clone());
+        let server = HttpServer::new(move || {
+            let (h, u, jwks) = (h.clone(), u.clone(), jwks.clone());
+            App::new().default_service(web::to(move |req: HttpRequest| {
+                let (h, u, jwks) = (h.clone(), u.clone(), jwks.clone());
+                async move {
+                    *h.lock().unwrap().entry(req.path().to_owned()).or_default() += 1;
+                    if !*u.lock().unwrap() {
+                        return HttpResponse::ServiceUnavailable().finish();
+                    }
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(jwks)
+                }
+            }))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            base: format!("http://{addr}"),
+            hits,
+            up,
+            handle,
+        }
+    }
+
+    pub fn jwks_url(&self) -> String {
+        format!("{}/jwks.json", self.base)
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    pub fn set_up(&self, up: bool) {
+        *self.up.lock().unwrap() = up;
+    }
+}
+
+// === gateway ===
+
+/// A running gateway on 127.0.0.1:<random port>, with its own database.
+pub struct Gateway {
+    pub url: String,
+    pub db: PathBuf,
+    handle: ServerHandle,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub struct GatewayOptions {
+    pub jwks_url: Option<String>,
+    pub extra_toml: String,
+    pub db: Option<PathBuf>,
+    pub auth: AuthMode,
+    pub models_dir: PathBuf,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            jwks_url: None,
+            extra_toml: String::new(),
+            db: None,
+            auth: AuthMode::Required,
+            models_dir: repo().join("models"),
+        }
+    }
+}
+
+pub fn config_text(opts: &GatewayOptions, db: &Path) -> String {
+    let mut text = format!(
+        "listen = '127.0.0.1:0'\npublic_url = '{PUBLIC}'\nservices_dir = '{}'\nmodels_dir = '{}'\n[storage]\npath = '{}'\n[inference]\ndevice = 'cpu'\n[cors]\nallowed_origins = ['https://sandbox.cds-hooks.org']\n",
+        repo().join("cds-services").display(),
+        opts.models_dir.display(),
+        db.display()
+    );
+    text.push_str(&opts.extra_toml);
+    if let Some(jwks) = &opts.jwks_url {
+        text.push_str(&format!(
+            "\n[[clients]]\niss = '{ISS}'\njwks_urls = ['{jwks}']\n"
+        ));
+    }
+    text
+}
+
+impl Gateway {
+    pub async fn start(opts: GatewayOptions) -> Self {
+        let (dir, db) = match &opts.db {
+            Some(db) => (None, db.clone()),
+            None => {
+                let dir = tempfile::tempdir().unwrap();
+                let db = dir.path().join("bedside.db");
+                (Some(dir), db)
+            }
+        };
+        let text = config_text(&opts, &db);
+        let config = Config::from_toml_str(&text, "test", &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let state = server::build_state(config, opts.auth)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let running = server::start(state).unwrap();
+        let handle = running.handle.clone();
+        tokio::spawn(running.server);
+        Self {
+            url: format!("http://{}", running.addr),
+            db,
+            handle,
+            _dir: dir,
+        }
+    }
+
+    /// A gateway that trusts `keys` as the client `ISS`.
+    pub async fn with_keys(keys: &KeyServer) -> Self {
+        Self::start(GatewayOptions {
+            jwks_url: Some(keys.jwks_url()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+
+    pub fn service(&self, id: &str) -> String {
+        format!("{}/cds-services/{id}", self.url)
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+// === JWTs ===
+
+/// Which test key signs.
+#[derive(Clone, Copy)]
+pub enum Key {
+    Rs384,
+    Es384,
+    /// An RSA key whose public half is in no JWKS.
+    Unpublished,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Claims a well-behaved EHR sends for a call to service `id`.
+pub fn claims(id: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": ISS,
+        "aud": format!("{PUBLIC}/cds-services/{id}"),
+        "exp": now + 300,
+        "iat": now,
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "tenant": "test-tenant",
+    })
+}
+
+/// Signs `claims` with `key`; `jku` goes into the header when given.
+pub fn sign(claims: &Value, key: Key, jku: Option<&str>) -> String {
+    let (alg, kid, pem) = match key {
+        Key::Rs384 => (Algorithm::RS384, "test-rs384", "keys/rsa.pem"),
+        Key::Es384 => (Algorithm::ES384, "test-es384", "keys/ec384.pem"),
+        Key::Unpublished => (Algorithm::RS384, "not-in-jwks", "keys/rsa-unpublished.pem"),
+    };
+    let pem = fixture(pem);
+    let encoding = match key {
+        Key::Es384 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    header.jku = jku.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &encoding).unwrap()
+}
+
+/// A valid bearer header value for service `id`.
+pub fn bearer(id: &str, key: Key) -> String {
+    format!("Bearer {}", sign(&claims(id), key, None))
+}

@@ -1,0 +1,211 @@
+//! Client JWT verification over real HTTP, with a real JWKS server and real signatures.
+
+mod common;
+
+use common::{bearer, claims, http, patient, sign, Gateway, Key, KeyServer};
+use serde_json::Value;
+
+async fn call(gw: &Gateway, authorization: Option<String>) -> (u16, Value) {
+    let mut req = http()
+        .post(gw.service("deterioration"))
+        .json(&patient("deteriorating"));
+    if let Some(a) = authorization {
+        req = req.header("Authorization", a);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    (status, body)
+}
+
+fn assert_refused(status: u16, body: &Value, needle: &str) {
+    assert_eq!(status, 401, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "expected `{needle}` in {body}");
+    assert!(body["error"].is_string(), "{body}");
+    // Never leak key material.
+    let text = body.to_string();
+    assert!(!text.contains("BEGIN") && !text.contains("\"n\""), "{text}");
+}
+
+#[tokio::test]
+async fn rs384_and_es384_tokens_from_a_trusted_client_get_cards() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    for key in [Key::Rs384, Key::Es384] {
+        let (status, body) = call(&gw, Some(bearer("deterioration", key))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["cards"].as_array().unwrap().len(), 1, "{body}");
+    }
+    // The JWKS was fetched once and then served from cache.
+    assert_eq!(keys.hits("/jwks.json"), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_naming_an_allowlisted_jku_is_accepted() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let token = sign(&claims("deterioration"), Key::Es384, Some(&keys.jwks_url()));
+    let (status, body) = call(&gw, Some(format!("Bearer {token}"))).await;
+    assert_eq!(status, 200, "{body}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn missing_expired_wrong_audience_and_unknown_kid_are_refused() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+
+    let (s, b) = call(&gw, None).await;
+    assert_refused(s, &b, "missing bearer token");
+
+    let (s, b) = call(&gw, Some("Basic dXNlcjpwYXNz".into())).await;
+    assert_refused(s, &b, "Bearer scheme");
+
+    let mut expired = claims("deterioration");
+    expired["iat"] = (common::now() - 3600).into();
+    expired["exp"] = (common::now() - 600).into();
+    let (s, b) = call(
+        &gw,
+        Some(format!("Bearer {}", sign(&expired, Key::Rs384, None))),
+    )
+    .await;
+    assert_refused(s, &b, "expired");
+
+    let mut wrong_aud = claims("deterioration");
+    wrong_aud["aud"] = "https://elsewhere.test/cds-services/deterioration".into();
+    let (s, b) = call(
+        &gw,
+        Some(format!("Bearer {}", sign(&wrong_aud, Key::Es384, None))),
+    )
+    .await;
+    assert_refused(s, &b, "aud");
+
+    let (s, b) = call(&gw, Some(bearer("deterioration", Key::Unpublished))).await;
+    assert_refused(s, &b, "kid");
+
+    let mut stranger = claims("deterioration");
+    stranger["iss"] = "https://stranger.test".into();
+    let (s, b) = call(
+        &gw,
+        Some(format!("Bearer {}", sign(&stranger, Key::Rs384, None))),
+    )
+    .await;
+    assert_refused(s, &b, "not a trusted CDS client");
+
+    let mut future = claims("deterioration");
+    future["iat"] = (common::now() + 3600).into();
+    future["exp"] = (common::now() + 3900).into();
+    let (s, b) = call(
+        &gw,
+        Some(format!("Bearer {}", sign(&future, Key::Rs384, None))),
+    )
+    .await;
+    assert_refused(s, &b, "iat");
+
+    let mut not_yet = claims("deterioration");
+    not_yet["nbf"] = (common::now() + 600).into();
+    let (s, b) = call(
+        &gw,
+        Some(format!("Bearer {}", sign(&not_yet, Key::Rs384, None))),
+    )
+    .await;
+    assert_refused(s, &b, "nbf");
+
+    let mut no_jti = claims("deterioration");
+    no_jti.as_object_mut().unwrap().remove("jti");
+    let (s, b) = call(
+        &gw,
+        Some(format!("Bearer {}", sign(&no_jti, Key::Rs384, None))),
+    )
+    .await;
+    assert_refused(s, &b, "jti");
+
+    let (s, b) = call(&gw, Some("Bearer not.a.jwt".into())).await;
+    assert_refused(s, &b, "malformed");
+
+    // A token for another service of this gateway is not valid here.
+    let (s, b) = call(&gw, Some(bearer("other-service", Key::Rs384))).await;
+    assert_refused(s, &b, "aud");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_tampered_signature_is_refused() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let token = sign(&claims("deterioration"), Key::Rs384, None);
+    let (head, sig) = token.rsplit_once('.').unwrap();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    let tampered = format!("{head}.{flipped}{}", &sig[1..]);
+    let (s, b) = call(&gw, Some(format!("Bearer {tampered}"))).await;
+    assert_refused(s, &b, "signature");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_jku_off_the_allowlist_is_refused_and_never_fetched() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    // Same host, different path: only the exact allowlisted URL may be fetched.
+    let evil = format!("{}/attacker/jwks.json", keys.base);
+    let token = sign(&claims("deterioration"), Key::Rs384, Some(&evil));
+    let (s, b) = call(&gw, Some(format!("Bearer {token}"))).await;
+    assert_refused(s, &b, "jku");
+    assert_eq!(
+        keys.hits("/attacker/jwks.json"),
+        0,
+        "the unlisted jku was fetched"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_jti_is_refused() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let token = bearer("deterioration", Key::Es384);
+    let (s, b) = call(&gw, Some(token.clone())).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = call(&gw, Some(token)).await;
+    assert_refused(s, &b, "already used");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn cached_keys_keep_working_while_the_jwks_endpoint_is_down() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let (s, _) = call(&gw, Some(bearer("deterioration", Key::Rs384))).await;
+    assert_eq!(s, 200);
+    keys.set_up(false);
+    let (s, b) = call(&gw, Some(bearer("deterioration", Key::Es384))).await;
+    assert_eq!(s, 200, "{b}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn without_any_cached_keys_an_unreachable_jwks_fails_closed() {
+    let keys = KeyServer::start().await;
+    keys.set_up(false);
+    let gw = Gateway::with_keys(&keys).await;
+    let (s, b) = call(&gw, Some(bearer("deterioration", Key::Rs384))).await;
+    assert_refused(s, &b, "JWK set could not be retrieved");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn feedback_also_requires_a_valid_token() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let body = serde_json::json!({"feedback": [{"card": "c1", "outcome": "accepted", "outcomeTimestamp": "2026-01-01T00:00:00Z"}]});
+    let resp = http()
+        .post(format!("{}/feedback", gw.service("deterioration")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    gw.stop().await;
+}
