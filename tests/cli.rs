@@ -252,3 +252,24 @@ async fn the_demo_prints_a_curl_that_returns_a_model_card() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_documented_example_configuration_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bedside"))
+        .args([
+            "check",
+            "--config",
+            "tests/fixtures/config/bedside.example.toml",
+        ])
+        .current_dir(repo())
+        .env("BEDSIDE_STORAGE__PATH", dir.path().join("db.sqlite"))
+        .env("BEDSIDE_INFERENCE__DEVICE", "cpu")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -18,8 +18,8 @@ const FUTURE_TOLERANCE_MINUTES: i64 = 5;
 /// Per-feature normalisation constants from the model's manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Normalisation {
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
 }
 
 /// The model input for one patient and where each value came from.
@@ -76,10 +76,10 @@ impl FeatureMatrix {
         for t in 0..steps {
             for f in 0..nf {
                 if let Some(i) = sources[t * nf + f] {
-                    // In f64 then cast, as training does: parity to 1e-6 depends on it.
-                    let std = f64::from(norm.std[f]);
+                    // In f64 (constants too) then cast, as training does: parity to 1e-6 depends on it.
+                    let std = norm.std[f];
                     values[t * channels + f] = if std > 0.0 {
-                        ((in_window[i].value - f64::from(norm.mean[f])) / std) as f32
+                        ((in_window[i].value - norm.mean[f]) / std) as f32
                     } else {
                         0.0
                     };

@@ -5,6 +5,8 @@
 //! (whole numbers; temperature to one decimal). Scale 2 (hypercapnic respiratory failure) is
 //! not implemented here: a patient on scale 2 is scored as scale 1 and the card says so.
 
+use super::{FeatureMatrix, FeatureSpec};
+
 /// Latest value of each NEWS2 parameter, `None` when not recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Vitals {
@@ -18,6 +20,29 @@ pub struct Vitals {
     pub alert: Option<bool>,
     /// Degrees Celsius.
     pub temperature: Option<f64>,
+}
+
+impl Vitals {
+    /// The latest in-window value of each feature whose `features.toml` name is a NEWS2
+    /// parameter (`respiratory_rate`, `spo2`, `systolic_bp`, `heart_rate`,
+    /// `consciousness_not_alert`, `temperature`). Oxygen therapy is not a feature yet, so it is
+    /// `None` (scored as air, and the card says so).
+    pub fn latest(spec: &FeatureSpec, matrix: &FeatureMatrix) -> Self {
+        let latest = |name: &str| {
+            spec.index_of(name)
+                .and_then(|f| matrix.latest(f))
+                .map(|m| m.value)
+        };
+        Self {
+            respiratory_rate: latest("respiratory_rate"),
+            spo2: latest("spo2"),
+            on_oxygen: None,
+            systolic_bp: latest("systolic_bp"),
+            heart_rate: latest("heart_rate"),
+            alert: latest("consciousness_not_alert").map(|v| v < 0.5),
+            temperature: latest("temperature"),
+        }
+    }
 }
 
 /// NEWS2 clinical risk bands.

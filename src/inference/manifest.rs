@@ -48,8 +48,8 @@ pub struct InputSpec {
     pub shape: Vec<usize>,
     pub dtype: String,
     /// Per-feature normalisation, in `features.toml` order.
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
 }
 
 /// Output per sample.

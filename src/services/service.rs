@@ -112,7 +112,7 @@ impl CdsService {
         let Some(indicator) = self.indicator(risk) else {
             return Ok(CdsResponse::default());
         };
-        let news2 = news2::score(&self.vitals(&matrix));
+        let news2 = news2::score(&Vitals::latest(spec, &matrix));
         let card = cards::risk_card(
             &RiskAssessment {
                 service_id: &self.def.id,
@@ -234,25 +234,6 @@ impl CdsService {
             Some(Indicator::Info)
         } else {
             None
-        }
-    }
-
-    /// NEWS2 inputs from the latest in-window measurement of each named feature.
-    fn vitals(&self, matrix: &FeatureMatrix) -> Vitals {
-        let spec = &self.model.features;
-        let latest = |name: &str| {
-            spec.index_of(name)
-                .and_then(|f| matrix.latest(f))
-                .map(|m| m.value)
-        };
-        Vitals {
-            respiratory_rate: latest("respiratory_rate"),
-            spo2: latest("spo2"),
-            on_oxygen: None,
-            systolic_bp: latest("systolic_bp"),
-            heart_rate: latest("heart_rate"),
-            alert: latest("consciousness_not_alert").map(|v| v < 0.5),
-            temperature: latest("temperature"),
         }
     }
 }
