@@ -101,6 +101,12 @@ async fn serve(config: PathBuf, insecure_no_auth: bool) -> anyhow::Result<()> {
 async fn check(config: PathBuf) -> anyhow::Result<()> {
     let config = load_config(&config)?;
     let state = server::build_state(config, AuthMode::Required).await?;
+    println!(
+        "libtorch: cuda available = {} ({} device(s)), cudnn = {}",
+        bedside::inference::cuda_is_available(),
+        tch::Cuda::device_count(),
+        tch::Cuda::cudnn_is_available()
+    );
     for model in state.models.iter() {
         println!(
             "model   {} {} ({:?}) on {}: sha256 ok, warm-up ok",

@@ -273,3 +273,24 @@ fn the_documented_example_configuration_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `tch::Cuda::is_available()` is only true if `libtorch_cuda.so` is loaded; the linker drops
+/// it under `--as-needed` unless build.rs forces it. Guard that the binary keeps it.
+#[test]
+fn the_binary_keeps_libtorch_cuda_linked_when_libtorch_has_it() {
+    let ldd = Command::new("ldd").arg(env!("CARGO_BIN_EXE_bedside")).output().unwrap();
+    let text = String::from_utf8_lossy(&ldd.stdout);
+    let torch_dir = text
+        .lines()
+        .find(|l| l.contains("libtorch_cpu.so"))
+        .and_then(|l| l.split("=>").nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .map(|p| Path::new(p).parent().unwrap().to_path_buf())
+        .expect("bedside links libtorch_cpu.so and ldd resolves it (rpath)");
+    if torch_dir.join("libtorch_cuda.so").exists() {
+        let readelf = Command::new("readelf").args(["-d", env!("CARGO_BIN_EXE_bedside")]).output().unwrap();
+        let dynamic = String::from_utf8_lossy(&readelf.stdout);
+        assert!(dynamic.contains("[libtorch_cuda.so]"), "libtorch_cuda.so is not NEEDED:\n{dynamic}");
+    }
+    assert!(!text.contains("not found"), "{text}");
+}

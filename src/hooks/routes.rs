@@ -70,10 +70,13 @@ async fn invoke(
             Ok(HttpResponse::Ok().json(response))
         }
         Err(e) => {
+            // The code and the prefetch key only: the message quotes the rendered query, which
+            // carries the patient's id.
             tracing::warn!(
                 service = service.id(),
                 hook_instance = %request.hook_instance,
-                error = %e,
+                error = e.code(),
+                field = e.field().as_deref().unwrap_or("-"),
                 elapsed_ms,
                 "hook refused"
             );
