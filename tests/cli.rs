@@ -278,7 +278,10 @@ fn the_documented_example_configuration_is_valid() {
 /// it under `--as-needed` unless build.rs forces it. Guard that the binary keeps it.
 #[test]
 fn the_binary_keeps_libtorch_cuda_linked_when_libtorch_has_it() {
-    let ldd = Command::new("ldd").arg(env!("CARGO_BIN_EXE_bedside")).output().unwrap();
+    let ldd = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_bedside"))
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&ldd.stdout);
     let torch_dir = text
         .lines()
@@ -288,9 +291,15 @@ fn the_binary_keeps_libtorch_cuda_linked_when_libtorch_has_it() {
         .map(|p| Path::new(p).parent().unwrap().to_path_buf())
         .expect("bedside links libtorch_cpu.so and ldd resolves it (rpath)");
     if torch_dir.join("libtorch_cuda.so").exists() {
-        let readelf = Command::new("readelf").args(["-d", env!("CARGO_BIN_EXE_bedside")]).output().unwrap();
+        let readelf = Command::new("readelf")
+            .args(["-d", env!("CARGO_BIN_EXE_bedside")])
+            .output()
+            .unwrap();
         let dynamic = String::from_utf8_lossy(&readelf.stdout);
-        assert!(dynamic.contains("[libtorch_cuda.so]"), "libtorch_cuda.so is not NEEDED:\n{dynamic}");
+        assert!(
+            dynamic.contains("[libtorch_cuda.so]"),
+            "libtorch_cuda.so is not NEEDED:\n{dynamic}"
+        );
     }
     assert!(!text.contains("not found"), "{text}");
 }
