@@ -96,15 +96,15 @@ async fn main() {
         );
         parse.push(started.elapsed());
 
-        let nf = matrix.features;
-        let mut batch = matrix.values.clone();
-        for f in 0..nf {
-            batch.extend(matrix.without_feature(f));
-        }
+        let batch = matrix.with_each_feature_removed();
         let started = Instant::now();
         model
             .handle
-            .score(batch, nf + 1, Instant::now() + Duration::from_secs(5))
+            .score(
+                batch,
+                matrix.features + 1,
+                Instant::now() + Duration::from_secs(5),
+            )
             .await
             .unwrap();
         infer.push(started.elapsed());

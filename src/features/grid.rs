@@ -100,16 +100,22 @@ impl FeatureMatrix {
         }
     }
 
-    /// The input with feature `f` removed (never observed): the counterfactual used to
-    /// measure how much that signal moved the score.
-    pub fn without_feature(&self, f: usize) -> Vec<f32> {
-        let mut values = self.values.clone();
+    /// `1 + features` samples in one buffer: this input, then the input with each feature in
+    /// turn removed (never observed). One batched forward pass over it gives the score and,
+    /// per feature, the counterfactual score that says how much that signal moved it.
+    pub fn with_each_feature_removed(&self) -> Vec<f32> {
         let channels = self.features * 2;
-        for t in 0..self.steps {
-            values[t * channels + f] = 0.0;
-            values[t * channels + self.features + f] = 0.0;
+        let mut batch = Vec::with_capacity(self.values.len() * (self.features + 1));
+        batch.extend_from_slice(&self.values);
+        for f in 0..self.features {
+            let start = batch.len();
+            batch.extend_from_slice(&self.values);
+            for t in 0..self.steps {
+                batch[start + t * channels + f] = 0.0;
+                batch[start + t * channels + self.features + f] = 0.0;
+            }
         }
-        values
+        batch
     }
 
     /// The most recent in-window measurement of feature `f`.
@@ -170,7 +176,10 @@ mod tests {
         assert_eq!(row(3), [2.0, 2.0, 0.0, 1.0]);
         assert_eq!(x.latest(0).unwrap().resource_id, "o0-150");
         assert_eq!(x.count(0), 2);
-        let without = x.without_feature(0);
-        assert_eq!(&without[12..16], [0.0, 2.0, 0.0, 1.0]);
+        let batch = x.with_each_feature_removed();
+        assert_eq!(batch.len(), 3 * 16);
+        assert_eq!(&batch[..16], x.values.as_slice());
+        assert_eq!(&batch[16 + 12..16 + 16], [0.0, 2.0, 0.0, 1.0]); // hr removed
+        assert_eq!(&batch[32 + 12..32 + 16], [2.0, 0.0, 0.0, 0.0]); // rr removed
     }
 }

@@ -94,13 +94,9 @@ impl CdsService {
             return Ok(self.abstain(request, reason, &matrix));
         }
 
-        let nf = matrix.features;
-        let mut batch = Vec::with_capacity(matrix.values.len() * (nf + 1));
-        batch.extend_from_slice(&matrix.values);
-        for f in 0..nf {
-            batch.extend(matrix.without_feature(f));
-        }
-        let scores = match self.model.handle.score(batch, nf + 1, deadline).await {
+        let batch = matrix.with_each_feature_removed();
+        let samples = matrix.features + 1;
+        let scores = match self.model.handle.score(batch, samples, deadline).await {
             Ok(scores) => scores,
             Err(e) => {
                 // Answer on time without this model's card rather than late or with an error.
@@ -108,7 +104,10 @@ impl CdsService {
                 return Ok(CdsResponse::default());
             }
         };
-        let risk = scores[0];
+        // `score` returns one value per sample; the first is the patient's risk.
+        let Some((&risk, risk_without)) = scores.split_first() else {
+            return Ok(CdsResponse::default());
+        };
         let Some(indicator) = self.indicator(risk) else {
             return Ok(CdsResponse::default());
         };
@@ -123,7 +122,7 @@ impl CdsService {
                 risk,
                 indicator,
                 news2: &news2,
-                risk_without: &scores[1..],
+                risk_without,
                 rejected,
                 public_base: &self.public_base,
             },
