@@ -128,7 +128,9 @@ pub fn app(
 }
 
 /// CORS for browser-based CDS clients (the CDS Hooks sandbox). The 2.0 spec requires CORS
-/// support but names no headers; these are the ones such clients send and read.
+/// support but names no headers; these are the ones such clients send and read. No
+/// credentials mode: the client JWT travels in `Authorization`, not in cookies, and granting
+/// credentials to any origin is what OWASP's cheat sheet warns against.
 fn cors(origins: &[String]) -> Cors {
     let mut cors = Cors::default()
         .allowed_methods(["GET", "POST", "OPTIONS"])
@@ -140,7 +142,6 @@ fn cors(origins: &[String]) -> Cors {
             header::LOCATION,
             header::HeaderName::from_static("x-requested-with"),
         ])
-        .supports_credentials()
         .max_age(3600);
     if origins.iter().any(|o| o == "*") {
         cors = cors.allow_any_origin();

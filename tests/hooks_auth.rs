@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{bearer, claims, http, patient, sign, Gateway, Key, KeyServer};
+use common::{bearer, claims, http, patient, sign, sign_with, Gateway, Key, KeyServer};
 use serde_json::Value;
 
 async fn call(gw: &Gateway, authorization: Option<String>) -> (u16, Value) {
@@ -122,12 +122,48 @@ async fn missing_expired_wrong_audience_and_unknown_kid_are_refused() {
     .await;
     assert_refused(s, &b, "jti");
 
+    // An unverified `iss` with a newline is neither echoed raw nor allowed to break the header.
+    let mut forged = claims("deterioration");
+    forged["iss"] = "https://stranger.test\nINFO forged log line".into();
+    let (s, b) = call(
+        &gw,
+        Some(format!("Bearer {}", sign(&forged, Key::Rs384, None))),
+    )
+    .await;
+    assert_refused(s, &b, "not a trusted CDS client");
+    assert!(!b["message"].as_str().unwrap().contains('\n'));
+
+    let typ = sign_with(&claims("deterioration"), Key::Rs384, |h| {
+        h.typ = Some("at+jwt".into())
+    });
+    let (s, b) = call(&gw, Some(format!("Bearer {typ}"))).await;
+    assert_refused(s, &b, "typ");
+
     let (s, b) = call(&gw, Some("Bearer not.a.jwt".into())).await;
     assert_refused(s, &b, "malformed");
 
     // A token for another service of this gateway is not valid here.
     let (s, b) = call(&gw, Some(bearer("other-service", Key::Rs384))).await;
     assert_refused(s, &b, "aud");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_carry_a_bearer_challenge() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let resp = http()
+        .post(gw.service("deterioration"))
+        .json(&patient("stable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+    assert_eq!(
+        challenge,
+        "Bearer error=\"invalid_token\", error_description=\"missing_token\""
+    );
     gw.stop().await;
 }
 

@@ -69,20 +69,36 @@ impl HookError {
         }
     }
 
-    /// Turns a `serde_json` failure on a request body into 400 naming the field or position.
-    pub fn from_json(e: serde_json::Error) -> Self {
+    /// Parses a request body, mapping failures to 400 with the JSON path of the member at
+    /// fault (`fhirAuthorization.subject`, `feedback[1].card`).
+    pub fn parse_body<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T, Self> {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            Self::from_json(inner, &path)
+        })?;
+        deserializer.end().map_err(|e| Self::from_json(e, "."))?;
+        Ok(value)
+    }
+
+    /// A `serde_json` failure at JSON `path` (`.` for the root) as a 400.
+    pub fn from_json(e: serde_json::Error, path: &str) -> Self {
         use serde_json::error::Category;
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => Self::MalformedJson(e.to_string()),
             Category::Data => {
                 let text = e.to_string();
-                let field = text
-                    .split('`')
-                    .nth(1)
-                    .filter(|_| {
-                        text.starts_with("missing field") || text.starts_with("unknown field")
-                    })
-                    .map(str::to_owned);
+                // A missing member is reported at its parent; name the member itself.
+                let missing = text
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.split('`').next());
+                let field = match (path, missing) {
+                    (".", Some(m)) => Some(m.to_owned()),
+                    (p, Some(m)) => Some(format!("{p}.{m}")),
+                    (".", None) => None,
+                    (p, None) => Some(p.to_owned()),
+                };
                 Self::InvalidRequest {
                     field,
                     message: format!("not a valid request: {text}"),
@@ -118,11 +134,13 @@ impl ResponseError for HookError {
         };
         let mut response = HttpResponse::build(status);
         if let Self::Unauthorized(e) = self {
+            // A fixed description per code: the message may quote client text, and header
+            // values must not carry it (a newline would break the response).
             response.insert_header((
                 header::WWW_AUTHENTICATE,
                 format!(
                     "Bearer error=\"invalid_token\", error_description=\"{}\"",
-                    e.to_string().replace('"', "'")
+                    e.code()
                 ),
             ));
         }

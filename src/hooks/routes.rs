@@ -45,7 +45,7 @@ async fn invoke(
     let audiences = [state.config.service_url(service.id())];
     let client = authenticate(&state, &req, &audiences).await?;
     let body = read_json_body(&req, payload, state.config.max_body_bytes).await?;
-    let request: HookRequest<'_> = serde_json::from_slice(&body).map_err(HookError::from_json)?;
+    let request: HookRequest<'_> = HookError::parse_body(&body)?;
     validate_request(&request)?;
     if request.hook != service.hook() {
         return Err(HookError::WrongHook {
@@ -102,8 +102,7 @@ async fn feedback(
     let audiences = [format!("{service_url}/feedback"), service_url];
     let client = authenticate(&state, &req, &audiences).await?;
     let body = read_json_body(&req, payload, state.config.max_body_bytes).await?;
-    let raw: RawFeedbackRequest<'_> =
-        serde_json::from_slice(&body).map_err(HookError::from_json)?;
+    let raw: RawFeedbackRequest<'_> = HookError::parse_body(&body)?;
     if raw.feedback.is_empty() {
         return Err(HookError::InvalidRequest {
             field: Some("feedback".into()),
@@ -112,13 +111,14 @@ async fn feedback(
     }
     let mut items = Vec::with_capacity(raw.feedback.len());
     for (i, item) in raw.feedback.iter().enumerate() {
+        // Items are parsed one by one from their raw text, which is stored verbatim.
         let parsed: Feedback =
-            serde_json::from_str(item.get()).map_err(|e| match HookError::from_json(e) {
+            HookError::parse_body(item.get().as_bytes()).map_err(|e| match e {
                 HookError::InvalidRequest { field, message } => HookError::InvalidRequest {
-                    field: Some(format!(
-                        "feedback[{i}]{}",
-                        field.map(|f| format!(".{f}")).unwrap_or_default()
-                    )),
+                    field: Some(match field {
+                        Some(f) => format!("feedback[{i}].{f}"),
+                        None => format!("feedback[{i}]"),
+                    }),
                     message,
                 },
                 other => other,
@@ -129,7 +129,11 @@ async fn feedback(
     let stored = state
         .store
         .record_feedback(service.id(), client.as_ref(), &items)
-        .await?;
+        .await
+        .map_err(|e| {
+            tracing::error!(service = service.id(), error = %e, "feedback not stored");
+            e
+        })?;
     tracing::info!(
         service = service.id(),
         items = items.len(),
@@ -161,7 +165,7 @@ async fn authenticate(
         .verify(authorization, audiences)
         .await
         .map_err(|e| {
-            tracing::warn!(reason = e.code(), detail = %e, "client JWT refused");
+            tracing::warn!(reason = e.code(), detail = ?e.to_string(), "client JWT refused");
             HookError::Unauthorized(e)
         })
 }

@@ -223,6 +223,11 @@ pub fn claims(id: &str) -> Value {
 
 /// Signs `claims` with `key`; `jku` goes into the header when given.
 pub fn sign(claims: &Value, key: Key, jku: Option<&str>) -> String {
+    sign_with(claims, key, |h| h.jku = jku.map(str::to_owned))
+}
+
+/// Signs `claims` with `key` after `edit` adjusted the header.
+pub fn sign_with(claims: &Value, key: Key, edit: impl FnOnce(&mut Header)) -> String {
     let (alg, kid, pem) = match key {
         Key::Rs384 => (Algorithm::RS384, "test-rs384", "keys/rsa.pem"),
         Key::Es384 => (Algorithm::ES384, "test-es384", "keys/ec384.pem"),
@@ -235,7 +240,7 @@ pub fn sign(claims: &Value, key: Key, jku: Option<&str>) -> String {
     };
     let mut header = Header::new(alg);
     header.kid = Some(kid.to_owned());
-    header.jku = jku.map(str::to_owned);
+    edit(&mut header);
     jsonwebtoken::encode(&header, claims, &encoding).unwrap()
 }
 

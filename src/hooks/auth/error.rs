@@ -10,6 +10,8 @@ pub enum AuthError {
     NotBearer,
     #[error("malformed JWT: {0}")]
     Malformed(String),
+    #[error("JWT header `typ` must be \"JWT\"")]
+    WrongType,
     #[error("JWT header has no `kid`")]
     MissingKid,
     #[error("JWT is missing the `{0}` claim")]

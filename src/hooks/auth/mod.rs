@@ -96,12 +96,21 @@ impl JwtVerifier {
         let token = bearer_token(authorization)?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Malformed(format!("bad JWT header: {e}")))?;
+        // `typ` is REQUIRED to be "JWT"; a token that says it is something else (a JWE, an
+        // access token of another profile) is refused. An absent `typ` is tolerated.
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
+        {
+            return Err(AuthError::WrongType);
+        }
         let kid = header.kid.as_deref().ok_or(AuthError::MissingKid)?;
         let iss = unverified_issuer(token)?;
         let client = self
             .clients
             .get(&iss)
-            .ok_or_else(|| AuthError::UnknownIssuer(iss.clone()))?;
+            .ok_or_else(|| AuthError::UnknownIssuer(printable(&iss)))?;
         if !client.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
         }
@@ -194,6 +203,15 @@ fn unverified_issuer(token: &str) -> Result<String, AuthError> {
     claims.iss.ok_or(AuthError::MissingClaim("iss"))
 }
 
+/// Client-controlled text made safe to echo in a message or log: printable ASCII, at most
+/// 100 characters (an unverified `iss` could carry newlines to forge log lines).
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(100)
+        .collect()
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -228,6 +246,15 @@ mod tests {
             unverified_issuer(token).unwrap(),
             "https://fhir-ehr.example.com/"
         );
+    }
+
+    #[test]
+    fn client_text_is_made_printable() {
+        assert_eq!(
+            printable("https://a\nfake log line\r"),
+            "https://afake log line"
+        );
+        assert_eq!(printable(&"x".repeat(500)).len(), 100);
     }
 
     #[test]
