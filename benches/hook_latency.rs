@@ -36,6 +36,12 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 
 #[tokio::main]
 async fn main() {
+    // `cargo test --all-targets` also runs harness-less benches; only `cargo bench` (which
+    // passes `--bench`) should spend the time.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("hook_latency: run with `cargo bench --bench hook_latency`");
+        return;
+    }
     let keys = common::KeyServer::start().await;
     let gw = common::Gateway::with_keys(&keys).await;
     let client = common::http();

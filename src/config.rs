@@ -114,6 +114,10 @@ pub struct RawAuth {
     /// Timeout for one JWKS fetch, connect included (default 3 s).
     #[serde(default = "default_jwks_timeout", with = "humantime_serde")]
     pub jwks_timeout: Duration,
+    /// Shortest interval between two fetches of one JWKS URL (default 30 s), so tokens with
+    /// made-up `kid`s cannot turn bedside into a load generator against an EHR.
+    #[serde(default = "default_jwks_min_refetch", with = "humantime_serde")]
+    pub jwks_min_refetch: Duration,
 }
 impl Default for RawAuth {
     fn default() -> Self {
@@ -123,6 +127,7 @@ impl Default for RawAuth {
             jwks_refresh: default_jwks_refresh(),
             jwks_max_age: default_jwks_max_age(),
             jwks_timeout: default_jwks_timeout(),
+            jwks_min_refetch: default_jwks_min_refetch(),
         }
     }
 }
@@ -140,6 +145,9 @@ fn default_jwks_max_age() -> Duration {
 }
 fn default_jwks_timeout() -> Duration {
     Duration::from_secs(3)
+}
+fn default_jwks_min_refetch() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Browser-based CDS clients (the CDS Hooks sandbox) need CORS; EHR servers do not.
@@ -205,7 +213,7 @@ fn default_algorithms() -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// Without a trailing slash.
+    /// As configured; use [`Config::public_base`] for a base without a trailing slash.
     pub public_url: Url,
     pub services_dir: PathBuf,
     pub models_dir: PathBuf,
@@ -225,6 +233,7 @@ pub struct AuthSettings {
     pub jwks_refresh: Duration,
     pub jwks_max_age: Duration,
     pub jwks_timeout: Duration,
+    pub jwks_min_refetch: Duration,
 }
 
 /// Validated inference settings.
@@ -389,6 +398,7 @@ impl Config {
                     jwks_refresh: raw.auth.jwks_refresh,
                     jwks_max_age: raw.auth.jwks_max_age,
                     jwks_timeout: raw.auth.jwks_timeout,
+                    jwks_min_refetch: raw.auth.jwks_min_refetch,
                 },
                 cors_allowed_origins: raw.cors.allowed_origins,
                 inference: InferenceSettings {
@@ -422,6 +432,15 @@ fn parse_http_url(text: &str) -> Result<Url, String> {
     }
 }
 
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 fn validate_clients(raw: &[RawClient], errors: &mut ConfigErrors) -> Vec<TrustedClient> {
     let mut clients = Vec::new();
     for (i, client) in raw.iter().enumerate() {
@@ -441,6 +460,12 @@ fn validate_clients(raw: &[RawClient], errors: &mut ConfigErrors) -> Vec<Trusted
         let mut jwks_urls = Vec::new();
         for (j, u) in client.jwks_urls.iter().enumerate() {
             match parse_http_url(u) {
+                // Keys fetched over plain http could be swapped by anyone on the path, which
+                // would let them sign as this client. Loopback is allowed for local testing.
+                Ok(url) if url.scheme() == "http" && !is_loopback(&url) => errors.push(
+                    format!("{key}.jwks_urls[{j}]"),
+                    format!("`{u}` must use https (plain http only for loopback hosts)"),
+                ),
                 Ok(url) => jwks_urls.push(url),
                 Err(e) => errors.push(format!("{key}.jwks_urls[{j}]"), e),
             }
@@ -596,6 +621,28 @@ mod tests {
         assert_eq!(cfg.max_body_bytes, 1024);
         assert_eq!(cfg.db_path, PathBuf::from("/tmp/x.db"));
         assert_eq!(cfg.listen.port(), 9999);
+    }
+
+    #[test]
+    fn jwks_urls_must_be_https_unless_loopback() {
+        let (_d, base) = dirs();
+        let client = |url: &str| {
+            format!("listen = '127.0.0.1:0'\npublic_url = 'http://h'\n{base}[[clients]]\niss = 'a'\njwks_urls = ['{url}']\n")
+        };
+        for ok in [
+            "https://ehr.example/jwks",
+            "http://127.0.0.1:9/jwks",
+            "http://localhost/jwks",
+            "http://[::1]/j",
+        ] {
+            assert!(
+                Config::from_toml_str(&client(ok), "t", &BTreeMap::new()).is_ok(),
+                "{ok}"
+            );
+        }
+        let err = Config::from_toml_str(&client("http://ehr.example/jwks"), "t", &BTreeMap::new())
+            .unwrap_err();
+        assert_eq!(err.problems()[0].0, "clients[0].jwks_urls[0]");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! is a gateway that can answer. [`app`] is the one place routes and middleware are set up;
 //! `main` and the integration tests both use it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix_cors::Cors;
@@ -28,7 +27,6 @@ pub struct AppState {
     pub models: ModelRegistry,
     pub services: ServiceRegistry,
     pub store: Store,
-    ready: AtomicBool,
 }
 
 /// Why bedside could not start. Each names what to fix.
@@ -84,17 +82,14 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         })??;
     let services = ServiceRegistry::load(&config.services_dir, &models, config.public_base())?;
     let store = Store::open(&config.db_path).await?;
-    let state = AppState {
+    // Models were loaded and warmed up above: from here on the gateway can answer.
+    Ok(AppState {
         config,
         auth,
         models,
         services,
         store,
-        ready: AtomicBool::new(false),
-    };
-    // Models were warmed up while loading; from here on the gateway can answer.
-    state.ready.store(true, Ordering::SeqCst);
-    Ok(state)
+    })
 }
 
 /// Routes and middleware of the gateway.
@@ -153,11 +148,14 @@ fn cors(origins: &[String]) -> Cors {
     cors
 }
 
+/// Ready while every model's inference thread is alive. (State exists only after every model
+/// was loaded and warmed up, so warm-up needs no separate flag.)
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.ready.load(Ordering::SeqCst) {
+    if state.models.iter().all(|m| m.handle.is_alive()) {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "warming up"}))
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "inference thread down"}))
     }
 }
 

@@ -2,7 +2,11 @@
 
 mod common;
 
-use common::{bearer, claims, http, patient, sign, sign_with, Gateway, Key, KeyServer};
+use std::time::Duration;
+
+use common::{
+    bearer, claims, http, patient, sign, sign_with, Gateway, GatewayOptions, Key, KeyServer,
+};
 use serde_json::Value;
 
 async fn call(gw: &Gateway, authorization: Option<String>) -> (u16, Value) {
@@ -210,13 +214,36 @@ async fn a_replayed_jti_is_refused() {
 }
 
 #[tokio::test]
-async fn cached_keys_keep_working_while_the_jwks_endpoint_is_down() {
+async fn cached_keys_outlive_a_jwks_outage_until_max_age_then_fail_closed() {
     let keys = KeyServer::start().await;
-    let gw = Gateway::with_keys(&keys).await;
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        extra_toml:
+            "[auth]\njwks_refresh = '500ms'\njwks_min_refetch = '500ms'\njwks_max_age = '3s'\n"
+                .into(),
+        ..Default::default()
+    })
+    .await;
     let (s, _) = call(&gw, Some(bearer("deterioration", Key::Rs384))).await;
     assert_eq!(s, 200);
+    assert_eq!(keys.hits("/jwks.json"), 1);
+
     keys.set_up(false);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Due for refresh: the fetch is tried, fails, and the cached keys are still used.
     let (s, b) = call(&gw, Some(bearer("deterioration", Key::Es384))).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(keys.hits("/jwks.json"), 2, "the refresh was not attempted");
+
+    // Past jwks_max_age with the endpoint still down: refuse, never accept unverifiable tokens.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let (s, b) = call(&gw, Some(bearer("deterioration", Key::Rs384))).await;
+    assert_refused(s, &b, "JWK set could not be retrieved");
+
+    // Back up: keys are fetched again and calls succeed.
+    keys.set_up(true);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (s, b) = call(&gw, Some(bearer("deterioration", Key::Rs384))).await;
     assert_eq!(s, 200, "{b}");
     gw.stop().await;
 }

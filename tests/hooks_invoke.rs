@@ -431,6 +431,22 @@ async fn health_endpoints_answer() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{path}");
     }
+    let resp = http()
+        .get(gw.service("deterioration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
+    let resp = http()
+        .post(format!("{}/cds-services", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+
     let resp = http().get(format!("{}/nope", gw.url)).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     let body: Value = resp.json().await.unwrap();

@@ -84,7 +84,11 @@ async fn rust_features_and_model_match_the_python_reference() {
             "{name}: risk {risk}, Python {want_risk}"
         );
 
-        let score = news2::score(&Vitals::latest(&model.features, &matrix));
+        let score = news2::score(&Vitals::latest(
+            &model.features,
+            &matrix,
+            matrix.window_start,
+        ));
         assert_eq!(
             i64::from(score.total),
             want["news2"].as_i64().unwrap(),

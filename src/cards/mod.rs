@@ -9,4 +9,6 @@ mod template;
 pub mod validate;
 
 pub use render::{abstain_card, risk_card, Abstention, CardText, RiskAssessment};
-pub use template::{Template, TemplateError, Values};
+pub use template::{
+    Template, TemplateError, Values, ABSTAIN_PLACEHOLDERS, MODEL_PLACEHOLDERS, RISK_PLACEHOLDERS,
+};

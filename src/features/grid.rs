@@ -11,10 +11,6 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use super::extract::Measurement;
 use super::spec::FeatureSpec;
 
-/// Measurements up to this far after `now` (clock differences between EHR and bedside) count
-/// in the last step; later ones are ignored.
-const FUTURE_TOLERANCE_MINUTES: i64 = 5;
-
 /// Per-feature normalisation constants from the model's manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Normalisation {
@@ -50,10 +46,11 @@ impl FeatureMatrix {
         let channels = nf * 2;
         let step_secs = spec.step.as_secs() as i64;
         let window_start = now - ChronoDuration::seconds(spec.window.as_secs() as i64);
-        let latest_allowed = now + ChronoDuration::minutes(FUTURE_TOLERANCE_MINUTES);
+        // `[now - window, now)`, exactly as training reads it: a measurement stamped after the
+        // scoring time (clock skew between EHR and bedside) is left out, not guessed into a step.
         let in_window: Vec<Measurement> = measurements
             .iter()
-            .filter(|m| m.time >= window_start && m.time <= latest_allowed)
+            .filter(|m| m.time >= window_start && m.time < now)
             .cloned()
             .collect();
         let mut sources = vec![None; steps * nf];

@@ -5,6 +5,8 @@
 //! (whole numbers; temperature to one decimal). Scale 2 (hypercapnic respiratory failure) is
 //! not implemented here: a patient on scale 2 is scored as scale 1 and the card says so.
 
+use chrono::{DateTime, Utc};
+
 use super::{FeatureMatrix, FeatureSpec};
 
 /// Latest value of each NEWS2 parameter, `None` when not recorded.
@@ -26,11 +28,13 @@ impl Vitals {
     /// The latest in-window value of each feature whose `features.toml` name is a NEWS2
     /// parameter (`respiratory_rate`, `spo2`, `systolic_bp`, `heart_rate`,
     /// `consciousness_not_alert`, `temperature`). Oxygen therapy is not a feature yet, so it is
-    /// `None` (scored as air, and the card says so).
-    pub fn latest(spec: &FeatureSpec, matrix: &FeatureMatrix) -> Self {
+    /// `None` (scored as air, and the card says so). Values measured before `not_before` are
+    /// treated as not recorded.
+    pub fn latest(spec: &FeatureSpec, matrix: &FeatureMatrix, not_before: DateTime<Utc>) -> Self {
         let latest = |name: &str| {
             spec.index_of(name)
                 .and_then(|f| matrix.latest(f))
+                .filter(|m| m.time >= not_before)
                 .map(|m| m.value)
         };
         Self {

@@ -1,7 +1,8 @@
 //! A borrowed serde projection of FHIR Observations: only what features read.
 //!
-//! Fields are `Cow<str>` borrowed from the request body (owned only when a string holds JSON
-//! escapes). Unknown fields and extensions are skipped by serde without building values.
+//! String fields are [`Text`]: borrowed from the request body, owned only when a string
+//! holds JSON escapes. (A plain `Option<Cow<str>>` would not borrow: serde's
+//! `#[serde(borrow)]` reaches a `Cow` only when it is the field's own type, hence the newtype.) Unknown fields and extensions are skipped by serde without building values.
 //! An Observation whose projected fields have the wrong JSON type is counted as unreadable
 //! and skipped, so one bad resource cannot hide the rest of a patient's data.
 
@@ -9,6 +10,17 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+/// A JSON string borrowed from the request body where possible.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Why a prefetch value holds no readable Observations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,15 +46,15 @@ pub struct Projected<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct ObservationView<'a> {
     #[serde(borrow, default)]
-    pub id: Option<Cow<'a, str>>,
+    pub id: Option<Text<'a>>,
     #[serde(borrow, default)]
-    pub status: Option<Cow<'a, str>>,
+    pub status: Option<Text<'a>>,
     #[serde(borrow, default)]
     pub code: Option<CodeableConceptView<'a>>,
     #[serde(borrow, default)]
-    pub effective_date_time: Option<Cow<'a, str>>,
+    pub effective_date_time: Option<Text<'a>>,
     #[serde(borrow, default)]
-    pub effective_instant: Option<Cow<'a, str>>,
+    pub effective_instant: Option<Text<'a>>,
     #[serde(borrow, default)]
     pub effective_period: Option<PeriodView<'a>>,
     #[serde(borrow, default)]
@@ -64,9 +76,9 @@ pub struct CodeableConceptView<'a> {
 #[derive(Debug, Default, Deserialize)]
 pub struct CodingView<'a> {
     #[serde(borrow, default)]
-    pub system: Option<Cow<'a, str>>,
+    pub system: Option<Text<'a>>,
     #[serde(borrow, default)]
-    pub code: Option<Cow<'a, str>>,
+    pub code: Option<Text<'a>>,
 }
 
 /// `Quantity` as measured.
@@ -75,20 +87,20 @@ pub struct QuantityView<'a> {
     #[serde(default)]
     pub value: Option<f64>,
     #[serde(borrow, default)]
-    pub unit: Option<Cow<'a, str>>,
+    pub unit: Option<Text<'a>>,
     #[serde(borrow, default)]
-    pub system: Option<Cow<'a, str>>,
+    pub system: Option<Text<'a>>,
     #[serde(borrow, default)]
-    pub code: Option<Cow<'a, str>>,
+    pub code: Option<Text<'a>>,
 }
 
 /// `Period.start`/`end`.
 #[derive(Debug, Default, Deserialize)]
 pub struct PeriodView<'a> {
     #[serde(borrow, default)]
-    pub start: Option<Cow<'a, str>>,
+    pub start: Option<Text<'a>>,
     #[serde(borrow, default)]
-    pub end: Option<Cow<'a, str>>,
+    pub end: Option<Text<'a>>,
 }
 
 /// `Observation.component[]`: blood-pressure panels carry systolic here.
@@ -224,6 +236,12 @@ mod tests {
         assert_eq!(p.unreadable, 1);
         let o = &p.observations[0];
         assert_eq!(o.id.as_deref(), Some("o1"));
+        // Really borrowed from the body, not copied.
+        assert!(matches!(o.id.as_ref().unwrap().0, Cow::Borrowed(_)));
+        assert!(matches!(
+            o.effective_date_time.as_ref().unwrap().0,
+            Cow::Borrowed(_)
+        ));
         assert!(o.code.as_ref().unwrap().has_code(LOINC, &["8867-4".into()]));
         assert_eq!(o.value_quantity.as_ref().unwrap().value, Some(88.0));
     }
@@ -233,6 +251,10 @@ mod tests {
         let o = raw(r#"{"resourceType":"Observation","id":"a\u0062c","status":"final"}"#);
         let p = observations(&o).unwrap();
         assert_eq!(p.observations[0].id.as_deref(), Some("abc"));
+        assert!(matches!(
+            p.observations[0].id.as_ref().unwrap().0,
+            Cow::Owned(_)
+        ));
     }
 
     #[test]

@@ -19,11 +19,38 @@ use super::HookError;
 use crate::server::AppState;
 use crate::services::CdsService;
 
-/// Registers discovery, invocation and feedback.
+/// Registers discovery, invocation and feedback. A wrong method gets a JSON 405 too.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/cds-services", web::get().to(discovery))
-        .route("/cds-services/{id}", web::post().to(invoke))
-        .route("/cds-services/{id}/feedback", web::post().to(feedback));
+    cfg.service(
+        web::resource("/cds-services")
+            .route(web::get().to(discovery))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/cds-services/{id}")
+            .route(web::post().to(invoke))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/cds-services/{id}/feedback")
+            .route(web::post().to(feedback))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let allow = if req.path() == "/cds-services" {
+        "GET"
+    } else {
+        "POST"
+    };
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allow))
+        .json(super::wire::ErrorBody {
+            error: "method_not_allowed".into(),
+            message: format!("{} is not supported here; use {allow}", req.method()),
+            field: None,
+        })
 }
 
 /// `GET /cds-services`. Open to all: it lists service metadata, no patient data, and EHR

@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use super::LoadError;
 
-/// Lifecycle state. Only `active` models produce visible cards; `shadow` scores silently
-/// (services issue); `retired` is not loaded.
+/// Lifecycle state. Only `active` models produce visible cards; `shadow` models score and
+/// show nothing; `retired` ones are not loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelStatus {
@@ -90,10 +90,5 @@ impl Manifest {
             });
         }
         Ok(manifest)
-    }
-
-    /// Values per sample (`steps × channels`).
-    pub fn input_len(&self) -> usize {
-        self.input.shape.iter().product()
     }
 }

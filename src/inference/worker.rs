@@ -116,6 +116,11 @@ impl ModelHandle {
         }
     }
 
+    /// Whether the inference thread still takes jobs.
+    pub fn is_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// The device the model runs on, e.g. `cpu` or `cuda:0`.
     pub fn device(&self) -> String {
         match self.device {

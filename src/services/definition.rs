@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cards::{CardText, Template};
+use crate::cards::{
+    CardText, Template, ABSTAIN_PLACEHOLDERS, MODEL_PLACEHOLDERS, RISK_PLACEHOLDERS,
+};
 use crate::hooks::prefetch::PrefetchTemplate;
 use crate::hooks::wire::{Coding, ServiceDescriptor};
 use crate::inference::ModelRegistry;
@@ -264,16 +266,24 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
     if raw.guardrails.min_observations == 0 {
         problem("guardrails.min_observations", "must be at least 1".into());
     }
-    let mut template = |key: &str, text: &str| match Template::parse(text) {
+    let mut template = |key: &str, text: &str, allowed| match Template::parse(text, allowed) {
         Ok(t) => Some(t),
         Err(e) => {
             problem(key, e.to_string());
             None
         }
     };
-    let summary = template("card.summary", &raw.card.summary);
-    let abstain_summary = template("card.abstain_summary", &raw.card.abstain_summary);
-    let source_label = template("card.source_label", &raw.card.source_label);
+    let summary = template("card.summary", &raw.card.summary, RISK_PLACEHOLDERS);
+    let abstain_summary = template(
+        "card.abstain_summary",
+        &raw.card.abstain_summary,
+        ABSTAIN_PLACEHOLDERS,
+    );
+    let source_label = template(
+        "card.source_label",
+        &raw.card.source_label,
+        MODEL_PLACEHOLDERS,
+    );
     let mut override_reasons = Vec::new();
     for (i, r) in raw.card.override_reasons.iter().enumerate() {
         if r.code.trim().is_empty() || r.display.trim().is_empty() {

@@ -14,7 +14,7 @@ use crate::features::{measurements, FeatureMatrix};
 use crate::fhir::projection;
 use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::{Card, CdsResponse, HookRequest, Indicator};
-use crate::inference::LoadedModel;
+use crate::inference::{LoadedModel, ModelStatus};
 
 /// A service bound to its model.
 pub struct CdsService {
@@ -52,11 +52,6 @@ impl CdsService {
     /// Its discovery entry.
     pub fn descriptor(&self) -> crate::hooks::wire::ServiceDescriptor {
         self.def.descriptor()
-    }
-
-    /// The validated definition.
-    pub fn definition(&self) -> &ServiceDef {
-        &self.def
     }
 
     /// Answers one hook call within the service's deadline. Insufficient data or a late model
@@ -108,10 +103,21 @@ impl CdsService {
         let Some((&risk, risk_without)) = scores.split_first() else {
             return Ok(CdsResponse::default());
         };
+        if self.model.manifest.status == ModelStatus::Shadow {
+            // Shadow models score but never reach a clinician (recording the score for
+            // comparison arrives with the services issue's prediction store).
+            tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, risk, "shadow score, no card");
+            return Ok(CdsResponse::default());
+        }
         let Some(indicator) = self.indicator(risk) else {
             return Ok(CdsResponse::default());
         };
-        let news2 = news2::score(&Vitals::latest(spec, &matrix));
+        // NEWS2 describes the patient now: parameters older than the staleness limit count
+        // as not recorded rather than scoring an old value.
+        let recent = now
+            - ChronoDuration::from_std(self.def.guardrails.max_staleness)
+                .unwrap_or(ChronoDuration::MAX);
+        let news2 = news2::score(&Vitals::latest(spec, &matrix, recent));
         let card = cards::risk_card(
             &RiskAssessment {
                 service_id: &self.def.id,

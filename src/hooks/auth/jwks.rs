@@ -2,7 +2,7 @@
 //!
 //! Keys are fetched only from allowlisted URLs (the caller checked), refreshed after
 //! `jwks_refresh`, re-fetched early when an unknown `kid` appears (a client rotated keys) but
-//! at most once per [`MIN_REFETCH`], and trusted at most `jwks_max_age` when the endpoint is
+//! at most once per `jwks_min_refetch`, and trusted at most `jwks_max_age` when the endpoint is
 //! down: then verification fails closed, never open.
 
 use std::collections::HashMap;
@@ -14,10 +14,6 @@ use url::Url;
 
 use super::AuthError;
 use crate::config::AuthSettings;
-
-/// Shortest interval between two fetches of one URL triggered by unknown `kid`s, so a stream
-/// of tokens with made-up `kid`s cannot turn bedside into a load generator against an EHR.
-pub const MIN_REFETCH: Duration = Duration::from_secs(30);
 
 /// Largest JWK set accepted (bytes). Real sets are a few KB.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -32,10 +28,12 @@ pub struct JwksCache {
     http: reqwest::Client,
     entries: RwLock<HashMap<Url, Entry>>,
     last_attempt: RwLock<HashMap<Url, Instant>>,
-    /// Serializes fetches so a burst of requests after expiry fetches once.
-    fetching: tokio::sync::Mutex<()>,
+    /// One lock per URL: a burst of requests after expiry fetches once, and a slow endpoint
+    /// delays only its own client.
+    fetching: std::sync::Mutex<HashMap<Url, Arc<tokio::sync::Mutex<()>>>>,
     refresh: Duration,
     max_age: Duration,
+    min_refetch: Duration,
 }
 
 impl JwksCache {
@@ -51,9 +49,10 @@ impl JwksCache {
             http,
             entries: RwLock::default(),
             last_attempt: RwLock::default(),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: std::sync::Mutex::default(),
             refresh: settings.jwks_refresh,
             max_age: settings.jwks_max_age,
+            min_refetch: settings.jwks_min_refetch,
         })
     }
 
@@ -62,7 +61,14 @@ impl JwksCache {
         if let Some(found) = self.cached(url, kid, self.refresh) {
             return Ok(found);
         }
-        let _guard = self.fetching.lock().await;
+        let lock = self
+            .fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(url.clone())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
         // Another request may have fetched while this one waited.
         if let Some(found) = self.cached(url, kid, self.refresh) {
             return Ok(found);
@@ -73,7 +79,7 @@ impl JwksCache {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(url)
-            .is_some_and(|t| t.elapsed() < MIN_REFETCH);
+            .is_some_and(|t| t.elapsed() < self.min_refetch);
         if !recently_tried {
             self.last_attempt
                 .write()
