@@ -79,11 +79,7 @@ async fn main() {
     let text = String::from_utf8(body).unwrap();
     let registry = bedside::inference::ModelRegistry::load(
         &common::repo().join("models"),
-        &bedside::config::InferenceSettings {
-            device: bedside::config::DevicePreference::Auto,
-            threads: 0,
-            queue_capacity: 64,
-        },
+        &bedside::config::InferenceSettings::cpu(),
     )
     .unwrap();
     let model = registry.get("deterioration", "1.0.0").unwrap();

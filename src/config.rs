@@ -160,19 +160,29 @@ pub struct RawCors {
     pub allowed_origins: Vec<String>,
 }
 
-/// Where models run.
+/// Where and how models run. Per-model overrides go in `[inference.models.<name>]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawInference {
-    /// `"auto"` (CUDA when available, else CPU), `"cpu"` or `"cuda"`.
+    /// `"auto"` (CUDA when available, else CPU), `"cpu"` or `"cuda"` (falls back to CPU with a
+    /// warning when no GPU is usable, so one configuration serves both kinds of node).
     #[serde(default = "default_device")]
     pub device: String,
-    /// LibTorch intra-op threads; 0 keeps LibTorch's default.
+    /// LibTorch intra-op threads (process-wide); 0 keeps LibTorch's default.
     #[serde(default)]
     pub threads: usize,
     /// Jobs waiting per model before callers are shed (answer without that model's card).
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
+    /// Most samples in one forward pass (a hook call is 1 + one counterfactual per feature).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long the first job of a batch waits for company (default 1 ms; 0 = only what is
+    /// already queued), as Triton's `max_queue_delay`.
+    #[serde(default = "default_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModelOverrides>,
 }
 impl Default for RawInference {
     fn default() -> Self {
@@ -180,6 +190,9 @@ impl Default for RawInference {
             device: default_device(),
             threads: 0,
             queue_capacity: default_queue(),
+            max_batch: default_max_batch(),
+            max_wait: default_max_wait(),
+            models: BTreeMap::new(),
         }
     }
 }
@@ -188,6 +201,23 @@ fn default_device() -> String {
 }
 fn default_queue() -> usize {
     64
+}
+fn default_max_batch() -> usize {
+    64
+}
+fn default_max_wait() -> Duration {
+    Duration::from_millis(1)
+}
+
+/// Settings for one model by name; unset keys take the `[inference]` value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelOverrides {
+    pub device: Option<String>,
+    pub queue_capacity: Option<usize>,
+    pub max_batch: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_wait: Option<Duration>,
 }
 
 /// One trusted CDS client (an EHR, the CDS Hooks sandbox).
@@ -239,9 +269,41 @@ pub struct AuthSettings {
 /// Validated inference settings.
 #[derive(Debug, Clone)]
 pub struct InferenceSettings {
-    pub device: DevicePreference,
     pub threads: usize,
+    /// Defaults for every model.
+    pub defaults: ModelSettings,
+    /// Per model name.
+    pub models: BTreeMap<String, ModelSettings>,
+}
+
+/// How one model is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelSettings {
+    pub device: DevicePreference,
     pub queue_capacity: usize,
+    pub max_batch: usize,
+    pub max_wait: Duration,
+}
+
+impl InferenceSettings {
+    /// Settings for the model called `name`.
+    pub fn for_model(&self, name: &str) -> ModelSettings {
+        self.models.get(name).copied().unwrap_or(self.defaults)
+    }
+
+    /// CPU, defaults otherwise: for tools and tests that load models outside a gateway.
+    pub fn cpu() -> Self {
+        Self {
+            threads: 0,
+            defaults: ModelSettings {
+                device: DevicePreference::Cpu,
+                queue_capacity: default_queue(),
+                max_batch: default_max_batch(),
+                max_wait: default_max_wait(),
+            },
+            models: BTreeMap::new(),
+        }
+    }
 }
 
 /// Which device models are placed on.
@@ -250,7 +312,7 @@ pub enum DevicePreference {
     /// CUDA when `tch::Cuda::is_available()`, else CPU.
     Auto,
     Cpu,
-    /// Fails at start-up when no GPU is usable, rather than silently running on CPU.
+    /// CUDA; on a node without a usable GPU, CPU with a warning in the log.
     Cuda,
 }
 
@@ -357,21 +419,7 @@ impl Config {
         if raw.limits.max_body_bytes == 0 {
             errors.push("limits.max_body_bytes", "must be greater than 0");
         }
-        let device = match raw.inference.device.as_str() {
-            "auto" => Some(DevicePreference::Auto),
-            "cpu" => Some(DevicePreference::Cpu),
-            "cuda" => Some(DevicePreference::Cuda),
-            other => {
-                errors.push(
-                    "inference.device",
-                    format!("`{other}` is not one of auto, cpu, cuda"),
-                );
-                None
-            }
-        };
-        if raw.inference.queue_capacity == 0 {
-            errors.push("inference.queue_capacity", "must be greater than 0");
-        }
+        let inference = validate_inference(&raw.inference, &mut errors);
         for (i, origin) in raw.cors.allowed_origins.iter().enumerate() {
             if origin != "*" && parse_http_url(origin).is_err() {
                 errors.push(
@@ -384,8 +432,8 @@ impl Config {
         if !errors.problems.is_empty() {
             return Err(errors);
         }
-        match (listen, public_url, device) {
-            (Some(listen), Some(public_url), Some(device)) => Ok(Config {
+        match (listen, public_url, inference) {
+            (Some(listen), Some(public_url), Some(inference)) => Ok(Config {
                 listen,
                 public_url,
                 services_dir: raw.services_dir,
@@ -401,11 +449,7 @@ impl Config {
                     jwks_min_refetch: raw.auth.jwks_min_refetch,
                 },
                 cors_allowed_origins: raw.cors.allowed_origins,
-                inference: InferenceSettings {
-                    device,
-                    threads: raw.inference.threads,
-                    queue_capacity: raw.inference.queue_capacity,
-                },
+                inference,
                 clients,
             }),
             // Unreachable in practice: each `None` pushed a problem above.
@@ -430,6 +474,56 @@ fn parse_http_url(text: &str) -> Result<Url, String> {
         "http" | "https" if url.host().is_some() => Ok(url),
         _ => Err(format!("`{text}` must be an http(s) URL with a host")),
     }
+}
+
+fn parse_device(text: &str, key: &str, errors: &mut ConfigErrors) -> Option<DevicePreference> {
+    match text {
+        "auto" => Some(DevicePreference::Auto),
+        "cpu" => Some(DevicePreference::Cpu),
+        "cuda" => Some(DevicePreference::Cuda),
+        other => {
+            errors.push(key, format!("`{other}` is not one of auto, cpu, cuda"));
+            None
+        }
+    }
+}
+
+fn validate_inference(raw: &RawInference, errors: &mut ConfigErrors) -> Option<InferenceSettings> {
+    let positive = |errors: &mut ConfigErrors, key: &str, n: usize| {
+        if n == 0 {
+            errors.push(key, "must be greater than 0");
+        }
+    };
+    positive(errors, "inference.queue_capacity", raw.queue_capacity);
+    positive(errors, "inference.max_batch", raw.max_batch);
+    let defaults = ModelSettings {
+        device: parse_device(&raw.device, "inference.device", errors)?,
+        queue_capacity: raw.queue_capacity,
+        max_batch: raw.max_batch,
+        max_wait: raw.max_wait,
+    };
+    let mut models = BTreeMap::new();
+    for (name, o) in &raw.models {
+        let key = |k: &str| format!("inference.models.{name}.{k}");
+        let device = match &o.device {
+            Some(d) => parse_device(d, &key("device"), errors).unwrap_or(defaults.device),
+            None => defaults.device,
+        };
+        let settings = ModelSettings {
+            device,
+            queue_capacity: o.queue_capacity.unwrap_or(defaults.queue_capacity),
+            max_batch: o.max_batch.unwrap_or(defaults.max_batch),
+            max_wait: o.max_wait.unwrap_or(defaults.max_wait),
+        };
+        positive(errors, &key("queue_capacity"), settings.queue_capacity);
+        positive(errors, &key("max_batch"), settings.max_batch);
+        models.insert(name.clone(), settings);
+    }
+    Some(InferenceSettings {
+        threads: raw.threads,
+        defaults,
+        models,
+    })
 }
 
 fn is_loopback(url: &Url) -> bool {
@@ -573,7 +667,8 @@ mod tests {
         let cfg = Config::from_toml_str(&text, "t.toml", &BTreeMap::new()).unwrap();
         assert_eq!(cfg.max_body_bytes, 5 * 1024 * 1024);
         assert_eq!(cfg.service_url("x"), "http://localhost:8080/cds-services/x");
-        assert_eq!(cfg.inference.device, DevicePreference::Auto);
+        assert_eq!(cfg.inference.defaults.device, DevicePreference::Auto);
+        assert_eq!(cfg.inference.defaults.max_batch, 64);
     }
 
     #[test]
@@ -643,6 +738,32 @@ mod tests {
         let err = Config::from_toml_str(&client("http://ehr.example/jwks"), "t", &BTreeMap::new())
             .unwrap_err();
         assert_eq!(err.problems()[0].0, "clients[0].jwks_urls[0]");
+    }
+
+    #[test]
+    fn per_model_inference_settings_override_the_defaults() {
+        let (_d, base) = dirs();
+        let text = format!(
+            "listen = '127.0.0.1:0'\npublic_url = 'http://h'\n{base}[inference]\ndevice = 'cpu'\nmax_wait = '3ms'\n[inference.models.sepsis]\ndevice = 'cuda'\nmax_batch = 128\n"
+        );
+        let cfg = Config::from_toml_str(&text, "t", &BTreeMap::new()).unwrap();
+        let sepsis = cfg.inference.for_model("sepsis");
+        assert_eq!(
+            (sepsis.device, sepsis.max_batch),
+            (DevicePreference::Cuda, 128)
+        );
+        assert_eq!(sepsis.max_wait, Duration::from_millis(3));
+        assert_eq!(
+            cfg.inference.for_model("other").device,
+            DevicePreference::Cpu
+        );
+        let bad = format!("listen = '127.0.0.1:0'\npublic_url = 'http://h'\n{base}[inference.models.x]\nmax_batch = 0\ndevice = 'gpu'\n");
+        let err = Config::from_toml_str(&bad, "t", &BTreeMap::new()).unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["inference.models.x.device", "inference.models.x.max_batch"]
+        );
     }
 
     #[test]

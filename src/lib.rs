@@ -12,6 +12,7 @@ pub mod features;
 pub mod fhir;
 pub mod hooks;
 pub mod inference;
+pub mod metrics;
 pub mod server;
 pub mod services;
 pub mod store;

@@ -119,6 +119,7 @@ pub fn app(
                 .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "live"})) }),
         )
         .route("/health/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(metrics))
         .default_service(web::to(not_found))
 }
 
@@ -157,6 +158,21 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({"status": "inference thread down"}))
     }
+}
+
+/// Prometheus text: per model (batches, jobs per batch, expired, shed) and per service.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut out = String::new();
+    for model in state.models.iter() {
+        let m = &model.manifest;
+        model.handle.metrics().render(&mut out, &m.name, &m.version);
+    }
+    for service in state.services.iter() {
+        service.metrics().render(&mut out, service.id());
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
 }
 
 /// `MODEL_CARD.md` of a loaded model: what each card's `source.url` points to.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bedside::config::{DevicePreference, InferenceSettings};
+use bedside::config::InferenceSettings;
 use bedside::features::news2::{self, Vitals};
 use bedside::features::{measurements, FeatureMatrix};
 use bedside::fhir::projection;
@@ -24,15 +24,8 @@ async fn rust_features_and_model_match_the_python_reference() {
     )
     .unwrap();
     let now = expected["now"].as_str().unwrap().parse().unwrap();
-    let registry = ModelRegistry::load(
-        &common::repo().join("models"),
-        &InferenceSettings {
-            device: DevicePreference::Cpu,
-            threads: 1,
-            queue_capacity: 4,
-        },
-    )
-    .unwrap();
+    let registry =
+        ModelRegistry::load(&common::repo().join("models"), &InferenceSettings::cpu()).unwrap();
     let model = registry.get("deterioration", "1.0.0").unwrap();
     assert_eq!(
         model.manifest.sha256,

@@ -2,7 +2,6 @@
 
 use tch::Device;
 
-use super::LoadError;
 use crate::config::DevicePreference;
 
 /// Whether LibTorch sees a usable CUDA device. Only true if `libtorch_cuda.so` was linked
@@ -11,13 +10,20 @@ pub fn cuda_is_available() -> bool {
     tch::Cuda::is_available()
 }
 
-/// The device for `preference`. `Cuda` without a GPU is an error, not a silent CPU fallback.
-pub fn select_device(preference: DevicePreference) -> Result<Device, LoadError> {
+/// The device for `preference`. `Cuda` on a node without a usable GPU falls back to CPU and
+/// says so in the log: one configuration can then serve GPU and CPU nodes alike, and
+/// `bedside check` prints where each model ended up.
+pub fn select_device(preference: DevicePreference, model: &str) -> Device {
     match preference {
-        DevicePreference::Cpu => Ok(Device::Cpu),
-        DevicePreference::Auto if cuda_is_available() => Ok(Device::Cuda(0)),
-        DevicePreference::Auto => Ok(Device::Cpu),
-        DevicePreference::Cuda if cuda_is_available() => Ok(Device::Cuda(0)),
-        DevicePreference::Cuda => Err(LoadError::NoCuda),
+        DevicePreference::Cpu => Device::Cpu,
+        DevicePreference::Auto | DevicePreference::Cuda if cuda_is_available() => Device::Cuda(0),
+        DevicePreference::Auto => Device::Cpu,
+        DevicePreference::Cuda => {
+            tracing::warn!(
+                model,
+                "CUDA requested but no usable GPU (or libtorch_cuda not loaded); running on CPU"
+            );
+            Device::Cpu
+        }
     }
 }

@@ -37,8 +37,6 @@ pub enum LoadError {
         version: String,
         message: String,
     },
-    #[error("no usable CUDA device but inference.device = \"cuda\"")]
-    NoCuda,
     #[error("model {name} {version} is configured twice")]
     Duplicate { name: String, version: String },
 }

@@ -37,7 +37,6 @@ impl ModelRegistry {
         if settings.threads > 0 {
             tch::set_num_threads(settings.threads as i32);
         }
-        let device = select_device(settings.device)?;
         let mut models = BTreeMap::new();
         for manifest_path in find_manifests(dir)? {
             let manifest = Manifest::load(&manifest_path)?;
@@ -51,7 +50,7 @@ impl ModelRegistry {
                     version: key.1,
                 });
             }
-            let model = load_one(&manifest_path, manifest, device, settings)?;
+            let model = load_one(&manifest_path, manifest, settings)?;
             tracing::info!(
                 model = %key.0,
                 version = %key.1,
@@ -102,9 +101,9 @@ fn find_manifests(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 fn load_one(
     manifest_path: &Path,
     manifest: Manifest,
-    device: tch::Device,
     settings: &InferenceSettings,
 ) -> Result<LoadedModel, LoadError> {
+    let serving = settings.for_model(&manifest.name);
     let base = manifest_path.parent().unwrap_or(Path::new("."));
     let (name, version) = (manifest.name.clone(), manifest.version.clone());
     let incompatible = |message: String| LoadError::Incompatible {
@@ -156,9 +155,11 @@ fn load_one(
         name: name.clone(),
         version: version.clone(),
         path: model_path,
-        device,
+        device: select_device(serving.device, &manifest.name),
         sample_shape: manifest.input.shape.iter().map(|&d| d as i64).collect(),
-        queue_capacity: settings.queue_capacity,
+        queue_capacity: serving.queue_capacity,
+        max_batch: serving.max_batch,
+        max_wait: serving.max_wait,
     })?;
     Ok(LoadedModel {
         normalisation: Normalisation {

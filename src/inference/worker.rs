@@ -1,17 +1,26 @@
-//! One OS thread per model: owns the `CModule`, runs jobs from a bounded queue.
+//! One OS thread per model: owns the `CModule`, batches jobs from a bounded queue.
+//!
+//! Dynamic batching as Triton does it: the first job of a batch waits up to `max_wait` for
+//! more; jobs are added while the batch stays within `max_batch` samples; jobs whose deadline
+//! passed while queued are answered `DeadlineExceeded` without being computed. One forward
+//! pass serves every job in the batch; each gets its own slice of the output back.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tch::{CModule, Device, Kind, Tensor};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{InferenceError, LoadError};
+use crate::metrics::ModelMetrics;
 
 struct Job {
     input: Vec<f32>,
-    batch: usize,
+    samples: usize,
     deadline: Instant,
     reply: oneshot::Sender<Result<Vec<f32>, InferenceError>>,
 }
@@ -19,12 +28,14 @@ struct Job {
 /// The async side of a model's inference thread; cheap to clone.
 #[derive(Clone)]
 pub struct ModelHandle {
-    tx: mpsc::Sender<Job>,
+    tx: SyncSender<Job>,
     per_sample: usize,
     device: Device,
+    alive: Arc<AtomicBool>,
+    metrics: Arc<ModelMetrics>,
 }
 
-/// What the worker thread needs to load and warm up a model.
+/// What the worker thread needs to load, warm up and batch a model.
 pub(super) struct WorkerSpec {
     pub name: String,
     pub version: String,
@@ -33,16 +44,29 @@ pub(super) struct WorkerSpec {
     /// `[steps, channels]` of one sample.
     pub sample_shape: Vec<i64>,
     pub queue_capacity: usize,
+    /// Most samples per forward pass.
+    pub max_batch: usize,
+    pub max_wait: Duration,
+}
+
+/// Marks the handle dead when the thread ends, however it ends.
+struct AliveGuard(Arc<AtomicBool>);
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl ModelHandle {
     /// Starts the thread, loads the model on it, runs one warm-up forward pass, and returns
     /// once the model answered with the declared output shape (or failed to).
     pub(super) fn spawn(spec: WorkerSpec) -> Result<Self, LoadError> {
-        let (tx, rx) = mpsc::channel::<Job>(spec.queue_capacity);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel::<Job>(spec.queue_capacity);
+        let (ready_tx, ready_rx) = mpsc::channel();
         let per_sample = spec.sample_shape.iter().product::<i64>() as usize;
         let device = spec.device;
+        let alive = Arc::new(AtomicBool::new(true));
+        let metrics = Arc::new(ModelMetrics::default());
         let torch_error = {
             let (name, version) = (spec.name.clone(), spec.version.clone());
             move |message: String| LoadError::Torch {
@@ -52,9 +76,12 @@ impl ModelHandle {
             }
         };
         let thread_error = torch_error.clone();
+        let guard = AliveGuard(alive.clone());
+        let thread_metrics = metrics.clone();
         thread::Builder::new()
             .name(format!("infer-{}", spec.name))
             .spawn(move || {
+                let _alive = guard;
                 // Bound to a name: `let _ =` would drop the guard at once and re-enable autograd.
                 let _no_grad = tch::no_grad_guard();
                 let module = match load_and_warm_up(&spec) {
@@ -67,7 +94,7 @@ impl ModelHandle {
                         return;
                     }
                 };
-                serve(module, rx, &spec);
+                serve(&module, &rx, &spec, &thread_metrics);
             })
             .map_err(|e| thread_error(format!("cannot start inference thread: {e}")))?;
         match ready_rx.recv() {
@@ -75,39 +102,43 @@ impl ModelHandle {
                 tx,
                 per_sample,
                 device,
+                alive,
+                metrics,
             }),
             Ok(Err(message)) => Err(torch_error(message)),
             Err(_) => Err(torch_error("inference thread exited during load".into())),
         }
     }
 
-    /// Scores `batch` samples laid out contiguously in `input`. Returns one probability per
-    /// sample. A full queue fails at once ([`InferenceError::Overloaded`]): the hook's
-    /// deadline is already running, so waiting for room would only make the answer late.
+    /// Scores `samples` samples laid out contiguously in `input`; one probability per sample.
+    /// A full queue fails at once ([`InferenceError::Overloaded`]): the hook's deadline is
+    /// already running, so waiting for room would only make the answer late.
     pub async fn score(
         &self,
         input: Vec<f32>,
-        batch: usize,
+        samples: usize,
         deadline: Instant,
     ) -> Result<Vec<f32>, InferenceError> {
-        if batch == 0 || input.len() != batch * self.per_sample {
+        if samples == 0 || input.len() != samples * self.per_sample {
             return Err(InferenceError::BadInput {
                 expected: self.per_sample,
-                got: input.len() / batch.max(1),
+                got: input.len() / samples.max(1),
             });
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Job {
-                input,
-                batch,
-                deadline,
-                reply,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => InferenceError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => InferenceError::WorkerGone,
-            })?;
+        let job = Job {
+            input,
+            samples,
+            deadline,
+            reply,
+        };
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                crate::metrics::inc(&self.metrics.shed);
+                InferenceError::Overloaded
+            }
+            TrySendError::Disconnected(_) => InferenceError::WorkerGone,
+        })?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, rx).await {
             Ok(Ok(result)) => result,
@@ -118,7 +149,17 @@ impl ModelHandle {
 
     /// Whether the inference thread still takes jobs.
     pub fn is_alive(&self) -> bool {
-        !self.tx.is_closed()
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Counters of this model's thread.
+    pub fn metrics(&self) -> &ModelMetrics {
+        &self.metrics
+    }
+
+    /// Values per sample (`steps × channels`).
+    pub fn per_sample(&self) -> usize {
+        self.per_sample
     }
 
     /// The device the model runs on, e.g. `cpu` or `cuda:0`.
@@ -135,40 +176,122 @@ fn load_and_warm_up(spec: &WorkerSpec) -> Result<CModule, String> {
     let mut module = CModule::load_on_device(&spec.path, spec.device).map_err(|e| e.to_string())?;
     module.set_eval();
     // Warm-up doubles as the input-spec check: a model whose forward does not take
-    // [1, steps, channels] or does not return [1, 1] fails here, at start-up.
-    let mut shape = vec![1i64];
-    shape.extend(&spec.sample_shape);
-    let x =
-        Tensor::f_zeros(shape.as_slice(), (Kind::Float, spec.device)).map_err(|e| e.to_string())?;
-    let y = module
-        .forward_ts(&[x])
-        .map_err(|e| format!("forward on the declared input shape {shape:?} failed: {e}"))?;
-    if y.size() != [1, 1] {
-        return Err(format!(
-            "output shape {:?} for one sample; the manifest declares [1]",
-            y.size()
-        ));
+    // [n, steps, channels] or does not return [n, 1] fails here, at start-up. Two batch sizes,
+    // so a model that only works for batch 1 is caught too, and the first CUDA/JIT call is
+    // paid before the first clinician.
+    for n in [1i64, 2] {
+        let mut shape = vec![n];
+        shape.extend(&spec.sample_shape);
+        let x = Tensor::f_zeros(shape.as_slice(), (Kind::Float, spec.device))
+            .map_err(|e| e.to_string())?;
+        let y = module
+            .forward_ts(&[x])
+            .map_err(|e| format!("forward on the declared input shape {shape:?} failed: {e}"))?;
+        if y.size() != [n, 1] {
+            return Err(format!(
+                "output shape {:?} for {n} sample(s); the manifest declares [1] per sample",
+                y.size()
+            ));
+        }
     }
     Ok(module)
 }
 
-fn serve(module: CModule, mut rx: mpsc::Receiver<Job>, spec: &WorkerSpec) {
-    while let Some(job) = rx.blocking_recv() {
-        if Instant::now() >= job.deadline {
+/// Collects the next batch: blocks for a first job, then gathers more for up to `max_wait`
+/// while the batch stays within `max_batch` samples. A job that does not fit is carried over.
+fn next_batch(
+    rx: &mpsc::Receiver<Job>,
+    carried: &mut Option<Job>,
+    spec: &WorkerSpec,
+) -> Option<Vec<Job>> {
+    let first = match carried.take() {
+        Some(job) => job,
+        None => rx.recv().ok()?,
+    };
+    let mut samples = first.samples;
+    let mut jobs = vec![first];
+    let close_at = Instant::now() + spec.max_wait;
+    while samples < spec.max_batch {
+        let next = match rx.try_recv() {
+            Ok(job) => Ok(job),
+            Err(_) => {
+                let now = Instant::now();
+                if now >= close_at {
+                    break;
+                }
+                rx.recv_timeout(close_at - now)
+            }
+        };
+        match next {
+            Ok(job) if samples + job.samples <= spec.max_batch => {
+                samples += job.samples;
+                jobs.push(job);
+            }
+            Ok(job) => {
+                *carried = Some(job);
+                break;
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Some(jobs)
+}
+
+fn serve(module: &CModule, rx: &mpsc::Receiver<Job>, spec: &WorkerSpec, metrics: &ModelMetrics) {
+    let mut carried = None;
+    while let Some(batch) = next_batch(rx, &mut carried, spec) {
+        let now = Instant::now();
+        let (live, expired): (Vec<Job>, Vec<Job>) =
+            batch.into_iter().partition(|j| j.deadline > now);
+        for job in expired {
+            crate::metrics::inc(&metrics.expired);
+            // The caller may have given up already; nothing to do then.
             let _ = job.reply.send(Err(InferenceError::DeadlineExceeded));
+        }
+        if live.is_empty() {
             continue;
         }
-        let result = forward(&module, &job, spec);
-        // The caller may have given up (deadline); nothing to do then.
-        let _ = job.reply.send(result);
+        let samples: usize = live.iter().map(|j| j.samples).sum();
+        let started = Instant::now();
+        match forward(module, &live, samples, spec) {
+            Ok(out) => {
+                metrics.observe_batch(live.len(), samples, started.elapsed());
+                let mut offset = 0;
+                for job in live {
+                    let part = out[offset..offset + job.samples].to_vec();
+                    offset += job.samples;
+                    let _ = job.reply.send(Ok(part));
+                }
+            }
+            Err(e) => {
+                for job in live {
+                    crate::metrics::inc(&metrics.failed);
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }
 
-fn forward(module: &CModule, job: &Job, spec: &WorkerSpec) -> Result<Vec<f32>, InferenceError> {
+fn forward(
+    module: &CModule,
+    jobs: &[Job],
+    samples: usize,
+    spec: &WorkerSpec,
+) -> Result<Vec<f32>, InferenceError> {
     let torch = |e: tch::TchError| InferenceError::Torch(e.to_string());
-    let mut shape = vec![job.batch as i64];
+    let mut shape = vec![samples as i64];
     shape.extend(&spec.sample_shape);
-    let x = Tensor::from_slice(&job.input)
+    let x = if let [only] = jobs {
+        Tensor::from_slice(&only.input)
+    } else {
+        let mut all = Vec::with_capacity(jobs.iter().map(|j| j.input.len()).sum());
+        for job in jobs {
+            all.extend_from_slice(&job.input);
+        }
+        Tensor::from_slice(&all)
+    };
+    let x = x
         .f_reshape(shape.as_slice())
         .map_err(torch)?
         .f_to_device(spec.device)
@@ -182,11 +305,10 @@ fn forward(module: &CModule, job: &Job, spec: &WorkerSpec) -> Result<Vec<f32>, I
         .f_reshape([-1])
         .map_err(torch)?;
     let out = Vec::<f32>::try_from(&y).map_err(torch)?;
-    if out.len() != job.batch {
+    if out.len() != samples {
         return Err(InferenceError::Torch(format!(
-            "model returned {} values for {} samples",
-            out.len(),
-            job.batch
+            "model returned {} values for {samples} samples",
+            out.len()
         )));
     }
     Ok(out)

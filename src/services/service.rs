@@ -15,12 +15,14 @@ use crate::fhir::projection;
 use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::{Card, CdsResponse, HookRequest, Indicator};
 use crate::inference::{LoadedModel, ModelStatus};
+use crate::metrics::{inc, ServiceMetrics};
 
 /// A service bound to its model.
 pub struct CdsService {
     def: ServiceDef,
     model: Arc<LoadedModel>,
     public_base: Arc<str>,
+    metrics: ServiceMetrics,
 }
 
 /// What the prefetch said about one key.
@@ -36,7 +38,13 @@ impl CdsService {
             def,
             model,
             public_base,
+            metrics: ServiceMetrics::default(),
         }
+    }
+
+    /// Outcome counters of this service.
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.metrics
     }
 
     /// The service id (the `{id}` of its URL).
@@ -63,7 +71,10 @@ impl CdsService {
     ) -> Result<CdsResponse, ServiceError> {
         let deadline = Instant::now() + self.def.deadline;
         let now = Utc::now();
-        let supplied = self.resolve_prefetch(request)?;
+        inc(&self.metrics.calls);
+        let supplied = self
+            .resolve_prefetch(request)
+            .inspect_err(|_| inc(&self.metrics.prefetch_missing))?;
 
         let spec = &self.model.features;
         let mut observations = Vec::new();
@@ -86,6 +97,7 @@ impl CdsService {
 
         if let Some(reason) = self.insufficient(&matrix, now) {
             tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, reason = %reason, "abstained");
+            inc(&self.metrics.abstained);
             return Ok(self.abstain(request, reason, &matrix));
         }
 
@@ -95,6 +107,7 @@ impl CdsService {
             Ok(scores) => scores,
             Err(e) => {
                 // Answer on time without this model's card rather than late or with an error.
+                inc(&self.metrics.no_score);
                 tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no score");
                 return Ok(CdsResponse::default());
             }
@@ -134,6 +147,7 @@ impl CdsService {
             },
             &self.def.card,
         );
+        inc(&self.metrics.cards);
         Ok(CdsResponse {
             cards: vec![checked(card)],
             system_actions: Vec::new(),

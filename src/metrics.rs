@@ -1,0 +1,180 @@
+//! Counters operators watch, served at `GET /metrics` in the Prometheus text format.
+//!
+//! Plain atomics owned by the component that counts (an inference thread, a service); this
+//! module only renders them. No labels carry patient data: model, version, service, reason.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the jobs-per-batch histogram buckets.
+const JOB_BUCKETS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// What one model's inference thread did.
+#[derive(Debug, Default)]
+pub struct ModelMetrics {
+    /// Jobs (one per caller) that reached a forward pass.
+    pub jobs: AtomicU64,
+    pub samples: AtomicU64,
+    pub batches: AtomicU64,
+    /// Jobs dropped because their deadline passed before the forward pass.
+    pub expired: AtomicU64,
+    /// Jobs refused because the queue was full.
+    pub shed: AtomicU64,
+    /// Jobs whose forward pass failed.
+    pub failed: AtomicU64,
+    /// Largest number of jobs seen in one forward pass.
+    pub max_jobs_per_batch: AtomicU64,
+    pub forward_micros: AtomicU64,
+    /// Cumulative counts per [`JOB_BUCKETS`] bound, then `+Inf`.
+    jobs_per_batch: [AtomicU64; JOB_BUCKETS.len() + 1],
+}
+
+impl ModelMetrics {
+    /// Records one forward pass over `jobs` callers and `samples` samples.
+    pub fn observe_batch(&self, jobs: usize, samples: usize, forward: Duration) {
+        let jobs = jobs as u64;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.jobs.fetch_add(jobs, Ordering::Relaxed);
+        self.samples.fetch_add(samples as u64, Ordering::Relaxed);
+        self.forward_micros
+            .fetch_add(forward.as_micros() as u64, Ordering::Relaxed);
+        self.max_jobs_per_batch.fetch_max(jobs, Ordering::Relaxed);
+        for (i, bound) in JOB_BUCKETS.iter().enumerate() {
+            if jobs <= *bound {
+                self.jobs_per_batch[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.jobs_per_batch[JOB_BUCKETS.len()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes this model's series.
+    pub fn render(&self, out: &mut String, model: &str, version: &str) {
+        let l = format!("model=\"{model}\",version=\"{version}\"");
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "bedside_inference_jobs_total{{{l}}} {}",
+            get(&self.jobs)
+        );
+        let _ = writeln!(
+            out,
+            "bedside_inference_samples_total{{{l}}} {}",
+            get(&self.samples)
+        );
+        let _ = writeln!(
+            out,
+            "bedside_inference_batches_total{{{l}}} {}",
+            get(&self.batches)
+        );
+        let _ = writeln!(
+            out,
+            "bedside_inference_expired_total{{{l}}} {}",
+            get(&self.expired)
+        );
+        let _ = writeln!(
+            out,
+            "bedside_inference_shed_total{{{l}}} {}",
+            get(&self.shed)
+        );
+        let _ = writeln!(
+            out,
+            "bedside_inference_failed_total{{{l}}} {}",
+            get(&self.failed)
+        );
+        let _ = writeln!(
+            out,
+            "bedside_inference_forward_seconds_total{{{l}}} {:.6}",
+            get(&self.forward_micros) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "bedside_inference_max_jobs_per_batch{{{l}}} {}",
+            get(&self.max_jobs_per_batch)
+        );
+        for (i, bound) in JOB_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "bedside_inference_jobs_per_batch_bucket{{{l},le=\"{bound}\"}} {}",
+                get(&self.jobs_per_batch[i])
+            );
+        }
+        let total = get(&self.jobs_per_batch[JOB_BUCKETS.len()]);
+        let _ = writeln!(
+            out,
+            "bedside_inference_jobs_per_batch_bucket{{{l},le=\"+Inf\"}} {total}"
+        );
+        let _ = writeln!(
+            out,
+            "bedside_inference_jobs_per_batch_sum{{{l}}} {}",
+            get(&self.jobs)
+        );
+        let _ = writeln!(out, "bedside_inference_jobs_per_batch_count{{{l}}} {total}");
+    }
+}
+
+/// Outcomes of one CDS service's calls.
+#[derive(Debug, Default)]
+pub struct ServiceMetrics {
+    pub calls: AtomicU64,
+    pub cards: AtomicU64,
+    pub abstained: AtomicU64,
+    /// Calls answered without the model's card because no score came in time or the queue
+    /// was full.
+    pub no_score: AtomicU64,
+    pub prefetch_missing: AtomicU64,
+}
+
+impl ServiceMetrics {
+    /// Writes this service's series.
+    pub fn render(&self, out: &mut String, service: &str) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, counter) in [
+            ("calls", &self.calls),
+            ("cards", &self.cards),
+            ("abstained", &self.abstained),
+            ("no_score", &self.no_score),
+            ("prefetch_missing", &self.prefetch_missing),
+        ] {
+            let _ = writeln!(
+                out,
+                "bedside_service_{name}_total{{service=\"{service}\"}} {}",
+                get(counter)
+            );
+        }
+    }
+}
+
+/// Increments a counter by one.
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_land_in_cumulative_buckets() {
+        let m = ModelMetrics::default();
+        m.observe_batch(1, 7, Duration::from_millis(1));
+        m.observe_batch(3, 21, Duration::from_millis(2));
+        let mut out = String::new();
+        m.render(&mut out, "m", "1");
+        assert!(
+            out.contains(
+                "bedside_inference_jobs_per_batch_bucket{model=\"m\",version=\"1\",le=\"1\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("le=\"4\"} 2"), "{out}");
+        assert!(
+            out.contains("bedside_inference_max_jobs_per_batch{model=\"m\",version=\"1\"} 3"),
+            "{out}"
+        );
+        assert!(
+            out.contains("bedside_inference_samples_total{model=\"m\",version=\"1\"} 28"),
+            "{out}"
+        );
+    }
+}
