@@ -420,6 +420,29 @@ async fn cors_lets_the_configured_browser_client_call() {
 }
 
 #[tokio::test]
+async fn metrics_count_cards_abstentions_and_batches() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    post(&gw, "deterioration", &patient("deteriorating")).await;
+    post(&gw, "deterioration", &patient("sparse")).await;
+    let mut missing = patient("stable");
+    missing["prefetch"].as_object_mut().unwrap().remove("vitals");
+    post(&gw, "deterioration", &missing).await;
+    let text = http().get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "bedside_service_calls_total{service=\"deterioration\"} 3",
+        "bedside_service_cards_total{service=\"deterioration\"} 1",
+        "bedside_service_abstained_total{service=\"deterioration\"} 1",
+        "bedside_service_prefetch_missing_total{service=\"deterioration\"} 1",
+        "bedside_inference_jobs_total{model=\"deterioration\",version=\"1.0.0\"} 1",
+        "bedside_inference_samples_total{model=\"deterioration\",version=\"1.0.0\"} 7",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn health_endpoints_answer() {
     let keys = KeyServer::start().await;
     let gw = Gateway::with_keys(&keys).await;
