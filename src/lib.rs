@@ -5,6 +5,7 @@
 //! → `services` + `cards` (policy, card text) → `store` (feedback, durable state).
 //! `server` wires them into one actix `App`; `config` is read and validated once at start-up.
 
+pub mod api;
 pub mod cards;
 pub mod config;
 pub mod demo;

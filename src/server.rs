@@ -109,6 +109,7 @@ pub fn app(
         .app_data(state)
         .wrap(cors)
         .configure(routes::configure)
+        .configure(crate::api::configure)
         .route(
             "/models/{name}/{version}/model-card",
             web::get().to(model_card),

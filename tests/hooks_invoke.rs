@@ -426,9 +426,19 @@ async fn metrics_count_cards_abstentions_and_batches() {
     post(&gw, "deterioration", &patient("deteriorating")).await;
     post(&gw, "deterioration", &patient("sparse")).await;
     let mut missing = patient("stable");
-    missing["prefetch"].as_object_mut().unwrap().remove("vitals");
+    missing["prefetch"]
+        .as_object_mut()
+        .unwrap()
+        .remove("vitals");
     post(&gw, "deterioration", &missing).await;
-    let text = http().get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    let text = http()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in [
         "bedside_service_calls_total{service=\"deterioration\"} 3",
         "bedside_service_cards_total{service=\"deterioration\"} 1",

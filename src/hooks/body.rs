@@ -9,8 +9,18 @@ use super::HookError;
 /// Checks the content type (415), the declared and actual size (413), and returns the bytes.
 pub async fn read_json_body(
     req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, HookError> {
+    read_body(req, payload, limit, &["application/json"]).await
+}
+
+/// As [`read_json_body`], accepting any of `content_types` (e.g. `application/fhir+json`).
+pub async fn read_body(
+    req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
+    content_types: &[&str],
 ) -> Result<web::BytesMut, HookError> {
     let content_type = req
         .headers()
@@ -18,7 +28,10 @@ pub async fn read_json_body(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
+    if !content_types
+        .iter()
+        .any(|t| essence.eq_ignore_ascii_case(t))
+    {
         return Err(HookError::UnsupportedMediaType(essence.to_owned()));
     }
     let declared = req

@@ -1,4 +1,5 @@
-//! Everything a hook, discovery or feedback call can fail with, mapped to HTTP in one place.
+//! Everything a call to bedside's JSON APIs (CDS Hooks, prediction) can fail with, mapped to
+//! HTTP in one place.
 //!
 //! Client mistakes are described to the client (status + [`ErrorBody`]); internal causes go to
 //! the log with the hookInstance and the EHR gets a generic message.
@@ -42,6 +43,14 @@ pub enum HookError {
     StoreUnavailable(#[from] StoreError),
     #[error("the request body could not be read")]
     BodyRead,
+    #[error("unknown model `{0}`")]
+    UnknownModel(String),
+    /// The data hold too little to score (prediction API; hooks abstain with 200 instead).
+    #[error("cannot score: {0}")]
+    InsufficientData(String),
+    /// The model gave no answer in time, or its queue is full.
+    #[error("model unavailable: {0}")]
+    ModelUnavailable(#[from] crate::inference::InferenceError),
 }
 
 impl HookError {
@@ -57,6 +66,9 @@ impl HookError {
             Self::Service(e) => e.code(),
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::BodyRead => "body_read_error",
+            Self::UnknownModel(_) => "unknown_model",
+            Self::InsufficientData(_) => "insufficient_data",
+            Self::ModelUnavailable(_) => "model_unavailable",
         }
     }
 
@@ -121,13 +133,19 @@ impl ResponseError for HookError {
             }
             Self::BodyRead => StatusCode::BAD_REQUEST,
             Self::Service(e) => e.status_code(),
-            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable(_) | Self::ModelUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::UnknownModel(_) => StatusCode::NOT_FOUND,
+            Self::InsufficientData(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let message = if status.is_server_error() && !matches!(self, Self::StoreUnavailable(_)) {
+        let message = if status.is_server_error()
+            && !matches!(self, Self::StoreUnavailable(_) | Self::ModelUnavailable(_))
+        {
             "internal error".to_owned()
         } else {
             self.to_string()
@@ -144,7 +162,7 @@ impl ResponseError for HookError {
                 ),
             ));
         }
-        if matches!(self, Self::StoreUnavailable(_)) {
+        if matches!(self, Self::StoreUnavailable(_) | Self::ModelUnavailable(_)) {
             response.insert_header((header::RETRY_AFTER, "5"));
         }
         response.json(ErrorBody {

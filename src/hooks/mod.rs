@@ -4,7 +4,7 @@
 //! It does not know which model runs or how features are computed — `services` decides that.
 
 pub mod auth;
-mod body;
+pub(crate) mod body;
 pub mod error;
 pub mod prefetch;
 pub mod routes;

@@ -178,7 +178,8 @@ fn find_service<'s>(state: &'s AppState, id: &str) -> Result<&'s CdsService, Hoo
         .ok_or_else(|| HookError::UnknownService(id.to_owned()))
 }
 
-async fn authenticate(
+/// Verifies the caller's JWT for a call whose `aud` must be one of `audiences`.
+pub(crate) async fn authenticate(
     state: &AppState,
     req: &HttpRequest,
     audiences: &[String],

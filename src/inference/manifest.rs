@@ -9,7 +9,7 @@ use super::LoadError;
 
 /// Lifecycle state. Only `active` models produce visible cards; `shadow` models score and
 /// show nothing; `retired` ones are not loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelStatus {
     Active,

@@ -8,6 +8,7 @@
 mod device;
 mod error;
 mod manifest;
+pub mod oip;
 mod registry;
 mod worker;
 

@@ -69,10 +69,41 @@ impl ModelRegistry {
             .cloned()
     }
 
+    /// The version of `name` that answers when no version is named: the highest active one
+    /// (compared as dotted numbers), else the highest shadow one.
+    pub fn default_version(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        let versions = self.versions(name);
+        let pick = |status: ModelStatus| {
+            versions
+                .iter()
+                .filter(|m| m.manifest.status == status)
+                .max_by_key(|m| version_key(&m.manifest.version))
+                .cloned()
+        };
+        pick(ModelStatus::Active).or_else(|| pick(ModelStatus::Shadow))
+    }
+
+    /// Every loaded version of `name`.
+    pub fn versions(&self, name: &str) -> Vec<Arc<LoadedModel>> {
+        self.models
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
     /// All loaded models.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
         self.models.values()
     }
+}
+
+/// `1.10.0` sorts after `1.9.0`; non-numeric parts sort as 0.
+fn version_key(version: &str) -> Vec<u64> {
+    version
+        .split(['.', '-'])
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
 }
 
 fn find_manifests(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {

@@ -4,6 +4,7 @@
 
 mod definition;
 mod error;
+pub mod scoring;
 mod service;
 
 use std::path::Path;

@@ -7,10 +7,11 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::value::RawValue;
 
 use super::definition::ServiceDef;
+use super::scoring::{self, Scored};
 use super::ServiceError;
 use crate::cards::{self, Abstention, RiskAssessment};
 use crate::features::news2::{self, Vitals};
-use crate::features::{measurements, FeatureMatrix};
+use crate::features::FeatureMatrix;
 use crate::fhir::projection;
 use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::{Card, CdsResponse, HookRequest, Indicator};
@@ -91,30 +92,25 @@ impl CdsService {
             unreadable += projected.unreadable;
             observations.extend(projected.observations);
         }
-        let (found, rejected) = measurements(spec, &observations);
-        let matrix = FeatureMatrix::build(spec, &self.model.normalisation, &found, now);
-        let rejected = rejected.len() + unreadable;
+        let prepared = scoring::prepare(&self.model, &observations, unreadable, now);
+        let matrix = &prepared.matrix;
 
-        if let Some(reason) = self.insufficient(&matrix, now) {
+        if let Some(reason) = self.insufficient(matrix, now) {
             tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, reason = %reason, "abstained");
             inc(&self.metrics.abstained);
-            return Ok(self.abstain(request, reason, &matrix));
+            return Ok(self.abstain(request, reason, matrix));
         }
 
-        let batch = matrix.with_each_feature_removed();
-        let samples = matrix.features + 1;
-        let scores = match self.model.handle.score(batch, samples, deadline).await {
-            Ok(scores) => scores,
+        let Scored { risk, risk_without } = match scoring::score(&self.model, &prepared, deadline)
+            .await
+        {
+            Ok(scored) => scored,
             Err(e) => {
                 // Answer on time without this model's card rather than late or with an error.
                 inc(&self.metrics.no_score);
                 tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no score");
                 return Ok(CdsResponse::default());
             }
-        };
-        // `score` returns one value per sample; the first is the patient's risk.
-        let Some((&risk, risk_without)) = scores.split_first() else {
-            return Ok(CdsResponse::default());
         };
         if self.model.manifest.status == ModelStatus::Shadow {
             // Shadow models score but never reach a clinician (recording the score for
@@ -130,19 +126,19 @@ impl CdsService {
         let recent = now
             - ChronoDuration::from_std(self.def.guardrails.max_staleness)
                 .unwrap_or(ChronoDuration::MAX);
-        let news2 = news2::score(&Vitals::latest(spec, &matrix, recent));
+        let news2 = news2::score(&Vitals::latest(spec, matrix, recent));
         let card = cards::risk_card(
             &RiskAssessment {
                 service_id: &self.def.id,
                 hook_instance: &request.hook_instance,
                 manifest: &self.model.manifest,
                 features: spec,
-                matrix: &matrix,
+                matrix,
                 risk,
                 indicator,
                 news2: &news2,
-                risk_without,
-                rejected,
+                risk_without: &risk_without,
+                rejected: prepared.rejected,
                 public_base: &self.public_base,
             },
             &self.def.card,

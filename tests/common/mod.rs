@@ -244,6 +244,13 @@ pub fn sign_with(claims: &Value, key: Key, edit: impl FnOnce(&mut Header)) -> St
     jsonwebtoken::encode(&header, claims, &encoding).unwrap()
 }
 
+/// A valid bearer header value for a call to `path` (aud = PUBLIC + path).
+pub fn bearer_for(path: &str, key: Key) -> String {
+    let mut c = claims("x");
+    c["aud"] = format!("{PUBLIC}{path}").into();
+    format!("Bearer {}", sign(&c, key, None))
+}
+
 /// A valid bearer header value for service `id`.
 pub fn bearer(id: &str, key: Key) -> String {
     format!("Bearer {}", sign(&claims(id), key, None))
