@@ -80,6 +80,7 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
             version: String::new(),
             message: e.to_string(),
         })??;
+    models.check_remotes().await?;
     let services = ServiceRegistry::load(&config.services_dir, &models, config.public_base())?;
     let store = Store::open(&config.db_path).await?;
     // Models were loaded and warmed up above: from here on the gateway can answer.

@@ -37,6 +37,12 @@ pub enum LoadError {
         version: String,
         message: String,
     },
+    #[error("model {name} {version}: remote backend: {message}")]
+    Remote {
+        name: String,
+        version: String,
+        message: String,
+    },
     #[error("model {name} {version} is configured twice")]
     Duplicate { name: String, version: String },
 }
@@ -54,4 +60,6 @@ pub enum InferenceError {
     BadInput { expected: usize, got: usize },
     #[error("LibTorch error: {0}")]
     Torch(String),
+    #[error("remote model: {0}")]
+    Remote(String),
 }

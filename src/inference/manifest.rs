@@ -35,6 +35,9 @@ pub struct Manifest {
     pub training_data: String,
     pub input: InputSpec,
     pub output: OutputSpec,
+    /// Serve this model from an Open Inference Protocol server instead of loading `file`.
+    #[serde(default)]
+    pub remote: Option<RemoteSpec>,
     /// Held-out metrics measured by the training script.
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
@@ -50,6 +53,27 @@ pub struct InputSpec {
     /// Per-feature normalisation, in `features.toml` order.
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
+}
+
+/// Where a remotely served model lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSpec {
+    /// Server root, e.g. `http://triton.internal:8000`.
+    pub url: String,
+    /// Model name on that server (default: this manifest's `name`).
+    pub model: Option<String>,
+    /// Version on that server (default: the server's choice).
+    pub version: Option<String>,
+    /// Upper bound of one call, below the hook's own deadline (default 1 s).
+    #[serde(default = "default_remote_timeout", with = "humantime_serde")]
+    pub timeout: std::time::Duration,
+    /// Environment variable holding a bearer token for the server, if it needs one.
+    pub bearer_token_env: Option<String>,
+}
+
+fn default_remote_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
 }
 
 /// Output per sample.

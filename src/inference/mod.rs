@@ -1,5 +1,6 @@
-//! Model runtime: manifests, sha256-verified TorchScript loading, device choice, and a
-//! dedicated inference thread per model.
+//! Model runtime: manifests, sha256-verified TorchScript loading, device choice, a dedicated
+//! batching inference thread per local model, and remote models over the Open Inference
+//! Protocol.
 //!
 //! LibTorch never runs on actix workers: each model is loaded, put in eval mode and warmed up
 //! on its own OS thread, which owns the `CModule` and serves jobs from a bounded queue. Each
@@ -7,13 +8,15 @@
 
 mod device;
 mod error;
+mod handle;
 mod manifest;
 pub mod oip;
 mod registry;
+mod remote;
 mod worker;
 
 pub use device::{cuda_is_available, select_device};
 pub use error::{InferenceError, LoadError};
+pub use handle::ModelHandle;
 pub use manifest::{Manifest, ModelStatus};
 pub use registry::{LoadedModel, ModelRegistry};
-pub use worker::ModelHandle;

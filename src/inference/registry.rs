@@ -8,11 +8,14 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::device::select_device;
+use super::handle::ModelHandle;
 use super::manifest::{Manifest, ModelStatus};
-use super::worker::{ModelHandle, WorkerSpec};
+use super::remote::RemoteModel;
+use super::worker::{LocalWorker, WorkerSpec};
 use super::LoadError;
 use crate::config::InferenceSettings;
 use crate::features::{FeatureSpec, Normalisation};
+use crate::metrics::ModelMetrics;
 
 /// A model ready to score.
 pub struct LoadedModel {
@@ -92,6 +95,24 @@ impl ModelRegistry {
             .collect()
     }
 
+    /// Checks every remote model's server (metadata, input shape). Local models were checked
+    /// by their warm-up pass while loading.
+    pub async fn check_remotes(&self) -> Result<(), LoadError> {
+        for model in self.models.values() {
+            let m = &model.manifest;
+            model
+                .handle
+                .check_remote(&m.input.shape)
+                .await
+                .map_err(|message| LoadError::Remote {
+                    name: m.name.clone(),
+                    version: m.version.clone(),
+                    message,
+                })?;
+        }
+        Ok(())
+    }
+
     /// All loaded models.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
         self.models.values()
@@ -143,7 +164,14 @@ fn load_one(
         message,
     };
     let model_path = base.join(&manifest.file);
-    let actual = sha256_file(&model_path)?;
+    // A remote model's file may live only on the remote server; when it is here too, it
+    // must still be the file the manifest names.
+    let verify = manifest.remote.is_none() || model_path.exists();
+    let actual = if verify {
+        sha256_file(&model_path)?
+    } else {
+        manifest.sha256.clone()
+    };
     if !actual.eq_ignore_ascii_case(manifest.sha256.trim()) {
         return Err(LoadError::Sha256Mismatch {
             name,
@@ -182,16 +210,48 @@ fn load_one(
     {
         return Err(incompatible("input.std values must be positive".into()));
     }
-    let handle = ModelHandle::spawn(WorkerSpec {
-        name: name.clone(),
-        version: version.clone(),
-        path: model_path,
-        device: select_device(serving.device, &manifest.name),
-        sample_shape: manifest.input.shape.iter().map(|&d| d as i64).collect(),
-        queue_capacity: serving.queue_capacity,
-        max_batch: serving.max_batch,
-        max_wait: serving.max_wait,
-    })?;
+    let sample_shape: Vec<i64> = manifest.input.shape.iter().map(|&d| d as i64).collect();
+    let per_sample = manifest.input.shape.iter().product();
+    let metrics = Arc::new(ModelMetrics::default());
+    let handle = match &manifest.remote {
+        Some(remote) => {
+            let bearer = remote
+                .bearer_token_env
+                .as_ref()
+                .and_then(|var| std::env::var(var).ok());
+            let client = RemoteModel::new(
+                &remote.url,
+                remote.model.as_deref().unwrap_or(&name),
+                remote.version.as_deref(),
+                bearer,
+                remote.timeout,
+                serving.queue_capacity,
+                sample_shape,
+            )
+            .map_err(|message| LoadError::Remote {
+                name: name.clone(),
+                version: version.clone(),
+                message,
+            })?;
+            ModelHandle::remote(client, per_sample, metrics)
+        }
+        None => {
+            let worker = LocalWorker::spawn(
+                WorkerSpec {
+                    name: name.clone(),
+                    version: version.clone(),
+                    path: model_path,
+                    device: select_device(serving.device, &manifest.name),
+                    sample_shape,
+                    queue_capacity: serving.queue_capacity,
+                    max_batch: serving.max_batch,
+                    max_wait: serving.max_wait,
+                },
+                metrics.clone(),
+            )?;
+            ModelHandle::local(worker, per_sample, metrics)
+        }
+    };
     Ok(LoadedModel {
         normalisation: Normalisation {
             mean: manifest.input.mean.clone(),

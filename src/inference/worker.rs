@@ -1,4 +1,4 @@
-//! One OS thread per model: owns the `CModule`, batches jobs from a bounded queue.
+//! One OS thread per local model: owns the `CModule`, batches jobs from a bounded queue.
 //!
 //! Dynamic batching as Triton does it: the first job of a batch waits up to `max_wait` for
 //! more; jobs are added while the batch stays within `max_batch` samples; jobs whose deadline
@@ -27,12 +27,10 @@ struct Job {
 
 /// The async side of a model's inference thread; cheap to clone.
 #[derive(Clone)]
-pub struct ModelHandle {
+pub(super) struct LocalWorker {
     tx: SyncSender<Job>,
-    per_sample: usize,
     device: Device,
     alive: Arc<AtomicBool>,
-    metrics: Arc<ModelMetrics>,
 }
 
 /// What the worker thread needs to load, warm up and batch a model.
@@ -57,16 +55,14 @@ impl Drop for AliveGuard {
     }
 }
 
-impl ModelHandle {
+impl LocalWorker {
     /// Starts the thread, loads the model on it, runs one warm-up forward pass, and returns
     /// once the model answered with the declared output shape (or failed to).
-    pub(super) fn spawn(spec: WorkerSpec) -> Result<Self, LoadError> {
+    pub(super) fn spawn(spec: WorkerSpec, metrics: Arc<ModelMetrics>) -> Result<Self, LoadError> {
         let (tx, rx) = mpsc::sync_channel::<Job>(spec.queue_capacity);
         let (ready_tx, ready_rx) = mpsc::channel();
-        let per_sample = spec.sample_shape.iter().product::<i64>() as usize;
         let device = spec.device;
         let alive = Arc::new(AtomicBool::new(true));
-        let metrics = Arc::new(ModelMetrics::default());
         let torch_error = {
             let (name, version) = (spec.name.clone(), spec.version.clone());
             move |message: String| LoadError::Torch {
@@ -98,33 +94,21 @@ impl ModelHandle {
             })
             .map_err(|e| thread_error(format!("cannot start inference thread: {e}")))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
-                tx,
-                per_sample,
-                device,
-                alive,
-                metrics,
-            }),
+            Ok(Ok(())) => Ok(Self { tx, device, alive }),
             Ok(Err(message)) => Err(torch_error(message)),
             Err(_) => Err(torch_error("inference thread exited during load".into())),
         }
     }
 
-    /// Scores `samples` samples laid out contiguously in `input`; one probability per sample.
-    /// A full queue fails at once ([`InferenceError::Overloaded`]): the hook's deadline is
-    /// already running, so waiting for room would only make the answer late.
-    pub async fn score(
+    /// Queues a job; the reply arrives on the returned receiver. A full queue fails at once
+    /// ([`InferenceError::Overloaded`]): the hook's deadline is already running, so waiting
+    /// for room would only make the answer late.
+    pub(super) fn submit(
         &self,
         input: Vec<f32>,
         samples: usize,
         deadline: Instant,
-    ) -> Result<Vec<f32>, InferenceError> {
-        if samples == 0 || input.len() != samples * self.per_sample {
-            return Err(InferenceError::BadInput {
-                expected: self.per_sample,
-                got: input.len() / samples.max(1),
-            });
-        }
+    ) -> Result<oneshot::Receiver<Result<Vec<f32>, InferenceError>>, InferenceError> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             input,
@@ -133,42 +117,19 @@ impl ModelHandle {
             reply,
         };
         self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => {
-                crate::metrics::inc(&self.metrics.shed);
-                InferenceError::Overloaded
-            }
+            TrySendError::Full(_) => InferenceError::Overloaded,
             TrySendError::Disconnected(_) => InferenceError::WorkerGone,
         })?;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(InferenceError::WorkerGone),
-            Err(_) => Err(InferenceError::DeadlineExceeded),
-        }
+        Ok(rx)
     }
 
     /// Whether the inference thread still takes jobs.
-    pub fn is_alive(&self) -> bool {
+    pub(super) fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
     }
 
-    /// Counters of this model's thread.
-    pub fn metrics(&self) -> &ModelMetrics {
-        &self.metrics
-    }
-
-    /// Values per sample (`steps × channels`).
-    pub fn per_sample(&self) -> usize {
-        self.per_sample
-    }
-
-    /// The device the model runs on, e.g. `cpu` or `cuda:0`.
-    pub fn device(&self) -> String {
-        match self.device {
-            Device::Cpu => "cpu".to_owned(),
-            Device::Cuda(i) => format!("cuda:{i}"),
-            other => format!("{other:?}").to_lowercase(),
-        }
+    pub(super) fn device(&self) -> Device {
+        self.device
     }
 }
 
