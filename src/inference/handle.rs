@@ -65,15 +65,17 @@ impl ModelHandle {
             });
         }
         let result = match &self.backend {
-            Backend::Local(worker) => {
-                let rx = worker.submit(input, samples, deadline)?;
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(remaining, rx).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(_)) => Err(InferenceError::WorkerGone),
-                    Err(_) => Err(InferenceError::DeadlineExceeded),
+            Backend::Local(worker) => match worker.submit(input, samples, deadline) {
+                Ok(rx) => {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(remaining, rx).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(_)) => Err(InferenceError::WorkerGone),
+                        Err(_) => Err(InferenceError::DeadlineExceeded),
+                    }
                 }
-            }
+                Err(e) => Err(e),
+            },
             Backend::Remote(remote) => remote.score(input, samples, deadline, &self.metrics).await,
         };
         if matches!(result, Err(InferenceError::Overloaded)) {
