@@ -177,8 +177,9 @@ pub struct RawInference {
     /// Most samples in one forward pass (a hook call is 1 + one counterfactual per feature).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// How long the first job of a batch waits for company (default 1 ms; 0 = only what is
-    /// already queued), as Triton's `max_queue_delay`.
+    /// How long the first job of a batch waits for company, as Triton's `max_queue_delay`.
+    /// Default 0: a batch is whatever queued while the previous forward pass ran, which
+    /// batches under load and adds no latency when idle.
     #[serde(default = "default_max_wait", with = "humantime_serde")]
     pub max_wait: Duration,
     #[serde(default)]
@@ -206,7 +207,7 @@ fn default_max_batch() -> usize {
     64
 }
 fn default_max_wait() -> Duration {
-    Duration::from_millis(1)
+    Duration::ZERO
 }
 
 /// Settings for one model by name; unset keys take the `[inference]` value.
