@@ -46,6 +46,8 @@ pub struct Projected<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct ObservationView<'a> {
     #[serde(borrow, default)]
+    pub resource_type: Option<Text<'a>>,
+    #[serde(borrow, default)]
     pub id: Option<Text<'a>>,
     #[serde(borrow, default)]
     pub status: Option<Text<'a>>,
@@ -121,8 +123,11 @@ struct TypeOnly<'a> {
     resource_type: Cow<'a, str>,
 }
 
+/// A prefetch value's type and, for a Bundle, its entries as raw slices: one pass.
 #[derive(Deserialize)]
-struct BundleView<'a> {
+struct TopView<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Text<'a>,
     #[serde(borrow, default)]
     entry: Vec<EntryView<'a>>,
 }
@@ -175,19 +180,13 @@ impl ObservationView<'_> {
 /// Non-Observation entries (a Patient via `_include`, an OperationOutcome with
 /// `search.mode = outcome`) are skipped.
 pub fn observations(value: &RawValue) -> Result<Projected<'_>, ProjectionError> {
-    let kind: TypeOnly<'_> =
+    let top: TopView<'_> =
         serde_json::from_str(value.get()).map_err(|_| ProjectionError::NotAResource)?;
     let mut out = Projected::default();
-    match kind.resource_type.as_ref() {
+    match &*top.resource_type {
         "Bundle" => {
-            let bundle: BundleView<'_> =
-                serde_json::from_str(value.get()).map_err(|_| ProjectionError::NotAResource)?;
-            for resource in bundle.entry.into_iter().filter_map(|e| e.resource) {
-                match serde_json::from_str::<TypeOnly<'_>>(resource.get()) {
-                    Ok(t) if t.resource_type == "Observation" => push(resource, &mut out),
-                    Ok(_) => {}
-                    Err(_) => out.unreadable += 1,
-                }
+            for resource in top.entry.into_iter().filter_map(|e| e.resource) {
+                push(resource, &mut out);
             }
         }
         "Observation" => push(value, &mut out),
@@ -197,10 +196,19 @@ pub fn observations(value: &RawValue) -> Result<Projected<'_>, ProjectionError> 
     Ok(out)
 }
 
+/// One pass over the resource in the common case: parse it as an Observation projection and
+/// look at its `resourceType`. Only when that parse fails does a second, cheaper parse decide
+/// whether it was a broken Observation (counted) or another resource type (skipped).
 fn push<'a>(resource: &'a RawValue, out: &mut Projected<'a>) {
     match serde_json::from_str::<ObservationView<'a>>(resource.get()) {
-        Ok(obs) => out.observations.push(obs),
-        Err(_) => out.unreadable += 1,
+        Ok(obs) if obs.resource_type.as_deref() == Some("Observation") => {
+            out.observations.push(obs)
+        }
+        Ok(_) => {}
+        Err(_) => match serde_json::from_str::<TypeOnly<'_>>(resource.get()) {
+            Ok(t) if t.resource_type != "Observation" => {}
+            _ => out.unreadable += 1,
+        },
     }
 }
 

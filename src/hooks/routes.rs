@@ -71,7 +71,9 @@ async fn invoke(
     let service = find_service(&state, &id)?;
     let audiences = [state.config.service_url(service.id())];
     let client = authenticate(&state, &req, &audiences).await?;
+    let authorized_ms = started.elapsed().as_secs_f64() * 1e3;
     let body = read_json_body(&req, payload, state.config.max_body_bytes).await?;
+    let read_ms = started.elapsed().as_secs_f64() * 1e3;
     let request: HookRequest<'_> = HookError::parse_body(&body)?;
     validate_request(&request)?;
     if request.hook != service.hook() {
@@ -81,8 +83,10 @@ async fn invoke(
             got: request.hook.clone(),
         });
     }
+    let parsed_ms = started.elapsed().as_secs_f64() * 1e3;
     let outcome = service.invoke(&request, client.as_ref()).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::debug!(authorized_ms, read_ms, parsed_ms, elapsed_ms, "hook timing");
     match outcome {
         Ok(response) => {
             tracing::info!(

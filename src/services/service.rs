@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use serde_json::value::RawValue;
 
 use super::definition::ServiceDef;
 use super::scoring::{self, Scored};
@@ -12,7 +11,7 @@ use super::ServiceError;
 use crate::cards::{self, Abstention, RiskAssessment};
 use crate::features::news2::{self, Vitals};
 use crate::features::FeatureMatrix;
-use crate::fhir::projection;
+use crate::fhir::projection::{self, ObservationView, ProjectionError};
 use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::{Card, CdsResponse, HookRequest, Indicator};
 use crate::inference::{LoadedModel, ModelStatus};
@@ -24,13 +23,6 @@ pub struct CdsService {
     model: Arc<LoadedModel>,
     public_base: Arc<str>,
     metrics: ServiceMetrics,
-}
-
-/// What the prefetch said about one key.
-enum Supplied<'a> {
-    Data(&'a RawValue),
-    /// JSON `null`: the EHR has no such data.
-    NoData,
 }
 
 impl CdsService {
@@ -73,25 +65,10 @@ impl CdsService {
         let deadline = Instant::now() + self.def.deadline;
         let now = Utc::now();
         inc(&self.metrics.calls);
-        let supplied = self
-            .resolve_prefetch(request)
+        let (observations, unreadable) = self
+            .gather(request)
             .inspect_err(|_| inc(&self.metrics.prefetch_missing))?;
-
         let spec = &self.model.features;
-        let mut observations = Vec::new();
-        let mut unreadable = 0;
-        for key in &self.def.inputs {
-            let Some((_, Supplied::Data(value))) = supplied.iter().find(|(k, _)| k == key) else {
-                continue;
-            };
-            let projected =
-                projection::observations(value).map_err(|e| ServiceError::InvalidPrefetch {
-                    key: key.clone(),
-                    reason: e.to_string(),
-                })?;
-            unreadable += projected.unreadable;
-            observations.extend(projected.observations);
-        }
         let prepared = scoring::prepare(&self.model, &observations, unreadable, now);
         let matrix = &prepared.matrix;
 
@@ -150,44 +127,54 @@ impl CdsService {
         })
     }
 
-    /// Pairs each prefetch key with what the client sent; fails on a missing required key.
-    fn resolve_prefetch<'r>(
+    /// Walks the service's prefetch keys: model inputs are projected into Observations (one
+    /// pass each), other keys only checked for presence. A required key that is absent, or
+    /// whose value is the EHR's OperationOutcome, fails with 412 (spec: "Prefetch Template");
+    /// `null` means the EHR has no such data.
+    fn gather<'r>(
         &self,
         request: &'r HookRequest<'_>,
-    ) -> Result<Vec<(String, Supplied<'r>)>, ServiceError> {
-        let mut supplied = Vec::new();
+    ) -> Result<(Vec<ObservationView<'r>>, usize), ServiceError> {
+        let mut observations = Vec::new();
+        let mut unreadable = 0;
         for p in &self.def.prefetch {
             let value = request
                 .prefetch
                 .as_ref()
                 .and_then(|m| m.get(&p.key))
                 .copied();
-            let usable = match value {
-                Some(v) if v.get() == "null" => Some(Supplied::NoData),
-                // The client's own failure: treat as not prefetched (we would re-query).
-                Some(v) if projection::resource_type(v).as_deref() == Some("OperationOutcome") => {
-                    None
-                }
-                Some(v) => Some(Supplied::Data(v)),
-                None => None,
+            let missing = match value {
+                None => true,
+                Some(v) if v.get() == "null" => false,
+                Some(v) if self.def.inputs.contains(&p.key) => match projection::observations(v) {
+                    Ok(projected) => {
+                        unreadable += projected.unreadable;
+                        observations.extend(projected.observations);
+                        false
+                    }
+                    Err(ProjectionError::OperationOutcome) => true,
+                    Err(e) => {
+                        return Err(ServiceError::InvalidPrefetch {
+                            key: p.key.clone(),
+                            reason: e.to_string(),
+                        })
+                    }
+                },
+                Some(v) => projection::resource_type(v).as_deref() == Some("OperationOutcome"),
             };
-            match usable {
-                Some(s) => supplied.push((p.key.clone(), s)),
-                None if p.required => {
-                    let query = p
-                        .template
-                        .render(&request.context)
-                        .unwrap_or_else(|_| p.template.as_str().to_owned());
-                    return Err(ServiceError::PrefetchMissing {
-                        key: p.key.clone(),
-                        query,
-                        why: "FHIR queries are not enabled in this version",
-                    });
-                }
-                None => {}
+            if missing && p.required {
+                let query = p
+                    .template
+                    .render(&request.context)
+                    .unwrap_or_else(|_| p.template.as_str().to_owned());
+                return Err(ServiceError::PrefetchMissing {
+                    key: p.key.clone(),
+                    query,
+                    why: "FHIR queries are not enabled in this version",
+                });
             }
         }
-        Ok(supplied)
+        Ok((observations, unreadable))
     }
 
     fn insufficient(&self, matrix: &FeatureMatrix, now: DateTime<Utc>) -> Option<String> {

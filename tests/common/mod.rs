@@ -111,6 +111,8 @@ pub struct GatewayOptions {
     pub db: Option<PathBuf>,
     pub auth: AuthMode,
     pub models_dir: PathBuf,
+    /// Extra lines for the `[inference]` table.
+    pub inference_toml: String,
 }
 
 impl Default for GatewayOptions {
@@ -121,16 +123,18 @@ impl Default for GatewayOptions {
             db: None,
             auth: AuthMode::Required,
             models_dir: repo().join("models"),
+            inference_toml: String::new(),
         }
     }
 }
 
 pub fn config_text(opts: &GatewayOptions, db: &Path) -> String {
     let mut text = format!(
-        "listen = '127.0.0.1:0'\npublic_url = '{PUBLIC}'\nservices_dir = '{}'\nmodels_dir = '{}'\n[storage]\npath = '{}'\n[inference]\ndevice = 'cpu'\n[cors]\nallowed_origins = ['https://sandbox.cds-hooks.org']\n",
+        "listen = '127.0.0.1:0'\npublic_url = '{PUBLIC}'\nservices_dir = '{}'\nmodels_dir = '{}'\n[storage]\npath = '{}'\n[inference]\ndevice = 'cpu'\n{}\n[cors]\nallowed_origins = ['https://sandbox.cds-hooks.org']\n",
         repo().join("cds-services").display(),
         opts.models_dir.display(),
-        db.display()
+        db.display(),
+        opts.inference_toml
     );
     text.push_str(&opts.extra_toml);
     if let Some(jwks) = &opts.jwks_url {

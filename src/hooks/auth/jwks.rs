@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::jwk::{JwkSet, KeyAlgorithm};
+use jsonwebtoken::DecodingKey;
 use url::Url;
 
 use super::AuthError;
@@ -18,8 +19,16 @@ use crate::config::AuthSettings;
 /// Largest JWK set accepted (bytes). Real sets are a few KB.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
+/// A usable verification key from a JWK set, built once per fetch (building an RSA key from
+/// its JWK components on every request would cost more than the signature check).
+pub struct VerifyKey {
+    /// The JWK's `alg`, when it declares one.
+    pub alg: Option<KeyAlgorithm>,
+    pub key: DecodingKey,
+}
+
 struct Entry {
-    set: Arc<JwkSet>,
+    keys: HashMap<String, Arc<VerifyKey>>,
     fetched: Instant,
 }
 
@@ -57,7 +66,7 @@ impl JwksCache {
     }
 
     /// The key `kid` from the set at `url`.
-    pub async fn key(&self, url: &Url, kid: &str) -> Result<Jwk, AuthError> {
+    pub async fn key(&self, url: &Url, kid: &str) -> Result<Arc<VerifyKey>, AuthError> {
         if let Some(found) = self.cached(url, kid, self.refresh) {
             return Ok(found);
         }
@@ -88,7 +97,7 @@ impl JwksCache {
             match self.fetch(url).await {
                 Ok(set) => {
                     let entry = Entry {
-                        set: Arc::new(set),
+                        keys: usable_keys(&set),
                         fetched: Instant::now(),
                     };
                     self.entries
@@ -119,13 +128,13 @@ impl JwksCache {
             .map(|e| e.fetched.elapsed())
     }
 
-    fn cached(&self, url: &Url, kid: &str, max_age: Duration) -> Option<Jwk> {
+    fn cached(&self, url: &Url, kid: &str, max_age: Duration) -> Option<Arc<VerifyKey>> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let entry = entries.get(url)?;
         if entry.fetched.elapsed() >= max_age {
             return None;
         }
-        entry.set.find(kid).cloned()
+        entry.keys.get(kid).cloned()
     }
 
     async fn fetch(&self, url: &Url) -> Result<JwkSet, ()> {
@@ -148,4 +157,23 @@ impl JwksCache {
         }
         serde_json::from_slice(&body).map_err(|_| ())
     }
+}
+
+/// Keys with a `kid` that `jsonwebtoken` can verify with; others (encryption keys, unknown key
+/// types) are left out, so a token naming them fails as an unknown `kid`.
+fn usable_keys(set: &JwkSet) -> HashMap<String, Arc<VerifyKey>> {
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some((
+                kid,
+                Arc::new(VerifyKey {
+                    alg: jwk.common.key_algorithm,
+                    key,
+                }),
+            ))
+        })
+        .collect()
 }

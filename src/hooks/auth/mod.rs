@@ -124,8 +124,8 @@ impl JwtVerifier {
                 .ok_or(AuthError::JkuNotAllowed)?,
             None => client.jwks_urls.first().ok_or(AuthError::JkuNotAllowed)?,
         };
-        let jwk = self.jwks.key(jwks_url, kid).await?;
-        if let Some(key_alg) = jwk.common.key_algorithm {
+        let verify_key = self.jwks.key(jwks_url, kid).await?;
+        if let Some(key_alg) = verify_key.alg {
             if format!("{key_alg:?}") != format!("{:?}", header.alg) {
                 return Err(AuthError::AlgorithmNotAllowed(format!(
                     "{:?} (key `{kid}` is for {key_alg:?})",
@@ -133,8 +133,8 @@ impl JwtVerifier {
                 )));
             }
         }
-        let key = DecodingKey::from_jwk(&jwk).map_err(|_| AuthError::UnusableKey)?;
-        let claims = self.check_signature_and_claims(token, &key, header.alg, &iss, audiences)?;
+        let claims =
+            self.check_signature_and_claims(token, &verify_key.key, header.alg, &iss, audiences)?;
         let now = unix_now();
         let skew = self.settings.clock_skew.as_secs() as i64;
         let iat = claims.iat.ok_or(AuthError::MissingClaim("iat"))?;
