@@ -248,9 +248,21 @@ async fn main() {
 
     // (b) end to end.
     let keys = KeyServer::start().await;
-    let secured = Gateway::with_keys(&keys).await;
+    let threads = std::env::var("BENCH_TORCH_THREADS").unwrap_or_else(|_| "0".into());
+    let max_wait = std::env::var("BENCH_MAX_WAIT").unwrap_or_else(|_| "0ms".into());
+    let inference_toml = format!("threads = {threads}\nmax_wait = '{max_wait}'");
+    println!(
+        "gateway: LibTorch intra-op threads {threads} (BENCH_TORCH_THREADS; 0 = LibTorch default), max_wait {max_wait} (BENCH_MAX_WAIT)"
+    );
+    let secured = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        inference_toml: inference_toml.clone(),
+        ..Default::default()
+    })
+    .await;
     let open = Gateway::start(GatewayOptions {
         auth: AuthMode::InsecureDisabled,
+        inference_toml,
         ..Default::default()
     })
     .await;
