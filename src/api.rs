@@ -5,7 +5,8 @@
 //! - `POST /api/v1/models/{name}/predict`: a FHIR R4 Bundle in, risk + model version +
 //!   explanation out, through the same features and batched inference as the cards.
 //!
-//! Same client JWT as the hooks, with `aud` = the URL called. The reference time of a
+//! Same client JWT as the hooks, with `aud` = the URL called, or a static bearer token from
+//! `[[api_tokens]]` (stored hashed; never accepted on CDS Hooks paths). The reference time of a
 //! prediction is `?asOf=`, else the Bundle's `timestamp`, else the clock, so a replay of
 //! recorded data gives what the live call gave.
 
@@ -16,6 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
+use sha2::Digest as _;
 
 use crate::features::news2::{self, Vitals};
 use crate::fhir::projection::{self, Text};
@@ -75,9 +77,37 @@ fn resolve(state: &AppState, req: &HttpRequest) -> Result<Arc<LoadedModel>, Hook
     found.ok_or_else(|| HookError::UnknownModel(name.to_owned()))
 }
 
-/// The JWT audience of an API call: the URL called, without query.
-fn audience(state: &AppState, req: &HttpRequest) -> [String; 1] {
-    [format!("{}{}", state.config.public_base(), req.path())]
+/// A configured API token, else a client JWT whose `aud` is the URL called (without query).
+async fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), HookError> {
+    let bearer = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if let Some(token) = bearer.filter(|_| !state.config.api_tokens.is_empty()) {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        // Every configured hash is compared in full, so timing says nothing about which.
+        let holder = state
+            .config
+            .api_tokens
+            .iter()
+            .fold(None, |found, (name, hash)| {
+                let same = hash
+                    .iter()
+                    .zip(&digest)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+                found.or(same.then_some(name))
+            });
+        if let Some(name) = holder {
+            tracing::debug!(api_token = %name, path = req.path(), "prediction API call");
+            return Ok(());
+        }
+    }
+    let audience = [format!("{}{}", state.config.public_base(), req.path())];
+    authenticate(state, req, &audience).await.map(|_| ())
 }
 
 async fn model_ready(
@@ -93,7 +123,7 @@ async fn model_ready(
 }
 
 async fn metadata(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, HookError> {
-    authenticate(&state, &req, &audience(&state, &req)).await?;
+    authorize(&state, &req).await?;
     let model = resolve(&state, &req)?;
     let m = &model.manifest;
     let shape = |tail: &[usize]| {
@@ -128,7 +158,7 @@ async fn infer(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, HookError> {
-    authenticate(&state, &req, &audience(&state, &req)).await?;
+    authorize(&state, &req).await?;
     let model = resolve(&state, &req)?;
     let body = read_json_body(&req, payload, state.config.max_body_bytes).await?;
     let request: InferRequest = HookError::parse_body(&body)?;
@@ -224,7 +254,7 @@ async fn predict(
     query: web::Query<PredictQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, HookError> {
-    authenticate(&state, &req, &audience(&state, &req)).await?;
+    authorize(&state, &req).await?;
     let model = resolve(&state, &req)?;
     let body = read_body(
         &req,

@@ -46,6 +46,20 @@ pub struct RawConfig {
     /// CDS clients (EHRs) allowed to call, keyed by their JWT `iss`.
     #[serde(default)]
     pub clients: Vec<RawClient>,
+    /// Static bearer tokens for the prediction API (`/v2`, `/api/v1`) only, for developers'
+    /// pipelines that cannot sign JWTs. CDS Hooks calls always need a client JWT.
+    #[serde(default)]
+    pub api_tokens: Vec<RawApiToken>,
+}
+
+/// One prediction-API token, stored as its sha256 so the configuration holds no secret.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiToken {
+    /// Who holds it; logged instead of the token.
+    pub name: String,
+    /// Hex sha256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
 }
 
 fn default_services_dir() -> PathBuf {
@@ -254,6 +268,8 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     pub inference: InferenceSettings,
     pub clients: Vec<TrustedClient>,
+    /// `(name, sha256)` of each prediction-API token.
+    pub api_tokens: Vec<(String, [u8; 32])>,
 }
 
 /// Validated JWT verification settings.
@@ -430,6 +446,20 @@ impl Config {
             }
         }
         let clients = validate_clients(&raw.clients, &mut errors);
+        let mut api_tokens = Vec::new();
+        for (i, t) in raw.api_tokens.iter().enumerate() {
+            let digest = hex::decode(t.sha256.trim())
+                .ok()
+                .and_then(|d| <[u8; 32]>::try_from(d).ok());
+            match digest {
+                Some(d) if !t.name.trim().is_empty() => api_tokens.push((t.name.clone(), d)),
+                Some(_) => errors.push(format!("api_tokens[{i}].name"), "must not be empty"),
+                None => errors.push(
+                    format!("api_tokens[{i}].sha256"),
+                    "must be 64 hex digits (the sha256 of the token)",
+                ),
+            }
+        }
         if !errors.problems.is_empty() {
             return Err(errors);
         }
@@ -452,6 +482,7 @@ impl Config {
                 cors_allowed_origins: raw.cors.allowed_origins,
                 inference,
                 clients,
+                api_tokens,
             }),
             // Unreachable in practice: each `None` pushed a problem above.
             _ => Err(errors),
@@ -765,6 +796,17 @@ mod tests {
             keys,
             ["inference.models.x.device", "inference.models.x.max_batch"]
         );
+    }
+
+    #[test]
+    fn api_tokens_are_stored_as_sha256_digests() {
+        let (_d, base) = dirs();
+        let ok = format!("listen = '127.0.0.1:0'\npublic_url = 'http://h'\n{base}[[api_tokens]]\nname = 'etl'\nsha256 = '{}'\n", "ab".repeat(32));
+        let cfg = Config::from_toml_str(&ok, "t", &BTreeMap::new()).unwrap();
+        assert_eq!(cfg.api_tokens[0].0, "etl");
+        let bad = format!("listen = '127.0.0.1:0'\npublic_url = 'http://h'\n{base}[[api_tokens]]\nname = 'etl'\nsha256 = 'plaintext-secret'\n");
+        let err = Config::from_toml_str(&bad, "t", &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.problems()[0].0, "api_tokens[0].sha256");
     }
 
     #[test]

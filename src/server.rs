@@ -61,7 +61,9 @@ pub enum AuthMode {
 /// happens here, before any request can arrive.
 pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState, StartupError> {
     let auth = match auth_mode {
-        AuthMode::Required if config.clients.is_empty() => return Err(StartupError::NoClients),
+        AuthMode::Required if config.clients.is_empty() && config.api_tokens.is_empty() => {
+            return Err(StartupError::NoClients)
+        }
         AuthMode::Required => ClientAuth::Required(Box::new(JwtVerifier::new(
             &config.clients,
             config.auth.clone(),

@@ -267,3 +267,58 @@ async fn predict_from_a_fhir_bundle_is_reproducible_at_a_reference_time() {
 fn body_of(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
 }
+
+#[tokio::test]
+async fn a_configured_api_token_opens_the_prediction_api_but_not_cds_hooks() {
+    use sha2::Digest as _;
+    let keys = KeyServer::start().await;
+    let token = "bedside-test-token-1b7f0c";
+    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let gw = Gateway::start(common::GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        extra_toml: format!("[[api_tokens]]\nname = 'research-pipeline'\nsha256 = '{hash}'\n"),
+        ..Default::default()
+    })
+    .await;
+    let get = |auth: String| {
+        http()
+            .get(format!("{}/v2/models/deterioration", gw.url))
+            .header("Authorization", auth)
+            .send()
+    };
+    assert_eq!(
+        get(format!("Bearer {token}"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        get(format!("Bearer {token}x"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    // JWTs keep working beside tokens.
+    assert_eq!(
+        get(bearer_for("/v2/models/deterioration", Key::Rs384))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    // CDS Hooks only take client JWTs.
+    let resp = http()
+        .post(gw.service("deterioration"))
+        .header("Authorization", format!("Bearer {token}"))
+        .json(&common::patient("stable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    gw.stop().await;
+}
