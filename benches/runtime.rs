@@ -301,14 +301,7 @@ async fn main() {
             ms(max)
         );
     }
-    let metrics = common::http()
-        .get(format!("{}/metrics", secured.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&secured).await;
     for line in metrics.lines().filter(|l| {
         l.starts_with("bedside_inference_max_jobs_per_batch")
             || l.starts_with("bedside_inference_batches_total")

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{config_text, repo, GatewayOptions};
+use common::{config_text, copy_models, repo, GatewayOptions};
 
 fn bedside(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bedside"))
@@ -102,18 +102,6 @@ fn serving_without_trusted_clients_needs_the_explicit_insecure_flag() {
     let out = bedside(&["serve", "--config", &config]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-no-auth"));
-}
-
-/// Copies the shipped model into `dir/models` so the test can damage it.
-fn copy_models(dir: &Path) -> std::path::PathBuf {
-    let src = repo().join("models/deterioration");
-    let dst = dir.join("models/deterioration");
-    std::fs::create_dir_all(dst.join("1.0.0")).unwrap();
-    std::fs::copy(src.join("features.toml"), dst.join("features.toml")).unwrap();
-    for f in ["manifest.toml", "model.pt", "MODEL_CARD.md"] {
-        std::fs::copy(src.join("1.0.0").join(f), dst.join("1.0.0").join(f)).unwrap();
-    }
-    dir.join("models")
 }
 
 #[test]

@@ -431,14 +431,7 @@ async fn metrics_count_cards_abstentions_and_batches() {
         .unwrap()
         .remove("vitals");
     post(&gw, "deterioration", &missing).await;
-    let text = http()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics(&gw).await;
     for line in [
         "bedside_service_calls_total{service=\"deterioration\"} 3",
         "bedside_service_cards_total{service=\"deterioration\"} 1",

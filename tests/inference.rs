@@ -29,17 +29,6 @@ fn sample(i: usize, per_sample: usize) -> Vec<f32> {
         .collect()
 }
 
-fn copy_model(dir: &Path) -> PathBuf {
-    let src = common::repo().join("models/deterioration");
-    let dst = dir.join("models/deterioration");
-    std::fs::create_dir_all(dst.join("1.0.0")).unwrap();
-    std::fs::copy(src.join("features.toml"), dst.join("features.toml")).unwrap();
-    for f in ["manifest.toml", "model.pt", "MODEL_CARD.md"] {
-        std::fs::copy(src.join("1.0.0").join(f), dst.join("1.0.0").join(f)).unwrap();
-    }
-    dir.join("models")
-}
-
 fn load_err(models: &Path) -> String {
     match ModelRegistry::load(models, &InferenceSettings::cpu()) {
         Ok(_) => panic!("loaded a broken model folder"),
@@ -176,7 +165,7 @@ async fn cuda_requested_without_a_gpu_runs_on_cpu() {
 fn registry_errors_name_the_model_and_the_problem() {
     // Bad manifest syntax.
     let dir = tempfile::tempdir().unwrap();
-    let models = copy_model(dir.path());
+    let models = common::copy_models(dir.path());
     std::fs::write(models.join("deterioration/1.0.0/manifest.toml"), "name = ").unwrap();
     assert!(
         load_err(&models).contains("invalid manifest"),
@@ -186,7 +175,7 @@ fn registry_errors_name_the_model_and_the_problem() {
 
     // Missing model file.
     let dir = tempfile::tempdir().unwrap();
-    let models = copy_model(dir.path());
+    let models = common::copy_models(dir.path());
     std::fs::remove_file(models.join("deterioration/1.0.0/model.pt")).unwrap();
     assert!(
         load_err(&models).contains("cannot read"),
@@ -196,7 +185,7 @@ fn registry_errors_name_the_model_and_the_problem() {
 
     // Manifest shape that disagrees with the feature spec.
     let dir = tempfile::tempdir().unwrap();
-    let models = copy_model(dir.path());
+    let models = common::copy_models(dir.path());
     let manifest = models.join("deterioration/1.0.0/manifest.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(
@@ -212,7 +201,7 @@ fn registry_errors_name_the_model_and_the_problem() {
 
     // A feature spec (and manifest) the model's forward cannot take: caught by the warm-up pass.
     let dir = tempfile::tempdir().unwrap();
-    let models = copy_model(dir.path());
+    let models = common::copy_models(dir.path());
     let features = models.join("deterioration/features.toml");
     let spec = std::fs::read_to_string(&features).unwrap();
     let cut = spec
@@ -230,7 +219,7 @@ fn registry_errors_name_the_model_and_the_problem() {
 
     // Two manifests claiming the same name and version.
     let dir = tempfile::tempdir().unwrap();
-    let models = copy_model(dir.path());
+    let models = common::copy_models(dir.path());
     let copy = models.join("deterioration/1.0.0-copy");
     std::fs::create_dir(&copy).unwrap();
     for f in ["manifest.toml", "model.pt"] {
@@ -244,7 +233,7 @@ fn registry_errors_name_the_model_and_the_problem() {
 
     // A retired version is not loaded; an active one beside it still is.
     let dir = tempfile::tempdir().unwrap();
-    let models = copy_model(dir.path());
+    let models = common::copy_models(dir.path());
     let old = models.join("deterioration/0.9.0");
     std::fs::create_dir(&old).unwrap();
     std::fs::copy(

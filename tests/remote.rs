@@ -88,14 +88,7 @@ async fn a_model_served_by_another_bedside_gives_the_same_card() {
         via_local["cards"][0]["detail"]
     );
     // The upstream really did the forward pass.
-    let metrics = http()
-        .get(format!("{}/metrics", upstream.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&upstream).await;
     assert!(
         metrics.contains(
             "bedside_inference_samples_total{model=\"deterioration\",version=\"1.0.0\"} 7"
@@ -148,14 +141,7 @@ async fn remote_faults_give_an_answer_without_the_card_within_the_budget() {
         );
         drop(infer);
     }
-    let metrics = http()
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&gw).await;
     assert!(
         metrics.contains(
             "bedside_inference_failed_total{model=\"deterioration\",version=\"1.0.0\"} 4"

@@ -190,6 +190,31 @@ impl Gateway {
     }
 }
 
+/// A copy of the shipped deterioration model under `dir/models`, for tests that damage or
+/// rewrite it. Returns the models folder.
+pub fn copy_models(dir: &Path) -> PathBuf {
+    let src = repo().join("models/deterioration");
+    let dst = dir.join("models/deterioration");
+    std::fs::create_dir_all(dst.join("1.0.0")).unwrap();
+    std::fs::copy(src.join("features.toml"), dst.join("features.toml")).unwrap();
+    for f in ["manifest.toml", "model.pt", "MODEL_CARD.md"] {
+        std::fs::copy(src.join("1.0.0").join(f), dst.join("1.0.0").join(f)).unwrap();
+    }
+    dir.join("models")
+}
+
+/// The gateway's `/metrics` text.
+pub async fn metrics(gw: &Gateway) -> String {
+    http()
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
