@@ -138,7 +138,12 @@ async fn main() {
     );
 
     // (a) the limit.
+    // BENCH_DEVICE=cuda on a GPU node (see .ci/device-check); CPU otherwise.
+    let device = std::env::var("BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let mut settings = InferenceSettings::cpu();
+    if device == "cuda" {
+        settings.defaults.device = bedside::config::DevicePreference::Cuda;
+    }
     settings.defaults.max_batch = 1024;
     let registry = ModelRegistry::load(&common::repo().join("models"), &settings).unwrap();
     let model = registry.get("deterioration", "1.0.0").unwrap();
@@ -250,7 +255,8 @@ async fn main() {
     let keys = KeyServer::start().await;
     let threads = std::env::var("BENCH_TORCH_THREADS").unwrap_or_else(|_| "0".into());
     let max_wait = std::env::var("BENCH_MAX_WAIT").unwrap_or_else(|_| "0ms".into());
-    let inference_toml = format!("threads = {threads}\nmax_wait = '{max_wait}'");
+    let inference_toml =
+        format!("device = '{device}'\nthreads = {threads}\nmax_wait = '{max_wait}'");
     println!(
         "gateway: LibTorch intra-op threads {threads} (BENCH_TORCH_THREADS; 0 = LibTorch default), max_wait {max_wait} (BENCH_MAX_WAIT)"
     );

@@ -130,11 +130,15 @@ impl Default for GatewayOptions {
 
 pub fn config_text(opts: &GatewayOptions, db: &Path) -> String {
     let mut text = format!(
-        "listen = '127.0.0.1:0'\npublic_url = '{PUBLIC}'\nservices_dir = '{}'\nmodels_dir = '{}'\n[storage]\npath = '{}'\n[inference]\ndevice = 'cpu'\n{}\n[cors]\nallowed_origins = ['https://sandbox.cds-hooks.org']\n",
+        "listen = '127.0.0.1:0'\npublic_url = '{PUBLIC}'\nservices_dir = '{}'\nmodels_dir = '{}'\n[storage]\npath = '{}'\n[inference]\n{}\n[cors]\nallowed_origins = ['https://sandbox.cds-hooks.org']\n",
         repo().join("cds-services").display(),
         opts.models_dir.display(),
         db.display(),
-        opts.inference_toml
+        if opts.inference_toml.contains("device") {
+            opts.inference_toml.clone()
+        } else {
+            format!("device = 'cpu'\n{}", opts.inference_toml)
+        }
     );
     text.push_str(&opts.extra_toml);
     if let Some(jwks) = &opts.jwks_url {
