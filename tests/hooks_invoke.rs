@@ -300,6 +300,18 @@ async fn bad_input_gets_a_json_error_with_the_right_status() {
         "{b}"
     );
 
+    let mut no_patient = patient("deteriorating");
+    no_patient["context"]
+        .as_object_mut()
+        .unwrap()
+        .remove("patientId");
+    let (s, b) = post(&gw, "deterioration", &no_patient).await;
+    assert_eq!(
+        (s, b["field"].as_str()),
+        (400, Some("context.patientId")),
+        "{b}"
+    );
+
     let mut wrong_hook = patient("deteriorating");
     wrong_hook["hook"] = "order-sign".into();
     let (s, b) = post(&gw, "deterioration", &wrong_hook).await;

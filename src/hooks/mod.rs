@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub(crate) mod body;
+pub mod context;
 pub mod error;
 pub mod prefetch;
 pub mod routes;

@@ -83,6 +83,12 @@ async fn invoke(
             got: request.hook.clone(),
         });
     }
+    if let Some(field) = super::context::missing_field(&request.hook, &request.context) {
+        return Err(HookError::InvalidRequest {
+            field: Some(format!("context.{field}")),
+            message: format!("the {} hook requires `context.{field}`", request.hook),
+        });
+    }
     let parsed_ms = started.elapsed().as_secs_f64() * 1e3;
     let outcome = service.invoke(&request, client.as_ref()).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
