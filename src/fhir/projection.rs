@@ -123,6 +123,21 @@ struct TypeOnly<'a> {
     resource_type: Cow<'a, str>,
 }
 
+/// A Bundle read in one pass, each entry's resource straight into the projection.
+#[derive(Deserialize)]
+struct FastTop<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Text<'a>,
+    #[serde(borrow, default)]
+    entry: Vec<FastEntry<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FastEntry<'a> {
+    #[serde(borrow, default)]
+    resource: Option<ObservationView<'a>>,
+}
+
 /// A prefetch value's type and, for a Bundle, its entries as raw slices: one pass.
 #[derive(Deserialize)]
 struct TopView<'a> {
@@ -180,6 +195,23 @@ impl ObservationView<'_> {
 /// Non-Observation entries (a Patient via `_include`, an OperationOutcome with
 /// `search.mode = outcome`) are skipped.
 pub fn observations(value: &RawValue) -> Result<Projected<'_>, ProjectionError> {
+    // Fast path, one pass: every entry's resource read straight into the projection. Any
+    // entry whose fields have unexpected JSON types makes this fail as a whole; the slow path
+    // then isolates entries one by one, so one bad resource cannot hide the rest.
+    if let Ok(top) = serde_json::from_str::<FastTop<'_>>(value.get()) {
+        if &*top.resource_type == "Bundle" {
+            let observations = top
+                .entry
+                .into_iter()
+                .filter_map(|e| e.resource)
+                .filter(|r| r.resource_type.as_deref() == Some("Observation"))
+                .collect();
+            return Ok(Projected {
+                observations,
+                unreadable: 0,
+            });
+        }
+    }
     let top: TopView<'_> =
         serde_json::from_str(value.get()).map_err(|_| ProjectionError::NotAResource)?;
     let mut out = Projected::default();
