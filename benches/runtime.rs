@@ -253,7 +253,7 @@ async fn main() {
 
     // (b) end to end.
     let keys = KeyServer::start().await;
-    let threads = std::env::var("BENCH_TORCH_THREADS").unwrap_or_else(|_| "0".into());
+    let threads = std::env::var("BENCH_TORCH_THREADS").unwrap_or_else(|_| "1".into());
     let max_wait = std::env::var("BENCH_MAX_WAIT").unwrap_or_else(|_| "0ms".into());
     let inference_toml =
         format!("device = '{device}'\nthreads = {threads}\nmax_wait = '{max_wait}'");
