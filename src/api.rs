@@ -93,16 +93,17 @@ async fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), HookError>
             .config
             .api_tokens
             .iter()
-            .fold(None, |found, (name, hash)| {
+            .fold(None, |found, (label, hash)| {
                 let same = hash
                     .iter()
                     .zip(&digest)
                     .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                     == 0;
-                found.or(same.then_some(name))
+                found.or(same.then_some(label))
             });
-        if let Some(name) = holder {
-            tracing::debug!(api_token = %name, path = req.path(), "prediction API call");
+        if let Some(label) = holder {
+            // The configured label of the token's holder (never the token, never patient data).
+            tracing::debug!(token_holder = %label, path = req.path(), "prediction API call");
             return Ok(());
         }
     }
