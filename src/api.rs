@@ -60,7 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn server_ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.models.iter().all(|m| m.handle.is_alive()) {
+    if state.models.all_alive() {
         HttpResponse::Ok().finish()
     } else {
         HttpResponse::ServiceUnavailable().finish()

@@ -52,36 +52,20 @@ impl ModelMetrics {
     pub fn render(&self, out: &mut String, model: &str, version: &str) {
         let l = format!("model=\"{model}\",version=\"{version}\"");
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "bedside_inference_jobs_total{{{l}}} {}",
-            get(&self.jobs)
-        );
-        let _ = writeln!(
-            out,
-            "bedside_inference_samples_total{{{l}}} {}",
-            get(&self.samples)
-        );
-        let _ = writeln!(
-            out,
-            "bedside_inference_batches_total{{{l}}} {}",
-            get(&self.batches)
-        );
-        let _ = writeln!(
-            out,
-            "bedside_inference_expired_total{{{l}}} {}",
-            get(&self.expired)
-        );
-        let _ = writeln!(
-            out,
-            "bedside_inference_shed_total{{{l}}} {}",
-            get(&self.shed)
-        );
-        let _ = writeln!(
-            out,
-            "bedside_inference_failed_total{{{l}}} {}",
-            get(&self.failed)
-        );
+        for (name, counter) in [
+            ("jobs", &self.jobs),
+            ("samples", &self.samples),
+            ("batches", &self.batches),
+            ("expired", &self.expired),
+            ("shed", &self.shed),
+            ("failed", &self.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "bedside_inference_{name}_total{{{l}}} {}",
+                get(counter)
+            );
+        }
         let _ = writeln!(
             out,
             "bedside_inference_forward_seconds_total{{{l}}} {:.6}",

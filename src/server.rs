@@ -156,7 +156,7 @@ fn cors(origins: &[String]) -> Cors {
 /// Ready while every model's inference thread is alive. (State exists only after every model
 /// was loaded and warmed up, so warm-up needs no separate flag.)
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.models.iter().all(|m| m.handle.is_alive()) {
+    if state.models.all_alive() {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable()

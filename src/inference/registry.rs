@@ -113,6 +113,11 @@ impl ModelRegistry {
         Ok(())
     }
 
+    /// Whether every model can take jobs: what readiness reports.
+    pub fn all_alive(&self) -> bool {
+        self.models.values().all(|m| m.handle.is_alive())
+    }
+
     /// All loaded models.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
         self.models.values()
