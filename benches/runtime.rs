@@ -193,6 +193,7 @@ async fn main() {
                 jsonwebtoken::Algorithm::RS384,
                 jsonwebtoken::Algorithm::ES384,
             ],
+            fhir_servers: Vec::new(),
         };
         let auth = bedside::hooks::auth::ClientAuth::Required(Box::new(
             bedside::hooks::auth::JwtVerifier::new(&[client], config_auth()).unwrap(),

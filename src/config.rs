@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::fhir::{EgressPolicy, FhirSettings, OriginRule};
+
 /// Prefix of environment overrides. `BEDSIDE_LISTEN` sets `listen`; a double underscore
 /// descends into a table: `BEDSIDE_STORAGE__PATH` sets `storage.path`.
 pub const ENV_PREFIX: &str = "BEDSIDE_";
@@ -43,6 +45,8 @@ pub struct RawConfig {
     pub cors: RawCors,
     #[serde(default)]
     pub inference: RawInference,
+    #[serde(default)]
+    pub fhir: RawFhir,
     /// CDS clients (EHRs) allowed to call, keyed by their JWT `iss`.
     #[serde(default)]
     pub clients: Vec<RawClient>,
@@ -174,6 +178,62 @@ pub struct RawCors {
     pub allowed_origins: Vec<String>,
 }
 
+/// The FHIR client: limits, and the servers reachable when client authentication is off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFhir {
+    /// `fhirServer` origins callable when authentication is off (`--insecure-no-auth`); with
+    /// authentication each client's `fhir_servers` apply. Same syntax as `fhir_servers`.
+    #[serde(default)]
+    pub allowed_servers: Vec<String>,
+    #[serde(default = "default_fhir_connect", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Part of each service's deadline kept for scoring after FHIR queries.
+    #[serde(default = "default_scoring_reserve", with = "humantime_serde")]
+    pub scoring_reserve: Duration,
+    #[serde(default = "default_fhir_max_bytes")]
+    pub max_response_bytes: usize,
+    #[serde(default = "default_fhir_max_resources")]
+    pub max_resources: usize,
+    #[serde(default = "default_fhir_retries")]
+    pub max_retries: u32,
+    #[serde(default = "default_post_search_above")]
+    pub post_search_above: usize,
+}
+
+impl Default for RawFhir {
+    fn default() -> Self {
+        Self {
+            allowed_servers: Vec::new(),
+            connect_timeout: default_fhir_connect(),
+            scoring_reserve: default_scoring_reserve(),
+            max_response_bytes: default_fhir_max_bytes(),
+            max_resources: default_fhir_max_resources(),
+            max_retries: default_fhir_retries(),
+            post_search_above: default_post_search_above(),
+        }
+    }
+}
+
+fn default_fhir_connect() -> Duration {
+    FhirSettings::default().connect_timeout
+}
+fn default_scoring_reserve() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_fhir_max_bytes() -> usize {
+    FhirSettings::default().max_response_bytes
+}
+fn default_fhir_max_resources() -> usize {
+    FhirSettings::default().max_resources
+}
+fn default_fhir_retries() -> u32 {
+    FhirSettings::default().max_retries
+}
+fn default_post_search_above() -> usize {
+    FhirSettings::default().post_search_above
+}
+
 /// Where and how models run. Per-model overrides go in `[inference.models.<name>]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,6 +312,12 @@ pub struct RawClient {
     /// Accepted signature algorithms (default RS384 and ES384, the spec's two).
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
+    /// `fhirServer` origins this client's hook calls may make bedside query:
+    /// `https://fhir.hospital.example` (exact; may be on a private network),
+    /// `https://*.hospital.example` or `https://*` (public addresses only),
+    /// `http://127.0.0.1:8081` (plain http only when listed exactly, for development).
+    #[serde(default)]
+    pub fhir_servers: Vec<String>,
 }
 fn default_algorithms() -> Vec<String> {
     vec!["RS384".to_owned(), "ES384".to_owned()]
@@ -273,6 +339,7 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     pub inference: InferenceSettings,
     pub clients: Vec<TrustedClient>,
+    pub fhir: FhirConfig,
     /// `(name, sha256)` of each prediction-API token.
     pub api_tokens: Vec<(String, [u8; 32])>,
 }
@@ -344,6 +411,29 @@ pub struct TrustedClient {
     pub iss: String,
     pub jwks_urls: Vec<Url>,
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub fhir_servers: Vec<OriginRule>,
+}
+
+/// Validated FHIR client settings.
+#[derive(Debug, Clone)]
+pub struct FhirConfig {
+    pub settings: FhirSettings,
+    pub scoring_reserve: Duration,
+    /// Allowlist used when client authentication is off.
+    pub allowed_servers: Vec<OriginRule>,
+}
+
+impl Config {
+    /// The egress policy: each trusted client's allowlist, and the development list.
+    pub fn egress_policy(&self) -> EgressPolicy {
+        EgressPolicy::new(
+            self.clients
+                .iter()
+                .map(|c| (c.iss.clone(), c.fhir_servers.clone()))
+                .collect(),
+            self.fhir.allowed_servers.clone(),
+        )
+    }
 }
 
 /// Every problem found in a configuration, each with the key it concerns.
@@ -451,6 +541,7 @@ impl Config {
             }
         }
         let clients = validate_clients(&raw.clients, &mut errors);
+        let fhir = validate_fhir(&raw.fhir, &mut errors);
         let mut api_tokens = Vec::new();
         for (i, t) in raw.api_tokens.iter().enumerate() {
             let digest = hex::decode(t.sha256.trim())
@@ -487,6 +578,7 @@ impl Config {
                 cors_allowed_origins: raw.cors.allowed_origins,
                 inference,
                 clients,
+                fhir,
                 api_tokens,
             }),
             // Unreachable in practice: each `None` pushed a problem above.
@@ -621,9 +713,48 @@ fn validate_clients(raw: &[RawClient], errors: &mut ConfigErrors) -> Vec<Trusted
             iss: client.iss.clone(),
             jwks_urls,
             algorithms,
+            fhir_servers: origin_rules(
+                &client.fhir_servers,
+                &format!("{key}.fhir_servers"),
+                errors,
+            ),
         });
     }
     clients
+}
+
+fn origin_rules(raw: &[String], key: &str, errors: &mut ConfigErrors) -> Vec<OriginRule> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            OriginRule::parse(r)
+                .map_err(|e| errors.push(format!("{key}[{i}]"), e))
+                .ok()
+        })
+        .collect()
+}
+
+fn validate_fhir(raw: &RawFhir, errors: &mut ConfigErrors) -> FhirConfig {
+    for (key, zero) in [
+        ("fhir.max_response_bytes", raw.max_response_bytes == 0),
+        ("fhir.max_resources", raw.max_resources == 0),
+        ("fhir.connect_timeout", raw.connect_timeout.is_zero()),
+    ] {
+        if zero {
+            errors.push(key, "must be greater than 0");
+        }
+    }
+    FhirConfig {
+        settings: FhirSettings {
+            connect_timeout: raw.connect_timeout,
+            max_response_bytes: raw.max_response_bytes,
+            max_resources: raw.max_resources,
+            max_retries: raw.max_retries,
+            post_search_above: raw.post_search_above,
+        },
+        scoring_reserve: raw.scoring_reserve,
+        allowed_servers: origin_rules(&raw.allowed_servers, "fhir.allowed_servers", errors),
+    }
 }
 
 /// Applies `BEDSIDE_*` variables onto the parsed file. A value that parses as a TOML value

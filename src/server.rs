@@ -13,11 +13,12 @@ use actix_web::http::header;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::config::Config;
+use crate::fhir::{FhirClient, FhirError};
 use crate::hooks::auth::{AuthError, ClientAuth, JwtVerifier};
 use crate::hooks::routes;
 use crate::hooks::wire::ErrorBody;
 use crate::inference::{LoadError, ModelRegistry};
-use crate::services::{DefinitionErrors, ServiceRegistry};
+use crate::services::{DefinitionErrors, FhirAccess, ServiceRegistry};
 use crate::store::{Store, StoreError};
 
 /// Shared, read-only (after start-up) state of a running gateway.
@@ -27,6 +28,7 @@ pub struct AppState {
     pub models: ModelRegistry,
     pub services: ServiceRegistry,
     pub store: Store,
+    pub fhir: Arc<FhirAccess>,
 }
 
 /// Why bedside could not start. Each names what to fix.
@@ -40,6 +42,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("client authentication: {0}")]
     Auth(#[from] AuthError),
+    #[error("FHIR client: {0}")]
+    Fhir(#[from] FhirError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -83,7 +87,16 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
             message: e.to_string(),
         })??;
     models.check_remotes().await?;
-    let services = ServiceRegistry::load(&config.services_dir, &models, config.public_base())?;
+    let fhir = Arc::new(FhirAccess {
+        client: FhirClient::new(config.fhir.settings.clone(), config.egress_policy())?,
+        scoring_reserve: config.fhir.scoring_reserve,
+    });
+    let services = ServiceRegistry::load(
+        &config.services_dir,
+        &models,
+        config.public_base(),
+        fhir.clone(),
+    )?;
     let store = Store::open(&config.db_path).await?;
     // Models were loaded and warmed up above: from here on the gateway can answer.
     Ok(AppState {
@@ -92,6 +105,7 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         models,
         services,
         store,
+        fhir,
     })
 }
 
@@ -174,6 +188,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     for service in state.services.iter() {
         service.metrics().render(&mut out, service.id());
     }
+    state.fhir.client.metrics().render(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)

@@ -3,11 +3,19 @@
 //! Two ways in, one API (design.md, "Measured facts"): on the per-request scoring path a
 //! borrowed serde projection of just the fields features read ([`projection`], ~0.2 ms for a
 //! 190 KB prefetch), because fhirbolt's typed parse costs ~17× more and would cap a 2-core
-//! box near 550 requests/s. The full typed model is for paths where it earns its cost
-//! (validating input in `bedside check`/conformance, resources bedside emits) and arrives
-//! with the FHIR client. Fetching what prefetch lacks also lands here.
+//! box near 550 requests/s. The full typed model ([`outcome`]) is for OperationOutcomes and
+//! typed reads. [`client`] fetches what prefetch lacks ([`fulfil`]) from servers the
+//! [`egress`] policy allows.
 
+pub mod client;
+pub mod egress;
+mod error;
+pub mod fulfil;
+pub mod outcome;
 pub mod projection;
 pub mod time;
 
+pub use client::{Fetched, FhirClient, FhirServer, FhirSettings, Search};
+pub use egress::{EgressPolicy, EgressRefusal, OriginRule};
+pub use error::FhirError;
 pub use projection::{ObservationView, Projected, ProjectionError};

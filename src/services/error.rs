@@ -8,11 +8,11 @@ use actix_web::http::StatusCode;
 pub enum ServiceError {
     /// Spec: "If the CDS Service is unable to obtain required data … the service SHALL respond
     /// with an HTTP 412 Precondition Failed status code."
-    #[error("required prefetch `{key}` is missing and bedside cannot query the FHIR server for it ({why}); expected the result of `{query}`")]
+    #[error("required prefetch `{key}` was not supplied and could not be fetched: {why}; expected the result of `{query}`")]
     PrefetchMissing {
         key: String,
         query: String,
-        why: &'static str,
+        why: String,
     },
     #[error("prefetch `{key}` is not usable: {reason}")]
     InvalidPrefetch { key: String, reason: String },

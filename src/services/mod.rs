@@ -16,7 +16,15 @@ pub use definition::{
 pub use error::ServiceError;
 pub use service::CdsService;
 
+use crate::fhir::FhirClient;
 use crate::inference::ModelRegistry;
+
+/// The FHIR client services query through, and how much of each deadline they keep for
+/// scoring after the queries.
+pub struct FhirAccess {
+    pub client: FhirClient,
+    pub scoring_reserve: std::time::Duration,
+}
 
 /// All services, by id, in definition order.
 pub struct ServiceRegistry {
@@ -29,6 +37,7 @@ impl ServiceRegistry {
         dir: &Path,
         models: &ModelRegistry,
         public_base: &str,
+        fhir: Arc<FhirAccess>,
     ) -> Result<Self, DefinitionErrors> {
         let defs = load_all(dir, models)?;
         let mut services = Vec::new();
@@ -40,7 +49,12 @@ impl ServiceRegistry {
                     "model vanished".into(),
                 )]));
             };
-            services.push(CdsService::new(def, model, Arc::from(public_base)));
+            services.push(CdsService::new(
+                def,
+                model,
+                Arc::from(public_base),
+                fhir.clone(),
+            ));
         }
         Ok(Self { services })
     }

@@ -5,13 +5,17 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
-use super::definition::ServiceDef;
+use serde_json::value::RawValue;
+
+use super::definition::{PrefetchSpec, ServiceDef};
 use super::scoring::{self, Scored};
+use super::FhirAccess;
 use super::ServiceError;
 use crate::cards::{self, Abstention, RiskAssessment};
 use crate::features::news2::{self, Vitals};
 use crate::features::FeatureMatrix;
-use crate::fhir::projection::{self, ObservationView, ProjectionError};
+use crate::fhir::fulfil::{self, Supply, Want};
+use crate::fhir::projection::{self, ObservationView};
 use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::{Card, CdsResponse, HookRequest, Indicator};
 use crate::inference::{LoadedModel, ModelStatus};
@@ -22,15 +26,22 @@ pub struct CdsService {
     def: ServiceDef,
     model: Arc<LoadedModel>,
     public_base: Arc<str>,
+    fhir: Arc<FhirAccess>,
     metrics: ServiceMetrics,
 }
 
 impl CdsService {
-    pub(super) fn new(def: ServiceDef, model: Arc<LoadedModel>, public_base: Arc<str>) -> Self {
+    pub(super) fn new(
+        def: ServiceDef,
+        model: Arc<LoadedModel>,
+        public_base: Arc<str>,
+        fhir: Arc<FhirAccess>,
+    ) -> Self {
         Self {
             def,
             model,
             public_base,
+            fhir,
             metrics: ServiceMetrics::default(),
         }
     }
@@ -60,13 +71,15 @@ impl CdsService {
     pub async fn invoke(
         &self,
         request: &HookRequest<'_>,
-        _client: Option<&VerifiedClient>,
+        client: Option<&VerifiedClient>,
     ) -> Result<CdsResponse, ServiceError> {
         let deadline = Instant::now() + self.def.deadline;
         let now = Utc::now();
         inc(&self.metrics.calls);
+        let wants = self.wants(request);
+        let supplies = self.fulfil(request, &wants, client, deadline).await;
         let (observations, unreadable) = self
-            .gather(request)
+            .gather(request, &wants, &supplies)
             .inspect_err(|_| inc(&self.metrics.prefetch_missing))?;
         let spec = &self.model.features;
         let prepared = scoring::prepare(&self.model, &observations, unreadable, now);
@@ -127,51 +140,137 @@ impl CdsService {
         })
     }
 
-    /// Walks the service's prefetch keys: model inputs are projected into Observations (one
-    /// pass each), other keys only checked for presence. A required key that is absent, or
-    /// whose value is the EHR's OperationOutcome, fails with 412 (spec: "Prefetch Template");
-    /// `null` means the EHR has no such data.
-    fn gather<'r>(
+    /// The service's prefetch keys as wants: each rendered for this request, and queried on
+    /// `fhirServer` when missing if it feeds the model or is required.
+    fn wants<'r>(&'r self, request: &'r HookRequest<'_>) -> Vec<Want<'r>> {
+        self.def
+            .prefetch
+            .iter()
+            .map(|p| Want {
+                key: &p.key,
+                query: p
+                    .template
+                    .render(&request.context)
+                    .map_err(|e| e.to_string()),
+                prefetched: request
+                    .prefetch
+                    .as_ref()
+                    .and_then(|m| m.get(&p.key))
+                    .copied(),
+                fetch_if_missing: p.required || self.def.inputs.contains(&p.key),
+            })
+            .collect()
+    }
+
+    /// Fulfils the prefetch: what the EHR sent is used, what it did not send (or answered
+    /// with an OperationOutcome) is queried on `fhirServer` in parallel, within the deadline
+    /// less the scoring reserve. Refused servers are never contacted.
+    async fn fulfil<'r>(
         &self,
         request: &'r HookRequest<'_>,
-    ) -> Result<(Vec<ObservationView<'r>>, usize), ServiceError> {
+        wants: &[Want<'r>],
+        client: Option<&VerifiedClient>,
+        deadline: Instant,
+    ) -> Vec<Supply<'r>> {
+        let needs_server = wants.iter().any(|w| {
+            w.fetch_if_missing
+                && w.prefetched.is_none_or(|v| {
+                    v.get() != "null"
+                        && projection::resource_type(v).as_deref() == Some("OperationOutcome")
+                })
+        });
+        let token = request
+            .fhir_authorization
+            .as_ref()
+            .filter(|a| a.token_type.eq_ignore_ascii_case("bearer"))
+            .map(|a| a.access_token.as_str());
+        let fetch_deadline = deadline
+            .checked_sub(self.fhir.scoring_reserve)
+            .unwrap_or(deadline);
+        let server = match request.fhir_server.as_deref() {
+            Some(base) if needs_server => {
+                match self.fhir.client.server(
+                    base,
+                    client.map(|c| c.iss.as_str()),
+                    token,
+                    fetch_deadline,
+                ) {
+                    Ok(server) => Some(server),
+                    Err(e) => {
+                        tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "fhirServer refused, not contacted");
+                        return wants
+                            .iter()
+                            .map(|w| match w.prefetched {
+                                Some(v) if v.get() == "null" => Supply::NoData,
+                                Some(v)
+                                    if projection::resource_type(v).as_deref()
+                                        != Some("OperationOutcome") =>
+                                {
+                                    Supply::Prefetched(v)
+                                }
+                                _ => Supply::Missing(format!("fhirServer {e}")),
+                            })
+                            .collect();
+                    }
+                }
+            }
+            _ => None,
+        };
+        fulfil::fulfil(wants, server.as_ref()).await
+    }
+
+    /// Projects every supplied input into Observations (one pass each). A required key
+    /// without data fails with 412 (spec: "Prefetch Template"), naming the key and why.
+    fn gather<'s>(
+        &self,
+        request: &HookRequest<'_>,
+        wants: &[Want<'_>],
+        supplies: &'s [Supply<'s>],
+    ) -> Result<(Vec<ObservationView<'s>>, usize), ServiceError> {
         let mut observations = Vec::new();
         let mut unreadable = 0;
-        for p in &self.def.prefetch {
-            let value = request
-                .prefetch
-                .as_ref()
-                .and_then(|m| m.get(&p.key))
-                .copied();
-            let missing = match value {
-                None => true,
-                Some(v) if v.get() == "null" => false,
-                Some(v) if self.def.inputs.contains(&p.key) => match projection::observations(v) {
+        for (p, (want, supply)) in self.def.prefetch.iter().zip(wants.iter().zip(supplies)) {
+            let is_input = self.def.inputs.contains(&p.key);
+            let (pages, fetched): (Vec<&RawValue>, bool) = match supply {
+                Supply::Prefetched(v) => (vec![*v], false),
+                Supply::Fetched(f) => (f.pages.iter().map(|b| &**b).collect(), true),
+                Supply::NoData => (Vec::new(), false),
+                Supply::Missing(why) if p.required => return Err(missing(p, want, why.clone())),
+                Supply::Missing(why) => {
+                    tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, key = %p.key, reason = %why, "optional prefetch unavailable");
+                    (Vec::new(), false)
+                }
+                Supply::Failed(e) => {
+                    tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, key = %p.key, error = %e, "FHIR query failed");
+                    if p.required {
+                        return Err(missing(p, want, format!("querying fhirServer failed: {e}")));
+                    }
+                    (Vec::new(), false)
+                }
+            };
+            if !is_input {
+                continue;
+            }
+            for page in pages {
+                match projection::observations(page) {
                     Ok(projected) => {
                         unreadable += projected.unreadable;
                         observations.extend(projected.observations);
-                        false
                     }
-                    Err(ProjectionError::OperationOutcome) => true,
+                    Err(e) if fetched => {
+                        return Err(missing(
+                            p,
+                            want,
+                            format!("fhirServer returned unusable data: {e}"),
+                        ))
+                    }
                     Err(e) => {
                         return Err(ServiceError::InvalidPrefetch {
                             key: p.key.clone(),
                             reason: e.to_string(),
                         })
                     }
-                },
-                Some(v) => projection::resource_type(v).as_deref() == Some("OperationOutcome"),
-            };
-            if missing && p.required {
-                let query = p
-                    .template
-                    .render(&request.context)
-                    .unwrap_or_else(|_| p.template.as_str().to_owned());
-                return Err(ServiceError::PrefetchMissing {
-                    key: p.key.clone(),
-                    query,
-                    why: "FHIR queries are not enabled in this version",
-                });
+                }
             }
         }
         Ok((observations, unreadable))
@@ -237,6 +336,17 @@ impl CdsService {
         } else {
             None
         }
+    }
+}
+
+fn missing(p: &PrefetchSpec, want: &Want<'_>, why: String) -> ServiceError {
+    ServiceError::PrefetchMissing {
+        key: p.key.clone(),
+        query: want
+            .query
+            .clone()
+            .unwrap_or_else(|_| p.template.as_str().to_owned()),
+        why,
     }
 }
 
