@@ -72,6 +72,9 @@ pub enum RenderError {
     MissingContext(String),
     #[error("context.userId does not name a {0}")]
     MissingUser(&'static str),
+    /// A `.` or `..` path segment would move the query off the resource it names.
+    #[error("context field `{0}` holds a `.` or `..` path segment")]
+    PathSegment(String),
 }
 
 impl PrefetchTemplate {
@@ -123,6 +126,9 @@ impl PrefetchTemplate {
                         .get(field)
                         .and_then(primitive_text)
                         .ok_or_else(|| RenderError::MissingContext(field.clone()))?;
+                    if has_dot_segment(&value) {
+                        return Err(RenderError::PathSegment(field.clone()));
+                    }
                     push_encoded(&mut out, &value);
                 }
                 Part::User(token) => {
@@ -175,7 +181,14 @@ fn primitive_text(value: &Value) -> Option<String> {
 fn user_id(context: &Map<String, Value>, token: UserToken) -> Option<&str> {
     let user = context.get("userId")?.as_str()?;
     let (kind, id) = user.split_once('/')?;
-    (kind == token.resource_type() && !id.is_empty() && !id.contains('/')).then_some(id)
+    (kind == token.resource_type() && !id.is_empty() && !id.contains('/') && !has_dot_segment(id))
+        .then_some(id)
+}
+
+/// `/` is kept so `{{context.userId}}` renders `Practitioner/123` (the spec's example); a
+/// value whose segments include `.` or `..` could then climb to another resource.
+fn has_dot_segment(value: &str) -> bool {
+    value.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 fn push_encoded(out: &mut String, value: &str) {
@@ -237,6 +250,21 @@ mod tests {
             t.render(&c).unwrap(),
             "Observation?patient=1%26_id%3Dother%23x"
         );
+    }
+
+    #[test]
+    fn context_values_cannot_climb_out_of_the_resource() {
+        let t = PrefetchTemplate::parse("Patient/{{context.patientId}}").unwrap();
+        for bad in ["../Practitioner/x", "..", "a/./b", "a/.."] {
+            let c = ctx(json!({ "patientId": bad }));
+            assert_eq!(
+                t.render(&c),
+                Err(RenderError::PathSegment("patientId".into())),
+                "{bad}"
+            );
+        }
+        let c = ctx(json!({"patientId": "a..b.c"}));
+        assert_eq!(t.render(&c).unwrap(), "Patient/a..b.c");
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! Test helpers: a real gateway on a real socket, a real JWKS server, real signed JWTs.
+//! Test helpers: a real gateway on a real socket, a real JWKS server, real signed JWTs, a
+//! real FHIR server.
 #![allow(dead_code)]
+
+pub mod fhir_server;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -113,6 +116,8 @@ pub struct GatewayOptions {
     pub models_dir: PathBuf,
     /// Extra lines for the `[inference]` table.
     pub inference_toml: String,
+    /// The trusted client's `fhir_servers` allowlist.
+    pub fhir_servers: Vec<String>,
 }
 
 impl Default for GatewayOptions {
@@ -124,6 +129,7 @@ impl Default for GatewayOptions {
             auth: AuthMode::Required,
             models_dir: repo().join("models"),
             inference_toml: String::new(),
+            fhir_servers: Vec::new(),
         }
     }
 }
@@ -143,7 +149,8 @@ pub fn config_text(opts: &GatewayOptions, db: &Path) -> String {
     text.push_str(&opts.extra_toml);
     if let Some(jwks) = &opts.jwks_url {
         text.push_str(&format!(
-            "\n[[clients]]\niss = '{ISS}'\njwks_urls = ['{jwks}']\n"
+            "\n[[clients]]\niss = '{ISS}'\njwks_urls = ['{jwks}']\nfhir_servers = {:?}\n",
+            opts.fhir_servers
         ));
     }
     text
