@@ -357,6 +357,9 @@ mod tests {
         );
         assert!(check(&r, &url("https://epic.example.evil.test/")).is_err());
         assert!(check(&r, &url("https://evilepic.example/")).is_err());
+        let on_port = rules(&["https://*:8443"]);
+        assert_eq!(check(&on_port, &url("https://fhir.example:8443/")), Ok(()));
+        assert!(check(&on_port, &url("https://fhir.example/")).is_err());
         let any = rules(&["https://*"]);
         assert_eq!(check(&any, &url("https://93.184.216.34/")), Ok(()));
         for bad in [
