@@ -161,7 +161,7 @@ async fn infer(
 ) -> Result<HttpResponse, HookError> {
     authorize(&state, &req).await?;
     let model = resolve(&state, &req)?;
-    let body = read_json_body(&req, payload, state.config.max_body_bytes).await?;
+    let body = read_json_body(&req, payload, state.config.body_limits()).await?;
     let request: InferRequest = HookError::parse_body(&body)?;
     let invalid = |field: &str, message: String| HookError::InvalidRequest {
         field: Some(field.to_owned()),
@@ -260,7 +260,7 @@ async fn predict(
     let body = read_body(
         &req,
         payload,
-        state.config.max_body_bytes,
+        state.config.body_limits(),
         &["application/json", "application/fhir+json"],
     )
     .await?;

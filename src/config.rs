@@ -47,6 +47,8 @@ pub struct RawConfig {
     pub inference: RawInference,
     #[serde(default)]
     pub fhir: RawFhir,
+    #[serde(default)]
+    pub http: RawHttp,
     /// CDS clients (EHRs) allowed to call, keyed by their JWT `iss`.
     #[serde(default)]
     pub clients: Vec<RawClient>,
@@ -99,13 +101,50 @@ pub struct RawLimits {
     /// Largest accepted request body in bytes (default 5 MB); larger bodies get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Time allowed for a whole body once the headers are in (default 10 s); then 408.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Time allowed for the request line and headers (default 5 s); slow clients are dropped.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Idle time before a kept-alive connection is closed (default 60 s).
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
 }
 impl Default for RawLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body(),
+            body_timeout: default_body_timeout(),
+            header_timeout: default_header_timeout(),
+            keep_alive: default_keep_alive(),
         }
     }
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Response headers for browsers and optional TLS on the listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// Origins allowed to frame bedside's pages (the EHR that embeds the SMART app), for
+    /// CSP `frame-ancestors`. Empty: no framing (`'none'`).
+    #[serde(default)]
+    pub frame_ancestors: Vec<String>,
+    /// PEM certificate chain and private key: serve HTTPS directly (otherwise plain HTTP,
+    /// for a TLS-terminating proxy in front).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 fn default_max_body() -> usize {
     5 * 1024 * 1024
@@ -335,6 +374,10 @@ pub struct Config {
     pub models_dir: PathBuf,
     pub db_path: PathBuf,
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    pub header_timeout: Duration,
+    pub keep_alive: Duration,
+    pub http: HttpSettings,
     pub auth: AuthSettings,
     pub cors_allowed_origins: Vec<String>,
     pub inference: InferenceSettings,
@@ -412,6 +455,15 @@ pub struct TrustedClient {
     pub jwks_urls: Vec<Url>,
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     pub fhir_servers: Vec<OriginRule>,
+}
+
+/// Validated `[http]` settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// CSP `frame-ancestors` sources (`'none'` when empty).
+    pub frame_ancestors: Vec<String>,
+    /// `(certificate chain, private key)` PEM files when bedside terminates TLS itself.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Validated FHIR client settings.
@@ -542,6 +594,7 @@ impl Config {
         }
         let clients = validate_clients(&raw.clients, &mut errors);
         let fhir = validate_fhir(&raw.fhir, &mut errors);
+        let http = validate_http(raw.http, &mut errors);
         let mut api_tokens = Vec::new();
         for (i, t) in raw.api_tokens.iter().enumerate() {
             let digest = hex::decode(t.sha256.trim())
@@ -567,6 +620,10 @@ impl Config {
                 models_dir: raw.models_dir,
                 db_path: raw.storage.path,
                 max_body_bytes: raw.limits.max_body_bytes,
+                body_timeout: raw.limits.body_timeout,
+                header_timeout: raw.limits.header_timeout,
+                keep_alive: raw.limits.keep_alive,
+                http,
                 auth: AuthSettings {
                     clock_skew: raw.auth.clock_skew,
                     max_token_lifetime: raw.auth.max_token_lifetime,
@@ -583,6 +640,14 @@ impl Config {
             }),
             // Unreachable in practice: each `None` pushed a problem above.
             _ => Err(errors),
+        }
+    }
+
+    /// Body size and time limits for request handlers.
+    pub fn body_limits(&self) -> crate::hooks::body::BodyLimits {
+        crate::hooks::body::BodyLimits {
+            max_bytes: self.max_body_bytes,
+            timeout: self.body_timeout,
         }
     }
 
@@ -732,6 +797,37 @@ fn origin_rules(raw: &[String], key: &str, errors: &mut ConfigErrors) -> Vec<Ori
                 .ok()
         })
         .collect()
+}
+
+fn validate_http(raw: RawHttp, errors: &mut ConfigErrors) -> HttpSettings {
+    for (i, source) in raw.frame_ancestors.iter().enumerate() {
+        let keyword = matches!(source.as_str(), "'self'" | "'none'");
+        if !keyword && parse_http_url(source).is_err() {
+            errors.push(
+                format!("http.frame_ancestors[{i}]"),
+                format!("`{source}` is not an http(s) origin or 'self'"),
+            );
+        }
+    }
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (Some(cert), Some(key)) => {
+            for (k, p) in [("http.tls_cert", &cert), ("http.tls_key", &key)] {
+                if !p.is_file() {
+                    errors.push(k, format!("`{}` is not a file", p.display()));
+                }
+            }
+            Some((cert, key))
+        }
+        (None, None) => None,
+        _ => {
+            errors.push("http", "tls_cert and tls_key go together");
+            None
+        }
+    };
+    HttpSettings {
+        frame_ancestors: raw.frame_ancestors,
+        tls,
+    }
 }
 
 fn validate_fhir(raw: &RawFhir, errors: &mut ConfigErrors) -> FhirConfig {

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod features;
 pub mod fhir;
 pub mod hooks;
+pub mod http_security;
 pub mod inference;
 pub mod metrics;
 pub mod server;

@@ -44,6 +44,8 @@ pub enum StartupError {
     Auth(#[from] AuthError),
     #[error("FHIR client: {0}")]
     Fhir(#[from] FhirError),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -122,9 +124,11 @@ pub fn app(
     >,
 > {
     let cors = cors(&state.config.cors_allowed_origins);
+    let headers = crate::http_security::default_headers(&state.config);
     App::new()
         .app_data(state)
         .wrap(cors)
+        .wrap(headers)
         .configure(routes::configure)
         .configure(crate::api::configure)
         .route(
@@ -229,16 +233,30 @@ pub struct Running {
     pub server: Server,
 }
 
-/// Binds `state.config.listen` and returns the running server (not yet awaited).
+/// Binds `state.config.listen` (with TLS when `[http]` names a certificate) and returns the
+/// running server (not yet awaited). Slow clients are cut off: headers within
+/// `header_timeout`, bodies within `body_timeout` (in the handlers).
 pub fn start(state: AppState) -> Result<Running, StartupError> {
     let addr = state.config.listen;
+    let tls = match &state.config.http.tls {
+        Some((cert, key)) => Some(crate::http_security::tls_config(cert, key)?),
+        None => None,
+    };
+    let header_timeout = state.config.header_timeout;
+    let keep_alive = state.config.keep_alive;
     let state = web::Data::from(Arc::new(state));
     let server = HttpServer::new(move || app(state.clone()))
-        .bind(addr)
-        .map_err(|source| StartupError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
+        .client_request_timeout(header_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(2))
+        .keep_alive(keep_alive);
+    let bind_error = |source| StartupError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let server = match tls {
+        Some(tls) => server.bind_rustls_0_23(addr, tls).map_err(bind_error)?,
+        None => server.bind(addr).map_err(bind_error)?,
+    };
     let bound = server.addrs().first().copied().unwrap_or(addr);
     let server = server.shutdown_timeout(5).run();
     Ok(Running {

@@ -1,22 +1,47 @@
 //! Reading a JSON request body within limits, before anything parses it.
 
+use std::time::Duration;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt as _;
 
 use super::HookError;
 
+/// How much of a body bedside reads, and for how long (`[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// A client that has sent its headers but trickles the body is cut off after this (408),
+    /// so slow clients cannot hold workers.
+    pub timeout: Duration,
+}
+
 /// Checks the content type (415), the declared and actual size (413), and returns the bytes.
 pub async fn read_json_body(
     req: &HttpRequest,
     payload: web::Payload,
-    limit: usize,
+    limits: BodyLimits,
 ) -> Result<web::BytesMut, HookError> {
-    read_body(req, payload, limit, &["application/json"]).await
+    read_body(req, payload, limits, &["application/json"]).await
 }
 
 /// As [`read_json_body`], accepting any of `content_types` (e.g. `application/fhir+json`).
 pub async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limits: BodyLimits,
+    content_types: &[&str],
+) -> Result<web::BytesMut, HookError> {
+    tokio::time::timeout(
+        limits.timeout,
+        read_within(req, payload, limits.max_bytes, content_types),
+    )
+    .await
+    .map_err(|_| HookError::BodyTimeout)?
+}
+
+async fn read_within(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

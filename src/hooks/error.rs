@@ -43,6 +43,8 @@ pub enum HookError {
     StoreUnavailable(#[from] StoreError),
     #[error("the request body could not be read")]
     BodyRead,
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("unknown model `{0}`")]
     UnknownModel(String),
     /// The data hold too little to score (prediction API; hooks abstain with 200 instead).
@@ -66,6 +68,7 @@ impl HookError {
             Self::Service(e) => e.code(),
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::BodyRead => "body_read_error",
+            Self::BodyTimeout => "request_timeout",
             Self::UnknownModel(_) => "unknown_model",
             Self::InsufficientData(_) => "insufficient_data",
             Self::ModelUnavailable(_) => "model_unavailable",
@@ -132,6 +135,7 @@ impl ResponseError for HookError {
                 StatusCode::BAD_REQUEST
             }
             Self::BodyRead => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Service(e) => e.status_code(),
             Self::StoreUnavailable(_) | Self::ModelUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -72,7 +72,7 @@ async fn invoke(
     let audiences = [state.config.service_url(service.id())];
     let client = authenticate(&state, &req, &audiences).await?;
     let authorized_ms = started.elapsed().as_secs_f64() * 1e3;
-    let body = read_json_body(&req, payload, state.config.max_body_bytes).await?;
+    let body = read_json_body(&req, payload, state.config.body_limits()).await?;
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
     let request: HookRequest<'_> = HookError::parse_body(&body)?;
     validate_request(&request)?;
@@ -138,7 +138,7 @@ async fn feedback(
     let service_url = state.config.service_url(service.id());
     let audiences = [format!("{service_url}/feedback"), service_url];
     let client = authenticate(&state, &req, &audiences).await?;
-    let body = read_json_body(&req, payload, state.config.max_body_bytes).await?;
+    let body = read_json_body(&req, payload, state.config.body_limits()).await?;
     let raw: RawFeedbackRequest<'_> = HookError::parse_body(&body)?;
     if raw.feedback.is_empty() {
         return Err(HookError::InvalidRequest {

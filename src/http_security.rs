@@ -1,0 +1,56 @@
+//! What every response carries for browsers, and TLS on the listener.
+//!
+//! Hook responses hold PHI, so nothing is cached (`no-store`) and nothing is sniffed; pages may
+//! be framed only by the EHR origins configured in `[http] frame_ancestors` (the SMART app runs
+//! inside the EHR); HSTS whenever bedside is reached over https.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use actix_web::middleware::DefaultHeaders;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::Config;
+use crate::server::StartupError;
+
+/// The security headers for every response (handlers may override any of them).
+pub fn default_headers(config: &Config) -> DefaultHeaders {
+    let ancestors = if config.http.frame_ancestors.is_empty() {
+        "'none'".to_owned()
+    } else {
+        config.http.frame_ancestors.join(" ")
+    };
+    let mut headers = DefaultHeaders::new()
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add((
+            "Content-Security-Policy",
+            format!("default-src 'none'; frame-ancestors {ancestors}"),
+        ))
+        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Cache-Control", "no-store"));
+    if config.public_url.scheme() == "https" || config.http.tls.is_some() {
+        headers = headers.add(("Strict-Transport-Security", "max-age=31536000"));
+    }
+    headers
+}
+
+/// A rustls server configuration from PEM files (ring provider, TLS 1.2 and 1.3).
+pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, StartupError> {
+    let tls = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+        StartupError::Tls(format!("{what} `{}`: {e}", path.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls("certificate", cert, &e))?;
+    if chain.is_empty() {
+        return Err(tls("certificate", cert, &"no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls("private key", key, &e))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls("protocol versions", cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| tls("certificate/key pair", cert, &e))
+}
