@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cards;
 pub mod config;
+pub mod conformance;
 pub mod demo;
 pub mod features;
 pub mod fhir;
