@@ -54,6 +54,19 @@ pub enum EgressRefusal {
     OtherOrigin { origin: String, link: String },
 }
 
+impl EgressRefusal {
+    /// Stable label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotAllowlisted(_) => "not_allowlisted",
+            Self::PlainHttp(_) => "plain_http",
+            Self::NonPublicAddress { .. } => "non_public_address",
+            Self::NotHttp(_) => "not_http",
+            Self::OtherOrigin { .. } => "other_origin",
+        }
+    }
+}
+
 impl OriginRule {
     /// Parses `https://host[:port]`, `https://*.suffix[:port]` or `https://*`.
     pub fn parse(text: &str) -> Result<Self, String> {

@@ -51,6 +51,21 @@ impl FhirError {
         }
     }
 
+    /// A description safe for logs: kinds, HTTP status and issue codes only. The `Display`
+    /// form can quote a server's diagnostics or a query, which may name the patient.
+    pub fn log_summary(&self) -> String {
+        match self {
+            Self::Status { status, outcome } => match outcome {
+                Some(o) => format!("status {status} ({})", o.codes().join(",")),
+                None => format!("status {status}"),
+            },
+            Self::Outcome(o) => format!("outcome ({})", o.codes().join(",")),
+            Self::Refused(r) => format!("refused ({})", r.kind()),
+            Self::TooLarge { limit } => format!("too_large (cap {limit} bytes)"),
+            other => other.kind().to_owned(),
+        }
+    }
+
     /// The OperationOutcome the server sent, if any.
     pub fn outcome(&self) -> Option<&Outcome> {
         match self {

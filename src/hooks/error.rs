@@ -56,7 +56,7 @@ pub enum HookError {
 }
 
 impl HookError {
-    fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::UnknownService(_) => "unknown_service",
             Self::Unauthorized(e) => e.code(),

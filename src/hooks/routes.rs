@@ -14,10 +14,11 @@ use serde_json::value::RawValue;
 
 use super::auth::VerifiedClient;
 use super::body::read_json_body;
-use super::wire::{DiscoveryResponse, Feedback, HookRequest};
+use super::wire::{CdsResponse, DiscoveryResponse, Feedback, HookRequest};
 use super::HookError;
 use crate::server::AppState;
 use crate::services::CdsService;
+use crate::store::AuditRecord;
 
 /// Registers discovery, invocation and feedback. A wrong method gets a JSON 405 too.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -68,13 +69,42 @@ async fn invoke(
     payload: web::Payload,
 ) -> Result<HttpResponse, HookError> {
     let started = Instant::now();
-    let service = find_service(&state, &id)?;
+    let mut audit = AuditRecord {
+        action: "hook",
+        service_id: id.clone(),
+        ..Default::default()
+    };
+    let result = answer_hook(&state, &id, &req, payload, &mut audit, started).await;
+    finish_audit(&state, audit, &result, started);
+    result.map(|response| HttpResponse::Ok().json(response))
+}
+
+async fn answer_hook(
+    state: &AppState,
+    id: &str,
+    req: &HttpRequest,
+    payload: web::Payload,
+    audit: &mut AuditRecord,
+    started: Instant,
+) -> Result<CdsResponse, HookError> {
+    let service = find_service(state, id)?;
     let audiences = [state.config.service_url(service.id())];
-    let client = authenticate(&state, &req, &audiences).await?;
+    let client = authenticate(state, req, &audiences).await?;
+    note_client(audit, client.as_ref());
     let authorized_ms = started.elapsed().as_secs_f64() * 1e3;
-    let body = read_json_body(&req, payload, state.config.body_limits()).await?;
+    let body = read_json_body(req, payload, state.config.body_limits()).await?;
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
     let request: HookRequest<'_> = HookError::parse_body(&body)?;
+    audit.hook_instance = Some(request.hook_instance.clone());
+    let text = |k: &str| {
+        request
+            .context
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    audit.user_id = text("userId");
+    audit.patient_id = text("patientId");
     validate_request(&request)?;
     if request.hook != service.hook() {
         return Err(HookError::WrongHook {
@@ -104,7 +134,8 @@ async fn invoke(
                 elapsed_ms,
                 "hook answered"
             );
-            Ok(HttpResponse::Ok().json(response))
+            audit.cards = response.cards.len();
+            Ok(response)
         }
         Err(e) => {
             // The code and the prefetch key only: the message quotes the rendered query, which
@@ -122,6 +153,33 @@ async fn invoke(
     }
 }
 
+fn note_client(audit: &mut AuditRecord, client: Option<&VerifiedClient>) {
+    audit.client_iss = client.map(|c| c.iss.clone());
+    audit.tenant = client.and_then(|c| c.tenant.clone());
+}
+
+/// Completes and writes (in the background) the audit record of one call.
+fn finish_audit<T>(
+    state: &AppState,
+    mut audit: AuditRecord,
+    result: &Result<T, HookError>,
+    started: Instant,
+) {
+    use actix_web::ResponseError as _;
+    audit.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    match result {
+        Ok(_) => {
+            audit.outcome = "answered".into();
+            audit.http_status = 200;
+        }
+        Err(e) => {
+            audit.outcome = e.code().into();
+            audit.http_status = e.status_code().as_u16();
+        }
+    }
+    state.store.spawn_audit(audit);
+}
+
 #[derive(Deserialize)]
 struct RawFeedbackRequest<'a> {
     #[serde(borrow)]
@@ -134,11 +192,31 @@ async fn feedback(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, HookError> {
-    let service = find_service(&state, &id)?;
+    let started = Instant::now();
+    let mut audit = AuditRecord {
+        action: "feedback",
+        service_id: id.clone(),
+        ..Default::default()
+    };
+    let result = store_feedback(&state, &id, &req, payload, &mut audit).await;
+    finish_audit(&state, audit, &result, started);
+    // The spec defines no response body; an empty JSON object keeps JSON-only clients happy.
+    result.map(|()| HttpResponse::Ok().json(serde_json::json!({})))
+}
+
+async fn store_feedback(
+    state: &AppState,
+    id: &str,
+    req: &HttpRequest,
+    payload: web::Payload,
+    audit: &mut AuditRecord,
+) -> Result<(), HookError> {
+    let service = find_service(state, id)?;
     let service_url = state.config.service_url(service.id());
     let audiences = [format!("{service_url}/feedback"), service_url];
-    let client = authenticate(&state, &req, &audiences).await?;
-    let body = read_json_body(&req, payload, state.config.body_limits()).await?;
+    let client = authenticate(state, req, &audiences).await?;
+    note_client(audit, client.as_ref());
+    let body = read_json_body(req, payload, state.config.body_limits()).await?;
     let raw: RawFeedbackRequest<'_> = HookError::parse_body(&body)?;
     if raw.feedback.is_empty() {
         return Err(HookError::InvalidRequest {
@@ -177,8 +255,7 @@ async fn feedback(
         new = stored,
         "feedback stored"
     );
-    // The spec defines no response body; an empty JSON object keeps JSON-only clients happy.
-    Ok(HttpResponse::Ok().json(serde_json::json!({})))
+    Ok(())
 }
 
 fn find_service<'s>(state: &'s AppState, id: &str) -> Result<&'s CdsService, HookError> {

@@ -197,7 +197,7 @@ impl CdsService {
                 ) {
                     Ok(server) => Some(server),
                     Err(e) => {
-                        tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "fhirServer refused, not contacted");
+                        tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e.log_summary(), "fhirServer refused, not contacted");
                         return wants
                             .iter()
                             .map(|w| match w.prefetched {
@@ -241,7 +241,7 @@ impl CdsService {
                     (Vec::new(), false)
                 }
                 Supply::Failed(e) => {
-                    tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, key = %p.key, error = %e, "FHIR query failed");
+                    tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, key = %p.key, error = %e.log_summary(), "FHIR query failed");
                     if p.required {
                         return Err(missing(p, want, format!("querying fhirServer failed: {e}")));
                     }

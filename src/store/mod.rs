@@ -1,4 +1,4 @@
-//! Durable state: clinician feedback (later: suppression state, shadow scores, audit).
+//! Durable state: clinician feedback, audit records (later: suppression state, shadow scores).
 //!
 //! SQLite in WAL mode with `synchronous = FULL`: a feedback call is answered 200 only after its
 //! transaction is committed and fsynced, so a crash or power loss right after the answer loses
@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+
+mod audit;
+
+pub use audit::{AuditRecord, StoredAudit};
 
 use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::Feedback;
