@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bedside::store::Store;
 use common::fhir_server::{FhirServer, FHIR_TOKEN};
-use common::{http, patient, repo};
+use common::process::{self, free_port, BedsideProcess};
+use common::{http, patient};
 use serde_json::{json, Value};
 
 const FREE_TEXT: &str = "Dora looked pale at the bedside, daughter worried";
@@ -39,54 +38,11 @@ fn phi_of(request: &Value) -> Vec<String> {
 async fn debug_logs_of_demo_traffic_hold_no_phi_and_the_audit_trail_is_pseudonymised() {
     let fhir = FhirServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let db = dir.path().join("bedside.db");
-    let config = dir.path().join("bedside.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = '127.0.0.1:{port}'\npublic_url = 'http://127.0.0.1:{port}'\nservices_dir = '{}'\nmodels_dir = '{}'\n[storage]\npath = '{}'\n[inference]\ndevice = 'cpu'\n[fhir]\nallowed_servers = ['{}']\n",
-            repo().join("cds-services").display(),
-            repo().join("models").display(),
-            db.display(),
-            fhir.origin()
-        ),
-    )
-    .unwrap();
-    let log_path = dir.path().join("bedside.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
-        .args(["serve", "--insecure-no-auth", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "debug")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    let mut stdout_lines = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("bedside started");
-        let ready = line.contains("bedside listening");
-        stdout_lines.push(line);
-        if ready || started.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-    }
+    let extra = format!("[fhir]\nallowed_servers = ['{}']\n", fhir.origin());
+    let config = process::config(dir.path(), port, &db, &extra);
+    let mut bedside = BedsideProcess::start(&config, port, "debug");
     let base = format!("http://127.0.0.1:{port}");
     let service = format!("{base}/cds-services/deterioration");
     let mut phi = Vec::new();
@@ -150,10 +106,9 @@ async fn debug_logs_of_demo_traffic_hold_no_phi_and_the_audit_trail_is_pseudonym
         .unwrap();
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    bedside.kill();
 
-    let logs = std::fs::read_to_string(&log_path).unwrap() + &stdout_lines.join("\n");
+    let logs = std::fs::read_to_string(&bedside.log).unwrap() + &bedside.stdout.join("\n");
     let lines: Vec<&str> = logs.lines().collect();
     assert!(
         lines.len() > 40,

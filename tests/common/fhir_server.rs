@@ -87,6 +87,15 @@ impl FhirServer {
         server
     }
 
+    /// Sends a signal (`STOP`, `KILL`…) to the server process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+
     /// The origin (`http://127.0.0.1:port`) to allowlist.
     pub fn origin(&self) -> String {
         let u = url::Url::parse(&self.base).unwrap();

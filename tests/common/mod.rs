@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fhir_server;
+pub mod process;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

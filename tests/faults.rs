@@ -1,0 +1,183 @@
+//! Faults with real processes, on loopback, in bounded loops: bedside keeps answering, loses
+//! nothing it acknowledged, never fails open.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bedside::store::Store;
+use common::fhir_server::{FhirServer, FHIR_TOKEN};
+use common::process::{self, free_port, BedsideProcess};
+use common::{bearer, http, patient, Gateway, GatewayOptions, Key, KeyServer};
+use serde_json::{json, Value};
+use sqlx::Connection as _;
+
+fn feedback_item(card: &str) -> Value {
+    json!({"feedback": [{"card": card, "outcome": "overridden", "outcomeTimestamp": "2026-11-26T10:00:00Z"}]})
+}
+
+#[tokio::test]
+async fn a_fhir_server_killed_mid_request_gives_a_prompt_412_not_a_5xx() {
+    let fhir = FhirServer::start().await;
+    let keys = KeyServer::start().await;
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        fhir_servers: vec![fhir.origin()],
+        ..Default::default()
+    })
+    .await;
+    let mut request = patient("deteriorating");
+    fhir.load_prefetch(&request).await;
+    request.as_object_mut().unwrap().remove("prefetch");
+    request["fhirServer"] = fhir.base.clone().into();
+    request["fhirAuthorization"] = json!({"access_token": FHIR_TOKEN, "token_type": "Bearer",
+        "expires_in": 300, "scope": "patient/*.read", "subject": "bedside"});
+    // Frozen: connections are accepted by the kernel, nothing answers.
+    fhir.signal("STOP");
+    let call = http()
+        .post(gw.service("deterioration"))
+        .header("Authorization", bearer("deterioration", Key::Es384))
+        .json(&request)
+        .send();
+    let started = Instant::now();
+    let (response, ()) = tokio::join!(call, async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        fhir.signal("KILL");
+    });
+    let took = started.elapsed();
+    let response = response.unwrap();
+    assert_eq!(response.status(), 412);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "prefetch_missing", "{body}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    let metrics = common::metrics(&gw).await;
+    assert!(
+        !metrics.contains("bedside_fhir_errors_total{kind=\"transport\"} 0")
+            || !metrics.contains("bedside_fhir_errors_total{kind=\"timeout\"} 0"),
+        "the failure is counted: {metrics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_locked_store_answers_feedback_503_and_writes_nothing_then_recovers() {
+    let keys = KeyServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bedside.db");
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        db: Some(db.clone()),
+        ..Default::default()
+    })
+    .await;
+    // Another process holds the write lock (a backup tool, an operator's sqlite3 shell).
+    let mut locker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let post = |body: Value| {
+        http()
+            .post(format!("{}/feedback", gw.service("deterioration")))
+            .header("Authorization", bearer("deterioration", Key::Rs384))
+            .json(&body)
+            .send()
+    };
+    let refused = post(feedback_item("locked-card")).await.unwrap();
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "store_unavailable");
+    // Hooks do not need the store: still answered while it is locked.
+    let card = http()
+        .post(gw.service("deterioration"))
+        .header("Authorization", bearer("deterioration", Key::Rs384))
+        .json(&patient("deteriorating"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(card.status(), 200);
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    drop(locker);
+
+    let store = Store::open(&db).await.unwrap();
+    assert!(store
+        .feedback_for_card("locked-card")
+        .await
+        .unwrap()
+        .is_empty());
+    let retried = post(feedback_item("locked-card")).await.unwrap();
+    assert_eq!(retried.status(), 200, "the EHR's retry succeeds");
+    assert_eq!(
+        store.feedback_for_card("locked-card").await.unwrap().len(),
+        1
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn every_acknowledged_feedback_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bedside.db");
+    let port = free_port();
+    let config = process::config(dir.path(), port, &db, "");
+    let mut bedside = BedsideProcess::start(&config, port, "warn");
+    let url = format!("{}/cds-services/deterioration/feedback", bedside.url);
+    // Four clients post as fast as they can; bedside is killed under them.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let url = url.clone();
+        clients.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let client = http();
+            for i in 0..100_000 {
+                let card = format!("kill9-{c}-{i}");
+                match client.post(&url).json(&feedback_item(&card)).send().await {
+                    Ok(r) if r.status() == 200 => acknowledged.push(card),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+                if Instant::now() > deadline + Duration::from_secs(5) {
+                    break;
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep_until(deadline.into()).await;
+    bedside.kill();
+    let mut acknowledged = Vec::new();
+    for c in clients {
+        acknowledged.extend(c.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() > 20,
+        "only {} acknowledged",
+        acknowledged.len()
+    );
+
+    // Restart on the same database: every 200 is there.
+    let port = free_port();
+    let config = process::config(dir.path(), port, &db, "");
+    let restarted = BedsideProcess::start(&config, port, "warn");
+    let store = Store::open(&db).await.unwrap();
+    let mut missing = Vec::new();
+    for card in &acknowledged {
+        if store.feedback_for_card(card).await.unwrap().is_empty() {
+            missing.push(card.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged feedback lost: {missing:?}",
+        missing.len(),
+        acknowledged.len()
+    );
+    println!(
+        "{} acknowledged feedback items, all present after kill -9",
+        acknowledged.len()
+    );
+    drop(restarted);
+}
