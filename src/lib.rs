@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod demo;
 pub mod features;
 pub mod fhir;
+pub mod fuzz_targets;
 pub mod hooks;
 pub mod http_security;
 pub mod inference;

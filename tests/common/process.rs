@@ -83,6 +83,11 @@ impl BedsideProcess {
         }
     }
 
+    /// The process id (to sample its memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown, no flush, no checkpoint.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -93,20 +93,8 @@ impl JwtVerifier {
         authorization: Option<&str>,
         audiences: &[String],
     ) -> Result<VerifiedClient, AuthError> {
-        let token = bearer_token(authorization)?;
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| AuthError::Malformed(format!("bad JWT header: {e}")))?;
-        // `typ` is REQUIRED to be "JWT"; a token that says it is something else (a JWE, an
-        // access token of another profile) is refused. An absent `typ` is tolerated.
-        if header
-            .typ
-            .as_deref()
-            .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
-        {
-            return Err(AuthError::WrongType);
-        }
+        let Unverified { token, header, iss } = inspect(authorization)?;
         let kid = header.kid.as_deref().ok_or(AuthError::MissingKid)?;
-        let iss = unverified_issuer(token)?;
         let client = self
             .clients
             .get(&iss)
@@ -174,6 +162,35 @@ impl JwtVerifier {
             .map(|data| data.claims)
             .map_err(AuthError::from_jwt)
     }
+}
+
+/// A token's parts read before any key is chosen: what an attacker controls completely.
+pub struct Unverified<'a> {
+    pub token: &'a str,
+    pub header: jsonwebtoken::Header,
+    pub iss: String,
+}
+
+/// Reads the `Authorization` header's JWT without verifying it: bearer scheme, header
+/// (`typ` must be JWT when present, `kid` required), unverified `iss` to pick the client.
+pub fn inspect(authorization: Option<&str>) -> Result<Unverified<'_>, AuthError> {
+    let token = bearer_token(authorization)?;
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| AuthError::Malformed(format!("bad JWT header: {e}")))?;
+    // `typ` is REQUIRED to be "JWT"; a token that says it is something else (a JWE, an
+    // access token of another profile) is refused. An absent `typ` is tolerated.
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
+    {
+        return Err(AuthError::WrongType);
+    }
+    if header.kid.is_none() {
+        return Err(AuthError::MissingKid);
+    }
+    let iss = unverified_issuer(token)?;
+    Ok(Unverified { token, header, iss })
 }
 
 fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
