@@ -12,9 +12,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fhir_server::{FhirServer, FHIR_TOKEN};
-use common::{bearer, http, patient, Gateway, GatewayOptions, Key, KeyServer};
-use serde_json::json;
+use common::fhir_server::{aimed_at, FhirServer, FHIR_TOKEN};
+use common::{bearer, http, patient, Gateway, Key, KeyServer};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -44,19 +43,12 @@ async fn main() {
         .unwrap_or(300);
     let server = FhirServer::start().await;
     let keys = KeyServer::start().await;
-    let gw = Gateway::start(GatewayOptions {
-        jwks_url: Some(keys.jwks_url()),
-        fhir_servers: vec![server.origin()],
-        ..Default::default()
-    })
-    .await;
+    let gw = Gateway::with_fhir(&keys, vec![server.origin()]).await;
     let mut request = patient("deteriorating");
     server.load_prefetch(&request).await;
     let prefetched = request.clone();
     request.as_object_mut().unwrap().remove("prefetch");
-    request["fhirServer"] = server.base.clone().into();
-    request["fhirAuthorization"] = json!({"access_token": FHIR_TOKEN, "token_type": "Bearer",
-        "expires_in": 300, "scope": "patient/*.read", "subject": "bench"});
+    let request = aimed_at(request, &server);
     let patient_id = request["context"]["patientId"].as_str().unwrap().to_owned();
     // The two queries deterioration.toml's templates render to (labs is optional and unused).
     let queries = [

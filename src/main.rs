@@ -48,25 +48,7 @@ enum Command {
     /// Check any CDS Hooks 2.0 deployment the way an EHR would: one PASS/FAIL line per
     /// check, `N passed, N failed`, exit 1 on any failure. The deployment must trust this
     /// runner as a client (`--iss`, JWKS served at `--jwks-listen`; test keys only).
-    Conformance {
-        /// Base URL of the deployment (discovery at `<base-url>/cds-services`).
-        base_url: String,
-        /// The deployment's public base used in `aud`, when it differs from `base-url`.
-        #[arg(long)]
-        audience_base: Option<String>,
-        /// The `iss` of the runner's JWTs.
-        #[arg(long, default_value = "https://conformance.bedside.invalid")]
-        iss: String,
-        /// Address of the runner's JWKS endpoint.
-        #[arg(long, default_value = "127.0.0.1:8999")]
-        jwks_listen: String,
-        /// The `jku` URL, when the deployment reaches the runner's JWKS by another name.
-        #[arg(long)]
-        jwks_url: Option<String>,
-        /// Only this service (repeatable).
-        #[arg(long = "service")]
-        services: Vec<String>,
-    },
+    Conformance(bedside::conformance::Options),
 }
 
 fn main() -> ExitCode {
@@ -90,24 +72,7 @@ fn main() -> ExitCode {
             } => serve(config, insecure_no_auth).await,
             Command::Demo { listen, data_dir } => demo(listen, data_dir).await,
             Command::Check { config } => check(config).await,
-            Command::Conformance {
-                base_url,
-                audience_base,
-                iss,
-                jwks_listen,
-                jwks_url,
-                services,
-            } => {
-                let options = bedside::conformance::Options {
-                    base_url,
-                    audience_base,
-                    iss,
-                    jwks_listen,
-                    jwks_url,
-                    services,
-                };
-                conformance(options).await
-            }
+            Command::Conformance(options) => conformance(options).await,
         }
     });
     match result {

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bedside::store::Store;
-use common::fhir_server::{FhirServer, FHIR_TOKEN};
+use common::fhir_server::{aimed_at, FhirServer};
 use common::process::{self, free_port, BedsideProcess};
 use common::{bearer, http, patient, Gateway, GatewayOptions, Key, KeyServer};
 use serde_json::{json, Value};
@@ -20,18 +20,10 @@ fn feedback_item(card: &str) -> Value {
 async fn a_fhir_server_killed_mid_request_gives_a_prompt_412_not_a_5xx() {
     let fhir = FhirServer::start().await;
     let keys = KeyServer::start().await;
-    let gw = Gateway::start(GatewayOptions {
-        jwks_url: Some(keys.jwks_url()),
-        fhir_servers: vec![fhir.origin()],
-        ..Default::default()
-    })
-    .await;
-    let mut request = patient("deteriorating");
+    let gw = Gateway::with_fhir(&keys, vec![fhir.origin()]).await;
+    let mut request = aimed_at(patient("deteriorating"), &fhir);
     fhir.load_prefetch(&request).await;
     request.as_object_mut().unwrap().remove("prefetch");
-    request["fhirServer"] = fhir.base.clone().into();
-    request["fhirAuthorization"] = json!({"access_token": FHIR_TOKEN, "token_type": "Bearer",
-        "expires_in": 300, "scope": "patient/*.read", "subject": "bedside"});
     // Frozen: connections are accepted by the kernel, nothing answers.
     fhir.signal("STOP");
     let call = http()

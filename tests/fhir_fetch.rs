@@ -5,10 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fhir_server::{FhirServer, FHIR_TOKEN};
-use common::{
-    bearer, detail_without_window_bounds, http, patient, Gateway, GatewayOptions, Key, KeyServer,
-};
+use common::fhir_server::{aimed_at, FhirServer};
+use common::{bearer, detail_without_window_bounds, http, patient, Gateway, Key, KeyServer};
 use serde_json::{json, Value};
 
 async fn call(gw: &Gateway, body: &Value) -> (u16, Value) {
@@ -21,15 +19,6 @@ async fn call(gw: &Gateway, body: &Value) -> (u16, Value) {
         .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
-}
-
-fn with_server(mut request: Value, server: &FhirServer) -> Value {
-    request["fhirServer"] = server.base.clone().into();
-    request["fhirAuthorization"] = json!({
-        "access_token": FHIR_TOKEN, "token_type": "Bearer", "expires_in": 300,
-        "scope": "patient/Patient.read patient/Observation.read", "subject": "cds-service"
-    });
-    request
 }
 
 /// Summary, indicator and detail (window bounds masked) of the only card.
@@ -47,13 +36,8 @@ fn card_essence(response: &Value) -> (Value, Value, String) {
 async fn missing_partial_and_failed_prefetch_are_fetched_and_give_the_same_card() {
     let server = FhirServer::start().await;
     let keys = KeyServer::start().await;
-    let gw = Gateway::start(GatewayOptions {
-        jwks_url: Some(keys.jwks_url()),
-        fhir_servers: vec![server.origin()],
-        ..Default::default()
-    })
-    .await;
-    let full = with_server(patient("deteriorating"), &server);
+    let gw = Gateway::with_fhir(&keys, vec![server.origin()]).await;
+    let full = aimed_at(patient("deteriorating"), &server);
     server.load_prefetch(&full).await;
 
     let (status, prefetched) = call(&gw, &full).await;
@@ -100,13 +84,8 @@ async fn missing_partial_and_failed_prefetch_are_fetched_and_give_the_same_card(
 async fn null_prefetch_means_no_data_and_is_not_queried() {
     let server = FhirServer::start().await;
     let keys = KeyServer::start().await;
-    let gw = Gateway::start(GatewayOptions {
-        jwks_url: Some(keys.jwks_url()),
-        fhir_servers: vec![server.origin()],
-        ..Default::default()
-    })
-    .await;
-    let mut request = with_server(patient("deteriorating"), &server);
+    let gw = Gateway::with_fhir(&keys, vec![server.origin()]).await;
+    let mut request = aimed_at(patient("deteriorating"), &server);
     server.load_prefetch(&request).await;
     request["prefetch"]["vitals"] = Value::Null;
     let (status, body) = call(&gw, &request).await;
@@ -124,14 +103,9 @@ async fn null_prefetch_means_no_data_and_is_not_queried() {
 async fn required_data_the_server_does_not_have_is_a_412_naming_the_key() {
     let server = FhirServer::start().await;
     let keys = KeyServer::start().await;
-    let gw = Gateway::start(GatewayOptions {
-        jwks_url: Some(keys.jwks_url()),
-        fhir_servers: vec![server.origin()],
-        ..Default::default()
-    })
-    .await;
+    let gw = Gateway::with_fhir(&keys, vec![server.origin()]).await;
     // Nothing loaded: `Patient/<id>` is a 404 with an OperationOutcome.
-    let mut request = with_server(patient("deteriorating"), &server);
+    let mut request = aimed_at(patient("deteriorating"), &server);
     request.as_object_mut().unwrap().remove("prefetch");
     let (status, body) = call(&gw, &request).await;
     assert_eq!(status, 412, "{body}");
@@ -158,12 +132,7 @@ async fn a_slow_fhir_server_still_gets_an_answer_within_the_deadline() {
         .mount(&slow)
         .await;
     let keys = KeyServer::start().await;
-    let gw = Gateway::start(GatewayOptions {
-        jwks_url: Some(keys.jwks_url()),
-        fhir_servers: vec![slow.uri()],
-        ..Default::default()
-    })
-    .await;
+    let gw = Gateway::with_fhir(&keys, vec![slow.uri()]).await;
     let mut request = patient("deteriorating");
     request["fhirServer"] = format!("{}/fhir", slow.uri()).into();
     request["prefetch"]

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bedside::store::Store;
-use common::fhir_server::{FhirServer, FHIR_TOKEN};
+use common::fhir_server::{aimed_at, FhirServer};
 use common::process::{self, free_port, BedsideProcess};
 use common::{http, patient};
 use serde_json::{json, Value};
@@ -69,11 +69,8 @@ async fn debug_logs_of_demo_traffic_hold_no_phi_and_the_audit_trail_is_pseudonym
         }
         // The same patient fetched from the FHIR server, and from one that does not know them.
         fhir.load_prefetch(&request).await;
-        let mut fetched = request.clone();
+        let mut fetched = aimed_at(request.clone(), &fhir);
         fetched.as_object_mut().unwrap().remove("prefetch");
-        fetched["fhirServer"] = fhir.base.clone().into();
-        fetched["fhirAuthorization"] = json!({"access_token": FHIR_TOKEN, "token_type": "Bearer",
-            "expires_in": 300, "scope": "patient/*.read", "subject": "bedside"});
         statuses.push(send(fetched.clone()).await.0);
         fetched["context"]["patientId"] = json!(format!(
             "{}-unknown",

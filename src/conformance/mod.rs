@@ -19,20 +19,25 @@ use client::{JwtShape, Signer, Token};
 use schema::Schemas;
 use vectors::Vector;
 
-/// What to check and how the runner presents itself.
-#[derive(Debug, Clone)]
+/// What to check and how the runner presents itself (also the CLI's arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// The deployment's base URL (discovery is `{base}/cds-services`).
+    /// Base URL of the deployment (discovery at `<base-url>/cds-services`).
     pub base_url: String,
-    /// The base the deployment names in `aud` (its public URL), when not `base_url`.
+    /// The deployment's public base used in `aud`, when it differs from `base-url`.
+    #[arg(long)]
     pub audience_base: Option<String>,
-    /// The runner's `iss`.
+    /// The `iss` of the runner's JWTs.
+    #[arg(long, default_value = "https://conformance.bedside.invalid")]
     pub iss: String,
-    /// Where the runner serves its JWKS.
+    /// Address of the runner's JWKS endpoint.
+    #[arg(long, default_value = "127.0.0.1:8999")]
     pub jwks_listen: String,
-    /// The JWKS URL put in `jku`, when the deployment reaches the runner by another name.
+    /// The `jku` URL, when the deployment reaches the runner's JWKS by another name.
+    #[arg(long)]
     pub jwks_url: Option<String>,
-    /// Only these service ids (all when empty).
+    /// Only this service (repeatable; all when absent).
+    #[arg(long = "service")]
     pub services: Vec<String>,
 }
 

@@ -152,6 +152,17 @@ impl FhirServer {
     }
 }
 
+/// `request` aimed at `server`: its `fhirServer`, and a `fhirAuthorization` carrying the
+/// server's token, as an EHR sends them.
+pub fn aimed_at(mut request: Value, server: &FhirServer) -> Value {
+    request["fhirServer"] = server.base.clone().into();
+    request["fhirAuthorization"] = json!({
+        "access_token": FHIR_TOKEN, "token_type": "Bearer", "expires_in": 300,
+        "scope": "patient/Patient.read patient/Observation.read", "subject": "cds-service"
+    });
+    request
+}
+
 /// A transaction entry that PUTs `resource` under its own id.
 pub fn put_entry(resource: &Value) -> Value {
     let kind = resource["resourceType"].as_str().unwrap();

@@ -193,6 +193,16 @@ impl Gateway {
         .await
     }
 
+    /// A gateway that trusts `keys` and lets that client's calls query `fhir_servers`.
+    pub async fn with_fhir(keys: &KeyServer, fhir_servers: Vec<String>) -> Self {
+        Self::start(GatewayOptions {
+            jwks_url: Some(keys.jwks_url()),
+            fhir_servers,
+            ..Default::default()
+        })
+        .await
+    }
+
     pub async fn stop(self) {
         self.handle.stop(true).await;
     }
