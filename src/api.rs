@@ -60,7 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn server_ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.models.all_alive() {
+    if state.runtime().models.all_alive() {
         HttpResponse::Ok().finish()
     } else {
         HttpResponse::ServiceUnavailable().finish()
@@ -70,9 +70,10 @@ async fn server_ready(state: web::Data<AppState>) -> HttpResponse {
 /// `{name}` and optional `{version}` from the path → the model that answers.
 fn resolve(state: &AppState, req: &HttpRequest) -> Result<Arc<LoadedModel>, HookError> {
     let name = req.match_info().get("name").unwrap_or_default();
+    let runtime = state.runtime();
     let found = match req.match_info().get("version") {
-        Some(version) => state.models.get(name, version),
-        None => state.models.default_version(name),
+        Some(version) => runtime.models.get(name, version),
+        None => runtime.models.default_version(name),
     };
     found.ok_or_else(|| HookError::UnknownModel(name.to_owned()))
 }
@@ -135,6 +136,7 @@ async fn metadata(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(ModelMetadata {
         name: m.name.clone(),
         versions: state
+            .runtime()
             .models
             .versions(&m.name)
             .iter()

@@ -124,7 +124,8 @@ async fn check(config: PathBuf) -> anyhow::Result<()> {
         tch::Cuda::device_count(),
         tch::Cuda::cudnn_is_available()
     );
-    for model in state.models.iter() {
+    let runtime = state.runtime();
+    for model in runtime.models.iter() {
         println!(
             "model   {} {} ({:?}) on {}: sha256 ok, warm-up ok",
             model.manifest.name,
@@ -133,7 +134,7 @@ async fn check(config: PathBuf) -> anyhow::Result<()> {
             model.handle.device()
         );
     }
-    for service in state.services.iter() {
+    for service in runtime.services.iter() {
         println!("service {} ({}): ok", service.id(), service.hook());
     }
     println!("configuration ok");

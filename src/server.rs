@@ -5,7 +5,8 @@
 //! is a gateway that can answer. [`app`] is the one place routes and middleware are set up;
 //! `main` and the integration tests both use it.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
@@ -18,17 +19,78 @@ use crate::hooks::auth::{AuthError, ClientAuth, JwtVerifier};
 use crate::hooks::routes;
 use crate::hooks::wire::ErrorBody;
 use crate::inference::{LoadError, ModelRegistry};
+use crate::metrics::inc;
 use crate::services::{DefinitionErrors, FhirAccess, ServiceRegistry};
 use crate::store::{Store, StoreError};
 
-/// Shared, read-only (after start-up) state of a running gateway.
+/// Shared state of a running gateway. Everything is fixed at start-up except the
+/// [`Runtime`], which a reload (SIGHUP) replaces as a whole.
 pub struct AppState {
     pub config: Config,
     pub auth: ClientAuth,
-    pub models: ModelRegistry,
-    pub services: ServiceRegistry,
+    runtime: RwLock<Arc<Runtime>>,
     pub store: Store,
     pub fhir: Arc<FhirAccess>,
+    /// Reloads that took effect / were refused (`/metrics`).
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+}
+
+/// Models and the services bound to them: what a reload swaps. A request holds one `Arc` from
+/// start to end, so it never sees half of an old and half of a new set.
+pub struct Runtime {
+    pub models: ModelRegistry,
+    pub services: ServiceRegistry,
+}
+
+impl AppState {
+    /// The models and services now in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        match self.runtime.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Loads `models_dir` and `services_dir` again (sha256, warm-up, definitions: every
+    /// start-up check) and swaps them in only if all of it succeeds; otherwise the running set
+    /// keeps serving and the error is returned (a corrupted model file never replaces a good
+    /// one).
+    pub async fn reload(&self) -> Result<(), StartupError> {
+        match load_runtime(&self.config, self.fhir.clone()).await {
+            Ok(runtime) => {
+                let mut slot = match self.runtime.write() {
+                    Ok(w) => w,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *slot = Arc::new(runtime);
+                inc(&self.reloads);
+                tracing::info!("models and services reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                inc(&self.reload_failures);
+                tracing::error!(error = %e, "reload refused; the running models and services keep serving");
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn load_runtime(config: &Config, fhir: Arc<FhirAccess>) -> Result<Runtime, StartupError> {
+    let models_dir = config.models_dir.clone();
+    let settings = config.inference.clone();
+    let models = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_dir, &settings))
+        .await
+        .map_err(|e| LoadError::Torch {
+            name: "(registry)".into(),
+            version: String::new(),
+            message: e.to_string(),
+        })??;
+    models.check_remotes().await?;
+    let services =
+        ServiceRegistry::load(&config.services_dir, &models, config.public_base(), fhir)?;
+    Ok(Runtime { models, services })
 }
 
 /// Why bedside could not start. Each names what to fix.
@@ -79,35 +141,21 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
             ClientAuth::Disabled
         }
     };
-    let models_dir = config.models_dir.clone();
-    let settings = config.inference.clone();
-    let models = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_dir, &settings))
-        .await
-        .map_err(|e| LoadError::Torch {
-            name: "(registry)".into(),
-            version: String::new(),
-            message: e.to_string(),
-        })??;
-    models.check_remotes().await?;
     let fhir = Arc::new(FhirAccess {
         client: FhirClient::new(config.fhir.settings.clone(), config.egress_policy())?,
         scoring_reserve: config.fhir.scoring_reserve,
     });
-    let services = ServiceRegistry::load(
-        &config.services_dir,
-        &models,
-        config.public_base(),
-        fhir.clone(),
-    )?;
+    let runtime = load_runtime(&config, fhir.clone()).await?;
     let store = Store::open(&config.db_path).await?;
     // Models were loaded and warmed up above: from here on the gateway can answer.
     Ok(AppState {
         config,
         auth,
-        models,
-        services,
+        runtime: RwLock::new(Arc::new(runtime)),
         store,
         fhir,
+        reloads: AtomicU64::new(0),
+        reload_failures: AtomicU64::new(0),
     })
 }
 
@@ -174,7 +222,7 @@ fn cors(origins: &[String]) -> Cors {
 /// Ready while every model's inference thread is alive. (State exists only after every model
 /// was loaded and warmed up, so warm-up needs no separate flag.)
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.models.all_alive() {
+    if state.runtime().models.all_alive() {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable()
@@ -185,12 +233,22 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text: per model (batches, jobs per batch, expired, shed) and per service.
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
-    for model in state.models.iter() {
+    let runtime = state.runtime();
+    for model in runtime.models.iter() {
         let m = &model.manifest;
         model.handle.metrics().render(&mut out, &m.name, &m.version);
     }
-    for service in state.services.iter() {
+    for service in runtime.services.iter() {
         service.metrics().render(&mut out, service.id());
+    }
+    for (name, counter) in [
+        ("reloads", &state.reloads),
+        ("reload_failures", &state.reload_failures),
+    ] {
+        out.push_str(&format!(
+            "bedside_{name}_total {}\n",
+            counter.load(Ordering::Relaxed)
+        ));
     }
     state.fhir.client.metrics().render(&mut out);
     HttpResponse::Ok()
@@ -201,7 +259,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// `MODEL_CARD.md` of a loaded model: what each card's `source.url` points to.
 async fn model_card(state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
     let (name, version) = path.into_inner();
-    let Some(model) = state.models.get(&name, &version) else {
+    let Some(model) = state.runtime().models.get(&name, &version) else {
         return not_found_body(format!("no model {name} {version}"));
     };
     let path = model.model_card.clone();
@@ -225,6 +283,19 @@ fn not_found_body(message: String) -> HttpResponse {
     })
 }
 
+/// `kill -HUP <pid>` reloads models and service definitions (see [`AppState::reload`]).
+async fn reload_on_sighup(state: web::Data<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload needs a restart");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading models and services");
+        let _ = state.reload().await;
+    }
+}
+
 /// A bound, running gateway.
 pub struct Running {
     /// The address actually bound (useful with port 0).
@@ -245,6 +316,7 @@ pub fn start(state: AppState) -> Result<Running, StartupError> {
     let header_timeout = state.config.header_timeout;
     let keep_alive = state.config.keep_alive;
     let state = web::Data::from(Arc::new(state));
+    let reload_state = state.clone();
     let server = HttpServer::new(move || app(state.clone()))
         .client_request_timeout(header_timeout)
         .client_disconnect_timeout(std::time::Duration::from_secs(2))
@@ -258,6 +330,7 @@ pub fn start(state: AppState) -> Result<Running, StartupError> {
         None => server.bind(addr).map_err(bind_error)?,
     };
     let bound = server.addrs().first().copied().unwrap_or(addr);
+    tokio::spawn(reload_on_sighup(reload_state));
     let server = server.shutdown_timeout(5).run();
     Ok(Running {
         addr: bound,

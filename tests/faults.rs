@@ -173,3 +173,59 @@ async fn every_acknowledged_feedback_survives_kill_9() {
     );
     drop(restarted);
 }
+
+async fn metric_reaches(url: &str, line: &str) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(r) = http().get(format!("{url}/metrics")).send().await {
+            if r.text().await.unwrap_or_default().contains(line) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_corrupted_model_file_is_refused_on_reload_and_the_previous_one_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::copy_models(dir.path());
+    let port = free_port();
+    let config =
+        process::config_with_models(dir.path(), port, &dir.path().join("b.db"), &models, "");
+    let bedside = BedsideProcess::start(&config, port, "info");
+    let service = format!("{}/cds-services/deterioration", bedside.url);
+    let card = || async {
+        let r = http()
+            .post(&service)
+            .json(&patient("deteriorating"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        body["cards"][0]["summary"].as_str().unwrap().to_owned()
+    };
+    let before = card().await;
+
+    let model = models.join("deterioration/1.0.0/model.pt");
+    let good = std::fs::read(&model).unwrap();
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle..middle + 64].fill(0);
+    std::fs::write(&model, &bad).unwrap();
+    bedside.signal("HUP");
+    assert!(metric_reaches(&bedside.url, "bedside_reload_failures_total 1").await);
+    assert_eq!(card().await, before, "the previous model still answers");
+    let log = std::fs::read_to_string(&bedside.log).unwrap();
+    assert!(
+        log.contains("reload refused") && log.contains("sha256"),
+        "{log}"
+    );
+
+    std::fs::write(&model, &good).unwrap();
+    bedside.signal("HUP");
+    assert!(metric_reaches(&bedside.url, "bedside_reloads_total 1").await);
+    assert_eq!(card().await, before);
+}

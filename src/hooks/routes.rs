@@ -16,7 +16,7 @@ use super::auth::VerifiedClient;
 use super::body::read_json_body;
 use super::wire::{CdsResponse, DiscoveryResponse, Feedback, HookRequest};
 use super::HookError;
-use crate::server::AppState;
+use crate::server::{AppState, Runtime};
 use crate::services::CdsService;
 use crate::store::AuditRecord;
 
@@ -58,7 +58,12 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 /// integration engineers read it while registering bedside.
 async fn discovery(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(DiscoveryResponse {
-        services: state.services.iter().map(|s| s.descriptor()).collect(),
+        services: state
+            .runtime()
+            .services
+            .iter()
+            .map(|s| s.descriptor())
+            .collect(),
     })
 }
 
@@ -87,7 +92,8 @@ async fn answer_hook(
     audit: &mut AuditRecord,
     started: Instant,
 ) -> Result<CdsResponse, HookError> {
-    let service = find_service(state, id)?;
+    let runtime = state.runtime();
+    let service = find_service(&runtime, id)?;
     let audiences = [state.config.service_url(service.id())];
     let client = authenticate(state, req, &audiences).await?;
     note_client(audit, client.as_ref());
@@ -211,7 +217,8 @@ async fn store_feedback(
     payload: web::Payload,
     audit: &mut AuditRecord,
 ) -> Result<(), HookError> {
-    let service = find_service(state, id)?;
+    let runtime = state.runtime();
+    let service = find_service(&runtime, id)?;
     let service_url = state.config.service_url(service.id());
     let audiences = [format!("{service_url}/feedback"), service_url];
     let client = authenticate(state, req, &audiences).await?;
@@ -258,8 +265,8 @@ async fn store_feedback(
     Ok(())
 }
 
-fn find_service<'s>(state: &'s AppState, id: &str) -> Result<&'s CdsService, HookError> {
-    state
+fn find_service<'s>(runtime: &'s Runtime, id: &str) -> Result<&'s CdsService, HookError> {
+    runtime
         .services
         .get(id)
         .ok_or_else(|| HookError::UnknownService(id.to_owned()))

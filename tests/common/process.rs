@@ -17,13 +17,18 @@ pub struct BedsideProcess {
 
 /// A configuration for `dir` with auth off: `extra` is appended (tables only).
 pub fn config(dir: &Path, port: u16, db: &Path, extra: &str) -> PathBuf {
+    config_with_models(dir, port, db, &super::repo().join("models"), extra)
+}
+
+/// As [`config`], with models from `models`.
+pub fn config_with_models(dir: &Path, port: u16, db: &Path, models: &Path, extra: &str) -> PathBuf {
     let path = dir.join("bedside.toml");
     std::fs::write(
         &path,
         format!(
             "listen = '127.0.0.1:{port}'\npublic_url = 'http://127.0.0.1:{port}'\nservices_dir = '{}'\nmodels_dir = '{}'\n[storage]\npath = '{}'\n[inference]\ndevice = 'cpu'\n{extra}",
             super::repo().join("cds-services").display(),
-            super::repo().join("models").display(),
+            models.display(),
             db.display(),
         ),
     )
@@ -86,6 +91,15 @@ impl BedsideProcess {
     /// The process id (to sample its memory).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal (`HUP`, `STOP`…).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name}");
     }
 
     /// SIGKILL: no shutdown, no flush, no checkpoint.
