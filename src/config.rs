@@ -101,6 +101,9 @@ pub struct RawLimits {
     /// Largest accepted request body in bytes (default 5 MB); larger bodies get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Largest total size of a request's header fields (default 32 KB); larger: 431.
+    #[serde(default = "default_max_header")]
+    pub max_header_bytes: usize,
     /// Time allowed for a whole body once the headers are in (default 10 s); then 408.
     #[serde(default = "default_body_timeout", with = "humantime_serde")]
     pub body_timeout: Duration,
@@ -115,11 +118,15 @@ impl Default for RawLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body(),
+            max_header_bytes: default_max_header(),
             body_timeout: default_body_timeout(),
             header_timeout: default_header_timeout(),
             keep_alive: default_keep_alive(),
         }
     }
+}
+fn default_max_header() -> usize {
+    32 * 1024
 }
 fn default_body_timeout() -> Duration {
     Duration::from_secs(10)
@@ -374,6 +381,7 @@ pub struct Config {
     pub models_dir: PathBuf,
     pub db_path: PathBuf,
     pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
     pub body_timeout: Duration,
     pub header_timeout: Duration,
     pub keep_alive: Duration,
@@ -620,6 +628,7 @@ impl Config {
                 models_dir: raw.models_dir,
                 db_path: raw.storage.path,
                 max_body_bytes: raw.limits.max_body_bytes,
+                max_header_bytes: raw.limits.max_header_bytes,
                 body_timeout: raw.limits.body_timeout,
                 header_timeout: raw.limits.header_timeout,
                 keep_alive: raw.limits.keep_alive,

@@ -7,7 +7,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use actix_web::middleware::DefaultHeaders;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{DefaultHeaders, Next};
+use actix_web::HttpResponse;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -33,6 +36,36 @@ pub fn default_headers(config: &Config) -> DefaultHeaders {
         headers = headers.add(("Strict-Transport-Security", "max-age=31536000"));
     }
     headers
+}
+
+/// Refuses (431, JSON) a request whose header fields together exceed `limits.max_header_bytes`
+/// before any handler or token check runs. actix itself stops at 128 KB of head; a CDS call
+/// needs a few KB (the client JWT is the largest header).
+pub async fn header_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let max = req
+        .app_data::<actix_web::web::Data<crate::server::AppState>>()
+        .map(|s| s.config.max_header_bytes)
+        .unwrap_or(usize::MAX);
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > max {
+        let response = HttpResponse::build(
+            actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        )
+        .json(crate::hooks::wire::ErrorBody {
+            error: "headers_too_large".into(),
+            message: format!("request headers exceed {max} bytes"),
+            field: None,
+        });
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// A rustls server configuration from PEM files (ring provider, TLS 1.2 and 1.3).

@@ -176,6 +176,9 @@ pub fn app(
     App::new()
         .app_data(state)
         .wrap(cors)
+        .wrap(actix_web::middleware::from_fn(
+            crate::http_security::header_limit,
+        ))
         .wrap(headers)
         .configure(routes::configure)
         .configure(crate::api::configure)

@@ -110,6 +110,37 @@ async fn a_client_that_trickles_its_body_gets_408_and_one_that_never_finishes_it
 }
 
 #[tokio::test]
+async fn oversized_or_too_many_headers_are_refused_before_any_handler() {
+    let gw = Gateway::start(GatewayOptions {
+        auth: bedside::server::AuthMode::InsecureDisabled,
+        ..Default::default()
+    })
+    .await;
+    for (what, head) in [
+        (
+            "one 100 KB header",
+            format!("X-Big: {}\r\n", "a".repeat(100 * 1024)),
+        ),
+        (
+            "200 headers",
+            (0..200).map(|i| format!("X-H{i}: v\r\n")).collect(),
+        ),
+    ] {
+        let mut stream = TcpStream::connect(addr(&gw)).await.unwrap();
+        let request = format!("GET /health/live HTTP/1.1\r\nHost: x\r\n{head}\r\n");
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .expect("answered")
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 431"), "{what}: {text}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn tls_on_the_listener_serves_hooks_over_https() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
