@@ -41,12 +41,17 @@ async fn a_fhir_server_killed_mid_request_gives_a_prompt_412_not_a_5xx() {
     assert_eq!(response.status(), 412);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "prefetch_missing", "{body}");
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // The reset, not the deadline, ended both queries (Patient, vitals): transport errors, before the
+    // 1250 ms the fetch may take (scheduling slack on a loaded CI machine allowed).
+    assert!(took < Duration::from_millis(2000), "{took:?}");
     let metrics = common::metrics(&gw).await;
     assert!(
-        !metrics.contains("bedside_fhir_errors_total{kind=\"transport\"} 0")
-            || !metrics.contains("bedside_fhir_errors_total{kind=\"timeout\"} 0"),
-        "the failure is counted: {metrics}"
+        metrics.contains("bedside_fhir_errors_total{kind=\"transport\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bedside_fhir_errors_total{kind=\"timeout\"} 0"),
+        "{metrics}"
     );
     gw.stop().await;
 }
