@@ -44,14 +44,17 @@ pub struct Options {
 /// One check's outcome.
 #[derive(Debug, Clone)]
 pub struct Check {
+    /// `area subject: what is checked`, as printed.
     pub name: String,
     pub passed: bool,
+    /// Why it failed (empty when passed).
     pub detail: String,
 }
 
 /// Every check, in order.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// In the order they ran.
     pub checks: Vec<Check>,
 }
 

@@ -56,8 +56,11 @@ impl Default for FhirSettings {
 /// What the FHIR client did, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct FhirMetrics {
+    /// HTTP requests sent (retries included).
     pub requests: AtomicU64,
+    /// Reads repeated after 429/502/503/504.
     pub retries: AtomicU64,
+    /// Response pages read (one per read, one per search page).
     pub pages: AtomicU64,
     /// Searches that stopped following `next` at `max_resources`.
     pub truncated: AtomicU64,
