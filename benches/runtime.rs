@@ -194,6 +194,7 @@ async fn main() {
                 jsonwebtoken::Algorithm::ES384,
             ],
             fhir_servers: Vec::new(),
+            tenant_fhir_servers: Vec::new(),
         };
         let auth = bedside::hooks::auth::ClientAuth::Required(Box::new(
             bedside::hooks::auth::JwtVerifier::new(&[client], config_auth()).unwrap(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::fhir::{EgressPolicy, FhirSettings, OriginRule};
+use crate::fhir::{ClientEgress, EgressPolicy, FhirSettings, OriginRule};
 
 /// Prefix of environment overrides. `BEDSIDE_LISTEN` sets `listen`; a double underscore
 /// descends into a table: `BEDSIDE_STORAGE__PATH` sets `storage.path`.
@@ -364,6 +364,19 @@ pub struct RawClient {
     /// `http://127.0.0.1:8081` (plain http only when listed exactly, for development).
     #[serde(default)]
     pub fhir_servers: Vec<String>,
+    /// Extra `fhirServer` origins for calls whose JWT carries a given `tenant`.
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+}
+
+/// `[[clients.tenants]]`: one organisation behind a shared client `iss`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    /// The JWT `tenant` claim value.
+    pub tenant: String,
+    /// Origins allowed for this tenant's calls only (same syntax as `fhir_servers`).
+    pub fhir_servers: Vec<String>,
 }
 fn default_algorithms() -> Vec<String> {
     vec!["RS384".to_owned(), "ES384".to_owned()]
@@ -463,6 +476,8 @@ pub struct TrustedClient {
     pub jwks_urls: Vec<Url>,
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     pub fhir_servers: Vec<OriginRule>,
+    /// `(tenant, origins)` allowed only for calls carrying that `tenant`.
+    pub tenant_fhir_servers: Vec<(String, Vec<OriginRule>)>,
 }
 
 /// Validated `[http]` settings.
@@ -489,7 +504,11 @@ impl Config {
         EgressPolicy::new(
             self.clients
                 .iter()
-                .map(|c| (c.iss.clone(), c.fhir_servers.clone()))
+                .map(|c| ClientEgress {
+                    iss: c.iss.clone(),
+                    all_tenants: c.fhir_servers.clone(),
+                    by_tenant: c.tenant_fhir_servers.clone(),
+                })
                 .collect(),
             self.fhir.allowed_servers.clone(),
         )
@@ -792,6 +811,22 @@ fn validate_clients(raw: &[RawClient], errors: &mut ConfigErrors) -> Vec<Trusted
                 &format!("{key}.fhir_servers"),
                 errors,
             ),
+            tenant_fhir_servers: client
+                .tenants
+                .iter()
+                .enumerate()
+                .map(|(j, t)| {
+                    if t.tenant.trim().is_empty() {
+                        errors.push(format!("{key}.tenants[{j}].tenant"), "must not be empty");
+                    }
+                    let rules = origin_rules(
+                        &t.fhir_servers,
+                        &format!("{key}.tenants[{j}].fhir_servers"),
+                        errors,
+                    );
+                    (t.tenant.clone(), rules)
+                })
+                .collect(),
         });
     }
     clients

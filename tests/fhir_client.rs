@@ -73,7 +73,7 @@ async fn search_follows_next_links_across_pages_in_sort_order() {
     seed(&server, "p1", 7).await;
     let client = client_for(&server, FhirSettings::default());
     let fhir = client
-        .server(&server.base, None, Some(FHIR_TOKEN), soon())
+        .server(&server.base, (None, None), Some(FHIR_TOKEN), soon())
         .unwrap();
     let search = Search::new("Observation")
         .param("patient", "p1")
@@ -106,7 +106,7 @@ async fn paging_stops_at_the_resource_cap() {
         },
     );
     let fhir = client
-        .server(&server.base, None, Some(FHIR_TOKEN), soon())
+        .server(&server.base, (None, None), Some(FHIR_TOKEN), soon())
         .unwrap();
     let fetched = fhir
         .fetch(
@@ -128,7 +128,7 @@ async fn include_date_prefixes_tokens_and_post_search() {
     seed(&server, "p3", 6).await;
     let client = client_for(&server, FhirSettings::default());
     let fhir = client
-        .server(&server.base, None, Some(FHIR_TOKEN), soon())
+        .server(&server.base, (None, None), Some(FHIR_TOKEN), soon())
         .unwrap();
 
     let with_patient = fhir
@@ -160,7 +160,7 @@ async fn include_date_prefixes_tokens_and_post_search() {
         },
     );
     let posted = post_client
-        .server(&server.base, None, Some(FHIR_TOKEN), soon())
+        .server(&server.base, (None, None), Some(FHIR_TOKEN), soon())
         .unwrap()
         .fetch(
             Search::new("Observation")
@@ -183,7 +183,7 @@ async fn reads_return_typed_resources_and_errors_carry_the_servers_operation_out
     seed(&server, "p4", 1).await;
     let client = client_for(&server, FhirSettings::default());
     let fhir = client
-        .server(&server.base, None, Some(FHIR_TOKEN), soon())
+        .server(&server.base, (None, None), Some(FHIR_TOKEN), soon())
         .unwrap();
     match fhir.read("Patient/p4").await.unwrap() {
         fhirbolt::model::r4::Resource::Patient(p) => {
@@ -208,7 +208,9 @@ async fn reads_return_typed_resources_and_errors_carry_the_servers_operation_out
         other => panic!("{other:?}"),
     }
     // Without the token the server refuses; the client reports its status, no panic.
-    let anonymous = client.server(&server.base, None, None, soon()).unwrap();
+    let anonymous = client
+        .server(&server.base, (None, None), None, soon())
+        .unwrap();
     match anonymous.fetch("Patient/p4").await {
         Err(FhirError::Status { status, .. }) => assert!(status == 401 || status == 403),
         other => panic!("{other:?}"),

@@ -75,7 +75,7 @@ async fn throttling_is_retried_after_the_servers_retry_after() {
     let c = client(&[&server.uri()]);
     let started = Instant::now();
     let fetched = c
-        .server(&server.uri(), None, Some("tok"), budget(3000))
+        .server(&server.uri(), (None, None), Some("tok"), budget(3000))
         .unwrap()
         .fetch("Observation?patient=1")
         .await
@@ -96,7 +96,7 @@ async fn throttling_is_retried_after_the_servers_retry_after() {
     let c = client(&[&late.uri()]);
     let started = Instant::now();
     let e = c
-        .server(&late.uri(), None, None, budget(1000))
+        .server(&late.uri(), (None, None), None, budget(1000))
         .unwrap()
         .fetch("Patient/1")
         .await
@@ -127,7 +127,9 @@ async fn server_errors_garbage_and_html_are_errors_not_panics() {
             .await;
     }
     let c = client(&[&server.uri()]);
-    let fhir = c.server(&server.uri(), None, None, budget(5000)).unwrap();
+    let fhir = c
+        .server(&server.uri(), (None, None), None, budget(5000))
+        .unwrap();
     let kind = |r: Result<_, FhirError>| r.map(|_| ()).unwrap_err();
     match kind(fhir.fetch("r/500").await) {
         FhirError::Status {
@@ -181,7 +183,7 @@ async fn a_50_mb_body_is_cut_off_at_the_cap() {
         .await;
     let c = client(&[&server.uri()]);
     let e = c
-        .server(&server.uri(), None, None, budget(10_000))
+        .server(&server.uri(), (None, None), None, budget(10_000))
         .unwrap()
         .fetch("Observation")
         .await
@@ -204,7 +206,7 @@ async fn refused_servers_and_links_are_never_contacted() {
         "http://169.254.169.254/".to_owned(),
     ] {
         let e = c
-            .server(&target, None, Some("tok"), budget(2000))
+            .server(&target, (None, None), Some("tok"), budget(2000))
             .err()
             .unwrap();
         assert!(matches!(e, FhirError::Refused(_)), "{target}: {e:?}");
@@ -214,7 +216,7 @@ async fn refused_servers_and_links_are_never_contacted() {
     let e = any
         .server(
             &format!("https://localhost:{}/fhir", trap.port),
-            None,
+            (None, None),
             Some("tok"),
             budget(2000),
         )
@@ -251,7 +253,7 @@ async fn refused_servers_and_links_are_never_contacted() {
     let fhir = c
         .server(
             &format!("{}/fhir", server.uri()),
-            None,
+            (None, None),
             Some("tok"),
             budget(2000),
         )

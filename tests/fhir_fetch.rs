@@ -164,3 +164,36 @@ fn metric(text: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
+
+#[tokio::test]
+async fn a_tenants_fhir_server_is_queried_only_for_that_tenants_calls() {
+    let server = FhirServer::start().await;
+    let keys = KeyServer::start().await;
+    // The test client's tokens carry `tenant: test-tenant`.
+    let tenant_toml = |tenant: &str| {
+        format!(
+            "[[clients.tenants]]\ntenant = '{tenant}'\nfhir_servers = ['{}']\n",
+            server.origin()
+        )
+    };
+    let mut request = aimed_at(patient("deteriorating"), &server);
+    server.load_prefetch(&request).await;
+    request.as_object_mut().unwrap().remove("prefetch");
+    for (tenant, expected) in [("test-tenant", 200), ("another-hospital", 412)] {
+        let gw = Gateway::start(common::GatewayOptions {
+            jwks_url: Some(keys.jwks_url()),
+            client_toml: tenant_toml(tenant),
+            ..Default::default()
+        })
+        .await;
+        let (status, body) = call(&gw, &request).await;
+        assert_eq!(status, expected, "{tenant}: {body}");
+        if expected == 412 {
+            assert!(
+                body["message"].as_str().unwrap().contains("egress policy"),
+                "{body}"
+            );
+        }
+        gw.stop().await;
+    }
+}

@@ -160,13 +160,14 @@ impl FhirClient {
         &self.metrics
     }
 
-    /// The server at `base` for one hook call by the client `iss` (`None` when client
-    /// authentication is off), with the call's access token and deadline. Refused (and
-    /// counted) here, before any connection, when the egress policy does not allow it.
+    /// The server at `base` for one hook call by the client `iss` for `tenant` (`iss` is
+    /// `None` when client authentication is off), with the call's access token and deadline.
+    /// Refused (and counted) here, before any connection, when the egress policy does not
+    /// allow it.
     pub fn server<'c>(
         &'c self,
         base: &str,
-        iss: Option<&str>,
+        (iss, tenant): (Option<&str>, Option<&str>),
         token: Option<&'c str>,
         deadline: Instant,
     ) -> Result<FhirServer<'c>, FhirError> {
@@ -179,8 +180,8 @@ impl FhirClient {
         }
         base.set_query(None);
         base.set_fragment(None);
-        let rules = self.policy.rules_for(iss);
-        egress::check(rules, &base).inspect_err(|_| inc(&self.metrics.egress_refused))?;
+        let rules = self.policy.rules_for(iss, tenant);
+        egress::check(&rules, &base).inspect_err(|_| inc(&self.metrics.egress_refused))?;
         Ok(FhirServer {
             client: self,
             rules,
@@ -194,7 +195,7 @@ impl FhirClient {
 /// One FHIR server as one hook call may use it.
 pub struct FhirServer<'c> {
     client: &'c FhirClient,
-    rules: &'c [OriginRule],
+    rules: Vec<OriginRule>,
     base: Url,
     token: Option<&'c str>,
     deadline: Instant,
@@ -372,7 +373,7 @@ impl FhirServer<'_> {
 
     fn check_link(&self, url: &Url) -> Result<(), FhirError> {
         egress::same_origin(&self.base, url)
-            .and_then(|()| egress::check(self.rules, url))
+            .and_then(|()| egress::check(&self.rules, url))
             .map_err(|e| {
                 inc(&self.client.metrics.egress_refused);
                 FhirError::Refused(e)

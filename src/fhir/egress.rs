@@ -150,44 +150,62 @@ fn split_port<'t>(authority: &'t str, text: &str) -> Result<(&'t str, Option<u16
     }
 }
 
+/// One trusted client's allowlists: for all its tenants, and per tenant (one EHR `iss`
+/// serving several organisations, told apart by the JWT's `tenant` claim).
+#[derive(Debug, Clone, Default)]
+pub struct ClientEgress {
+    pub iss: String,
+    pub all_tenants: Vec<OriginRule>,
+    /// `(tenant, rules)`: added to `all_tenants` for calls carrying that `tenant`.
+    pub by_tenant: Vec<(String, Vec<OriginRule>)>,
+}
+
 /// The allowlists of every trusted client, and of development mode.
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
-    by_client: Vec<(String, Vec<OriginRule>)>,
+    by_client: Vec<ClientEgress>,
     unauthenticated: Vec<OriginRule>,
 }
 
 impl EgressPolicy {
-    /// `by_client`: `(iss, rules)` per trusted client; `unauthenticated`: the list used when
-    /// client authentication is off (`--insecure-no-auth`, the demo).
-    pub fn new(
-        by_client: Vec<(String, Vec<OriginRule>)>,
-        unauthenticated: Vec<OriginRule>,
-    ) -> Self {
+    /// `by_client`: per trusted client; `unauthenticated`: the list used when client
+    /// authentication is off (`--insecure-no-auth`, the demo).
+    pub fn new(by_client: Vec<ClientEgress>, unauthenticated: Vec<OriginRule>) -> Self {
         Self {
             by_client,
             unauthenticated,
         }
     }
 
-    /// The rules for the client with this `iss`, or the development list for `None`.
-    pub fn rules_for(&self, iss: Option<&str>) -> &[OriginRule] {
-        match iss {
-            Some(iss) => self
-                .by_client
-                .iter()
-                .find(|(i, _)| i == iss)
-                .map(|(_, r)| r.as_slice())
-                .unwrap_or(&[]),
-            None => &self.unauthenticated,
+    /// The rules for a call by client `iss` for `tenant` (its own list plus that tenant's),
+    /// or the development list when authentication is off (`iss` = `None`).
+    pub fn rules_for(&self, iss: Option<&str>, tenant: Option<&str>) -> Vec<OriginRule> {
+        let Some(iss) = iss else {
+            return self.unauthenticated.clone();
+        };
+        let Some(client) = self.by_client.iter().find(|c| c.iss == iss) else {
+            return Vec::new();
+        };
+        let mut rules = client.all_tenants.clone();
+        if let Some(tenant) = tenant {
+            for (t, extra) in &client.by_tenant {
+                if t == tenant {
+                    rules.extend(extra.iter().cloned());
+                }
+            }
         }
+        rules
     }
 
     /// Hosts named by an exact rule anywhere: only these may resolve to non-public addresses.
     pub fn exact_hosts(&self) -> HashSet<String> {
         self.by_client
             .iter()
-            .flat_map(|(_, r)| r.iter())
+            .flat_map(|c| {
+                c.all_tenants
+                    .iter()
+                    .chain(c.by_tenant.iter().flat_map(|(_, r)| r.iter()))
+            })
             .chain(self.unauthenticated.iter())
             .filter_map(|r| match &r.host {
                 HostPattern::Exact(h) => Some(h.clone()),
@@ -433,6 +451,35 @@ mod tests {
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
+    }
+
+    #[test]
+    fn a_tenants_servers_are_allowed_only_for_calls_of_that_tenant() {
+        let policy = EgressPolicy::new(
+            vec![ClientEgress {
+                iss: "https://epic.example".into(),
+                all_tenants: rules(&["https://fhir.epic.example"]),
+                by_tenant: vec![(
+                    "hospital-a".into(),
+                    rules(&["https://fhir.hospital-a.example"]),
+                )],
+            }],
+            rules(&["http://127.0.0.1:8081"]),
+        );
+        let a = url("https://fhir.hospital-a.example/R4");
+        let shared = url("https://fhir.epic.example/R4");
+        let ok = |iss, tenant, u: &Url| check(&policy.rules_for(iss, tenant), u).is_ok();
+        assert!(ok(Some("https://epic.example"), Some("hospital-a"), &a));
+        assert!(!ok(Some("https://epic.example"), Some("hospital-b"), &a));
+        assert!(!ok(Some("https://epic.example"), None, &a));
+        assert!(ok(
+            Some("https://epic.example"),
+            Some("hospital-b"),
+            &shared
+        ));
+        assert!(!ok(Some("https://other.example"), Some("hospital-a"), &a));
+        assert!(ok(None, None, &url("http://127.0.0.1:8081/fhir")));
+        assert!(policy.exact_hosts().contains("fhir.hospital-a.example"));
     }
 
     #[test]

@@ -16,6 +16,6 @@ pub mod projection;
 pub mod time;
 
 pub use client::{Fetched, FhirClient, FhirServer, FhirSettings, Search};
-pub use egress::{EgressPolicy, EgressRefusal, OriginRule};
+pub use egress::{ClientEgress, EgressPolicy, EgressRefusal, OriginRule};
 pub use error::FhirError;
 pub use projection::{ObservationView, Projected, ProjectionError};

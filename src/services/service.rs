@@ -189,12 +189,11 @@ impl CdsService {
             .unwrap_or(deadline);
         let server = match request.fhir_server.as_deref() {
             Some(base) if needs_server => {
-                match self.fhir.client.server(
-                    base,
+                let caller = (
                     client.map(|c| c.iss.as_str()),
-                    token,
-                    fetch_deadline,
-                ) {
+                    client.and_then(|c| c.tenant.as_deref()),
+                );
+                match self.fhir.client.server(base, caller, token, fetch_deadline) {
                     Ok(server) => Some(server),
                     Err(e) => {
                         tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e.log_summary(), "fhirServer refused, not contacted");

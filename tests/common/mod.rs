@@ -119,6 +119,8 @@ pub struct GatewayOptions {
     pub inference_toml: String,
     /// The trusted client's `fhir_servers` allowlist.
     pub fhir_servers: Vec<String>,
+    /// Appended after the trusted client's block (e.g. `[[clients.tenants]]`).
+    pub client_toml: String,
 }
 
 impl Default for GatewayOptions {
@@ -131,6 +133,7 @@ impl Default for GatewayOptions {
             models_dir: repo().join("models"),
             inference_toml: String::new(),
             fhir_servers: Vec::new(),
+            client_toml: String::new(),
         }
     }
 }
@@ -150,8 +153,8 @@ pub fn config_text(opts: &GatewayOptions, db: &Path) -> String {
     text.push_str(&opts.extra_toml);
     if let Some(jwks) = &opts.jwks_url {
         text.push_str(&format!(
-            "\n[[clients]]\niss = '{ISS}'\njwks_urls = ['{jwks}']\nfhir_servers = {:?}\n",
-            opts.fhir_servers
+            "\n[[clients]]\niss = '{ISS}'\njwks_urls = ['{jwks}']\nfhir_servers = {:?}\n{}",
+            opts.fhir_servers, opts.client_toml
         ));
     }
     text
