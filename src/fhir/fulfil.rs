@@ -47,7 +47,7 @@ pub async fn fulfil<'r>(wants: &[Want<'r>], server: Option<&FhirServer<'_>>) -> 
                 out.push(Some(Supply::NoData));
                 continue;
             }
-            Some(v) => projection::resource_type(v).as_deref() == Some("OperationOutcome"),
+            Some(v) => projection::is_operation_outcome(v),
         };
         if !requery {
             out.push(want.prefetched.map(Supply::Prefetched));

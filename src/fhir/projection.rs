@@ -244,6 +244,14 @@ fn push<'a>(resource: &'a RawValue, out: &mut Projected<'a>) {
     }
 }
 
+/// Whether a prefetch value is an OperationOutcome (the EHR's own fetch failed). A value that
+/// does not contain the word cannot be one, so the common case costs a substring scan, not a
+/// parse of a 100 KB Bundle.
+pub fn is_operation_outcome(value: &RawValue) -> bool {
+    value.get().contains("OperationOutcome")
+        && resource_type(value).as_deref() == Some("OperationOutcome")
+}
+
 /// The `resourceType` of a prefetch value, if it is a JSON object with one.
 pub fn resource_type(value: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<TypeOnly<'_>>(value.get())
@@ -257,6 +265,17 @@ mod tests {
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn operation_outcomes_are_told_from_bundles_that_mention_one() {
+        assert!(is_operation_outcome(&raw(
+            r#"{"resourceType":"OperationOutcome","issue":[]}"#
+        )));
+        assert!(!is_operation_outcome(&raw(
+            r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"OperationOutcome"},"search":{"mode":"outcome"}}]}"#
+        )));
+        assert!(!is_operation_outcome(&raw(r#"{"resourceType":"Bundle"}"#)));
     }
 
     #[test]

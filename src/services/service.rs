@@ -174,10 +174,8 @@ impl CdsService {
     ) -> Vec<Supply<'r>> {
         let needs_server = wants.iter().any(|w| {
             w.fetch_if_missing
-                && w.prefetched.is_none_or(|v| {
-                    v.get() != "null"
-                        && projection::resource_type(v).as_deref() == Some("OperationOutcome")
-                })
+                && w.prefetched
+                    .is_none_or(|v| v.get() != "null" && projection::is_operation_outcome(v))
         });
         let token = request
             .fhir_authorization
@@ -201,10 +199,7 @@ impl CdsService {
                             .iter()
                             .map(|w| match w.prefetched {
                                 Some(v) if v.get() == "null" => Supply::NoData,
-                                Some(v)
-                                    if projection::resource_type(v).as_deref()
-                                        != Some("OperationOutcome") =>
-                                {
+                                Some(v) if !projection::is_operation_outcome(v) => {
                                     Supply::Prefetched(v)
                                 }
                                 _ => Supply::Missing(format!("fhirServer {e}")),
