@@ -36,33 +36,46 @@ pub enum Supply<'r> {
     Failed(FhirError),
 }
 
+/// Whether this want's data must come from the server: the client did not send it (or sent
+/// an OperationOutcome) and the service needs it.
+fn must_query(want: &Want<'_>) -> bool {
+    want.fetch_if_missing
+        && want
+            .prefetched
+            .is_none_or(|v| v.get() != "null" && projection::is_operation_outcome(v))
+}
+
+/// Whether any want needs the FHIR server (so the caller looks for one only then).
+pub fn needs_server(wants: &[Want<'_>]) -> bool {
+    wants.iter().any(must_query)
+}
+
 /// Fulfils every want: queries run concurrently on `server`, each bounded by its deadline.
-pub async fn fulfil<'r>(wants: &[Want<'r>], server: Option<&FhirServer<'_>>) -> Vec<Supply<'r>> {
+/// `server` is `Err(why)` when there is none to query (no `fhirServer`, or it was refused):
+/// wants that needed it are `Missing(why)`.
+pub async fn fulfil<'r>(
+    wants: &[Want<'r>],
+    server: Result<&FhirServer<'_>, &str>,
+) -> Vec<Supply<'r>> {
     let mut out: Vec<Option<Supply<'r>>> = Vec::with_capacity(wants.len());
     let mut queries = Vec::new();
     for (i, want) in wants.iter().enumerate() {
-        let requery = match want.prefetched {
-            None => true,
-            Some(v) if v.get() == "null" => {
-                out.push(Some(Supply::NoData));
-                continue;
-            }
-            Some(v) => projection::is_operation_outcome(v),
+        let supply = match want.prefetched {
+            Some(v) if v.get() == "null" => Some(Supply::NoData),
+            Some(v) if !projection::is_operation_outcome(v) => Some(Supply::Prefetched(v)),
+            _ if !must_query(want) => Some(Supply::Missing("not needed by this service".into())),
+            _ => match (&want.query, server) {
+                (Err(e), _) => Some(Supply::Missing(format!(
+                    "its query cannot be rendered: {e}"
+                ))),
+                (Ok(_), Err(why)) => Some(Supply::Missing(why.to_owned())),
+                (Ok(q), Ok(s)) => {
+                    queries.push((i, s.fetch(q)));
+                    None
+                }
+            },
         };
-        if !requery {
-            out.push(want.prefetched.map(Supply::Prefetched));
-            continue;
-        }
-        let why_not = match (&want.query, server) {
-            _ if !want.fetch_if_missing => Some("not needed by this service".to_owned()),
-            (Err(e), _) => Some(format!("its query cannot be rendered: {e}")),
-            (Ok(_), None) => Some("the request has no fhirServer to query".to_owned()),
-            (Ok(q), Some(s)) => {
-                queries.push((i, s.fetch(q)));
-                None
-            }
-        };
-        out.push(why_not.map(Supply::Missing));
+        out.push(supply);
     }
     let (indices, futures): (Vec<usize>, Vec<_>) = queries.into_iter().unzip();
     let results = futures_util::future::join_all(futures).await;

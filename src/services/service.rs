@@ -172,11 +172,6 @@ impl CdsService {
         client: Option<&VerifiedClient>,
         deadline: Instant,
     ) -> Vec<Supply<'r>> {
-        let needs_server = wants.iter().any(|w| {
-            w.fetch_if_missing
-                && w.prefetched
-                    .is_none_or(|v| v.get() != "null" && projection::is_operation_outcome(v))
-        });
         let token = request
             .fhir_authorization
             .as_ref()
@@ -185,32 +180,25 @@ impl CdsService {
         let fetch_deadline = deadline
             .checked_sub(self.fhir.scoring_reserve)
             .unwrap_or(deadline);
+        // The server is looked at (and the egress policy asked) only when data must be fetched.
         let server = match request.fhir_server.as_deref() {
-            Some(base) if needs_server => {
+            _ if !fulfil::needs_server(wants) => Err("no query needed".to_owned()),
+            None => Err("the request has no fhirServer to query".to_owned()),
+            Some(base) => {
                 let caller = (
                     client.map(|c| c.iss.as_str()),
                     client.and_then(|c| c.tenant.as_deref()),
                 );
-                match self.fhir.client.server(base, caller, token, fetch_deadline) {
-                    Ok(server) => Some(server),
-                    Err(e) => {
+                self.fhir
+                    .client
+                    .server(base, caller, token, fetch_deadline)
+                    .map_err(|e| {
                         tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e.log_summary(), "fhirServer refused, not contacted");
-                        return wants
-                            .iter()
-                            .map(|w| match w.prefetched {
-                                Some(v) if v.get() == "null" => Supply::NoData,
-                                Some(v) if !projection::is_operation_outcome(v) => {
-                                    Supply::Prefetched(v)
-                                }
-                                _ => Supply::Missing(format!("fhirServer {e}")),
-                            })
-                            .collect();
-                    }
-                }
+                        format!("fhirServer {e}")
+                    })
             }
-            _ => None,
         };
-        fulfil::fulfil(wants, server.as_ref()).await
+        fulfil::fulfil(wants, server.as_ref().map_err(String::as_str)).await
     }
 
     /// Projects every supplied input into Observations (one pass each). A required key
