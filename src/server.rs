@@ -21,7 +21,7 @@ use crate::hooks::wire::ErrorBody;
 use crate::inference::{LoadError, ModelRegistry};
 use crate::metrics::inc;
 use crate::services::{DefinitionErrors, FhirAccess, ServiceRegistry};
-use crate::store::{Store, StoreError};
+use crate::store::{AuditWriter, Store, StoreError};
 
 /// Shared state of a running gateway. Everything is fixed at start-up except the
 /// [`Runtime`], which a reload (SIGHUP) replaces as a whole.
@@ -30,6 +30,8 @@ pub struct AppState {
     pub auth: ClientAuth,
     runtime: RwLock<Arc<Runtime>>,
     pub store: Store,
+    /// Background writer of audit records.
+    pub audit: AuditWriter,
     pub fhir: Arc<FhirAccess>,
     /// Reloads that took effect / were refused (`/metrics`).
     pub reloads: AtomicU64,
@@ -152,6 +154,7 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         config,
         auth,
         runtime: RwLock::new(Arc::new(runtime)),
+        audit: AuditWriter::start(store.clone(), 4096),
         store,
         fhir,
         reloads: AtomicU64::new(0),
@@ -247,6 +250,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     for (name, counter) in [
         ("reloads", &state.reloads),
         ("reload_failures", &state.reload_failures),
+        ("audit_dropped", &*state.audit.dropped),
     ] {
         out.push_str(&format!(
             "bedside_{name}_total {}\n",

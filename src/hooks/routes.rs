@@ -183,7 +183,7 @@ fn finish_audit<T>(
             audit.http_status = e.status_code().as_u16();
         }
     }
-    state.store.spawn_audit(audit);
+    state.audit.record(audit);
 }
 
 #[derive(Deserialize)]

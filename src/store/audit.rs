@@ -26,52 +26,39 @@ pub struct AuditRecord {
 }
 
 impl Store {
-    /// Writes one audit record.
-    pub async fn record_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        let patient_hash = match &record.patient_id {
-            Some(id) => Some(self.pseudonym(id).await?),
-            None => None,
-        };
-        sqlx::query(
-            "INSERT INTO audit (at, action, service_id, hook_instance, client_iss, tenant, user_id,
-                patient_hash, outcome, http_status, cards, elapsed_ms)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .bind(record.action)
-        .bind(&record.service_id)
-        .bind(&record.hook_instance)
-        .bind(&record.client_iss)
-        .bind(&record.tenant)
-        .bind(&record.user_id)
-        .bind(patient_hash)
-        .bind(&record.outcome)
-        .bind(record.http_status as i64)
-        .bind(record.cards as i64)
-        .bind(record.elapsed_ms)
-        .execute(&self.pool)
-        .await?;
+    /// Writes audit records in one transaction (the patient ids hashed first).
+    pub async fn record_audits(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let salt = self.audit_salt().await?;
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut tx = self.pool.begin().await?;
+        for record in records {
+            sqlx::query(
+                "INSERT INTO audit (at, action, service_id, hook_instance, client_iss, tenant,
+                    user_id, patient_hash, outcome, http_status, cards, elapsed_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&at)
+            .bind(record.action)
+            .bind(&record.service_id)
+            .bind(&record.hook_instance)
+            .bind(&record.client_iss)
+            .bind(&record.tenant)
+            .bind(&record.user_id)
+            .bind(record.patient_id.as_deref().map(|id| keyed_hash(&salt, id)))
+            .bind(&record.outcome)
+            .bind(record.http_status as i64)
+            .bind(record.cards as i64)
+            .bind(record.elapsed_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
-    }
-
-    /// Writes the record in the background: the caller's answer does not wait for the disk.
-    pub fn spawn_audit(&self, record: AuditRecord) {
-        let store = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.record_audit(&record).await {
-                tracing::warn!(error = %e, service = %record.service_id, "audit record not written");
-            }
-        });
     }
 
     /// The stable pseudonym of a patient id in this deployment: sha256(salt ‖ 0 ‖ id), hex.
     pub async fn pseudonym(&self, patient_id: &str) -> Result<String, StoreError> {
-        let salt = self.audit_salt().await?;
-        let mut h = Sha256::new();
-        h.update(salt.as_bytes());
-        h.update([0]);
-        h.update(patient_id.as_bytes());
-        Ok(hex::encode(h.finalize()))
+        Ok(keyed_hash(&self.audit_salt().await?, patient_id))
     }
 
     async fn audit_salt(&self) -> Result<String, StoreError> {
@@ -99,6 +86,53 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+fn keyed_hash(salt: &str, patient_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0]);
+    h.update(patient_id.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Hands audit records to one background writer through a bounded queue, so a hook answer
+/// never waits for the disk and a store slower than the traffic cannot grow memory without
+/// bound: records that find the queue full are dropped and counted
+/// (`bedside_audit_dropped_total`). The writer commits what has queued up as one transaction.
+pub struct AuditWriter {
+    tx: tokio::sync::mpsc::Sender<AuditRecord>,
+    pub dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Records per transaction at most.
+const AUDIT_BATCH: usize = 256;
+
+impl AuditWriter {
+    /// Starts the writer task on `store`, with room for `capacity` queued records.
+    pub fn start(store: Store, capacity: usize) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<AuditRecord>(capacity);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(AUDIT_BATCH);
+            while rx.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+                if let Err(e) = store.record_audits(&batch).await {
+                    tracing::warn!(error = %e, records = batch.len(), "audit records not written");
+                }
+                batch.clear();
+            }
+        });
+        Self {
+            tx,
+            dropped: std::sync::Arc::default(),
+        }
+    }
+
+    /// Queues one record (never waits).
+    pub fn record(&self, record: AuditRecord) {
+        if self.tx.try_send(record).is_err() {
+            crate::metrics::inc(&self.dropped);
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use sqlx::SqlitePool;
 
 mod audit;
 
-pub use audit::{AuditRecord, StoredAudit};
+pub use audit::{AuditRecord, AuditWriter, StoredAudit};
 
 use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::Feedback;
