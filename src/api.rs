@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
 use sha2::Digest as _;
 
+use crate::features::explain;
 use crate::features::news2::{self, Vitals};
 use crate::fhir::projection::{self, Text};
 use crate::fhir::time::parse_instant;
@@ -315,6 +316,7 @@ fn prediction_json(
     let m = &model.manifest;
     let x = &prepared.matrix;
     let news2 = news2::score(&Vitals::latest(&model.features, x, x.window_start));
+    let why = explain::explain(&model.features, x, &scored.contributions, 5);
     let explanation: Vec<Value> = model
         .features
         .features
@@ -355,6 +357,13 @@ fn prediction_json(
             "not_recorded": news2.missing,
         },
         "explanation": explanation,
+        "drivers": why.drivers.iter().map(|d| json!({
+            "feature": d.feature,
+            "observation": d.reference,
+            "contribution": d.contribution,
+            "words": d.words,
+        })).collect::<Vec<_>>(),
+        "trends": why.trends.iter().map(|t| json!({"feature": t.feature, "words": t.words})).collect::<Vec<_>>(),
         "training_data": m.training_data,
         "model_card": format!("{}/models/{}/{}/model-card", state.config.public_base(), m.name, m.version),
     })

@@ -112,7 +112,8 @@ async fn a_deteriorating_patient_gets_a_spec_valid_card_from_the_model() {
     );
     let detail = card.detail.as_deref().unwrap();
     assert!(detail.contains("Data window"), "{detail}");
-    assert!(detail.contains("What drove the score"), "{detail}");
+    assert!(detail.contains("Top contributing observations"), "{detail}");
+    assert!(detail.contains("Trend:"), "{detail}");
     assert!(detail.contains("Observation/"), "{detail}");
     assert!(detail.contains("synthetic"), "{detail}");
     assert!(card.override_reasons.iter().all(|r| r.display.is_some()));
@@ -450,7 +451,8 @@ async fn metrics_count_cards_abstentions_and_batches() {
         "bedside_service_abstained_total{service=\"deterioration\"} 1",
         "bedside_service_prefetch_missing_total{service=\"deterioration\"} 1",
         "bedside_inference_jobs_total{model=\"deterioration\",version=\"1.0.0\"} 1",
-        "bedside_inference_samples_total{model=\"deterioration\",version=\"1.0.0\"} 7",
+        // The input, 6 per-feature counterfactuals and the 96 newest measurements occluded.
+        "bedside_inference_samples_total{model=\"deterioration\",version=\"1.0.0\"} 103",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

@@ -6,8 +6,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use super::template::{Template, Values};
+use crate::features::explain::Explanation;
 use crate::features::news2::News2;
-use crate::features::{FeatureMatrix, FeatureSpec};
+use crate::features::FeatureMatrix;
 use crate::hooks::wire::{Card, Coding, Indicator, Link, LinkType, Source};
 use crate::inference::Manifest;
 
@@ -31,14 +32,13 @@ pub struct RiskAssessment<'a> {
     pub service_id: &'a str,
     pub hook_instance: &'a str,
     pub manifest: &'a Manifest,
-    pub features: &'a FeatureSpec,
     pub matrix: &'a FeatureMatrix,
     /// Calibrated probability from the model.
     pub risk: f32,
     pub indicator: Indicator,
     pub news2: &'a News2,
-    /// Per feature: the model's risk had that signal been absent from the window.
-    pub risk_without: &'a [f32],
+    /// Top contributing observations and the trend of each signal.
+    pub explanation: &'a Explanation,
     /// Observations of model inputs that could not be used (unit, status, time, shape).
     pub rejected: usize,
     /// Base URL for links (no trailing slash).
@@ -158,39 +158,35 @@ fn risk_detail(a: &RiskAssessment<'_>, risk_pct: u32) -> String {
             a.news2.missing.join(", ")
         );
     }
-    d.push_str(". SpO2 scale 1.\n\n");
+    let _ = write!(d, ". SpO2 scale {}.\n\n", a.news2.scale.number());
 
-    let mut drivers: Vec<(usize, f32)> = a
-        .risk_without
-        .iter()
-        .enumerate()
-        .map(|(f, without)| (f, a.risk - without))
-        .filter(|(f, delta)| *delta > 0.005 && x.latest(*f).is_some())
-        .collect();
-    drivers.sort_by(|l, r| r.1.total_cmp(&l.1));
-    if drivers.is_empty() {
-        d.push_str("No single vital sign moved the score by more than 0.5 points.\n\n");
+    if a.explanation.drivers.is_empty() {
+        d.push_str("No single observation moved the score by more than 0.2 points.\n\n");
     } else {
-        d.push_str("**What drove the score** (risk recomputed with that signal removed from the window):\n\n");
-        d.push_str("| Signal | Latest (time, source) | Earliest in window | Risk without it |\n|---|---|---|---|\n");
-        for (f, _) in drivers.iter().take(4) {
-            let def = &a.features.features[*f];
-            let (Some(latest), Some(first)) = (x.latest(*f), x.earliest(*f)) else {
-                continue;
-            };
+        d.push_str(
+            "**Top contributing observations** (risk recomputed with each one left out):\n\n",
+        );
+        for driver in &a.explanation.drivers {
             let _ = writeln!(
                 d,
-                "| {} | {} {} at {} (Observation/{}) | {} | {}% |",
-                def.display,
-                fmt_value(latest.value),
-                def.unit,
-                hhmm(latest.time),
-                latest.resource_id,
-                fmt_value(first.value),
-                (a.risk_without[*f] * 100.0).round() as i32
+                "- {} (+{:.1} points; {})",
+                driver.words,
+                driver.contribution * 100.0,
+                driver.reference
             );
         }
         d.push('\n');
+    }
+    if !a.explanation.trends.is_empty() {
+        d.push_str("**Trend:** ");
+        let trends: Vec<&str> = a
+            .explanation
+            .trends
+            .iter()
+            .map(|t| t.words.as_str())
+            .collect();
+        d.push_str(&trends.join("; "));
+        d.push_str(".\n\n");
     }
     let _ = write!(
         d,
@@ -214,14 +210,6 @@ fn risk_detail(a: &RiskAssessment<'_>, risk_pct: u32) -> String {
         m.training_data
     );
     d
-}
-
-fn fmt_value(v: f64) -> String {
-    if (v - v.round()).abs() < 0.05 {
-        format!("{}", v.round() as i64)
-    } else {
-        format!("{v:.1}")
-    }
 }
 
 /// An info card saying why no score was given (only when the service asks for one).

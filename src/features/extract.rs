@@ -113,7 +113,7 @@ fn value_of(
             Some(_) => q.unit.as_deref(),
         }
         .unwrap_or("");
-        return units::convert(value, unit, &def.unit)
+        return units::convert(value, unit, &def.unit, def.molar_mass)
             .ok_or("unit not convertible to the feature's unit");
     }
     if let Some(c) = concept {

@@ -1,15 +1,16 @@
 //! Measurements → the `[steps, 2 × features]` input of a sequence model.
 //!
-//! Contract (shared with `models/*/train.py` through `features.toml`): step `t` covers
+//! Contract (shared with `models/featurize.py` through `features.toml`): step `t` covers
 //! `[start + t·step, start + (t+1)·step)` with `start = now − window`; a step's value is the
-//! last measurement in it; empty steps carry the previous value forward; steps before a
-//! feature's first measurement hold its mean (0 after normalisation); mask channels say
-//! whether the step had a measurement.
+//! feature's `aggregate` (last, mean, min, max) of its measurements in it; empty steps carry
+//! the previous value forward while `step end − source time ≤ max_age`; steps with no value
+//! hold the feature's mean (0 after normalisation); mask channels say whether the step had a
+//! measurement.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
 use super::extract::Measurement;
-use super::spec::FeatureSpec;
+use super::spec::{Aggregate, FeatureSpec};
 
 /// Per-feature normalisation constants from the model's manifest.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,10 +42,6 @@ impl FeatureMatrix {
         measurements: &[Measurement],
         now: DateTime<Utc>,
     ) -> Self {
-        let steps = spec.steps();
-        let nf = spec.features.len();
-        let channels = nf * 2;
-        let step_secs = spec.step.as_secs() as i64;
         let window_start = now - ChronoDuration::seconds(spec.window.as_secs() as i64);
         // `[now - window, now)`, exactly as training reads it: a measurement stamped after the
         // scoring time (clock skew between EHR and bedside) is left out, not guessed into a step.
@@ -53,42 +50,10 @@ impl FeatureMatrix {
             .filter(|m| m.time >= window_start && m.time < now)
             .cloned()
             .collect();
-        let mut sources = vec![None; steps * nf];
-        let mut observed = vec![false; steps * nf];
-        for (i, m) in in_window.iter().enumerate() {
-            let offset = (m.time - window_start).num_seconds() / step_secs;
-            let t = (offset.max(0) as usize).min(steps - 1);
-            // Sorted by time: a later measurement in the same step replaces an earlier one.
-            sources[t * nf + m.feature] = Some(i);
-            observed[t * nf + m.feature] = true;
-        }
-        for f in 0..nf {
-            for t in 1..steps {
-                if sources[t * nf + f].is_none() {
-                    sources[t * nf + f] = sources[(t - 1) * nf + f];
-                }
-            }
-        }
-        let mut values = vec![0.0f32; steps * channels];
-        for t in 0..steps {
-            for f in 0..nf {
-                if let Some(i) = sources[t * nf + f] {
-                    // In f64 (constants too) then cast, as training does: parity to 1e-6 depends on it.
-                    let std = norm.std[f];
-                    values[t * channels + f] = if std > 0.0 {
-                        ((in_window[i].value - norm.mean[f]) / std) as f32
-                    } else {
-                        0.0
-                    };
-                }
-                if observed[t * nf + f] {
-                    values[t * channels + nf + f] = 1.0;
-                }
-            }
-        }
+        let (values, sources) = fill(spec, norm, &in_window, window_start, None);
         Self {
-            steps,
-            features: nf,
+            steps: spec.steps(),
+            features: spec.features.len(),
             values,
             sources,
             measurements: in_window,
@@ -115,6 +80,41 @@ impl FeatureMatrix {
         batch
     }
 
+    /// Indices (into [`Self::measurements`]) of the measurements worth occluding one at a
+    /// time: the newest `limit` that feed at least one cell. Bounded so that a patient with
+    /// thousands of results costs a fixed batch, and the newest are where changes show.
+    pub fn occludable(&self, limit: usize) -> Vec<usize> {
+        let mut used = vec![false; self.measurements.len()];
+        for i in self.sources.iter().flatten() {
+            used[*i] = true;
+        }
+        let mut picked: Vec<usize> = (0..self.measurements.len())
+            .rev()
+            .filter(|i| used[*i])
+            .take(limit)
+            .collect();
+        picked.reverse();
+        picked
+    }
+
+    /// The inputs with each of `which` (measurement indices) removed in turn, rebuilt by the
+    /// same rules (the step falls back to its other measurements or the carried value). The
+    /// model's score on each, against the full input's, is that measurement's contribution:
+    /// occlusion over the input grid, the same for local and remote models.
+    pub fn with_each_measurement_removed(
+        &self,
+        spec: &FeatureSpec,
+        norm: &Normalisation,
+        which: &[usize],
+    ) -> Vec<f32> {
+        let mut batch = Vec::with_capacity(self.values.len() * which.len());
+        for &i in which {
+            let (values, _) = fill(spec, norm, &self.measurements, self.window_start, Some(i));
+            batch.extend(values);
+        }
+        batch
+    }
+
     /// The most recent in-window measurement of feature `f`.
     pub fn latest(&self, f: usize) -> Option<&Measurement> {
         self.measurements.iter().rev().find(|m| m.feature == f)
@@ -129,6 +129,93 @@ impl FeatureMatrix {
     pub fn count(&self, f: usize) -> usize {
         self.measurements.iter().filter(|m| m.feature == f).count()
     }
+}
+
+/// Fills the grid from in-window measurements (sorted by time), leaving out `skip`.
+/// Returns the row-major `[steps][2 × features]` values and the `[steps][features]` source
+/// measurement of each value cell.
+fn fill(
+    spec: &FeatureSpec,
+    norm: &Normalisation,
+    in_window: &[Measurement],
+    window_start: DateTime<Utc>,
+    skip: Option<usize>,
+) -> (Vec<f32>, Vec<Option<usize>>) {
+    let steps = spec.steps();
+    let nf = spec.features.len();
+    let channels = nf * 2;
+    let step_secs = spec.step.as_secs() as i64;
+    // Per cell: the aggregated value (canonical unit) and the measurement it is attributed to.
+    let mut cell: Vec<Option<(f64, usize)>> = vec![None; steps * nf];
+    let mut count = vec![0u32; steps * nf];
+    for (i, m) in in_window.iter().enumerate() {
+        if skip == Some(i) {
+            continue;
+        }
+        let offset = (m.time - window_start).num_seconds() / step_secs;
+        let k = (offset.max(0) as usize).min(steps - 1) * nf + m.feature;
+        count[k] += 1;
+        // Sorted by time: "last" is the latest; min/max keep the first extreme; mean keeps a
+        // running sum (divided below) attributed to the latest measurement.
+        cell[k] = Some(match (cell[k], spec.features[m.feature].aggregate) {
+            (None, _) | (Some(_), Aggregate::Last) => (m.value, i),
+            (Some((sum, _)), Aggregate::Mean) => (sum + m.value, i),
+            (Some((v, j)), Aggregate::Min) => {
+                if m.value < v {
+                    (m.value, i)
+                } else {
+                    (v, j)
+                }
+            }
+            (Some((v, j)), Aggregate::Max) => {
+                if m.value > v {
+                    (m.value, i)
+                } else {
+                    (v, j)
+                }
+            }
+        });
+    }
+    let mut values = vec![0.0f32; steps * channels];
+    let mut sources = vec![None; steps * nf];
+    for (f, def) in spec.features.iter().enumerate() {
+        let max_age = def
+            .max_age
+            .map(|a| ChronoDuration::milliseconds(a.as_millis() as i64));
+        let mut carried: Option<(f64, usize)> = None;
+        for t in 0..steps {
+            let k = t * nf + f;
+            let here = cell[k].map(|(v, i)| match def.aggregate {
+                Aggregate::Mean => (v / f64::from(count[k]), i),
+                _ => (v, i),
+            });
+            let value = match here {
+                Some(v) => {
+                    values[t * channels + nf + f] = 1.0;
+                    Some(v)
+                }
+                None => {
+                    let step_end =
+                        window_start + ChronoDuration::seconds((t as i64 + 1) * step_secs);
+                    carried.filter(|(_, i)| {
+                        max_age.is_none_or(|age| step_end - in_window[*i].time <= age)
+                    })
+                }
+            };
+            carried = value;
+            if let Some((v, i)) = value {
+                sources[k] = Some(i);
+                // In f64 (constants too) then cast, as training does: parity to 1e-6 depends on it.
+                let std = norm.std[f];
+                values[t * channels + f] = if std > 0.0 {
+                    ((v - norm.mean[f]) / std) as f32
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    (values, sources)
 }
 
 #[cfg(test)]
@@ -178,5 +265,41 @@ mod tests {
         assert_eq!(&batch[..16], x.values.as_slice());
         assert_eq!(&batch[16 + 12..16 + 16], [0.0, 2.0, 0.0, 1.0]); // hr removed
         assert_eq!(&batch[32 + 12..32 + 16], [2.0, 0.0, 0.0, 0.0]); // rr removed
+
+        // Occluding one measurement rebuilds by the same rules: without the 100 at step 1 the
+        // 90 in the same step is the value; without the only rr, rr is never observed.
+        let which = x.occludable(10);
+        assert_eq!(which, vec![1, 2]); // the 90 at step 1 is superseded, feeds no cell
+        let spec = spec();
+        let occluded = x.with_each_measurement_removed(&spec, &norm, &[1, 2]);
+        assert_eq!(&occluded[4..8], [1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(&occluded[16 + 12..16 + 16], [2.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn aggregates_and_stops_carrying_values_older_than_max_age() {
+        let spec = FeatureSpec::parse(
+            "window_hours = 4\nstep_minutes = 60\n[[feature]]\nname='lactate'\nloinc=['2524-7']\nunit='mmol/L'\naggregate='max'\nmax_age_hours=2\n[[feature]]\nname='hr'\nloinc=['8867-4']\nunit='/min'\naggregate='mean'\n",
+        )
+        .unwrap();
+        let now = "2026-01-01T12:00:00Z".parse().unwrap();
+        let norm = Normalisation {
+            mean: vec![0.0, 0.0],
+            std: vec![1.0, 1.0],
+        };
+        let ms = vec![
+            m(0, 230, 4.0, now), // step 0
+            m(1, 225, 80.0, now),
+            m(0, 220, 2.0, now), // step 0: max keeps 4.0
+            m(1, 200, 90.0, now),
+        ];
+        let x = FeatureMatrix::build(&spec, &norm, &ms, now);
+        let lactate: Vec<f32> = (0..4).map(|t| x.values[t * 4]).collect();
+        // Carried into step 1 (ends 80 min after the 4.0), not into step 2 (140 min > 2 h).
+        assert_eq!(lactate, [4.0, 4.0, 0.0, 0.0]);
+        assert_eq!(x.sources[0], Some(0));
+        let hr: Vec<f32> = (0..4).map(|t| x.values[t * 4 + 1]).collect();
+        assert_eq!(hr, [85.0, 85.0, 85.0, 85.0]); // mean, carried without an age limit
+        assert_eq!(x.sources[1], Some(3)); // the mean is attributed to the latest
     }
 }

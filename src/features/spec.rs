@@ -41,6 +41,29 @@ struct RawFeature {
     /// rejected, never guessed.
     #[serde(default)]
     coded_values: BTreeMap<String, f64>,
+    /// g/mol; lets mass and substance concentrations (mg/dL ↔ µmol/L) convert.
+    #[serde(default)]
+    molar_mass: Option<f64>,
+    #[serde(default)]
+    aggregate: Aggregate,
+    /// A value is carried into later empty steps for at most this long; older steps count
+    /// as missing (mean, mask 0). Absent: carried to the end of the window.
+    #[serde(default)]
+    max_age_hours: Option<f64>,
+}
+
+/// How several measurements in one step become the step's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    /// The most recent one (vital signs: the state at the end of the step).
+    #[default]
+    Last,
+    Mean,
+    /// The lowest (e.g. SpO2, systolic BP: the worst reading).
+    Min,
+    /// The highest (e.g. respiratory rate, lactate: the worst reading).
+    Max,
 }
 
 /// One input channel.
@@ -54,6 +77,11 @@ pub struct FeatureDef {
     /// Canonical UCUM unit; values are converted to it (see [`units`]).
     pub unit: String,
     pub coded_values: BTreeMap<String, f64>,
+    /// g/mol, for mass ↔ substance concentration conversion.
+    pub molar_mass: Option<f64>,
+    pub aggregate: Aggregate,
+    /// Longest a value is carried forward into empty steps.
+    pub max_age: Option<Duration>,
 }
 
 /// A validated feature spec.
@@ -103,12 +131,28 @@ impl FeatureSpec {
                     f.name, f.unit
                 ));
             }
+            if f.molar_mass.is_some_and(|m| !(m.is_finite() && m > 0.0)) {
+                return Err(format!("feature[{i}] `{}`: molar_mass must be > 0", f.name));
+            }
+            let max_age = match f.max_age_hours {
+                None => None,
+                Some(h) if h.is_finite() && h > 0.0 => Some(Duration::from_secs_f64(h * 3600.0)),
+                Some(_) => {
+                    return Err(format!(
+                        "feature[{i}] `{}`: max_age_hours must be > 0",
+                        f.name
+                    ))
+                }
+            };
             features.push(FeatureDef {
                 display: f.display.unwrap_or_else(|| f.name.replace('_', " ")),
                 name: f.name,
                 loinc: f.loinc,
                 unit: f.unit,
                 coded_values: f.coded_values,
+                molar_mass: f.molar_mass,
+                aggregate: f.aggregate,
+                max_age,
             });
         }
         Ok(Self {

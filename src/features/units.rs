@@ -1,39 +1,129 @@
-//! UCUM unit conversion for the units vital signs arrive in.
+//! UCUM unit conversion for the units vital signs and laboratory results arrive in.
 //!
 //! Conversions are explicit; a unit not listed is rejected rather than guessed (a °F value
-//! read as °C is a fever of 98). Human-readable spellings EHRs put in `Quantity.unit` are
-//! accepted only when no UCUM `code` is given.
+//! read as °C is a fever of 98, a creatinine in µmol/L read as mg/dL is stage-3 AKI).
+//! Mass ↔ substance concentrations (mg/dL ↔ µmol/L) need the analyte's molar mass, which the
+//! feature spec declares; without it such a conversion is refused. Human-readable spellings
+//! EHRs put in `Quantity.unit` are mapped to UCUM codes first.
+//!
+//! `models/featurize.py` carries the same table; the parity test keeps the two equal.
 
-/// Canonical units features may be declared in.
-const CANONICAL: &[&str] = &["/min", "%", "Cel", "mm[Hg]", "1"];
-
-/// Whether `unit` is a canonical unit of some feature.
-pub fn is_canonical(unit: &str) -> bool {
-    CANONICAL.contains(&unit)
+/// What a unit measures; only units of the same kind convert into each other (mass and
+/// substance concentrations through a molar mass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Rate,
+    Percent,
+    Pressure,
+    Dimensionless,
+    /// Factor to mg/dL.
+    MassConcentration,
+    /// Factor to mmol/L.
+    SubstanceConcentration,
+    /// Factor to 10*9/L (= 10*3/uL).
+    CellCount,
+    /// Factor to L/min.
+    Flow,
 }
 
-/// Maps human spellings to UCUM codes.
+/// `(UCUM code, kind, factor to the kind's base unit)`. Temperatures are handled apart
+/// (they have offsets).
+const LINEAR: &[(&str, Kind, f64)] = &[
+    ("/min", Kind::Rate, 1.0),
+    ("{beats}/min", Kind::Rate, 1.0),
+    ("{breaths}/min", Kind::Rate, 1.0),
+    ("{counts}/min", Kind::Rate, 1.0),
+    ("1/min", Kind::Rate, 1.0),
+    ("%", Kind::Percent, 1.0),
+    ("mm[Hg]", Kind::Pressure, 1.0),
+    ("kPa", Kind::Pressure, 7.500_615_75),
+    ("1", Kind::Dimensionless, 1.0),
+    ("", Kind::Dimensionless, 1.0),
+    ("mg/dL", Kind::MassConcentration, 1.0),
+    ("mg/L", Kind::MassConcentration, 0.1),
+    ("g/L", Kind::MassConcentration, 100.0),
+    ("g/dL", Kind::MassConcentration, 1000.0),
+    ("mmol/L", Kind::SubstanceConcentration, 1.0),
+    ("umol/L", Kind::SubstanceConcentration, 0.001),
+    ("10*9/L", Kind::CellCount, 1.0),
+    ("10*3/uL", Kind::CellCount, 1.0),
+    ("10*3/mm3", Kind::CellCount, 1.0),
+    ("/nL", Kind::CellCount, 1.0),
+    ("L/min", Kind::Flow, 1.0),
+    ("mL/min", Kind::Flow, 0.001),
+];
+
+const TEMPERATURES: &[&str] = &["Cel", "[degF]", "K"];
+
+/// Whether a feature may be declared in `unit` (its values are converted to it).
+pub fn is_canonical(unit: &str) -> bool {
+    TEMPERATURES.contains(&unit) || LINEAR.iter().any(|(u, ..)| *u == unit && !u.is_empty())
+}
+
+/// Maps human spellings EHRs send to UCUM codes; anything else is taken as a UCUM code.
 fn ucum_of(unit: &str) -> &str {
     match unit {
         "°C" | "C" | "degC" => "Cel",
         "°F" | "F" | "degF" => "[degF]",
         "mmHg" | "mm Hg" => "mm[Hg]",
         "bpm" | "beats/min" | "beats/minute" | "breaths/min" | "breaths/minute" => "/min",
+        "µmol/L" | "μmol/L" | "umol/l" => "umol/L",
+        "mmol/l" => "mmol/L",
+        "mg/dl" => "mg/dL",
+        "x10^9/L" | "x10E9/L" | "10^9/L" | "x10*9/L" => "10*9/L",
+        "K/uL" | "x10^3/uL" | "x10E3/uL" | "10^3/uL" | "x10*3/uL" | "10^3/µL" | "K/µL" => {
+            "10*3/uL"
+        }
+        "l/min" => "L/min",
         other => other,
     }
 }
 
-/// Converts `value` from `unit` (UCUM code, or a known human spelling) to canonical `to`.
-pub fn convert(value: f64, unit: &str, to: &str) -> Option<f64> {
+fn to_celsius(value: f64, unit: &str) -> Option<f64> {
+    match unit {
+        "Cel" => Some(value),
+        "[degF]" => Some((value - 32.0) * 5.0 / 9.0),
+        "K" => Some(value - 273.15),
+        _ => None,
+    }
+}
+
+fn from_celsius(value: f64, unit: &str) -> Option<f64> {
+    match unit {
+        "Cel" => Some(value),
+        "[degF]" => Some(value * 9.0 / 5.0 + 32.0),
+        "K" => Some(value + 273.15),
+        _ => None,
+    }
+}
+
+fn linear(unit: &str) -> Option<(Kind, f64)> {
+    LINEAR
+        .iter()
+        .find(|(u, ..)| *u == unit)
+        .map(|&(_, kind, factor)| (kind, factor))
+}
+
+/// Converts `value` from `unit` (UCUM code, or a known human spelling) to the canonical unit
+/// `to`. `molar_mass` (g/mol) allows mass ↔ substance concentration; `None` refuses it.
+pub fn convert(value: f64, unit: &str, to: &str, molar_mass: Option<f64>) -> Option<f64> {
     let from = ucum_of(unit.trim());
-    let converted = match (from, to) {
-        (a, b) if a == b => value,
-        ("{beats}/min" | "{breaths}/min" | "1/min" | "{counts}/min", "/min") => value,
-        ("[degF]", "Cel") => (value - 32.0) * 5.0 / 9.0,
-        ("K", "Cel") => value - 273.15,
-        ("kPa", "mm[Hg]") => value * 7.500_615_75,
-        ("", "1") => value,
-        _ => return None,
+    let converted = if from == to {
+        value
+    } else if TEMPERATURES.contains(&to) {
+        from_celsius(to_celsius(value, from)?, to)?
+    } else {
+        let (from_kind, from_factor) = linear(from)?;
+        let (to_kind, to_factor) = linear(to)?;
+        let base = value * from_factor;
+        let base = match (from_kind, to_kind) {
+            (a, b) if a == b => base,
+            // c [mmol/L] × M [g/mol] = c·M mg/L = c·M / 10 mg/dL
+            (Kind::SubstanceConcentration, Kind::MassConcentration) => base * molar_mass? / 10.0,
+            (Kind::MassConcentration, Kind::SubstanceConcentration) => base * 10.0 / molar_mass?,
+            _ => return None,
+        };
+        base / to_factor
     };
     converted.is_finite().then_some(converted)
 }
@@ -42,20 +132,71 @@ pub fn convert(value: f64, unit: &str, to: &str) -> Option<f64> {
 mod tests {
     use super::*;
 
+    fn round(x: Option<f64>, places: i32) -> Option<f64> {
+        let k = 10f64.powi(places);
+        x.map(|v| (v * k).round() / k)
+    }
+
     #[test]
-    fn converts_known_units_and_refuses_the_rest() {
+    fn converts_vital_sign_units_and_refuses_the_rest() {
+        assert_eq!(round(convert(98.6, "[degF]", "Cel", None), 1), Some(37.0));
+        assert_eq!(round(convert(98.6, "°F", "Cel", None), 1), Some(37.0));
+        assert_eq!(round(convert(310.15, "K", "Cel", None), 2), Some(37.0));
+        assert_eq!(convert(88.0, "{beats}/min", "/min", None), Some(88.0));
         assert_eq!(
-            convert(98.6, "[degF]", "Cel").map(|c| (c * 10.0).round() / 10.0),
-            Some(37.0)
+            convert(16.0, "kPa", "mm[Hg]", None).map(f64::round),
+            Some(120.0)
+        );
+        assert_eq!(convert(37.0, "Cel", "Cel", None), Some(37.0));
+        assert_eq!(convert(37.0, "mg/dL", "Cel", None), None);
+        assert_eq!(convert(37.0, "", "Cel", None), None);
+        assert_eq!(convert(f64::NAN, "Cel", "Cel", None), None);
+        assert_eq!(convert(2.0, "L/min", "L/min", None), Some(2.0));
+        assert_eq!(convert(500.0, "mL/min", "L/min", None), Some(0.5));
+    }
+
+    #[test]
+    fn converts_laboratory_units_through_the_declared_molar_mass() {
+        // Creatinine 113.12 g/mol: 88.4 µmol/L = 1.00 mg/dL (KDIGO's conversion).
+        assert_eq!(
+            round(convert(88.4, "umol/L", "mg/dL", Some(113.12)), 2),
+            Some(1.0)
         );
         assert_eq!(
-            convert(98.6, "°F", "Cel").map(|c| (c * 10.0).round() / 10.0),
-            Some(37.0)
+            round(convert(88.4, "µmol/L", "mg/dL", Some(113.12)), 2),
+            Some(1.0)
         );
-        assert_eq!(convert(88.0, "{beats}/min", "/min"), Some(88.0));
-        assert_eq!(convert(16.0, "kPa", "mm[Hg]").map(f64::round), Some(120.0));
-        assert_eq!(convert(37.0, "Cel", "Cel"), Some(37.0));
-        assert_eq!(convert(37.0, "mg/dL", "Cel"), None);
-        assert_eq!(convert(f64::NAN, "Cel", "Cel"), None);
+        assert_eq!(
+            round(convert(1.0, "mg/dL", "umol/L", Some(113.12)), 1),
+            Some(88.4)
+        );
+        // Lactate 90.08 g/mol: 18 mg/dL ≈ 2.0 mmol/L.
+        assert_eq!(
+            round(convert(18.0, "mg/dL", "mmol/L", Some(90.08)), 2),
+            Some(2.0)
+        );
+        assert_eq!(convert(10.0, "mg/L", "mg/dL", None), Some(1.0));
+        // Without a molar mass a mass ↔ substance conversion is refused, never guessed.
+        assert_eq!(convert(88.4, "umol/L", "mg/dL", None), None);
+        // Cell counts: 10*9/L and 10*3/uL are the same quantity.
+        assert_eq!(convert(12.5, "10*9/L", "10*3/uL", None), Some(12.5));
+        assert_eq!(convert(12.5, "K/uL", "10*3/uL", None), Some(12.5));
+        // Different kinds never convert.
+        assert_eq!(convert(1.0, "mmol/L", "10*3/uL", Some(1.0)), None);
+        assert_eq!(convert(1.0, "mg/dL", "%", None), None);
+        assert_eq!(convert(1.0, "mg/dL", "mg/dL", None), Some(1.0));
+        assert_eq!(convert(1.0, "mg/dl", "mg/dL", None), Some(1.0));
+        assert_eq!(convert(1.0, "furlong/fortnight", "mg/dL", None), None);
+    }
+
+    #[test]
+    fn canonical_units_are_the_ones_features_can_declare() {
+        for u in [
+            "Cel", "/min", "%", "mm[Hg]", "1", "mg/dL", "mmol/L", "10*3/uL", "L/min",
+        ] {
+            assert!(is_canonical(u), "{u}");
+        }
+        assert!(!is_canonical(""));
+        assert!(!is_canonical("mg/dl"));
     }
 }

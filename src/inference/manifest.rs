@@ -41,6 +41,29 @@ pub struct Manifest {
     /// Held-out metrics measured by the training script.
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// Where the model's answers can be trusted; outside it services abstain.
+    #[serde(default)]
+    pub validity: Validity,
+}
+
+/// The data a model was trained on, declared by its training script: a patient whose data
+/// fall outside it gets no score (and a reason) instead of an extrapolation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validity {
+    /// Fewest in-window measurements (all features together) a score needs.
+    #[serde(default)]
+    pub min_measurements: usize,
+    /// Features that need at least one in-window measurement (e.g. creatinine for AKI).
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Newest measurement older than this many hours: no score.
+    #[serde(default)]
+    pub max_staleness_hours: Option<f64>,
+    /// Per feature, `[low, high]` in its canonical unit: the range seen in training. A value
+    /// in the window outside it is out of distribution.
+    #[serde(default)]
+    pub range: BTreeMap<String, [f64; 2]>,
 }
 
 /// Input tensor per sample.
@@ -105,6 +128,17 @@ impl Manifest {
                     "input.dtype `{}`: only float32 is supported",
                     manifest.input.dtype
                 ),
+            });
+        }
+        if let Some((name, [lo, hi])) = manifest
+            .validity
+            .range
+            .iter()
+            .find(|(_, [lo, hi])| !(lo.is_finite() && hi.is_finite() && lo <= hi))
+        {
+            return Err(LoadError::Manifest {
+                path: path.display().to_string(),
+                message: format!("validity.range.{name} = [{lo}, {hi}] is not a range"),
             });
         }
         if manifest.output.shape != [1] {

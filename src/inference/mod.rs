@@ -18,5 +18,5 @@ mod worker;
 pub use device::{cuda_is_available, select_device};
 pub use error::{InferenceError, LoadError};
 pub use handle::ModelHandle;
-pub use manifest::{Manifest, ModelStatus};
+pub use manifest::{Manifest, ModelStatus, Validity};
 pub use registry::{LoadedModel, ModelRegistry};

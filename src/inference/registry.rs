@@ -201,6 +201,17 @@ fn load_one(
             features.channels()
         )));
     }
+    let v = &manifest.validity;
+    if let Some(unknown) = v
+        .required
+        .iter()
+        .chain(v.range.keys())
+        .find(|f| features.index_of(f).is_none())
+    {
+        return Err(incompatible(format!(
+            "validity names `{unknown}`, which is not a feature of the spec"
+        )));
+    }
     let n = features.features.len();
     if manifest.input.mean.len() != n || manifest.input.std.len() != n {
         return Err(incompatible(format!(

@@ -2,6 +2,7 @@
 //! prefetch → features → inference → cards, with the guardrails that decide whether a card
 //! is shown at all.
 
+mod abstain;
 mod definition;
 mod error;
 pub mod scoring;

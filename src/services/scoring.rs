@@ -18,11 +18,18 @@ pub struct Prepared {
     pub rejected: usize,
 }
 
+/// Most measurements occluded one at a time per prediction (the newest that feed the input):
+/// bounds the explanation's cost at `1 + features + OCCLUDED` samples per call.
+pub const OCCLUDED: usize = 96;
+
 /// A model's answer for one patient.
 pub struct Scored {
     pub risk: f32,
     /// Per feature: the risk had that signal been absent from the window.
     pub risk_without: Vec<f32>,
+    /// Per occluded measurement (index into the matrix's measurements): risk minus the risk
+    /// without it, largest first. Positive: it raised the risk.
+    pub contributions: Vec<(usize, f32)>,
 }
 
 /// Builds the model input at reference time `now` from `observations`; `unreadable` counts
@@ -40,24 +47,37 @@ pub fn prepare(
     }
 }
 
-/// Scores prepared features: the input and one counterfactual per feature in one batch.
+/// Scores prepared features in one batch: the input, one counterfactual per feature, and one
+/// per recent measurement (occlusion), so the explanation costs no extra round trip.
 pub async fn score(
     model: &LoadedModel,
     prepared: &Prepared,
     deadline: Instant,
 ) -> Result<Scored, InferenceError> {
     let matrix = &prepared.matrix;
-    let batch = matrix.with_each_feature_removed();
-    let scores = model
-        .handle
-        .score(batch, matrix.features + 1, deadline)
-        .await?;
+    let occluded = matrix.occludable(OCCLUDED);
+    let mut batch = matrix.with_each_feature_removed();
+    batch.extend(matrix.with_each_measurement_removed(
+        &model.features,
+        &model.normalisation,
+        &occluded,
+    ));
+    let samples = 1 + matrix.features + occluded.len();
+    let scores = model.handle.score(batch, samples, deadline).await?;
     // `score` returns one value per sample; the first is the patient's risk.
-    match scores.split_first() {
-        Some((&risk, without)) => Ok(Scored {
-            risk,
-            risk_without: without.to_vec(),
-        }),
-        None => Err(InferenceError::Torch("model returned no values".into())),
-    }
+    let Some((&risk, rest)) = scores.split_first() else {
+        return Err(InferenceError::Torch("model returned no values".into()));
+    };
+    let (without_feature, without_measurement) = rest.split_at(matrix.features.min(rest.len()));
+    let mut contributions: Vec<(usize, f32)> = occluded
+        .iter()
+        .zip(without_measurement)
+        .map(|(&i, &without)| (i, risk - without))
+        .collect();
+    contributions.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(Scored {
+        risk,
+        risk_without: without_feature.to_vec(),
+        contributions,
+    })
 }

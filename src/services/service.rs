@@ -3,15 +3,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{Duration as ChronoDuration, Utc};
 
 use serde_json::value::RawValue;
 
+use super::abstain;
 use super::definition::{PrefetchSpec, ServiceDef};
 use super::scoring::{self, Scored};
 use super::FhirAccess;
 use super::ServiceError;
 use crate::cards::{self, Abstention, RiskAssessment};
+use crate::features::explain;
 use crate::features::news2::{self, Vitals};
 use crate::features::FeatureMatrix;
 use crate::fhir::fulfil::{self, Supply, Want};
@@ -20,6 +22,9 @@ use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::{Card, CdsResponse, HookRequest, Indicator};
 use crate::inference::{LoadedModel, ModelStatus};
 use crate::metrics::{inc, ServiceMetrics};
+
+/// Contributing observations listed on a card.
+const DRIVERS_SHOWN: usize = 4;
 
 /// A service bound to its model.
 pub struct CdsService {
@@ -85,15 +90,23 @@ impl CdsService {
         let prepared = scoring::prepare(&self.model, &observations, unreadable, now);
         let matrix = &prepared.matrix;
 
-        if let Some(reason) = self.insufficient(matrix, now) {
+        if let Some(reason) = abstain::reason(
+            &self.model.manifest.validity,
+            &self.def.guardrails,
+            spec,
+            matrix,
+            now,
+        ) {
             tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, reason = %reason, "abstained");
             inc(&self.metrics.abstained);
             return Ok(self.abstain(request, reason, matrix));
         }
 
-        let Scored { risk, risk_without } = match scoring::score(&self.model, &prepared, deadline)
-            .await
-        {
+        let Scored {
+            risk,
+            contributions,
+            ..
+        } = match scoring::score(&self.model, &prepared, deadline).await {
             Ok(scored) => scored,
             Err(e) => {
                 // Answer on time without this model's card rather than late or with an error.
@@ -122,12 +135,11 @@ impl CdsService {
                 service_id: &self.def.id,
                 hook_instance: &request.hook_instance,
                 manifest: &self.model.manifest,
-                features: spec,
                 matrix,
                 risk,
                 indicator,
                 news2: &news2,
-                risk_without: &risk_without,
+                explanation: &explain::explain(spec, matrix, &contributions, DRIVERS_SHOWN),
                 rejected: prepared.rejected,
                 public_base: &self.public_base,
             },
@@ -256,28 +268,6 @@ impl CdsService {
             }
         }
         Ok((observations, unreadable))
-    }
-
-    fn insufficient(&self, matrix: &FeatureMatrix, now: DateTime<Utc>) -> Option<String> {
-        let g = &self.def.guardrails;
-        let n = matrix.measurements.len();
-        if n < g.min_observations {
-            return Some(format!(
-                "only {n} vital-sign measurements in the last {} h (needs {})",
-                (matrix.window_end - matrix.window_start).num_hours(),
-                g.min_observations
-            ));
-        }
-        let newest = matrix.measurements.last().map(|m| m.time)?;
-        let max_age = ChronoDuration::from_std(g.max_staleness).unwrap_or(ChronoDuration::MAX);
-        if now - newest > max_age {
-            return Some(format!(
-                "newest vital sign is {} h old (limit {} h)",
-                (now - newest).num_hours(),
-                max_age.num_hours()
-            ));
-        }
-        None
     }
 
     fn abstain(

@@ -1,0 +1,202 @@
+//! Why a score is what it is, in the words a clinician reads on a card.
+//!
+//! Input: per measurement, how much the risk dropped when that one measurement was occluded
+//! (see [`FeatureMatrix::with_each_measurement_removed`]). Output: the top contributing
+//! observations, each tied to its FHIR resource and told as a change over time
+//! ("respiratory rate rose 16 → 28 /min over 6 h"), and a one-line trend per signal.
+
+use chrono::Duration as ChronoDuration;
+
+use super::{FeatureMatrix, FeatureSpec, Measurement};
+
+/// Contributions below this (probability points) are noise, not a reason.
+const MIN_CONTRIBUTION: f32 = 0.002;
+/// A change is described against the value this long before (or the window's first).
+const TREND_LOOKBACK_HOURS: i64 = 6;
+
+/// One observation that raised the risk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Driver {
+    pub feature: String,
+    /// `Observation/{id}` it came from.
+    pub reference: String,
+    /// Risk points it added (risk − risk without it).
+    pub contribution: f32,
+    /// Plain words: "respiratory rate rose 16 → 28 /min over 6 h".
+    pub words: String,
+}
+
+/// A signal's course over the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trend {
+    pub feature: String,
+    /// "Respiratory rate 28 /min (range 14–28 over 48 h, 40 values)".
+    pub words: String,
+}
+
+/// What the card and the API say about a score.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Explanation {
+    pub drivers: Vec<Driver>,
+    pub trends: Vec<Trend>,
+}
+
+/// Builds the explanation from occlusion `contributions` (measurement index, risk delta),
+/// keeping the `top` largest positive ones.
+pub fn explain(
+    spec: &FeatureSpec,
+    matrix: &FeatureMatrix,
+    contributions: &[(usize, f32)],
+    top: usize,
+) -> Explanation {
+    let mut ranked: Vec<&(usize, f32)> = contributions
+        .iter()
+        .filter(|(i, c)| *c >= MIN_CONTRIBUTION && *i < matrix.measurements.len())
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let drivers = ranked
+        .into_iter()
+        .take(top)
+        .map(|&(i, contribution)| {
+            let m = &matrix.measurements[i];
+            Driver {
+                feature: spec.features[m.feature].name.clone(),
+                reference: format!("Observation/{}", m.resource_id),
+                contribution,
+                words: change_words(spec, matrix, m),
+            }
+        })
+        .collect();
+    let hours = (matrix.window_end - matrix.window_start).num_hours();
+    let trends = spec
+        .features
+        .iter()
+        .enumerate()
+        .filter_map(|(f, def)| {
+            let latest = matrix.latest(f)?;
+            let values = matrix.measurements.iter().filter(|m| m.feature == f);
+            let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), m| {
+                (lo.min(m.value), hi.max(m.value))
+            });
+            let n = matrix.count(f);
+            let words = if n == 1 {
+                format!(
+                    "{} {} {} (one value in {hours} h)",
+                    def.display,
+                    num(latest.value),
+                    def.unit
+                )
+            } else {
+                format!(
+                    "{} {} {} (range {}–{} over {hours} h, {n} values)",
+                    def.display,
+                    num(latest.value),
+                    def.unit,
+                    num(lo),
+                    num(hi)
+                )
+            };
+            Some(Trend {
+                feature: def.name.clone(),
+                words,
+            })
+        })
+        .collect();
+    Explanation { drivers, trends }
+}
+
+/// "respiratory rate rose 16 → 28 /min over 6 h": `m` against the latest value of its
+/// signal at least [`TREND_LOOKBACK_HOURS`] earlier, else the window's first.
+fn change_words(spec: &FeatureSpec, matrix: &FeatureMatrix, m: &Measurement) -> String {
+    let def = &spec.features[m.feature];
+    let name = def.display.to_lowercase();
+    let before = m.time - ChronoDuration::hours(TREND_LOOKBACK_HOURS);
+    let same: Vec<&Measurement> = matrix
+        .measurements
+        .iter()
+        .filter(|x| x.feature == m.feature && x.time < m.time)
+        .collect();
+    let reference = same
+        .iter()
+        .rev()
+        .find(|x| x.time <= before)
+        .or_else(|| same.first())
+        .copied();
+    let Some(r) = reference else {
+        return format!(
+            "{name} {} {} (first value in the window)",
+            num(m.value),
+            def.unit
+        );
+    };
+    let span = m.time - r.time;
+    let over = if span.num_minutes() < 90 {
+        format!("{} min", span.num_minutes())
+    } else {
+        format!("{} h", (span.num_minutes() as f64 / 60.0).round())
+    };
+    let (a, b) = (num(r.value), num(m.value));
+    if a == b {
+        format!("{name} unchanged at {b} {} over {over}", def.unit)
+    } else {
+        let verb = if m.value > r.value { "rose" } else { "fell" };
+        format!("{name} {verb} {a} → {b} {} over {over}", def.unit)
+    }
+}
+
+/// Values as charts show them: whole numbers when whole, else up to 2 decimals.
+fn num(v: f64) -> String {
+    let r = (v * 100.0).round() / 100.0;
+    if r.fract() == 0.0 {
+        format!("{r:.0}")
+    } else if (r * 10.0).fract() == 0.0 {
+        format!("{r:.1}")
+    } else {
+        format!("{r:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::Normalisation;
+    use chrono::{DateTime, Utc};
+
+    #[test]
+    fn drivers_are_told_as_changes_and_trends_as_ranges() {
+        let spec = FeatureSpec::parse(
+            "window_hours = 12\nstep_minutes = 60\n[[feature]]\nname='respiratory_rate'\ndisplay='Respiratory rate'\nloinc=['9279-1']\nunit='/min'\n",
+        )
+        .unwrap();
+        let now: DateTime<Utc> = "2026-01-01T12:00:00Z".parse().unwrap();
+        let ms: Vec<Measurement> = [(600, 16.0), (420, 18.0), (60, 28.0)]
+            .iter()
+            .map(|&(minutes, value)| Measurement {
+                feature: 0,
+                time: now - ChronoDuration::minutes(minutes),
+                value,
+                resource_id: format!("rr-{minutes}"),
+            })
+            .collect();
+        let norm = Normalisation {
+            mean: vec![16.0],
+            std: vec![3.0],
+        };
+        let x = FeatureMatrix::build(&spec, &norm, &ms, now);
+        let e = explain(&spec, &x, &[(2, 0.2), (0, 0.0001), (1, 0.01)], 3);
+        assert_eq!(e.drivers.len(), 2);
+        assert_eq!(e.drivers[0].reference, "Observation/rr-60");
+        assert_eq!(
+            e.drivers[0].words,
+            "respiratory rate rose 18 → 28 /min over 6 h"
+        );
+        assert_eq!(
+            e.drivers[1].words,
+            "respiratory rate rose 16 → 18 /min over 3 h"
+        );
+        assert_eq!(
+            e.trends[0].words,
+            "Respiratory rate 28 /min (range 16–28 over 12 h, 3 values)"
+        );
+    }
+}
