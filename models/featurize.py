@@ -173,9 +173,20 @@ def extract(spec, resources):
     component values first, then the top-level value."""
     found, rejected = [], []
     feats = spec["feature"]
+    by_code = {}
+    for f, feat in enumerate(feats):
+        for code in feat["loinc"]:
+            by_code.setdefault(code, set()).add(f)
     for obs in observations_of(resources):
         rid = obs.get("id") or ""
-        for f, feat in enumerate(feats):
+        # Only features whose codes occur in this Observation (same result, far fewer checks).
+        candidates = set()
+        for concept in [obs.get("code")] + [c.get("code") for c in obs.get("component", []) or []]:
+            for c in (concept or {}).get("coding", []):
+                if c.get("system") == LOINC and c.get("code") in by_code:
+                    candidates |= by_code[c["code"]]
+        for f in sorted(candidates):
+            feat = feats[f]
             codes = feat["loinc"]
             values = [
                 _value_of(feat, c.get("valueQuantity"), c.get("valueCodeableConcept"))

@@ -32,6 +32,7 @@ use crate::inference::oip::{
 };
 use crate::inference::LoadedModel;
 use crate::server::AppState;
+use crate::services::abstain;
 use crate::services::scoring;
 
 /// Budget of one API prediction (the hooks' budget comes from each service definition).
@@ -297,6 +298,16 @@ async fn predict(
             model.features.window.as_secs() / 3600,
             stamp(as_of)
         )));
+    }
+    // Outside what the model was trained on: no number, the reason instead.
+    if let Some(reason) = abstain::reason(
+        &model.manifest.validity,
+        None,
+        &model.features,
+        &prepared.matrix,
+        as_of,
+    ) {
+        return Err(HookError::InsufficientData(reason));
     }
     let scored = scoring::score(&model, &prepared, Instant::now() + API_DEADLINE).await?;
     Ok(HttpResponse::Ok().json(prediction_json(&state, &model, &prepared, &scored, as_of)))

@@ -7,7 +7,6 @@ use uuid::Uuid;
 
 use super::template::{Template, Values};
 use crate::features::explain::Explanation;
-use crate::features::news2::News2;
 use crate::features::FeatureMatrix;
 use crate::hooks::wire::{Card, Coding, Indicator, Link, LinkType, Source};
 use crate::inference::Manifest;
@@ -27,6 +26,14 @@ pub struct CardText {
     pub override_reasons: Vec<Coding>,
 }
 
+/// Bedside scores computed beside the model: markdown lines for the card detail, values for
+/// summary placeholders (`{news2}`, `{qsofa}`…).
+#[derive(Debug, Clone, Default)]
+pub struct BaselineReport {
+    pub lines: Vec<String>,
+    pub values: Vec<(&'static str, String)>,
+}
+
 /// Everything a risk card reports.
 pub struct RiskAssessment<'a> {
     pub service_id: &'a str,
@@ -36,7 +43,8 @@ pub struct RiskAssessment<'a> {
     /// Calibrated probability from the model.
     pub risk: f32,
     pub indicator: Indicator,
-    pub news2: &'a News2,
+    /// Bedside scores from the same data, shown beside the model.
+    pub baselines: &'a BaselineReport,
     /// Top contributing observations and the trend of each signal.
     pub explanation: &'a Explanation,
     /// Observations of model inputs that could not be used (unit, status, time, shape).
@@ -110,8 +118,9 @@ pub fn risk_card(a: &RiskAssessment<'_>, text: &CardText) -> Card {
     let mut values = base_values(m);
     values.insert("risk_pct", risk_pct.to_string());
     values.insert("band", band.clone());
-    values.insert("news2", a.news2.total.to_string());
-    values.insert("news2_band", a.news2.band.as_str().to_owned());
+    for (name, value) in &a.baselines.values {
+        values.insert(name, value.clone());
+    }
     Card {
         uuid: Some(card_uuid(a.service_id, a.hook_instance, m)),
         summary: text.summary.render(&values),
@@ -135,31 +144,10 @@ fn risk_detail(a: &RiskAssessment<'_>, risk_pct: u32) -> String {
         "**{risk_pct}%** {} (model **{} v{}**; {}).\n",
         m.output.meaning, m.name, m.version, m.output.calibration
     );
-    let parts: Vec<String> = a
-        .news2
-        .parts
-        .iter()
-        .filter(|(_, p)| *p > 0)
-        .map(|(n, p)| format!("{n} {p}"))
-        .collect();
-    let _ = write!(
-        d,
-        "**NEWS2 {} ({} clinical risk)**",
-        a.news2.total,
-        a.news2.band.as_str()
-    );
-    if !parts.is_empty() {
-        let _ = write!(d, ": {}", parts.join(", "));
+    for line in &a.baselines.lines {
+        d.push_str(line);
+        d.push_str("\n\n");
     }
-    if !a.news2.missing.is_empty() {
-        let _ = write!(
-            d,
-            ". Not recorded, scored 0: {}",
-            a.news2.missing.join(", ")
-        );
-    }
-    let _ = write!(d, ". SpO2 scale {}.\n\n", a.news2.scale.number());
-
     if a.explanation.drivers.is_empty() {
         d.push_str("No single observation moved the score by more than 0.2 points.\n\n");
     } else {

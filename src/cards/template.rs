@@ -5,15 +5,7 @@ use std::collections::BTreeMap;
 /// Placeholders every card template may use.
 pub const MODEL_PLACEHOLDERS: &[&str] = &["model", "version", "horizon_hours"];
 /// Placeholders of a risk card's summary.
-pub const RISK_PLACEHOLDERS: &[&str] = &[
-    "model",
-    "version",
-    "horizon_hours",
-    "risk_pct",
-    "band",
-    "news2",
-    "news2_band",
-];
+pub const RISK_PLACEHOLDERS: &[&str] = &["model", "version", "horizon_hours", "risk_pct", "band"];
 /// Placeholders of an abstention card's summary.
 pub const ABSTAIN_PLACEHOLDERS: &[&str] = &["model", "version", "horizon_hours", "reason"];
 

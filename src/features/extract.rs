@@ -126,3 +126,58 @@ fn value_of(
     }
     Err("no value")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhir::projection;
+    use serde_json::value::RawValue;
+
+    fn obs(id: &str, code: &str, value: f64, ucum: &str) -> String {
+        format!(
+            r#"{{"resource":{{"resourceType":"Observation","id":"{id}","status":"final","code":{{"coding":[{{"system":"http://loinc.org","code":"{code}"}}]}},"effectiveDateTime":"2026-01-01T10:00:00Z","valueQuantity":{{"value":{value},"system":"http://unitsofmeasure.org","code":"{ucum}"}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn converts_declared_units_and_rejects_the_rest_with_the_reason() {
+        let spec = FeatureSpec::parse(
+            "window_hours = 24\nstep_minutes = 60\n[[feature]]\nname='creatinine'\nloinc=['2160-0','14682-9']\nunit='mg/dL'\nmolar_mass=113.12\n[[feature]]\nname='temperature'\nloinc=['8310-5']\nunit='Cel'\n",
+        )
+        .unwrap();
+        let entries = [
+            obs("cr-mg", "2160-0", 1.2, "mg/dL"),
+            obs("cr-umol", "14682-9", 176.8, "umol/L"),
+            obs("cr-bad", "2160-0", 1.2, "mg"),
+            obs("t-f", "8310-5", 101.3, "[degF]"),
+            obs("t-bad", "8310-5", 38.5, "Kel"),
+        ];
+        let bundle = format!(
+            r#"{{"resourceType":"Bundle","type":"searchset","entry":[{}]}}"#,
+            entries.join(",")
+        );
+        let raw: Box<RawValue> = serde_json::from_str(&bundle).unwrap();
+        let projected = projection::observations(&raw).unwrap();
+        let (found, rejected) = measurements(&spec, &projected.observations);
+        let values: Vec<(&str, f64)> = found
+            .iter()
+            .map(|m| (m.resource_id.as_str(), (m.value * 100.0).round() / 100.0))
+            .collect();
+        assert_eq!(
+            values,
+            [("cr-mg", 1.2), ("cr-umol", 2.0), ("t-f", 38.5)],
+            "µmol/L and °F converted"
+        );
+        let reasons: Vec<(&str, &str)> = rejected
+            .iter()
+            .map(|r| (r.resource_id.as_str(), r.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("cr-bad", "unit not convertible to the feature's unit"),
+                ("t-bad", "unit not convertible to the feature's unit")
+            ]
+        );
+    }
+}

@@ -1,13 +1,41 @@
-//! NEWS2 (Royal College of Physicians, National Early Warning Score 2, 2017), SpO2 scale 1.
+//! NEWS2 (Royal College of Physicians, National Early Warning Score 2, 2017), SpO2 scales 1
+//! and 2.
 //!
 //! Deterministic and shown beside the model's risk so clinicians can compare it with the score
 //! they already use. Bands are the RCP chart's; values are rounded the way the chart is read
-//! (whole numbers; temperature to one decimal). Scale 2 (hypercapnic respiratory failure) is
-//! not implemented here: a patient on scale 2 is scored as scale 1 and the card says so.
+//! (whole numbers, half away from zero; temperature to one decimal). SpO2 scale 2 is the RCP
+//! chart's scale for patients with hypercapnic respiratory failure and a prescribed target of
+//! 88–92%; a clinician chooses it, so it is never inferred from the data: [`Vitals::spo2_scale`]
+//! defaults to scale 1 and the result and the card name the scale used.
+//! `models/baselines.py` is the Python port; `tests/baselines_parity.rs` holds the two equal.
 
 use chrono::{DateTime, Utc};
 
 use super::{FeatureMatrix, FeatureSpec};
+
+/// Which SpO2 scale of the RCP chart scores oxygen saturation.
+///
+/// Scale 2 exists because a patient with hypercapnic respiratory failure (e.g. COPD) is kept at
+/// 88–92% on purpose: scale 1 would give them 3 points for a saturation that is on target, and
+/// points for over-oxygenation on supplemental oxygen instead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SpO2Scale {
+    /// The default scale, for everyone not prescribed a 88–92% target.
+    #[default]
+    Scale1,
+    /// Hypercapnic respiratory failure with a prescribed 88–92% target, chosen by a clinician.
+    Scale2,
+}
+
+impl SpO2Scale {
+    /// The scale's number as the chart prints it (1 or 2), for cards and the Python port.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Scale1 => 1,
+            Self::Scale2 => 2,
+        }
+    }
+}
 
 /// Latest value of each NEWS2 parameter, `None` when not recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -22,14 +50,17 @@ pub struct Vitals {
     pub alert: Option<bool>,
     /// Degrees Celsius.
     pub temperature: Option<f64>,
+    /// The SpO2 scale to score [`Vitals::spo2`] on; scale 1 unless a clinician prescribed scale 2.
+    pub spo2_scale: SpO2Scale,
 }
 
 impl Vitals {
     /// The latest in-window value of each feature whose `features.toml` name is a NEWS2
     /// parameter (`respiratory_rate`, `spo2`, `systolic_bp`, `heart_rate`,
     /// `consciousness_not_alert`, `temperature`). Oxygen therapy is not a feature yet, so it is
-    /// `None` (scored as air, and the card says so). Values measured before `not_before` are
-    /// treated as not recorded.
+    /// `None` (scored as air, and the card says so). No feature says which SpO2 scale was
+    /// prescribed, so it is scale 1. Values measured before `not_before` are treated as not
+    /// recorded.
     pub fn latest(spec: &FeatureSpec, matrix: &FeatureMatrix, not_before: DateTime<Utc>) -> Self {
         let latest = |name: &str| {
             spec.index_of(name)
@@ -45,6 +76,7 @@ impl Vitals {
             heart_rate: latest("heart_rate"),
             alert: latest("consciousness_not_alert").map(|v| v < 0.5),
             temperature: latest("temperature"),
+            spo2_scale: SpO2Scale::Scale1,
         }
     }
 }
@@ -80,6 +112,8 @@ pub struct News2 {
     /// Parameters not recorded (scored 0, which can understate risk).
     pub missing: Vec<&'static str>,
     pub band: RiskBand,
+    /// The SpO2 scale the score used, so a card never leaves it to be guessed.
+    pub scale: SpO2Scale,
 }
 
 impl News2 {
@@ -101,7 +135,14 @@ pub fn score(v: &Vitals) -> News2 {
         "respiratory rate",
         v.respiratory_rate.map(|x| respiration(x.round())),
     );
-    add("SpO2", v.spo2.map(|x| spo2_scale1(x.round())));
+    let on_oxygen = v.on_oxygen.unwrap_or(false);
+    add(
+        "SpO2",
+        v.spo2.map(|x| match v.spo2_scale {
+            SpO2Scale::Scale1 => spo2_scale1(x.round()),
+            SpO2Scale::Scale2 => spo2_scale2(x.round(), on_oxygen),
+        }),
+    );
     add("air or oxygen", v.on_oxygen.map(|o| if o { 2 } else { 0 }));
     add("systolic BP", v.systolic_bp.map(|x| systolic(x.round())));
     add("pulse", v.heart_rate.map(|x| pulse(x.round())));
@@ -124,6 +165,7 @@ pub fn score(v: &Vitals) -> News2 {
         parts,
         missing,
         band,
+        scale: v.spo2_scale,
     }
 }
 
@@ -143,6 +185,22 @@ fn spo2_scale1(x: f64) -> u8 {
         x if x <= 93.0 => 2,
         x if x <= 95.0 => 1,
         _ => 0,
+    }
+}
+
+/// RCP 2017 SpO2 scale 2. 88–92% is the target, and so is 93% or more on air; on oxygen, 93% or
+/// more means too much oxygen for a patient at risk of hypercapnia and scores upwards. Oxygen not
+/// recorded is read as air (that parameter is listed as missing).
+fn spo2_scale2(x: f64, on_oxygen: bool) -> u8 {
+    match x {
+        x if x <= 83.0 => 3,
+        x if x <= 85.0 => 2,
+        x if x <= 87.0 => 1,
+        x if x <= 92.0 => 0,
+        _ if !on_oxygen => 0,
+        x if x <= 94.0 => 1,
+        x if x <= 96.0 => 2,
+        _ => 3,
     }
 }
 
@@ -190,6 +248,7 @@ mod tests {
             heart_rate: Some(hr),
             alert: Some(alert),
             temperature: Some(t),
+            spo2_scale: SpO2Scale::Scale1,
         }
     }
 
@@ -319,5 +378,94 @@ mod tests {
             .total,
             0
         );
+    }
+
+    fn saturation(spo2: f64, on_oxygen: bool, spo2_scale: SpO2Scale) -> News2 {
+        score(&Vitals {
+            spo2: Some(spo2),
+            on_oxygen: Some(on_oxygen),
+            spo2_scale,
+            ..Vitals::default()
+        })
+    }
+
+    /// SpO2 points alone (the air/oxygen parameter scores separately).
+    fn spo2_points(spo2: f64, on_oxygen: bool, scale: SpO2Scale) -> u8 {
+        saturation(spo2, on_oxygen, scale).parts[0].1
+    }
+
+    #[test]
+    fn scale_1_is_the_default_and_is_recorded() {
+        assert_eq!(Vitals::default().spo2_scale, SpO2Scale::Scale1);
+        let s = score(&all(16.0, 98.0, false, 125.0, 72.0, true, 36.8));
+        assert_eq!((s.scale, s.scale.number()), (SpO2Scale::Scale1, 1));
+        let s = saturation(90.0, false, SpO2Scale::Scale2);
+        assert_eq!((s.scale, s.scale.number()), (SpO2Scale::Scale2, 2));
+    }
+
+    #[test]
+    fn a_copd_patient_on_target_scores_nothing_on_scale_2() {
+        // RCP 2017 chart: SpO2 90% is 3 points on scale 1 but inside the 88–92% target of
+        // scale 2; on air that is the whole score.
+        assert_eq!(saturation(90.0, false, SpO2Scale::Scale1).total, 3);
+        let s = saturation(90.0, false, SpO2Scale::Scale2);
+        assert_eq!((s.total, s.band), (0, RiskBand::Low));
+        // 95% on oxygen: scale 2 gives 2 for SpO2 (over-oxygenation) + 2 for oxygen = 4,
+        // scale 1 gives 1 + 2; 97% on oxygen: 3 + 2 on scale 2, 0 + 2 on scale 1.
+        assert_eq!(spo2_points(95.0, true, SpO2Scale::Scale2), 2);
+        assert_eq!(saturation(95.0, true, SpO2Scale::Scale2).total, 4);
+        assert_eq!(saturation(95.0, true, SpO2Scale::Scale1).total, 3);
+        assert_eq!(saturation(97.0, true, SpO2Scale::Scale2).total, 5);
+        assert_eq!(saturation(97.0, true, SpO2Scale::Scale1).total, 2);
+    }
+
+    #[test]
+    fn every_band_edge_of_scale_2() {
+        // (SpO2, points on air, points on oxygen) at each boundary of the RCP 2017 scale 2.
+        for (x, air, oxygen) in [
+            (83.0, 3, 3),
+            (84.0, 2, 2),
+            (85.0, 2, 2),
+            (86.0, 1, 1),
+            (87.0, 1, 1),
+            (88.0, 0, 0),
+            (92.0, 0, 0),
+            (93.0, 0, 1),
+            (94.0, 0, 1),
+            (95.0, 0, 2),
+            (96.0, 0, 2),
+            (97.0, 0, 3),
+            (100.0, 0, 3),
+        ] {
+            assert_eq!(spo2_scale2(x, false), air, "SpO2 {x} on air");
+            assert_eq!(spo2_scale2(x, true), oxygen, "SpO2 {x} on oxygen");
+            assert_eq!(spo2_points(x, false, SpO2Scale::Scale2), air, "{x}");
+            assert_eq!(spo2_points(x, true, SpO2Scale::Scale2), oxygen, "{x}");
+        }
+        // Read as the chart is: 92.4 is 92 (target), 92.5 is 93 (1 point on oxygen).
+        assert_eq!(spo2_points(92.4, true, SpO2Scale::Scale2), 0);
+        assert_eq!(spo2_points(92.5, true, SpO2Scale::Scale2), 1);
+        assert_eq!(spo2_points(87.5, true, SpO2Scale::Scale2), 0);
+    }
+
+    #[test]
+    fn oxygen_not_recorded_is_read_as_air_on_scale_2_and_listed() {
+        let s = score(&Vitals {
+            spo2: Some(97.0),
+            spo2_scale: SpO2Scale::Scale2,
+            ..Vitals::default()
+        });
+        assert_eq!(s.total, 0);
+        assert!(s.missing.contains(&"air or oxygen"));
+    }
+
+    #[test]
+    fn a_copd_exacerbation_on_scale_2() {
+        // RR 24 (2) + SpO2 86 on oxygen (1 on scale 2; 3 on scale 1) + oxygen (2) + SBP 118 (0)
+        // + HR 104 (1) + alert (0) + 37.9 (0) = 6, medium; scale 1 would say 8, high.
+        let mut v = all(24.0, 86.0, true, 118.0, 104.0, true, 37.9);
+        assert_eq!((score(&v).total, score(&v).band), (8, RiskBand::High));
+        v.spo2_scale = SpO2Scale::Scale2;
+        assert_eq!((score(&v).total, score(&v).band), (6, RiskBand::Medium));
     }
 }

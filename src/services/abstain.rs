@@ -12,16 +12,19 @@ use crate::features::{FeatureMatrix, FeatureSpec};
 use crate::inference::Validity;
 
 /// The first reason this patient cannot be scored, or `None` when the data are adequate.
+/// `guardrails`: the service's own, stricter limits (none for the prediction API).
 pub fn reason(
     validity: &Validity,
-    guardrails: &Guardrails,
+    guardrails: Option<&Guardrails>,
     spec: &FeatureSpec,
     matrix: &FeatureMatrix,
     now: DateTime<Utc>,
 ) -> Option<String> {
     let n = matrix.measurements.len();
     let hours = (matrix.window_end - matrix.window_start).num_hours();
-    let needed = validity.min_measurements.max(guardrails.min_observations);
+    let needed = validity
+        .min_measurements
+        .max(guardrails.map_or(1, |g| g.min_observations));
     if n < needed {
         return Some(format!(
             "only {n} usable measurements in the last {hours} h (needs {needed})"
@@ -43,7 +46,7 @@ pub fn reason(
     }
     let newest = matrix.measurements.last().map(|m| m.time)?;
     let staleness = [
-        Some(guardrails.max_staleness),
+        guardrails.map(|g| g.max_staleness),
         validity
             .max_staleness_hours
             .map(|h| std::time::Duration::from_secs_f64(h.max(0.0) * 3600.0)),
@@ -144,26 +147,26 @@ mod tests {
         let g = guardrails();
         let few = matrix(&[(0, 60, 80.0), (0, 30, 82.0)], now);
         assert_eq!(
-            reason(&validity, &g, &spec, &few, now).unwrap(),
+            reason(&validity, Some(&g), &spec, &few, now).unwrap(),
             "only 2 usable measurements in the last 24 h (needs 3)"
         );
         let no_creatinine = matrix(&[(0, 90, 80.0), (0, 60, 80.0), (0, 30, 82.0)], now);
         assert_eq!(
-            reason(&validity, &g, &spec, &no_creatinine, now).unwrap(),
+            reason(&validity, Some(&g), &spec, &no_creatinine, now).unwrap(),
             "no creatinine in the last 24 h"
         );
         // The manifest's 4 h is stricter than the service's 6 h.
         let stale = matrix(&[(0, 400, 80.0), (0, 320, 80.0), (1, 300, 1.0)], now);
         assert_eq!(
-            reason(&validity, &g, &spec, &stale, now).unwrap(),
+            reason(&validity, Some(&g), &spec, &stale, now).unwrap(),
             "newest measurement is 5 h old (limit 4 h)"
         );
         let odd = matrix(&[(0, 90, 80.0), (0, 60, 250.0), (1, 30, 1.0)], now);
         assert_eq!(
-            reason(&validity, &g, &spec, &odd, now).unwrap(),
+            reason(&validity, Some(&g), &spec, &odd, now).unwrap(),
             "heart rate 250 /min is outside the range the model was trained on (30–200); Observation/obs-0-60"
         );
         let fine = matrix(&[(0, 90, 80.0), (0, 60, 95.0), (1, 30, 1.04)], now);
-        assert_eq!(reason(&validity, &g, &spec, &fine, now), None);
+        assert_eq!(reason(&validity, Some(&g), &spec, &fine, now), None);
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::baselines::Baseline;
 use crate::cards::{
     CardText, Template, ABSTAIN_PLACEHOLDERS, MODEL_PLACEHOLDERS, RISK_PLACEHOLDERS,
 };
@@ -31,6 +32,9 @@ struct RawService {
     guardrails: RawGuardrails,
     thresholds: RawThresholds,
     card: RawCard,
+    /// Bedside scores shown beside the model (news2, qsofa, sirs, kdigo).
+    #[serde(default)]
+    baselines: Vec<Baseline>,
 }
 
 fn default_deadline() -> Duration {
@@ -142,6 +146,8 @@ pub struct ServiceDef {
     pub guardrails: Guardrails,
     pub thresholds: Thresholds,
     pub card: CardText,
+    /// Bedside scores computed from the same data and shown beside the model.
+    pub baselines: Vec<Baseline>,
 }
 
 /// Problems in the service definitions, each with its file and key.
@@ -273,7 +279,17 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
             None
         }
     };
-    let summary = template("card.summary", &raw.card.summary, RISK_PLACEHOLDERS);
+    // Summary placeholders: the model's, plus those of the baselines this service computes.
+    let risk_placeholders: Vec<&'static str> = RISK_PLACEHOLDERS
+        .iter()
+        .copied()
+        .chain(
+            raw.baselines
+                .iter()
+                .flat_map(|b| b.placeholders().iter().map(|(name, _)| *name)),
+        )
+        .collect();
+    let summary = template("card.summary", &raw.card.summary, &risk_placeholders);
     let abstain_summary = template(
         "card.abstain_summary",
         &raw.card.abstain_summary,
@@ -321,18 +337,19 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
         .map(|w| w.chars().count())
         .max()
         .unwrap_or(0);
-    let worst = crate::cards::Values::from([
+    let mut worst = crate::cards::Values::from([
         ("risk_pct", "100".to_owned()),
         ("band", "x".repeat(longest_band)),
         (
             "horizon_hours",
             model.manifest.output.horizon_hours.to_string(),
         ),
-        ("news2", "20".to_owned()),
-        ("news2_band", "low-medium".to_owned()),
         ("model", model.manifest.name.clone()),
         ("version", model.manifest.version.clone()),
     ]);
+    for (name, widest) in raw.baselines.iter().flat_map(|b| b.placeholders()) {
+        worst.insert(name, (*widest).to_owned());
+    }
     let longest = card.summary.render(&worst).chars().count();
     if longest >= 140 {
         problems.push((
@@ -365,6 +382,7 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
             critical: raw.thresholds.critical,
         },
         card,
+        baselines: raw.baselines,
     })
 }
 

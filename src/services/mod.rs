@@ -2,7 +2,8 @@
 //! prefetch → features → inference → cards, with the guardrails that decide whether a card
 //! is shown at all.
 
-mod abstain;
+pub mod abstain;
+pub mod baselines;
 mod definition;
 mod error;
 pub mod scoring;

@@ -8,13 +8,13 @@ use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::value::RawValue;
 
 use super::abstain;
+use super::baselines;
 use super::definition::{PrefetchSpec, ServiceDef};
 use super::scoring::{self, Scored};
 use super::FhirAccess;
 use super::ServiceError;
 use crate::cards::{self, Abstention, RiskAssessment};
 use crate::features::explain;
-use crate::features::news2::{self, Vitals};
 use crate::features::FeatureMatrix;
 use crate::fhir::fulfil::{self, Supply, Want};
 use crate::fhir::projection::{self, ObservationView};
@@ -92,7 +92,7 @@ impl CdsService {
 
         if let Some(reason) = abstain::reason(
             &self.model.manifest.validity,
-            &self.def.guardrails,
+            Some(&self.def.guardrails),
             spec,
             matrix,
             now,
@@ -129,7 +129,7 @@ impl CdsService {
         let recent = now
             - ChronoDuration::from_std(self.def.guardrails.max_staleness)
                 .unwrap_or(ChronoDuration::MAX);
-        let news2 = news2::score(&Vitals::latest(spec, matrix, recent));
+        let baselines = baselines::compute(&self.def.baselines, spec, matrix, recent);
         let card = cards::risk_card(
             &RiskAssessment {
                 service_id: &self.def.id,
@@ -138,7 +138,7 @@ impl CdsService {
                 matrix,
                 risk,
                 indicator,
-                news2: &news2,
+                baselines: &baselines,
                 explanation: &explain::explain(spec, matrix, &contributions, DRIVERS_SHOWN),
                 rejected: prepared.rejected,
                 public_base: &self.public_base,

@@ -1,0 +1,206 @@
+"""Cohort -> labelled samples for one model, through the same feature spec the gateway reads.
+
+Shared by train.py and evaluate.py. A sample is (patient, reference time t): the input is the
+model's grid at t (models/featurize.py), the label is whether the outcome's onset falls in
+(t, t + horizon]; reference times run from `first_sample_hours` after admission to the earlier
+of discharge and onset (a patient is not predicted once the outcome has happened). Baseline
+scores are computed at the same t from the same measurements, as the gateway shows them.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "cohort"))
+import baselines  # noqa: E402
+import featurize  # noqa: E402
+from generate import generate  # noqa: E402
+
+HOUR = 3600.0
+# Vital signs older than this are "not recorded" for the bedside scores (the services' staleness).
+VITALS_MAX_AGE_H = 6.0
+LABS_MAX_AGE_H = 24.0
+
+
+def load_config(name: str) -> dict:
+    with open(os.path.join(HERE, name, "train.toml"), "rb") as f:
+        cfg = tomllib.load(f)
+    cfg["name"] = name
+    cfg["spec_path"] = os.path.join(HERE, name, "features.toml")
+    cfg["spec"] = featurize.load_spec(cfg["spec_path"])
+    return cfg
+
+
+class Progress:
+    """A one-line progress bar on stderr (no dependencies; quiet when not a terminal)."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.start, self.last = max(total, 1), label, time.time(), -1.0
+        self.tty = sys.stderr.isatty()
+        self.done = False
+
+    def update(self, done: int, extra: str = ""):
+        if self.done:
+            return
+        self.done = done >= self.total
+        now = time.time()
+        if done < self.total and now - self.last < 0.2:
+            return
+        self.last = now
+        frac = done / self.total
+        bar = "#" * int(frac * 30)
+        line = f"\r{self.label:<12} [{bar:<30}] {done}/{self.total} {now - self.start:5.1f}s {extra}"
+        if self.tty:
+            sys.stderr.write(line)
+            if done >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        elif done >= self.total:
+            sys.stderr.write(line.strip("\r") + "\n")
+
+
+@dataclass
+class Patients:
+    """The cohort with each patient's measurements extracted once."""
+    records: list
+    measurements: list  # per patient: [(feature, t, value, id)] sorted by t
+
+
+def load_patients(cfg: dict, n: int, seed: int) -> Patients:
+    records = generate(n, seed)
+    spec = cfg["spec"]
+    bar = Progress(len(records), "featurize")
+    meas = []
+    for i, r in enumerate(records):
+        found, _rejected = featurize.extract(spec, r["bundle"])
+        meas.append(found)
+        r["bundle"] = None  # the measurements are all that is needed from here on; free memory
+        bar.update(i + 1)
+    return Patients(records, meas)
+
+
+def normalisation(cfg: dict, patients: Patients, split: str = "train"):
+    """Per-feature mean/std of the training split's measurements (raw canonical units)."""
+    nf = len(cfg["spec"]["feature"])
+    vals = [[] for _ in range(nf)]
+    for r, ms in zip(patients.records, patients.measurements):
+        if r["split"] == split:
+            for f, _t, v, _id in ms:
+                vals[f].append(v)
+    mean = [round(float(np.mean(v)), 6) if v else 0.0 for v in vals]
+    std = [round(max(float(np.std(v)), 1e-3), 6) if v else 1.0 for v in vals]
+    return np.array(mean), np.array(std)
+
+
+def training_ranges(cfg: dict, patients: Patients, split: str = "train") -> dict:
+    """Per feature, the range of values seen in training (0.05th-99.95th percentile, widened by 10%
+    of the spread): outside it the model extrapolates, so the manifest declares it and the gateway
+    abstains there."""
+    out = {}
+    for f, feat in enumerate(cfg["spec"]["feature"]):
+        v = np.array([m[2] for r, ms in zip(patients.records, patients.measurements)
+                      if r["split"] == split for m in ms if m[0] == f])
+        if len(v) == 0 or feat["coded_values"]:
+            continue
+        lo, hi = np.percentile(v, [0.05, 99.95])
+        pad = 0.1 * (hi - lo)
+        out[feat["name"]] = [round(float(lo - pad), 2), round(float(hi + pad), 2)]
+    return out
+
+
+@dataclass
+class Samples:
+    x: np.ndarray          # float32 [N, steps, channels]
+    y: np.ndarray          # int8 [N]
+    patient: np.ndarray    # int [N], index into records
+    t: np.ndarray          # float64 [N], Unix seconds
+    onset: np.ndarray      # float64 [N], the patient's onset (nan if none)
+    observed: np.ndarray   # int [N], in-window measurements
+
+
+def samples(cfg: dict, patients: Patients, split: str, mean, std, every_hours: float | None = None) -> Samples:
+    spec, outcome, horizon = cfg["spec"], cfg["outcome"], cfg["horizon_hours"] * HOUR
+    every = (every_hours or cfg["sample_every_hours"]) * HOUR
+    window = spec["window_hours"] * HOUR
+    xs, ys, ps, ts, os_, obs = [], [], [], [], [], []
+    chosen = [i for i, r in enumerate(patients.records) if r["split"] == split]
+    bar = Progress(len(chosen), f"{split} set")
+    for k, i in enumerate(chosen):
+        r = patients.records[i]
+        admit, discharge = r["admit"].timestamp(), r["discharge"].timestamp()
+        onset = r["onsets"].get(outcome)
+        onset = onset.timestamp() if onset is not None else np.nan
+        end = min(discharge, onset) if not np.isnan(onset) else discharge
+        times = np.arange(admit + cfg["first_sample_hours"] * HOUR, end, every)
+        if len(times) == 0:
+            continue
+        ms = patients.measurements[i]
+        xs.append(featurize.grids(spec, mean, std, ms, times))
+        ys.append(((onset > times) & (onset <= times + horizon)).astype(np.int8) if not np.isnan(onset)
+                  else np.zeros(len(times), dtype=np.int8))
+        ps.append(np.full(len(times), i))
+        ts.append(times)
+        os_.append(np.full(len(times), onset))
+        mt = np.array([m[1] for m in ms]) if ms else np.zeros(0)
+        obs.append(np.array([int(((mt >= t - window) & (mt < t)).sum()) for t in times]))
+        bar.update(k + 1)
+    bar.update(len(chosen))
+    return Samples(np.concatenate(xs), np.concatenate(ys), np.concatenate(ps), np.concatenate(ts),
+                   np.concatenate(os_), np.concatenate(obs))
+
+
+def _latest(ms, name_to_f, name, t, max_age_h):
+    f = name_to_f.get(name)
+    if f is None:
+        return None
+    best = None
+    for ff, mt, v, _ in ms:
+        if ff == f and t - max_age_h * HOUR <= mt < t:
+            best = v
+    return best
+
+
+def baseline_scores(cfg: dict, patients: Patients, s: Samples) -> dict:
+    """Each bedside score at each sample, from the model's own inputs, as the gateway shows it:
+    NEWS2 (SpO2 scale 2 for patients with hypercapnic respiratory failure), qSOFA, SIRS, KDIGO stage."""
+    names = {f["name"]: i for i, f in enumerate(cfg["spec"]["feature"])}
+    out = {"news2": [], "qsofa": [], "sirs": [], "kdigo": []}
+    by_patient = {}
+    for i, (p, t) in enumerate(zip(s.patient, s.t)):
+        by_patient.setdefault(p, []).append(i)
+    results = [None] * len(s.t)
+    for p, idx in by_patient.items():
+        ms = patients.measurements[p]
+        rec = patients.records[p]
+        for i in idx:
+            t = s.t[i]
+            v = {k: _latest(ms, names, k, t, VITALS_MAX_AGE_H)
+                 for k in ("respiratory_rate", "spo2", "systolic_bp", "heart_rate", "temperature")}
+            c = _latest(ms, names, "consciousness_not_alert", t, VITALS_MAX_AGE_H)
+            alert = None if c is None else c < 0.5
+            wbc = _latest(ms, names, "wbc", t, LABS_MAX_AGE_H)
+            row = {}
+            row["news2"] = baselines.news2({**v, "alert": alert, "on_oxygen": None},
+                                           scale=2 if rec["hypercapnic"] else 1)["total"]
+            row["qsofa"] = baselines.qsofa({**v, "alert": alert})["total"]
+            row["sirs"] = baselines.sirs({**v, "wbc": wbc})["total"]
+            if "creatinine" in names:
+                f = names["creatinine"]
+                from datetime import datetime, timezone
+                series = [(datetime.fromtimestamp(mt, timezone.utc), val) for ff, mt, val, _ in ms
+                          if ff == f and t - 7 * 24 * HOUR <= mt < t]
+                now = datetime.fromtimestamp(t, timezone.utc)
+                row["kdigo"] = baselines.kdigo(series, now)["stage"] or 0
+            else:
+                row["kdigo"] = 0
+            results[i] = row
+    for k in out:
+        out[k] = np.array([r[k] for r in results], dtype=np.float64)
+    return out
