@@ -87,13 +87,16 @@ def load_patients(cfg: dict, n: int, seed: int) -> Patients:
 
 
 def normalisation(cfg: dict, patients: Patients, split: str = "train"):
-    """Per-feature mean/std of the training split's measurements (raw canonical units)."""
-    nf = len(cfg["spec"]["feature"])
-    vals = [[] for _ in range(nf)]
+    """Per-feature mean/std of the training split's measurements (canonical units, after the
+    feature's transform)."""
+    feats = cfg["spec"]["feature"]
+    vals = [[] for _ in feats]
     for r, ms in zip(patients.records, patients.measurements):
         if r["split"] == split:
             for f, _t, v, _id in ms:
-                vals[f].append(v)
+                mv = featurize.model_value(feats[f], v)
+                if mv is not None:
+                    vals[f].append(mv)
     mean = [round(float(np.mean(v)), 6) if v else 0.0 for v in vals]
     std = [round(max(float(np.std(v)), 1e-3), 6) if v else 1.0 for v in vals]
     return np.array(mean), np.array(std)
@@ -111,7 +114,12 @@ def training_ranges(cfg: dict, patients: Patients, split: str = "train") -> dict
             continue
         lo, hi = np.percentile(v, [0.05, 99.95])
         pad = 0.1 * (hi - lo)
-        out[feat["name"]] = [round(float(lo - pad), 2), round(float(hi + pad), 2)]
+        lo, hi = lo - pad, hi + pad
+        if v.min() >= 0:
+            lo = max(lo, 0.0)  # counts and concentrations are not negative
+        if feat["unit"] == "%":
+            hi = min(hi, 100.0)
+        out[feat["name"]] = [round(float(lo), 2), round(float(hi), 2)]
     return out
 
 
@@ -171,7 +179,7 @@ def baseline_scores(cfg: dict, patients: Patients, s: Samples) -> dict:
     """Each bedside score at each sample, from the model's own inputs, as the gateway shows it:
     NEWS2 (SpO2 scale 2 for patients with hypercapnic respiratory failure), qSOFA, SIRS, KDIGO stage."""
     names = {f["name"]: i for i, f in enumerate(cfg["spec"]["feature"])}
-    out = {"news2": [], "qsofa": [], "sirs": [], "kdigo": []}
+    out = {"news2": [], "qsofa": [], "sirs": [], "kdigo": [], "kdigo_ratio": []}
     by_patient = {}
     for i, (p, t) in enumerate(zip(s.patient, s.t)):
         by_patient.setdefault(p, []).append(i)
@@ -197,9 +205,12 @@ def baseline_scores(cfg: dict, patients: Patients, s: Samples) -> dict:
                 series = [(datetime.fromtimestamp(mt, timezone.utc), val) for ff, mt, val, _ in ms
                           if ff == f and t - 7 * 24 * HOUR <= mt < t]
                 now = datetime.fromtimestamp(t, timezone.utc)
-                row["kdigo"] = baselines.kdigo(series, now)["stage"] or 0
+                k = baselines.kdigo(series, now)
+                row["kdigo"] = k["stage"] or 0
+                # KDIGO's own quantity as a continuous score: latest / 7-day baseline.
+                row["kdigo_ratio"] = k["ratio"] if k["ratio"] is not None else 1.0
             else:
-                row["kdigo"] = 0
+                row["kdigo"], row["kdigo_ratio"] = 0, 1.0
             results[i] = row
     for k in out:
         out[k] = np.array([r[k] for r in results], dtype=np.float64)

@@ -105,12 +105,22 @@ def load_spec(path: str) -> dict:
         feat.setdefault("molar_mass", None)
         feat.setdefault("aggregate", "last")
         feat.setdefault("max_age_hours", None)
+        feat.setdefault("transform", "none")
+        if feat["transform"] not in ("none", "log"):
+            raise ValueError(f"feature {feat['name']}: transform {feat['transform']!r}")
         if not is_canonical(feat["unit"]):
             raise ValueError(f"feature {feat['name']}: unit {feat['unit']!r} is not one bedside converts to")
         if feat["aggregate"] not in ("last", "mean", "min", "max"):
             raise ValueError(f"feature {feat['name']}: aggregate {feat['aggregate']!r}")
     spec["steps"] = spec["window_hours"] * 60 // spec["step_minutes"]
     return spec
+
+
+def model_value(feat, v: float) -> float | None:
+    """A raw value in model space (the feature's transform), None when it has none."""
+    if feat["transform"] == "log":
+        return math.log(v) if v > 0 else None
+    return v
 
 
 def load_normalisation(manifest_path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -265,6 +275,10 @@ def grids(spec, mean, std, measurements, nows) -> np.ndarray:
         if feat["max_age_hours"] is not None:
             age = edges[:, 1:] - np.where(carried_src >= 0, times[np.maximum(carried_src, 0)], -np.inf)
             has &= observed | (age <= feat["max_age_hours"] * 3600.0)
+        if feat["transform"] == "log":
+            positive = carried_val > 0
+            has &= positive
+            carried_val = np.log(np.where(positive, carried_val, 1.0))
         s = std[f]
         norm = ((carried_val - mean[f]) / s) if s > 0 else np.zeros_like(carried_val)
         out[:, :, f] = np.where(has, norm, 0.0).astype(np.float32)
@@ -311,22 +325,29 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", required=True)
     ap.add_argument("--manifest", required=True)
-    ap.add_argument("--now", required=True, help="reference time, e.g. 2026-02-01T12:00:00Z (or 'each:<file>' per bundle)")
-    ap.add_argument("bundles", nargs="+")
+    ap.add_argument("--now", help="reference time for every bundle, e.g. 2026-02-01T12:00:00Z")
+    ap.add_argument("--pairs", help="JSON file [[bundle path, reference time], ...] instead of --now + bundles")
+    ap.add_argument("bundles", nargs="*")
     args = ap.parse_args(argv)
     spec = load_spec(args.spec)
     mean, std = load_normalisation(args.manifest)
-    now = parse_instant(args.now)
-    if now is None:
-        print(f"--now {args.now!r} is not a date-time with a zone", file=sys.stderr)
-        return 2
-    result = {}
-    for path in args.bundles:
+    if args.pairs:
+        with open(args.pairs) as f:
+            pairs = json.load(f)
+    else:
+        pairs = [(path, args.now) for path in args.bundles]
+    result = []
+    for path, when in pairs:
+        now = parse_instant(when)
+        if now is None:
+            print(f"reference time {when!r} is not a date-time with a zone", file=sys.stderr)
+            return 2
         with open(path) as f:
             bundle = json.load(f)
         meas, rejected = extract(spec, bundle)
         x = grids(spec, mean, std, meas, [now])[0]
-        result[path] = {"tensor": [[round(float(v), 7) for v in row] for row in x], "measurements": len(meas), "rejected": len(rejected)}
+        result.append({"bundle": path, "now": when, "tensor": x.tolist(),
+                       "measurements": len(meas), "rejected": len(rejected)})
     json.dump(result, sys.stdout)
     return 0
 

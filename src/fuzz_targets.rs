@@ -16,7 +16,13 @@ use crate::hooks::prefetch::PrefetchTemplate;
 use crate::hooks::wire::HookRequest;
 use crate::hooks::HookError;
 
-const FEATURES: &str = include_str!("../models/deterioration/features.toml");
+/// Every model's spec: between them they use each unit conversion, aggregate, carry limit and
+/// transform the grid knows.
+const FEATURES: [&str; 3] = [
+    include_str!("../models/deterioration/features.toml"),
+    include_str!("../models/sepsis/features.toml"),
+    include_str!("../models/aki/features.toml"),
+];
 const TEMPLATES: &[&str] = &[
     "Patient/{{context.patientId}}",
     "Observation?patient={{context.patientId}}&category=vital-signs&_sort=-date&_count=500",
@@ -24,10 +30,14 @@ const TEMPLATES: &[&str] = &[
     "{{context.userId}}",
 ];
 
-fn spec() -> Option<&'static FeatureSpec> {
-    static SPEC: OnceLock<Option<FeatureSpec>> = OnceLock::new();
-    SPEC.get_or_init(|| FeatureSpec::parse(FEATURES).ok())
-        .as_ref()
+fn specs() -> &'static [FeatureSpec] {
+    static SPECS: OnceLock<Vec<FeatureSpec>> = OnceLock::new();
+    SPECS.get_or_init(|| {
+        FEATURES
+            .iter()
+            .filter_map(|text| FeatureSpec::parse(text).ok())
+            .collect()
+    })
 }
 
 fn now() -> DateTime<Utc> {
@@ -64,19 +74,25 @@ pub fn bundle_to_features(data: &[u8]) {
 }
 
 fn features_of(raw: &RawValue) {
-    let Some(spec) = spec() else {
-        return;
-    };
     let Ok(projected) = projection::observations(raw) else {
         return;
     };
-    let (found, _) = measurements(spec, &projected.observations);
-    let norm = Normalisation {
-        mean: vec![0.0; spec.channels()],
-        std: vec![1.0; spec.channels()],
-    };
-    let matrix = FeatureMatrix::build(spec, &norm, &found, now());
-    let _ = matrix.with_each_feature_removed();
+    for spec in specs() {
+        let (found, _) = measurements(spec, &projected.observations);
+        let norm = Normalisation {
+            mean: vec![0.0; spec.channels()],
+            std: vec![1.0; spec.channels()],
+        };
+        let matrix = FeatureMatrix::build(spec, &norm, &found, now());
+        let _ = matrix.with_each_feature_removed();
+        let occluded = matrix.occludable(8);
+        let _ = matrix.with_each_measurement_removed(spec, &norm, &occluded);
+        // Made-up contributions: every measurement's words and every trend are rendered.
+        let contributions: Vec<(usize, f32)> = (0..matrix.measurements.len())
+            .map(|i| (i, 0.01 * (i % 7) as f32))
+            .collect();
+        let _ = crate::features::explain::explain(spec, &matrix, &contributions, 5);
+    }
 }
 
 /// First line: a template; the rest: a JSON `context`.

@@ -190,6 +190,10 @@ pub fn app(
             web::get().to(model_card),
         )
         .route(
+            "/models/{name}/{version}/{file}",
+            web::get().to(model_card_asset),
+        )
+        .route(
             "/health/live",
             web::get()
                 .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "live"})) }),
@@ -275,6 +279,33 @@ async fn model_card(state: web::Data<AppState>, path: web::Path<(String, String)
             .content_type("text/markdown; charset=utf-8")
             .body(text),
         _ => not_found_body(format!("model {name} {version} has no model card")),
+    }
+}
+
+/// Files the model card links to (its plots and the measured evaluation), by fixed name only:
+/// nothing else in a model's folder is served.
+async fn model_card_asset(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+) -> HttpResponse {
+    const ASSETS: &[(&str, &str)] = &[
+        ("roc.svg", "image/svg+xml"),
+        ("reliability.svg", "image/svg+xml"),
+        ("evaluation.json", "application/json"),
+    ];
+    let (name, version, file) = path.into_inner();
+    let Some(&(file, content_type)) = ASSETS.iter().find(|(f, _)| *f == file) else {
+        return not_found_body(format!("model {name} {version} has no file {file}"));
+    };
+    let Some(model) = state.runtime().models.get(&name, &version) else {
+        return not_found_body(format!("no model {name} {version}"));
+    };
+    let Some(dir) = model.model_card.parent().map(|d| d.join(file)) else {
+        return not_found_body(format!("model {name} {version} has no file {file}"));
+    };
+    match tokio::task::spawn_blocking(move || std::fs::read(dir)).await {
+        Ok(Ok(bytes)) => HttpResponse::Ok().content_type(content_type).body(bytes),
+        _ => not_found_body(format!("model {name} {version} has no file {file}")),
     }
 }
 

@@ -40,7 +40,7 @@ async fn model_metadata_follows_the_open_inference_protocol() {
     let (s, body) = call(&gw, reqwest::Method::GET, "/v2/models/deterioration", None).await;
     assert_eq!(s, 200, "{body}");
     let meta: ModelMetadata = serde_json::from_value(body).unwrap();
-    assert_eq!(meta.versions, ["1.0.0"]);
+    assert_eq!(meta.versions, ["1.0.0", "2.0.0"]); // 2.0.0 in shadow
     assert_eq!(meta.inputs[0].shape, [-1, 48, 12]);
     assert_eq!(meta.inputs[0].datatype, "FP32");
     assert_eq!(meta.outputs[0].shape, [-1, 1]);
@@ -320,5 +320,74 @@ async fn a_configured_api_token_opens_the_prediction_api_but_not_cds_hooks() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn predictions_explain_themselves_and_abstain_outside_the_training_range() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let as_of = parity()["now"].as_str().unwrap().to_owned();
+    let request: Value =
+        serde_json::from_str(&common::fixture("patients/deteriorating.json")).unwrap();
+    let mut bundle = request["prefetch"]["vitals"].clone();
+    let path = format!("/api/v1/models/sepsis/predict?asOf={as_of}");
+    let (s, body) = call(
+        &gw,
+        reqwest::Method::POST,
+        &path,
+        Some((
+            "application/fhir+json",
+            serde_json::to_vec(&bundle).unwrap(),
+        )),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["version"], "1.0.0");
+    let drivers = body["drivers"].as_array().unwrap();
+    assert!(!drivers.is_empty(), "{body}");
+    for d in drivers {
+        assert!(d["observation"]
+            .as_str()
+            .unwrap()
+            .starts_with("Observation/"));
+        assert!(d["contribution"].as_f64().unwrap() > 0.0);
+        assert!(!d["words"].as_str().unwrap().is_empty());
+    }
+    assert!(body["trends"].as_array().unwrap().len() >= 4, "{body}");
+
+    // One heart rate of 260/min: outside what the model saw in training → no number, a reason.
+    let entry = bundle["entry"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .filter(|e| e["resource"]["code"]["coding"][0]["code"] == "8867-4")
+        .max_by_key(|e| {
+            e["resource"]["effectiveDateTime"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .unwrap();
+    entry["resource"]["valueQuantity"]["value"] = 260.into();
+    let id = entry["resource"]["id"].as_str().unwrap().to_owned();
+    let (s, body) = call(
+        &gw,
+        reqwest::Method::POST,
+        &path,
+        Some((
+            "application/fhir+json",
+            serde_json::to_vec(&bundle).unwrap(),
+        )),
+    )
+    .await;
+    assert_eq!(s, 422, "{body}");
+    assert_eq!(body["error"], "insufficient_data");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("heart rate 260 /min is outside the range the model was trained on")
+            && message.contains(&format!("Observation/{id}")),
+        "{message}"
+    );
     gw.stop().await;
 }

@@ -156,6 +156,29 @@ async fn the_model_card_behind_source_url_is_served() {
         .unwrap()
         .to_lowercase()
         .contains("synthetic"));
+    // Its plots and measured evaluation are served beside it; nothing else in the folder is.
+    for (file, status, kind) in [
+        ("roc.svg", 200, "image/svg+xml"),
+        ("reliability.svg", 200, "image/svg+xml"),
+        ("evaluation.json", 200, "application/json"),
+        ("model.pt", 404, "application/json"),
+        ("manifest.toml", 404, "application/json"),
+        ("..%2F..%2Fbedside.toml", 404, "application/json"),
+    ] {
+        let resp = http()
+            .get(format!("{}/models/sepsis/1.0.0/{file}", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{file}");
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind),
+            "{file}"
+        );
+    }
     gw.stop().await;
 }
 
@@ -491,5 +514,38 @@ async fn health_endpoints_answer() {
     assert_eq!(resp.status().as_u16(), 404);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn news2_uses_spo2_scale_2_for_a_recorded_hypercapnic_respiratory_failure() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let condition = |code: &str, clinical: &str| {
+        json!({"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {
+            "resourceType": "Condition", "id": "c1",
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": clinical}]},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}]},
+            "subject": {"reference": "Patient/example"}}}]})
+    };
+    let detail = |body: &Value| body["cards"][0]["detail"].as_str().unwrap().to_owned();
+    let mut request = patient("deteriorating");
+    let (s, body) = post(&gw, "deterioration", &request).await;
+    assert_eq!(s, 200);
+    assert!(detail(&body).contains("SpO2 scale 1."), "{}", detail(&body));
+    for (code, clinical, scale) in [
+        ("J96.12", "active", "SpO2 scale 2."),
+        ("J96.12", "resolved", "SpO2 scale 1."),
+        ("J44.9", "active", "SpO2 scale 1."), // COPD alone: scale 1 (RCP)
+    ] {
+        request["prefetch"]["conditions"] = condition(code, clinical);
+        let (s, body) = post(&gw, "deterioration", &request).await;
+        assert_eq!(s, 200);
+        assert!(
+            detail(&body).contains(scale),
+            "{code} {clinical}: {}",
+            detail(&body)
+        );
+    }
     gw.stop().await;
 }

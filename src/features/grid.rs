@@ -207,10 +207,9 @@ fn fill(
                 sources[k] = Some(i);
                 // In f64 (constants too) then cast, as training does: parity to 1e-6 depends on it.
                 let std = norm.std[f];
-                values[t * channels + f] = if std > 0.0 {
-                    ((v - norm.mean[f]) / std) as f32
-                } else {
-                    0.0
+                values[t * channels + f] = match def.transform.apply(v) {
+                    Some(v) if std > 0.0 => ((v - norm.mean[f]) / std) as f32,
+                    _ => 0.0,
                 };
             }
         }

@@ -22,4 +22,4 @@ pub mod units;
 
 pub use extract::{measurements, Measurement, Rejection};
 pub use grid::{FeatureMatrix, Normalisation};
-pub use spec::{Aggregate, FeatureDef, FeatureSpec, FeatureSpecError};
+pub use spec::{Aggregate, FeatureDef, FeatureSpec, FeatureSpecError, Transform};

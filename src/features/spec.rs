@@ -50,6 +50,30 @@ struct RawFeature {
     /// as missing (mean, mask 0). Absent: carried to the end of the window.
     #[serde(default)]
     max_age_hours: Option<f64>,
+    #[serde(default)]
+    transform: Transform,
+}
+
+/// Applied to a step's value before normalisation (the manifest's mean/std are of the
+/// transformed values). Measurements, explanations and bedside scores keep raw units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transform {
+    #[default]
+    None,
+    /// Natural log: ratios become differences (creatinine against its baseline, as KDIGO
+    /// reads it). Values ≤ 0 are treated as missing.
+    Log,
+}
+
+impl Transform {
+    /// The model-space value of `v`, or `None` when it has none (log of a non-positive value).
+    pub fn apply(self, v: f64) -> Option<f64> {
+        match self {
+            Self::None => Some(v),
+            Self::Log => (v > 0.0).then(|| v.ln()),
+        }
+    }
 }
 
 /// How several measurements in one step become the step's value.
@@ -82,6 +106,7 @@ pub struct FeatureDef {
     pub aggregate: Aggregate,
     /// Longest a value is carried forward into empty steps.
     pub max_age: Option<Duration>,
+    pub transform: Transform,
 }
 
 /// A validated feature spec.
@@ -153,6 +178,7 @@ impl FeatureSpec {
                 molar_mass: f.molar_mass,
                 aggregate: f.aggregate,
                 max_age,
+                transform: f.transform,
             });
         }
         Ok(Self {

@@ -244,6 +244,45 @@ fn push<'a>(resource: &'a RawValue, out: &mut Projected<'a>) {
     }
 }
 
+/// Whether a prefetched Condition Bundle (or single Condition) holds an active, not refuted
+/// Condition coded with one of `codes` (any code system: ICD-10-CM, SNOMED CT). Used for
+/// clinical context such as hypercapnic respiratory failure, which puts NEWS2 on SpO2 scale 2.
+pub fn has_active_condition(value: &RawValue, codes: &[String]) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(value.get()) else {
+        return false;
+    };
+    let resources: Vec<&serde_json::Value> = match v["resourceType"].as_str() {
+        Some("Bundle") => v["entry"]
+            .as_array()
+            .map(|e| e.iter().map(|e| &e["resource"]).collect())
+            .unwrap_or_default(),
+        _ => vec![&v],
+    };
+    let code_of = |concept: &serde_json::Value| -> Vec<String> {
+        concept["coding"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter_map(|c| c["code"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    resources.into_iter().any(|r| {
+        let clinical = code_of(&r["clinicalStatus"]);
+        let verification = code_of(&r["verificationStatus"]);
+        r["resourceType"] == "Condition"
+            && (clinical.is_empty()
+                || clinical
+                    .iter()
+                    .any(|c| matches!(c.as_str(), "active" | "recurrence" | "relapse")))
+            && !verification
+                .iter()
+                .any(|c| matches!(c.as_str(), "refuted" | "entered-in-error"))
+            && code_of(&r["code"]).iter().any(|c| codes.contains(c))
+    })
+}
+
 /// Whether a prefetch value is an OperationOutcome (the EHR's own fetch failed). A value that
 /// does not contain the word cannot be one, so the common case costs a substring scan, not a
 /// parse of a 100 KB Bundle.
@@ -265,6 +304,34 @@ mod tests {
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn active_conditions_are_found_by_code_and_refuted_or_resolved_ones_are_not() {
+        let codes = vec!["J96.12".to_owned()];
+        let cond = |clinical: &str, verification: &str| {
+            format!(
+                r#"{{"resource":{{"resourceType":"Condition","clinicalStatus":{{"coding":[{{"code":"{clinical}"}}]}},"verificationStatus":{{"coding":[{{"code":"{verification}"}}]}},"code":{{"coding":[{{"system":"http://hl7.org/fhir/sid/icd-10-cm","code":"J96.12"}}]}}}}}}"#
+            )
+        };
+        let bundle = |e: String| raw(&format!(r#"{{"resourceType":"Bundle","entry":[{e}]}}"#));
+        assert!(has_active_condition(
+            &bundle(cond("active", "confirmed")),
+            &codes
+        ));
+        assert!(!has_active_condition(
+            &bundle(cond("resolved", "confirmed")),
+            &codes
+        ));
+        assert!(!has_active_condition(
+            &bundle(cond("active", "refuted")),
+            &codes
+        ));
+        assert!(!has_active_condition(
+            &bundle(cond("active", "confirmed")),
+            &["J44.9".to_owned()]
+        ));
+        assert!(!has_active_condition(&raw("[]"), &codes));
     }
 
     #[test]

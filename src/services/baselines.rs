@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::cards::BaselineReport;
-use crate::features::news2::{self, Vitals};
+use crate::features::news2::{self, SpO2Scale, Vitals};
 use crate::features::{kdigo, qsofa, sirs, FeatureMatrix, FeatureSpec};
 
 /// A deterministic score a service can show.
@@ -32,14 +32,19 @@ impl Baseline {
 }
 
 /// Computes `which` from the window's measurements; vital signs and laboratory values measured
-/// before `recent` count as not recorded (a score describes the patient now).
+/// before `recent` count as not recorded (a score describes the patient now). `spo2_scale`:
+/// scale 2 for patients with hypercapnic respiratory failure.
 pub fn compute(
     which: &[Baseline],
     spec: &FeatureSpec,
     matrix: &FeatureMatrix,
     recent: DateTime<Utc>,
+    spo2_scale: SpO2Scale,
 ) -> BaselineReport {
-    let vitals = Vitals::latest(spec, matrix, recent);
+    let vitals = Vitals {
+        spo2_scale,
+        ..Vitals::latest(spec, matrix, recent)
+    };
     let mut report = BaselineReport::default();
     for b in which {
         match b {

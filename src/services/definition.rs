@@ -35,6 +35,21 @@ struct RawService {
     /// Bedside scores shown beside the model (news2, qsofa, sirs, kdigo).
     #[serde(default)]
     baselines: Vec<Baseline>,
+    #[serde(default)]
+    news2: News2Options,
+}
+
+/// When NEWS2 uses SpO2 scale 2: the RCP reserves it for hypercapnic respiratory failure with
+/// a prescribed 88–92% target; a recorded active diagnosis is the data bedside can see.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct News2Options {
+    /// Prefetch key holding the patient's Conditions.
+    #[serde(default)]
+    pub conditions_prefetch: Option<String>,
+    /// Condition codes (ICD-10-CM, SNOMED CT) that put the patient on scale 2.
+    #[serde(default)]
+    pub scale2_conditions: Vec<String>,
 }
 
 fn default_deadline() -> Duration {
@@ -148,6 +163,7 @@ pub struct ServiceDef {
     pub card: CardText,
     /// Bedside scores computed from the same data and shown beside the model.
     pub baselines: Vec<Baseline>,
+    pub news2: News2Options,
 }
 
 /// Problems in the service definitions, each with its file and key.
@@ -251,6 +267,14 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
                 required: p.required,
             }),
             Err(e) => problem(&format!("prefetch.{key}.query"), e.to_string()),
+        }
+    }
+    if let Some(key) = &raw.news2.conditions_prefetch {
+        if !raw.prefetch.contains_key(key) {
+            problem(
+                "news2.conditions_prefetch",
+                format!("`{key}` is not a prefetch key"),
+            );
         }
     }
     for input in &raw.model.inputs {
@@ -383,6 +407,7 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
         },
         card,
         baselines: raw.baselines,
+        news2: raw.news2,
     })
 }
 

@@ -15,6 +15,7 @@ use super::FhirAccess;
 use super::ServiceError;
 use crate::cards::{self, Abstention, RiskAssessment};
 use crate::features::explain;
+use crate::features::news2::SpO2Scale;
 use crate::features::FeatureMatrix;
 use crate::fhir::fulfil::{self, Supply, Want};
 use crate::fhir::projection::{self, ObservationView};
@@ -129,7 +130,13 @@ impl CdsService {
         let recent = now
             - ChronoDuration::from_std(self.def.guardrails.max_staleness)
                 .unwrap_or(ChronoDuration::MAX);
-        let baselines = baselines::compute(&self.def.baselines, spec, matrix, recent);
+        let baselines = baselines::compute(
+            &self.def.baselines,
+            spec,
+            matrix,
+            recent,
+            self.spo2_scale(request, &supplies),
+        );
         let card = cards::risk_card(
             &RiskAssessment {
                 service_id: &self.def.id,
@@ -169,6 +176,8 @@ impl CdsService {
                     .as_ref()
                     .and_then(|m| m.get(&p.key))
                     .copied(),
+                // Optional context (labs, conditions) is used when the EHR prefetched it, not
+                // fetched: it must not add a query to every call.
                 fetch_if_missing: p.required || self.def.inputs.contains(&p.key),
             })
             .collect()
@@ -294,6 +303,36 @@ impl CdsService {
         CdsResponse {
             cards: vec![checked(card)],
             system_actions: Vec::new(),
+        }
+    }
+
+    /// SpO2 scale 2 when the conditions prefetch holds an active hypercapnic respiratory failure
+    /// (the codes are the service's `[news2] scale2_conditions`), else scale 1.
+    fn spo2_scale(&self, request: &HookRequest<'_>, supplies: &[Supply<'_>]) -> SpO2Scale {
+        let opts = &self.def.news2;
+        let Some(key) = &opts.conditions_prefetch else {
+            return SpO2Scale::Scale1;
+        };
+        let found =
+            self.def
+                .prefetch
+                .iter()
+                .zip(supplies)
+                .filter(|(p, _)| &p.key == key)
+                .any(|(_, supply)| match supply {
+                    Supply::Prefetched(v) => {
+                        projection::has_active_condition(v, &opts.scale2_conditions)
+                    }
+                    Supply::Fetched(f) => f.pages.iter().any(|page| {
+                        projection::has_active_condition(page, &opts.scale2_conditions)
+                    }),
+                    _ => false,
+                });
+        if found {
+            tracing::debug!(service = %self.def.id, hook_instance = %request.hook_instance, "NEWS2 on SpO2 scale 2");
+            SpO2Scale::Scale2
+        } else {
+            SpO2Scale::Scale1
         }
     }
 
