@@ -56,6 +56,10 @@ pub struct RawConfig {
     /// pipelines that cannot sign JWTs. CDS Hooks calls always need a client JWT.
     #[serde(default)]
     pub api_tokens: Vec<RawApiToken>,
+    /// Bearer tokens for the operator endpoints (`/admin/...`: kill switch, report), as
+    /// sha256 like `api_tokens`. None configured: the admin endpoints refuse everyone.
+    #[serde(default)]
+    pub admin_tokens: Vec<RawApiToken>,
 }
 
 /// One prediction-API token, stored as its sha256 so the configuration holds no secret.
@@ -75,18 +79,24 @@ fn default_models_dir() -> PathBuf {
     PathBuf::from("models")
 }
 
-/// Where durable state (feedback) lives.
+/// Where durable state (feedback, audit, predictions) lives.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
-    /// SQLite database file; its folder is created if missing.
+    /// SQLite database file; its folder is created if missing. Used when `url` is not set.
     #[serde(default = "default_db_path")]
     pub path: PathBuf,
+    /// Database URL, e.g. `postgres://bedside@db.internal:5432/bedside` (or `sqlite:///…`):
+    /// several gateways can share one PostgreSQL database. When set it wins over `path`.
+    /// Env: `BEDSIDE_STORAGE__URL`.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
             path: default_db_path(),
+            url: None,
         }
     }
 }
@@ -392,7 +402,10 @@ pub struct Config {
     pub public_url: Url,
     pub services_dir: PathBuf,
     pub models_dir: PathBuf,
+    /// The SQLite file, used when `db_url` is not set.
     pub db_path: PathBuf,
+    /// `[storage] url`: when set, the store connects here instead of opening `db_path`.
+    pub db_url: Option<DatabaseUrl>,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub body_timeout: Duration,
@@ -406,6 +419,33 @@ pub struct Config {
     pub fhir: FhirConfig,
     /// `(name, sha256)` of each prediction-API token.
     pub api_tokens: Vec<(String, [u8; 32])>,
+    /// `(name, sha256)` of each admin token.
+    pub admin_tokens: Vec<(String, [u8; 32])>,
+}
+
+/// A database URL. It may carry a password, so `Debug` shows only its scheme and host.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The full URL, password included: for connecting, never for logs.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Url::parse(&self.0) {
+            Ok(url) => write!(
+                f,
+                "DatabaseUrl({}://{})",
+                url.scheme(),
+                url.host_str().unwrap_or("")
+            ),
+            Err(_) => f.write_str("DatabaseUrl(..)"),
+        }
+    }
 }
 
 /// Validated JWT verification settings.
@@ -622,20 +662,30 @@ impl Config {
         let clients = validate_clients(&raw.clients, &mut errors);
         let fhir = validate_fhir(&raw.fhir, &mut errors);
         let http = validate_http(raw.http, &mut errors);
-        let mut api_tokens = Vec::new();
-        for (i, t) in raw.api_tokens.iter().enumerate() {
-            let digest = hex::decode(t.sha256.trim())
-                .ok()
-                .and_then(|d| <[u8; 32]>::try_from(d).ok());
-            match digest {
-                Some(d) if !t.name.trim().is_empty() => api_tokens.push((t.name.clone(), d)),
-                Some(_) => errors.push(format!("api_tokens[{i}].name"), "must not be empty"),
-                None => errors.push(
-                    format!("api_tokens[{i}].sha256"),
-                    "must be 64 hex digits (the sha256 of the token)",
-                ),
+        let db_url = raw
+            .storage
+            .url
+            .as_deref()
+            .and_then(|url| validate_db_url(url, &mut errors));
+        let mut token_digests = |key: &str, raw: &[RawApiToken]| {
+            let mut out = Vec::new();
+            for (i, t) in raw.iter().enumerate() {
+                let digest = hex::decode(t.sha256.trim())
+                    .ok()
+                    .and_then(|d| <[u8; 32]>::try_from(d).ok());
+                match digest {
+                    Some(d) if !t.name.trim().is_empty() => out.push((t.name.clone(), d)),
+                    Some(_) => errors.push(format!("{key}[{i}].name"), "must not be empty"),
+                    None => errors.push(
+                        format!("{key}[{i}].sha256"),
+                        "must be 64 hex digits (the sha256 of the token)",
+                    ),
+                }
             }
-        }
+            out
+        };
+        let api_tokens = token_digests("api_tokens", &raw.api_tokens);
+        let admin_tokens = token_digests("admin_tokens", &raw.admin_tokens);
         if !errors.problems.is_empty() {
             return Err(errors);
         }
@@ -646,6 +696,7 @@ impl Config {
                 services_dir: raw.services_dir,
                 models_dir: raw.models_dir,
                 db_path: raw.storage.path,
+                db_url,
                 max_body_bytes: raw.limits.max_body_bytes,
                 max_header_bytes: raw.limits.max_header_bytes,
                 body_timeout: raw.limits.body_timeout,
@@ -665,6 +716,7 @@ impl Config {
                 clients,
                 fhir,
                 api_tokens,
+                admin_tokens,
             }),
             // Unreachable in practice: each `None` pushed a problem above.
             _ => Err(errors),
@@ -695,6 +747,29 @@ fn parse_http_url(text: &str) -> Result<Url, String> {
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
         _ => Err(format!("`{text}` must be an http(s) URL with a host")),
+    }
+}
+
+fn validate_db_url(text: &str, errors: &mut ConfigErrors) -> Option<DatabaseUrl> {
+    // Messages name the scheme only: the rest may hold a password.
+    match Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "postgres" | "postgresql" | "sqlite") => {
+            Some(DatabaseUrl(text.to_owned()))
+        }
+        Ok(url) => {
+            errors.push(
+                "storage.url",
+                format!(
+                    "`{}:` is not a supported database (postgres://… or sqlite://…)",
+                    url.scheme()
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            errors.push("storage.url", format!("not a URL ({e})"));
+            None
+        }
     }
 }
 
@@ -1023,7 +1098,30 @@ mod tests {
         let cfg = Config::from_toml_str(&text, "t.toml", &env).unwrap();
         assert_eq!(cfg.max_body_bytes, 1024);
         assert_eq!(cfg.db_path, PathBuf::from("/tmp/x.db"));
+        assert_eq!(cfg.db_url, None);
         assert_eq!(cfg.listen.port(), 9999);
+    }
+
+    #[test]
+    fn a_storage_url_is_taken_from_env_and_never_printed_with_its_password() {
+        let (_d, base) = dirs();
+        let text = format!("listen = '127.0.0.1:0'\npublic_url = 'http://h'\n{base}");
+        let url = "postgres://bedside:s3cret@127.0.0.1:5432/bedside";
+        let env = BTreeMap::from([("BEDSIDE_STORAGE__URL".to_owned(), url.to_owned())]);
+        let cfg = Config::from_toml_str(&text, "t.toml", &env).unwrap();
+        let db_url = cfg.db_url.as_ref().unwrap();
+        assert_eq!(db_url.expose(), url);
+        let printed = format!("{cfg:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(
+            printed.contains("DatabaseUrl(postgres://127.0.0.1)"),
+            "{printed}"
+        );
+
+        let text = format!("{text}[storage]\nurl = 'mysql://u:s3cret@h/db'\n");
+        let err = Config::from_toml_str(&text, "t.toml", &BTreeMap::new()).unwrap_err();
+        assert_eq!(err.problems()[0].0, "storage.url");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
     #[test]

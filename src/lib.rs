@@ -5,6 +5,7 @@
 //! → `services` + `cards` (policy, card text) → `store` (feedback, durable state).
 //! `server` wires them into one actix `App`; `config` is read and validated once at start-up.
 
+pub mod admin;
 pub mod api;
 pub mod cards;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod hooks;
 pub mod http_security;
 pub mod inference;
 pub mod metrics;
+pub mod report;
 pub mod server;
 pub mod services;
 pub mod store;

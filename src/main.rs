@@ -49,6 +49,16 @@ enum Command {
     /// check, `N passed, N failed`, exit 1 on any failure. The deployment must trust this
     /// runner as a client (`--iss`, JWKS served at `--jwks-listen`; test keys only).
     Conformance(bedside::conformance::Options),
+    /// Print the feedback-analytics report (per service and model version: cards shown,
+    /// acceptance and override rates by reason, suggestions accepted, suppressed/abstained,
+    /// alerts per patient-day, shadow vs active agreement) from the configured store.
+    Report {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +83,7 @@ fn main() -> ExitCode {
             Command::Demo { listen, data_dir } => demo(listen, data_dir).await,
             Command::Check { config } => check(config).await,
             Command::Conformance(options) => conformance(options).await,
+            Command::Report { config, json } => report(config, json).await,
         }
     });
     match result {
@@ -93,6 +104,19 @@ async fn conformance(options: bedside::conformance::Options) -> anyhow::Result<(
     if failed > 0 {
         anyhow::bail!("{failed} conformance check(s) failed");
     }
+    Ok(())
+}
+
+async fn report(config: PathBuf, json: bool) -> anyhow::Result<()> {
+    let config = load_config(&config)?;
+    let store = bedside::store::Store::open_from_config(&config).await?;
+    let report = store.report(None).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", bedside::report::text(&report));
+    }
+    store.close().await;
     Ok(())
 }
 

@@ -107,6 +107,18 @@ pub struct ServiceMetrics {
     /// was full.
     pub no_score: AtomicU64,
     pub prefetch_missing: AtomicU64,
+    /// Cards not shown: the patient was alerted recently (or the clinician said "already aware").
+    pub suppressed: AtomicU64,
+    /// Warning/critical cards shown as info because the unit's alert budget for the shift is spent.
+    pub downgraded: AtomicU64,
+    /// Cards not shown because another service of the same group showed one on the same evidence.
+    pub deduplicated: AtomicU64,
+    /// Scores recorded without a card (shadow service or shadow model version).
+    pub shadow: AtomicU64,
+    /// Calls answered empty because the service is switched off.
+    pub disabled: AtomicU64,
+    /// Prediction records that could not be written (the answer still went out).
+    pub record_failed: AtomicU64,
 }
 
 impl ServiceMetrics {
@@ -119,6 +131,12 @@ impl ServiceMetrics {
             ("abstained", &self.abstained),
             ("no_score", &self.no_score),
             ("prefetch_missing", &self.prefetch_missing),
+            ("suppressed", &self.suppressed),
+            ("downgraded", &self.downgraded),
+            ("deduplicated", &self.deduplicated),
+            ("shadow", &self.shadow),
+            ("disabled", &self.disabled),
+            ("record_failed", &self.record_failed),
         ] {
             let _ = writeln!(
                 out,

@@ -20,7 +20,7 @@ use crate::hooks::routes;
 use crate::hooks::wire::ErrorBody;
 use crate::inference::{LoadError, ModelRegistry};
 use crate::metrics::inc;
-use crate::services::{DefinitionErrors, FhirAccess, ServiceRegistry};
+use crate::services::{DefinitionErrors, FhirAccess, KillSwitch, ServiceEnv, ServiceRegistry};
 use crate::store::{AuditWriter, Store, StoreError};
 
 /// Shared state of a running gateway. Everything is fixed at start-up except the
@@ -36,6 +36,8 @@ pub struct AppState {
     /// Reloads that took effect / were refused (`/metrics`).
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// Services switched off at run time; survives reloads.
+    pub switches: Arc<KillSwitch>,
 }
 
 /// Models and the services bound to them: what a reload swaps. A request holds one `Arc` from
@@ -59,7 +61,14 @@ impl AppState {
     /// keeps serving and the error is returned (a corrupted model file never replaces a good
     /// one).
     pub async fn reload(&self) -> Result<(), StartupError> {
-        match load_runtime(&self.config, self.fhir.clone()).await {
+        match load_runtime(
+            &self.config,
+            self.fhir.clone(),
+            self.store.clone(),
+            self.switches.clone(),
+        )
+        .await
+        {
             Ok(runtime) => {
                 let mut slot = match self.runtime.write() {
                     Ok(w) => w,
@@ -79,7 +88,12 @@ impl AppState {
     }
 }
 
-async fn load_runtime(config: &Config, fhir: Arc<FhirAccess>) -> Result<Runtime, StartupError> {
+async fn load_runtime(
+    config: &Config,
+    fhir: Arc<FhirAccess>,
+    store: Store,
+    switches: Arc<KillSwitch>,
+) -> Result<Runtime, StartupError> {
     let models_dir = config.models_dir.clone();
     let settings = config.inference.clone();
     let models = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_dir, &settings))
@@ -90,8 +104,8 @@ async fn load_runtime(config: &Config, fhir: Arc<FhirAccess>) -> Result<Runtime,
             message: e.to_string(),
         })??;
     models.check_remotes().await?;
-    let services =
-        ServiceRegistry::load(&config.services_dir, &models, config.public_base(), fhir)?;
+    let env = Arc::new(ServiceEnv::new(config.public_base(), fhir, store, switches));
+    let services = ServiceRegistry::load(&config.services_dir, &models, env)?;
     Ok(Runtime { models, services })
 }
 
@@ -147,8 +161,9 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         client: FhirClient::new(config.fhir.settings.clone(), config.egress_policy())?,
         scoring_reserve: config.fhir.scoring_reserve,
     });
-    let runtime = load_runtime(&config, fhir.clone()).await?;
-    let store = Store::open(&config.db_path).await?;
+    let store = Store::open_from_config(&config).await?;
+    let switches = Arc::new(KillSwitch::default());
+    let runtime = load_runtime(&config, fhir.clone(), store.clone(), switches.clone()).await?;
     // Models were loaded and warmed up above: from here on the gateway can answer.
     Ok(AppState {
         config,
@@ -159,6 +174,7 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         fhir,
         reloads: AtomicU64::new(0),
         reload_failures: AtomicU64::new(0),
+        switches,
     })
 }
 
@@ -185,6 +201,7 @@ pub fn app(
         .wrap(headers)
         .configure(routes::configure)
         .configure(crate::api::configure)
+        .configure(crate::admin::configure)
         .route(
             "/models/{name}/{version}/model-card",
             web::get().to(model_card),

@@ -5,8 +5,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
+use common::cohort::Cohort;
+
 use std::time::{Duration, Instant};
 
 use bedside::config::InferenceSettings;
@@ -17,25 +17,6 @@ use bedside::services::scoring;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use serde_json::Value;
-
-fn cohort(dir: &Path, n: usize, seed: u64) -> Vec<Value> {
-    let out = Command::new(common::repo().join(".venv/bin/python"))
-        .arg(common::repo().join("models/cohort/generate.py"))
-        .args(["--n", &n.to_string(), "--seed", &seed.to_string(), "--out"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(dir.join("index.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn loinc(resource: &Value) -> Option<&str> {
     resource["code"]["coding"][0]["code"].as_str()
@@ -87,8 +68,8 @@ async fn top_driver(
 
 #[tokio::test]
 async fn the_changed_observation_ranks_first_for_each_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let index = cohort(dir.path(), 40, 3);
+    let cohort = Cohort::generate(40, 3);
+    let index = &cohort.index;
     let registry =
         ModelRegistry::load(&common::repo().join("models"), &InferenceSettings::cpu()).unwrap();
     // (model, LOINC of the observation to change, the change, words it must produce). For AKI
@@ -117,11 +98,7 @@ async fn the_changed_observation_ranks_first_for_each_model() {
         for p in quiet.iter().take(5) {
             let admit: DateTime<Utc> = p["admit"].as_str().unwrap().parse().unwrap();
             let now = admit + chrono::Duration::hours(60);
-            let path = dir
-                .path()
-                .join(format!("{}.json", p["id"].as_str().unwrap()));
-            let mut bundle: Value =
-                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let mut bundle: Value = cohort.bundle(p);
             let has_code = bundle["entry"]
                 .as_array()
                 .unwrap()

@@ -6,7 +6,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::cohort::Cohort;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 use bedside::config::InferenceSettings;
@@ -29,37 +31,17 @@ fn python() -> PathBuf {
     python
 }
 
-/// Writes `n` cohort patients (Bundles + index.jsonl) under `dir`.
-fn cohort(dir: &Path, n: usize, seed: u64) -> Vec<Value> {
-    let out = Command::new(python())
-        .arg(common::repo().join("models/cohort/generate.py"))
-        .args(["--n", &n.to_string(), "--seed", &seed.to_string(), "--out"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cohort generation failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(dir.join("index.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn at(v: &Value) -> DateTime<Utc> {
     v.as_str().unwrap().parse().unwrap()
 }
 
 #[test]
 fn rust_and_python_features_agree_on_cohort_bundles_for_every_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let index = cohort(dir.path(), 8, 11);
+    let cohort = Cohort::generate(8, 11);
+    let (dir, index) = (&cohort.dir, &cohort.index);
     // Three reference times per patient: early (partly empty window), mid-stay, end of stay.
     let mut pairs: Vec<(PathBuf, DateTime<Utc>)> = Vec::new();
-    for p in &index {
+    for p in index {
         let bundle = dir
             .path()
             .join(format!("{}.json", p["id"].as_str().unwrap()));

@@ -121,10 +121,14 @@ async fn a_deteriorating_patient_gets_a_spec_valid_card_from_the_model() {
         .override_reasons
         .iter()
         .any(|r| r.code == "already-aware"));
-    assert!(card
-        .links
-        .iter()
-        .all(|l| l.kind == LinkType::Absolute && l.app_context.is_none()));
+    // The SMART app for the full picture, opened on this prediction; the model card.
+    let smart = &card.links[0];
+    assert_eq!(smart.kind, LinkType::Smart);
+    assert_eq!(smart.url, "https://bedside.test/smart/launch");
+    let app_context: Value = serde_json::from_str(smart.app_context.as_deref().unwrap()).unwrap();
+    assert_eq!(app_context["prediction"].as_str(), card.uuid.as_deref());
+    assert_eq!(card.links[1].kind, LinkType::Absolute);
+    assert!(card.links[1].app_context.is_none());
     // No nulls anywhere in the card (spec: "JSON elements SHALL NOT be null").
     assert!(!body.to_string().contains("null"), "{body}");
 

@@ -14,24 +14,20 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// A models folder whose deterioration 1.0.0 is served by `url` (no model.pt here).
 fn remote_models(dir: &Path, url: &str, timeout: &str) -> PathBuf {
-    let src = common::repo().join("models/deterioration");
-    let dst = dir.join("models/deterioration");
-    std::fs::create_dir_all(dst.join("1.0.0")).unwrap();
-    std::fs::copy(src.join("features.toml"), dst.join("features.toml")).unwrap();
-    std::fs::copy(
-        src.join("1.0.0/MODEL_CARD.md"),
-        dst.join("1.0.0/MODEL_CARD.md"),
-    )
-    .unwrap();
-    let manifest = std::fs::read_to_string(src.join("1.0.0/manifest.toml")).unwrap();
+    // Every shipped model (the other services need theirs); deterioration 1.0.0 served remotely,
+    // its file only on the remote side.
+    let models = common::copy_models(dir);
+    let version = models.join("deterioration/1.0.0");
+    let manifest = std::fs::read_to_string(version.join("manifest.toml")).unwrap();
     let (head, tail) = manifest.split_at(manifest.find("[input]").unwrap());
     let remote = format!("[remote]\nurl = '{url}'\ntimeout = '{timeout}'\n\n");
     std::fs::write(
-        dst.join("1.0.0/manifest.toml"),
+        version.join("manifest.toml"),
         format!("{head}{remote}{tail}"),
     )
     .unwrap();
-    dir.join("models")
+    std::fs::remove_file(version.join("model.pt")).unwrap();
+    models
 }
 
 async fn hook(gw: &Gateway, name: &str) -> (u16, Value, Duration) {

@@ -293,7 +293,6 @@ def main():
         d = stats[f"drift_{ev}"]
         check(len(d) >= 5 and statistics.mean(d) > 0.5, f"no precursor drift before {ev}: {d[:5]}")
     t_all = time.perf_counter() - t0
-    check(t_all < 20, f"selftest took {t_all:.1f} s")
 
     q = sorted(stats["n_obs"])
     print(f"cohort selftest: n={N} seed={SEED}; generate {t_gen:.1f} s, total {t_all:.1f} s")

@@ -8,7 +8,9 @@ mod render;
 mod template;
 pub mod validate;
 
-pub use render::{abstain_card, risk_card, Abstention, BaselineReport, CardText, RiskAssessment};
+pub use render::{
+    abstain_card, card_uuid, risk_card, Abstention, BaselineReport, CardText, RiskAssessment,
+};
 pub use template::{
     Template, TemplateError, Values, ABSTAIN_PLACEHOLDERS, MODEL_PLACEHOLDERS, RISK_PLACEHOLDERS,
 };

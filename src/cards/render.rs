@@ -8,7 +8,9 @@ use uuid::Uuid;
 use super::template::{Template, Values};
 use crate::features::explain::Explanation;
 use crate::features::FeatureMatrix;
-use crate::hooks::wire::{Card, Coding, Indicator, Link, LinkType, Source};
+use crate::hooks::wire::{
+    Card, Coding, Indicator, Link, LinkType, SelectionBehavior, Source, Suggestion,
+};
 use crate::inference::Manifest;
 
 /// Namespace for card uuids: v5(namespace, service|hookInstance|model|version) gives the same
@@ -23,6 +25,8 @@ pub struct CardText {
     pub source_label: Template,
     /// Words for `{band}` per indicator (e.g. warning → "High").
     pub band_words: [String; 3],
+    /// How many suggestions the clinician may accept (set on cards with suggestions).
+    pub selection_behavior: SelectionBehavior,
     pub override_reasons: Vec<Coding>,
 }
 
@@ -51,6 +55,12 @@ pub struct RiskAssessment<'a> {
     pub rejected: usize,
     /// Base URL for links (no trailing slash).
     pub public_base: &'a str,
+    /// Actions offered (the clinician decides); `selectionBehavior` is set when present.
+    pub suggestions: Vec<Suggestion>,
+    /// More summary placeholders (e.g. `{drug}` for order checks).
+    pub extra_values: Vec<(&'static str, String)>,
+    /// Lines added to the detail (e.g. why the card was downgraded).
+    pub notes: Vec<String>,
 }
 
 /// Why a service gave no score.
@@ -68,7 +78,9 @@ fn model_card_url(public_base: &str, m: &Manifest) -> String {
     format!("{public_base}/models/{}/{}/model-card", m.name, m.version)
 }
 
-fn card_uuid(service_id: &str, hook_instance: &str, m: &Manifest) -> String {
+/// The card's uuid, which is also the prediction's id: the same service, call, model and
+/// version always give the same one, so feedback and the SMART app find the prediction.
+pub fn card_uuid(service_id: &str, hook_instance: &str, m: &Manifest) -> String {
     let key = format!("{service_id}|{hook_instance}|{}|{}", m.name, m.version);
     Uuid::new_v5(&CARD_NAMESPACE, key.as_bytes()).to_string()
 }
@@ -102,6 +114,18 @@ fn model_card_link(public_base: &str, m: &Manifest) -> Link {
     }
 }
 
+/// The SMART app for the full picture; `appContext` names the prediction it opens on.
+fn smart_link(public_base: &str, service_id: &str, prediction: &str) -> Link {
+    Link {
+        label: "Open the bedside app: trajectory, evidence, limits".into(),
+        url: format!("{public_base}/smart/launch"),
+        kind: LinkType::Smart,
+        app_context: Some(
+            serde_json::json!({"prediction": prediction, "service": service_id}).to_string(),
+        ),
+    }
+}
+
 fn hhmm(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -118,19 +142,21 @@ pub fn risk_card(a: &RiskAssessment<'_>, text: &CardText) -> Card {
     let mut values = base_values(m);
     values.insert("risk_pct", risk_pct.to_string());
     values.insert("band", band.clone());
-    for (name, value) in &a.baselines.values {
+    for (name, value) in a.baselines.values.iter().chain(&a.extra_values) {
         values.insert(name, value.clone());
     }
+    let uuid = card_uuid(a.service_id, a.hook_instance, m);
+    let smart = smart_link(a.public_base, a.service_id, &uuid);
     Card {
-        uuid: Some(card_uuid(a.service_id, a.hook_instance, m)),
         summary: text.summary.render(&values),
         detail: Some(risk_detail(a, risk_pct)),
         indicator: a.indicator,
         source: source(text, a.public_base, m),
-        suggestions: Vec::new(),
-        selection_behavior: None,
+        selection_behavior: (!a.suggestions.is_empty()).then_some(text.selection_behavior),
+        suggestions: a.suggestions.clone(),
         override_reasons: text.override_reasons.clone(),
-        links: vec![model_card_link(a.public_base, m)],
+        links: vec![smart, model_card_link(a.public_base, m)],
+        uuid: Some(uuid),
         extension: None,
     }
 }
@@ -146,6 +172,10 @@ fn risk_detail(a: &RiskAssessment<'_>, risk_pct: u32) -> String {
     );
     for line in &a.baselines.lines {
         d.push_str(line);
+        d.push_str("\n\n");
+    }
+    for note in &a.notes {
+        d.push_str(note);
         d.push_str("\n\n");
     }
     if a.explanation.drivers.is_empty() {

@@ -7,11 +7,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::baselines::Baseline;
+use super::policy::{AlertPolicy, DrugList, Mode, OrdersDef, SuggestionAction, SuggestionDef};
 use crate::cards::{
     CardText, Template, ABSTAIN_PLACEHOLDERS, MODEL_PLACEHOLDERS, RISK_PLACEHOLDERS,
 };
 use crate::hooks::prefetch::PrefetchTemplate;
-use crate::hooks::wire::{Coding, ServiceDescriptor};
+use crate::hooks::wire::{Coding, SelectionBehavior, ServiceDescriptor};
 use crate::inference::ModelRegistry;
 
 /// A service definition as written.
@@ -37,6 +38,22 @@ struct RawService {
     baselines: Vec<Baseline>,
     #[serde(default)]
     news2: News2Options,
+    #[serde(default)]
+    mode: Mode,
+    /// `false`: the service answers with no cards (kill switch; also at run time through
+    /// `POST /admin/services/{id}/disable`).
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    alerts: AlertPolicy,
+    #[serde(default)]
+    suggestions: Vec<SuggestionDef>,
+    #[serde(default)]
+    orders: Option<OrdersDef>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// When NEWS2 uses SpO2 scale 2: the RCP reserves it for hypercapnic respiratory failure with
@@ -101,6 +118,13 @@ struct RawCard {
     band_words: RawBandWords,
     override_reason_system: String,
     override_reasons: Vec<RawReason>,
+    /// For cards with suggestions: `at-most-one` (alternatives) or `any`.
+    #[serde(default = "at_most_one")]
+    selection_behavior: SelectionBehavior,
+}
+
+fn at_most_one() -> SelectionBehavior {
+    SelectionBehavior::AtMostOne
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +188,12 @@ pub struct ServiceDef {
     /// Bedside scores computed from the same data and shown beside the model.
     pub baselines: Vec<Baseline>,
     pub news2: News2Options,
+    pub mode: Mode,
+    pub enabled: bool,
+    pub alerts: AlertPolicy,
+    pub suggestions: Vec<SuggestionDef>,
+    /// For order hooks: which draft orders the service is about.
+    pub orders: Option<(OrdersDef, DrugList)>,
 }
 
 /// Problems in the service definitions, each with its file and key.
@@ -209,7 +239,7 @@ pub fn load_all(dir: &Path, models: &ModelRegistry) -> Result<Vec<ServiceDef>, D
                 continue;
             }
         };
-        match validate(raw, models) {
+        match validate(raw, models, dir) {
             Ok(def) if defs.iter().any(|d| d.id == def.id) => {
                 errors.0.push((
                     format!("{file}: id"),
@@ -231,7 +261,11 @@ pub fn load_all(dir: &Path, models: &ModelRegistry) -> Result<Vec<ServiceDef>, D
     }
 }
 
-fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(String, String)>> {
+fn validate(
+    raw: RawService,
+    models: &ModelRegistry,
+    dir: &Path,
+) -> Result<ServiceDef, Vec<(String, String)>> {
     let mut problems = Vec::new();
     let mut problem = |key: &str, text: String| problems.push((key.to_owned(), text));
     if raw.id.is_empty()
@@ -267,6 +301,57 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
                 required: p.required,
             }),
             Err(e) => problem(&format!("prefetch.{key}.query"), e.to_string()),
+        }
+    }
+    if let Some(key) = &raw.alerts.unit_from {
+        if !raw.prefetch.contains_key(key) {
+            problem("alerts.unit_from", format!("`{key}` is not a prefetch key"));
+        }
+    }
+    if raw.alerts.budget.as_ref().is_some_and(|b| {
+        b.shift.as_secs() < 3600 || b.shift.as_secs() % 3600 != 0 || b.shift_start_hour_utc > 23
+    }) {
+        problem(
+            "alerts.budget",
+            "shift must be whole hours and shift_start_hour_utc 0–23".into(),
+        );
+    }
+    let orders = match &raw.orders {
+        None => None,
+        Some(_) if !matches!(raw.hook.as_str(), "order-select" | "order-sign") => {
+            problem(
+                "orders",
+                "only order-select and order-sign services check draft orders".into(),
+            );
+            None
+        }
+        Some(o) => match DrugList::load(&dir.join(&o.drugs)) {
+            Ok(list) => Some((o.clone(), list)),
+            Err(e) => {
+                problem("orders.drugs", e);
+                None
+            }
+        },
+    };
+    for (i, sug) in raw.suggestions.iter().enumerate() {
+        match sug.action {
+            SuggestionAction::Create
+                if sug
+                    .resource
+                    .as_ref()
+                    .and_then(|r| r.get("resourceType"))
+                    .is_none() =>
+            {
+                problem(
+                    &format!("suggestions[{i}].resource"),
+                    "a create suggestion needs a FHIR resource with resourceType".into(),
+                );
+            }
+            SuggestionAction::DeleteDraftOrder if raw.orders.is_none() => problem(
+                &format!("suggestions[{i}].action"),
+                "delete-draft-order needs [orders] (an order hook service)".into(),
+            ),
+            _ => {}
         }
     }
     if let Some(key) = &raw.news2.conditions_prefetch {
@@ -312,6 +397,7 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
                 .iter()
                 .flat_map(|b| b.placeholders().iter().map(|(name, _)| *name)),
         )
+        .chain(raw.orders.is_some().then_some("drug"))
         .collect();
     let summary = template("card.summary", &raw.card.summary, &risk_placeholders);
     let abstain_summary = template(
@@ -352,6 +438,7 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
             raw.card.band_words.warning,
             raw.card.band_words.critical,
         ],
+        selection_behavior: raw.card.selection_behavior,
         override_reasons,
     };
     // The longest summary this service can produce must fit the spec's <140 characters.
@@ -373,6 +460,10 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
     ]);
     for (name, widest) in raw.baselines.iter().flat_map(|b| b.placeholders()) {
         worst.insert(name, (*widest).to_owned());
+    }
+    if let Some((_, list)) = &orders {
+        let longest = list.drugs.iter().map(|d| d.name.chars().count()).max();
+        worst.insert("drug", "x".repeat(longest.unwrap_or(0)));
     }
     let longest = card.summary.render(&worst).chars().count();
     if longest >= 140 {
@@ -408,6 +499,11 @@ fn validate(raw: RawService, models: &ModelRegistry) -> Result<ServiceDef, Vec<(
         card,
         baselines: raw.baselines,
         news2: raw.news2,
+        mode: raw.mode,
+        enabled: raw.enabled,
+        alerts: raw.alerts,
+        suggestions: raw.suggestions,
+        orders,
     })
 }
 

@@ -29,13 +29,13 @@ impl Store {
     /// Writes audit records in one transaction (the patient ids hashed first).
     pub async fn record_audits(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
         let salt = self.audit_salt().await?;
-        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let at = super::timestamp(chrono::Utc::now());
         let mut tx = self.pool.begin().await?;
         for record in records {
             sqlx::query(
                 "INSERT INTO audit (at, action, service_id, hook_instance, client_iss, tenant,
                     user_id, patient_hash, outcome, http_status, cards, elapsed_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&at)
             .bind(record.action)
@@ -44,7 +44,7 @@ impl Store {
             .bind(&record.client_iss)
             .bind(&record.tenant)
             .bind(&record.user_id)
-            .bind(record.patient_id.as_deref().map(|id| keyed_hash(&salt, id)))
+            .bind(record.patient_id.as_deref().map(|id| keyed_hash(salt, id)))
             .bind(&record.outcome)
             .bind(record.http_status as i64)
             .bind(record.cards as i64)
@@ -57,25 +57,35 @@ impl Store {
     }
 
     /// The stable pseudonym of a patient id in this deployment: sha256(salt ‖ 0 ‖ id), hex.
+    /// Audit and prediction rows use the same one, so a patient can be followed across both
+    /// without the database ever holding the id.
     pub async fn pseudonym(&self, patient_id: &str) -> Result<String, StoreError> {
-        Ok(keyed_hash(&self.audit_salt().await?, patient_id))
+        Ok(keyed_hash(self.audit_salt().await?, patient_id))
     }
 
-    async fn audit_salt(&self) -> Result<String, StoreError> {
-        let fresh = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('audit_salt', ?)")
-            .bind(fresh)
-            .execute(&self.pool)
+    /// The deployment's secret salt: created by the first caller on a new database (several
+    /// gateways on one PostgreSQL database agree on whichever insert won), then cached.
+    async fn audit_salt(&self) -> Result<&str, StoreError> {
+        let salt = self
+            .salt
+            .get_or_try_init(|| async {
+                let fresh = format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                );
+                sqlx::query(
+                    "INSERT INTO meta (key, value) VALUES ('audit_salt', $1) ON CONFLICT DO NOTHING",
+                )
+                .bind(fresh)
+                .execute(&self.pool)
+                .await?;
+                sqlx::query_scalar::<_, String>("SELECT value FROM meta WHERE key = 'audit_salt'")
+                    .fetch_one(&self.pool)
+                    .await
+            })
             .await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'audit_salt'")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(salt)
     }
 
     /// Audit rows, oldest first (tests, reports).
@@ -89,7 +99,7 @@ impl Store {
     }
 }
 
-fn keyed_hash(salt: &str, patient_id: &str) -> String {
+pub(super) fn keyed_hash(salt: &str, patient_id: &str) -> String {
     let mut h = Sha256::new();
     h.update(salt.as_bytes());
     h.update([0]);

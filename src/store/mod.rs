@@ -1,40 +1,102 @@
-//! Durable state: clinician feedback, audit records (later: suppression state, shadow scores).
+//! Durable state: clinician feedback, audit records, predictions (the trail behind each card,
+//! and what suppression and alert budgets read), and the feedback-analytics report.
 //!
-//! SQLite in WAL mode with `synchronous = FULL`: a feedback call is answered 200 only after its
-//! transaction is committed and fsynced, so a crash or power loss right after the answer loses
-//! nothing. Everything else in bedside is stateless.
+//! One API over two backends through `sqlx::AnyPool`: SQLite (the default, a file next to
+//! the gateway) and PostgreSQL (`[storage] url = "postgres://…"`, for several gateways sharing
+//! one database). Every statement is written once and runs on both: `$1…` placeholders,
+//! `ON CONFLICT … DO NOTHING`, timestamps as RFC 3339 text with milliseconds and `Z` (which
+//! sorts chronologically as text), integers as 64-bit, reals as doubles. Each backend has its
+//! own migration folder with the same schema in its own types.
+//!
+//! SQLite runs in WAL mode with `synchronous = FULL`: a feedback call is answered 200 only
+//! after its transaction is committed and fsynced, so a crash or power loss right after the
+//! answer loses nothing. PostgreSQL gives the same guarantee with its defaults
+//! (`synchronous_commit = on`). Everything else in bedside is stateless.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::AnyPool;
 
 mod audit;
+mod predictions;
+mod report;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
+pub use predictions::{PredictionRecord, StoredPrediction};
+pub use report::{Report, ServiceReport, ShadowAgreement, Tally};
 
+use crate::config::Config;
 use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::Feedback;
+
+/// Migrations of a SQLite database. The first two files predate PostgreSQL support and
+/// must never change: their checksums are recorded in every existing database.
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+/// The same schema in PostgreSQL types, version for version.
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/store/migrations/postgres");
+
+/// How long a statement waits for a SQLite lock, and a caller for a pooled connection,
+/// before the store gives up (and the caller answers 503).
+const WAIT: Duration = Duration::from_secs(5);
 
 /// Why the store could not do its job. Callers answer 503: the EHR may retry.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The SQLite file's folder is missing and cannot be made (permissions, read-only disk).
     #[error("cannot create the database folder `{path}`: {source}")]
     CreateDir {
         path: String,
         source: std::io::Error,
     },
+    /// The database URL names no backend bedside has (only the scheme is kept: the rest
+    /// may hold a password).
+    #[error("unsupported database URL scheme `{0}`: use `sqlite:` or `postgres://`")]
+    UnsupportedUrl(String),
+    /// SQLite URLs are UTF-8; a path that is not cannot be opened.
+    #[error("the database path `{0}` is not valid UTF-8")]
+    NonUtf8Path(String),
+    /// The database refused or failed: unreachable, locked past the busy timeout, full.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date (or a migration already applied changed).
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value bedside wrote cannot be read back (a timestamp, a JSON array):
+    /// someone edited the database by hand, or a bug.
+    #[error("malformed stored value: {0}")]
+    Malformed(String),
+}
+
+/// The database behind a [`Store`]: decides the migrations and the connection set-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a URL names, by its scheme.
+    fn of(url: &str) -> Result<Self, StoreError> {
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            _ => Err(StoreError::UnsupportedUrl(scheme.to_owned())),
+        }
+    }
 }
 
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// The pseudonym salt, read (or created) once: every audit and prediction row needs it.
+    salt: Arc<tokio::sync::OnceCell<String>>,
 }
 
 /// One stored feedback row, as read back (tests, analytics).
@@ -51,28 +113,75 @@ pub struct StoredFeedback {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and applies migrations.
+    /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        // An absolute path: a relative one would read as the URL's host.
+        let dir = std::fs::canonicalize(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let file = match path.file_name() {
+            Some(name) => dir.join(name),
+            None => dir,
+        };
+        let text = file
+            .to_str()
+            .ok_or_else(|| StoreError::NonUtf8Path(file.display().to_string()))?;
+        Self::connect(&format!("sqlite://{}?mode=rwc", url_path(text))).await
+    }
+
+    /// Connects to the database at `url` and applies migrations: `postgres://user@host/db`
+    /// (any libpq-style URL sqlx accepts) or `sqlite:///abs/path.db?mode=rwc` (`mode=rwc`
+    /// creates a missing file).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of(url)?;
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = match backend {
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(WAIT)
+                .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn))),
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(WAIT),
         }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        sqlx::migrate!("src/store/migrations").run(&pool).await?;
-        Ok(Self { pool })
+        .connect_with(options)
+        .await?;
+        let migrations = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrations.run(&pool).await?;
+        Ok(Self {
+            pool,
+            backend,
+            salt: Arc::default(),
+        })
+    }
+
+    /// The configured store: `[storage] url` when set, else the SQLite file `[storage] path`.
+    pub async fn open_from_config(config: &Config) -> Result<Self, StoreError> {
+        match &config.db_url {
+            Some(url) => Self::connect(url.expose()).await,
+            None => Self::open(&config.db_path).await,
+        }
+    }
+
+    /// `sqlite` or `postgres`, for logs and metrics.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
     }
 
     /// Stores feedback items (each with its raw JSON) in one transaction. Returns how many
@@ -83,7 +192,7 @@ impl Store {
         client: Option<&VerifiedClient>,
         items: &[(Feedback, &str)],
     ) -> Result<u64, StoreError> {
-        let received_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let received_at = timestamp(chrono::Utc::now());
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
         for (item, raw) in items {
@@ -98,10 +207,11 @@ impl Store {
             let reason = item.override_reason.as_ref();
             let coding = reason.and_then(|r| r.reason.as_ref());
             let result = sqlx::query(
-                "INSERT OR IGNORE INTO feedback (service_id, card_uuid, outcome, accepted_suggestions,
+                "INSERT INTO feedback (service_id, card_uuid, outcome, accepted_suggestions,
                     override_reason_system, override_reason_code, override_reason_display,
                     override_user_comment, outcome_timestamp, client_iss, tenant, received_at, raw_json)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(service_id)
             .bind(&item.card)
@@ -132,7 +242,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT service_id, card_uuid, outcome, override_reason_code, outcome_timestamp,
                     client_iss, tenant, raw_json
-             FROM feedback WHERE card_uuid = ? ORDER BY id",
+             FROM feedback WHERE card_uuid = $1 ORDER BY id",
         )
         .bind(card_uuid)
         .fetch_all(&self.pool)
@@ -146,8 +256,119 @@ impl Store {
             .await?)
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// Closes the pool (for SQLite, checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Per SQLite connection: the lock wait, durability and integrity settings.
+async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    // `Executor::execute` on the connection: its boxed future is `Send` for every lifetime,
+    // which `after_connect` needs (a generic `raw_sql(..).execute(conn)` is not, to rustc).
+    sqlx::Executor::execute(
+        conn,
+        "PRAGMA busy_timeout = 5000;
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )
+    .await?;
+    Ok(())
+}
+
+/// How every instant is stored: RFC 3339 in UTC with milliseconds and `Z`, fixed width, so
+/// text order is time order on both backends.
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Reads back an instant written by [`timestamp`] (or any RFC 3339 text).
+fn parse_timestamp(text: &str) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| StoreError::Malformed(format!("timestamp `{text}`: {e}")))
+}
+
+/// `path` percent-encoded for a `sqlite://` URL: everything but unreserved characters and
+/// `/`, so `?`, `#`, `%` and spaces in a folder name survive the round trip.
+fn url_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn migrations_apply_once_and_a_reopen_finds_them_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested folder/with ?#% chars/bedside.db");
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(store.backend_name(), "sqlite");
+        assert_eq!(store.feedback_count().await.unwrap(), 0);
+        let pseudonym = store.pseudonym("p1").await.unwrap();
+        store.close().await;
+        assert!(path.is_file(), "the file is where it was asked for");
+
+        let reopened = Store::open(&path).await.unwrap();
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&reopened.pool)
+                .await
+                .unwrap();
+        assert_eq!(applied, [1, 2, 3]);
+        assert_eq!(
+            reopened.pseudonym("p1").await.unwrap(),
+            pseudonym,
+            "the salt survives a reopen"
+        );
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&reopened.pool)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&reopened.pool)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 2, "FULL");
+        reopened.close().await;
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migration_versions() {
+        let versions = |m: &Migrator| {
+            m.iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(versions(&SQLITE_MIGRATIONS), versions(&POSTGRES_MIGRATIONS));
+    }
+
+    #[test]
+    fn urls_name_their_backend() {
+        assert_eq!(Backend::of("sqlite:x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        let err = Backend::of("mysql://u:secret@h/db").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn url_paths_escape_what_a_url_would_misread() {
+        assert_eq!(url_path("/a b/c?d#e%f.db"), "/a%20b/c%3Fd%23e%25f.db");
     }
 }

@@ -2,7 +2,9 @@
 //! real FHIR server.
 #![allow(dead_code)]
 
+pub mod cohort;
 pub mod fhir_server;
+pub mod postgres;
 pub mod process;
 
 use std::collections::{BTreeMap, HashMap};
@@ -121,7 +123,13 @@ pub struct GatewayOptions {
     pub fhir_servers: Vec<String>,
     /// Appended after the trusted client's block (e.g. `[[clients.tenants]]`).
     pub client_toml: String,
+    pub services_dir: PathBuf,
+    /// `[storage] url` (PostgreSQL); the SQLite file otherwise.
+    pub storage_url: Option<String>,
 }
+
+/// The admin bearer token every test gateway accepts (`[[admin_tokens]]`).
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 impl Default for GatewayOptions {
     fn default() -> Self {
@@ -134,21 +142,28 @@ impl Default for GatewayOptions {
             inference_toml: String::new(),
             fhir_servers: Vec::new(),
             client_toml: String::new(),
+            services_dir: repo().join("cds-services"),
+            storage_url: None,
         }
     }
 }
 
 pub fn config_text(opts: &GatewayOptions, db: &Path) -> String {
     let mut text = format!(
-        "listen = '127.0.0.1:0'\npublic_url = '{PUBLIC}'\nservices_dir = '{}'\nmodels_dir = '{}'\n[storage]\npath = '{}'\n[inference]\n{}\n[cors]\nallowed_origins = ['https://sandbox.cds-hooks.org']\n",
-        repo().join("cds-services").display(),
+        "listen = '127.0.0.1:0'\npublic_url = '{PUBLIC}'\nservices_dir = '{}'\nmodels_dir = '{}'\n[storage]\npath = '{}'\n{}[inference]\n{}\n[cors]\nallowed_origins = ['https://sandbox.cds-hooks.org']\n[[admin_tokens]]\nname = 'test-admin'\nsha256 = '{}'\n",
+        opts.services_dir.display(),
         opts.models_dir.display(),
         db.display(),
+        opts.storage_url
+            .as_ref()
+            .map(|u| format!("url = '{u}'\n"))
+            .unwrap_or_default(),
         if opts.inference_toml.contains("device") {
             opts.inference_toml.clone()
         } else {
             format!("device = 'cpu'\n{}", opts.inference_toml)
-        }
+        },
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ADMIN_TOKEN.as_bytes())),
     );
     text.push_str(&opts.extra_toml);
     if let Some(jwks) = &opts.jwks_url {
@@ -215,15 +230,28 @@ impl Gateway {
     }
 }
 
-/// A copy of the shipped deterioration model under `dir/models`, for tests that damage or
-/// rewrite it. Returns the models folder.
+/// A copy of the shipped models (feature specs, versions: manifest, model.pt, model card) under
+/// `dir/models`, for tests that damage or rewrite one. Returns the models folder.
 pub fn copy_models(dir: &Path) -> PathBuf {
-    let src = repo().join("models/deterioration");
-    let dst = dir.join("models/deterioration");
-    std::fs::create_dir_all(dst.join("1.0.0")).unwrap();
-    std::fs::copy(src.join("features.toml"), dst.join("features.toml")).unwrap();
-    for f in ["manifest.toml", "model.pt", "MODEL_CARD.md"] {
-        std::fs::copy(src.join("1.0.0").join(f), dst.join("1.0.0").join(f)).unwrap();
+    let src_root = repo().join("models");
+    for model in std::fs::read_dir(&src_root).unwrap().flatten() {
+        let src = model.path();
+        if !src.join("features.toml").is_file() {
+            continue;
+        }
+        let dst = dir.join("models").join(model.file_name());
+        std::fs::create_dir_all(&dst).unwrap();
+        std::fs::copy(src.join("features.toml"), dst.join("features.toml")).unwrap();
+        for version in std::fs::read_dir(&src).unwrap().flatten() {
+            if !version.path().join("manifest.toml").is_file() {
+                continue;
+            }
+            let to = dst.join(version.file_name());
+            std::fs::create_dir_all(&to).unwrap();
+            for f in ["manifest.toml", "model.pt", "MODEL_CARD.md"] {
+                std::fs::copy(version.path().join(f), to.join(f)).unwrap();
+            }
+        }
     }
     dir.join("models")
 }

@@ -1,0 +1,191 @@
+//! Whether a scored card reaches the clinician: suppression after a recent card (unless the
+//! risk escalates), a longer silence after "already aware", the unit's alert budget per shift,
+//! and one card per group of services firing on the same evidence. Every decision reads the
+//! prediction record, so it holds across restarts and replicas sharing a store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration as ChronoDuration, Timelike, Utc};
+
+use super::policy::{AlertBudget, AlertPolicy};
+use crate::hooks::wire::Indicator;
+use crate::store::{Store, StoreError};
+
+/// What happens to a card that passed the thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Show(Indicator),
+    /// Shown as info: the unit's warning/critical budget for this shift is spent.
+    Downgrade {
+        reason: String,
+    },
+    Suppress {
+        reason: String,
+    },
+    Deduplicate {
+        reason: String,
+    },
+}
+
+/// The identity a decision is about.
+pub struct Subject<'a> {
+    pub service_id: &'a str,
+    pub patient_id: Option<&'a str>,
+    pub unit: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// Suppression and budget for a card of `indicator`.
+pub async fn decide(
+    policy: &AlertPolicy,
+    store: &Store,
+    who: &Subject<'_>,
+    indicator: Indicator,
+) -> Result<Verdict, StoreError> {
+    if let Some(patient) = who.patient_id {
+        if let Some(reason) = suppression(policy, store, who, patient, indicator).await? {
+            return Ok(Verdict::Suppress { reason });
+        }
+    }
+    if let Some(budget) = &policy.budget {
+        if indicator >= Indicator::Warning {
+            let since = shift_start(budget, who.now);
+            let shown = store.alerts_shown(who.unit, since).await?;
+            if shown >= i64::from(budget.per_shift) {
+                return Ok(Verdict::Downgrade {
+                    reason: format!(
+                        "shown as information: {} has had {shown} warning or critical cards this shift (budget {})",
+                        who.unit, budget.per_shift
+                    ),
+                });
+            }
+        }
+    }
+    Ok(Verdict::Show(indicator))
+}
+
+async fn suppression(
+    policy: &AlertPolicy,
+    store: &Store,
+    who: &Subject<'_>,
+    patient: &str,
+    indicator: Indicator,
+) -> Result<Option<String>, StoreError> {
+    if let Some(window) = policy.already_aware_for.and_then(to_chrono) {
+        let since = who.now - window;
+        if let Some(at) = store
+            .last_override(who.service_id, patient, &policy.already_aware_reason, since)
+            .await?
+        {
+            return Ok(Some(format!(
+                "the clinician said \"{}\" at {} (quiet for {} h)",
+                policy.already_aware_reason,
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                window.num_hours()
+            )));
+        }
+    }
+    let Some(window) = policy.suppress_for.and_then(to_chrono) else {
+        return Ok(None);
+    };
+    let Some(last) = store
+        .last_shown(who.service_id, patient, who.now - window)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let last_indicator = last.indicator.as_deref().map(parse_indicator);
+    if last_indicator.is_some_and(|l| indicator > l) {
+        return Ok(None); // escalation: warning → critical is always shown
+    }
+    Ok(Some(format!(
+        "a card was shown at {} (quiet for {} h unless the risk escalates)",
+        last.at,
+        window.num_hours()
+    )))
+}
+
+fn parse_indicator(s: &str) -> Indicator {
+    match s {
+        "critical" => Indicator::Critical,
+        "warning" => Indicator::Warning,
+        _ => Indicator::Info,
+    }
+}
+
+fn to_chrono(d: std::time::Duration) -> Option<ChronoDuration> {
+    ChronoDuration::from_std(d).ok()
+}
+
+/// Start of the shift containing `now`: shifts of `budget.shift` from the start hour (UTC).
+pub fn shift_start(budget: &AlertBudget, now: DateTime<Utc>) -> DateTime<Utc> {
+    let shift_h = (budget.shift.as_secs() / 3600).max(1) as i64;
+    let hours_since =
+        (i64::from(now.hour()) - i64::from(budget.shift_start_hour_utc)).rem_euclid(24);
+    let into_shift = hours_since % shift_h;
+    let hour_start = now
+        .with_minute(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(now);
+    hour_start - ChronoDuration::hours(into_shift)
+}
+
+/// Serialises dedup decisions for one call within a group, so two services answering the same
+/// hook call at once cannot both show a card (one process; replicas rely on the record).
+#[derive(Default)]
+pub struct DedupLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl DedupLocks {
+    /// The lock for `group` + `hook_instance`.
+    pub fn lock_for(&self, group: &str, hook_instance: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = match self.locks.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Calls are short: forget locks nobody holds, so the map stays small.
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(format!("{group}|{hook_instance}"))
+            .or_default()
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn shifts_start_at_the_configured_hour() {
+        let budget = AlertBudget {
+            per_shift: 3,
+            shift: Duration::from_secs(12 * 3600),
+            shift_start_hour_utc: 7,
+        };
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            shift_start(&budget, at("2026-03-01T08:30:00Z")),
+            at("2026-03-01T07:00:00Z")
+        );
+        assert_eq!(
+            shift_start(&budget, at("2026-03-01T18:59:59Z")),
+            at("2026-03-01T07:00:00Z")
+        );
+        assert_eq!(
+            shift_start(&budget, at("2026-03-01T19:00:00Z")),
+            at("2026-03-01T19:00:00Z")
+        );
+        assert_eq!(
+            shift_start(&budget, at("2026-03-02T03:10:00Z")),
+            at("2026-03-01T19:00:00Z")
+        );
+        assert_eq!(
+            shift_start(&budget, at("2026-03-02T06:59:00Z")),
+            at("2026-03-01T19:00:00Z")
+        );
+    }
+}

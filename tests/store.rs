@@ -1,0 +1,1040 @@
+//! The store on both backends: every scenario runs on a SQLite file and on a real PostgreSQL
+//! server (a fresh cluster per test), through the same `Store` API.
+
+mod common;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use bedside::hooks::auth::VerifiedClient;
+use bedside::hooks::wire::Feedback;
+use bedside::store::{AuditRecord, PredictionRecord, Store};
+use common::postgres::PostgresServer;
+
+/// Runs each scenario (an `async fn(&Store)` below) as `sqlite::<name>` and `postgres::<name>`.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = bedside::store::Store::open(&dir.path().join("bedside.db"))
+                        .await
+                        .unwrap();
+                    assert_eq!(store.backend_name(), "sqlite");
+                    super::$scenario(&store).await;
+                    store.close().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let server = super::PostgresServer::start().await;
+                    let store = bedside::store::Store::connect(&server.url()).await.unwrap();
+                    assert_eq!(store.backend_name(), "postgres");
+                    super::$scenario(&store).await;
+                    store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    feedback_is_stored_once_and_a_retry_is_accepted,
+    a_prediction_reads_back_and_keeps_only_the_patient_pseudonym,
+    last_shown_respects_service_patient_mode_outcome_and_since,
+    last_override_finds_only_that_reason_on_this_patients_cards,
+    alerts_shown_counts_only_shown_active_alerts_of_the_unit,
+    the_report_counts_exactly_what_was_recorded,
+);
+
+#[tokio::test]
+async fn migrations_apply_once_and_a_reconnect_finds_them_applied_on_postgres() {
+    let server = PostgresServer::start().await;
+    let first = Store::connect(&server.url()).await.unwrap();
+    let pseudonym = first.pseudonym("p1").await.unwrap();
+    first.record_prediction(&prediction("c1")).await.unwrap();
+    first.close().await;
+    let second = Store::connect(&server.url()).await.unwrap();
+    assert_eq!(second.pseudonym("p1").await.unwrap(), pseudonym);
+    assert!(second.prediction("c1").await.unwrap().is_some());
+    second.close().await;
+}
+
+#[tokio::test]
+async fn a_sqlite_url_opens_the_same_database_as_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bedside.db");
+    let store = Store::open(&path).await.unwrap();
+    store.record_prediction(&prediction("c1")).await.unwrap();
+    store.close().await;
+    let url = format!("sqlite://{}", path.display());
+    let store = Store::connect(&url).await.unwrap();
+    assert!(store.prediction("c1").await.unwrap().is_some());
+    store.close().await;
+}
+
+// === helpers ===
+
+/// A fixed instant: 2026-03-01 at `hh:mm:ss.mmm` UTC plus `days`.
+fn at(days: i64, hms_ms: &str) -> DateTime<Utc> {
+    let t: DateTime<Utc> = format!("2026-03-01T{hms_ms}Z").parse().unwrap();
+    t + Duration::days(days)
+}
+
+/// An active, shown warning prediction of `deterioration` for patient `p1` on unit `4B`.
+fn prediction(id: &str) -> PredictionRecord {
+    PredictionRecord {
+        id: id.to_owned(),
+        at: at(0, "10:00:00.000"),
+        service_id: "deterioration".to_owned(),
+        hook: "patient-view".to_owned(),
+        hook_instance: format!("hi-{id}"),
+        model: "deterioration".to_owned(),
+        model_version: "1.0.0".to_owned(),
+        mode: "active",
+        patient_id: Some("p1".to_owned()),
+        unit: Some("4B".to_owned()),
+        risk: Some(0.8),
+        indicator: Some("warning".to_owned()),
+        outcome: "shown",
+        reason: None,
+        input_refs: vec!["Observation/hr-1".to_owned()],
+        tensor_sha256: Some("ab".repeat(32)),
+        latency_ms: 12.5,
+    }
+}
+
+fn feedback(item: serde_json::Value) -> (Feedback, String) {
+    (
+        serde_json::from_value(item.clone()).unwrap(),
+        item.to_string(),
+    )
+}
+
+fn overridden(card: &str, code: Option<&str>, when: DateTime<Utc>) -> (Feedback, String) {
+    let mut item =
+        json!({"card": card, "outcome": "overridden", "outcomeTimestamp": when.to_rfc3339()});
+    if let Some(code) = code {
+        item["overrideReason"] = json!({"reason": {"code": code, "system": "https://bedside.example.org/CodeSystem/override-reason"}});
+    }
+    feedback(item)
+}
+
+fn accepted(card: &str, suggestions: usize, when: DateTime<Utc>) -> (Feedback, String) {
+    let ids: Vec<_> = (0..suggestions)
+        .map(|i| json!({"id": format!("s{i}")}))
+        .collect();
+    feedback(
+        json!({"card": card, "outcome": "accepted", "outcomeTimestamp": when.to_rfc3339(), "acceptedSuggestions": ids}),
+    )
+}
+
+async fn post(store: &Store, service: &str, items: &[(Feedback, String)]) -> u64 {
+    let items: Vec<(Feedback, &str)> = items
+        .iter()
+        .map(|(f, raw)| (f.clone(), raw.as_str()))
+        .collect();
+    store.record_feedback(service, None, &items).await.unwrap()
+}
+
+// === scenarios ===
+
+async fn feedback_is_stored_once_and_a_retry_is_accepted(store: &Store) {
+    let client = VerifiedClient {
+        iss: "https://ehr.test/cds-client".to_owned(),
+        tenant: Some("t1".to_owned()),
+        jti: "j1".to_owned(),
+    };
+    let items = [
+        overridden("card-1", Some("already-aware"), at(0, "10:00:00.000")),
+        accepted("card-1", 2, at(0, "10:05:00.000")),
+    ];
+    let borrowed: Vec<(Feedback, &str)> =
+        items.iter().map(|(f, r)| (f.clone(), r.as_str())).collect();
+    assert_eq!(
+        store
+            .record_feedback("deterioration", Some(&client), &borrowed)
+            .await
+            .unwrap(),
+        2
+    );
+    // The EHR retries the same request: accepted, nothing new stored.
+    assert_eq!(
+        store
+            .record_feedback("deterioration", Some(&client), &borrowed)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.feedback_count().await.unwrap(), 2);
+    let rows = store.feedback_for_card("card-1").await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].outcome, "overridden");
+    assert_eq!(
+        rows[0].override_reason_code.as_deref(),
+        Some("already-aware")
+    );
+    assert_eq!(
+        rows[0].client_iss.as_deref(),
+        Some("https://ehr.test/cds-client")
+    );
+    assert_eq!(rows[0].tenant.as_deref(), Some("t1"));
+    assert_eq!(rows[0].raw_json, items[0].1);
+    assert_eq!(rows[1].outcome, "accepted");
+    assert_eq!(rows[1].override_reason_code, None);
+    assert!(store.feedback_for_card("card-2").await.unwrap().is_empty());
+}
+
+async fn a_prediction_reads_back_and_keeps_only_the_patient_pseudonym(store: &Store) {
+    // No patient, no score, no indicator: NULLs round-trip. Recorded first: a NULL risk must
+    // not fix the type of the statement's parameter for the scores that follow on the same
+    // connection (sqlx 0.8's Any driver sends a NULL f64 to PostgreSQL as float4).
+    let mut bare = prediction("card-8");
+    bare.patient_id = None;
+    bare.unit = None;
+    bare.risk = None;
+    bare.indicator = None;
+    bare.outcome = "abstained";
+    bare.input_refs = vec![];
+    bare.tensor_sha256 = None;
+    store.record_prediction(&bare).await.unwrap();
+    let got = store.prediction("card-8").await.unwrap().unwrap();
+    assert_eq!(
+        (got.patient_hash, got.unit, got.risk, got.indicator),
+        (None, None, None, None)
+    );
+    assert!(got.input_refs.is_empty());
+
+    let raw_patient = "Patient-raw-7f3a9";
+    let mut p = prediction("card-7");
+    p.patient_id = Some(raw_patient.to_owned());
+    p.input_refs = vec![
+        "Observation/hr-1".to_owned(),
+        "Observation/\"quoted\", comma".to_owned(),
+        "Patient/x".to_owned(),
+    ];
+    p.at = at(0, "10:00:00.123");
+    p.risk = Some(0.123456789);
+    p.reason = Some("calibrated".to_owned());
+    store.record_prediction(&p).await.unwrap();
+
+    let got = store.prediction("card-7").await.unwrap().unwrap();
+    let pseudonym = store.pseudonym(raw_patient).await.unwrap();
+    assert_eq!(got.patient_hash.as_deref(), Some(pseudonym.as_str()));
+    assert_eq!(got.input_refs, p.input_refs);
+    assert_eq!(got.at, p.at);
+    assert_eq!(
+        (
+            got.id.as_str(),
+            got.service_id.as_str(),
+            got.hook.as_str(),
+            got.hook_instance.as_str()
+        ),
+        ("card-7", "deterioration", "patient-view", "hi-card-7")
+    );
+    assert_eq!(
+        (
+            got.model.as_str(),
+            got.model_version.as_str(),
+            got.mode.as_str()
+        ),
+        ("deterioration", "1.0.0", "active")
+    );
+    assert_eq!(got.unit.as_deref(), Some("4B"));
+    assert_eq!(got.risk, Some(0.123456789));
+    assert_eq!(got.indicator.as_deref(), Some("warning"));
+    assert_eq!(got.outcome, "shown");
+    assert_eq!(got.reason.as_deref(), Some("calibrated"));
+    assert_eq!(got.tensor_sha256, p.tensor_sha256);
+    assert_eq!(got.latency_ms, 12.5);
+    // Every column is in StoredPrediction: the raw id is in none of them.
+    let row = serde_json::to_string(&got).unwrap();
+    assert!(!row.contains(raw_patient), "{row}");
+    assert!(!row.contains("7f3a9"), "{row}");
+
+    // The same pseudonym as the audit trail's.
+    store
+        .record_audits(&[AuditRecord {
+            action: "hook",
+            service_id: "deterioration".to_owned(),
+            patient_id: Some(raw_patient.to_owned()),
+            outcome: "answered".to_owned(),
+            http_status: 200,
+            ..Default::default()
+        }])
+        .await
+        .unwrap();
+    let audits = store.audit_rows().await.unwrap();
+    assert_eq!(audits[0].patient_hash.as_deref(), Some(pseudonym.as_str()));
+
+    // A repeat of the id is ignored: the first record stands.
+    let mut again = p.clone();
+    again.outcome = "suppressed";
+    again.risk = None;
+    store.record_prediction(&again).await.unwrap();
+    let got = store.prediction("card-7").await.unwrap().unwrap();
+    assert_eq!(
+        (got.outcome.as_str(), got.risk),
+        ("shown", Some(0.123456789))
+    );
+
+    assert!(store.prediction("card-9").await.unwrap().is_none());
+}
+
+async fn last_shown_respects_service_patient_mode_outcome_and_since(store: &Store) {
+    let since = at(0, "08:00:00.000");
+    let cases = [
+        // (id, service, patient, mode, outcome, at)
+        (
+            "old",
+            "deterioration",
+            "p1",
+            "active",
+            "shown",
+            at(0, "07:59:59.999"),
+        ),
+        (
+            "shown",
+            "deterioration",
+            "p1",
+            "active",
+            "shown",
+            at(0, "09:00:00.000"),
+        ),
+        (
+            "downgraded",
+            "deterioration",
+            "p1",
+            "active",
+            "downgraded",
+            at(0, "10:00:00.000"),
+        ),
+        (
+            "suppressed",
+            "deterioration",
+            "p1",
+            "active",
+            "suppressed",
+            at(0, "11:00:00.000"),
+        ),
+        (
+            "shadow",
+            "deterioration",
+            "p1",
+            "shadow",
+            "shadow",
+            at(0, "11:30:00.000"),
+        ),
+        (
+            "other-service",
+            "sepsis",
+            "p1",
+            "active",
+            "shown",
+            at(0, "12:00:00.000"),
+        ),
+        (
+            "other-patient",
+            "deterioration",
+            "p2",
+            "active",
+            "shown",
+            at(0, "12:00:00.000"),
+        ),
+    ];
+    for (id, service, patient, mode, outcome, when) in cases {
+        let mut p = prediction(id);
+        p.service_id = service.to_owned();
+        p.patient_id = Some(patient.to_owned());
+        p.mode = mode;
+        p.outcome = outcome;
+        p.at = when;
+        store.record_prediction(&p).await.unwrap();
+    }
+    let last = store
+        .last_shown("deterioration", "p1", since)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.id, "downgraded");
+    let last = store
+        .last_shown("deterioration", "p1", at(0, "07:00:00.000"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.id, "downgraded", "newest first, whatever the window");
+    assert!(store
+        .last_shown("deterioration", "p1", at(0, "10:00:00.001"))
+        .await
+        .unwrap()
+        .is_none());
+    let last = store
+        .last_shown("deterioration", "p1", at(0, "10:00:00.000"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.id, "downgraded", "`since` is inclusive");
+    assert_eq!(
+        store
+            .last_shown("sepsis", "p1", since)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "other-service"
+    );
+    assert_eq!(
+        store
+            .last_shown("deterioration", "p2", since)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "other-patient"
+    );
+    assert!(store
+        .last_shown("deterioration", "p3", since)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn last_override_finds_only_that_reason_on_this_patients_cards(store: &Store) {
+    let now = Utc::now();
+    for (id, service, patient) in [
+        ("p1-a", "deterioration", "p1"),
+        ("p1-b", "deterioration", "p1"),
+        ("p2-a", "deterioration", "p2"),
+        ("p1-sepsis", "sepsis", "p1"),
+        ("p3-a", "deterioration", "p3"),
+    ] {
+        let mut p = prediction(id);
+        p.service_id = service.to_owned();
+        p.patient_id = Some(patient.to_owned());
+        p.at = now - Duration::hours(2);
+        store.record_prediction(&p).await.unwrap();
+    }
+    let t = |minutes: i64| now - Duration::minutes(minutes);
+    post(
+        store,
+        "deterioration",
+        &[
+            overridden("p1-a", Some("already-aware"), t(50)),
+            overridden("p1-b", Some("already-aware"), t(40)),
+            // Newer, but another reason, another patient, another service, no reason, or accepted.
+            overridden("p1-b", Some("not-relevant"), t(30)),
+            overridden("p2-a", Some("already-aware"), t(20)),
+            overridden("p1-b", None, t(15)),
+            accepted("p1-a", 1, t(10)),
+            // A card bedside never recorded.
+            overridden("ghost", Some("already-aware"), t(5)),
+            // An EHR clock an hour fast: the override cannot count as later than its receipt.
+            overridden("p3-a", Some("already-aware"), now + Duration::hours(1)),
+        ],
+    )
+    .await;
+    post(
+        store,
+        "sepsis",
+        &[overridden("p1-sepsis", Some("already-aware"), t(1))],
+    )
+    .await;
+
+    let since = now - Duration::hours(1);
+    let found = store
+        .last_override("deterioration", "p1", "already-aware", since)
+        .await
+        .unwrap();
+    assert_eq!(found.map(|f| f.timestamp()), Some(t(40).timestamp()));
+    let found = store
+        .last_override("deterioration", "p1", "not-relevant", since)
+        .await
+        .unwrap();
+    assert_eq!(found.map(|f| f.timestamp()), Some(t(30).timestamp()));
+    assert_eq!(
+        store
+            .last_override("deterioration", "p1", "already-aware", t(35))
+            .await
+            .unwrap(),
+        None,
+        "the matching override is older than the window"
+    );
+    assert_eq!(
+        store
+            .last_override("deterioration", "p4", "already-aware", since)
+            .await
+            .unwrap(),
+        None
+    );
+    let found = store
+        .last_override("sepsis", "p1", "already-aware", since)
+        .await
+        .unwrap();
+    assert_eq!(found.map(|f| f.timestamp()), Some(t(1).timestamp()));
+    let skewed = store
+        .last_override("deterioration", "p3", "already-aware", since)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(skewed <= Utc::now(), "{skewed}");
+    assert!(skewed >= now - Duration::seconds(1), "{skewed}");
+}
+
+async fn alerts_shown_counts_only_shown_active_alerts_of_the_unit(store: &Store) {
+    let since = at(0, "08:00:00.000");
+    let cases = [
+        // (id, unit, mode, outcome, indicator, at)
+        (
+            "warning",
+            "4B",
+            "active",
+            "shown",
+            Some("warning"),
+            at(0, "09:00:00.000"),
+        ),
+        (
+            "critical",
+            "4B",
+            "active",
+            "shown",
+            Some("critical"),
+            at(0, "08:00:00.000"),
+        ),
+        (
+            "info",
+            "4B",
+            "active",
+            "shown",
+            Some("info"),
+            at(0, "09:00:00.000"),
+        ),
+        (
+            "downgraded",
+            "4B",
+            "active",
+            "downgraded",
+            Some("info"),
+            at(0, "09:00:00.000"),
+        ),
+        (
+            "suppressed",
+            "4B",
+            "active",
+            "suppressed",
+            Some("critical"),
+            at(0, "09:00:00.000"),
+        ),
+        (
+            "deduplicated",
+            "4B",
+            "active",
+            "deduplicated",
+            Some("warning"),
+            at(0, "09:00:00.000"),
+        ),
+        (
+            "shadow",
+            "4B",
+            "shadow",
+            "shadow",
+            Some("critical"),
+            at(0, "09:00:00.000"),
+        ),
+        (
+            "old",
+            "4B",
+            "active",
+            "shown",
+            Some("critical"),
+            at(0, "07:59:59.999"),
+        ),
+        (
+            "other-unit",
+            "ICU",
+            "active",
+            "shown",
+            Some("critical"),
+            at(0, "09:00:00.000"),
+        ),
+    ];
+    for (id, unit, mode, outcome, indicator, when) in cases {
+        let mut p = prediction(id);
+        p.unit = Some(unit.to_owned());
+        p.mode = mode;
+        p.outcome = outcome;
+        p.indicator = indicator.map(str::to_owned);
+        p.at = when;
+        store.record_prediction(&p).await.unwrap();
+    }
+    assert_eq!(store.alerts_shown("4B", since).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .alerts_shown("4B", at(0, "08:00:00.001"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .alerts_shown("4B", at(-1, "00:00:00.000"))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(store.alerts_shown("ICU", since).await.unwrap(), 1);
+    assert_eq!(store.alerts_shown("5C", since).await.unwrap(), 0);
+}
+
+async fn the_report_counts_exactly_what_was_recorded(store: &Store) {
+    // Day 0 and day 1 (UTC dates), patients p1..p4.
+    struct P {
+        id: &'static str,
+        service: &'static str,
+        version: &'static str,
+        mode: &'static str,
+        outcome: &'static str,
+        patient: Option<&'static str>,
+        at: DateTime<Utc>,
+        risk: Option<f64>,
+        indicator: Option<&'static str>,
+        hook_instance: &'static str,
+    }
+    let p = |id, service, version, mode, outcome, patient, at, risk, indicator, hook_instance| P {
+        id,
+        service,
+        version,
+        mode,
+        outcome,
+        patient,
+        at,
+        risk,
+        indicator,
+        hook_instance,
+    };
+    let d0 = |t| at(0, t);
+    let d1 = |t| at(1, t);
+    let (active, shadow) = ("active", "shadow");
+    let rows = [
+        // sepsis, active v1: one prediction of each outcome but shadow.
+        p(
+            "a1",
+            "sepsis",
+            "1",
+            active,
+            "shown",
+            Some("p1"),
+            d0("10:00:00.000"),
+            Some(0.8),
+            Some("warning"),
+            "h1",
+        ),
+        p(
+            "a2",
+            "sepsis",
+            "1",
+            active,
+            "shown",
+            Some("p1"),
+            d0("23:59:59.999"),
+            Some(0.9),
+            Some("critical"),
+            "h2",
+        ),
+        p(
+            "a3",
+            "sepsis",
+            "1",
+            active,
+            "downgraded",
+            Some("p2"),
+            d0("11:00:00.000"),
+            Some(0.7),
+            Some("info"),
+            "h3",
+        ),
+        p(
+            "a4",
+            "sepsis",
+            "1",
+            active,
+            "below_threshold",
+            Some("p2"),
+            d1("01:00:00.000"),
+            Some(0.1),
+            None,
+            "h4",
+        ),
+        p(
+            "a5",
+            "sepsis",
+            "1",
+            active,
+            "abstained",
+            Some("p3"),
+            d1("02:00:00.000"),
+            None,
+            None,
+            "h5",
+        ),
+        p(
+            "a6",
+            "sepsis",
+            "1",
+            active,
+            "suppressed",
+            Some("p1"),
+            d1("00:00:00.000"),
+            Some(0.8),
+            Some("warning"),
+            "h6",
+        ),
+        p(
+            "a7",
+            "sepsis",
+            "1",
+            active,
+            "deduplicated",
+            Some("p1"),
+            d1("03:00:00.000"),
+            Some(0.8),
+            Some("warning"),
+            "h7",
+        ),
+        p(
+            "a8",
+            "sepsis",
+            "1",
+            active,
+            "no_score",
+            None,
+            d1("04:00:00.000"),
+            None,
+            None,
+            "h8",
+        ),
+        p(
+            "a9",
+            "sepsis",
+            "1",
+            active,
+            "disabled",
+            None,
+            d1("05:00:00.000"),
+            None,
+            None,
+            "h9",
+        ),
+        // sepsis, shadow v2 on the same calls: agrees on h1 (both alert), h3 (neither), h6
+        // (both); disagrees on h2 and h4; h5 has no active score: no pair.
+        p(
+            "s1",
+            "sepsis",
+            "2",
+            shadow,
+            "shadow",
+            Some("p1"),
+            d0("10:00:00.000"),
+            Some(0.7),
+            Some("warning"),
+            "h1",
+        ),
+        p(
+            "s2",
+            "sepsis",
+            "2",
+            shadow,
+            "shadow",
+            Some("p1"),
+            d0("23:59:59.999"),
+            Some(0.2),
+            None,
+            "h2",
+        ),
+        p(
+            "s3",
+            "sepsis",
+            "2",
+            shadow,
+            "shadow",
+            Some("p2"),
+            d0("11:00:00.000"),
+            Some(0.3),
+            Some("info"),
+            "h3",
+        ),
+        p(
+            "s4",
+            "sepsis",
+            "2",
+            shadow,
+            "shadow",
+            Some("p2"),
+            d1("01:00:00.000"),
+            Some(0.95),
+            Some("critical"),
+            "h4",
+        ),
+        p(
+            "s5",
+            "sepsis",
+            "2",
+            shadow,
+            "shadow",
+            Some("p3"),
+            d1("02:00:00.000"),
+            Some(0.5),
+            None,
+            "h5",
+        ),
+        p(
+            "s6",
+            "sepsis",
+            "2",
+            shadow,
+            "shadow",
+            Some("p1"),
+            d1("00:00:00.000"),
+            Some(0.85),
+            Some("critical"),
+            "h6",
+        ),
+        // aki, active v1: one card, overridden without a reason.
+        p(
+            "k1",
+            "aki",
+            "1",
+            active,
+            "shown",
+            Some("p4"),
+            d0("12:00:00.000"),
+            Some(0.6),
+            Some("warning"),
+            "hk1",
+        ),
+        // Before the window.
+        p(
+            "old",
+            "sepsis",
+            "1",
+            active,
+            "shown",
+            Some("p1"),
+            at(-1, "23:59:59.999"),
+            Some(0.9),
+            Some("warning"),
+            "h0",
+        ),
+    ];
+    for r in &rows {
+        store
+            .record_prediction(&PredictionRecord {
+                id: r.id.to_owned(),
+                at: r.at,
+                service_id: r.service.to_owned(),
+                hook: "patient-view".to_owned(),
+                hook_instance: r.hook_instance.to_owned(),
+                model: format!("{}-model", r.service),
+                model_version: r.version.to_owned(),
+                mode: r.mode,
+                patient_id: r.patient.map(str::to_owned),
+                unit: Some("4B".to_owned()),
+                risk: r.risk,
+                indicator: r.indicator.map(str::to_owned),
+                outcome: r.outcome,
+                reason: None,
+                input_refs: vec![],
+                tensor_sha256: None,
+                latency_ms: 1.0,
+            })
+            .await
+            .unwrap();
+    }
+    let t = d1("12:00:00.000");
+    post(
+        store,
+        "sepsis",
+        &[
+            overridden("a1", Some("already-aware"), t),
+            accepted("a1", 2, t + Duration::minutes(1)),
+            overridden("a2", Some("already-aware"), t),
+            overridden("a3", Some("not-relevant"), t),
+            accepted("a3", 1, t + Duration::minutes(1)),
+            accepted("old", 4, t),
+            accepted("ghost", 5, t),
+        ],
+    )
+    .await;
+    post(store, "aki", &[overridden("k1", None, t)]).await;
+
+    let since = d0("00:00:00.000");
+    let report = store.report(Some(since)).await.unwrap();
+    assert_eq!(report.since, Some(since));
+    let keys: Vec<_> = report
+        .services
+        .iter()
+        .map(|s| {
+            (
+                s.service_id.as_str(),
+                s.model.as_str(),
+                s.model_version.as_str(),
+                s.mode.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("aki", "aki-model", "1", "active"),
+            ("sepsis", "sepsis-model", "1", "active"),
+            ("sepsis", "sepsis-model", "2", "shadow"),
+        ]
+    );
+
+    let aki = &report.services[0].tally;
+    assert_eq!((aki.predictions, aki.shown, aki.cards_shown), (1, 1, 1));
+    assert_eq!(
+        (aki.accepted, aki.overridden, aki.suggestions_accepted),
+        (0, 1, 0)
+    );
+    assert!(
+        aki.override_reasons.is_empty(),
+        "{:?}",
+        aki.override_reasons
+    );
+    assert_eq!(aki.patient_days, 1);
+    assert_eq!(
+        (
+            aki.acceptance_rate,
+            aki.override_rate,
+            aki.alerts_per_patient_day
+        ),
+        (Some(0.0), Some(1.0), Some(1.0))
+    );
+
+    let active = &report.services[1].tally;
+    assert_eq!(active.predictions, 9);
+    assert_eq!(
+        [
+            active.shown,
+            active.below_threshold,
+            active.abstained,
+            active.suppressed,
+            active.downgraded,
+            active.deduplicated,
+            active.shadow,
+            active.no_score,
+            active.disabled,
+        ],
+        [2, 1, 1, 1, 1, 1, 0, 1, 1]
+    );
+    assert_eq!(active.cards_shown, 3, "shown + downgraded");
+    assert_eq!((active.accepted, active.overridden), (2, 3));
+    assert_eq!(
+        active.override_reasons,
+        [
+            ("already-aware".to_owned(), 2),
+            ("not-relevant".to_owned(), 1)
+        ]
+        .into()
+    );
+    assert_eq!(active.suggestions_accepted, 3);
+    // (p1, d0), (p2, d0), (p2, d1), (p3, d1), (p1, d1); the two without a patient count none.
+    assert_eq!(active.patient_days, 5);
+    assert_eq!(active.acceptance_rate, Some(2.0 / 3.0));
+    assert_eq!(active.override_rate, Some(1.0));
+    assert_eq!(active.alerts_per_patient_day, Some(3.0 / 5.0));
+
+    let shadow_tally = &report.services[2].tally;
+    assert_eq!(
+        (
+            shadow_tally.predictions,
+            shadow_tally.shadow,
+            shadow_tally.cards_shown
+        ),
+        (6, 6, 0)
+    );
+    assert_eq!((shadow_tally.accepted, shadow_tally.overridden), (0, 0));
+    assert_eq!(shadow_tally.patient_days, 5);
+    assert_eq!(
+        (shadow_tally.acceptance_rate, shadow_tally.override_rate),
+        (None, None)
+    );
+    assert_eq!(shadow_tally.alerts_per_patient_day, Some(0.0));
+
+    assert_eq!(
+        report.shadow_agreement.len(),
+        1,
+        "{:?}",
+        report.shadow_agreement
+    );
+    let agreement = &report.shadow_agreement[0];
+    assert_eq!(
+        (
+            agreement.model.as_str(),
+            agreement.active_version.as_str(),
+            agreement.shadow_version.as_str()
+        ),
+        ("sepsis-model", "1", "2")
+    );
+    assert_eq!((agreement.pairs, agreement.agreed), (5, 3));
+    assert_eq!(agreement.agreement, 0.6);
+
+    let totals = &report.totals;
+    assert_eq!(
+        (
+            totals.predictions,
+            totals.shown,
+            totals.shadow,
+            totals.cards_shown
+        ),
+        (16, 3, 6, 4)
+    );
+    assert_eq!(
+        (
+            totals.accepted,
+            totals.overridden,
+            totals.suggestions_accepted
+        ),
+        (2, 4, 3)
+    );
+    assert_eq!(
+        totals.override_reasons,
+        [
+            ("already-aware".to_owned(), 2),
+            ("not-relevant".to_owned(), 1)
+        ]
+        .into()
+    );
+    assert_eq!(totals.patient_days, 6, "p1..p3 as above and (p4, d0)");
+    assert_eq!(totals.acceptance_rate, Some(0.5));
+    assert_eq!(totals.override_rate, Some(1.0));
+    assert_eq!(totals.alerts_per_patient_day, Some(4.0 / 6.0));
+
+    // Without a window: the old card and its feedback too.
+    let all = store.report(None).await.unwrap();
+    let active = &all.services[1].tally;
+    assert_eq!(
+        (active.predictions, active.shown, active.cards_shown),
+        (10, 3, 4)
+    );
+    assert_eq!((active.accepted, active.suggestions_accepted), (3, 7));
+    assert_eq!(active.patient_days, 6, "(p1, day -1) added");
+    assert_eq!(all.totals.predictions, 17);
+
+    // An empty window: zeros and no rates.
+    let empty = store.report(Some(at(30, "00:00:00.000"))).await.unwrap();
+    assert!(empty.services.is_empty() && empty.shadow_agreement.is_empty());
+    assert_eq!(empty.totals.predictions, 0);
+    assert_eq!(empty.totals.acceptance_rate, None);
+    assert_eq!(empty.totals.alerts_per_patient_day, None);
+
+    // It serializes (the SMART app and `bedside report` show it as JSON).
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["services"][1]["override_reasons"]["already-aware"], 2);
+    assert_eq!(json["services"][1]["shown"], 2);
+}
