@@ -166,9 +166,12 @@ async fn check(config: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn demo(listen: String, data_dir: PathBuf) -> anyhow::Result<()> {
+    // A fresh admin token per run for the report and kill switch (only its sha256 is configured).
+    let admin_token = uuid::Uuid::new_v4().simple().to_string();
     let text = format!(
-        "listen = {listen:?}\npublic_url = \"http://{listen}\"\n[storage]\npath = {db:?}\n[cors]\nallowed_origins = [\"*\"]\n",
+        "listen = {listen:?}\npublic_url = \"http://{listen}\"\n[storage]\npath = {db:?}\n[cors]\nallowed_origins = [\"*\"]\n[[admin_tokens]]\nname = \"demo\"\nsha256 = \"{hash}\"\n",
         db = data_dir.join("demo.db").display().to_string(),
+        hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(admin_token.as_bytes())),
     );
     let config = Config::from_toml_str(&text, "(demo defaults)", &BTreeMap::new())?;
     let base = config.public_base().to_owned();
@@ -183,11 +186,23 @@ async fn demo(listen: String, data_dir: PathBuf) -> anyhow::Result<()> {
         std::fs::write(&path, serde_json::to_vec_pretty(&request)?)?;
         written.push((name, what, path));
     }
+    let state_services: Vec<(String, String)> = state
+        .runtime()
+        .services
+        .iter()
+        .map(|s| (s.id().to_owned(), s.hook().to_owned()))
+        .collect();
     let running = server::start(state)?;
     println!("\nbedside demo is running (client authentication OFF; synthetic data only).\n");
     println!("  Discovery:       {base}/cds-services");
-    println!("  CDS service:     {base}/cds-services/deterioration   (hook: patient-view)");
-    println!("  Model card:      {base}/models/deterioration/1.0.0/model-card");
+    for service in state_services.iter() {
+        println!(
+            "  CDS service:     {base}/cds-services/{}   (hook: {})",
+            service.0, service.1
+        );
+    }
+    println!("  Model cards:     {base}/models/{{deterioration,sepsis,aki}}/1.0.0/model-card");
+    println!("  Report:          curl -H 'Authorization: Bearer {admin_token}' '{base}/admin/report?format=html'");
     println!("  CDS Hooks sandbox: add {base}/cds-services as a CDS service (CORS is open).\n");
     println!("Demo patients (times shifted to now), ready to post:");
     for (name, what, path) in &written {

@@ -291,3 +291,67 @@ fn the_binary_keeps_libtorch_cuda_linked_when_libtorch_has_it() {
     }
     assert!(!text.contains("not found"), "{text}");
 }
+
+#[tokio::test]
+async fn report_prints_what_the_store_recorded() {
+    let keys = common::KeyServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let gw = common::Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        db: Some(db.clone()),
+        ..Default::default()
+    })
+    .await;
+    let resp = common::http()
+        .post(gw.service("deterioration"))
+        .header(
+            "Authorization",
+            common::bearer("deterioration", common::Key::Rs384),
+        )
+        .json(&common::patient("deteriorating"))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let uuid = body["cards"][0]["uuid"].as_str().unwrap().to_owned();
+    let feedback = serde_json::json!({"feedback": [{"card": uuid, "outcome": "accepted",
+        "outcomeTimestamp": chrono::Utc::now().to_rfc3339()}]});
+    let resp = common::http()
+        .post(format!("{}/feedback", gw.service("deterioration")))
+        .header(
+            "Authorization",
+            common::bearer("deterioration", common::Key::Rs384),
+        )
+        .json(&feedback)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    gw.stop().await;
+    let config = write_config(dir.path(), &trusted());
+    let out = bedside(&["report", "--config", &config, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service_id"] == "deterioration" && r["mode"] == "active")
+        .unwrap();
+    assert_eq!(
+        (row["shown"].as_i64(), row["accepted"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let table = bedside(&["report", "--config", &config]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("deterioration ") && l.contains("100%")),
+        "{text}"
+    );
+}
