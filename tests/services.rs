@@ -211,6 +211,33 @@ async fn sepsis_screen_offers_a_lactate_only_when_none_was_resulted() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn deterioration_fires_before_deterioration_and_stays_silent_without_it() {
+    let cohort = Cohort::generate(80, 29);
+    let keys = KeyServer::start().await;
+    let gw = gateway(&keys, Backend::Sqlite, &None, None).await;
+    for (service, hook) in [
+        ("deterioration", "patient-view"),
+        ("deterioration-encounter-start", "encounter-start"),
+    ] {
+        let mut fired = 0;
+        for p in cohort.with_onset("deterioration").iter().take(5) {
+            let request = cohort.request(p, before_onset(p, "deterioration", 2.0), hook);
+            fired += usize::from(!cards(&call(&gw, service, &request).await).is_empty());
+        }
+        assert!(
+            fired >= 3,
+            "{service} fired for {fired} of 5 patients 2 h before deterioration"
+        );
+        for p in cohort.without_events().iter().take(5) {
+            let request = cohort.request(p, admit_plus(p, 48.0), hook);
+            let body = call(&gw, service, &request).await;
+            assert!(cards(&body).is_empty(), "{service} {}: {body}", p["id"]);
+        }
+    }
+    gw.stop().await;
+}
+
 fn draft_orders(orders: &[(&str, &str, &str)]) -> Value {
     json!({"resourceType": "Bundle", "type": "collection", "entry": orders.iter().map(|(id, system, code)| json!({"resource": {
         "resourceType": "MedicationRequest", "id": id, "status": "draft", "intent": "order",
@@ -266,6 +293,13 @@ async fn aki_order_sign_points_at_the_nephrotoxic_draft_order_and_ignores_others
     ]);
     request["context"]["selections"] = json!(["MedicationRequest/draft-paracetamol"]);
     assert!(cards(&call(&gw, "aki-nephrotoxic-select", &request).await).is_empty());
+    // Patients who keep their kidneys, with ibuprofen drafted: no card.
+    for p in cohort.without_events().iter().take(4) {
+        let mut request = cohort.request(p, admit_plus(p, 60.0), "order-sign");
+        request["context"]["draftOrders"] = draft_orders(&[("d-ibu", RXNORM, "5640")]);
+        let body = call(&gw, "aki-nephrotoxic", &request).await;
+        assert!(cards(&body).is_empty(), "{}: {body}", p["id"]);
+    }
     gw.stop().await;
 }
 
