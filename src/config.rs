@@ -60,6 +60,13 @@ pub struct RawConfig {
     /// sha256 like `api_tokens`. None configured: the admin endpoints refuse everyone.
     #[serde(default)]
     pub admin_tokens: Vec<RawApiToken>,
+    /// SMART Backend Services: bedside's own FHIR access for hook calls without
+    /// `fhirAuthorization` (optional).
+    #[serde(default)]
+    pub backend_services: Option<RawBackendServices>,
+    /// SMART App Launch (EHR and standalone launch of bedside's app pages); optional.
+    #[serde(default)]
+    pub smart: RawSmart,
 }
 
 /// One prediction-API token, stored as its sha256 so the configuration holds no secret.
@@ -392,6 +399,99 @@ fn default_algorithms() -> Vec<String> {
     vec!["RS384".to_owned(), "ES384".to_owned()]
 }
 
+/// `[backend_services]`: bedside as a SMART Backend Services client of the EHR.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendServices {
+    /// The client id the EHR registered for bedside.
+    pub client_id: String,
+    /// PKCS#8 PEM private key: EC P-384 for ES384, RSA for RS384.
+    pub private_key: PathBuf,
+    /// `ES384` (default) or `RS384`.
+    #[serde(default = "default_backend_algorithm")]
+    pub algorithm: String,
+    /// Key id in assertions and the JWKS (default: the key's RFC 7638 thumbprint).
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// Scopes requested (default: `system/*.rs` for what the services query).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// Token endpoint; when unset, read from each FHIR server's
+    /// `/.well-known/smart-configuration`.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    /// FHIR server origins that get bedside's token; never sent to any other.
+    #[serde(default)]
+    pub fhir_servers: Vec<String>,
+    /// Cap on one discovery or token request (default 5 s).
+    #[serde(default = "default_backend_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+fn default_backend_algorithm() -> String {
+    "ES384".to_owned()
+}
+fn default_backend_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `[smart]`: bedside as a SMART App Launch 2.x client (the clinician-facing app pages).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmart {
+    /// The client id the EHR registered for bedside's app (default `bedside`).
+    #[serde(default = "default_smart_client_id")]
+    pub client_id: String,
+    /// Name of the environment variable holding the client secret (confidential client);
+    /// unset: a public client (PKCE only). The secret itself never goes in the file.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Path under `public_url` the authorization server redirects back to.
+    #[serde(default = "default_smart_redirect_path")]
+    pub redirect_path: String,
+    /// Scopes requested on an EHR launch (space-separated).
+    #[serde(default = "default_smart_scopes")]
+    pub scopes: String,
+    /// Scopes requested on a standalone launch (space-separated).
+    #[serde(default = "default_smart_standalone_scopes")]
+    pub standalone_scopes: String,
+    /// Longest life of a signed-in session, whatever the tokens say (default 8 h).
+    #[serde(default = "default_smart_session_ttl", with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// FHIR base URLs (or origins) a launch's `iss` must be one of; any other `iss` is refused
+    /// before it is contacted. Empty: every launch is refused.
+    #[serde(default)]
+    pub allowed_issuers: Vec<String>,
+}
+impl Default for RawSmart {
+    fn default() -> Self {
+        Self {
+            client_id: default_smart_client_id(),
+            client_secret_env: None,
+            redirect_path: default_smart_redirect_path(),
+            scopes: default_smart_scopes(),
+            standalone_scopes: default_smart_standalone_scopes(),
+            session_ttl: default_smart_session_ttl(),
+            allowed_issuers: Vec::new(),
+        }
+    }
+}
+fn default_smart_client_id() -> String {
+    "bedside".to_owned()
+}
+fn default_smart_redirect_path() -> String {
+    "/smart/callback".to_owned()
+}
+const SMART_SCOPES_TAIL: &str = "openid fhirUser patient/Patient.r patient/Observation.rs patient/Condition.rs patient/MedicationRequest.rs offline_access";
+fn default_smart_scopes() -> String {
+    format!("launch {SMART_SCOPES_TAIL}")
+}
+fn default_smart_standalone_scopes() -> String {
+    format!("launch/patient {SMART_SCOPES_TAIL}")
+}
+fn default_smart_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
 // === validated configuration ===
 
 /// The configuration the gateway runs with. Every field has been checked.
@@ -421,6 +521,25 @@ pub struct Config {
     pub api_tokens: Vec<(String, [u8; 32])>,
     /// `(name, sha256)` of each admin token.
     pub admin_tokens: Vec<(String, [u8; 32])>,
+    /// `[backend_services]`, when configured.
+    pub backend_services: Option<crate::smart_backend::BackendConfig>,
+    /// `[smart]`: SMART App Launch client settings (defaults when the table is absent).
+    pub smart: SmartSettings,
+}
+
+/// Validated `[smart]` settings.
+#[derive(Debug, Clone)]
+pub struct SmartSettings {
+    pub client_id: String,
+    /// Read from `client_secret_env` at start-up; `Debug` redacts it.
+    pub client_secret: Option<oauth2::ClientSecret>,
+    /// Starts with `/`; appended to `public_url`.
+    pub redirect_path: String,
+    pub scopes: String,
+    pub standalone_scopes: String,
+    pub session_ttl: Duration,
+    /// Without a trailing slash; a launch `iss` must equal one (after trimming its own).
+    pub allowed_issuers: Vec<String>,
 }
 
 /// A database URL. It may carry a password, so `Debug` shows only its scheme and host.
@@ -686,6 +805,11 @@ impl Config {
         };
         let api_tokens = token_digests("api_tokens", &raw.api_tokens);
         let admin_tokens = token_digests("admin_tokens", &raw.admin_tokens);
+        let backend_services = raw
+            .backend_services
+            .as_ref()
+            .and_then(|b| validate_backend_services(b, &mut errors));
+        let smart = validate_smart(&raw.smart, &mut errors);
         if !errors.problems.is_empty() {
             return Err(errors);
         }
@@ -717,6 +841,8 @@ impl Config {
                 fhir,
                 api_tokens,
                 admin_tokens,
+                backend_services,
+                smart,
             }),
             // Unreachable in practice: each `None` pushed a problem above.
             _ => Err(errors),
@@ -770,6 +896,139 @@ fn validate_db_url(text: &str, errors: &mut ConfigErrors) -> Option<DatabaseUrl>
             errors.push("storage.url", format!("not a URL ({e})"));
             None
         }
+    }
+}
+
+fn validate_backend_services(
+    raw: &RawBackendServices,
+    errors: &mut ConfigErrors,
+) -> Option<crate::smart_backend::BackendConfig> {
+    let key = "backend_services";
+    if raw.client_id.trim().is_empty() {
+        errors.push(format!("{key}.client_id"), "must not be empty");
+    }
+    let algorithm = match raw.algorithm.as_str() {
+        "ES384" => Some(jsonwebtoken::Algorithm::ES384),
+        "RS384" => Some(jsonwebtoken::Algorithm::RS384),
+        other => {
+            errors.push(
+                format!("{key}.algorithm"),
+                format!("`{other}` is not ES384 or RS384"),
+            );
+            None
+        }
+    };
+    let signing = algorithm.and_then(|alg| {
+        crate::smart_backend::SigningKey::load(&raw.private_key, alg, raw.kid.as_deref())
+            .map_err(|e| errors.push(format!("{key}.private_key"), e))
+            .ok()
+    });
+    let token_endpoint = raw.token_endpoint.as_deref().and_then(|t| {
+        parse_http_url(t)
+            .map_err(|e| errors.push(format!("{key}.token_endpoint"), e))
+            .ok()
+    });
+    let mut fhir_servers = Vec::new();
+    for (i, server) in raw.fhir_servers.iter().enumerate() {
+        match parse_http_url(server) {
+            Ok(url) if url.path() == "/" && url.query().is_none() && !server.contains('*') => {
+                fhir_servers.push(url.origin().ascii_serialization());
+            }
+            _ => errors.push(
+                format!("{key}.fhir_servers[{i}]"),
+                format!("`{server}` is not an origin (scheme://host[:port], no path or wildcard)"),
+            ),
+        }
+    }
+    let scopes = raw.scopes.clone().unwrap_or_else(|| {
+        crate::smart_backend::DEFAULT_SCOPES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    });
+    if scopes.is_empty()
+        || scopes
+            .iter()
+            .any(|s| s.trim().is_empty() || s.contains(' '))
+    {
+        errors.push(
+            format!("{key}.scopes"),
+            "must list one scope per entry, none empty",
+        );
+    }
+    if raw.timeout.is_zero() {
+        errors.push(format!("{key}.timeout"), "must be greater than 0");
+    }
+    Some(crate::smart_backend::BackendConfig {
+        client_id: raw.client_id.clone(),
+        key: signing?,
+        scope: scopes.join(" "),
+        token_endpoint,
+        fhir_servers,
+        timeout: raw.timeout,
+    })
+}
+
+fn validate_smart(raw: &RawSmart, errors: &mut ConfigErrors) -> SmartSettings {
+    if raw.client_id.trim().is_empty() {
+        errors.push("smart.client_id", "must not be empty");
+    }
+    let client_secret = raw.client_secret_env.as_ref().and_then(|name| {
+        // The secret is read from the process environment (never from the file) and never
+        // echoed in messages.
+        match std::env::var(name) {
+            Ok(secret) if !secret.trim().is_empty() => Some(oauth2::ClientSecret::new(secret)),
+            _ => {
+                errors.push(
+                    "smart.client_secret_env",
+                    format!("environment variable `{name}` is not set or empty"),
+                );
+                None
+            }
+        }
+    });
+    if !raw.redirect_path.starts_with('/') || raw.redirect_path.contains(['?', '#']) {
+        errors.push(
+            "smart.redirect_path",
+            format!("`{}` must be a path starting with `/`", raw.redirect_path),
+        );
+    }
+    for (key, scopes) in [
+        ("smart.scopes", &raw.scopes),
+        ("smart.standalone_scopes", &raw.standalone_scopes),
+    ] {
+        if scopes.split_whitespace().next().is_none() {
+            errors.push(key, "must name at least one scope");
+        }
+    }
+    if raw.session_ttl.is_zero() {
+        errors.push("smart.session_ttl", "must be greater than 0");
+    }
+    let mut allowed_issuers = Vec::new();
+    for (i, iss) in raw.allowed_issuers.iter().enumerate() {
+        match parse_http_url(iss) {
+            Ok(url) if url.query().is_none() && url.fragment().is_none() => {
+                allowed_issuers.push(iss.trim_end_matches('/').to_owned())
+            }
+            Ok(_) => errors.push(
+                format!("smart.allowed_issuers[{i}]"),
+                format!("`{iss}` must be a FHIR base URL without query or fragment"),
+            ),
+            Err(e) => errors.push(format!("smart.allowed_issuers[{i}]"), e),
+        }
+    }
+    SmartSettings {
+        client_id: raw.client_id.clone(),
+        client_secret,
+        redirect_path: raw.redirect_path.clone(),
+        scopes: raw.scopes.split_whitespace().collect::<Vec<_>>().join(" "),
+        standalone_scopes: raw
+            .standalone_scopes
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+        session_ttl: raw.session_ttl,
+        allowed_issuers,
     }
 }
 

@@ -21,5 +21,7 @@ pub mod metrics;
 pub mod report;
 pub mod server;
 pub mod services;
+pub mod smart;
+pub mod smart_backend;
 pub mod store;
 pub mod telemetry;

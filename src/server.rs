@@ -38,6 +38,11 @@ pub struct AppState {
     pub reload_failures: AtomicU64,
     /// Services switched off at run time; survives reloads.
     pub switches: Arc<KillSwitch>,
+    /// SMART Backend Services client (`[backend_services]`): its key is served at
+    /// `/.well-known/jwks.json`, its tokens cached across reloads.
+    pub backend: Option<Arc<crate::smart_backend::BackendClient>>,
+    /// SMART App Launch: launches in progress and signed-in app sessions.
+    pub smart: Arc<crate::smart::SmartState>,
 }
 
 /// Models and the services bound to them: what a reload swaps. A request holds one `Arc` from
@@ -66,6 +71,7 @@ impl AppState {
             self.fhir.clone(),
             self.store.clone(),
             self.switches.clone(),
+            self.backend.clone(),
         )
         .await
         {
@@ -93,6 +99,7 @@ async fn load_runtime(
     fhir: Arc<FhirAccess>,
     store: Store,
     switches: Arc<KillSwitch>,
+    backend: Option<Arc<crate::smart_backend::BackendClient>>,
 ) -> Result<Runtime, StartupError> {
     let models_dir = config.models_dir.clone();
     let settings = config.inference.clone();
@@ -104,7 +111,9 @@ async fn load_runtime(
             message: e.to_string(),
         })??;
     models.check_remotes().await?;
-    let env = Arc::new(ServiceEnv::new(config.public_base(), fhir, store, switches));
+    let mut env = ServiceEnv::new(config.public_base(), fhir, store, switches);
+    env.backend = backend;
+    let env = Arc::new(env);
     let services = ServiceRegistry::load(&config.services_dir, &models, env)?;
     Ok(Runtime { models, services })
 }
@@ -163,7 +172,16 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
     });
     let store = Store::open_from_config(&config).await?;
     let switches = Arc::new(KillSwitch::default());
-    let runtime = load_runtime(&config, fhir.clone(), store.clone(), switches.clone()).await?;
+    let backend = crate::smart_backend::BackendClient::from_config(&config)?;
+    let runtime = load_runtime(
+        &config,
+        fhir.clone(),
+        store.clone(),
+        switches.clone(),
+        backend.clone(),
+    )
+    .await?;
+    let smart = Arc::new(crate::smart::SmartState::new(&config)?);
     // Models were loaded and warmed up above: from here on the gateway can answer.
     Ok(AppState {
         config,
@@ -175,6 +193,8 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         reloads: AtomicU64::new(0),
         reload_failures: AtomicU64::new(0),
         switches,
+        backend,
+        smart,
     })
 }
 
@@ -202,6 +222,8 @@ pub fn app(
         .configure(routes::configure)
         .configure(crate::api::configure)
         .configure(crate::admin::configure)
+        .configure(crate::smart::configure)
+        .configure(crate::smart_backend::configure)
         .route(
             "/models/{name}/{version}/model-card",
             web::get().to(model_card),

@@ -74,6 +74,9 @@ pub struct ServiceEnv {
     pub store: Store,
     pub switches: Arc<KillSwitch>,
     pub dedup: DedupLocks,
+    /// bedside's own FHIR token source (`[backend_services]`) for calls without
+    /// `fhirAuthorization`; `None` when not configured.
+    pub backend: Option<Arc<crate::smart_backend::BackendClient>>,
     /// `(service id, dedup group, model manifest)` of every loaded service.
     groups: RwLock<Vec<(String, String, Manifest)>>,
 }
@@ -92,6 +95,7 @@ impl ServiceEnv {
             store,
             switches,
             dedup: DedupLocks::default(),
+            backend: None,
             groups: RwLock::new(Vec::new()),
         }
     }

@@ -574,6 +574,15 @@ impl CdsService {
         let fetch_deadline = deadline
             .checked_sub(self.env.fhir.scoring_reserve)
             .unwrap_or(deadline);
+        // No token from the EHR: bedside's own (SMART Backend Services), listed servers only.
+        let own_token = match (token, request.fhir_server.as_deref()) {
+            (None, Some(base)) if fulfil::needs_server(wants) => {
+                crate::smart_backend::token_for(self.env.backend.as_deref(), base, fetch_deadline)
+                    .await
+            }
+            _ => None,
+        };
+        let token = token.or(own_token.as_deref());
         // The server is looked at (and the egress policy asked) only when data must be fetched.
         let server = match request.fhir_server.as_deref() {
             _ if !fulfil::needs_server(wants) => Err("no query needed".to_owned()),

@@ -1,0 +1,504 @@
+//! The launch → authorize → callback → session flow, and logout.
+
+use std::fmt;
+use std::time::Instant;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, Validation};
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, CsrfToken, EndpointNotSet, EndpointSet, ExtraTokenFields,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
+    StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::session::{self, SmartSession};
+use super::{escape_html, html_page, SmartState};
+use crate::server::AppState;
+
+/// Largest `.well-known/smart-configuration` accepted (bytes); real ones are a few KB.
+const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+/// Access-token lifetime assumed when the token response has no `expires_in`.
+const DEFAULT_TOKEN_LIFETIME: i64 = 3600;
+
+/// The SMART launch context and OpenID fields of a token response, beside the OAuth ones.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub(crate) struct SmartTokenFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    patient: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encounter: Option<String>,
+    #[serde(default, rename = "fhirUser", skip_serializing_if = "Option::is_none")]
+    fhir_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    need_patient_banner: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    smart_style_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    intent: Option<String>,
+    /// CDS Hooks SMART links deliver the card's `appContext` here (a string, or JSON).
+    #[serde(
+        default,
+        rename = "appContext",
+        skip_serializing_if = "Option::is_none"
+    )]
+    app_context: Option<Value>,
+}
+
+// Tokens and patient context must never reach a log through `{:?}`.
+impl fmt::Debug for SmartTokenFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmartTokenFields")
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
+            .field("patient", &self.patient.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}
+impl ExtraTokenFields for SmartTokenFields {}
+
+pub(crate) type SmartTokenResponse = StandardTokenResponse<SmartTokenFields, BasicTokenType>;
+pub(crate) type SmartClient = oauth2::Client<
+    BasicErrorResponse,
+    SmartTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// What the EHR's `.well-known/smart-configuration` says, as far as bedside uses it.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints {
+    pub authorization: Url,
+    pub token: Url,
+    pub jwks_uri: Option<Url>,
+    /// The OpenID issuer `id_token`s must name.
+    pub issuer: Option<String>,
+}
+
+/// A launch waiting for the authorization server's redirect back, keyed by `state`.
+pub(crate) struct Pending {
+    /// The FHIR base (no trailing slash).
+    iss: String,
+    endpoints: Endpoints,
+    verifier: String,
+    nonce: String,
+    scope: String,
+    pub(crate) created: Instant,
+}
+
+impl SmartState {
+    /// An `oauth2` client for one authorization server, with bedside's id, secret (when
+    /// confidential) and redirect URI.
+    pub(crate) fn oauth_client(&self, endpoints: &Endpoints) -> Result<SmartClient, String> {
+        let redirect = RedirectUrl::new(self.redirect_uri.clone()).map_err(|e| e.to_string())?;
+        let client = oauth2::Client::new(ClientId::new(self.settings.client_id.clone()))
+            .set_auth_uri(AuthUrl::from_url(endpoints.authorization.clone()))
+            .set_token_uri(TokenUrl::from_url(endpoints.token.clone()))
+            .set_redirect_uri(redirect);
+        Ok(match &self.settings.client_secret {
+            Some(secret) => client.set_client_secret(secret.clone()),
+            None => client,
+        })
+    }
+}
+
+fn query(req: &HttpRequest, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn error_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
+    html_page(status, title, &format!("<p>{}</p>", escape_html(message)))
+}
+
+/// `GET /smart/launch?iss=…&launch=…`: the EHR opens bedside in a patient's context.
+pub(crate) async fn ehr_launch(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let Some(launch) = query(&req, "launch") else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Launch refused",
+            "The launch link has no `launch` parameter. Open bedside from the EHR.",
+        );
+    };
+    begin(&state.smart, query(&req, "iss"), Some(launch)).await
+}
+
+/// `GET /smart/standalone?iss=…`: bedside opened on its own; the EHR asks for the patient.
+pub(crate) async fn standalone_launch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> HttpResponse {
+    begin(&state.smart, query(&req, "iss"), None).await
+}
+
+async fn begin(smart: &SmartState, iss: Option<String>, launch: Option<String>) -> HttpResponse {
+    let Some(iss_raw) = iss else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Launch refused",
+            "The launch link has no `iss` parameter.",
+        );
+    };
+    // The allowlist is checked before any network call: an unknown `iss` is never contacted.
+    let iss = iss_raw.trim_end_matches('/');
+    if !smart.settings.allowed_issuers.iter().any(|a| a == iss) {
+        tracing::warn!(iss = %iss.chars().take(200).collect::<String>(), "SMART launch refused: iss not in [smart] allowed_issuers");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Launch refused",
+            "This EHR (iss) is not configured as an allowed issuer for bedside.",
+        );
+    }
+    let endpoints = match discover(&smart.http, iss).await {
+        Ok(e) => e,
+        Err(why) => {
+            tracing::warn!(iss, why, "SMART discovery failed");
+            return error_page(
+                StatusCode::BAD_GATEWAY,
+                "EHR not reachable",
+                &format!("bedside could not read the EHR's SMART configuration: {why}."),
+            );
+        }
+    };
+    let client = match smart.oauth_client(&endpoints) {
+        Ok(c) => c,
+        Err(why) => {
+            tracing::error!(why, "SMART client setup failed");
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Launch failed",
+                "bedside's redirect URI is not valid.",
+            );
+        }
+    };
+    let scope = if launch.is_some() {
+        &smart.settings.scopes
+    } else {
+        &smart.settings.standalone_scopes
+    };
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let nonce = CsrfToken::new_random_len(32);
+    let mut request = client
+        .authorize_url(|| CsrfToken::new_random_len(32))
+        .add_scopes(scope.split(' ').map(|s| Scope::new(s.to_owned())))
+        .set_pkce_challenge(challenge)
+        .add_extra_param("aud", iss_raw.clone())
+        .add_extra_param("nonce", nonce.secret().clone());
+    if let Some(launch) = &launch {
+        request = request.add_extra_param("launch", launch.clone());
+    }
+    let (url, csrf_state) = request.url();
+    let pending = Pending {
+        iss: iss.to_owned(),
+        endpoints,
+        verifier: verifier.secret().clone(),
+        nonce: nonce.secret().clone(),
+        scope: scope.clone(),
+        created: Instant::now(),
+    };
+    if !smart.add_pending(csrf_state.secret().clone(), pending) {
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "Too many sign-ins are in progress; try again in a few minutes.",
+        );
+    }
+    tracing::info!(
+        iss,
+        ehr_launch = launch.is_some(),
+        "SMART launch redirected to the authorization server"
+    );
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, url.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+#[derive(Deserialize)]
+struct RawDiscovery {
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    jwks_uri: Option<String>,
+    issuer: Option<String>,
+    code_challenge_methods_supported: Option<Vec<String>>,
+}
+
+/// Reads `{iss}/.well-known/smart-configuration` (bounded size and time, no redirects).
+async fn discover(http: &reqwest::Client, iss: &str) -> Result<Endpoints, &'static str> {
+    let url = format!("{iss}/.well-known/smart-configuration");
+    let mut response = http
+        .get(&url)
+        .header(header::ACCEPT.as_str(), "application/json")
+        .send()
+        .await
+        .map_err(|_| "the request failed")?;
+    if !response.status().is_success() {
+        return Err("it did not answer 200");
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| "the body was cut off")? {
+        if body.len() + chunk.len() > MAX_DISCOVERY_BYTES {
+            return Err("the document is too large");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let raw: RawDiscovery = serde_json::from_slice(&body).map_err(|_| "it is not valid JSON")?;
+    if let Some(methods) = &raw.code_challenge_methods_supported {
+        if !methods.iter().any(|m| m == "S256") {
+            return Err("it does not support PKCE S256");
+        }
+    }
+    let endpoint = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|u| Url::parse(u).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+    };
+    Ok(Endpoints {
+        authorization: endpoint(&raw.authorization_endpoint)
+            .ok_or("it has no valid authorization_endpoint")?,
+        token: endpoint(&raw.token_endpoint).ok_or("it has no valid token_endpoint")?,
+        jwks_uri: endpoint(&raw.jwks_uri),
+        issuer: raw.issuer,
+    })
+}
+
+/// `GET {redirect_path}?code=…&state=…`: the authorization server sends the browser back.
+pub(crate) async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let smart = &state.smart;
+    let relaunch = "This sign-in link is unknown, expired or was already used. Open bedside again from the EHR.";
+    let Some(pending) = query(&req, "state").and_then(|s| smart.take_pending(&s)) else {
+        tracing::warn!("SMART callback with an unknown, expired or reused state");
+        return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", relaunch);
+    };
+    if let Some(error) = query(&req, "error") {
+        let error: String = error.chars().take(64).collect();
+        tracing::warn!(error, "SMART authorization refused by the EHR");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in refused",
+            &format!("The EHR refused the sign-in ({error})."),
+        );
+    }
+    let Some(code) = query(&req, "code") else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "No authorization code was returned.",
+        );
+    };
+    let client = match smart.oauth_client(&pending.endpoints) {
+        Ok(c) => c,
+        Err(_) => {
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in failed",
+                "bedside's redirect URI is not valid.",
+            )
+        }
+    };
+    let token = match client
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
+        .request_async(&smart.http)
+        .await
+    {
+        Ok(t) => t,
+        Err(RequestTokenError::ServerResponse(e)) => {
+            let code = e.error().to_string();
+            tracing::warn!(error = %code, "SMART token request refused");
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Sign-in failed",
+                &format!("The EHR's authorization server refused the sign-in ({code}). Open bedside again from the EHR."),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SMART token request failed");
+            return error_page(
+                StatusCode::BAD_GATEWAY,
+                "Sign-in failed",
+                "The EHR's authorization server could not be reached or answered something unreadable.",
+            );
+        }
+    };
+    let extra = token.extra_fields();
+    let mut fhir_user = extra.fhir_user.clone();
+    if let Some(id_token) = &extra.id_token {
+        match verify_id_token(smart, &pending, id_token).await {
+            Ok(claims) => fhir_user = fhir_user.or(claims.fhir_user),
+            Err(why) => {
+                tracing::warn!(why, "SMART id_token rejected; no session created");
+                return error_page(
+                    StatusCode::UNAUTHORIZED,
+                    "Sign-in not verified",
+                    "The EHR's identity token could not be verified. No session was created.",
+                );
+            }
+        }
+    }
+    let expires_in = token
+        .expires_in()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+    let scope = token
+        .scopes()
+        .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| pending.scope.clone());
+    let id = CsrfToken::new_random_len(32).secret().clone();
+    let smart_session = SmartSession {
+        id_hash: session::id_hash(&id),
+        iss: pending.iss.clone(),
+        access_token: token.access_token().secret().clone(),
+        expires_at: Utc::now() + chrono::Duration::seconds(expires_in),
+        refresh_token: token.refresh_token().map(|t| t.secret().clone()),
+        patient: extra.patient.clone(),
+        encounter: extra.encounter.clone(),
+        fhir_user,
+        need_patient_banner: match &extra.need_patient_banner {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => s == "true",
+            _ => false,
+        },
+        smart_style_url: extra.smart_style_url.clone(),
+        app_context: match &extra.app_context {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        },
+        csrf_token: CsrfToken::new_random_len(32).secret().clone(),
+        scope,
+    };
+    let ttl = smart.settings.session_ttl;
+    tracing::info!(
+        session = %smart_session.id_hash,
+        has_patient = smart_session.patient.is_some(),
+        intent = extra.intent.as_deref().unwrap_or(""),
+        "SMART session started"
+    );
+    smart
+        .sessions
+        .insert(&id, smart_session, pending.endpoints.clone(), ttl);
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, smart.app_path()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::SET_COOKIE, smart.cookie(&id, ttl.as_secs())))
+        .finish()
+}
+
+#[derive(Deserialize)]
+struct IdClaims {
+    nonce: Option<String>,
+    #[serde(rename = "fhirUser")]
+    fhir_user: Option<String>,
+}
+
+/// Checks an OpenID Connect `id_token`: signature by a key from the discovered `jwks_uri`,
+/// `iss` = the discovered issuer, `aud` = bedside's client id, `exp`, and `nonce` = the one
+/// sent with this launch.
+async fn verify_id_token(
+    smart: &SmartState,
+    pending: &Pending,
+    id_token: &str,
+) -> Result<IdClaims, &'static str> {
+    let header = jsonwebtoken::decode_header(id_token).map_err(|_| "malformed header")?;
+    if !matches!(
+        header.alg,
+        Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512
+            | Algorithm::ES256
+            | Algorithm::ES384
+    ) {
+        return Err("algorithm not allowed");
+    }
+    let kid = header.kid.as_deref().ok_or("no kid")?;
+    let jwks_uri = pending
+        .endpoints
+        .jwks_uri
+        .as_ref()
+        .ok_or("EHR publishes no jwks_uri")?;
+    let issuer = pending
+        .endpoints
+        .issuer
+        .as_deref()
+        .ok_or("EHR publishes no issuer")?;
+    let key = smart
+        .jwks
+        .key(jwks_uri, kid)
+        .await
+        .map_err(|_| "signing key unavailable")?;
+    if let Some(key_alg) = key.alg {
+        if format!("{key_alg:?}") != format!("{:?}", header.alg) {
+            return Err("key is for another algorithm");
+        }
+    }
+    let mut validation = Validation::new(header.alg);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[smart.settings.client_id.as_str()]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation.leeway = smart.clock_skew.as_secs();
+    let data = jsonwebtoken::decode::<IdClaims>(id_token, &key.key, &validation)
+        .map_err(|_| "signature or claims invalid")?;
+    match &data.claims.nonce {
+        Some(nonce) if session::constant_time_eq(nonce, &pending.nonce) => Ok(data.claims),
+        _ => Err("nonce does not match"),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /smart/logout` (form field `csrf`): ends the session and expires the cookie.
+pub(crate) async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<LogoutForm>,
+) -> HttpResponse {
+    let smart = &state.smart;
+    if let Some(id) = session::cookie_value(&req) {
+        if let Some(existing) = smart.sessions.peek(&id) {
+            if !session::csrf_ok(&existing, &form.csrf) {
+                tracing::warn!(session = %existing.id_hash, "SMART logout refused: CSRF token mismatch");
+                return error_page(
+                    StatusCode::FORBIDDEN,
+                    "Sign-out refused",
+                    "The sign-out form is stale; reload the page and try again.",
+                );
+            }
+            smart.sessions.remove(&id);
+            tracing::info!(session = %existing.id_hash, "SMART session ended (logout)");
+        }
+    }
+    let mut response = error_page(
+        StatusCode::OK,
+        "Signed out",
+        "You are signed out of bedside. Open it again from the EHR to continue.",
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&smart.cookie("", 0)) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}

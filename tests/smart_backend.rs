@@ -1,0 +1,527 @@
+//! SMART Backend Services: a hook call without `fhirAuthorization` makes bedside get its own
+//! token (client_credentials + signed JWT assertion) and query a real FHIR server with it.
+//! The token endpoint here verifies assertions as an EHR does: bedside's key from the running
+//! gateway's `/.well-known/jwks.json`, signature, `iss`/`sub`, `aud`, `exp`, `jti` replay.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{json, Value};
+
+use common::fhir_server::{aimed_at, FhirServer, FHIR_TOKEN};
+use common::{bearer, http, patient, Gateway, GatewayOptions, Key, KeyServer};
+
+const CLIENT_ID: &str = "bedside-backend-test";
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+// === a token endpoint that verifies like an EHR ===
+
+#[derive(Default)]
+struct Verifier {
+    /// bedside's JWKS URL, known once the gateway runs.
+    jwks_url: Mutex<String>,
+    /// This endpoint's own URL: the `aud` it accepts.
+    own_url: Mutex<String>,
+    seen_jti: Mutex<HashSet<String>>,
+    issued: AtomicUsize,
+    refused: Mutex<Vec<String>>,
+    last_assertion: Mutex<String>,
+    last_scope: Mutex<String>,
+    last_kid: Mutex<String>,
+}
+
+fn oauth_error(code: &str, why: String, v: &Verifier) -> HttpResponse {
+    v.refused.lock().unwrap().push(format!("{code}: {why}"));
+    HttpResponse::BadRequest().json(json!({"error": code, "error_description": why}))
+}
+
+async fn token(v: web::Data<Verifier>, body: web::Bytes) -> HttpResponse {
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(&body).into_owned().collect();
+    let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+    if get("grant_type") != "client_credentials" {
+        return oauth_error("unsupported_grant_type", get("grant_type"), &v);
+    }
+    if get("client_assertion_type") != ASSERTION_TYPE {
+        return oauth_error("invalid_client", "assertion type".into(), &v);
+    }
+    let assertion = get("client_assertion");
+    *v.last_assertion.lock().unwrap() = assertion.clone();
+    let header = match jsonwebtoken::decode_header(&assertion) {
+        Ok(h) => h,
+        Err(e) => return oauth_error("invalid_client", format!("header: {e}"), &v),
+    };
+    if !matches!(header.alg, Algorithm::RS384 | Algorithm::ES384) {
+        return oauth_error("invalid_client", format!("alg {:?}", header.alg), &v);
+    }
+    let Some(kid) = header.kid.clone() else {
+        return oauth_error("invalid_client", "no kid".into(), &v);
+    };
+    // Fetched from the running gateway on every request, as an EHR with no cache would.
+    let jwks_url = v.jwks_url.lock().unwrap().clone();
+    let jwks: JwkSet = match http().get(&jwks_url).send().await {
+        Ok(r) if r.status().is_success() => match r.json().await {
+            Ok(j) => j,
+            Err(e) => return oauth_error("invalid_client", format!("jwks: {e}"), &v),
+        },
+        other => return oauth_error("invalid_client", format!("jwks fetch: {other:?}"), &v),
+    };
+    let Some(jwk) = jwks.find(&kid) else {
+        return oauth_error("invalid_client", format!("kid {kid} not in JWKS"), &v);
+    };
+    let key = match DecodingKey::from_jwk(jwk) {
+        Ok(k) => k,
+        Err(e) => return oauth_error("invalid_client", format!("jwk: {e}"), &v),
+    };
+    let own_url = v.own_url.lock().unwrap().clone();
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[own_url.as_str()]);
+    validation.set_issuer(&[CLIENT_ID]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    validation.leeway = 0;
+    let claims = match jsonwebtoken::decode::<Value>(&assertion, &key, &validation) {
+        Ok(d) => d.claims,
+        Err(e) => return oauth_error("invalid_client", format!("assertion: {e}"), &v),
+    };
+    if claims["sub"] != CLIENT_ID {
+        return oauth_error("invalid_client", "sub".into(), &v);
+    }
+    let now = common::now();
+    if claims["exp"].as_i64().is_none_or(|exp| exp > now + 300) {
+        return oauth_error("invalid_client", "exp more than 5 min ahead".into(), &v);
+    }
+    let Some(jti) = claims["jti"].as_str().filter(|j| !j.is_empty()) else {
+        return oauth_error("invalid_client", "no jti".into(), &v);
+    };
+    if !v.seen_jti.lock().unwrap().insert(jti.to_owned()) {
+        return oauth_error("invalid_grant", "jti replayed".into(), &v);
+    }
+    *v.last_scope.lock().unwrap() = get("scope");
+    *v.last_kid.lock().unwrap() = kid;
+    v.issued.fetch_add(1, Ordering::SeqCst);
+    HttpResponse::Ok().json(json!({
+        "access_token": FHIR_TOKEN, "token_type": "bearer", "expires_in": 300,
+        "scope": get("scope"),
+    }))
+}
+
+struct TokenServer {
+    url: String,
+    v: Arc<Verifier>,
+    handle: ServerHandle,
+}
+
+impl TokenServer {
+    async fn start() -> Self {
+        let v = Arc::new(Verifier::default());
+        let data = web::Data::from(v.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/oauth2/token", web::post().to(token))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let url = format!("http://{}/oauth2/token", server.addrs()[0]);
+        *v.own_url.lock().unwrap() = url.clone();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self { url, v, handle }
+    }
+
+    fn issued(&self) -> usize {
+        self.v.issued.load(Ordering::SeqCst)
+    }
+
+    /// Replays the last assertion bedside sent: `(status, OAuth error)`.
+    async fn replay_last(&self) -> (u16, Value) {
+        let assertion = self.v.last_assertion.lock().unwrap().clone();
+        let r = http()
+            .post(&self.url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "system/Patient.rs"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", assertion.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+// === a FHIR server stand-in that records what it is sent ===
+
+#[derive(Default)]
+struct Recorder {
+    /// `(path, Authorization header)` of every request.
+    requests: Mutex<Vec<(String, Option<String>)>>,
+    /// Token endpoint announced in `/.well-known/smart-configuration`, if any.
+    token_endpoint: Mutex<Option<String>>,
+}
+
+struct StubFhir {
+    base: String,
+    rec: Arc<Recorder>,
+    handle: ServerHandle,
+}
+
+impl StubFhir {
+    async fn start(token_endpoint: Option<String>) -> Self {
+        let rec = Arc::new(Recorder::default());
+        *rec.token_endpoint.lock().unwrap() = token_endpoint;
+        let data = web::Data::from(rec.clone());
+        let server = HttpServer::new(move || {
+            App::new().app_data(data.clone()).default_service(web::to(
+                |rec: web::Data<Recorder>, req: HttpRequest| async move {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned);
+                    rec.requests
+                        .lock()
+                        .unwrap()
+                        .push((req.path().to_owned(), auth));
+                    if req.path().ends_with("/.well-known/smart-configuration") {
+                        if let Some(t) = rec.token_endpoint.lock().unwrap().clone() {
+                            return HttpResponse::Ok().json(json!({
+                                "token_endpoint": t,
+                                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                                "grant_types_supported": ["client_credentials"],
+                            }));
+                        }
+                    }
+                    HttpResponse::Unauthorized()
+                        .content_type("application/fhir+json")
+                        .json(json!({"resourceType": "OperationOutcome", "issue": [
+                            {"severity": "error", "code": "login", "diagnostics": "no token"}]}))
+                },
+            ))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            base: format!("http://{addr}/fhir"),
+            rec,
+            handle,
+        }
+    }
+
+    fn origin(&self) -> String {
+        url::Url::parse(&self.base)
+            .unwrap()
+            .origin()
+            .ascii_serialization()
+    }
+
+    fn requests(&self) -> Vec<(String, Option<String>)> {
+        self.rec.requests.lock().unwrap().clone()
+    }
+}
+
+// === helpers ===
+
+/// A fresh PKCS#8 key from the openssl CLI.
+fn openssl_key(dir: &Path, alg: Algorithm) -> std::path::PathBuf {
+    let path = dir.join(format!("{alg:?}.pem"));
+    let args: &[&str] = match alg {
+        Algorithm::ES384 => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+        _ => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    };
+    let status = std::process::Command::new("openssl")
+        .arg("genpkey")
+        .args(args)
+        .arg("-out")
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl CLI");
+    assert!(status.success(), "openssl genpkey {alg:?}");
+    path
+}
+
+async fn call(gw: &Gateway, body: &Value) -> (u16, Value) {
+    let r = http()
+        .post(gw.service("deterioration"))
+        .header("Authorization", bearer("deterioration", Key::Es384))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// `request` with no prefetch and no `fhirAuthorization`, aimed at `fhir_server`.
+fn bare(request: &Value, fhir_server: &str) -> Value {
+    let mut r = request.clone();
+    let o = r.as_object_mut().unwrap();
+    o.remove("prefetch");
+    o.remove("fhirAuthorization");
+    o.insert("fhirServer".into(), fhir_server.into());
+    r
+}
+
+async fn gateway(
+    keys: &KeyServer,
+    client_fhir_servers: Vec<String>,
+    backend_toml: String,
+) -> Gateway {
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        fhir_servers: client_fhir_servers,
+        extra_toml: backend_toml,
+        ..Default::default()
+    })
+    .await;
+    gw
+}
+
+/// The whole flow with one key type: card from bedside-fetched data, token cached, JWKS shape.
+async fn fetches_with_own_token(alg: Algorithm) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = openssl_key(dir.path(), alg);
+    let server = FhirServer::start().await;
+    let tokens = TokenServer::start().await;
+    let keys = KeyServer::start().await;
+    let full = aimed_at(patient("deteriorating"), &server);
+    server.load_prefetch(&full).await;
+    let algorithm_line = match alg {
+        // ES384 is the default: not named.
+        Algorithm::ES384 => String::new(),
+        _ => "algorithm = 'RS384'\nkid = 'bedside-rsa-1'\n".to_owned(),
+    };
+    let gw = gateway(
+        &keys,
+        vec![server.origin()],
+        format!(
+            "[backend_services]\nclient_id = '{CLIENT_ID}'\nprivate_key = '{}'\n{algorithm_line}token_endpoint = '{}'\nfhir_servers = ['{}']\n",
+            key.display(),
+            tokens.url,
+            server.origin()
+        ),
+    )
+    .await;
+    *tokens.v.jwks_url.lock().unwrap() = format!("{}/.well-known/jwks.json", gw.url);
+
+    // What the EHR registers for bedside.
+    let jwks: Value = http()
+        .get(format!("{}/.well-known/jwks.json", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwk = &jwks["keys"][0];
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1, "{jwks}");
+    assert_eq!(jwk["use"], "sig");
+    assert_eq!(jwk["alg"], format!("{alg:?}"));
+    assert!(jwk.get("d").is_none(), "no private part: {jwk}");
+    match alg {
+        Algorithm::ES384 => {
+            assert_eq!((&jwk["kty"], &jwk["crv"]), (&json!("EC"), &json!("P-384")));
+            assert_eq!(jwk["x"].as_str().unwrap().len(), 64);
+            assert_eq!(jwk["y"].as_str().unwrap().len(), 64);
+            assert_eq!(jwk["kid"].as_str().unwrap().len(), 43, "thumbprint kid");
+        }
+        _ => {
+            assert_eq!(jwk["kty"], "RSA");
+            assert_eq!(jwk["e"], "AQAB");
+            assert_eq!(jwk["kid"], "bedside-rsa-1");
+        }
+    }
+
+    // Reference: the card with full prefetch (no FHIR query, no token).
+    let (status, prefetched) = call(&gw, &full).await;
+    assert_eq!(status, 200, "{prefetched}");
+    assert_eq!(tokens.issued(), 0);
+    let summary = prefetched["cards"][0]["summary"].clone();
+    assert!(summary.is_string(), "{prefetched}");
+
+    // (a) nothing prefetched, no fhirAuthorization: bedside's own token fetches the data.
+    let request = bare(&full, &server.base);
+    let (status, body) = call(&gw, &request).await;
+    assert_eq!(
+        status,
+        200,
+        "{body}; token endpoint refusals: {:?}",
+        tokens.v.refused.lock().unwrap()
+    );
+    assert_eq!(body["cards"][0]["summary"], summary, "{body}");
+    assert_eq!(tokens.issued(), 1);
+    assert_eq!(
+        *tokens.v.last_scope.lock().unwrap(),
+        "system/Patient.rs system/Observation.rs system/Condition.rs system/MedicationRequest.rs system/Encounter.rs"
+    );
+    assert_eq!(
+        *tokens.v.last_kid.lock().unwrap(),
+        jwk["kid"].as_str().unwrap()
+    );
+
+    // (b) a second call reuses the cached token.
+    let (status, body) = call(&gw, &request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(tokens.issued(), 1, "token endpoint hit once");
+
+    // The EHR's own token, when sent, is used instead: no backend token requested.
+    let mut with_ehr_token = full.clone();
+    with_ehr_token.as_object_mut().unwrap().remove("prefetch");
+    let (status, body) = call(&gw, &with_ehr_token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(tokens.issued(), 1);
+
+    // The endpoint is a real verifier: the same assertion twice is a replay.
+    let (status, error) = tokens.replay_last().await;
+    assert_eq!(
+        (status, &error["error"]),
+        (400, &json!("invalid_grant")),
+        "{error}"
+    );
+    assert_eq!(tokens.v.refused.lock().unwrap().len(), 1);
+
+    gw.stop().await;
+    tokens.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn es384_key_gets_a_token_that_fetches_missing_prefetch_once() {
+    fetches_with_own_token(Algorithm::ES384).await;
+}
+
+#[tokio::test]
+async fn rs384_key_gets_a_token_that_fetches_missing_prefetch_once() {
+    fetches_with_own_token(Algorithm::RS384).await;
+}
+
+/// (c) A FHIR server the EHR's calls may reach but that is not in
+/// `[backend_services] fhir_servers` never receives bedside's token, and no token is even
+/// requested for it; a listed one discovers its token endpoint from
+/// `/.well-known/smart-configuration` and gets the token.
+#[tokio::test]
+async fn only_listed_servers_get_the_token_and_discovery_finds_the_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = openssl_key(dir.path(), Algorithm::ES384);
+    let tokens = TokenServer::start().await;
+    let unlisted = StubFhir::start(Some(tokens.url.clone())).await;
+    let listed = StubFhir::start(Some(tokens.url.clone())).await;
+    let keys = KeyServer::start().await;
+    let gw = gateway(
+        &keys,
+        vec![unlisted.origin(), listed.origin()],
+        format!(
+            "[backend_services]\nclient_id = '{CLIENT_ID}'\nprivate_key = '{}'\nfhir_servers = ['{}']\n",
+            key.display(),
+            listed.origin()
+        ),
+    )
+    .await;
+    *tokens.v.jwks_url.lock().unwrap() = format!("{}/.well-known/jwks.json", gw.url);
+    let request = patient("deteriorating");
+
+    let (status, body) = call(&gw, &bare(&request, &unlisted.base)).await;
+    assert_eq!(status, 412, "{body}");
+    let seen = unlisted.requests();
+    assert!(!seen.is_empty(), "the query went out (without a token)");
+    assert!(
+        seen.iter()
+            .all(|(path, auth)| auth.is_none() && !path.contains("smart-configuration")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        tokens.issued(),
+        0,
+        "no token requested for an unlisted server"
+    );
+
+    let (status, body) = call(&gw, &bare(&request, &listed.base)).await;
+    assert_eq!(status, 412, "the stand-in has no data: {body}");
+    let seen = listed.requests();
+    assert_eq!(
+        seen[0].0, "/fhir/.well-known/smart-configuration",
+        "{seen:?}"
+    );
+    let fhir_calls: Vec<_> = seen.iter().skip(1).collect();
+    assert!(!fhir_calls.is_empty(), "{seen:?}");
+    let expected = format!("Bearer {FHIR_TOKEN}");
+    assert!(
+        fhir_calls
+            .iter()
+            .all(|(_, auth)| auth.as_deref() == Some(expected.as_str())),
+        "{seen:?}; refusals: {:?}",
+        tokens.v.refused.lock().unwrap()
+    );
+    assert_eq!(tokens.issued(), 1);
+    // The unlisted server still never saw it.
+    assert!(unlisted.requests().iter().all(|(_, auth)| auth.is_none()));
+
+    gw.stop().await;
+    for h in [&tokens.handle, &unlisted.handle, &listed.handle] {
+        h.stop(true).await;
+    }
+}
+
+/// `[backend_services]` mistakes are reported per key, all at once; the key is never quoted.
+#[test]
+fn configuration_problems_name_their_keys() {
+    let rsa = common::repo().join("conformance/keys/rsa.pem");
+    let text = format!(
+        "listen = '127.0.0.1:0'\npublic_url = 'https://bedside.test'\nservices_dir = '{}'\nmodels_dir = '{}'\n[backend_services]\nclient_id = ''\nprivate_key = '{}'\ntoken_endpoint = 'ftp://x'\nfhir_servers = ['https://*.example', 'https://fhir.example/r4', 'https://fhir.example']\ntimeout = '0s'\n",
+        common::repo().join("cds-services").display(),
+        common::repo().join("models").display(),
+        rsa.display(),
+    );
+    let e = bedside::config::Config::from_toml_str(&text, "t", &Default::default()).unwrap_err();
+    let keys: Vec<&str> = e.problems().iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "backend_services.client_id",
+            "backend_services.private_key",
+            "backend_services.token_endpoint",
+            "backend_services.fhir_servers[0]",
+            "backend_services.fhir_servers[1]",
+            "backend_services.timeout",
+        ],
+        "{e}"
+    );
+    // ES384 is the default: an RSA key needs `algorithm = 'RS384'`.
+    assert!(e.to_string().contains("use RS384"), "{e}");
+    assert!(
+        !e.to_string().contains("MII"),
+        "no key material in messages: {e}"
+    );
+
+    let ok = text
+        .replace("client_id = ''", "client_id = 'bedside'")
+        .replace("token_endpoint = 'ftp://x'", "algorithm = 'RS384'")
+        .replace("'https://*.example', 'https://fhir.example/r4', ", "")
+        .replace("timeout = '0s'", "scopes = ['system/Observation.rs']");
+    let config = bedside::config::Config::from_toml_str(&ok, "t", &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let backend = config.backend_services.unwrap();
+    assert_eq!(backend.fhir_servers, ["https://fhir.example"]);
+    assert_eq!(backend.scope, "system/Observation.rs");
+    assert_eq!(backend.token_endpoint, None);
+    assert!(
+        !format!("{backend:?}").contains("MII"),
+        "Debug hides the key"
+    );
+}

@@ -1,0 +1,537 @@
+//! SMART App Launch 2.x against a real authorization server (oauth2-mock-server behind a
+//! strict PKCE/single-use-code front, `tests/smart/auth-server.mjs`) and, for the two full
+//! launches, a real headless Chromium (`tests/smart/browse.mjs`, playwright-core driving
+//! `/usr/bin/chromium`). Needs `npm ci --prefix tests/smart` and `apt-get install chromium`
+//! (both in `.ci/setup`); without them the tests fail with a message saying so.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use actix_web::dev::ServerHandle;
+use serde_json::Value;
+
+use bedside::config::Config;
+use bedside::server::{self, AuthMode};
+use common::{config_text, repo, GatewayOptions};
+
+const PATIENT: &str = "smart-patient-1";
+
+// === the EHR side (node) ===
+
+struct AuthServer {
+    fhir: String,
+    other: String,
+    control: String,
+    child: Child,
+}
+
+impl AuthServer {
+    fn start() -> Self {
+        let dir = repo().join("tests/smart");
+        assert!(
+            dir.join("node_modules/oauth2-mock-server").is_dir()
+                && dir.join("node_modules/playwright-core").is_dir(),
+            "tests/smart/node_modules is missing: run `npm ci --prefix tests/smart` (.ci/setup does)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("auth-server.mjs"))
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node must be installed to run the SMART harness");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("auth-server.mjs did not start ({e}): {line:?}"));
+        let s = |k: &str| ready[k].as_str().unwrap().to_owned();
+        Self {
+            fhir: s("fhir"),
+            other: s("other"),
+            control: s("control"),
+            child,
+        }
+    }
+
+    async fn stats(&self) -> Value {
+        reqwest::get(format!("{}/__stats", self.control))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn set_mode(&self, query: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/__mode?{query}", self.control))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === the gateway, with its public URL = where it listens (the browser must reach it) ===
+
+struct Smart {
+    url: String,
+    handle: ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+async fn gateway(auth: &AuthServer) -> Smart {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::process::free_port();
+    let opts = GatewayOptions {
+        auth: AuthMode::InsecureDisabled,
+        extra_toml: format!(
+            "\n[smart]\nclient_id = 'bedside-test'\nallowed_issuers = ['{}/']\n",
+            auth.fhir
+        ),
+        ..Default::default()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let text = config_text(&opts, &dir.path().join("bedside.db"))
+        .replace(
+            "listen = '127.0.0.1:0'",
+            &format!("listen = '127.0.0.1:{port}'"),
+        )
+        .replace(
+            &format!("public_url = '{}'", common::PUBLIC),
+            &format!("public_url = '{url}'"),
+        );
+    let config =
+        Config::from_toml_str(&text, "test", &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+    let state = server::build_state(config, opts.auth)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let running = server::start(state).unwrap();
+    let handle = running.handle.clone();
+    tokio::spawn(running.server);
+    Smart {
+        url,
+        handle,
+        _dir: dir,
+    }
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("no Location in a {} answer", r.status()))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn set_cookie(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+/// Launch → authorization server → the callback URL it redirects to (not yet followed).
+async fn to_callback(gw: &Smart, launch_path: &str) -> url::Url {
+    let http = no_redirects();
+    let r = http
+        .get(format!("{}{launch_path}", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "launch: {}", r.text().await.unwrap());
+    let authorize = location(&r);
+    let r = http.get(&authorize).send().await.unwrap();
+    assert_eq!(r.status(), 302, "authorize: {}", r.text().await.unwrap());
+    url::Url::parse(&location(&r)).unwrap()
+}
+
+fn with_param(url: &url::Url, name: &str, value: &str) -> url::Url {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == name {
+                value.to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    let mut out = url.clone();
+    out.query_pairs_mut().clear().extend_pairs(pairs);
+    out
+}
+
+/// The `bedside_session=…` pair of a Set-Cookie value.
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+// === the browser ===
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"));
+    target.join("smart-screenshots")
+}
+
+/// Opens `url` in headless Chromium, waits for `wait_for` (a path), screenshots the page.
+async fn browse(url: String, wait_for: &str, screenshot: &Path) -> Value {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "Chromium is not installed at {chromium}: `apt-get install chromium` (.ci/setup does); this test does not skip"
+    );
+    let args = serde_json::json!({"url": url, "wait_for": wait_for, "screenshot": screenshot});
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(repo().join("tests/smart/browse.mjs"))
+            .arg(args.to_string())
+            .current_dir(repo().join("tests/smart"))
+            .output()
+            .expect("node must be installed")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "browse.mjs gave no result; stdout: {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        out.status.success() && result.get("error").is_none(),
+        "headless Chromium could not complete the launch: {}",
+        result["error"]
+    );
+    result
+}
+
+fn assert_browser_session(result: &Value, gw: &Smart, screenshot: &Path) {
+    assert_eq!(
+        result["url"].as_str().unwrap(),
+        format!("{}/smart/app", gw.url)
+    );
+    assert_eq!(result["status"], 200, "{result}");
+    let text = result["text"].as_str().unwrap();
+    assert!(text.contains(PATIENT), "app page: {text}");
+    assert!(!text.contains("eyJ"), "a token reached the browser: {text}");
+    let cookies = result["cookies"].as_array().unwrap();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let c = &cookies[0];
+    assert_eq!(c["name"], "bedside_session");
+    assert_eq!(c["httpOnly"], true);
+    assert_eq!(c["sameSite"], "Lax");
+    assert_eq!(c["path"], "/smart");
+    // Plain http on 127.0.0.1: the one case where Secure is left off.
+    assert_eq!(c["secure"], false);
+    assert!(c["value"].as_str().unwrap().len() >= 43, "256-bit id");
+    assert!(
+        screenshot.is_file(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+}
+
+// === tests ===
+
+#[tokio::test]
+async fn ehr_launch_in_chromium_reaches_the_app_with_the_patient() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+    let shot = screenshot_dir().join("ehr-launch.png");
+    let _ = std::fs::remove_file(&shot);
+    let url = format!(
+        "{}/smart/launch?iss={}&launch=launch-ctx-42",
+        gw.url, auth.fhir
+    );
+    let result = browse(url, "/smart/app", &shot).await;
+    assert_browser_session(&result, &gw, &shot);
+
+    let stats = auth.stats().await;
+    let a = &stats["last_authorize"];
+    assert_eq!(a["response_type"], "code");
+    assert_eq!(a["client_id"], "bedside-test");
+    assert_eq!(a["redirect_uri"], format!("{}/smart/callback", gw.url));
+    assert_eq!(a["aud"], auth.fhir.as_str());
+    assert_eq!(a["launch"], "launch-ctx-42");
+    assert_eq!(a["code_challenge_method"], "S256");
+    assert_eq!(a["code_challenge"].as_str().unwrap().len(), 43);
+    assert!(a["state"].as_str().unwrap().len() >= 43);
+    assert!(a["nonce"].as_str().unwrap().len() >= 43);
+    assert_eq!(
+        a["scope"],
+        "launch openid fhirUser patient/Patient.r patient/Observation.rs patient/Condition.rs patient/MedicationRequest.rs offline_access"
+    );
+    assert_eq!(stats["token_ok"], 1);
+    assert_eq!(stats["token_refused"], 0);
+    assert_eq!(stats["fhir"]["/fhir/.well-known/smart-configuration"], 1);
+    gw.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn standalone_launch_in_chromium_reaches_the_app_with_the_patient() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+    let shot = screenshot_dir().join("standalone-launch.png");
+    let _ = std::fs::remove_file(&shot);
+    let url = format!("{}/smart/standalone?iss={}", gw.url, auth.fhir);
+    let result = browse(url, "/smart/app", &shot).await;
+    assert_browser_session(&result, &gw, &shot);
+
+    let stats = auth.stats().await;
+    let a = &stats["last_authorize"];
+    assert!(a.get("launch").is_none(), "{a}");
+    assert!(a["scope"]
+        .as_str()
+        .unwrap()
+        .starts_with("launch/patient openid"));
+    assert_eq!(a["aud"], auth.fhir.as_str());
+    assert_eq!(stats["token_ok"], 1);
+    gw.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn wrong_or_reused_state_is_refused_without_a_token_request() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+    let callback = to_callback(&gw, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
+    let http = no_redirects();
+
+    let forged = with_param(&callback, "state", "forged-state");
+    let r = http.get(forged).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(set_cookie(&r).is_none());
+    assert_eq!(
+        auth.stats().await["token"],
+        0,
+        "no token request for an unknown state"
+    );
+
+    let r = http.get(callback.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), "/smart/app");
+    assert_eq!(auth.stats().await["token"], 1);
+
+    // The same state a second time: single use.
+    let r = http.get(callback).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(auth.stats().await["token"], 1);
+    gw.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn tampered_code_gives_an_error_page_and_no_session() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+    let callback = to_callback(&gw, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
+    let code = callback
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let tampered = with_param(&callback, "code", &format!("{code}x"));
+    let r = no_redirects().get(tampered).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(set_cookie(&r).is_none());
+    let page = r.text().await.unwrap();
+    assert!(page.contains("invalid_grant"), "{page}");
+    let stats = auth.stats().await;
+    assert_eq!(stats["token"], 1);
+    assert_eq!(stats["token_refused"], 1);
+    gw.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn code_without_the_pkce_verifier_is_refused_and_then_useless() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+    let callback = to_callback(&gw, &format!("/smart/standalone?iss={}", auth.fhir)).await;
+    let code = callback
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    // Someone holding the code but not bedside's verifier cannot redeem it...
+    let disco: Value = reqwest::get(format!("{}/.well-known/smart-configuration", auth.fhir))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = reqwest::Client::new()
+        .post(disco["token_endpoint"].as_str().unwrap())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("client_id", "bedside-test"),
+            ("redirect_uri", &format!("{}/smart/callback", gw.url)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error_description"], "code_verifier missing");
+    // ...and the gateway's own exchange of that burnt code ends on an error page, no session.
+    let r = no_redirects().get(callback).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(set_cookie(&r).is_none());
+    assert!(r.text().await.unwrap().contains("refused the sign-in"));
+    gw.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn iss_not_allowed_is_refused_and_never_contacted() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+    let http = no_redirects();
+    for path in [
+        format!("/smart/launch?iss={}&launch=x", auth.other),
+        format!("/smart/standalone?iss={}", auth.other),
+        format!("/smart/standalone?iss={}.evil", auth.fhir),
+        "/smart/standalone?iss=http://127.0.0.1:1/fhir".to_owned(),
+        "/smart/launch?launch=x".to_owned(),
+    ] {
+        let r = http.get(format!("{}{path}", gw.url)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+    }
+    let stats = auth.stats().await;
+    assert_eq!(
+        stats["fhir"],
+        serde_json::json!({}),
+        "a refused iss was contacted"
+    );
+    assert_eq!(stats["authorize"], 0);
+    gw.handle.stop(true).await;
+}
+
+async fn signed_in(gw: &Smart, auth: &AuthServer) -> String {
+    let callback = to_callback(gw, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
+    let r = no_redirects().get(callback).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    cookie_pair(&set_cookie(&r).expect("a session cookie"))
+}
+
+async fn app_page(gw: &Smart, cookie: &str) -> (u16, String) {
+    let r = no_redirects()
+        .get(format!("{}/smart/app", gw.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn expiring_access_token_is_refreshed_or_the_session_ends() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+
+    // expires_in 30 s (< 60 s) and no refresh token: current() is None → relaunch page.
+    auth.set_mode("expires_in=30&no_refresh=1").await;
+    let cookie = signed_in(&gw, &auth).await;
+    let (status, page) = app_page(&gw, &cookie).await;
+    assert_eq!(status, 401);
+    assert!(page.contains("relaunch from the EHR"), "{page}");
+    // Ended for good, not just this once.
+    assert_eq!(app_page(&gw, &cookie).await.0, 401);
+
+    // With a refresh token the session is renewed at the token endpoint.
+    auth.set_mode("expires_in=30").await;
+    let cookie = signed_in(&gw, &auth).await;
+    let (status, page) = app_page(&gw, &cookie).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(PATIENT));
+    assert_eq!(auth.stats().await["refresh"], 1);
+
+    // No cookie, or a made-up one: relaunch page.
+    assert_eq!(app_page(&gw, "").await.0, 401);
+    assert_eq!(app_page(&gw, "bedside_session=made-up").await.0, 401);
+    gw.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn bad_id_token_signature_or_nonce_gives_401_and_no_session() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+    for mode in ["bad_signature=1", "bad_nonce=1"] {
+        auth.set_mode(mode).await;
+        let callback = to_callback(&gw, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
+        let r = no_redirects().get(callback).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{mode}");
+        assert!(set_cookie(&r).is_none(), "{mode}: a session cookie was set");
+    }
+    assert_eq!(auth.stats().await["token_ok"], 2);
+    gw.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn logout_needs_the_csrf_token_and_ends_the_session() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+    let cookie = signed_in(&gw, &auth).await;
+    let (status, page) = app_page(&gw, &cookie).await;
+    assert_eq!(status, 200);
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the app page's sign-out form carries the CSRF token")
+        .to_owned();
+    let http = no_redirects();
+    let logout = |token: String| {
+        http.post(format!("{}/smart/logout", gw.url))
+            .header("cookie", cookie.clone())
+            .form(&[("csrf", token)])
+            .send()
+    };
+    let r = logout("wrong".into()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        app_page(&gw, &cookie).await.0,
+        200,
+        "session survives a forged logout"
+    );
+
+    let r = logout(csrf).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let expired = set_cookie(&r).expect("the cookie is expired");
+    assert!(
+        expired.starts_with("bedside_session=;") && expired.contains("Max-Age=0"),
+        "{expired}"
+    );
+    assert!(r.text().await.unwrap().contains("Signed out"));
+    assert_eq!(app_page(&gw, &cookie).await.0, 401);
+    gw.handle.stop(true).await;
+}
