@@ -9,7 +9,7 @@ cd "$root"
 secs="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(hook_request bundle_to_features prefetch_template client_jwt)
+[ ${#targets[@]} -eq 0 ] && targets=(hook_request bundle_to_features prefetch_template client_jwt smart_callback)
 export RUSTC_BOOTSTRAP=1
 torch_lib="$(.venv/bin/python -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"

@@ -98,12 +98,17 @@ pub struct RawStorage {
     /// Env: `BEDSIDE_STORAGE__URL`.
     #[serde(default)]
     pub url: Option<String>,
+    /// Cap on the SQLite database size in MB: beyond it feedback answers 503 (nothing
+    /// half-written) instead of filling the disk the EHR host shares.
+    #[serde(default)]
+    pub max_size_mb: Option<u64>,
 }
 impl Default for RawStorage {
     fn default() -> Self {
         Self {
             path: default_db_path(),
             url: None,
+            max_size_mb: None,
         }
     }
 }
@@ -506,6 +511,8 @@ pub struct Config {
     pub db_path: PathBuf,
     /// `[storage] url`: when set, the store connects here instead of opening `db_path`.
     pub db_url: Option<DatabaseUrl>,
+    /// `[storage] max_size_mb` in bytes (SQLite).
+    pub db_max_bytes: Option<u64>,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub body_timeout: Duration,
@@ -821,6 +828,10 @@ impl Config {
                 models_dir: raw.models_dir,
                 db_path: raw.storage.path,
                 db_url,
+                db_max_bytes: raw
+                    .storage
+                    .max_size_mb
+                    .map(|mb| mb.saturating_mul(1024 * 1024)),
                 max_body_bytes: raw.limits.max_body_bytes,
                 max_header_bytes: raw.limits.max_header_bytes,
                 body_timeout: raw.limits.body_timeout,

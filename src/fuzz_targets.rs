@@ -116,3 +116,8 @@ pub fn client_jwt(data: &[u8]) {
         let _ = crate::hooks::auth::inspect(Some(text));
     }
 }
+
+/// The SMART callback's query string (first line) and token response (the rest).
+pub fn smart_callback(data: &[u8]) {
+    crate::smart::read_callback_and_token_response(data);
+}

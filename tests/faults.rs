@@ -234,3 +234,53 @@ async fn a_corrupted_model_file_is_refused_on_reload_and_the_previous_one_keeps_
     assert!(metric_reaches(&bedside.url, "bedside_reloads_total 1").await);
     assert_eq!(card().await, before);
 }
+
+#[tokio::test]
+async fn a_full_database_answers_feedback_503_and_keeps_every_acknowledged_item() {
+    // `[storage] max_size_mb` caps the SQLite file: past it SQLite fails writes with
+    // SQLITE_FULL, the error a full disk gives, without filling this machine's disk.
+    let keys = KeyServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bedside.db");
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        db: Some(db.clone()),
+        storage_toml: "max_size_mb = 1\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let comment = "x".repeat(60_000); // stored verbatim in raw_json: ~60 KB per item
+    let (mut acknowledged, mut full) = (0usize, None);
+    for i in 0..60 {
+        let items: Vec<Value> = (0..2)
+            .map(|k| {
+                json!({"card": format!("card-{i}-{k}"), "outcome": "overridden",
+                       "overrideReason": {"userComment": comment},
+                       "outcomeTimestamp": "2026-11-26T12:00:00Z"})
+            })
+            .collect();
+        let resp = http()
+            .post(format!("{}/feedback", gw.service("deterioration")))
+            .header("Authorization", bearer("deterioration", Key::Rs384))
+            .json(&json!({"feedback": items}))
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => acknowledged += 2,
+            503 => {
+                full = Some(resp.json::<Value>().await.unwrap());
+                break;
+            }
+            other => panic!("feedback {i}: status {other}"),
+        }
+    }
+    let full = full.expect("the 1 MB cap was never reached");
+    assert_eq!(full["error"], "store_unavailable", "{full}");
+    assert!(acknowledged >= 4, "only {acknowledged} items fitted");
+    gw.stop().await;
+    // Every acknowledged item is there; the refused batch left nothing behind.
+    let store = Store::open(&db).await.unwrap();
+    assert_eq!(store.feedback_count().await.unwrap(), acknowledged as i64);
+    store.close().await;
+}

@@ -145,3 +145,12 @@ fn prefetch_template_survives_mutations() {
 fn client_jwt_survives_mutations() {
     fuzz("client_jwt", bedside::fuzz_targets::client_jwt, 0x5eed_0004);
 }
+
+#[test]
+fn smart_callback_survives_mutations() {
+    fuzz(
+        "smart_callback",
+        bedside::fuzz_targets::smart_callback,
+        0x5eed_0005,
+    );
+}

@@ -45,3 +45,8 @@ fn prefetch_template_inputs() {
 fn client_jwt_inputs() {
     replay("client_jwt", bedside::fuzz_targets::client_jwt);
 }
+
+#[test]
+fn smart_callback_inputs() {
+    replay("smart_callback", bedside::fuzz_targets::smart_callback);
+}

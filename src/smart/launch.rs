@@ -66,6 +66,45 @@ impl fmt::Debug for SmartTokenFields {
 }
 impl ExtraTokenFields for SmartTokenFields {}
 
+impl SmartTokenFields {
+    /// `need_patient_banner` as sent (a boolean, or the string `"true"` some servers send).
+    pub(crate) fn needs_patient_banner(&self) -> bool {
+        match &self.need_patient_banner {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => s == "true",
+            _ => false,
+        }
+    }
+
+    /// `appContext` as the string the app reads (JSON objects are kept as their text).
+    pub(crate) fn app_context_text(&self) -> Option<String> {
+        match &self.app_context {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        }
+    }
+}
+
+/// What an authorization server sends back: the callback's query parameters (first line) and
+/// the token response (the rest), read as the callback reads them. The fuzz target's entry point.
+pub fn read_callback_and_token_response(data: &[u8]) {
+    let (query, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    for (k, v) in url::form_urlencoded::parse(query) {
+        if k == "error" {
+            let _: String = v.chars().take(64).collect();
+        }
+    }
+    if let Ok(token) = serde_json::from_slice::<SmartTokenResponse>(body) {
+        let extra = token.extra_fields();
+        let _ = (extra.needs_patient_banner(), extra.app_context_text());
+        let _ = token.scopes().map(|s| s.len());
+    }
+}
+
 pub(crate) type SmartTokenResponse = StandardTokenResponse<SmartTokenFields, BasicTokenType>;
 pub(crate) type SmartClient = oauth2::Client<
     BasicErrorResponse,
@@ -371,17 +410,9 @@ pub(crate) async fn callback(state: web::Data<AppState>, req: HttpRequest) -> Ht
         patient: extra.patient.clone(),
         encounter: extra.encounter.clone(),
         fhir_user,
-        need_patient_banner: match &extra.need_patient_banner {
-            Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) => s == "true",
-            _ => false,
-        },
+        need_patient_banner: extra.needs_patient_banner(),
         smart_style_url: extra.smart_style_url.clone(),
-        app_context: match &extra.app_context {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Null) | None => None,
-            Some(other) => Some(other.to_string()),
-        },
+        app_context: extra.app_context_text(),
         csrf_token: CsrfToken::new_random_len(32).secret().clone(),
         scope,
     };

@@ -24,6 +24,7 @@ use crate::config::{Config, SmartSettings};
 use crate::hooks::auth::{AuthError, JwksCache};
 use crate::server::AppState;
 
+pub use launch::read_callback_and_token_response;
 pub use session::{csrf_ok, current, SmartSession};
 
 /// Name of the session cookie (an opaque random id; tokens never reach the browser).

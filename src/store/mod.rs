@@ -115,6 +115,13 @@ pub struct StoredFeedback {
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_capped(path, None).await
+    }
+
+    /// [`Store::open`] with the database capped at `max_bytes`: beyond it writes fail with
+    /// SQLite's "database or disk is full" — exactly as on a full disk — and callers answer 503
+    /// with nothing half-written, while the disk itself keeps room for everything else.
+    pub async fn open_capped(path: &Path, max_bytes: Option<u64>) -> Result<Self, StoreError> {
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -135,13 +142,18 @@ impl Store {
         let text = file
             .to_str()
             .ok_or_else(|| StoreError::NonUtf8Path(file.display().to_string()))?;
-        Self::connect(&format!("sqlite://{}?mode=rwc", url_path(text))).await
+        let max_pages = max_bytes.map(|b| (b / SQLITE_PAGE_BYTES).max(1));
+        Self::connect_with(&format!("sqlite://{}?mode=rwc", url_path(text)), max_pages).await
     }
 
     /// Connects to the database at `url` and applies migrations: `postgres://user@host/db`
     /// (any libpq-style URL sqlx accepts) or `sqlite:///abs/path.db?mode=rwc` (`mode=rwc`
     /// creates a missing file).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, None).await
+    }
+
+    async fn connect_with(url: &str, max_pages: Option<u64>) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of(url)?;
         let options: AnyConnectOptions = url.parse()?;
@@ -149,7 +161,7 @@ impl Store {
             Backend::Sqlite => AnyPoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(WAIT)
-                .after_connect(|conn, _meta| Box::pin(sqlite_pragmas(conn))),
+                .after_connect(move |conn, _meta| Box::pin(sqlite_pragmas(conn, max_pages))),
             Backend::Postgres => AnyPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(WAIT),
@@ -172,7 +184,7 @@ impl Store {
     pub async fn open_from_config(config: &Config) -> Result<Self, StoreError> {
         match &config.db_url {
             Some(url) => Self::connect(url.expose()).await,
-            None => Self::open(&config.db_path).await,
+            None => Self::open_capped(&config.db_path, config.db_max_bytes).await,
         }
     }
 
@@ -262,18 +274,28 @@ impl Store {
     }
 }
 
-/// Per SQLite connection: the lock wait, durability and integrity settings.
-async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+/// SQLite's default page size, which `max_page_count` counts in.
+const SQLITE_PAGE_BYTES: u64 = 4096;
+
+/// Per SQLite connection: the lock wait, durability and integrity settings, and the size cap.
+async fn sqlite_pragmas(
+    conn: &mut sqlx::AnyConnection,
+    max_pages: Option<u64>,
+) -> Result<(), sqlx::Error> {
     // `Executor::execute` on the connection: its boxed future is `Send` for every lifetime,
     // which `after_connect` needs (a generic `raw_sql(..).execute(conn)` is not, to rustc).
     sqlx::Executor::execute(
-        conn,
+        &mut *conn,
         "PRAGMA busy_timeout = 5000;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;",
     )
     .await?;
+    if let Some(pages) = max_pages {
+        let pragma = format!("PRAGMA max_page_count = {pages};");
+        sqlx::Executor::execute(&mut *conn, pragma.as_str()).await?;
+    }
     Ok(())
 }
 

@@ -126,6 +126,8 @@ pub struct GatewayOptions {
     pub services_dir: PathBuf,
     /// `[storage] url` (PostgreSQL); the SQLite file otherwise.
     pub storage_url: Option<String>,
+    /// More `[storage]` keys (e.g. `max_size_mb = 1`).
+    pub storage_toml: String,
 }
 
 /// The admin bearer token every test gateway accepts (`[[admin_tokens]]`).
@@ -144,6 +146,7 @@ impl Default for GatewayOptions {
             client_toml: String::new(),
             services_dir: repo().join("cds-services"),
             storage_url: None,
+            storage_toml: String::new(),
         }
     }
 }
@@ -157,7 +160,8 @@ pub fn config_text(opts: &GatewayOptions, db: &Path) -> String {
         opts.storage_url
             .as_ref()
             .map(|u| format!("url = '{u}'\n"))
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            + &opts.storage_toml,
         if opts.inference_toml.contains("device") {
             opts.inference_toml.clone()
         } else {
