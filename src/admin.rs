@@ -6,7 +6,6 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
-use sha2::Digest;
 
 use crate::report;
 use crate::server::AppState;
@@ -27,27 +26,7 @@ fn refused(status: actix_web::http::StatusCode, error: &str, message: &str) -> H
 
 /// The holder of a valid admin token, if the request carries one.
 fn admin_holder<'s>(state: &'s AppState, req: &HttpRequest) -> Option<&'s str> {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())?;
-    let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-    // Every configured hash is compared in full, so timing says nothing about which matched.
-    state
-        .config
-        .admin_tokens
-        .iter()
-        .fold(None, |found, (name, hash)| {
-            let same = hash
-                .iter()
-                .zip(&digest)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-            found.or(same.then_some(name.as_str()))
-        })
+    crate::http_security::static_token_holder(&state.config.admin_tokens, req)
 }
 
 fn unauthorized() -> HttpResponse {

@@ -17,7 +17,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
-use sha2::Digest as _;
 
 use crate::features::explain;
 use crate::features::news2::{self, Vitals};
@@ -82,33 +81,10 @@ fn resolve(state: &AppState, req: &HttpRequest) -> Result<Arc<LoadedModel>, Hook
 
 /// A configured API token, else a client JWT whose `aud` is the URL called (without query).
 async fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), HookError> {
-    let bearer = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    if let Some(token) = bearer.filter(|_| !state.config.api_tokens.is_empty()) {
-        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        // Every configured hash is compared in full, so timing says nothing about which.
-        let holder = state
-            .config
-            .api_tokens
-            .iter()
-            .fold(None, |found, (label, hash)| {
-                let same = hash
-                    .iter()
-                    .zip(&digest)
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0;
-                found.or(same.then_some(label))
-            });
-        if let Some(label) = holder {
-            // The configured label of the token's holder (never the token, never patient data).
-            tracing::debug!(token_holder = %label, path = req.path(), "prediction API call");
-            return Ok(());
-        }
+    if let Some(label) = crate::http_security::static_token_holder(&state.config.api_tokens, req) {
+        // The configured label of the token's holder (never the token, never patient data).
+        tracing::debug!(token_holder = %label, path = req.path(), "prediction API call");
+        return Ok(());
     }
     let audience = [format!("{}{}", state.config.public_base(), req.path())];
     authenticate(state, req, &audience).await.map(|_| ())
