@@ -678,6 +678,14 @@ impl Config {
                 .collect(),
             self.fhir.allowed_servers.clone(),
         )
+        .with_issuers(
+            self.smart
+                .allowed_issuers
+                .iter()
+                .filter_map(|iss| Url::parse(iss).ok())
+                .filter_map(|u| OriginRule::parse(&u.origin().ascii_serialization()).ok())
+                .collect(),
+        )
     }
 }
 

@@ -19,11 +19,7 @@ use crate::server::StartupError;
 
 /// The security headers for every response (handlers may override any of them).
 pub fn default_headers(config: &Config) -> DefaultHeaders {
-    let ancestors = if config.http.frame_ancestors.is_empty() {
-        "'none'".to_owned()
-    } else {
-        config.http.frame_ancestors.join(" ")
-    };
+    let ancestors = frame_ancestors(config);
     let mut headers = DefaultHeaders::new()
         .add(("X-Content-Type-Options", "nosniff"))
         .add((
@@ -36,6 +32,24 @@ pub fn default_headers(config: &Config) -> DefaultHeaders {
         headers = headers.add(("Strict-Transport-Security", "max-age=31536000"));
     }
     headers
+}
+
+/// The EHR origins allowed to frame bedside's pages (`'none'` unless configured).
+fn frame_ancestors(config: &Config) -> String {
+    if config.http.frame_ancestors.is_empty() {
+        "'none'".to_owned()
+    } else {
+        config.http.frame_ancestors.join(" ")
+    }
+}
+
+/// The SMART app page's policy: its own style sheet and forms, nothing else (no script, no
+/// third-party origin), framed only by the configured EHR origins.
+pub fn app_page_csp(config: &Config) -> String {
+    format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors {}",
+        frame_ancestors(config)
+    )
 }
 
 /// Refuses (431, JSON) a request whose header fields together exceed `limits.max_header_bytes`

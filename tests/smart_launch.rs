@@ -31,6 +31,11 @@ struct AuthServer {
 
 impl AuthServer {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With environment for auth-server.mjs (`SMART_PATIENT`, `FHIR_UPSTREAM`, …).
+    fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = repo().join("tests/smart");
         assert!(
             dir.join("node_modules/oauth2-mock-server").is_dir()
@@ -40,6 +45,7 @@ impl AuthServer {
         let mut child = Command::new("node")
             .arg(dir.join("auth-server.mjs"))
             .current_dir(&dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -91,6 +97,7 @@ impl Drop for AuthServer {
 struct Smart {
     url: String,
     handle: ServerHandle,
+    db: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -126,6 +133,7 @@ async fn gateway(auth: &AuthServer) -> Smart {
     Smart {
         url,
         handle,
+        db: dir.path().join("bedside.db"),
         _dir: dir,
     }
 }
@@ -200,12 +208,20 @@ fn screenshot_dir() -> PathBuf {
 
 /// Opens `url` in headless Chromium, waits for `wait_for` (a path), screenshots the page.
 async fn browse(url: String, wait_for: &str, screenshot: &Path) -> Value {
+    browse_with(url, wait_for, screenshot, Value::Null).await
+}
+
+/// [`browse`], then (when `feedback` is `{verdict, reason}`) fills and sends the app's form.
+async fn browse_with(url: String, wait_for: &str, screenshot: &Path, feedback: Value) -> Value {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists(),
         "Chromium is not installed at {chromium}: `apt-get install chromium` (.ci/setup does); this test does not skip"
     );
-    let args = serde_json::json!({"url": url, "wait_for": wait_for, "screenshot": screenshot});
+    let mut args = serde_json::json!({"url": url, "wait_for": wait_for, "screenshot": screenshot});
+    if !feedback.is_null() {
+        args["feedback"] = feedback;
+    }
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(repo().join("tests/smart/browse.mjs"))
@@ -533,5 +549,384 @@ async fn logout_needs_the_csrf_token_and_ends_the_session() {
     );
     assert!(r.text().await.unwrap().contains("Signed out"));
     assert_eq!(app_page(&gw, &cookie).await.0, 401);
+    gw.handle.stop(true).await;
+}
+
+// === the app itself, on a real patient record behind a real FHIR server ===
+
+/// A patient who got a deterioration card: the hook request (loaded into the FHIR server as
+/// the record) and the card.
+async fn patient_with_a_card(gw: &Smart, cohort: &common::cohort::Cohort) -> (Value, Value, Value) {
+    use common::cohort::before_onset;
+    for p in cohort.with_onset("deterioration") {
+        let request = cohort.request(p, before_onset(p, "deterioration", 1.0), "patient-view");
+        let r = reqwest::Client::new()
+            .post(format!("{}/cds-services/deterioration", gw.url))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        if let Some(card) = body["cards"].as_array().and_then(|c| c.first()) {
+            return (p.clone(), request, card.clone());
+        }
+    }
+    panic!("no cohort patient with a deterioration onset got a card an hour before it");
+}
+
+/// Earlier assessments of the same patient, as the gateway would have recorded them.
+async fn seed_history(db: &Path, patient_id: &str) -> (String, usize) {
+    use bedside::store::{PredictionRecord, Store};
+    let store = Store::open(db).await.unwrap();
+    let now = chrono::Utc::now();
+    // (hours ago, risk, outcome, indicator, reason)
+    type Row = (
+        i64,
+        Option<f64>,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    let rows: [Row; 5] = [
+        (60, Some(0.04), "below_threshold", None, None),
+        (48, Some(0.07), "below_threshold", None, None),
+        (
+            36,
+            None,
+            "abstained",
+            None,
+            Some("too few measurements in the window (3 < 12)"),
+        ),
+        (24, Some(0.12), "below_threshold", None, None),
+        (12, Some(0.26), "shown", Some("warning"), None),
+    ];
+    let mut shown = String::new();
+    for (i, (hours, risk, outcome, indicator, reason)) in rows.into_iter().enumerate() {
+        let id = format!("00000000-0000-4000-8000-00000000000{i}");
+        if outcome == "shown" {
+            shown = id.clone();
+        }
+        store
+            .record_prediction(&PredictionRecord {
+                id,
+                at: now - chrono::Duration::hours(hours),
+                service_id: "deterioration".into(),
+                hook: "patient-view".into(),
+                hook_instance: format!("earlier-{i}"),
+                model: "deterioration".into(),
+                model_version: "1.0.0".into(),
+                mode: "active",
+                patient_id: Some(patient_id.into()),
+                unit: Some("ward-4".into()),
+                risk,
+                indicator: indicator.map(str::to_owned),
+                outcome,
+                reason: reason.map(str::to_owned),
+                input_refs: Vec::new(),
+                tensor_sha256: None,
+                latency_ms: 12.0,
+            })
+            .await
+            .unwrap();
+    }
+    // The card 12 h ago was overridden in the EHR (CDS Hooks feedback).
+    let raw = format!(
+        r#"{{"card":"{shown}","outcome":"overridden","overrideReason":{{"reason":{{"code":"already-aware","system":"https://bedside.example/override-reasons"}}}},"outcomeTimestamp":"{}"}}"#,
+        (now - chrono::Duration::hours(11)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let item = serde_json::from_str(&raw).unwrap();
+    store
+        .record_feedback("deterioration", None, &[(item, raw.as_str())])
+        .await
+        .unwrap();
+    store.close().await;
+    (shown, rows.len())
+}
+
+#[tokio::test]
+async fn app_shows_trajectory_evidence_and_limits_and_stores_feedback() {
+    use common::fhir_server::{FhirServer, FHIR_TOKEN};
+    let fhir = FhirServer::start().await;
+    let cohort = common::cohort::Cohort::generate(30, 41);
+    // The gateway first (the EHR side needs the patient id the card is about).
+    let placeholder = AuthServer::start();
+    let gw = gateway(&placeholder).await;
+    let (patient, request, card) = patient_with_a_card(&gw, &cohort).await;
+    gw.handle.stop(true).await;
+    drop(placeholder);
+
+    let patient_id = patient["id"].as_str().unwrap().to_owned();
+    fhir.load_prefetch(&request).await;
+    let auth = AuthServer::start_with(&[
+        ("SMART_PATIENT", patient_id.as_str()),
+        ("FHIR_UPSTREAM", fhir.base.as_str()),
+        ("FHIR_UPSTREAM_TOKEN", FHIR_TOKEN),
+    ]);
+    let gw = gateway(&auth).await;
+    // The card's prediction, as the new gateway's store holds it: call the hook again there.
+    let r = reqwest::Client::new()
+        .post(format!("{}/cds-services/deterioration", gw.url))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let card_uuid = body["cards"][0]["uuid"].as_str().unwrap().to_owned();
+    assert_eq!(card_uuid, card["uuid"].as_str().unwrap());
+    let (earlier_shown, seeded) = seed_history(&gw.db, &patient_id).await;
+    let app_context = body["cards"][0]["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["type"] == "smart")
+        .unwrap()["appContext"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    auth.set_mode(&format!(
+        "app_context={}",
+        url::form_urlencoded::byte_serialize(app_context.as_bytes()).collect::<String>()
+    ))
+    .await;
+
+    let shot = screenshot_dir().join("app.png");
+    let _ = std::fs::remove_file(&shot);
+    let url = format!("{}/smart/launch?iss={}&launch=from-card", gw.url, auth.fhir);
+    let result = browse_with(
+        url,
+        "/smart/app",
+        &shot,
+        serde_json::json!({"verdict": "disagree", "reason": "not-clinically-relevant"}),
+    )
+    .await;
+    assert_eq!(result["status"], 200, "{result}");
+    let text = result["text"].as_str().unwrap();
+    let name = request["prefetch"]["patient"]["name"][0]["family"]
+        .as_str()
+        .expect("cohort patients have a family name");
+    assert!(text.contains(name), "patient banner: {text}");
+    for expected in [
+        "Early deterioration warning (bedside)",
+        "model deterioration v1.0.0",
+        "Now",
+        "Risk trajectory",
+        "NEWS2",
+        "Why: the observations that raised the risk",
+        "risk points",
+        "When the model declined to score",
+        "too few measurements in the window",
+        "About this model and its limits",
+        "Your assessment",
+        "not for clinical use",
+    ] {
+        assert!(
+            text.contains(expected),
+            "`{expected}` missing from the app: {text}"
+        );
+    }
+    assert!(!text.contains("eyJ"), "a token reached the browser");
+
+    // Accessible and fits the EHR pane.
+    let a11y = &result["a11y"];
+    assert_eq!(a11y["unlabeled_controls"], serde_json::json!([]), "{a11y}");
+    assert_eq!(a11y["unlabeled_charts"], 0, "{a11y}");
+    assert!(
+        a11y["charts"].as_u64().unwrap() >= 4,
+        "trajectories and trend charts: {a11y}"
+    );
+    assert!(
+        a11y["scroll_width"].as_u64().unwrap() <= 1280,
+        "no sideways scrolling: {a11y}"
+    );
+    assert_eq!(a11y["tab_reaches_feedback"], true, "keyboard only: {a11y}");
+
+    // The page's markup: the trajectory holds every recorded point, thresholds, the card
+    // shown and overridden 12 h ago, and the assessment now.
+    let session = result["cookies"][0]["value"].as_str().unwrap().to_owned();
+    let (status, html) = app_page(&gw, &format!("bedside_session={session}")).await;
+    assert_eq!(status, 200);
+    let deterioration = html
+        .split("id=\"model-deterioration\"")
+        .nth(1)
+        .expect("a deterioration section")
+        .split("</section>")
+        .next()
+        .unwrap();
+    // Seeded rows and the new card's record, less the abstention drawn apart from the line.
+    assert_eq!(
+        deterioration.matches("class=\"mark scored\"").count(),
+        3,
+        "{deterioration}"
+    );
+    assert_eq!(deterioration.matches("class=\"mark shown\"").count(), 2);
+    // The EHR's override 12 h ago, and the one just sent from the app.
+    assert_eq!(
+        deterioration.matches("class=\"mark overridden\"").count(),
+        2
+    );
+    assert_eq!(deterioration.matches("class=\"mark abstained\"").count(), 1);
+    assert_eq!(deterioration.matches("class=\"mark now\"").count(), 1);
+    assert!(
+        deterioration.contains("warning threshold") && deterioration.contains("critical threshold")
+    );
+    assert!(
+        deterioration.contains("class=\"spark\""),
+        "trend charts of the drivers"
+    );
+    assert!(
+        deterioration.contains("Observation/"),
+        "drivers name their Observation"
+    );
+    assert!(
+        deterioration.contains("synthetic"),
+        "the model card's limits: {deterioration}"
+    );
+    assert!(
+        deterioration.contains(&format!("name=\"prediction\" value=\"{card_uuid}\"")),
+        "feedback goes to the card the app was opened from"
+    );
+    assert!(!deterioration.contains(&format!("value=\"{earlier_shown}\"")));
+    assert!(html.contains("id=\"model-sepsis\"") && html.contains("id=\"model-aki\""));
+    assert_eq!(seeded, 5);
+
+    // The feedback landed in the store, on that card, as an override with its reason.
+    let after = &result["after"];
+    assert_eq!(after["status"], 200, "{after}");
+    assert!(
+        after["text"]
+            .as_str()
+            .unwrap()
+            .contains("Your feedback was recorded"),
+        "{after}"
+    );
+    let store = bedside::store::Store::open(&gw.db).await.unwrap();
+    let stored = store.feedback_for_card(&card_uuid).await.unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].outcome, "overridden");
+    assert_eq!(stored[0].service_id, "deterioration");
+    assert_eq!(
+        stored[0].override_reason_code.as_deref(),
+        Some("not-clinically-relevant")
+    );
+    assert!(stored[0].raw_json.contains("\"source\":\"smart-app\""));
+
+    // Every FHIR read went through with the clinician's token; none without.
+    let stats = auth.stats().await;
+    assert!(stats["fhir_authorized"].as_u64().unwrap() >= 3, "{stats}");
+    assert_eq!(stats["fhir_unauthorized"], 0);
+    gw.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn app_feedback_needs_csrf_a_reason_and_the_patients_own_card() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+    let (own, _) = seed_history(&gw.db, PATIENT).await;
+    let (other, _) = {
+        // A card about another patient, in the same store.
+        let store = bedside::store::Store::open(&gw.db).await.unwrap();
+        let id = "11111111-0000-4000-8000-000000000001".to_owned();
+        store
+            .record_prediction(&bedside::store::PredictionRecord {
+                id: id.clone(),
+                at: chrono::Utc::now(),
+                service_id: "deterioration".into(),
+                hook: "patient-view".into(),
+                hook_instance: "other".into(),
+                model: "deterioration".into(),
+                model_version: "1.0.0".into(),
+                mode: "active",
+                patient_id: Some("another-patient".into()),
+                unit: None,
+                risk: Some(0.3),
+                indicator: Some("warning".into()),
+                outcome: "shown",
+                reason: None,
+                input_refs: Vec::new(),
+                tensor_sha256: None,
+                latency_ms: 1.0,
+            })
+            .await
+            .unwrap();
+        store.close().await;
+        (id, ())
+    };
+    let cookie = signed_in(&gw, &auth).await;
+    let (_, page) = app_page(&gw, &cookie).await;
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let post = |form: Vec<(&'static str, String)>| {
+        no_redirects()
+            .post(format!("{}/smart/feedback", gw.url))
+            .header("cookie", cookie.clone())
+            .form(&form)
+            .send()
+    };
+    let form = |csrf: &str, prediction: &str, verdict: &str, reason: &str| {
+        vec![
+            ("csrf", csrf.to_owned()),
+            ("prediction", prediction.to_owned()),
+            ("verdict", verdict.to_owned()),
+            ("reason", reason.to_owned()),
+        ]
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(
+        status(post(form("forged", &own, "agree", "")).await.unwrap()),
+        403
+    );
+    assert_eq!(
+        status(post(form(&csrf, &other, "agree", "")).await.unwrap()),
+        404
+    );
+    assert_eq!(
+        status(
+            post(form(&csrf, "no-such-card", "agree", ""))
+                .await
+                .unwrap()
+        ),
+        404
+    );
+    assert_eq!(
+        status(post(form(&csrf, &own, "disagree", "")).await.unwrap()),
+        400
+    );
+    assert_eq!(
+        status(
+            post(form(&csrf, &own, "disagree", "made-up"))
+                .await
+                .unwrap()
+        ),
+        400
+    );
+    assert_eq!(
+        status(post(form(&csrf, &own, "maybe", "")).await.unwrap()),
+        400
+    );
+    let store = bedside::store::Store::open(&gw.db).await.unwrap();
+    let before = store.feedback_count().await.unwrap();
+    assert_eq!(before, 1, "only the seeded EHR override");
+
+    let r = post(form(&csrf, &own, "agree", "")).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "app?feedback=recorded#model-deterioration");
+    let stored = store.feedback_for_card(&own).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].outcome, "accepted");
+    assert_eq!(stored[1].client_iss.as_deref(), Some(auth.fhir.as_str()));
+    // Without a session nothing is taken.
+    let r = reqwest::Client::new()
+        .post(format!("{}/smart/feedback", gw.url))
+        .form(&form(&csrf, &own, "agree", ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(store.feedback_count().await.unwrap(), 2);
     gw.handle.stop(true).await;
 }

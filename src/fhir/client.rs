@@ -171,6 +171,27 @@ impl FhirClient {
         token: Option<&'c str>,
         deadline: Instant,
     ) -> Result<FhirServer<'c>, FhirError> {
+        self.server_with(base, self.policy.rules_for(iss, tenant), token, deadline)
+    }
+
+    /// The SMART issuer at `base` for the SMART app, with the signed-in clinician's token:
+    /// only origins of `[smart] allowed_issuers` pass.
+    pub fn issuer_server<'c>(
+        &'c self,
+        base: &str,
+        token: &'c str,
+        deadline: Instant,
+    ) -> Result<FhirServer<'c>, FhirError> {
+        self.server_with(base, self.policy.issuer_rules(), Some(token), deadline)
+    }
+
+    fn server_with<'c>(
+        &'c self,
+        base: &str,
+        rules: Vec<OriginRule>,
+        token: Option<&'c str>,
+        deadline: Instant,
+    ) -> Result<FhirServer<'c>, FhirError> {
         let mut base = Url::parse(base).map_err(|e| {
             FhirError::Refused(egress::EgressRefusal::NotHttp(format!("{base} ({e})")))
         })?;
@@ -180,7 +201,6 @@ impl FhirClient {
         }
         base.set_query(None);
         base.set_fragment(None);
-        let rules = self.policy.rules_for(iss, tenant);
         egress::check(&rules, &base).inspect_err(|_| inc(&self.metrics.egress_refused))?;
         Ok(FhirServer {
             client: self,

@@ -165,6 +165,8 @@ pub struct ClientEgress {
 pub struct EgressPolicy {
     by_client: Vec<ClientEgress>,
     unauthenticated: Vec<OriginRule>,
+    /// Origins of the SMART issuers (`[smart] allowed_issuers`): the app's FHIR reads.
+    issuers: Vec<OriginRule>,
 }
 
 impl EgressPolicy {
@@ -174,7 +176,20 @@ impl EgressPolicy {
         Self {
             by_client,
             unauthenticated,
+            issuers: Vec::new(),
         }
+    }
+
+    /// Adds the origins of the SMART issuers bedside signs clinicians in with: the SMART app
+    /// reads the launched patient's record there with the clinician's token.
+    pub fn with_issuers(mut self, issuers: Vec<OriginRule>) -> Self {
+        self.issuers = issuers;
+        self
+    }
+
+    /// The rules for the SMART app's reads (the allowed issuers' origins).
+    pub fn issuer_rules(&self) -> Vec<OriginRule> {
+        self.issuers.clone()
     }
 
     /// The rules for a call by client `iss` for `tenant` (its own list plus that tenant's),
@@ -207,6 +222,7 @@ impl EgressPolicy {
                     .chain(c.by_tenant.iter().flat_map(|(_, r)| r.iter()))
             })
             .chain(self.unauthenticated.iter())
+            .chain(self.issuers.iter())
             .filter_map(|r| match &r.host {
                 HostPattern::Exact(h) => Some(h.clone()),
                 HostPattern::Wildcard(_) => None,

@@ -9,6 +9,7 @@ mod error;
 pub mod guardrails;
 mod orders;
 pub mod policy;
+pub mod review;
 pub mod scoring;
 mod service;
 mod suggestions;

@@ -45,9 +45,9 @@ pub struct CdsService {
 }
 
 /// Data gathered for one call.
-struct Gathered<'s> {
-    observations: Vec<ObservationView<'s>>,
-    unreadable: usize,
+pub(super) struct Gathered<'s> {
+    pub(super) observations: Vec<ObservationView<'s>>,
+    pub(super) unreadable: usize,
     /// `(LOINC code, effective time)` of every prefetched Observation, inputs or not.
     resulted: Vec<(String, DateTime<Utc>)>,
 }
@@ -534,7 +534,7 @@ impl CdsService {
 
     /// The service's prefetch keys as wants: each rendered for this request, and queried on
     /// `fhirServer` when missing if it feeds the model or is required.
-    fn wants<'r>(&'r self, request: &'r HookRequest<'_>) -> Vec<Want<'r>> {
+    pub(super) fn wants<'r>(&'r self, request: &'r HookRequest<'_>) -> Vec<Want<'r>> {
         self.def
             .prefetch
             .iter()
@@ -606,7 +606,7 @@ impl CdsService {
 
     /// Projects every supplied input into Observations (one pass each). A required key
     /// without data fails with 412 (spec: "Prefetch Template"), naming the key and why.
-    fn gather<'s>(
+    pub(super) fn gather<'s>(
         &self,
         request: &HookRequest<'_>,
         wants: &[Want<'_>],
@@ -701,7 +701,11 @@ impl CdsService {
 
     /// SpO2 scale 2 when the conditions prefetch holds an active hypercapnic respiratory failure
     /// (the codes are the service's `[news2] scale2_conditions`), else scale 1.
-    fn spo2_scale(&self, request: &HookRequest<'_>, supplies: &[Supply<'_>]) -> SpO2Scale {
+    pub(super) fn spo2_scale(
+        &self,
+        request: &HookRequest<'_>,
+        supplies: &[Supply<'_>],
+    ) -> SpO2Scale {
         let opts = &self.def.news2;
         let Some(key) = &opts.conditions_prefetch else {
             return SpO2Scale::Scale1;
@@ -729,7 +733,7 @@ impl CdsService {
         }
     }
 
-    fn indicator(&self, risk: f32) -> Option<Indicator> {
+    pub(super) fn indicator(&self, risk: f32) -> Option<Indicator> {
         let t = &self.def.thresholds;
         if risk >= t.critical {
             Some(Indicator::Critical)

@@ -1,32 +1,286 @@
-//! Placeholder app pages (replaced by the full SMART app): enough to show a launch worked.
+//! The clinician app behind every card: `GET /smart/app` (the launched patient's assessments,
+//! trajectories, evidence and model limits), `POST /smart/feedback` (agree / disagree with a
+//! card, stored with CDS Hooks feedback) and the style sheet.
 
-use actix_web::http::StatusCode;
+use std::time::Instant;
+
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
 
-use super::{escape_html, html_page};
+use super::render::{self, PageExtras};
+use super::view::{self, is_fhir_id};
+use super::{html_page, SmartSession};
+use crate::hooks::auth::VerifiedClient;
+use crate::hooks::wire::{Coding, Feedback, Outcome, OverrideReason};
 use crate::server::AppState;
+use crate::store::AuditRecord;
 
-/// `GET /smart/app`: the launched app; without a session, asks for a relaunch from the EHR.
-pub async fn page(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    match super::current(&state, &req).await {
-        None => html_page(
-            StatusCode::UNAUTHORIZED,
-            "Session ended",
-            "<p>Your bedside session has ended. Please relaunch from the EHR.</p>",
-        ),
-        Some(session) => html_page(
-            StatusCode::OK,
-            "bedside",
-            &format!(
-                "<p>Patient: <span id=\"patient\">{}</span></p>\n<form method=\"post\" action=\"logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>Sign out</button></form>",
-                escape_html(session.patient.as_deref().unwrap_or("(none)")),
-                escape_html(&session.csrf_token)
+/// The app's style sheet (no PHI: cacheable).
+const STYLE: &str = include_str!("../../smart-launch/assets/app.css");
+
+/// `?feedback=recorded` after a successful post (Post/Redirect/Get).
+#[derive(Deserialize)]
+pub struct PageQuery {
+    #[serde(default)]
+    feedback: Option<String>,
+}
+
+/// `GET /smart/app`: the launched patient's page; without a session, asks for a relaunch.
+pub async fn page(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<PageQuery>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let Some(session) = super::current(&state, &req).await else {
+        return relaunch();
+    };
+    let patient = match launched_patient(&session) {
+        Ok(p) => p,
+        Err(response) => return *response,
+    };
+    let view = view::gather(&state, &session, &patient).await;
+    let mut limitations = Vec::new();
+    for s in &view.sections {
+        if let Some(service) = view.runtime.services.get(&s.service_id) {
+            let m = service.model();
+            if let Ok(text) = tokio::fs::read_to_string(&m.model_card).await {
+                limitations.push((
+                    (m.manifest.name.clone(), m.manifest.version.clone()),
+                    render::limitations(&text),
+                ));
+            }
+        }
+    }
+    let notice = (query.feedback.as_deref() == Some("recorded")).then_some(
+        "Your feedback was recorded. Thank you: it is reviewed with the model's performance.",
+    );
+    let html = render::page(
+        &view,
+        &PageExtras {
+            csrf: &session.csrf_token,
+            user: session.fhir_user.as_deref(),
+            notice,
+            limitations: &limitations,
+        },
+    );
+    audit(
+        &state,
+        &session,
+        &patient,
+        ("smart-view", "smart-app"),
+        "shown",
+        200,
+        started,
+    );
+    tracing::info!(session = %session.id_hash, sections = view.sections.len(), "SMART app page");
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            crate::http_security::app_page_csp(&state.config),
+        ))
+        .body(html)
+}
+
+/// The agree / disagree form.
+#[derive(Deserialize)]
+pub struct FeedbackForm {
+    csrf: String,
+    prediction: String,
+    verdict: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /smart/feedback`: a clinician's verdict on one of the launched patient's cards,
+/// stored like CDS Hooks feedback (`accepted` = agree, `overridden` + reason = disagree).
+pub async fn feedback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: web::Form<FeedbackForm>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let Some(session) = super::current(&state, &req).await else {
+        return relaunch();
+    };
+    if !super::csrf_ok(&session, &form.csrf) {
+        tracing::warn!(session = %session.id_hash, "SMART feedback refused: CSRF token mismatch");
+        return html_page(
+            StatusCode::FORBIDDEN,
+            "Feedback refused",
+            "<p>The form is stale; reload the page and try again.</p>",
+        );
+    }
+    let patient = match launched_patient(&session) {
+        Ok(p) => p,
+        Err(response) => return *response,
+    };
+    let prediction = match state
+        .store
+        .prediction_about(&form.prediction, &patient)
+        .await
+    {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return html_page(
+                StatusCode::NOT_FOUND,
+                "No such card",
+                "<p>That card is not one of this patient's. Nothing was recorded.</p>",
+            )
+        }
+        Err(e) => {
+            tracing::error!(session = %session.id_hash, error = %e, "SMART feedback: store unavailable");
+            return unavailable();
+        }
+    };
+    let runtime = state.runtime();
+    let reasons = runtime
+        .services
+        .get(&prediction.service_id)
+        .map(|s| s.definition().card.override_reasons.clone())
+        .unwrap_or_default();
+    let (outcome, override_reason) = match form.verdict.as_str() {
+        "agree" => (Outcome::Accepted, None),
+        "disagree" => match reasons.iter().find(|r| r.code == form.reason) {
+            Some(r) => (
+                Outcome::Overridden,
+                Some(OverrideReason {
+                    reason: Some(Coding::clone(r)),
+                    user_comment: None,
+                }),
             ),
-        ),
+            None => {
+                return html_page(
+                    StatusCode::BAD_REQUEST,
+                    "Choose a reason",
+                    "<p>Disagreeing needs one of the listed reasons. Go back, choose one and send again. Nothing was recorded.</p>",
+                )
+            }
+        },
+        _ => {
+            return html_page(
+                StatusCode::BAD_REQUEST,
+                "Choose agree or disagree",
+                "<p>Go back and choose agree or disagree. Nothing was recorded.</p>",
+            )
+        }
+    };
+    let item = Feedback {
+        card: prediction.id.clone(),
+        outcome,
+        accepted_suggestions: Vec::new(),
+        override_reason,
+        outcome_timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    let mut raw = serde_json::to_value(&item).unwrap_or_default();
+    raw["source"] = "smart-app".into();
+    if let Some(user) = &session.fhir_user {
+        raw["user"] = user.clone().into();
+    }
+    let raw = raw.to_string();
+    let client = VerifiedClient {
+        iss: session.iss.clone(),
+        tenant: None,
+        jti: String::new(),
+    };
+    if let Err(e) = state
+        .store
+        .record_feedback(
+            &prediction.service_id,
+            Some(&client),
+            &[(item, raw.as_str())],
+        )
+        .await
+    {
+        tracing::error!(session = %session.id_hash, error = %e, "SMART feedback not stored");
+        let what = ("smart-feedback", prediction.service_id.as_str());
+        audit(
+            &state,
+            &session,
+            &patient,
+            what,
+            "store_unavailable",
+            503,
+            started,
+        );
+        return unavailable();
+    }
+    let what = ("smart-feedback", prediction.service_id.as_str());
+    audit(&state, &session, &patient, what, "recorded", 303, started);
+    tracing::info!(session = %session.id_hash, service = %prediction.service_id, outcome = outcome.as_str(), "SMART feedback recorded");
+    HttpResponse::SeeOther()
+        .insert_header((
+            header::LOCATION,
+            format!("app?feedback=recorded#model-{}", prediction.model),
+        ))
+        .finish()
+}
+
+/// `GET /smart/assets/app.css`.
+pub async fn style() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(STYLE)
+}
+
+/// The launched patient's id, or the page that says why there is none.
+fn launched_patient(session: &SmartSession) -> Result<String, Box<HttpResponse>> {
+    match session.patient.as_deref() {
+        Some(p) if is_fhir_id(p) => Ok(p.to_owned()),
+        Some(_) => Err(Box::new(html_page(
+            StatusCode::BAD_REQUEST,
+            "Unusable patient context",
+            "<p>The EHR sent a patient id that is not a FHIR id. Please relaunch from the patient's chart.</p>",
+        ))),
+        None => Err(Box::new(html_page(
+            StatusCode::OK,
+            "No patient selected",
+            "<p>bedside shows one patient at a time. Open it from a patient's chart or from a card.</p>",
+        ))),
     }
 }
 
-/// `POST /smart/feedback`: not implemented yet in this placeholder.
-pub async fn feedback() -> HttpResponse {
-    HttpResponse::NotImplemented().finish()
+fn relaunch() -> HttpResponse {
+    html_page(
+        StatusCode::UNAUTHORIZED,
+        "Session ended",
+        "<p>Your bedside session has ended. Please relaunch from the EHR.</p>",
+    )
+}
+
+fn unavailable() -> HttpResponse {
+    html_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Feedback not recorded",
+        "<p>bedside could not store your feedback just now. Nothing was recorded; please try again in a moment.</p>",
+    )
+}
+
+/// Who looked at or answered what (the patient id is hashed by the store, never logged).
+fn audit(
+    state: &AppState,
+    session: &SmartSession,
+    patient: &str,
+    (action, service_id): (&'static str, &str),
+    outcome: &str,
+    http_status: u16,
+    started: Instant,
+) {
+    state.audit.record(AuditRecord {
+        action,
+        service_id: service_id.to_owned(),
+        hook_instance: None,
+        client_iss: Some(session.iss.clone()),
+        tenant: None,
+        user_id: session.fhir_user.clone(),
+        patient_id: Some(patient.to_owned()),
+        outcome: outcome.to_owned(),
+        http_status,
+        cards: 0,
+        elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+    });
 }

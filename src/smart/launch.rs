@@ -67,12 +67,13 @@ impl fmt::Debug for SmartTokenFields {
 impl ExtraTokenFields for SmartTokenFields {}
 
 impl SmartTokenFields {
-    /// `need_patient_banner` as sent (a boolean, or the string `"true"` some servers send).
+    /// `need_patient_banner` as sent (a boolean, or the string some servers send); absent = true.
     pub(crate) fn needs_patient_banner(&self) -> bool {
         match &self.need_patient_banner {
             Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) => s == "true",
-            _ => false,
+            Some(Value::String(s)) => s != "false",
+            // Not said: the app cannot know the EHR shows one, so it does.
+            _ => true,
         }
     }
 

@@ -9,8 +9,11 @@
 //! ([`session`]); the browser only holds an opaque, HttpOnly session cookie.
 
 pub mod app;
+mod chart;
 mod launch;
+mod render;
 pub mod session;
+mod view;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -136,6 +139,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/smart/logout", web::post().to(launch::logout))
         .route("/smart/app", web::get().to(crate::smart::app::page))
+        .route(
+            "/smart/assets/app.css",
+            web::get().to(crate::smart::app::style),
+        )
         .route(
             "/smart/feedback",
             web::post().to(crate::smart::app::feedback),

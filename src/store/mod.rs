@@ -26,7 +26,7 @@ mod predictions;
 mod report;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
-pub use predictions::{PredictionRecord, StoredPrediction};
+pub use predictions::{FeedbackMark, PredictionRecord, StoredPrediction};
 pub use report::{Report, ServiceReport, ShadowAgreement, Tally};
 
 use crate::config::Config;

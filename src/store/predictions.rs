@@ -274,3 +274,86 @@ impl Store {
         .await?)
     }
 }
+
+/// A clinician's answer on one card, placed on the SMART app's risk trajectory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackMark {
+    /// The card (= prediction) it answers.
+    pub card_uuid: String,
+    /// `accepted` or `overridden`.
+    pub outcome: String,
+    /// The override reason's code, if one was given.
+    pub reason_code: Option<String>,
+    /// The clinician's `outcomeTimestamp`, never later than its receipt.
+    pub at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Every prediction about this patient since `since`, oldest first: the SMART app's
+    /// trajectories. The id is pseudonymised first, as when it was recorded.
+    pub async fn predictions_for_patient(
+        &self,
+        patient_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<StoredPrediction>, StoreError> {
+        let patient_hash = self.pseudonym(patient_id).await?;
+        sqlx::query_as::<_, PredictionRow>(&format!(
+            "SELECT {COLUMNS} FROM predictions
+             WHERE patient_hash = $1 AND at >= $2
+             ORDER BY at, id"
+        ))
+        .bind(patient_hash)
+        .bind(timestamp(since))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(StoredPrediction::try_from)
+        .collect()
+    }
+
+    /// Feedback on this patient's cards received since `since` (CDS Hooks feedback and the
+    /// SMART app's alike), oldest first.
+    pub async fn feedback_for_patient(
+        &self,
+        patient_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<FeedbackMark>, StoreError> {
+        let patient_hash = self.pseudonym(patient_id).await?;
+        let rows: Vec<(String, String, Option<String>, String, String)> = sqlx::query_as(
+            "SELECT f.card_uuid, f.outcome, f.override_reason_code, f.outcome_timestamp, f.received_at
+             FROM predictions p JOIN feedback f ON f.card_uuid = p.id
+             WHERE p.patient_hash = $1 AND f.received_at >= $2
+             ORDER BY f.id",
+        )
+        .bind(patient_hash)
+        .bind(timestamp(since))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut marks = Vec::with_capacity(rows.len());
+        for (card_uuid, outcome, reason_code, outcome_timestamp, received_at) in rows {
+            let received = parse_timestamp(&received_at)?;
+            let at = parse_timestamp(&outcome_timestamp).map_or(received, |t| t.min(received));
+            marks.push(FeedbackMark {
+                card_uuid,
+                outcome,
+                reason_code,
+                at,
+            });
+        }
+        Ok(marks)
+    }
+
+    /// The prediction `id` if it is about this patient, else `None`: the app takes feedback
+    /// only on the launched patient's own cards.
+    pub async fn prediction_about(
+        &self,
+        id: &str,
+        patient_id: &str,
+    ) -> Result<Option<StoredPrediction>, StoreError> {
+        let Some(p) = self.prediction(id).await? else {
+            return Ok(None);
+        };
+        let hash = self.pseudonym(patient_id).await?;
+        Ok((p.patient_hash.as_deref() == Some(hash.as_str())).then_some(p))
+    }
+}

@@ -6,17 +6,25 @@
 //     need_patient_banner, smart_style_url, appContext) and the scopes that were asked for;
 //   - a tiny "FHIR server" origin serving /fhir/.well-known/smart-configuration (and a second
 //     base, /other, that the gateway must never contact), counting every request;
-//   - a control API: GET /__stats (counts, last /authorize query), POST /__mode?k=v (test modes).
+//   - with FHIR_UPSTREAM (a real FHIR server's base) and FHIR_UPSTREAM_TOKEN: /fhir/* is proxied
+//     there, but only for requests carrying an access token this server issued (else 401
+//     OperationOutcome), as an EHR's FHIR endpoint behind its authorization server would be;
+//   - a control API: GET /__stats (counts, last /authorize query), POST /__mode?k=v (test modes:
+//     app_context=<json> sets the token response's appContext).
+// SMART_PATIENT sets the patient in the launch context (default smart-patient-1).
 // Prints one JSON line {issuer, fhir, other, control} when ready; exits when stdin closes.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import { OAuth2Server } from 'oauth2-mock-server';
 
-const PATIENT = 'smart-patient-1';
+const PATIENT = process.env.SMART_PATIENT ?? 'smart-patient-1';
+const UPSTREAM = process.env.FHIR_UPSTREAM;
+const UPSTREAM_TOKEN = process.env.FHIR_UPSTREAM_TOKEN ?? '';
 const oauth = new OAuth2Server();
 await oauth.issuer.keys.generate('RS256');
 
-const stats = { token: 0, token_ok: 0, token_refused: 0, refresh: 0, authorize: 0, fhir: {}, last_authorize: null, last_token_error: null };
+const stats = { token: 0, token_ok: 0, token_refused: 0, refresh: 0, authorize: 0, fhir: {}, fhir_authorized: 0, fhir_unauthorized: 0, last_authorize: null, last_token_error: null };
+const issuedAccess = new Set();
 let mode = {};
 const codes = new Map(); // code -> { challenge, method, nonce, redirect_uri, client_id, scope }
 const refreshTokens = new Set();
@@ -50,8 +58,9 @@ oauth.service.on('beforeResponse', (response, req) => {
     fhirUser: 'Practitioner/smart-practitioner-1',
     need_patient_banner: true,
     smart_style_url: 'https://ehr.example/smart-style.json',
-    appContext: JSON.stringify({ prediction: '6f1c2a9e-0000-4000-8000-000000000001', service: 'deterioration' }),
+    appContext: mode.app_context ?? JSON.stringify({ prediction: '6f1c2a9e-0000-4000-8000-000000000001', service: 'deterioration' }),
   });
+  if (body.access_token) issuedAccess.add(body.access_token);
   if (req.body.grant_type === 'authorization_code' && req.granted_scope) body.scope = req.granted_scope;
   if (mode.expires_in) body.expires_in = Number(mode.expires_in);
   if (mode.no_refresh) delete body.refresh_token;
@@ -138,6 +147,21 @@ const control = http.createServer(async (req, res) => {
       scopes_supported: ['openid', 'fhirUser', 'launch', 'launch/patient', 'offline_access'],
       capabilities: ['launch-ehr', 'launch-standalone', 'client-public', 'context-ehr-patient', 'sso-openid-connect', 'permission-v2'],
     });
+  }
+  if (UPSTREAM && url.pathname.startsWith('/fhir/')) {
+    const auth = req.headers.authorization ?? '';
+    const token = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+    if (!issuedAccess.has(token)) {
+      stats.fhir_unauthorized += 1;
+      return json(401, { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'login', diagnostics: 'a valid access token is required' }] });
+    }
+    stats.fhir_authorized += 1;
+    const upstream = UPSTREAM + url.pathname.slice('/fhir'.length) + url.search;
+    const r = await fetch(upstream, { headers: { authorization: `Bearer ${UPSTREAM_TOKEN}`, accept: 'application/fhir+json' } });
+    // Links the upstream writes (self, next) are given as this endpoint's, as a proxy must.
+    const text = (await r.text()).split(UPSTREAM).join(`${base}/fhir`);
+    res.writeHead(r.status, { 'content-type': r.headers.get('content-type') ?? 'application/fhir+json' });
+    return res.end(text);
   }
   json(404, { error: 'not found' });
 });

@@ -1,6 +1,10 @@
 // Drives headless Chromium (the system's, via playwright-core) through a SMART launch for
-// tests/smart_launch.rs. Usage: node browse.mjs '<json {url, screenshot, wait_for}>'
-// Prints one JSON line: {url, status, text, cookies, navigations} or {error}; exit 1 on error.
+// tests/smart_launch.rs, in a 1280×800 viewport (an EHR pane).
+// Usage: node browse.mjs '<json {url, screenshot, wait_for, feedback?: {verdict, reason}}>'
+// Prints one JSON line: {url, status, text, cookies, navigations, a11y, after?} or {error};
+// exit 1 on error. `a11y`: form controls without a label, SVG charts without role/label, the
+// page's width, and whether Tab alone reaches the feedback button. With `feedback`, the app's
+// form is filled and sent; `after` is the page it lands on.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,7 +15,7 @@ let browser;
 try {
   if (!fs.existsSync(executablePath)) throw new Error(`Chromium not found at ${executablePath} (apt-get install chromium; .ci/setup does)`);
   browser = await chromium.launch({ executablePath, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
-  const context = await browser.newContext();
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   const navigations = [];
   let status = null;
@@ -30,7 +34,35 @@ try {
     await page.screenshot({ path: opts.screenshot, fullPage: true });
   }
   const cookies = await context.cookies();
-  console.log(JSON.stringify({ url: page.url(), status, text, cookies, navigations }));
+  const a11y = await page.evaluate(() => ({
+    unlabeled_controls: [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+      .filter((e) => !e.labels || e.labels.length === 0).map((e) => e.name),
+    unlabeled_charts: [...document.querySelectorAll('svg')]
+      .filter((s) => s.getAttribute('role') !== 'img' || !s.getAttribute('aria-label')).length,
+    charts: document.querySelectorAll('svg').length,
+    scroll_width: document.documentElement.scrollWidth,
+    has_feedback_form: !!document.querySelector('form.feedback'),
+  }));
+  if (a11y.has_feedback_form) {
+    a11y.tab_reaches_feedback = false;
+    await page.focus('body');
+    for (let i = 0; i < 80 && !a11y.tab_reaches_feedback; i++) {
+      await page.keyboard.press('Tab');
+      a11y.tab_reaches_feedback = await page.evaluate(() => document.activeElement?.matches('form.feedback button[type=submit]') ?? false);
+    }
+  }
+  const first = { url: page.url(), status };
+  let after;
+  if (opts.feedback) {
+    const form = page.locator('form.feedback').first();
+    await form.locator(`input[name=verdict][value=${opts.feedback.verdict}]`).check();
+    if (opts.feedback.reason) await form.locator('select[name=reason]').selectOption(opts.feedback.reason);
+    status = null;
+    await Promise.all([page.waitForNavigation({ waitUntil: 'load', timeout: 20000 }), form.locator('button[type=submit]').click()]);
+    after = { url: page.url(), status, text: await page.innerText('body') };
+    if (opts.screenshot) await page.screenshot({ path: opts.screenshot.replace(/\.png$/, '-after-feedback.png'), fullPage: true });
+  }
+  console.log(JSON.stringify({ ...first, text, cookies, navigations, a11y, after }));
   await browser.close();
 } catch (e) {
   console.log(JSON.stringify({ error: String(e && e.stack ? e.stack : e) }));
