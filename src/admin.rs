@@ -1,5 +1,6 @@
-//! Operator endpoints: the kill switch per service, the prediction record of one card, and
-//! the feedback-analytics report (JSON, or an HTML page with charts). Guarded by the
+//! Operator endpoints: the kill switch per service, the prediction record of one card (also as
+//! FHIR `RiskAssessment` + `Provenance`), the audit trail as FHIR `AuditEvent`s, and the
+//! feedback-analytics report (JSON, or an HTML page with charts). Guarded by the
 //! `[[admin_tokens]]` of the configuration (sha256 of a bearer token); without any configured,
 //! the endpoints answer 401 to everyone.
 
@@ -7,6 +8,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use crate::fhir_export;
 use crate::report;
 use crate::server::AppState;
 
@@ -17,6 +19,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(switch_service),
     )
     .route("/admin/predictions/{id}", web::get().to(prediction))
+    .route(
+        "/admin/predictions/{id}/fhir",
+        web::get().to(prediction_fhir),
+    )
+    .route("/admin/audit-events", web::get().to(audit_events))
     .route("/admin/report", web::get().to(report_page));
 }
 
@@ -94,6 +101,141 @@ async fn prediction(
                 "store_unavailable",
                 "the store could not be read; retry",
             )
+        }
+    }
+}
+
+/// A FHIR answer (`application/fhir+json`).
+fn fhir(status: actix_web::http::StatusCode, body: &serde_json::Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/fhir+json")
+        .body(body.to_string())
+}
+
+/// A FHIR error: an OperationOutcome with one issue.
+fn fhir_error(status: actix_web::http::StatusCode, code: &str, diagnostics: &str) -> HttpResponse {
+    fhir(
+        status,
+        &fhir_export::operation_outcome("error", code, diagnostics),
+    )
+}
+
+fn fhir_unauthorized() -> HttpResponse {
+    fhir_error(
+        actix_web::http::StatusCode::UNAUTHORIZED,
+        "login",
+        "an admin bearer token ([[admin_tokens]]) is required",
+    )
+}
+
+fn fhir_store_unavailable() -> HttpResponse {
+    fhir_error(
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "transient",
+        "the store could not be read; retry",
+    )
+}
+
+/// `GET /admin/predictions/{id}/fhir`: the prediction as a FHIR `RiskAssessment` and the
+/// `Provenance` naming its model version and input Observations (a `collection` Bundle).
+async fn prediction_fhir(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    if admin_holder(&state, &req).is_none() {
+        return fhir_unauthorized();
+    }
+    match state.store.prediction(&id).await {
+        Ok(Some(p)) => {
+            let runtime = state.runtime();
+            let meaning = runtime
+                .models
+                .get(&p.model, &p.model_version)
+                .map(|m| m.manifest.output.meaning.clone());
+            let resources = vec![
+                fhir_export::risk_assessment(&p, meaning.as_deref()),
+                fhir_export::provenance(&p),
+            ];
+            fhir(
+                actix_web::http::StatusCode::OK,
+                &fhir_export::bundle(resources, None, chrono::Utc::now()),
+            )
+        }
+        Ok(None) => fhir_error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "not-found",
+            &format!("no prediction {id}"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "prediction lookup failed");
+            fhir_store_unavailable()
+        }
+    }
+}
+
+/// `?after=<id>&_count=<n>` of the AuditEvent export.
+#[derive(serde::Deserialize)]
+struct AuditPage {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(rename = "_count", default)]
+    count: Option<String>,
+}
+
+/// Most AuditEvents in one page.
+const MAX_AUDIT_PAGE: i64 = 1000;
+
+/// `GET /admin/audit-events[?after=<id>&_count=<n>]`: the audit trail as FHIR `AuditEvent`s,
+/// oldest first, paged by a `next` link (for a hospital's audit repository or SIEM).
+async fn audit_events(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    if admin_holder(&state, &req).is_none() {
+        return fhir_unauthorized();
+    }
+    let Ok(page) = web::Query::<AuditPage>::from_query(req.query_string()) else {
+        return fhir_error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "invalid",
+            "query parameters: after=<id>, _count=<1..1000>",
+        );
+    };
+    let parse = |v: &Option<String>, default: i64| -> Option<i64> {
+        v.as_deref().map_or(Some(default), |t| t.parse().ok())
+    };
+    let (Some(after), Some(count)) = (parse(&page.after, 0), parse(&page.count, 100)) else {
+        return fhir_error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "invalid",
+            "`after` and `_count` must be integers",
+        );
+    };
+    if !(1..=MAX_AUDIT_PAGE).contains(&count) || after < 0 {
+        return fhir_error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "invalid",
+            "`_count` must be 1 to 1000 and `after` not negative",
+        );
+    }
+    match state.store.audit_after(after, count).await {
+        Ok(rows) => {
+            let next = (rows.len() as i64 == count)
+                .then(|| rows.last().map(|r| r.id))
+                .flatten()
+                .map(|last| {
+                    format!(
+                        "{}/admin/audit-events?after={last}&_count={count}",
+                        state.config.public_base()
+                    )
+                });
+            let resources = rows.iter().map(fhir_export::audit_event).collect();
+            fhir(
+                actix_web::http::StatusCode::OK,
+                &fhir_export::bundle(resources, next, chrono::Utc::now()),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit export failed");
+            fhir_store_unavailable()
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod conformance;
 pub mod demo;
 pub mod features;
 pub mod fhir;
+pub mod fhir_export;
 pub mod fuzz_targets;
 pub mod hooks;
 pub mod http_security;

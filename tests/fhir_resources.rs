@@ -185,3 +185,144 @@ async fn suggested_resources_are_valid_fhir_r4() {
     }
     gw.stop().await;
 }
+
+async fn admin_get(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, String, Value) {
+    let mut r = http().get(format!("{}{path}", gw.url));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let kind = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, kind, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn audit_events_risk_assessments_provenance_and_errors_are_valid_fhir_r4() {
+    let keys = KeyServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        services_dir: always_firing(dir.path()),
+        ..Default::default()
+    })
+    .await;
+    let body = call(&gw, "deterioration", &patient("deteriorating")).await;
+    let card = body["cards"][0]["uuid"]
+        .as_str()
+        .expect("a card")
+        .to_owned();
+    // An abstention and a refused call are audited too.
+    let mut sparse = patient("deteriorating");
+    sparse["prefetch"]["vitals"] =
+        json!({"resourceType": "Bundle", "type": "searchset", "entry": []});
+    call(&gw, "sepsis-screen", &sparse).await;
+    let refused = http()
+        .post(gw.service("deterioration"))
+        .json(&patient("deteriorating"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let token = common::ADMIN_TOKEN;
+
+    // The prediction behind the card: RiskAssessment + Provenance.
+    let (status, kind, bundle) =
+        admin_get(&gw, &format!("/admin/predictions/{card}/fhir"), Some(token)).await;
+    assert_eq!(status, 200, "{bundle}");
+    assert!(kind.starts_with("application/fhir+json"), "{kind}");
+    let entries: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    let risk = entries[0];
+    let prov = entries[1];
+    assert_eq!(risk["resourceType"], "RiskAssessment");
+    assert!(
+        risk["prediction"][0]["probabilityDecimal"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        risk["basis"].as_array().unwrap().len() > 3,
+        "input Observations: {risk}"
+    );
+    assert_eq!(prov["resourceType"], "Provenance");
+    assert_eq!(
+        prov["target"][0]["reference"],
+        format!("RiskAssessment/{card}")
+    );
+    assert!(prov["agent"][0]["who"]["display"]
+        .as_str()
+        .unwrap()
+        .starts_with("model deterioration v"));
+    let text = bundle.to_string();
+    assert!(
+        !text.contains("\"Patient/"),
+        "no resolvable patient reference: {text}"
+    );
+    for (kind, r) in [("RiskAssessment", risk), ("Provenance", prov)] {
+        let found = problems(&fhir_schema(kind), r);
+        assert!(found.is_empty(), "{r}\n{}", found.join("\n"));
+    }
+
+    // The audit trail, paged (written in the background: wait for the three calls).
+    for _ in 0..100 {
+        let (_, _, all) = admin_get(&gw, "/admin/audit-events", Some(token)).await;
+        if all["entry"].as_array().map_or(0, Vec::len) >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, _, first) = admin_get(&gw, "/admin/audit-events?_count=2", Some(token)).await;
+    assert_eq!(status, 200, "{first}");
+    let next = first["link"][0]["url"]
+        .as_str()
+        .expect("a next link")
+        .to_owned();
+    let next = next.strip_prefix(common::PUBLIC).unwrap().to_owned();
+    let (_, _, second) = admin_get(&gw, &next, Some(token)).await;
+    let events: Vec<Value> = [&first, &second]
+        .iter()
+        .flat_map(|b| {
+            b["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["resource"].clone())
+        })
+        .collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    let validator = fhir_schema("AuditEvent");
+    for e in &events {
+        let found = problems(&validator, e);
+        assert!(found.is_empty(), "{e}\n{}", found.join("\n"));
+    }
+    assert_eq!(events[0]["outcome"], "0");
+    assert_eq!(events[2]["outcome"], "4", "the refused call: {}", events[2]);
+    assert!(!serde_json::to_string(&events).unwrap().contains("Patient/"));
+
+    // Errors are OperationOutcomes.
+    let validator = fhir_schema("OperationOutcome");
+    for (path, auth, expected) in [
+        ("/admin/predictions/no-such/fhir", Some(token), 404),
+        ("/admin/predictions/no-such/fhir", None, 401),
+        ("/admin/audit-events?_count=0", Some(token), 400),
+        ("/admin/audit-events?after=x", Some(token), 400),
+        ("/admin/audit-events", Some("wrong"), 401),
+    ] {
+        let (status, _, outcome) = admin_get(&gw, path, auth).await;
+        assert_eq!(status, expected, "{path}: {outcome}");
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        let found = problems(&validator, &outcome);
+        assert!(found.is_empty(), "{outcome}\n{}", found.join("\n"));
+    }
+    gw.stop().await;
+}

@@ -90,10 +90,23 @@ impl Store {
 
     /// Audit rows, oldest first (tests, reports).
     pub async fn audit_rows(&self) -> Result<Vec<StoredAudit>, StoreError> {
+        self.audit_after(0, i64::MAX).await
+    }
+
+    /// Up to `limit` audit rows with an id above `after`, oldest first: the AuditEvent export
+    /// pages with the last id it returned.
+    pub async fn audit_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredAudit>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT action, service_id, hook_instance, client_iss, tenant, user_id, patient_hash,
-                    outcome, http_status, cards FROM audit ORDER BY id",
+            "SELECT id, at, action, service_id, hook_instance, client_iss, tenant, user_id,
+                    patient_hash, outcome, http_status, cards
+             FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
         )
+        .bind(after)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -149,6 +162,10 @@ impl AuditWriter {
 /// An audit row as read back.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredAudit {
+    /// Row number: increasing, so `after` pages through the trail without gaps.
+    pub id: i64,
+    /// When it was recorded (RFC 3339, milliseconds, `Z`).
+    pub at: String,
     pub action: String,
     pub service_id: String,
     pub hook_instance: Option<String>,
