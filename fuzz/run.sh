@@ -2,6 +2,9 @@
 # Runs the fuzz targets: fuzz/run.sh [seconds per target, default 60] [target...]
 # Needs cargo-fuzz (cargo install cargo-fuzz). Stable toolchain: RUSTC_BOOTSTRAP=1 lets
 # cargo-fuzz use its -Z flags; no sanitizer (ASan needs a nightly std), coverage-guided only.
+# FUZZ_BUILD=dev builds without optimisation (5 min instead of 20 on 2 cores; slower runs, and
+# integer overflow checks on); FUZZ_TARGET_DIR puts the build elsewhere (CI keeps it in
+# ~/.cache so a later run rebuilds only what changed). Exits non-zero on a crash or hang.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -11,6 +14,10 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(hook_request bundle_to_features prefetch_template client_jwt smart_callback)
 export RUSTC_BOOTSTRAP=1
+build_flags=()
+[ "${FUZZ_BUILD:-release}" = dev ] && build_flags=(--dev)
+target_dir="${FUZZ_TARGET_DIR:-$root/fuzz/target}"
+command -v cargo-fuzz >/dev/null || { echo "error: cargo-fuzz is missing: cargo install cargo-fuzz --locked (.ci/setup does)" >&2; exit 1; }
 torch_lib="$(.venv/bin/python -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
 for t in "${targets[@]}"; do
@@ -19,5 +26,6 @@ for t in "${targets[@]}"; do
   work="fuzz/target/corpus-$t"
   mkdir -p "$work"
   cp -n fuzz/corpus/"$t"/* "$work"/ 2>/dev/null || true
-  cargo fuzz run --fuzz-dir fuzz --sanitizer none "$t" "$work" -- -max_total_time="$secs" -max_len=262144 -rss_limit_mb=4096
+  cargo fuzz run --fuzz-dir fuzz --sanitizer none "${build_flags[@]}" --target-dir "$target_dir" \
+    "$t" "$work" -- -max_total_time="$secs" -max_len=262144 -rss_limit_mb=4096 -timeout=10
 done

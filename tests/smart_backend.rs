@@ -376,6 +376,21 @@ async fn fetches_with_own_token(alg: Algorithm) {
         jwk["kid"].as_str().unwrap()
     );
 
+    // An independent implementation (`jose`, as Node-based authorization servers use) accepts
+    // the same assertion against bedside's published JWKS.
+    let args = json!({"assertion": {
+        "jwt": *tokens.v.last_assertion.lock().unwrap(),
+        "jwks_url": format!("{}/.well-known/jwks.json", gw.url),
+        "client_id": CLIENT_ID,
+        "aud": tokens.url,
+    }});
+    let checked = tokio::task::spawn_blocking(move || common::reference_client(&args))
+        .await
+        .unwrap();
+    assert_eq!(checked["verified"], true, "{checked}");
+    assert_eq!(checked["alg"], format!("{alg:?}"));
+    assert!(checked["exp_in_s"].as_i64().unwrap() <= 300, "{checked}");
+
     // (b) a second call reuses the cached token.
     let (status, body) = call(&gw, &request).await;
     assert_eq!(status, 200, "{body}");

@@ -930,3 +930,71 @@ async fn app_feedback_needs_csrf_a_reason_and_the_patients_own_card() {
     assert_eq!(store.feedback_count().await.unwrap(), 2);
     gw.handle.stop(true).await;
 }
+
+#[tokio::test]
+async fn a_reference_smart_client_and_bedside_see_the_same_ehr() {
+    use common::fhir_server::{FhirServer, FHIR_TOKEN};
+    let fhir = FhirServer::start().await;
+    let request = common::patient("deteriorating");
+    fhir.load_prefetch(&request).await;
+    let patient_id = request["context"]["patientId"].as_str().unwrap().to_owned();
+    let auth = AuthServer::start_with(&[
+        ("SMART_PATIENT", patient_id.as_str()),
+        ("FHIR_UPSTREAM", fhir.base.as_str()),
+        ("FHIR_UPSTREAM_TOKEN", FHIR_TOKEN),
+    ]);
+    // npm `fhirclient` launches against the test EHR on its own...
+    let args =
+        serde_json::json!({"launch": {"iss": auth.fhir, "launch": "ref-1", "patient": patient_id}});
+    let reference = tokio::task::spawn_blocking(move || common::reference_client(&args))
+        .await
+        .unwrap();
+    assert_eq!(reference["patient"], patient_id.as_str(), "{reference}");
+    assert_eq!(reference["patient_read"], true);
+    assert!(
+        reference["observations"].as_u64().unwrap() > 0,
+        "{reference}"
+    );
+    assert_eq!(reference["has_id_token"], true);
+    let authorize_uri = reference["discovered"]["authorize_uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = auth.stats().await;
+    assert_eq!(first["last_authorize"]["client_id"], "reference-client");
+    assert_eq!(first["last_authorize"]["aud"], auth.fhir.as_str());
+    assert_eq!(first["last_authorize"]["code_challenge_method"], "S256");
+    assert_eq!(
+        first["token_refused"], 0,
+        "the strict front took its PKCE verifier"
+    );
+
+    // ...and bedside, on the same EHR, discovers the same endpoints and reads the same record.
+    let gw = gateway(&auth).await;
+    let r = no_redirects()
+        .get(format!(
+            "{}/smart/launch?iss={}&launch=x",
+            gw.url, auth.fhir
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        location(&r).starts_with(&format!("{authorize_uri}?")),
+        "{}",
+        location(&r)
+    );
+    let cookie = signed_in(&gw, &auth).await;
+    let (status, page) = app_page(&gw, &cookie).await;
+    assert_eq!(status, 200);
+    let family = request["prefetch"]["patient"]["name"][0]["family"]
+        .as_str()
+        .unwrap();
+    assert!(
+        page.contains(family),
+        "bedside's banner reads the same Patient"
+    );
+    let stats = auth.stats().await;
+    assert_eq!(stats["fhir_unauthorized"], 0, "{stats}");
+    gw.handle.stop(true).await;
+}

@@ -358,3 +358,26 @@ pub fn detail_without_window_bounds(card: &Value) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Runs `tests/smart/reference-client.mjs` with `args`; its JSON answer.
+pub fn reference_client(args: &Value) -> Value {
+    let out = std::process::Command::new("node")
+        .arg(repo().join("tests/smart/reference-client.mjs"))
+        .arg(args.to_string())
+        .current_dir(repo().join("tests/smart"))
+        .output()
+        .expect("node must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "reference-client.mjs gave no result: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(out.status.success(), "reference client failed: {result}");
+    result
+}
