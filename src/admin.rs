@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use crate::fhir_export;
+use crate::audit;
 use crate::report;
 use crate::server::AppState;
 
@@ -116,7 +116,7 @@ fn fhir(status: actix_web::http::StatusCode, body: &serde_json::Value) -> HttpRe
 fn fhir_error(status: actix_web::http::StatusCode, code: &str, diagnostics: &str) -> HttpResponse {
     fhir(
         status,
-        &fhir_export::operation_outcome("error", code, diagnostics),
+        &audit::operation_outcome("error", code, diagnostics),
     )
 }
 
@@ -154,12 +154,12 @@ async fn prediction_fhir(
                 .get(&p.model, &p.model_version)
                 .map(|m| m.manifest.output.meaning.clone());
             let resources = vec![
-                fhir_export::risk_assessment(&p, meaning.as_deref()),
-                fhir_export::provenance(&p),
+                audit::risk_assessment(&p, meaning.as_deref()),
+                audit::provenance(&p),
             ];
             fhir(
                 actix_web::http::StatusCode::OK,
-                &fhir_export::bundle(resources, None, chrono::Utc::now()),
+                &audit::bundle(resources, None, chrono::Utc::now()),
             )
         }
         Ok(None) => fhir_error(
@@ -227,10 +227,10 @@ async fn audit_events(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
                         state.config.public_base()
                     )
                 });
-            let resources = rows.iter().map(fhir_export::audit_event).collect();
+            let resources = rows.iter().map(audit::audit_event).collect();
             fhir(
                 actix_web::http::StatusCode::OK,
-                &fhir_export::bundle(resources, next, chrono::Utc::now()),
+                &audit::bundle(resources, next, chrono::Utc::now()),
             )
         }
         Err(e) => {

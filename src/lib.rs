@@ -7,13 +7,13 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod cards;
 pub mod config;
 pub mod conformance;
 pub mod demo;
 pub mod features;
 pub mod fhir;
-pub mod fhir_export;
 pub mod fuzz_targets;
 pub mod hooks;
 pub mod http_security;

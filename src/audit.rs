@@ -1,7 +1,7 @@
-//! bedside's own records as FHIR R4, for a hospital's audit repository and model governance:
-//! the audit trail as `AuditEvent`s, each prediction as a `RiskAssessment` with the
+//! bedside's records rendered as FHIR R4, for a hospital's audit repository and model
+//! governance: the audit trail as `AuditEvent`s, each prediction as a `RiskAssessment` with the
 //! `Provenance` that names the model version and every input Observation, and errors as
-//! `OperationOutcome`.
+//! `OperationOutcome`. The records themselves live in `store/`.
 //!
 //! De-identified by construction: the store never holds a patient id, so patients appear only
 //! as the deployment's pseudonym (an `identifier` in the [`PSEUDONYM_SYSTEM`]), never as a
