@@ -477,9 +477,10 @@ async fn metrics_count_cards_abstentions_and_batches() {
         "bedside_service_cards_total{service=\"deterioration\"} 1",
         "bedside_service_abstained_total{service=\"deterioration\"} 1",
         "bedside_service_prefetch_missing_total{service=\"deterioration\"} 1",
-        "bedside_inference_jobs_total{model=\"deterioration\",version=\"1.0.0\"} 1",
-        // The input, 6 per-feature counterfactuals and the 96 newest measurements occluded.
-        "bedside_inference_samples_total{model=\"deterioration\",version=\"1.0.0\"} 103",
+        // The risk (one sample), then, as a card is shown, its explanation: the 96 newest
+        // measurements occluded in one more job.
+        "bedside_inference_jobs_total{model=\"deterioration\",version=\"1.0.0\"} 2",
+        "bedside_inference_samples_total{model=\"deterioration\",version=\"1.0.0\"} 97",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

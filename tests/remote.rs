@@ -87,7 +87,7 @@ async fn a_model_served_by_another_bedside_gives_the_same_card() {
     let metrics = common::metrics(&upstream).await;
     assert!(
         metrics.contains(
-            "bedside_inference_samples_total{model=\"deterioration\",version=\"1.0.0\"} 103"
+            "bedside_inference_samples_total{model=\"deterioration\",version=\"1.0.0\"} 97"
         ),
         "{metrics}"
     );

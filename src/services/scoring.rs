@@ -47,8 +47,57 @@ pub fn prepare(
     }
 }
 
+/// The patient's risk alone: one sample. What every hook call needs; the explanation's
+/// occlusions ([`contributions`]) are computed only for a card that will be shown, so calls
+/// that end below threshold, suppressed or in shadow cost one sample, not `1 + OCCLUDED`.
+pub async fn risk(
+    model: &LoadedModel,
+    prepared: &Prepared,
+    deadline: Instant,
+) -> Result<f32, InferenceError> {
+    let scores = model
+        .handle
+        .score(prepared.matrix.values.clone(), 1, deadline)
+        .await?;
+    scores
+        .first()
+        .copied()
+        .ok_or_else(|| InferenceError::Torch("model returned no values".into()))
+}
+
+/// Per recent measurement (index into the matrix's measurements): `risk` minus the risk
+/// without it, largest first. One batch of occlusions.
+pub async fn contributions(
+    model: &LoadedModel,
+    prepared: &Prepared,
+    risk: f32,
+    deadline: Instant,
+) -> Result<Vec<(usize, f32)>, InferenceError> {
+    let matrix = &prepared.matrix;
+    let occluded = matrix.occludable(OCCLUDED);
+    if occluded.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batch =
+        matrix.with_each_measurement_removed(&model.features, &model.normalisation, &occluded);
+    let without = model.handle.score(batch, occluded.len(), deadline).await?;
+    Ok(ranked(&occluded, &without, risk))
+}
+
+/// `(measurement, risk − risk without it)`, largest first.
+fn ranked(occluded: &[usize], without: &[f32], risk: f32) -> Vec<(usize, f32)> {
+    let mut out: Vec<(usize, f32)> = occluded
+        .iter()
+        .zip(without)
+        .map(|(&i, &w)| (i, risk - w))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
 /// Scores prepared features in one batch: the input, one counterfactual per feature, and one
-/// per recent measurement (occlusion), so the explanation costs no extra round trip.
+/// per recent measurement (occlusion), for the prediction API and the SMART app, which show
+/// the explanation with every score.
 pub async fn score(
     model: &LoadedModel,
     prepared: &Prepared,
@@ -69,15 +118,9 @@ pub async fn score(
         return Err(InferenceError::Torch("model returned no values".into()));
     };
     let (without_feature, without_measurement) = rest.split_at(matrix.features.min(rest.len()));
-    let mut contributions: Vec<(usize, f32)> = occluded
-        .iter()
-        .zip(without_measurement)
-        .map(|(&i, &without)| (i, risk - without))
-        .collect();
-    contributions.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(Scored {
         risk,
         risk_without: without_feature.to_vec(),
-        contributions,
+        contributions: ranked(&occluded, without_measurement, risk),
     })
 }

@@ -15,7 +15,7 @@ use super::definition::{PrefetchSpec, ServiceDef};
 use super::guardrails::{self, Subject, Verdict};
 use super::orders::{self, DraftOrder};
 use super::policy::Mode;
-use super::scoring::{self, Prepared, Scored};
+use super::scoring::{self, Prepared};
 use super::suggestions;
 use super::{ServiceEnv, ServiceError};
 use crate::cards::{self, Abstention, RiskAssessment};
@@ -190,29 +190,25 @@ impl CdsService {
         }
 
         let (active, shadow_scores) = tokio::join!(
-            scoring::score(&self.model, &prepared, deadline),
+            scoring::risk(&self.model, &prepared, deadline),
             self.score_shadows(&gathered, now, deadline)
         );
-        for (model, prepared, scored) in &shadow_scores {
-            let would = self.indicator(scored.risk).map(indicator_name);
+        for (model, prepared, risk) in &shadow_scores {
+            let would = self.indicator(*risk).map(indicator_name);
             inc(&self.metrics.shadow);
             self.record(
                 &facts,
                 model,
                 "shadow",
-                Some(scored.risk),
+                Some(*risk),
                 would,
                 None,
                 Some(prepared),
             )
             .await;
         }
-        let Scored {
-            risk,
-            contributions,
-            ..
-        } = match active {
-            Ok(scored) => scored,
+        let risk = match active {
+            Ok(risk) => risk,
             Err(e) => {
                 // Answer on time without this model's card rather than late or with an error.
                 inc(&self.metrics.no_score);
@@ -270,7 +266,7 @@ impl CdsService {
             .await;
             return Ok(CdsResponse::default());
         }
-        let card = {
+        let (shown, notes) = {
             // One decision at a time per call within a dedup group (see DedupLocks).
             let lock = self
                 .def
@@ -322,18 +318,27 @@ impl CdsService {
             if let Some(words) = &rising {
                 notes.push(words.clone());
             }
-            self.card(
-                &facts,
-                &supplies,
-                &prepared,
-                &gathered,
-                risk,
-                shown,
-                &contributions,
-                &drafts,
-                notes,
-            )
+            (shown, notes)
         };
+        // The explanation, only now that a card will be shown (outside the dedup lock). Late or
+        // failed, the card still goes, with its trends and the app link but no drivers.
+        let contributions = scoring::contributions(&self.model, &prepared, risk, deadline)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no explanation in time; card without drivers");
+                Vec::new()
+            });
+        let card = self.card(
+            &facts,
+            &supplies,
+            &prepared,
+            &gathered,
+            risk,
+            shown,
+            &contributions,
+            &drafts,
+            notes,
+        );
         inc(&self.metrics.cards);
         Ok(CdsResponse {
             cards: vec![checked(card)],
@@ -347,13 +352,13 @@ impl CdsService {
         gathered: &Gathered<'_>,
         now: DateTime<Utc>,
         deadline: Instant,
-    ) -> Vec<(Arc<LoadedModel>, Prepared, Scored)> {
+    ) -> Vec<(Arc<LoadedModel>, Prepared, f32)> {
         let mut out = Vec::new();
         for model in &self.shadows {
             let prepared =
                 scoring::prepare(model, &gathered.observations, gathered.unreadable, now);
-            match scoring::score(model, &prepared, deadline).await {
-                Ok(scored) => out.push((model.clone(), prepared, scored)),
+            match scoring::risk(model, &prepared, deadline).await {
+                Ok(risk) => out.push((model.clone(), prepared, risk)),
                 Err(e) => {
                     tracing::info!(service = %self.def.id, model = %model.manifest.name, version = %model.manifest.version, error = %e, "shadow model gave no score");
                 }
