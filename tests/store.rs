@@ -50,6 +50,7 @@ on_both_backends!(
     last_override_finds_only_that_reason_on_this_patients_cards,
     alerts_shown_counts_only_shown_active_alerts_of_the_unit,
     the_report_counts_exactly_what_was_recorded,
+    concurrent_records_share_commits_and_each_caller_sees_its_own,
 );
 
 #[tokio::test]
@@ -1037,4 +1038,36 @@ async fn the_report_counts_exactly_what_was_recorded(store: &Store) {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["services"][1]["override_reasons"]["already-aware"], 2);
     assert_eq!(json["services"][1]["shown"], 2);
+}
+
+async fn concurrent_records_share_commits_and_each_caller_sees_its_own(store: &Store) {
+    // 300 calls at once, each awaiting its record: all committed, each readable the moment
+    // its own call returns (suppression reads the record right after writing it).
+    let calls = (0..300).map(|i| {
+        let store = store.clone();
+        async move {
+            let mut p = prediction(&format!("gc-{i}"));
+            p.patient_id = Some(format!("p-{}", i % 7));
+            store.record_prediction(&p).await.unwrap();
+            store.prediction(&p.id).await.unwrap().is_some()
+        }
+    });
+    let seen = futures_util::future::join_all(calls).await;
+    assert!(
+        seen.iter().all(|s| *s),
+        "a record not visible after its call returned"
+    );
+    for i in 0..300 {
+        let id = format!("gc-{i}");
+        let back = store.prediction(&id).await.unwrap().unwrap();
+        assert_eq!(back.hook_instance, format!("hi-{id}"));
+    }
+    // A repeat of an id (the same card recorded twice in one batch) is ignored, not an error.
+    let again = prediction("gc-0");
+    let (a, b) = tokio::join!(
+        store.record_prediction(&again),
+        store.record_prediction(&again)
+    );
+    a.unwrap();
+    b.unwrap();
 }

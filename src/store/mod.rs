@@ -22,6 +22,7 @@ use sqlx::migrate::Migrator;
 use sqlx::AnyPool;
 
 mod audit;
+mod group_commit;
 mod predictions;
 mod report;
 
@@ -65,6 +66,9 @@ pub enum StoreError {
     /// The schema could not be brought up to date (or a migration already applied changed).
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The transaction that held this write (with others committed together) failed.
+    #[error("database error (group commit): {0}")]
+    Batch(String),
     /// A stored value bedside wrote cannot be read back (a timestamp, a JSON array):
     /// someone edited the database by hand, or a bug.
     #[error("malformed stored value: {0}")]
@@ -97,6 +101,8 @@ pub struct Store {
     backend: Backend,
     /// The pseudonym salt, read (or created) once: every audit and prediction row needs it.
     salt: Arc<tokio::sync::OnceCell<String>>,
+    /// The group-commit writer of prediction records, started by the first record.
+    prediction_queue: Arc<tokio::sync::OnceCell<tokio::sync::mpsc::Sender<group_commit::Queued>>>,
 }
 
 /// One stored feedback row, as read back (tests, analytics).
@@ -177,6 +183,7 @@ impl Store {
             pool,
             backend,
             salt: Arc::default(),
+            prediction_queue: Arc::default(),
         })
     }
 

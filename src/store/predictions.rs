@@ -142,9 +142,58 @@ impl TryFrom<PredictionRow> for StoredPrediction {
     }
 }
 
+/// A record ready to insert: the patient already pseudonymised, the references serialised.
+pub(super) struct PreparedRecord {
+    record: PredictionRecord,
+    patient_hash: Option<String>,
+    input_refs: String,
+}
+
+/// Inserts one record within `tx`. A repeat of an id already stored is ignored.
+pub(super) async fn insert_prediction(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    r: &PreparedRecord,
+) -> Result<(), StoreError> {
+    let p = &r.record;
+    sqlx::query(
+        "INSERT INTO predictions (id, at, service_id, hook, hook_instance, model,
+            model_version, mode, patient_hash, unit, risk, indicator, outcome, reason,
+            input_refs, tensor_sha256, latency_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    // Not a cached prepared statement: sqlx 0.8's Any driver sends a NULL f64 to
+    // PostgreSQL typed float4, and a statement prepared with that `risk` would refuse
+    // every later 8-byte score on the connection ("incorrect binary data format"; sqlx
+    // issue #4284, fixed after 0.8.6).
+    // Parsed per call, each insert gets the types of its own arguments.
+    .persistent(false)
+    .bind(&p.id)
+    .bind(timestamp(p.at))
+    .bind(&p.service_id)
+    .bind(&p.hook)
+    .bind(&p.hook_instance)
+    .bind(&p.model)
+    .bind(&p.model_version)
+    .bind(p.mode)
+    .bind(&r.patient_hash)
+    .bind(&p.unit)
+    .bind(p.risk)
+    .bind(&p.indicator)
+    .bind(p.outcome)
+    .bind(&p.reason)
+    .bind(&r.input_refs)
+    .bind(&p.tensor_sha256)
+    .bind(p.latency_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
-    /// Records a prediction (the patient id pseudonymised first). A repeat of an id already
-    /// stored is ignored: the first record of a card stands.
+    /// Records a prediction (the patient id pseudonymised first) and returns once it is
+    /// committed. Concurrent calls share one transaction ([`super::group_commit`]). A repeat
+    /// of an id already stored is ignored: the first record of a card stands.
     pub async fn record_prediction(&self, p: &PredictionRecord) -> Result<(), StoreError> {
         let patient_hash = match &p.patient_id {
             Some(id) => Some(self.pseudonym(id).await?),
@@ -152,39 +201,32 @@ impl Store {
         };
         let input_refs = serde_json::to_string(&p.input_refs)
             .map_err(|e| StoreError::Malformed(format!("input_refs: {e}")))?;
-        sqlx::query(
-            "INSERT INTO predictions (id, at, service_id, hook, hook_instance, model,
-                model_version, mode, patient_hash, unit, risk, indicator, outcome, reason,
-                input_refs, tensor_sha256, latency_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        // Not a cached prepared statement: sqlx 0.8's Any driver sends a NULL f64 to
-        // PostgreSQL typed float4, and a statement prepared with that `risk` would refuse
-        // every later 8-byte score on the connection ("incorrect binary data format"; sqlx
-        // issue #4284, fixed after 0.8.6).
-        // Parsed per call, each insert gets the types of its own arguments.
-        .persistent(false)
-        .bind(&p.id)
-        .bind(timestamp(p.at))
-        .bind(&p.service_id)
-        .bind(&p.hook)
-        .bind(&p.hook_instance)
-        .bind(&p.model)
-        .bind(&p.model_version)
-        .bind(p.mode)
-        .bind(patient_hash)
-        .bind(&p.unit)
-        .bind(p.risk)
-        .bind(&p.indicator)
-        .bind(p.outcome)
-        .bind(&p.reason)
-        .bind(input_refs)
-        .bind(&p.tensor_sha256)
-        .bind(p.latency_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let record = PreparedRecord {
+            record: p.clone(),
+            patient_hash,
+            input_refs,
+        };
+        let queue = self
+            .prediction_queue
+            .get_or_init(|| async { super::group_commit::start(self.pool.clone()) })
+            .await;
+        let (done, committed) = tokio::sync::oneshot::channel();
+        match queue
+            .send(super::group_commit::Queued { record, done })
+            .await
+        {
+            Ok(()) => match committed.await {
+                Ok(result) => result.map_err(StoreError::Batch),
+                Err(_) => Err(StoreError::Batch("the prediction writer stopped".into())),
+            },
+            // The writer's runtime is gone (a server that was stopped): write directly.
+            Err(mpsc_error) => {
+                let mut tx = self.pool.begin().await?;
+                insert_prediction(&mut tx, &mpsc_error.0.record).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
     }
 
     /// The prediction behind card `id`, if recorded.
