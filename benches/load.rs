@@ -1,5 +1,6 @@
 //! Load and soak of the real `bedside serve` process on loopback (auth off: JWT costs are in
-//! the `runtime` bench). Patient-view calls with the deteriorating patient's full prefetch.
+//! the `runtime` bench). Patient-view calls with the deteriorating patient's full prefetch (a
+//! card every call); `BENCH_PATIENT=stable` for calls that end below threshold.
 //!
 //! - load: `cargo bench --bench load` — BENCH_CONNECTIONS (default 1000) concurrent
 //!   connections for BENCH_SECS (default 30); every error counted; bedside's RSS sampled
@@ -52,7 +53,8 @@ async fn main() {
     let bedside = BedsideProcess::start(&config, port, "warn");
     let pid = bedside.pid();
     let url = format!("{}/cds-services/deterioration", bedside.url);
-    let body = serde_json::to_vec(&common::patient("deteriorating")).unwrap();
+    let patient = std::env::var("BENCH_PATIENT").unwrap_or_else(|_| "deteriorating".into());
+    let body = serde_json::to_vec(&common::patient(&patient)).unwrap();
     println!(
         "{} on loopback: {connections} connections for {secs} s, {} KB requests, {} CPU cores (load generator on the same cores)",
         if soak { "soak" } else { "load" },

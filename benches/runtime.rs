@@ -8,7 +8,9 @@
 //!     concurrency 16 with ES384 and with authentication off, to show what verification costs;
 //! (c) (b)'s throughput over (a)'s.
 //!
-//! `cargo bench --bench runtime` (release). The load generator runs in the same process and
+//! `cargo bench --bench runtime` (release); `BENCH_PATIENT=stable` calls with a patient below
+//! every threshold (no card: the risk alone, no explanation), the default `deteriorating` one
+//! whose every call shows a card (the explanation's occlusion batch included). The load generator runs in the same process and
 //! shares the CPU cores with the gateway, as wrk or oha on the same box would.
 
 #[path = "../tests/common/mod.rs"]
@@ -127,10 +129,12 @@ async fn main() {
         println!("runtime: run with `cargo bench --bench runtime`");
         return;
     }
-    let request = common::patient("deteriorating");
+    // BENCH_PATIENT=stable: a patient below every threshold (no card, so no explanation).
+    let patient = std::env::var("BENCH_PATIENT").unwrap_or_else(|_| "deteriorating".into());
+    let request = common::patient(&patient);
     let text = serde_json::to_string(&request).unwrap();
     println!(
-        "machine: {} CPU cores; request: deteriorating patient, {} KB, {} vital-sign entries",
+        "machine: {} CPU cores; request: {patient} patient, {} KB, {} vital-sign entries",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         text.len() / 1024,
         request["prefetch"]["vitals"]["entry"]

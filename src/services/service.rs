@@ -193,157 +193,166 @@ impl CdsService {
             scoring::risk(&self.model, &prepared, deadline),
             self.score_shadows(&gathered, now, deadline)
         );
-        for (model, prepared, risk) in &shadow_scores {
-            let would = self.indicator(*risk).map(indicator_name);
-            inc(&self.metrics.shadow);
-            self.record(
-                &facts,
-                model,
-                "shadow",
-                Some(*risk),
-                would,
-                None,
-                Some(prepared),
-            )
-            .await;
-        }
-        let risk = match active {
-            Ok(risk) => risk,
-            Err(e) => {
-                // Answer on time without this model's card rather than late or with an error.
-                inc(&self.metrics.no_score);
-                tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no score");
+        // Shadow versions' records are written while the active model's decision is made:
+        // neither waits for the other's commit.
+        let shadows_recorded = async {
+            for (model, prepared, risk) in &shadow_scores {
+                let would = self.indicator(*risk).map(indicator_name);
+                inc(&self.metrics.shadow);
+                self.record(
+                    &facts,
+                    model,
+                    "shadow",
+                    Some(*risk),
+                    would,
+                    None,
+                    Some(prepared),
+                )
+                .await;
+            }
+        };
+        let decided = async {
+            let risk = match active {
+                Ok(risk) => risk,
+                Err(e) => {
+                    // Answer on time without this model's card rather than late or with an error.
+                    inc(&self.metrics.no_score);
+                    tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no score");
+                    self.record(
+                        &facts,
+                        &self.model,
+                        "no_score",
+                        None,
+                        None,
+                        Some(&e.to_string()),
+                        Some(&prepared),
+                    )
+                    .await;
+                    return Ok(CdsResponse::default());
+                }
+            };
+            // An order check also fires when creatinine is already rising (KDIGO stage ≥ 1).
+            let rising = self
+                .def
+                .orders
+                .as_ref()
+                .filter(|(o, _)| o.fire_on_rising_creatinine)
+                .and_then(|_| rising_creatinine(spec, matrix));
+            let indicator = match (self.indicator(risk), &rising) {
+                (Some(i), _) => Some(i),
+                (None, Some(_)) => Some(Indicator::Warning),
+                (None, None) => None,
+            };
+            let Some(indicator) = indicator else {
                 self.record(
                     &facts,
                     &self.model,
-                    "no_score",
+                    "below_threshold",
+                    Some(risk),
                     None,
                     None,
-                    Some(&e.to_string()),
+                    Some(&prepared),
+                )
+                .await;
+                return Ok(CdsResponse::default());
+            };
+            if self.def.mode == Mode::Shadow || self.model.manifest.status == ModelStatus::Shadow {
+                inc(&self.metrics.shadow);
+                tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, "shadow: scored and recorded, no card");
+                self.record(
+                    &facts,
+                    &self.model,
+                    "shadow",
+                    Some(risk),
+                    Some(indicator_name(indicator)),
+                    None,
                     Some(&prepared),
                 )
                 .await;
                 return Ok(CdsResponse::default());
             }
-        };
-        // An order check also fires when creatinine is already rising (KDIGO stage ≥ 1).
-        let rising = self
-            .def
-            .orders
-            .as_ref()
-            .filter(|(o, _)| o.fire_on_rising_creatinine)
-            .and_then(|_| rising_creatinine(spec, matrix));
-        let indicator = match (self.indicator(risk), &rising) {
-            (Some(i), _) => Some(i),
-            (None, Some(_)) => Some(Indicator::Warning),
-            (None, None) => None,
-        };
-        let Some(indicator) = indicator else {
-            self.record(
-                &facts,
-                &self.model,
-                "below_threshold",
-                Some(risk),
-                None,
-                None,
-                Some(&prepared),
-            )
-            .await;
-            return Ok(CdsResponse::default());
-        };
-        if self.def.mode == Mode::Shadow || self.model.manifest.status == ModelStatus::Shadow {
-            inc(&self.metrics.shadow);
-            tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, "shadow: scored and recorded, no card");
-            self.record(
-                &facts,
-                &self.model,
-                "shadow",
-                Some(risk),
-                Some(indicator_name(indicator)),
-                None,
-                Some(&prepared),
-            )
-            .await;
-            return Ok(CdsResponse::default());
-        }
-        let (shown, notes) = {
-            // One decision at a time per call within a dedup group (see DedupLocks).
-            let lock = self
-                .def
-                .alerts
-                .dedup_group
-                .as_deref()
-                .map(|g| self.env.dedup.lock_for(g, &request.hook_instance));
-            let _held = match &lock {
-                Some(l) => Some(l.lock().await),
-                None => None,
-            };
-            let verdict = match self.duplicate_of(&facts, &prepared).await {
-                Some(reason) => Verdict::Deduplicate { reason },
-                None => self.verdict(&facts, indicator).await,
-            };
-            let (shown, outcome, reason) = match verdict {
-                Verdict::Show(i) => (Some(i), "shown", None),
-                Verdict::Downgrade { reason } => {
-                    (Some(Indicator::Info), "downgraded", Some(reason))
+            let (shown, notes) = {
+                // One decision at a time per call within a dedup group (see DedupLocks).
+                let lock = self
+                    .def
+                    .alerts
+                    .dedup_group
+                    .as_deref()
+                    .map(|g| self.env.dedup.lock_for(g, &request.hook_instance));
+                let _held = match &lock {
+                    Some(l) => Some(l.lock().await),
+                    None => None,
+                };
+                let verdict = match self.duplicate_of(&facts, &prepared).await {
+                    Some(reason) => Verdict::Deduplicate { reason },
+                    None => self.verdict(&facts, indicator).await,
+                };
+                let (shown, outcome, reason) = match verdict {
+                    Verdict::Show(i) => (Some(i), "shown", None),
+                    Verdict::Downgrade { reason } => {
+                        (Some(Indicator::Info), "downgraded", Some(reason))
+                    }
+                    Verdict::Suppress { reason } => (None, "suppressed", Some(reason)),
+                    Verdict::Deduplicate { reason } => (None, "deduplicated", Some(reason)),
+                };
+                let counter = match outcome {
+                    "downgraded" => Some(&self.metrics.downgraded),
+                    "suppressed" => Some(&self.metrics.suppressed),
+                    "deduplicated" => Some(&self.metrics.deduplicated),
+                    _ => None,
+                };
+                if let Some(c) = counter {
+                    inc(c);
+                    tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, outcome, "card held back by a guardrail");
                 }
-                Verdict::Suppress { reason } => (None, "suppressed", Some(reason)),
-                Verdict::Deduplicate { reason } => (None, "deduplicated", Some(reason)),
+                let shown_name = shown.map(indicator_name);
+                self.record(
+                    &facts,
+                    &self.model,
+                    outcome,
+                    Some(risk),
+                    shown_name,
+                    reason.as_deref(),
+                    Some(&prepared),
+                )
+                .await;
+                let Some(shown) = shown else {
+                    return Ok(CdsResponse::default());
+                };
+                let mut notes: Vec<String> =
+                    reason.into_iter().map(|r| format!("_{r}._")).collect();
+                if let Some(words) = &rising {
+                    notes.push(words.clone());
+                }
+                (shown, notes)
             };
-            let counter = match outcome {
-                "downgraded" => Some(&self.metrics.downgraded),
-                "suppressed" => Some(&self.metrics.suppressed),
-                "deduplicated" => Some(&self.metrics.deduplicated),
-                _ => None,
-            };
-            if let Some(c) = counter {
-                inc(c);
-                tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, outcome, "card held back by a guardrail");
-            }
-            let shown_name = shown.map(indicator_name);
-            self.record(
+            // The explanation, only now that a card will be shown (outside the dedup lock). Late or
+            // failed, the card still goes, with its trends and the app link but no drivers.
+            let contributions = scoring::contributions(&self.model, &prepared, risk, deadline)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no explanation in time; card without drivers");
+                    Vec::new()
+                });
+            let card = self.card(
                 &facts,
-                &self.model,
-                outcome,
-                Some(risk),
-                shown_name,
-                reason.as_deref(),
-                Some(&prepared),
-            )
-            .await;
-            let Some(shown) = shown else {
-                return Ok(CdsResponse::default());
-            };
-            let mut notes: Vec<String> = reason.into_iter().map(|r| format!("_{r}._")).collect();
-            if let Some(words) = &rising {
-                notes.push(words.clone());
-            }
-            (shown, notes)
+                &supplies,
+                &prepared,
+                &gathered,
+                risk,
+                shown,
+                &contributions,
+                &drafts,
+                notes,
+            );
+            inc(&self.metrics.cards);
+            Ok::<CdsResponse, ServiceError>(CdsResponse {
+                cards: vec![checked(card)],
+                system_actions: Vec::new(),
+            })
         };
-        // The explanation, only now that a card will be shown (outside the dedup lock). Late or
-        // failed, the card still goes, with its trends and the app link but no drivers.
-        let contributions = scoring::contributions(&self.model, &prepared, risk, deadline)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no explanation in time; card without drivers");
-                Vec::new()
-            });
-        let card = self.card(
-            &facts,
-            &supplies,
-            &prepared,
-            &gathered,
-            risk,
-            shown,
-            &contributions,
-            &drafts,
-            notes,
-        );
-        inc(&self.metrics.cards);
-        Ok(CdsResponse {
-            cards: vec![checked(card)],
-            system_actions: Vec::new(),
-        })
+        let ((), answer) = tokio::join!(shadows_recorded, decided);
+        answer
     }
 
     /// Scores every shadow version of the model on the same observations.
