@@ -222,29 +222,11 @@ async fn browse_with(url: String, wait_for: &str, screenshot: &Path, feedback: V
     if !feedback.is_null() {
         args["feedback"] = feedback;
     }
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(repo().join("tests/smart/browse.mjs"))
-            .arg(args.to_string())
-            .current_dir(repo().join("tests/smart"))
-            .output()
-            .expect("node must be installed")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result: Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "browse.mjs gave no result; stdout: {stdout}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    let (ok, result) = tokio::task::spawn_blocking(move || common::run_node("browse.mjs", &args))
+        .await
+        .unwrap();
     assert!(
-        out.status.success() && result.get("error").is_none(),
+        ok && result.get("error").is_none(),
         "headless Chromium could not complete the launch: {}",
         result["error"]
     );
@@ -575,9 +557,37 @@ async fn patient_with_a_card(gw: &Smart, cohort: &common::cohort::Cohort) -> (Va
     panic!("no cohort patient with a deterioration onset got a card an hour before it");
 }
 
+/// A deterioration prediction about `patient_id`, `hours` ago, as the gateway records one.
+fn deterioration_record(
+    id: String,
+    patient_id: &str,
+    hours: i64,
+    (risk, outcome, indicator, reason): (Option<f64>, &'static str, Option<&str>, Option<&str>),
+) -> bedside::store::PredictionRecord {
+    bedside::store::PredictionRecord {
+        hook_instance: format!("earlier-{id}"),
+        id,
+        at: chrono::Utc::now() - chrono::Duration::hours(hours),
+        service_id: "deterioration".into(),
+        hook: "patient-view".into(),
+        model: "deterioration".into(),
+        model_version: "1.0.0".into(),
+        mode: "active",
+        patient_id: Some(patient_id.into()),
+        unit: Some("ward-4".into()),
+        risk,
+        indicator: indicator.map(str::to_owned),
+        outcome,
+        reason: reason.map(str::to_owned),
+        input_refs: Vec::new(),
+        tensor_sha256: None,
+        latency_ms: 12.0,
+    }
+}
+
 /// Earlier assessments of the same patient, as the gateway would have recorded them.
 async fn seed_history(db: &Path, patient_id: &str) -> (String, usize) {
-    use bedside::store::{PredictionRecord, Store};
+    use bedside::store::Store;
     let store = Store::open(db).await.unwrap();
     let now = chrono::Utc::now();
     // (hours ago, risk, outcome, indicator, reason)
@@ -608,25 +618,12 @@ async fn seed_history(db: &Path, patient_id: &str) -> (String, usize) {
             shown = id.clone();
         }
         store
-            .record_prediction(&PredictionRecord {
+            .record_prediction(&deterioration_record(
                 id,
-                at: now - chrono::Duration::hours(hours),
-                service_id: "deterioration".into(),
-                hook: "patient-view".into(),
-                hook_instance: format!("earlier-{i}"),
-                model: "deterioration".into(),
-                model_version: "1.0.0".into(),
-                mode: "active",
-                patient_id: Some(patient_id.into()),
-                unit: Some("ward-4".into()),
-                risk,
-                indicator: indicator.map(str::to_owned),
-                outcome,
-                reason: reason.map(str::to_owned),
-                input_refs: Vec::new(),
-                tensor_sha256: None,
-                latency_ms: 12.0,
-            })
+                patient_id,
+                hours,
+                (risk, outcome, indicator, reason),
+            ))
             .await
             .unwrap();
     }
@@ -823,34 +820,21 @@ async fn app_feedback_needs_csrf_a_reason_and_the_patients_own_card() {
     let auth = AuthServer::start();
     let gw = gateway(&auth).await;
     let (own, _) = seed_history(&gw.db, PATIENT).await;
-    let (other, _) = {
+    let other = {
         // A card about another patient, in the same store.
         let store = bedside::store::Store::open(&gw.db).await.unwrap();
         let id = "11111111-0000-4000-8000-000000000001".to_owned();
         store
-            .record_prediction(&bedside::store::PredictionRecord {
-                id: id.clone(),
-                at: chrono::Utc::now(),
-                service_id: "deterioration".into(),
-                hook: "patient-view".into(),
-                hook_instance: "other".into(),
-                model: "deterioration".into(),
-                model_version: "1.0.0".into(),
-                mode: "active",
-                patient_id: Some("another-patient".into()),
-                unit: None,
-                risk: Some(0.3),
-                indicator: Some("warning".into()),
-                outcome: "shown",
-                reason: None,
-                input_refs: Vec::new(),
-                tensor_sha256: None,
-                latency_ms: 1.0,
-            })
+            .record_prediction(&deterioration_record(
+                id.clone(),
+                "another-patient",
+                0,
+                (Some(0.3), "shown", Some("warning"), None),
+            ))
             .await
             .unwrap();
         store.close().await;
-        (id, ())
+        id
     };
     let cookie = signed_in(&gw, &auth).await;
     let (_, page) = app_page(&gw, &cookie).await;

@@ -359,10 +359,11 @@ pub fn detail_without_window_bounds(card: &Value) -> String {
         .join("\n")
 }
 
-/// Runs `tests/smart/reference-client.mjs` with `args`; its JSON answer.
-pub fn reference_client(args: &Value) -> Value {
+/// Runs the Node script `tests/smart/<script>` with `args` (one JSON argument); whether it
+/// exited 0, and the JSON line it printed last.
+pub fn run_node(script: &str, args: &Value) -> (bool, Value) {
     let out = std::process::Command::new("node")
-        .arg(repo().join("tests/smart/reference-client.mjs"))
+        .arg(repo().join("tests/smart").join(script))
         .arg(args.to_string())
         .current_dir(repo().join("tests/smart"))
         .output()
@@ -374,10 +375,16 @@ pub fn reference_client(args: &Value) -> Value {
         .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| {
             panic!(
-                "reference-client.mjs gave no result: {stdout}\n{}",
+                "{script} gave no result; stdout: {stdout}\nstderr: {}",
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-    assert!(out.status.success(), "reference client failed: {result}");
+    (out.status.success(), result)
+}
+
+/// Runs `tests/smart/reference-client.mjs` with `args`; its JSON answer.
+pub fn reference_client(args: &Value) -> Value {
+    let (ok, result) = run_node("reference-client.mjs", args);
+    assert!(ok, "reference client failed: {result}");
     result
 }
