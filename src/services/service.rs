@@ -28,7 +28,7 @@ use crate::fhir::projection::{self, ObservationView, LOINC};
 use crate::fhir::time::parse_instant;
 use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::{Card, CdsResponse, HookRequest, Indicator};
-use crate::inference::{LoadedModel, ModelStatus};
+use crate::inference::{InferenceError, LoadedModel, ModelStatus};
 use crate::metrics::{inc, ServiceMetrics};
 use crate::store::PredictionRecord;
 
@@ -59,6 +59,16 @@ struct CallFacts<'r> {
     unit: String,
     now: DateTime<Utc>,
     started: Instant,
+}
+
+/// What the decision after scoring works from.
+struct Call<'a> {
+    facts: &'a CallFacts<'a>,
+    supplies: &'a [Supply<'a>],
+    gathered: &'a Gathered<'a>,
+    prepared: &'a Prepared,
+    drafts: &'a [DraftOrder],
+    deadline: Instant,
 }
 
 impl CdsService {
@@ -211,148 +221,177 @@ impl CdsService {
                 .await;
             }
         };
-        let decided = async {
-            let risk = match active {
-                Ok(risk) => risk,
-                Err(e) => {
-                    // Answer on time without this model's card rather than late or with an error.
-                    inc(&self.metrics.no_score);
-                    tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no score");
-                    self.record(
-                        &facts,
-                        &self.model,
-                        "no_score",
-                        None,
-                        None,
-                        Some(&e.to_string()),
-                        Some(&prepared),
-                    )
-                    .await;
-                    return Ok(CdsResponse::default());
-                }
-            };
-            // An order check also fires when creatinine is already rising (KDIGO stage ≥ 1).
-            let rising = self
-                .def
-                .orders
-                .as_ref()
-                .filter(|(o, _)| o.fire_on_rising_creatinine)
-                .and_then(|_| rising_creatinine(spec, matrix));
-            let indicator = match (self.indicator(risk), &rising) {
-                (Some(i), _) => Some(i),
-                (None, Some(_)) => Some(Indicator::Warning),
-                (None, None) => None,
-            };
-            let Some(indicator) = indicator else {
+        let decided = self.decide(
+            Call {
+                facts: &facts,
+                supplies: &supplies,
+                gathered: &gathered,
+                prepared: &prepared,
+                drafts: &drafts,
+                deadline,
+            },
+            active,
+        );
+        let ((), answer) = tokio::join!(shadows_recorded, decided);
+        answer
+    }
+
+    /// The active model's answer once it has scored: thresholds, shadow mode, guardrails
+    /// (dedup, suppression, budget), then, for a card that will be shown, its explanation.
+    /// Every outcome is recorded.
+    async fn decide(
+        &self,
+        call: Call<'_>,
+        active: Result<f32, InferenceError>,
+    ) -> Result<CdsResponse, ServiceError> {
+        let Call {
+            facts,
+            supplies,
+            gathered,
+            prepared,
+            drafts,
+            deadline,
+        } = call;
+        let request = facts.request;
+        let spec = &self.model.features;
+        let matrix = &prepared.matrix;
+        let risk = match active {
+            Ok(risk) => risk,
+            Err(e) => {
+                // Answer on time without this model's card rather than late or with an error.
+                inc(&self.metrics.no_score);
+                tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no score");
                 self.record(
-                    &facts,
+                    facts,
                     &self.model,
-                    "below_threshold",
-                    Some(risk),
+                    "no_score",
                     None,
                     None,
-                    Some(&prepared),
-                )
-                .await;
-                return Ok(CdsResponse::default());
-            };
-            if self.def.mode == Mode::Shadow || self.model.manifest.status == ModelStatus::Shadow {
-                inc(&self.metrics.shadow);
-                tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, "shadow: scored and recorded, no card");
-                self.record(
-                    &facts,
-                    &self.model,
-                    "shadow",
-                    Some(risk),
-                    Some(indicator_name(indicator)),
-                    None,
-                    Some(&prepared),
+                    Some(&e.to_string()),
+                    Some(prepared),
                 )
                 .await;
                 return Ok(CdsResponse::default());
             }
-            let (shown, notes) = {
-                // One decision at a time per call within a dedup group (see DedupLocks).
-                let lock = self
-                    .def
-                    .alerts
-                    .dedup_group
-                    .as_deref()
-                    .map(|g| self.env.dedup.lock_for(g, &request.hook_instance));
-                let _held = match &lock {
-                    Some(l) => Some(l.lock().await),
-                    None => None,
-                };
-                let verdict = match self.duplicate_of(&facts, &prepared).await {
-                    Some(reason) => Verdict::Deduplicate { reason },
-                    None => self.verdict(&facts, indicator).await,
-                };
-                let (shown, outcome, reason) = match verdict {
-                    Verdict::Show(i) => (Some(i), "shown", None),
-                    Verdict::Downgrade { reason } => {
-                        (Some(Indicator::Info), "downgraded", Some(reason))
-                    }
-                    Verdict::Suppress { reason } => (None, "suppressed", Some(reason)),
-                    Verdict::Deduplicate { reason } => (None, "deduplicated", Some(reason)),
-                };
-                let counter = match outcome {
-                    "downgraded" => Some(&self.metrics.downgraded),
-                    "suppressed" => Some(&self.metrics.suppressed),
-                    "deduplicated" => Some(&self.metrics.deduplicated),
-                    _ => None,
-                };
-                if let Some(c) = counter {
-                    inc(c);
-                    tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, outcome, "card held back by a guardrail");
-                }
-                let shown_name = shown.map(indicator_name);
-                self.record(
-                    &facts,
-                    &self.model,
-                    outcome,
-                    Some(risk),
-                    shown_name,
-                    reason.as_deref(),
-                    Some(&prepared),
-                )
-                .await;
-                let Some(shown) = shown else {
-                    return Ok(CdsResponse::default());
-                };
-                let mut notes: Vec<String> =
-                    reason.into_iter().map(|r| format!("_{r}._")).collect();
-                if let Some(words) = &rising {
-                    notes.push(words.clone());
-                }
-                (shown, notes)
-            };
-            // The explanation, only now that a card will be shown (outside the dedup lock). Late or
-            // failed, the card still goes, with its trends and the app link but no drivers.
-            let contributions = scoring::contributions(&self.model, &prepared, risk, deadline)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no explanation in time; card without drivers");
-                    Vec::new()
-                });
-            let card = self.card(
-                &facts,
-                &supplies,
-                &prepared,
-                &gathered,
-                risk,
-                shown,
-                &contributions,
-                &drafts,
-                notes,
-            );
-            inc(&self.metrics.cards);
-            Ok::<CdsResponse, ServiceError>(CdsResponse {
-                cards: vec![checked(card)],
-                system_actions: Vec::new(),
-            })
         };
-        let ((), answer) = tokio::join!(shadows_recorded, decided);
-        answer
+        // An order check also fires when creatinine is already rising (KDIGO stage ≥ 1).
+        let rising = self
+            .def
+            .orders
+            .as_ref()
+            .filter(|(o, _)| o.fire_on_rising_creatinine)
+            .and_then(|_| rising_creatinine(spec, matrix));
+        let indicator = match (self.indicator(risk), &rising) {
+            (Some(i), _) => Some(i),
+            (None, Some(_)) => Some(Indicator::Warning),
+            (None, None) => None,
+        };
+        let Some(indicator) = indicator else {
+            self.record(
+                facts,
+                &self.model,
+                "below_threshold",
+                Some(risk),
+                None,
+                None,
+                Some(prepared),
+            )
+            .await;
+            return Ok(CdsResponse::default());
+        };
+        if self.def.mode == Mode::Shadow || self.model.manifest.status == ModelStatus::Shadow {
+            inc(&self.metrics.shadow);
+            tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, "shadow: scored and recorded, no card");
+            self.record(
+                facts,
+                &self.model,
+                "shadow",
+                Some(risk),
+                Some(indicator_name(indicator)),
+                None,
+                Some(prepared),
+            )
+            .await;
+            return Ok(CdsResponse::default());
+        }
+        let (shown, notes) = {
+            // One decision at a time per call within a dedup group (see DedupLocks).
+            let lock = self
+                .def
+                .alerts
+                .dedup_group
+                .as_deref()
+                .map(|g| self.env.dedup.lock_for(g, &request.hook_instance));
+            let _held = match &lock {
+                Some(l) => Some(l.lock().await),
+                None => None,
+            };
+            let verdict = match self.duplicate_of(facts, prepared).await {
+                Some(reason) => Verdict::Deduplicate { reason },
+                None => self.verdict(facts, indicator).await,
+            };
+            let (shown, outcome, reason) = match verdict {
+                Verdict::Show(i) => (Some(i), "shown", None),
+                Verdict::Downgrade { reason } => {
+                    (Some(Indicator::Info), "downgraded", Some(reason))
+                }
+                Verdict::Suppress { reason } => (None, "suppressed", Some(reason)),
+                Verdict::Deduplicate { reason } => (None, "deduplicated", Some(reason)),
+            };
+            let counter = match outcome {
+                "downgraded" => Some(&self.metrics.downgraded),
+                "suppressed" => Some(&self.metrics.suppressed),
+                "deduplicated" => Some(&self.metrics.deduplicated),
+                _ => None,
+            };
+            if let Some(c) = counter {
+                inc(c);
+                tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, outcome, "card held back by a guardrail");
+            }
+            let shown_name = shown.map(indicator_name);
+            self.record(
+                facts,
+                &self.model,
+                outcome,
+                Some(risk),
+                shown_name,
+                reason.as_deref(),
+                Some(prepared),
+            )
+            .await;
+            let Some(shown) = shown else {
+                return Ok(CdsResponse::default());
+            };
+            let mut notes: Vec<String> = reason.into_iter().map(|r| format!("_{r}._")).collect();
+            if let Some(words) = &rising {
+                notes.push(words.clone());
+            }
+            (shown, notes)
+        };
+        // The explanation, only now that a card will be shown (outside the dedup lock). Late or
+        // failed, the card still goes, with its trends and the app link but no drivers.
+        let contributions = scoring::contributions(&self.model, prepared, risk, deadline)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no explanation in time; card without drivers");
+                Vec::new()
+            });
+        let card = self.card(
+            facts,
+            supplies,
+            prepared,
+            gathered,
+            risk,
+            shown,
+            &contributions,
+            drafts,
+            notes,
+        );
+        inc(&self.metrics.cards);
+        Ok(CdsResponse {
+            cards: vec![checked(card)],
+            system_actions: Vec::new(),
+        })
     }
 
     /// Scores every shadow version of the model on the same observations.
