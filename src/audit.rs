@@ -80,7 +80,11 @@ pub fn audit_event(row: &StoredAudit) -> Value {
         "action": action,
         "recorded": row.at,
         "outcome": outcome,
-        "outcomeDesc": format!("{} (HTTP {}, {} cards) for service {}", row.outcome, row.http_status, row.cards, row.service_id),
+        "outcomeDesc": if row.calls > 1 {
+            format!("{} (HTTP {}) for service {}: {} unauthenticated calls, aggregated", row.outcome, row.http_status, row.service_id, row.calls)
+        } else {
+            format!("{} (HTTP {}, {} cards) for service {}", row.outcome, row.http_status, row.cards, row.service_id)
+        },
         "agent": agents,
         "source": {
             "observer": {"display": "bedside gateway"},
@@ -220,6 +224,7 @@ mod tests {
             outcome: "answered".into(),
             http_status: status,
             cards: 1,
+            calls: 1,
         }
     }
 

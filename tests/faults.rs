@@ -61,6 +61,12 @@ async fn a_locked_store_answers_feedback_503_and_writes_nothing_then_recovers() 
     let keys = KeyServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bedside.db");
+    common::seed_cards(
+        &db,
+        &common::test_client_scope(),
+        &["locked-card".to_owned()],
+    )
+    .await;
     let gw = Gateway::start(GatewayOptions {
         jwks_url: Some(keys.jwks_url()),
         db: Some(db.clone()),
@@ -117,6 +123,12 @@ async fn a_locked_store_answers_feedback_503_and_writes_nothing_then_recovers() 
 async fn every_acknowledged_feedback_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bedside.db");
+    // The cards, as the gateway (authentication off: the unnamed client) gave them.
+    const CARDS_PER_CLIENT: usize = 4000;
+    let ids: Vec<String> = (0..4)
+        .flat_map(|c| (0..CARDS_PER_CLIENT).map(move |i| format!("kill9-{c}-{i}")))
+        .collect();
+    common::seed_cards(&db, &bedside::store::Scope::default(), &ids).await;
     let port = free_port();
     let config = process::config(dir.path(), port, &db, "");
     let mut bedside = BedsideProcess::start(&config, port, "warn");
@@ -129,7 +141,7 @@ async fn every_acknowledged_feedback_survives_kill_9() {
         clients.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             let client = http();
-            for i in 0..100_000 {
+            for i in 0..CARDS_PER_CLIENT {
                 let card = format!("kill9-{c}-{i}");
                 match client.post(&url).json(&feedback_item(&card)).send().await {
                     Ok(r) if r.status() == 200 => acknowledged.push(card),
@@ -242,6 +254,12 @@ async fn a_full_database_answers_feedback_503_and_keeps_every_acknowledged_item(
     let keys = KeyServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bedside.db");
+    // The cards feedback is about, as the gateway recorded them when it gave them to this
+    // client (feedback is taken only on the caller's own cards).
+    let ids: Vec<String> = (0..60)
+        .flat_map(|i| (0..2).map(move |k| format!("card-{i}-{k}")))
+        .collect();
+    common::seed_cards(&db, &common::test_client_scope(), &ids).await;
     let gw = Gateway::start(GatewayOptions {
         jwks_url: Some(keys.jwks_url()),
         db: Some(db.clone()),

@@ -116,17 +116,38 @@ async fn invalid_feedback_is_refused_and_nothing_is_stored() {
 #[tokio::test]
 async fn the_spec_feedback_examples_are_accepted() {
     let keys = KeyServer::start().await;
-    let gw = Gateway::with_keys(&keys).await;
-    for name in [
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bedside.db");
+    let names = [
         "suggestion-accepted",
         "overridden-without-reason",
         "overridden-with-reason",
-    ] {
-        let body: Value = serde_json::from_str(&common::fixture(&format!(
-            "spec/cds-hooks-2.0/feedback/{name}.json"
-        )))
-        .unwrap();
-        let (status, answer) = post_feedback(&gw, &body).await;
+    ];
+    let bodies: Vec<Value> = names
+        .iter()
+        .map(|name| {
+            serde_json::from_str(&common::fixture(&format!(
+                "spec/cds-hooks-2.0/feedback/{name}.json"
+            )))
+            .unwrap()
+        })
+        .collect();
+    // The examples' cards, as if bedside had given them to this client: feedback is taken
+    // only on the caller's own cards.
+    let cards: Vec<String> = bodies
+        .iter()
+        .flat_map(|b| b["feedback"].as_array().unwrap().clone())
+        .map(|item| item["card"].as_str().unwrap().to_owned())
+        .collect();
+    common::seed_cards(&db, &common::test_client_scope(), &cards).await;
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        db: Some(db),
+        ..Default::default()
+    })
+    .await;
+    for (name, body) in names.iter().zip(&bodies) {
+        let (status, answer) = post_feedback(&gw, body).await;
         assert_eq!(status, 200, "{name}: {answer}");
     }
     let store = Store::open(&gw.db).await.unwrap();

@@ -97,7 +97,11 @@ fn manifest(name: &str, version: &str) -> Manifest {
 
 /// The prediction record of one call, via the report-side reader of the store.
 async fn prediction(gw: &Gateway, service: &str, hook_instance: &str, model: &Manifest) -> Value {
-    let id = bedside::cards::card_uuid(service, hook_instance, model);
+    // Card uuids are per client and tenant (`Scope::call_key`): these calls are the test
+    // client's, with the tenant its tokens carry.
+    let key = bedside::store::Scope::new(Some(common::ISS), Some("test-tenant"), None)
+        .call_key(hook_instance);
+    let id = bedside::cards::card_uuid(service, &key, model);
     let (status, body) = admin(
         gw,
         reqwest::Method::GET,

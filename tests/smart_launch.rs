@@ -565,6 +565,7 @@ fn deterioration_record(
     (risk, outcome, indicator, reason): (Option<f64>, &'static str, Option<&str>, Option<&str>),
 ) -> bedside::store::PredictionRecord {
     bedside::store::PredictionRecord {
+        scope: Default::default(),
         hook_instance: format!("earlier-{id}"),
         id,
         at: chrono::Utc::now() - chrono::Duration::hours(hours),

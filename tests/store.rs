@@ -8,7 +8,7 @@ use serde_json::json;
 
 use bedside::hooks::auth::VerifiedClient;
 use bedside::hooks::wire::Feedback;
-use bedside::store::{AuditRecord, PredictionRecord, Store};
+use bedside::store::{AuditRecord, PatientView, PredictionRecord, Scope, Store};
 use common::postgres::PostgresServer;
 
 /// Runs each scenario (an `async fn(&Store)` below) as `sqlite::<name>` and `postgres::<name>`.
@@ -51,17 +51,18 @@ on_both_backends!(
     alerts_shown_counts_only_shown_active_alerts_of_the_unit,
     the_report_counts_exactly_what_was_recorded,
     concurrent_records_share_commits_and_each_caller_sees_its_own,
+    one_ehrs_state_never_reaches_another_ehrs_patient_with_the_same_id,
 );
 
 #[tokio::test]
 async fn migrations_apply_once_and_a_reconnect_finds_them_applied_on_postgres() {
     let server = PostgresServer::start().await;
     let first = Store::connect(&server.url()).await.unwrap();
-    let pseudonym = first.pseudonym("p1").await.unwrap();
+    let pseudonym = first.pseudonym("", "p1").await.unwrap();
     first.record_prediction(&prediction("c1")).await.unwrap();
     first.close().await;
     let second = Store::connect(&server.url()).await.unwrap();
-    assert_eq!(second.pseudonym("p1").await.unwrap(), pseudonym);
+    assert_eq!(second.pseudonym("", "p1").await.unwrap(), pseudonym);
     assert!(second.prediction("c1").await.unwrap().is_some());
     second.close().await;
 }
@@ -90,6 +91,7 @@ fn at(days: i64, hms_ms: &str) -> DateTime<Utc> {
 /// An active, shown warning prediction of `deterioration` for patient `p1` on unit `4B`.
 fn prediction(id: &str) -> PredictionRecord {
     PredictionRecord {
+        scope: Scope::default(),
         id: id.to_owned(),
         at: at(0, "10:00:00.000"),
         service_id: "deterioration".to_owned(),
@@ -225,7 +227,7 @@ async fn a_prediction_reads_back_and_keeps_only_the_patient_pseudonym(store: &St
     store.record_prediction(&p).await.unwrap();
 
     let got = store.prediction("card-7").await.unwrap().unwrap();
-    let pseudonym = store.pseudonym(raw_patient).await.unwrap();
+    let pseudonym = store.pseudonym("", raw_patient).await.unwrap();
     assert_eq!(got.patient_hash.as_deref(), Some(pseudonym.as_str()));
     assert_eq!(got.input_refs, p.input_refs);
     assert_eq!(got.at, p.at);
@@ -358,31 +360,46 @@ async fn last_shown_respects_service_patient_mode_outcome_and_since(store: &Stor
         store.record_prediction(&p).await.unwrap();
     }
     let last = store
-        .last_shown("deterioration", "p1", since)
+        .last_shown(&Scope::default(), "deterioration", "p1", since)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(last.id, "downgraded");
     let last = store
-        .last_shown("deterioration", "p1", at(0, "07:00:00.000"))
+        .last_shown(
+            &Scope::default(),
+            "deterioration",
+            "p1",
+            at(0, "07:00:00.000"),
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(last.id, "downgraded", "newest first, whatever the window");
     assert!(store
-        .last_shown("deterioration", "p1", at(0, "10:00:00.001"))
+        .last_shown(
+            &Scope::default(),
+            "deterioration",
+            "p1",
+            at(0, "10:00:00.001")
+        )
         .await
         .unwrap()
         .is_none());
     let last = store
-        .last_shown("deterioration", "p1", at(0, "10:00:00.000"))
+        .last_shown(
+            &Scope::default(),
+            "deterioration",
+            "p1",
+            at(0, "10:00:00.000"),
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(last.id, "downgraded", "`since` is inclusive");
     assert_eq!(
         store
-            .last_shown("sepsis", "p1", since)
+            .last_shown(&Scope::default(), "sepsis", "p1", since)
             .await
             .unwrap()
             .unwrap()
@@ -391,7 +408,7 @@ async fn last_shown_respects_service_patient_mode_outcome_and_since(store: &Stor
     );
     assert_eq!(
         store
-            .last_shown("deterioration", "p2", since)
+            .last_shown(&Scope::default(), "deterioration", "p2", since)
             .await
             .unwrap()
             .unwrap()
@@ -399,7 +416,7 @@ async fn last_shown_respects_service_patient_mode_outcome_and_since(store: &Stor
         "other-patient"
     );
     assert!(store
-        .last_shown("deterioration", "p3", since)
+        .last_shown(&Scope::default(), "deterioration", "p3", since)
         .await
         .unwrap()
         .is_none());
@@ -448,18 +465,36 @@ async fn last_override_finds_only_that_reason_on_this_patients_cards(store: &Sto
 
     let since = now - Duration::hours(1);
     let found = store
-        .last_override("deterioration", "p1", "already-aware", since)
+        .last_override(
+            &Scope::default(),
+            "deterioration",
+            "p1",
+            "already-aware",
+            since,
+        )
         .await
         .unwrap();
     assert_eq!(found.map(|f| f.timestamp()), Some(t(40).timestamp()));
     let found = store
-        .last_override("deterioration", "p1", "not-relevant", since)
+        .last_override(
+            &Scope::default(),
+            "deterioration",
+            "p1",
+            "not-relevant",
+            since,
+        )
         .await
         .unwrap();
     assert_eq!(found.map(|f| f.timestamp()), Some(t(30).timestamp()));
     assert_eq!(
         store
-            .last_override("deterioration", "p1", "already-aware", t(35))
+            .last_override(
+                &Scope::default(),
+                "deterioration",
+                "p1",
+                "already-aware",
+                t(35)
+            )
             .await
             .unwrap(),
         None,
@@ -467,18 +502,30 @@ async fn last_override_finds_only_that_reason_on_this_patients_cards(store: &Sto
     );
     assert_eq!(
         store
-            .last_override("deterioration", "p4", "already-aware", since)
+            .last_override(
+                &Scope::default(),
+                "deterioration",
+                "p4",
+                "already-aware",
+                since
+            )
             .await
             .unwrap(),
         None
     );
     let found = store
-        .last_override("sepsis", "p1", "already-aware", since)
+        .last_override(&Scope::default(), "sepsis", "p1", "already-aware", since)
         .await
         .unwrap();
     assert_eq!(found.map(|f| f.timestamp()), Some(t(1).timestamp()));
     let skewed = store
-        .last_override("deterioration", "p3", "already-aware", since)
+        .last_override(
+            &Scope::default(),
+            "deterioration",
+            "p3",
+            "already-aware",
+            since,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -572,23 +619,41 @@ async fn alerts_shown_counts_only_shown_active_alerts_of_the_unit(store: &Store)
         p.at = when;
         store.record_prediction(&p).await.unwrap();
     }
-    assert_eq!(store.alerts_shown("4B", since).await.unwrap(), 2);
     assert_eq!(
         store
-            .alerts_shown("4B", at(0, "08:00:00.001"))
+            .alerts_shown(&Scope::default(), "4B", since)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .alerts_shown(&Scope::default(), "4B", at(0, "08:00:00.001"))
             .await
             .unwrap(),
         1
     );
     assert_eq!(
         store
-            .alerts_shown("4B", at(-1, "00:00:00.000"))
+            .alerts_shown(&Scope::default(), "4B", at(-1, "00:00:00.000"))
             .await
             .unwrap(),
         3
     );
-    assert_eq!(store.alerts_shown("ICU", since).await.unwrap(), 1);
-    assert_eq!(store.alerts_shown("5C", since).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .alerts_shown(&Scope::default(), "ICU", since)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .alerts_shown(&Scope::default(), "5C", since)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 async fn the_report_counts_exactly_what_was_recorded(store: &Store) {
@@ -834,6 +899,7 @@ async fn the_report_counts_exactly_what_was_recorded(store: &Store) {
     for r in &rows {
         store
             .record_prediction(&PredictionRecord {
+                scope: Scope::default(),
                 id: r.id.to_owned(),
                 at: r.at,
                 service_id: r.service.to_owned(),
@@ -1070,4 +1136,118 @@ async fn concurrent_records_share_commits_and_each_caller_sees_its_own(store: &S
     );
     a.unwrap();
     b.unwrap();
+}
+
+/// Security review (issue 14, item 5): two EHRs whose patients share the id `p1` are two
+/// patients. Suppression, "already aware", alert budgets, feedback ownership and the SMART
+/// app's view each read only the caller's own rows.
+async fn one_ehrs_state_never_reaches_another_ehrs_patient_with_the_same_id(store: &Store) {
+    let a = Scope::new(
+        Some("https://ehr-a.test/cds"),
+        Some("t1"),
+        Some("https://A.test/fhir/"),
+    );
+    let b = Scope::new(
+        Some("https://ehr-b.test/cds"),
+        Some("t1"),
+        Some("https://b.test/fhir"),
+    );
+    assert_eq!(a.fhir_server, "https://a.test/fhir");
+    assert_ne!(a.call_key("hi-1"), b.call_key("hi-1"));
+    assert_ne!(
+        store.pseudonym(&a.fhir_server, "p1").await.unwrap(),
+        store.pseudonym(&b.fhir_server, "p1").await.unwrap()
+    );
+    let mut of_b = prediction("card-of-b");
+    of_b.scope = b.clone();
+    store.record_prediction(&of_b).await.unwrap();
+    let since = at(0, "09:00:00.000");
+    // A card shown to B does not suppress A's card for its own p1.
+    assert!(store
+        .last_shown(&a, "deterioration", "p1", since)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .last_shown(&b, "deterioration", "p1", since)
+            .await
+            .unwrap()
+            .map(|p| p.id),
+        Some("card-of-b".to_owned())
+    );
+    // B's "already aware" does not silence A.
+    post(
+        store,
+        "deterioration",
+        &[overridden(
+            "card-of-b",
+            Some("already-aware"),
+            at(0, "10:01:00.000"),
+        )],
+    )
+    .await;
+    let since_override = chrono::Utc::now() - Duration::days(3650);
+    assert!(store
+        .last_override(&a, "deterioration", "p1", "already-aware", since_override)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .last_override(&b, "deterioration", "p1", "already-aware", since_override)
+        .await
+        .unwrap()
+        .is_some());
+    // "4B" of B's hospital is not A's "4B".
+    assert_eq!(store.alerts_shown(&a, "4B", since).await.unwrap(), 0);
+    assert_eq!(store.alerts_shown(&b, "4B", since).await.unwrap(), 1);
+    // Feedback is taken only on the caller's own cards.
+    let mut of_a = prediction("card-of-a");
+    of_a.scope = a.clone();
+    store.record_prediction(&of_a).await.unwrap();
+    assert_eq!(
+        store
+            .cards_not_given_to(&a, &["card-of-b", "card-of-a", "no-such-card"])
+            .await
+            .unwrap(),
+        vec![0, 2]
+    );
+    // The SMART app on A's FHIR server, for a client allowed there, sees A's p1 only.
+    let view = PatientView {
+        fhir_servers: vec!["https://a.test/fhir".to_owned()],
+        clients: vec![("https://ehr-a.test/cds".to_owned(), None)],
+    };
+    let seen: Vec<String> = store
+        .predictions_for_patient(&view, "p1", since)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(seen, vec!["card-of-a".to_owned()]);
+    assert!(store
+        .prediction_about("card-of-b", &view, "p1")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .prediction_about("card-of-a", &view, "p1")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .feedback_for_patient(&view, "p1", since_override)
+        .await
+        .unwrap()
+        .is_empty());
+    // A tenant-bound rule admits that tenant only.
+    let other_tenant = PatientView {
+        clients: vec![("https://ehr-a.test/cds".to_owned(), Some("t2".to_owned()))],
+        ..view
+    };
+    assert!(store
+        .predictions_for_patient(&other_tenant, "p1", since)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -39,6 +39,9 @@ pub enum HookError {
     },
     #[error(transparent)]
     Service(#[from] ServiceError),
+    /// Feedback about a card bedside did not give this client (another EHR's, or none).
+    #[error("no card `{card}` was given to this client")]
+    UnknownCard { field: String, card: String },
     #[error("feedback could not be stored; retry later")]
     StoreUnavailable(#[from] StoreError),
     #[error("the request body could not be read")]
@@ -66,6 +69,7 @@ impl HookError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::WrongHook { .. } => "wrong_hook",
             Self::Service(e) => e.code(),
+            Self::UnknownCard { .. } => "unknown_card",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::BodyRead => "body_read_error",
             Self::BodyTimeout => "request_timeout",
@@ -79,6 +83,7 @@ impl HookError {
         match self {
             Self::InvalidRequest { field, .. } => field.clone(),
             Self::WrongHook { .. } => Some("hook".to_owned()),
+            Self::UnknownCard { field, .. } => Some(field.clone()),
             Self::Service(e) => e.field(),
             _ => None,
         }
@@ -140,7 +145,7 @@ impl ResponseError for HookError {
             Self::StoreUnavailable(_) | Self::ModelUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::UnknownModel(_) => StatusCode::NOT_FOUND,
+            Self::UnknownModel(_) | Self::UnknownCard { .. } => StatusCode::NOT_FOUND,
             Self::InsufficientData(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }

@@ -111,6 +111,7 @@ async fn answer_hook(
     };
     audit.user_id = text("userId");
     audit.patient_id = text("patientId");
+    audit.fhir_server = request.fhir_server.as_deref().map(crate::store::fhir_base);
     validate_request(&request)?;
     if request.hook != service.hook() {
         return Err(HookError::WrongHook {
@@ -173,6 +174,10 @@ fn finish_audit<T>(
 ) {
     use actix_web::ResponseError as _;
     audit.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    // Only services that exist are named in the trail: the path is the caller's text.
+    if matches!(result, Err(HookError::UnknownService(_))) {
+        audit.service_id = "(unknown)".into();
+    }
     match result {
         Ok(_) => {
             audit.outcome = "answered".into();
@@ -247,6 +252,31 @@ async fn store_feedback(
             })?;
         validate_feedback(&parsed, i)?;
         items.push((parsed, item.get()));
+    }
+    // Only the caller's own cards: another EHR's "already aware" must not silence this one's
+    // patient, nor its feedback reach this one's record.
+    let scope = crate::store::Scope::new(
+        client.as_ref().map(|c| c.iss.as_str()),
+        client.as_ref().and_then(|c| c.tenant.as_deref()),
+        None,
+    );
+    let cards: Vec<&str> = items.iter().map(|(f, _)| f.card.as_str()).collect();
+    if let Some(&i) = state
+        .store
+        .cards_not_given_to(&scope, &cards)
+        .await?
+        .first()
+    {
+        return Err(HookError::UnknownCard {
+            field: format!("feedback[{i}].card"),
+            card: cards
+                .get(i)
+                .copied()
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .collect(),
+        });
     }
     let stored = state
         .store

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Timelike, Utc};
 
 use super::policy::{AlertBudget, AlertPolicy};
 use crate::hooks::wire::Indicator;
-use crate::store::{Store, StoreError};
+use crate::store::{Scope, Store, StoreError};
 
 /// What happens to a card that passed the thresholds.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,9 @@ pub enum Verdict {
 
 /// The identity a decision is about.
 pub struct Subject<'a> {
+    /// Whose patient and unit (client, tenant, FHIR server): another EHR's cards and
+    /// overrides never count.
+    pub scope: &'a Scope,
     pub service_id: &'a str,
     pub patient_id: Option<&'a str>,
     pub unit: &'a str,
@@ -51,7 +54,7 @@ pub async fn decide(
     if let Some(budget) = &policy.budget {
         if indicator >= Indicator::Warning {
             let since = shift_start(budget, who.now);
-            let shown = store.alerts_shown(who.unit, since).await?;
+            let shown = store.alerts_shown(who.scope, who.unit, since).await?;
             if shown >= i64::from(budget.per_shift) {
                 return Ok(Verdict::Downgrade {
                     reason: format!(
@@ -75,7 +78,13 @@ async fn suppression(
     if let Some(window) = policy.already_aware_for.and_then(to_chrono) {
         let since = who.now - window;
         if let Some(at) = store
-            .last_override(who.service_id, patient, &policy.already_aware_reason, since)
+            .last_override(
+                who.scope,
+                who.service_id,
+                patient,
+                &policy.already_aware_reason,
+                since,
+            )
             .await?
         {
             return Ok(Some(format!(
@@ -90,7 +99,7 @@ async fn suppression(
         return Ok(None);
     };
     let Some(last) = store
-        .last_shown(who.service_id, patient, who.now - window)
+        .last_shown(who.scope, who.service_id, patient, who.now - window)
         .await?
     else {
         return Ok(None);
@@ -136,21 +145,33 @@ pub fn shift_start(budget: &AlertBudget, now: DateTime<Utc>) -> DateTime<Utc> {
 /// hook call at once cannot both show a card (one process; replicas rely on the record).
 #[derive(Default)]
 pub struct DedupLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// By (group, client, tenant, hookInstance): one EHR's call never waits on another's.
+    #[allow(clippy::type_complexity)]
+    locks: Mutex<HashMap<(String, String, String, String), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl DedupLocks {
-    /// The lock for `group` + `hook_instance`.
-    pub fn lock_for(&self, group: &str, hook_instance: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The lock for `group` + the call (`hook_instance` of the client and tenant of `scope`).
+    pub fn lock_for(
+        &self,
+        group: &str,
+        scope: &Scope,
+        hook_instance: &str,
+    ) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = match self.locks.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
         // Calls are short: forget locks nobody holds, so the map stays small.
         map.retain(|_, l| Arc::strong_count(l) > 1);
-        map.entry(format!("{group}|{hook_instance}"))
-            .or_default()
-            .clone()
+        map.entry((
+            group.to_owned(),
+            scope.client_iss.clone(),
+            scope.tenant.clone(),
+            hook_instance.to_owned(),
+        ))
+        .or_default()
+        .clone()
     }
 }
 

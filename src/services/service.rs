@@ -30,7 +30,7 @@ use crate::hooks::auth::VerifiedClient;
 use crate::hooks::wire::{Card, CdsResponse, HookRequest, Indicator};
 use crate::inference::{InferenceError, LoadedModel, ModelStatus};
 use crate::metrics::{inc, ServiceMetrics};
-use crate::store::PredictionRecord;
+use crate::store::{PredictionRecord, Scope};
 
 /// Contributing observations listed on a card.
 const DRIVERS_SHOWN: usize = 4;
@@ -55,6 +55,10 @@ pub(super) struct Gathered<'s> {
 /// Who and where one call is about.
 struct CallFacts<'r> {
     request: &'r HookRequest<'r>,
+    /// Whose patient this is (client, tenant, FHIR server): every stored state is keyed by it.
+    scope: Scope,
+    /// The call's key within its scope ([`Scope::call_key`]): card uuids derive from it.
+    call_key: String,
     patient_id: Option<&'r str>,
     unit: String,
     now: DateTime<Utc>,
@@ -132,8 +136,15 @@ impl CdsService {
         let started = Instant::now();
         let deadline = started + self.def.deadline;
         inc(&self.metrics.calls);
+        let scope = Scope::new(
+            client.map(|c| c.iss.as_str()),
+            client.and_then(|c| c.tenant.as_deref()),
+            request.fhir_server.as_deref(),
+        );
         let mut facts = CallFacts {
             request,
+            call_key: scope.call_key(&request.hook_instance),
+            scope,
             patient_id: request.context.get("patientId").and_then(|v| v.as_str()),
             unit: client
                 .and_then(|c| c.tenant.clone())
@@ -196,7 +207,7 @@ impl CdsService {
                 Some(&prepared),
             )
             .await;
-            return Ok(self.abstain(request, reason, matrix));
+            return Ok(self.abstain(&facts.call_key, reason, matrix));
         }
 
         let (active, shadow_scores) = tokio::join!(
@@ -316,12 +327,11 @@ impl CdsService {
         }
         let (shown, notes) = {
             // One decision at a time per call within a dedup group (see DedupLocks).
-            let lock = self
-                .def
-                .alerts
-                .dedup_group
-                .as_deref()
-                .map(|g| self.env.dedup.lock_for(g, &request.hook_instance));
+            let lock = self.def.alerts.dedup_group.as_deref().map(|g| {
+                self.env
+                    .dedup
+                    .lock_for(g, &facts.scope, &request.hook_instance)
+            });
             let _held = match &lock {
                 Some(l) => Some(l.lock().await),
                 None => None,
@@ -419,6 +429,7 @@ impl CdsService {
     /// answer lets the card through: a missed suppression is noise, a missed alert is harm.
     async fn verdict(&self, facts: &CallFacts<'_>, indicator: Indicator) -> Verdict {
         let who = Subject {
+            scope: &facts.scope,
             service_id: &self.def.id,
             patient_id: facts.patient_id,
             unit: &facts.unit,
@@ -440,7 +451,7 @@ impl CdsService {
         let mine: Vec<String> = input_refs(prepared);
         let runtime_peers = self.env.peers(group, &self.def.id);
         for (peer_id, manifest) in runtime_peers {
-            let id = cards::card_uuid(&peer_id, &facts.request.hook_instance, &manifest);
+            let id = cards::card_uuid(&peer_id, &facts.call_key, &manifest);
             let Ok(Some(p)) = self.env.store.prediction(&id).await else {
                 continue;
             };
@@ -488,7 +499,7 @@ impl CdsService {
             .filter(|(_, t)| *t >= matrix.window_start)
             .map(|(c, _)| c.clone())
             .collect();
-        let uuid = cards::card_uuid(&self.def.id, &request.hook_instance, &self.model.manifest);
+        let uuid = cards::card_uuid(&self.def.id, &facts.call_key, &self.model.manifest);
         let order = drafts.first();
         let suggestions = suggestions::build(
             &self.def.suggestions,
@@ -504,7 +515,7 @@ impl CdsService {
         cards::risk_card(
             &RiskAssessment {
                 service_id: &self.def.id,
-                hook_instance: &request.hook_instance,
+                hook_instance: &facts.call_key,
                 manifest: &self.model.manifest,
                 matrix,
                 risk,
@@ -535,7 +546,7 @@ impl CdsService {
     ) {
         let m = &model.manifest;
         let record = PredictionRecord {
-            id: cards::card_uuid(&self.def.id, &facts.request.hook_instance, m),
+            id: cards::card_uuid(&self.def.id, &facts.call_key, m),
             at: facts.now,
             service_id: self.def.id.clone(),
             hook: self.def.hook.clone(),
@@ -547,6 +558,7 @@ impl CdsService {
             } else {
                 "active"
             },
+            scope: facts.scope.clone(),
             patient_id: facts.patient_id.map(str::to_owned),
             unit: Some(facts.unit.clone()),
             risk: risk.map(f64::from),
@@ -725,19 +737,14 @@ impl CdsService {
         })
     }
 
-    fn abstain(
-        &self,
-        request: &HookRequest<'_>,
-        reason: String,
-        matrix: &FeatureMatrix,
-    ) -> CdsResponse {
+    fn abstain(&self, call_key: &str, reason: String, matrix: &FeatureMatrix) -> CdsResponse {
         if !self.def.guardrails.abstain_card {
             return CdsResponse::default();
         }
         let card = cards::abstain_card(
             &Abstention {
                 service_id: &self.def.id,
-                hook_instance: &request.hook_instance,
+                hook_instance: call_key,
                 manifest: &self.model.manifest,
                 reason,
                 window_start: matrix.window_start,

@@ -120,7 +120,11 @@ pub async fn feedback(
     };
     let prediction = match state
         .store
-        .prediction_about(&form.prediction, &patient)
+        .prediction_about(
+            &form.prediction,
+            &super::view::patient_view(&state, &session),
+            &patient,
+        )
         .await
     {
         Ok(Some(p)) => p,
@@ -278,6 +282,9 @@ fn audit(
         tenant: None,
         user_id: session.fhir_user.clone(),
         patient_id: Some(patient.to_owned()),
+        // The launched patient is one of the issuer's FHIR server: the same pseudonym as the
+        // predictions about them.
+        fhir_server: Some(crate::store::fhir_base(&session.iss)),
         outcome: outcome.to_owned(),
         http_status,
         cards: 0,

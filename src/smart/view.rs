@@ -14,7 +14,7 @@ use crate::hooks::wire::HookRequest;
 use crate::server::{AppState, Runtime};
 use crate::services::review::{Review, REVIEW_BUDGET};
 use crate::services::CdsService;
-use crate::store::{FeedbackMark, StoredPrediction};
+use crate::store::{fhir_base, FeedbackMark, PatientView, StoredPrediction};
 
 /// How far back the trajectories reach.
 pub const HISTORY: ChronoDuration = ChronoDuration::hours(72);
@@ -89,11 +89,47 @@ pub fn is_fhir_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
+/// The recorded predictions a session may see: those about its patient on its issuer's FHIR
+/// server, made for a CDS client whose allowlist reaches that server (for a tenant's own rule,
+/// that tenant's only). With client authentication off (the demo) there is one, unnamed client,
+/// and calls that named no FHIR server count too. Another EHR's patient with the same id is
+/// never shown.
+pub(crate) fn patient_view(state: &AppState, session: &SmartSession) -> PatientView {
+    let base = fhir_base(&session.iss);
+    let mut view = PatientView {
+        fhir_servers: vec![base.clone()],
+        clients: Vec::new(),
+    };
+    if matches!(state.auth, crate::hooks::auth::ClientAuth::Disabled) {
+        view.fhir_servers.push(String::new());
+        view.clients.push((String::new(), None));
+        return view;
+    }
+    let Ok(url) = url::Url::parse(&base) else {
+        return view;
+    };
+    let admits =
+        |rules: &[crate::fhir::OriginRule]| crate::fhir::egress::check(rules, &url).is_ok();
+    for client in &state.config.clients {
+        if admits(&client.fhir_servers) {
+            view.clients.push((client.iss.clone(), None));
+        }
+        for (tenant, rules) in &client.tenant_fhir_servers {
+            if admits(rules) {
+                view.clients
+                    .push((client.iss.clone(), Some(tenant.clone())));
+            }
+        }
+    }
+    view
+}
+
 /// Gathers the page for `patient_id` of `session`.
 pub async fn gather(state: &AppState, session: &SmartSession, patient_id: &str) -> AppView {
     let now = Utc::now();
     let from = now - HISTORY;
     let opened = OpenedFrom::parse(session.app_context.as_deref());
+    let records = patient_view(state, session);
     let runtime = state.runtime();
     let deadline = Instant::now() + REVIEW_BUDGET;
     let server = state
@@ -104,8 +140,10 @@ pub async fn gather(state: &AppState, session: &SmartSession, patient_id: &str) 
     let server_ref = server.as_ref().map_err(String::as_str);
 
     let (history, feedback, store_problem) = match tokio::join!(
-        state.store.predictions_for_patient(patient_id, from),
-        state.store.feedback_for_patient(patient_id, from)
+        state
+            .store
+            .predictions_for_patient(&records, patient_id, from),
+        state.store.feedback_for_patient(&records, patient_id, from)
     ) {
         (Ok(h), Ok(f)) => (h, f, None),
         (Err(e), _) | (_, Err(e)) => {
@@ -120,7 +158,7 @@ pub async fn gather(state: &AppState, session: &SmartSession, patient_id: &str) 
     let opened_prediction = match &opened.prediction {
         Some(id) => state
             .store
-            .prediction_about(id, patient_id)
+            .prediction_about(id, &records, patient_id)
             .await
             .ok()
             .flatten(),

@@ -25,10 +25,12 @@ mod audit;
 mod group_commit;
 mod predictions;
 mod report;
+mod scope;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
-pub use predictions::{FeedbackMark, PredictionRecord, StoredPrediction};
+pub use predictions::{FeedbackMark, PatientView, PredictionRecord, StoredPrediction};
 pub use report::{Report, ServiceReport, ShadowAgreement, Tally};
+pub use scope::{fhir_base, Scope};
 
 use crate::config::Config;
 use crate::hooks::auth::VerifiedClient;
@@ -345,7 +347,7 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         assert_eq!(store.backend_name(), "sqlite");
         assert_eq!(store.feedback_count().await.unwrap(), 0);
-        let pseudonym = store.pseudonym("p1").await.unwrap();
+        let pseudonym = store.pseudonym("", "p1").await.unwrap();
         store.close().await;
         assert!(path.is_file(), "the file is where it was asked for");
 
@@ -355,9 +357,9 @@ mod tests {
                 .fetch_all(&reopened.pool)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2, 3]);
+        assert_eq!(applied, [1, 2, 3, 4]);
         assert_eq!(
-            reopened.pseudonym("p1").await.unwrap(),
+            reopened.pseudonym("", "p1").await.unwrap(),
             pseudonym,
             "the salt survives a reopen"
         );

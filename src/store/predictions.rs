@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{parse_timestamp, timestamp, Store, StoreError};
+use super::{parse_timestamp, timestamp, Scope, Store, StoreError};
 
 /// Every scored, abstained, suppressed or shadow call of a service: the audit trail behind each card.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +25,9 @@ pub struct PredictionRecord {
     pub model_version: String,
     /// `"active"` (its card may be shown) or `"shadow"` (scored and recorded only).
     pub mode: &'static str,
+    /// Whose call it was: client, tenant, FHIR server. Every later read about the patient
+    /// (suppression, budgets, the SMART app, feedback) is limited to the same scope.
+    pub scope: Scope,
     /// The raw `context.patientId`; stored ONLY as the salted pseudonym (the same as audit's).
     pub patient_id: Option<String>,
     /// The ward/unit the alert budget counts against.
@@ -67,6 +70,12 @@ pub struct StoredPrediction {
     pub model_version: String,
     /// `active` or `shadow`.
     pub mode: String,
+    /// The client (JWT `iss`) the card was given to; empty when authentication was off.
+    pub client_iss: String,
+    /// The tenant it was given to; empty when the call had none.
+    pub tenant: String,
+    /// The FHIR server (normalised base) the patient is from; empty without `fhirServer`.
+    pub fhir_server: String,
     /// The salted pseudonym of `context.patientId` (see [`Store::pseudonym`]).
     pub patient_hash: Option<String>,
     /// The ward/unit.
@@ -98,6 +107,9 @@ struct PredictionRow {
     model: String,
     model_version: String,
     mode: String,
+    client_iss: String,
+    tenant: String,
+    fhir_server: String,
     patient_hash: Option<String>,
     unit: Option<String>,
     risk: Option<f64>,
@@ -111,7 +123,7 @@ struct PredictionRow {
 
 /// The columns of [`PredictionRow`], for every `SELECT` of predictions.
 const COLUMNS: &str = "id, at, service_id, hook, hook_instance, model, model_version, mode,
-    patient_hash, unit, risk, indicator, outcome, reason, input_refs, tensor_sha256, latency_ms";
+    client_iss, tenant, fhir_server, patient_hash, unit, risk, indicator, outcome, reason, input_refs, tensor_sha256, latency_ms";
 
 impl TryFrom<PredictionRow> for StoredPrediction {
     type Error = StoreError;
@@ -130,6 +142,9 @@ impl TryFrom<PredictionRow> for StoredPrediction {
             model: row.model,
             model_version: row.model_version,
             mode: row.mode,
+            client_iss: row.client_iss,
+            tenant: row.tenant,
+            fhir_server: row.fhir_server,
             patient_hash: row.patient_hash,
             unit: row.unit,
             risk: row.risk,
@@ -158,8 +173,9 @@ pub(super) async fn insert_prediction(
     sqlx::query(
         "INSERT INTO predictions (id, at, service_id, hook, hook_instance, model,
             model_version, mode, patient_hash, unit, risk, indicator, outcome, reason,
-            input_refs, tensor_sha256, latency_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+            input_refs, tensor_sha256, latency_ms, client_iss, tenant, fhir_server)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+            $18, $19, $20)
          ON CONFLICT (id) DO NOTHING",
     )
     // Not a cached prepared statement: sqlx 0.8's Any driver sends a NULL f64 to
@@ -185,6 +201,9 @@ pub(super) async fn insert_prediction(
     .bind(&r.input_refs)
     .bind(&p.tensor_sha256)
     .bind(p.latency_ms)
+    .bind(&p.scope.client_iss)
+    .bind(&p.scope.tenant)
+    .bind(&p.scope.fhir_server)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -196,7 +215,7 @@ impl Store {
     /// of an id already stored is ignored: the first record of a card stands.
     pub async fn record_prediction(&self, p: &PredictionRecord) -> Result<(), StoreError> {
         let patient_hash = match &p.patient_id {
-            Some(id) => Some(self.pseudonym(id).await?),
+            Some(id) => Some(self.pseudonym(&p.scope.fhir_server, id).await?),
             None => None,
         };
         let input_refs = serde_json::to_string(&p.input_refs)
@@ -241,17 +260,20 @@ impl Store {
         .transpose()
     }
 
-    /// Most recent `shown` or `downgraded` active prediction of `service_id` for this patient since `since`.
+    /// Most recent `shown` or `downgraded` active prediction of `service_id` for this patient
+    /// of this scope since `since`.
     pub async fn last_shown(
         &self,
+        scope: &Scope,
         service_id: &str,
         patient_id: &str,
         since: DateTime<Utc>,
     ) -> Result<Option<StoredPrediction>, StoreError> {
-        let patient_hash = self.pseudonym(patient_id).await?;
+        let patient_hash = self.pseudonym(&scope.fhir_server, patient_id).await?;
         sqlx::query_as::<_, PredictionRow>(&format!(
             "SELECT {COLUMNS} FROM predictions
              WHERE service_id = $1 AND patient_hash = $2 AND at >= $3
+               AND client_iss = $4 AND tenant = $5
                AND mode = 'active' AND outcome IN ('shown', 'downgraded')
              ORDER BY at DESC, id DESC
              LIMIT 1"
@@ -259,6 +281,8 @@ impl Store {
         .bind(service_id)
         .bind(patient_hash)
         .bind(timestamp(since))
+        .bind(&scope.client_iss)
+        .bind(&scope.tenant)
         .fetch_optional(&self.pool)
         .await?
         .map(StoredPrediction::try_from)
@@ -271,17 +295,19 @@ impl Store {
     /// received the feedback: an EHR clock running fast cannot stretch a suppression.
     pub async fn last_override(
         &self,
+        scope: &Scope,
         service_id: &str,
         patient_id: &str,
         reason_code: &str,
         since: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let patient_hash = self.pseudonym(patient_id).await?;
+        let patient_hash = self.pseudonym(&scope.fhir_server, patient_id).await?;
         // The time returned is at most `received_at`, so `received_at >= since` loses nothing.
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT f.outcome_timestamp, f.received_at
              FROM predictions p JOIN feedback f ON f.card_uuid = p.id
              WHERE p.service_id = $1 AND p.patient_hash = $2
+               AND p.client_iss = $5 AND p.tenant = $6
                AND f.outcome = 'overridden' AND f.override_reason_code = $3
                AND f.received_at >= $4",
         )
@@ -289,6 +315,8 @@ impl Store {
         .bind(patient_hash)
         .bind(reason_code)
         .bind(timestamp(since))
+        .bind(&scope.client_iss)
+        .bind(&scope.tenant)
         .fetch_all(&self.pool)
         .await?;
         let mut latest = None;
@@ -303,15 +331,24 @@ impl Store {
         Ok(latest)
     }
 
-    /// Warning/critical cards actually shown (outcome "shown", indicator warning|critical, mode active) for `unit` since `since`.
-    pub async fn alerts_shown(&self, unit: &str, since: DateTime<Utc>) -> Result<i64, StoreError> {
+    /// Warning/critical cards actually shown (outcome "shown", indicator warning|critical,
+    /// mode active) for `unit` of this client and tenant since `since`: "Ward 5" of one
+    /// hospital is not "Ward 5" of another.
+    pub async fn alerts_shown(
+        &self,
+        scope: &Scope,
+        unit: &str,
+        since: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM predictions
-             WHERE unit = $1 AND at >= $2
+             WHERE client_iss = $3 AND tenant = $4 AND unit = $1 AND at >= $2
                AND mode = 'active' AND outcome = 'shown' AND indicator IN ('warning', 'critical')",
         )
         .bind(unit)
         .bind(timestamp(since))
+        .bind(&scope.client_iss)
+        .bind(&scope.tenant)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -331,48 +368,76 @@ pub struct FeedbackMark {
 }
 
 impl Store {
-    /// Every prediction about this patient since `since`, oldest first: the SMART app's
-    /// trajectories. The id is pseudonymised first, as when it was recorded.
+    /// Every prediction about this patient of `view` since `since`, oldest first: the SMART
+    /// app's trajectories. The id is pseudonymised first, as when it was recorded.
     pub async fn predictions_for_patient(
         &self,
+        view: &PatientView,
         patient_id: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<StoredPrediction>, StoreError> {
-        let patient_hash = self.pseudonym(patient_id).await?;
-        sqlx::query_as::<_, PredictionRow>(&format!(
-            "SELECT {COLUMNS} FROM predictions
-             WHERE patient_hash = $1 AND at >= $2
-             ORDER BY at, id"
-        ))
-        .bind(patient_hash)
-        .bind(timestamp(since))
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(StoredPrediction::try_from)
-        .collect()
+        let mut found = Vec::new();
+        for fhir_server in &view.fhir_servers {
+            let patient_hash = self.pseudonym(fhir_server, patient_id).await?;
+            let rows = sqlx::query_as::<_, PredictionRow>(&format!(
+                "SELECT {COLUMNS} FROM predictions
+                 WHERE patient_hash = $1 AND fhir_server = $2 AND at >= $3
+                 ORDER BY at, id"
+            ))
+            .bind(patient_hash)
+            .bind(fhir_server)
+            .bind(timestamp(since))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                let p = StoredPrediction::try_from(row)?;
+                if view.admits(&p) {
+                    found.push(p);
+                }
+            }
+        }
+        found.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        Ok(found)
     }
 
-    /// Feedback on this patient's cards received since `since` (CDS Hooks feedback and the
-    /// SMART app's alike), oldest first.
+    /// Feedback on the cards of this patient of `view` received since `since` (CDS Hooks
+    /// feedback and the SMART app's alike), oldest first.
     pub async fn feedback_for_patient(
         &self,
+        view: &PatientView,
         patient_id: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<FeedbackMark>, StoreError> {
-        let patient_hash = self.pseudonym(patient_id).await?;
-        let rows: Vec<(String, String, Option<String>, String, String)> = sqlx::query_as(
-            "SELECT f.card_uuid, f.outcome, f.override_reason_code, f.outcome_timestamp, f.received_at
-             FROM predictions p JOIN feedback f ON f.card_uuid = p.id
-             WHERE p.patient_hash = $1 AND f.received_at >= $2
-             ORDER BY f.id",
-        )
-        .bind(patient_hash)
-        .bind(timestamp(since))
-        .fetch_all(&self.pool)
-        .await?;
+        type Row = (
+            i64,
+            String,
+            String,
+            Option<String>,
+            String,
+            String,
+            String,
+            String,
+        );
+        let mut rows: Vec<Row> = Vec::new();
+        for fhir_server in &view.fhir_servers {
+            let patient_hash = self.pseudonym(fhir_server, patient_id).await?;
+            let found: Vec<Row> = sqlx::query_as(
+                "SELECT f.id, f.card_uuid, f.outcome, f.override_reason_code, f.outcome_timestamp,
+                        f.received_at, p.client_iss, p.tenant
+                 FROM predictions p JOIN feedback f ON f.card_uuid = p.id
+                 WHERE p.patient_hash = $1 AND p.fhir_server = $2 AND f.received_at >= $3
+                 ORDER BY f.id",
+            )
+            .bind(patient_hash)
+            .bind(fhir_server)
+            .bind(timestamp(since))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.extend(found.into_iter().filter(|r| view.admits_client(&r.6, &r.7)));
+        }
+        rows.sort_by_key(|r| r.0);
         let mut marks = Vec::with_capacity(rows.len());
-        for (card_uuid, outcome, reason_code, outcome_timestamp, received_at) in rows {
+        for (_, card_uuid, outcome, reason_code, outcome_timestamp, received_at, _, _) in rows {
             let received = parse_timestamp(&received_at)?;
             let at = parse_timestamp(&outcome_timestamp).map_or(received, |t| t.min(received));
             marks.push(FeedbackMark {
@@ -385,17 +450,69 @@ impl Store {
         Ok(marks)
     }
 
-    /// The prediction `id` if it is about this patient, else `None`: the app takes feedback
-    /// only on the launched patient's own cards.
+    /// The prediction `id` if it is about this patient of `view`, else `None`: the app takes
+    /// feedback only on the launched patient's own cards.
     pub async fn prediction_about(
         &self,
         id: &str,
+        view: &PatientView,
         patient_id: &str,
     ) -> Result<Option<StoredPrediction>, StoreError> {
         let Some(p) = self.prediction(id).await? else {
             return Ok(None);
         };
-        let hash = self.pseudonym(patient_id).await?;
+        if !view.fhir_servers.contains(&p.fhir_server) || !view.admits(&p) {
+            return Ok(None);
+        }
+        let hash = self.pseudonym(&p.fhir_server, patient_id).await?;
         Ok((p.patient_hash.as_deref() == Some(hash.as_str())).then_some(p))
+    }
+
+    /// Which of `cards` were not given to this client and tenant (unknown cards included):
+    /// CDS Hooks feedback is taken only on the caller's own cards, so one EHR cannot mark
+    /// another's card "already aware" and silence its patient.
+    pub async fn cards_not_given_to(
+        &self,
+        scope: &Scope,
+        cards: &[&str],
+    ) -> Result<Vec<usize>, StoreError> {
+        let mut foreign = Vec::new();
+        for (i, card) in cards.iter().enumerate() {
+            let owner: Option<(String, String)> =
+                sqlx::query_as("SELECT client_iss, tenant FROM predictions WHERE id = $1")
+                    .bind(*card)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if owner.is_none_or(|(iss, tenant)| iss != scope.client_iss || tenant != scope.tenant) {
+                foreign.push(i);
+            }
+        }
+        Ok(foreign)
+    }
+}
+
+/// Which recorded scopes a SMART session may see for its patient: the FHIR servers the patient
+/// id belongs to (the session's issuer; with client authentication off, also calls that named
+/// no FHIR server), and the clients whose allowlists reach that issuer (a rule for one tenant
+/// admits that tenant only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientView {
+    /// Normalised FHIR bases (see [`super::scope::fhir_base`]).
+    pub fhir_servers: Vec<String>,
+    /// `(client iss, Some(tenant))` admits that tenant only; `None` any tenant of the client.
+    pub clients: Vec<(String, Option<String>)>,
+}
+
+impl PatientView {
+    /// Whether `p` was recorded for a client this view admits.
+    pub fn admits(&self, p: &StoredPrediction) -> bool {
+        self.admits_client(&p.client_iss, &p.tenant)
+    }
+
+    /// Whether records of client `iss` for `tenant` are visible in this view.
+    pub fn admits_client(&self, iss: &str, tenant: &str) -> bool {
+        self.clients
+            .iter()
+            .any(|(c, t)| c == iss && t.as_deref().is_none_or(|t| t == tenant))
     }
 }

@@ -388,3 +388,52 @@ pub fn reference_client(args: &Value) -> Value {
     assert!(ok, "reference client failed: {result}");
     result
 }
+
+/// Records `ids` in the store at `db` as cards the gateway gave to `scope` (client, tenant):
+/// feedback is taken only on the caller's own cards, so tests that post feedback in bulk
+/// first make the cards exist, as a hook call would have.
+pub async fn seed_cards(db: &Path, scope: &bedside::store::Scope, ids: &[String]) {
+    let store = bedside::store::Store::open(db).await.unwrap();
+    let mut writers = Vec::new();
+    for chunk in ids.chunks(ids.len().div_ceil(16).max(1)) {
+        let store = store.clone();
+        let scope = scope.clone();
+        let chunk = chunk.to_vec();
+        writers.push(tokio::spawn(async move {
+            for id in chunk {
+                store
+                    .record_prediction(&bedside::store::PredictionRecord {
+                        scope: scope.clone(),
+                        hook_instance: format!("seeded-{id}"),
+                        id,
+                        at: chrono::Utc::now(),
+                        service_id: "deterioration".into(),
+                        hook: "patient-view".into(),
+                        model: "deterioration".into(),
+                        model_version: "1.0.0".into(),
+                        mode: "active",
+                        patient_id: Some("seeded-patient".into()),
+                        unit: None,
+                        risk: Some(0.5),
+                        indicator: Some("warning".into()),
+                        outcome: "shown",
+                        reason: None,
+                        input_refs: Vec::new(),
+                        tensor_sha256: None,
+                        latency_ms: 1.0,
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    store.close().await;
+}
+
+/// The scope of the test client's calls (`ISS`, tenant `test-tenant`).
+pub fn test_client_scope() -> bedside::store::Scope {
+    bedside::store::Scope::new(Some(ISS), Some("test-tenant"), None)
+}
