@@ -263,6 +263,12 @@ pub struct RawFhir {
     pub max_response_bytes: usize,
     #[serde(default = "default_fhir_max_resources")]
     pub max_resources: usize,
+    /// Most pages one fetch reads (default 100); past it the fetch fails.
+    #[serde(default = "default_fhir_max_pages")]
+    pub max_pages: usize,
+    /// Most bytes of all pages of one fetch together (default 32 MiB); past it the fetch fails.
+    #[serde(default = "default_fhir_max_fetch_bytes")]
+    pub max_fetch_bytes: usize,
     #[serde(default = "default_fhir_retries")]
     pub max_retries: u32,
     #[serde(default = "default_post_search_above")]
@@ -277,6 +283,8 @@ impl Default for RawFhir {
             scoring_reserve: default_scoring_reserve(),
             max_response_bytes: default_fhir_max_bytes(),
             max_resources: default_fhir_max_resources(),
+            max_pages: default_fhir_max_pages(),
+            max_fetch_bytes: default_fhir_max_fetch_bytes(),
             max_retries: default_fhir_retries(),
             post_search_above: default_post_search_above(),
         }
@@ -294,6 +302,12 @@ fn default_fhir_max_bytes() -> usize {
 }
 fn default_fhir_max_resources() -> usize {
     FhirSettings::default().max_resources
+}
+fn default_fhir_max_pages() -> usize {
+    FhirSettings::default().max_pages
+}
+fn default_fhir_max_fetch_bytes() -> usize {
+    FhirSettings::default().max_fetch_bytes
 }
 fn default_fhir_retries() -> u32 {
     FhirSettings::default().max_retries
@@ -389,6 +403,11 @@ pub struct RawClient {
     /// Extra `fhirServer` origins for calls whose JWT carries a given `tenant`.
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+    /// FHIR origins where this client's calls that bring no `fhirAuthorization` may have
+    /// bedside's own SMART Backend Services token used. Each must be an exact entry of
+    /// `fhir_servers`; needs `[backend_services]`. Empty (default): never.
+    #[serde(default)]
+    pub backend_services: Vec<String>,
 }
 
 /// `[[clients.tenants]]`: one organisation behind a shared client `iss`.
@@ -399,6 +418,10 @@ pub struct RawTenant {
     pub tenant: String,
     /// Origins allowed for this tenant's calls only (same syntax as `fhir_servers`).
     pub fhir_servers: Vec<String>,
+    /// As the client's `backend_services`, for this tenant's calls only; each must be an
+    /// exact entry of this tenant's or the client's `fhir_servers`.
+    #[serde(default)]
+    pub backend_services: Vec<String>,
 }
 fn default_algorithms() -> Vec<String> {
     vec!["RS384".to_owned(), "ES384".to_owned()]
@@ -425,7 +448,8 @@ pub struct RawBackendServices {
     /// `/.well-known/smart-configuration`.
     #[serde(default)]
     pub token_endpoint: Option<String>,
-    /// FHIR server origins that get bedside's token; never sent to any other.
+    /// Removed; refused at start-up. It gave bedside's token to every client whose allowlist
+    /// reached a listed server. Grants are per client now (`[[clients]] backend_services`).
     #[serde(default)]
     pub fhir_servers: Vec<String>,
     /// Cap on one discovery or token request (default 5 s).
@@ -820,10 +844,19 @@ impl Config {
         };
         let api_tokens = token_digests("api_tokens", &raw.api_tokens);
         let admin_tokens = token_digests("admin_tokens", &raw.admin_tokens);
-        let backend_services = raw
+        let mut backend_services = raw
             .backend_services
             .as_ref()
             .and_then(|b| validate_backend_services(b, &mut errors));
+        let grants = validate_backend_grants(
+            &raw.clients,
+            &clients,
+            raw.backend_services.is_some(),
+            &mut errors,
+        );
+        if let Some(b) = backend_services.as_mut() {
+            b.grants = grants;
+        }
         let smart = validate_smart(&raw.smart, &mut errors);
         if !errors.problems.is_empty() {
             return Err(errors);
@@ -947,17 +980,14 @@ fn validate_backend_services(
             .map_err(|e| errors.push(format!("{key}.token_endpoint"), e))
             .ok()
     });
-    let mut fhir_servers = Vec::new();
-    for (i, server) in raw.fhir_servers.iter().enumerate() {
-        match parse_http_url(server) {
-            Ok(url) if url.path() == "/" && url.query().is_none() && !server.contains('*') => {
-                fhir_servers.push(url.origin().ascii_serialization());
-            }
-            _ => errors.push(
-                format!("{key}.fhir_servers[{i}]"),
-                format!("`{server}` is not an origin (scheme://host[:port], no path or wildcard)"),
-            ),
-        }
+    if !raw.fhir_servers.is_empty() {
+        errors.push(
+            format!("{key}.fhir_servers"),
+            "no longer supported: one global list let any client whose allowlist reaches a \
+             listed server have bedside's own token used for its calls. Grant it per client: \
+             `backend_services = [\"https://fhir.hospital.example\"]` on the [[clients]] (or \
+             [[clients.tenants]]) entry whose calls may use it",
+        );
     }
     let scopes = raw.scopes.clone().unwrap_or_else(|| {
         crate::smart_backend::DEFAULT_SCOPES
@@ -983,9 +1013,87 @@ fn validate_backend_services(
         key: signing?,
         scope: scopes.join(" "),
         token_endpoint,
-        fhir_servers,
+        // Filled from the client entries by `validate_backend_grants`.
+        grants: Vec::new(),
         timeout: raw.timeout,
     })
+}
+
+/// The `backend_services` lists of the client and tenant entries. Each entry must be an exact
+/// origin on the same entry's allowlist exactly (a grant never rests on a wildcard, which
+/// would let the caller pick the server), and any grant needs `[backend_services]`.
+fn validate_backend_grants(
+    raw: &[RawClient],
+    clients: &[TrustedClient],
+    configured: bool,
+    errors: &mut ConfigErrors,
+) -> Vec<crate::smart_backend::BackendGrant> {
+    let mut grants = Vec::new();
+    for (i, (raw_client, client)) in raw.iter().zip(clients).enumerate() {
+        let key = format!("clients[{i}]");
+        let tenants = raw_client.tenants.iter().enumerate().map(|(j, t)| {
+            let rules = client
+                .tenant_fhir_servers
+                .get(j)
+                .map(|(_, r)| r.as_slice())
+                .unwrap_or_default();
+            let list_key = format!("{key}.tenants[{j}].backend_services");
+            (Some(t.tenant.clone()), &t.backend_services, rules, list_key)
+        });
+        let entries = std::iter::once((
+            None,
+            &raw_client.backend_services,
+            &[][..],
+            format!("{key}.backend_services"),
+        ))
+        .chain(tenants);
+        for (tenant, list, tenant_rules, list_key) in entries {
+            if list.is_empty() {
+                continue;
+            }
+            if !configured {
+                errors.push(
+                    list_key,
+                    "needs a [backend_services] table (bedside's client id and key)",
+                );
+                continue;
+            }
+            let mut fhir_servers = Vec::new();
+            for (k, server) in list.iter().enumerate() {
+                match parse_http_url(server) {
+                    Ok(url)
+                        if url.path() == "/" && url.query().is_none() && !server.contains('*') =>
+                    {
+                        let listed = client
+                            .fhir_servers
+                            .iter()
+                            .chain(tenant_rules)
+                            .any(|r| r.names_exactly(&url));
+                        if listed {
+                            fhir_servers.push(url.origin().ascii_serialization());
+                        } else {
+                            errors.push(
+                                format!("{list_key}[{k}]"),
+                                format!("`{server}` is not an exact entry of this client's (or tenant's) fhir_servers"),
+                            );
+                        }
+                    }
+                    _ => errors.push(
+                        format!("{list_key}[{k}]"),
+                        format!(
+                            "`{server}` is not an origin (scheme://host[:port], no path or wildcard)"
+                        ),
+                    ),
+                }
+            }
+            grants.push(crate::smart_backend::BackendGrant {
+                iss: client.iss.clone(),
+                tenant,
+                fhir_servers,
+            });
+        }
+    }
+    grants
 }
 
 fn validate_smart(raw: &RawSmart, errors: &mut ConfigErrors) -> SmartSettings {
@@ -1231,6 +1339,8 @@ fn validate_fhir(raw: &RawFhir, errors: &mut ConfigErrors) -> FhirConfig {
     for (key, zero) in [
         ("fhir.max_response_bytes", raw.max_response_bytes == 0),
         ("fhir.max_resources", raw.max_resources == 0),
+        ("fhir.max_pages", raw.max_pages == 0),
+        ("fhir.max_fetch_bytes", raw.max_fetch_bytes == 0),
         ("fhir.connect_timeout", raw.connect_timeout.is_zero()),
     ] {
         if zero {
@@ -1242,6 +1352,8 @@ fn validate_fhir(raw: &RawFhir, errors: &mut ConfigErrors) -> FhirConfig {
             connect_timeout: raw.connect_timeout,
             max_response_bytes: raw.max_response_bytes,
             max_resources: raw.max_resources,
+            max_pages: raw.max_pages,
+            max_fetch_bytes: raw.max_fetch_bytes,
             max_retries: raw.max_retries,
             post_search_above: raw.post_search_above,
         },

@@ -5,11 +5,19 @@
 //! `client_credentials` grant; the EHR verifies it against bedside's public key, which bedside
 //! publishes at `GET /.well-known/jwks.json` ([`configure`]). The token endpoint comes from the
 //! FHIR server's `/.well-known/smart-configuration` unless configured. Tokens are cached per
-//! (token endpoint, scope) until 60 s before they expire; concurrent callers wait for one
-//! in-flight request. Only FHIR servers listed in `[backend_services] fhir_servers` ever get
-//! bedside's token. Neither tokens nor assertions are logged or put into error messages.
+//! (token endpoint, scope) until 60 s before they expire (an hour at most); concurrent callers
+//! wait for one in-flight request.
+//!
+//! bedside's token is a capability of bedside, not of the caller, so using it on a caller's
+//! behalf is a grant ([`BackendGrant`], `backend_services` on a `[[clients]]` or
+//! `[[clients.tenants]]` entry): only a trusted client's calls (that tenant's, when the grant is
+//! on a tenant) get it, only for the FHIR origins granted to them, and only after that caller's
+//! own egress check passed (the API takes a [`FhirServer`], which exists only then). The
+//! discovered token endpoint must pass the same caller's egress policy, and every connection
+//! goes through the egress pools (no proxy). Discovery is cached per origin, both caches are
+//! bounded. Neither tokens nor assertions are logged or put into error messages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -23,7 +31,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use url::Url;
 
-use crate::fhir::FhirError;
+use crate::fhir::connect::Pools;
+use crate::fhir::{EgressPolicy, EgressRefusal, FhirError, FhirServer, Reach};
 use crate::server::AppState;
 
 /// Scopes requested when `[backend_services] scopes` is not set: read and search of what the
@@ -47,14 +56,23 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// Cap on a discovery document or token response body.
 const MAX_BODY: usize = 64 * 1024;
+/// Longest a token is cached, whatever its `expires_in` says (the profile suggests 5 min).
+const MAX_TOKEN_CACHE: Duration = Duration::from_secs(3600);
+/// Entries per cache (discovered endpoints, tokens): beyond it, entries not in use are
+/// dropped, and if all are in use the request goes uncached.
+const MAX_CACHED: usize = 256;
 
 /// Why bedside could not obtain its own token. `Display` never contains a token, an
 /// assertion or a private key: it is safe to log.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
-    /// The FHIR server is not in `[backend_services] fhir_servers`: no token is ever sent there.
-    #[error("{0} is not in [backend_services] fhir_servers")]
-    NotEnabled(String),
+    /// No `backend_services` grant covers this caller and FHIR server: no token is requested.
+    #[error("no backend_services grant for this client and {0}")]
+    NotGranted(String),
+    /// The token endpoint (discovered, or its connection's resolved address) is refused by
+    /// the caller's egress policy: nothing was sent there.
+    #[error("token endpoint refused by the egress policy: {0}")]
+    EgressRefused(EgressRefusal),
     /// The FHIR server's `/.well-known/smart-configuration` was unusable.
     #[error("SMART configuration: {0}")]
     Discovery(String),
@@ -89,7 +107,8 @@ impl BackendError {
     /// A short, log-safe label with the detail that helps an operator (never a secret).
     pub fn log_summary(&self) -> String {
         match self {
-            Self::NotEnabled(_) => "not_enabled".into(),
+            Self::NotGranted(_) => "not_granted".into(),
+            Self::EgressRefused(r) => format!("egress_refused ({})", r.kind()),
             Self::Discovery(why) => format!("discovery ({why})"),
             Self::NoPrivateKeyJwt => "no_private_key_jwt".into(),
             Self::Timeout => "timeout".into(),
@@ -320,8 +339,8 @@ fn thumbprint(public: &Value) -> String {
 
 // === configuration ===
 
-/// Validated `[backend_services]`: who bedside is to the EHR's authorization server and which
-/// FHIR servers get its token.
+/// Validated `[backend_services]`: who bedside is to the EHR's authorization server, and the
+/// grants collected from the client entries.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
     /// The client id the EHR registered for bedside (`iss` and `sub` of every assertion).
@@ -332,10 +351,30 @@ pub struct BackendConfig {
     pub scope: String,
     /// Token endpoint to use instead of discovering it.
     pub token_endpoint: Option<Url>,
-    /// Origins (`https://fhir.hospital.example`) that get bedside's token; no other does.
-    pub fhir_servers: Vec<String>,
+    /// Who may have bedside's token used for which FHIR servers; nobody else does.
+    pub grants: Vec<BackendGrant>,
     /// Cap on one discovery or token request (the hook's deadline may cut it shorter).
     pub timeout: Duration,
+}
+
+/// One `backend_services` list of a `[[clients]]` or `[[clients.tenants]]` entry: calls by
+/// this client (for this tenant) may have bedside's own token used on these FHIR servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendGrant {
+    /// The trusted client's JWT `iss`.
+    pub iss: String,
+    /// `None`: every call of the client; `Some(t)`: only calls whose JWT has `tenant = t`.
+    pub tenant: Option<String>,
+    /// Exact origins (`https://fhir.hospital.example`), each on the same entry's allowlist.
+    pub fhir_servers: Vec<String>,
+}
+
+impl BackendGrant {
+    fn covers(&self, (iss, tenant): (Option<&str>, Option<&str>), origin: &str) -> bool {
+        Some(self.iss.as_str()) == iss
+            && self.tenant.as_deref().is_none_or(|t| Some(t) == tenant)
+            && self.fhir_servers.iter().any(|o| o == origin)
+    }
 }
 
 /// The origin of `url` as configured origins are written, if it is an http(s) URL.
@@ -357,29 +396,45 @@ struct Cached {
 /// One slot per cache key: its mutex is what makes concurrent callers share one request.
 type Slot<T> = Arc<tokio::sync::Mutex<Option<T>>>;
 
+/// A discovered token endpoint, how far its connections may reach, and when to look again.
+#[derive(Clone)]
+struct Discovered {
+    endpoint: Url,
+    reach: Reach,
+    until: Instant,
+}
+
 /// The backend-services client: signs assertions, discovers token endpoints, caches tokens.
 /// One per gateway, shared by every service.
 pub struct BackendClient {
-    http: reqwest::Client,
+    pools: Pools,
     config: BackendConfig,
-    /// FHIR base → discovered token endpoint (with when to look again).
-    endpoints: Mutex<HashMap<String, Slot<(Url, Instant)>>>,
+    /// FHIR origin → discovered token endpoint. Keys are granted origins only.
+    endpoints: Mutex<HashMap<String, Slot<Discovered>>>,
     /// (token endpoint, scope) → token.
     tokens: Mutex<HashMap<(String, String), Slot<Cached>>>,
 }
 
 impl BackendClient {
-    /// The client for `config`. Redirects are not followed: a token endpoint that redirects
-    /// is misconfigured, and the assertion must not travel elsewhere.
-    pub fn new(config: BackendConfig) -> Result<Self, FhirError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("bedside/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FhirError::Transport(format!("SMART backend services client: {e}")))?;
+    /// The client for `config`, connecting through the egress pools of `policy` (the
+    /// configured `token_endpoint`'s host counts as exactly allowlisted: the operator named
+    /// it). Redirects are not followed: a token endpoint that redirects is misconfigured, and
+    /// the assertion must not travel elsewhere.
+    pub fn new(config: BackendConfig, policy: &EgressPolicy) -> Result<Self, FhirError> {
+        let mut exact: HashSet<String> = policy.exact_hosts();
+        if let Some(host) = config.token_endpoint.as_ref().and_then(Url::host_str) {
+            exact.insert(host.to_ascii_lowercase());
+        }
+        let timeout = config.timeout;
+        let pools = Pools::build(exact, |builder| {
+            builder
+                .connect_timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("bedside/", env!("CARGO_PKG_VERSION")))
+        })
+        .map_err(|e| FhirError::Transport(format!("SMART backend services client: {e}")))?;
         Ok(Self {
-            http,
+            pools,
             config,
             endpoints: Mutex::default(),
             tokens: Mutex::default(),
@@ -388,10 +443,11 @@ impl BackendClient {
 
     /// The client when `[backend_services]` is configured, `None` otherwise.
     pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<Self>>, FhirError> {
+        let policy = config.egress_policy();
         config
             .backend_services
             .clone()
-            .map(|c| Self::new(c).map(Arc::new))
+            .map(|c| Self::new(c, &policy).map(Arc::new))
             .transpose()
     }
 
@@ -400,26 +456,31 @@ impl BackendClient {
         json!({"keys": [self.config.key.public_jwk()]})
     }
 
-    /// Whether `fhir_base` is on a server listed in `[backend_services] fhir_servers`.
-    pub fn enabled_for(&self, fhir_base: &str) -> bool {
-        origin_of(fhir_base).is_some_and(|o| self.config.fhir_servers.contains(&o))
+    /// Whether a grant lets calls by `caller` (`(iss, tenant)`; `iss` is `None` when client
+    /// authentication is off, which never has a grant) use bedside's token on `fhir_base`.
+    pub fn granted(&self, caller: (Option<&str>, Option<&str>), fhir_base: &Url) -> bool {
+        let origin = fhir_base.origin().ascii_serialization();
+        self.config.grants.iter().any(|g| g.covers(caller, &origin))
     }
 
-    /// An access token for queries on `fhir_base`: cached, or requested now within
-    /// `deadline` (and the configured timeout). Refused unless the server is listed.
+    /// An access token for `caller`'s queries on `server` (whose egress check passed):
+    /// cached, or requested now within `deadline` (and the configured timeout). Refused
+    /// unless a grant covers the caller and server, or when the token endpoint is not on the
+    /// caller's allowlist.
     pub async fn access_token(
         &self,
-        fhir_base: &str,
+        server: &FhirServer<'_>,
+        caller: (Option<&str>, Option<&str>),
         deadline: Instant,
     ) -> Result<String, BackendError> {
-        if !self.enabled_for(fhir_base) {
-            return Err(BackendError::NotEnabled(
-                origin_of(fhir_base).unwrap_or_else(|| "(not an http(s) URL)".into()),
+        if !self.granted(caller, server.base()) {
+            return Err(BackendError::NotGranted(
+                server.base().origin().ascii_serialization(),
             ));
         }
-        let endpoint = match &self.config.token_endpoint {
-            Some(url) => url.clone(),
-            None => self.discover(fhir_base, deadline).await?,
+        let (endpoint, reach) = match &self.config.token_endpoint {
+            Some(url) => (url.clone(), Reach::Exact),
+            None => self.discover(server, deadline).await?,
         };
         let key = (endpoint.to_string(), self.config.scope.clone());
         let slot = slot(&self.tokens, key);
@@ -429,30 +490,43 @@ impl BackendClient {
         if let Some(c) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
             return Ok(c.token.clone());
         }
-        let (token, lifetime) = self.request_token(&endpoint, deadline).await?;
+        let (token, lifetime) = self.request_token(&endpoint, reach, deadline).await?;
+        // `expires_in` is the server's number: capped, and added with `checked_add`.
         *cached = lifetime
+            .min(MAX_TOKEN_CACHE)
             .checked_sub(REFRESH_MARGIN)
             .filter(|d| !d.is_zero())
-            .map(|keep| Cached {
+            .and_then(|keep| Instant::now().checked_add(keep))
+            .map(|refresh_at| Cached {
                 token: token.clone(),
-                refresh_at: Instant::now() + keep,
+                refresh_at,
             });
         Ok(token)
     }
 
-    /// The token endpoint named by `{fhir_base}/.well-known/smart-configuration`.
-    async fn discover(&self, fhir_base: &str, deadline: Instant) -> Result<Url, BackendError> {
-        let base = fhir_base.trim_end_matches('/').to_owned();
-        let slot = slot(&self.endpoints, base.clone());
+    /// The token endpoint named by `{base}/.well-known/smart-configuration` of `server`,
+    /// cached per origin (the first base asked on that origin answers for the TTL). The
+    /// endpoint must pass the caller's egress policy.
+    async fn discover(
+        &self,
+        server: &FhirServer<'_>,
+        deadline: Instant,
+    ) -> Result<(Url, Reach), BackendError> {
+        let origin = server.base().origin().ascii_serialization();
+        let slot = slot(&self.endpoints, origin);
         let mut cached = tokio::time::timeout_at(deadline.into(), slot.lock())
             .await
             .map_err(|_| BackendError::Timeout)?;
-        if let Some((url, _)) = cached.as_ref().filter(|(_, until)| Instant::now() < *until) {
-            return Ok(url.clone());
+        if let Some(d) = cached.as_ref().filter(|d| Instant::now() < d.until) {
+            return Ok((d.endpoint.clone(), d.reach));
         }
-        let url = format!("{base}/.well-known/smart-configuration");
+        let url = server
+            .base()
+            .join(".well-known/smart-configuration")
+            .map_err(|e| BackendError::Discovery(format!("discovery URL: {e}")))?;
         let request = self
-            .http
+            .pools
+            .for_reach(server.reach())
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json");
         let (status, body) = self.send(request, deadline).await?;
@@ -483,8 +557,17 @@ impl BackendClient {
                         BackendError::Discovery("token_endpoint is not an http(s) URL".into())
                     })
             })?;
-        *cached = Some((endpoint.clone(), Instant::now() + DISCOVERY_TTL));
-        Ok(endpoint)
+        // The server names where bedside sends its signed assertion: the caller's allowlist
+        // decides, as for any URL bedside calls on a caller's behalf.
+        let reach = server
+            .allows(&endpoint)
+            .map_err(BackendError::EgressRefused)?;
+        *cached = Some(Discovered {
+            endpoint: endpoint.clone(),
+            reach,
+            until: Instant::now() + DISCOVERY_TTL,
+        });
+        Ok((endpoint, reach))
     }
 
     /// A signed client assertion for `token_endpoint` (its `aud`).
@@ -505,6 +588,7 @@ impl BackendClient {
     async fn request_token(
         &self,
         endpoint: &Url,
+        reach: Reach,
         deadline: Instant,
     ) -> Result<(String, Duration), BackendError> {
         let assertion = self.assertion(endpoint)?;
@@ -518,7 +602,8 @@ impl BackendClient {
             .extend_pairs(form)
             .finish();
         let request = self
-            .http
+            .pools
+            .for_reach(reach)
             .post(endpoint.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .header(
@@ -576,13 +661,6 @@ impl BackendClient {
             .ok_or(BackendError::Timeout)?;
         let limit = left.min(self.config.timeout);
         tokio::time::timeout(limit, async {
-            let transport = |e: reqwest::Error| {
-                if e.is_timeout() {
-                    BackendError::Timeout
-                } else {
-                    BackendError::Transport(e.without_url().to_string())
-                }
-            };
             let mut response = request.timeout(limit).send().await.map_err(transport)?;
             let status = response.status().as_u16();
             let mut body = Vec::new();
@@ -601,6 +679,21 @@ impl BackendClient {
     }
 }
 
+/// A transport error; an egress refusal raised inside the resolver travels as its source.
+fn transport(e: reqwest::Error) -> BackendError {
+    if e.is_timeout() {
+        return BackendError::Timeout;
+    }
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(refusal) = s.downcast_ref::<EgressRefusal>() {
+            return BackendError::EgressRefused(refusal.clone());
+        }
+        source = s.source();
+    }
+    BackendError::Transport(e.without_url().to_string())
+}
+
 /// An OAuth error code as logged: short, and only the characters RFC 6749 allows.
 fn safe_code(code: &str) -> String {
     code.chars()
@@ -609,31 +702,42 @@ fn safe_code(code: &str) -> String {
         .collect()
 }
 
+/// The shared slot for `key`, in a map of at most [`MAX_CACHED`] entries: when full, entries
+/// nobody holds are dropped first; if every entry is in use the caller gets a slot of its own
+/// (not cached, not shared).
 fn slot<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Slot<T>>>, key: K) -> Slot<T> {
     let mut map = match map.lock() {
         Ok(m) => m,
         Err(poisoned) => poisoned.into_inner(),
     };
+    if !map.contains_key(&key) && map.len() >= MAX_CACHED {
+        map.retain(|_, s| Arc::strong_count(s) > 1);
+        if map.len() >= MAX_CACHED {
+            return Slot::default();
+        }
+    }
     map.entry(key).or_default().clone()
 }
 
-/// bedside's own token for a hook call to `fhir_base` that brought none: `None` when
-/// backend services are off, the server is not listed, or obtaining a token failed (logged
-/// without secrets) — the query then goes without a token and the server decides.
+/// bedside's own token for `caller`'s hook call to `server` (whose egress check passed) that
+/// brought none: `None` when backend services are off, no grant covers this caller and server,
+/// or obtaining a token failed (logged without secrets) — the query then goes without a token
+/// and the server decides.
 pub async fn token_for(
     client: Option<&BackendClient>,
-    fhir_base: &str,
+    server: &FhirServer<'_>,
+    caller: (Option<&str>, Option<&str>),
     deadline: Instant,
 ) -> Option<String> {
     let client = client?;
-    if !client.enabled_for(fhir_base) {
+    if !client.granted(caller, server.base()) {
         return None;
     }
-    match client.access_token(fhir_base, deadline).await {
+    match client.access_token(server, caller, deadline).await {
         Ok(token) => Some(token),
         Err(e) => {
             tracing::warn!(
-                fhir_server = %origin_of(fhir_base).unwrap_or_default(),
+                fhir_server = %server.base().origin().ascii_serialization(),
                 error = %e.log_summary(),
                 "SMART backend services: no token; querying without one"
             );
@@ -701,6 +805,59 @@ mod tests {
         assert!(e.contains("BEGIN PRIVATE KEY"), "{e}");
         let default_kid = SigningKey::from_pem(&ec, Algorithm::ES384, None).unwrap();
         assert_eq!(default_kid.kid().len(), 43, "a SHA-256 thumbprint");
+    }
+
+    /// Item 11: the caches hold at most `MAX_CACHED` entries, however many keys are asked.
+    #[test]
+    fn caches_are_bounded() {
+        let map: Mutex<HashMap<String, Slot<u8>>> = Mutex::default();
+        let held: Vec<Slot<u8>> = (0..MAX_CACHED)
+            .map(|i| slot(&map, format!("https://h{i}.example")))
+            .collect();
+        // Full and every slot held: a new key gets its own slot, the map does not grow.
+        let extra = slot(&map, "https://extra.example".to_owned());
+        assert_eq!(map.lock().unwrap().len(), MAX_CACHED);
+        assert_eq!(Arc::strong_count(&extra), 1, "not cached");
+        // Released slots make room.
+        drop(held);
+        for i in 0..10 * MAX_CACHED {
+            slot(&map, format!("https://n{i}.example"));
+        }
+        assert!(map.lock().unwrap().len() <= MAX_CACHED);
+    }
+
+    #[test]
+    fn grants_are_per_client_tenant_and_origin() {
+        let grant = |tenant: Option<&str>| BackendGrant {
+            iss: "https://ehr.example".into(),
+            tenant: tenant.map(str::to_owned),
+            fhir_servers: vec!["https://fhir.example".into()],
+        };
+        let all = grant(None);
+        assert!(all.covers((Some("https://ehr.example"), None), "https://fhir.example"));
+        assert!(all.covers(
+            (Some("https://ehr.example"), Some("t")),
+            "https://fhir.example"
+        ));
+        assert!(!all.covers(
+            (Some("https://other.example"), None),
+            "https://fhir.example"
+        ));
+        assert!(!all.covers((None, None), "https://fhir.example"));
+        assert!(!all.covers(
+            (Some("https://ehr.example"), None),
+            "https://fhir.example:8443"
+        ));
+        let tenant = grant(Some("a"));
+        assert!(tenant.covers(
+            (Some("https://ehr.example"), Some("a")),
+            "https://fhir.example"
+        ));
+        assert!(!tenant.covers(
+            (Some("https://ehr.example"), Some("b")),
+            "https://fhir.example"
+        ));
+        assert!(!tenant.covers((Some("https://ehr.example"), None), "https://fhir.example"));
     }
 
     #[test]

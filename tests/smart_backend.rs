@@ -36,6 +36,8 @@ struct Verifier {
     last_assertion: Mutex<String>,
     last_scope: Mutex<String>,
     last_kid: Mutex<String>,
+    /// `expires_in` to answer with (default 300).
+    expires_in: Mutex<Option<Value>>,
 }
 
 fn oauth_error(code: &str, why: String, v: &Verifier) -> HttpResponse {
@@ -107,8 +109,9 @@ async fn token(v: web::Data<Verifier>, body: web::Bytes) -> HttpResponse {
     *v.last_scope.lock().unwrap() = get("scope");
     *v.last_kid.lock().unwrap() = kid;
     v.issued.fetch_add(1, Ordering::SeqCst);
+    let expires_in = v.expires_in.lock().unwrap().clone().unwrap_or(json!(300));
     HttpResponse::Ok().json(json!({
-        "access_token": FHIR_TOKEN, "token_type": "bearer", "expires_in": 300,
+        "access_token": FHIR_TOKEN, "token_type": "bearer", "expires_in": expires_in,
         "scope": get("scope"),
     }))
 }
@@ -141,6 +144,18 @@ impl TokenServer {
 
     fn issued(&self) -> usize {
         self.v.issued.load(Ordering::SeqCst)
+    }
+
+    /// Requests that reached this endpoint at all (issued or refused).
+    fn requests(&self) -> usize {
+        self.issued() + self.v.refused.lock().unwrap().len()
+    }
+
+    fn origin(&self) -> String {
+        url::Url::parse(&self.url)
+            .unwrap()
+            .origin()
+            .ascii_serialization()
     }
 
     /// Replays the last assertion bedside sent: `(status, OAuth error)`.
@@ -279,19 +294,31 @@ fn bare(request: &Value, fhir_server: &str) -> Value {
     r
 }
 
+/// A gateway trusting the test client, whose calls may query `client_fhir_servers` and have
+/// bedside's own token used on `granted` (its `backend_services`).
 async fn gateway(
     keys: &KeyServer,
     client_fhir_servers: Vec<String>,
+    granted: &[String],
     backend_toml: String,
 ) -> Gateway {
     let gw = Gateway::start(GatewayOptions {
         jwks_url: Some(keys.jwks_url()),
         fhir_servers: client_fhir_servers,
+        client_toml: format!("backend_services = {granted:?}\n"),
         extra_toml: backend_toml,
         ..Default::default()
     })
     .await;
     gw
+}
+
+/// `[backend_services]` with the test client id and `key`, and `more` lines.
+fn backend_toml(key: &Path, more: &str) -> String {
+    format!(
+        "[backend_services]\nclient_id = '{CLIENT_ID}'\nprivate_key = '{}'\n{more}",
+        key.display()
+    )
 }
 
 /// The whole flow with one key type: card from bedside-fetched data, token cached, JWKS shape.
@@ -311,11 +338,10 @@ async fn fetches_with_own_token(alg: Algorithm) {
     let gw = gateway(
         &keys,
         vec![server.origin()],
-        format!(
-            "[backend_services]\nclient_id = '{CLIENT_ID}'\nprivate_key = '{}'\n{algorithm_line}token_endpoint = '{}'\nfhir_servers = ['{}']\n",
-            key.display(),
-            tokens.url,
-            server.origin()
+        &[server.origin()],
+        backend_toml(
+            &key,
+            &format!("{algorithm_line}token_endpoint = '{}'\n", tokens.url),
         ),
     )
     .await;
@@ -426,12 +452,12 @@ async fn rs384_key_gets_a_token_that_fetches_missing_prefetch_once() {
     fetches_with_own_token(Algorithm::RS384).await;
 }
 
-/// (c) A FHIR server the EHR's calls may reach but that is not in
-/// `[backend_services] fhir_servers` never receives bedside's token, and no token is even
-/// requested for it; a listed one discovers its token endpoint from
-/// `/.well-known/smart-configuration` and gets the token.
+/// (c) A FHIR server the EHR's calls may reach but that is not granted to the client
+/// (`backend_services`) never receives bedside's token, and no token is even requested for
+/// it; a granted one discovers its token endpoint from `/.well-known/smart-configuration`
+/// (on the client's allowlist) and gets the token.
 #[tokio::test]
-async fn only_listed_servers_get_the_token_and_discovery_finds_the_endpoint() {
+async fn only_granted_servers_get_the_token_and_discovery_finds_the_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let key = openssl_key(dir.path(), Algorithm::ES384);
     let tokens = TokenServer::start().await;
@@ -440,12 +466,9 @@ async fn only_listed_servers_get_the_token_and_discovery_finds_the_endpoint() {
     let keys = KeyServer::start().await;
     let gw = gateway(
         &keys,
-        vec![unlisted.origin(), listed.origin()],
-        format!(
-            "[backend_services]\nclient_id = '{CLIENT_ID}'\nprivate_key = '{}'\nfhir_servers = ['{}']\n",
-            key.display(),
-            listed.origin()
-        ),
+        vec![unlisted.origin(), listed.origin(), tokens.origin()],
+        &[listed.origin()],
+        backend_toml(&key, ""),
     )
     .await;
     *tokens.v.jwks_url.lock().unwrap() = format!("{}/.well-known/jwks.json", gw.url);
@@ -498,7 +521,7 @@ async fn only_listed_servers_get_the_token_and_discovery_finds_the_endpoint() {
 fn configuration_problems_name_their_keys() {
     let rsa = common::repo().join("conformance/keys/rsa.pem");
     let text = format!(
-        "listen = '127.0.0.1:0'\npublic_url = 'https://bedside.test'\nservices_dir = '{}'\nmodels_dir = '{}'\n[backend_services]\nclient_id = ''\nprivate_key = '{}'\ntoken_endpoint = 'ftp://x'\nfhir_servers = ['https://*.example', 'https://fhir.example/r4', 'https://fhir.example']\ntimeout = '0s'\n",
+        "listen = '127.0.0.1:0'\npublic_url = 'https://bedside.test'\nservices_dir = '{}'\nmodels_dir = '{}'\n[backend_services]\nclient_id = ''\nprivate_key = '{}'\ntoken_endpoint = 'ftp://x'\nfhir_servers = ['https://fhir.example']\ntimeout = '0s'\n",
         common::repo().join("cds-services").display(),
         common::repo().join("models").display(),
         rsa.display(),
@@ -511,12 +534,13 @@ fn configuration_problems_name_their_keys() {
             "backend_services.client_id",
             "backend_services.private_key",
             "backend_services.token_endpoint",
-            "backend_services.fhir_servers[0]",
-            "backend_services.fhir_servers[1]",
+            "backend_services.fhir_servers",
             "backend_services.timeout",
         ],
         "{e}"
     );
+    // The old global list is refused with directions to the per-client grant.
+    assert!(e.to_string().contains("backend_services = ["), "{e}");
     // ES384 is the default: an RSA key needs `algorithm = 'RS384'`.
     assert!(e.to_string().contains("use RS384"), "{e}");
     assert!(
@@ -527,16 +551,236 @@ fn configuration_problems_name_their_keys() {
     let ok = text
         .replace("client_id = ''", "client_id = 'bedside'")
         .replace("token_endpoint = 'ftp://x'", "algorithm = 'RS384'")
-        .replace("'https://*.example', 'https://fhir.example/r4', ", "")
-        .replace("timeout = '0s'", "scopes = ['system/Observation.rs']");
+        .replace("fhir_servers = ['https://fhir.example']\n", "")
+        .replace("timeout = '0s'", "scopes = ['system/Observation.rs']")
+        + "[[clients]]\niss = 'https://ehr.test'\njwks_urls = ['https://ehr.test/jwks']\nfhir_servers = ['https://fhir.example', 'https://*.example']\nbackend_services = ['https://fhir.example:443']\n[[clients.tenants]]\ntenant = 'a'\nfhir_servers = ['https://fhir-a.example']\nbackend_services = ['https://fhir-a.example']\n";
     let config = bedside::config::Config::from_toml_str(&ok, "t", &Default::default())
         .unwrap_or_else(|e| panic!("{e}"));
-    let backend = config.backend_services.unwrap();
-    assert_eq!(backend.fhir_servers, ["https://fhir.example"]);
+    let backend = config.backend_services.clone().unwrap();
+    assert_eq!(
+        backend.grants,
+        [
+            bedside::smart_backend::BackendGrant {
+                iss: "https://ehr.test".into(),
+                tenant: None,
+                fhir_servers: vec!["https://fhir.example".into()],
+            },
+            bedside::smart_backend::BackendGrant {
+                iss: "https://ehr.test".into(),
+                tenant: Some("a".into()),
+                fhir_servers: vec!["https://fhir-a.example".into()],
+            },
+        ]
+    );
     assert_eq!(backend.scope, "system/Observation.rs");
     assert_eq!(backend.token_endpoint, None);
     assert!(
         !format!("{backend:?}").contains("MII"),
         "Debug hides the key"
     );
+}
+
+/// Grants must rest on the same entry's exact allowlist entries, and need `[backend_services]`.
+#[test]
+fn grants_need_an_exact_allowlist_entry_and_backend_services() {
+    let base = format!(
+        "listen = '127.0.0.1:0'\npublic_url = 'https://bedside.test'\nservices_dir = '{}'\nmodels_dir = '{}'\n",
+        common::repo().join("cds-services").display(),
+        common::repo().join("models").display(),
+    );
+    let client = "[[clients]]\niss = 'https://ehr.test'\njwks_urls = ['https://ehr.test/jwks']\nfhir_servers = ['https://*.example', 'https://fhir.example']\nbackend_services = ['https://any.example', 'https://*.example', 'https://fhir.example/r4']\n[[clients.tenants]]\ntenant = 'a'\nfhir_servers = ['https://fhir-a.example']\nbackend_services = ['https://fhir-b.example']\n";
+    let rsa = common::repo().join("conformance/keys/rsa.pem");
+    let with_backend = format!(
+        "{base}[backend_services]\nclient_id = 'bedside'\nalgorithm = 'RS384'\nprivate_key = '{}'\n{client}",
+        rsa.display()
+    );
+    let e = bedside::config::Config::from_toml_str(&with_backend, "t", &Default::default())
+        .unwrap_err();
+    let keys: Vec<&str> = e.problems().iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "clients[0].backend_services[0]",
+            "clients[0].backend_services[1]",
+            "clients[0].backend_services[2]",
+            "clients[0].tenants[0].backend_services[0]",
+        ],
+        "{e}"
+    );
+    let e = bedside::config::Config::from_toml_str(
+        &format!("{base}{client}"),
+        "t",
+        &Default::default(),
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = e.problems().iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "clients[0].backend_services",
+            "clients[0].tenants[0].backend_services"
+        ],
+        "{e}"
+    );
+}
+
+/// Issue 14 item 11 (confused deputy): two trusted clients may both query the same FHIR
+/// server, but only the one granted it (`backend_services`) has bedside's token used; the
+/// other's call goes without `Authorization` and no token is requested for it. With the old
+/// global `[backend_services] fhir_servers` both got it.
+#[tokio::test]
+async fn a_client_without_the_grant_gets_no_system_token() {
+    const OTHER_ISS: &str = "https://other-ehr.test/cds-client";
+    let dir = tempfile::tempdir().unwrap();
+    let key = openssl_key(dir.path(), Algorithm::ES384);
+    let tokens = TokenServer::start().await;
+    let fhir = StubFhir::start(None).await;
+    let keys = KeyServer::start().await;
+    let gw = gateway(
+        &keys,
+        vec![fhir.origin()],
+        &[fhir.origin()],
+        backend_toml(&key, &format!("token_endpoint = '{}'\n", tokens.url))
+            + &format!(
+                "\n[[clients]]\niss = '{OTHER_ISS}'\njwks_urls = ['{}']\nfhir_servers = ['{}']\n",
+                keys.jwks_url(),
+                fhir.origin()
+            ),
+    )
+    .await;
+    *tokens.v.jwks_url.lock().unwrap() = format!("{}/.well-known/jwks.json", gw.url);
+    let request = bare(&patient("deteriorating"), &fhir.base);
+
+    let mut claims = common::claims("deterioration");
+    claims["iss"] = OTHER_ISS.into();
+    let r = http()
+        .post(gw.service("deterioration"))
+        .header(
+            "Authorization",
+            format!("Bearer {}", common::sign(&claims, Key::Es384, None)),
+        )
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 412, "the stand-in has no data");
+    let seen = fhir.requests();
+    assert!(!seen.is_empty(), "the other client's query went out");
+    assert!(seen.iter().all(|(_, auth)| auth.is_none()), "{seen:?}");
+    assert_eq!(
+        tokens.requests(),
+        0,
+        "no token requested for the other client"
+    );
+
+    // The granted client's call does use it.
+    let (status, body) = call(&gw, &request).await;
+    assert_eq!(status, 412, "{body}");
+    assert_eq!(tokens.issued(), 1);
+    let expected = format!("Bearer {FHIR_TOKEN}");
+    assert!(
+        fhir.requests()
+            .iter()
+            .skip(seen.len())
+            .all(|(_, auth)| auth.as_deref() == Some(expected.as_str())),
+        "{:?}",
+        fhir.requests()
+    );
+
+    gw.stop().await;
+    for h in [&tokens.handle, &fhir.handle] {
+        h.stop(true).await;
+    }
+}
+
+/// Issue 14 item 11: the token endpoint a FHIR server announces is where bedside sends its
+/// signed assertion; it must pass the caller's egress policy like any URL bedside calls. One
+/// off the client's allowlist is never contacted, and the query goes without a token.
+#[tokio::test]
+async fn a_discovered_token_endpoint_off_the_callers_allowlist_is_never_contacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = openssl_key(dir.path(), Algorithm::ES384);
+    let tokens = TokenServer::start().await;
+    let fhir = StubFhir::start(Some(tokens.url.clone())).await;
+    let keys = KeyServer::start().await;
+    let gw = gateway(
+        &keys,
+        vec![fhir.origin()],
+        &[fhir.origin()],
+        backend_toml(&key, ""),
+    )
+    .await;
+    *tokens.v.jwks_url.lock().unwrap() = format!("{}/.well-known/jwks.json", gw.url);
+
+    let (status, body) = call(&gw, &bare(&patient("deteriorating"), &fhir.base)).await;
+    assert_eq!(status, 412, "{body}");
+    let seen = fhir.requests();
+    assert_eq!(
+        seen[0].0, "/fhir/.well-known/smart-configuration",
+        "{seen:?}"
+    );
+    assert!(seen.len() > 1, "the query still went out: {seen:?}");
+    assert!(seen.iter().all(|(_, auth)| auth.is_none()), "{seen:?}");
+    assert_eq!(
+        tokens.requests(),
+        0,
+        "the refused token endpoint was contacted"
+    );
+    let metrics = common::metrics(&gw).await;
+    assert!(
+        metrics.contains("bedside_fhir_egress_refused_total 1"),
+        "{metrics}"
+    );
+
+    gw.stop().await;
+    for h in [&tokens.handle, &fhir.handle] {
+        h.stop(true).await;
+    }
+}
+
+/// Issue 14 item 12: `expires_in: 18446744073709551615` used to panic in `Instant + lifetime`
+/// (connection dropped, no audit row). Now the lifetime is capped: the token is used, cached,
+/// and the call is answered and audited.
+#[tokio::test]
+async fn a_huge_expires_in_is_capped_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = openssl_key(dir.path(), Algorithm::ES384);
+    let server = FhirServer::start().await;
+    let tokens = TokenServer::start().await;
+    *tokens.v.expires_in.lock().unwrap() = Some(json!(u64::MAX));
+    let keys = KeyServer::start().await;
+    let full = aimed_at(patient("deteriorating"), &server);
+    server.load_prefetch(&full).await;
+    let gw = gateway(
+        &keys,
+        vec![server.origin()],
+        &[server.origin()],
+        backend_toml(&key, &format!("token_endpoint = '{}'\n", tokens.url)),
+    )
+    .await;
+    *tokens.v.jwks_url.lock().unwrap() = format!("{}/.well-known/jwks.json", gw.url);
+    let request = bare(&full, &server.base);
+    for _ in 0..2 {
+        let (status, body) = call(&gw, &request).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(tokens.issued(), 1, "cached (for at most an hour)");
+    let store = bedside::store::Store::open(&gw.db).await.unwrap();
+    let mut rows = Vec::new();
+    for _ in 0..300 {
+        rows = store.audit_rows().await.unwrap();
+        if rows.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.action == "hook" && r.http_status == 200)
+            .count(),
+        2,
+        "{rows:?}"
+    );
+    gw.stop().await;
+    tokens.handle.stop(true).await;
 }

@@ -5,7 +5,9 @@
 //! egress-checked before it is sent, `Accept: application/fhir+json`, a timeout that is what
 //! is left of the deadline, a body cap, bounded retries of reads on 429/502/503/504 honouring
 //! `Retry-After` when the wait fits the budget. Searches follow `next` links on the same
-//! origin up to a resource cap. Bodies come back as raw JSON pages so the scoring path can
+//! origin up to a resource cap (the rest is dropped, the result marked truncated), and fail
+//! with [`FhirError::PagingCap`] beyond a page count or a byte total across pages (a server
+//! sending empty or padded pages never reaches the resource cap). Bodies come back as raw JSON pages so the scoring path can
 //! project them without building a tree (design.md, "Measured facts").
 
 use std::borrow::Cow;
@@ -19,7 +21,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use url::Url;
 
-use super::egress::{self, EgressPolicy, OriginRule, PublicOnlyResolver};
+use super::connect::Pools;
+use super::egress::{self, EgressPolicy, EgressRefusal, OriginRule, Reach};
 use super::error::FhirError;
 use super::outcome;
 use crate::metrics::inc;
@@ -35,6 +38,11 @@ pub struct FhirSettings {
     pub max_response_bytes: usize,
     /// Cap on resources gathered for one search across its pages.
     pub max_resources: usize,
+    /// Cap on the pages one fetch reads (its first page included); past it the fetch fails.
+    pub max_pages: usize,
+    /// Cap on the bytes of all pages of one fetch together; past it the fetch fails. Bounds
+    /// memory where `max_resources` cannot: pages may hold few resources and much padding.
+    pub max_fetch_bytes: usize,
     /// Retries of one read on 429/502/503/504.
     pub max_retries: u32,
     /// Searches whose URL is longer than this are sent as `POST [type]/_search`.
@@ -47,6 +55,8 @@ impl Default for FhirSettings {
             connect_timeout: Duration::from_secs(2),
             max_response_bytes: 16 << 20,
             max_resources: 5000,
+            max_pages: 100,
+            max_fetch_bytes: 32 << 20,
             max_retries: 2,
             post_search_above: 2000,
         }
@@ -73,13 +83,14 @@ pub struct FhirMetrics {
 }
 
 /// Labels of [`FhirMetrics::errors`], in order.
-pub const ERROR_KINDS: [&str; 8] = [
+pub const ERROR_KINDS: [&str; 9] = [
     "refused",
     "timeout",
     "status",
     "outcome",
     "not_fhir",
     "too_large",
+    "paging_cap",
     "redirect",
     "transport",
 ];
@@ -115,9 +126,9 @@ impl FhirMetrics {
     }
 }
 
-/// The gateway's FHIR client: connection pool, egress policy, limits.
+/// The gateway's FHIR client: connection pools (one per [`Reach`]), egress policy, limits.
 pub struct FhirClient {
-    http: reqwest::Client,
+    pools: Pools,
     policy: EgressPolicy,
     settings: FhirSettings,
     metrics: Arc<FhirMetrics>,
@@ -125,30 +136,18 @@ pub struct FhirClient {
 
 impl FhirClient {
     /// Builds the shared client. Redirects are followed only within one origin; every DNS
-    /// answer passes through the egress policy's resolver.
+    /// answer passes through the egress policy's resolver; proxy variables are ignored.
     pub fn new(settings: FhirSettings, policy: EgressPolicy) -> Result<Self, FhirError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .dns_resolver(Arc::new(PublicOnlyResolver::new(policy.exact_hosts())))
-            .redirect(redirect::Policy::custom(|attempt| {
-                let same = attempt
-                    .previous()
-                    .first()
-                    .is_some_and(|first| first.origin() == attempt.url().origin());
-                if attempt.previous().len() > 3 {
-                    attempt.error("more than 3 redirects")
-                } else if same {
-                    attempt.follow()
-                } else {
-                    // Hand the 3xx back: the caller reports it, nothing reaches the target.
-                    attempt.stop()
-                }
-            }))
-            .user_agent(concat!("bedside/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FhirError::Transport(e.to_string()))?;
+        let connect_timeout = settings.connect_timeout;
+        let pools = Pools::build(policy.exact_hosts(), |builder| {
+            builder
+                .connect_timeout(connect_timeout)
+                .redirect(same_origin_redirects())
+                .user_agent(concat!("bedside/", env!("CARGO_PKG_VERSION")))
+        })
+        .map_err(|e| FhirError::Transport(e.to_string()))?;
         Ok(Self {
-            http,
+            pools,
             policy,
             settings,
             metrics: Arc::default(),
@@ -201,23 +200,29 @@ impl FhirClient {
         }
         base.set_query(None);
         base.set_fragment(None);
-        egress::check(&rules, &base).inspect_err(|_| inc(&self.metrics.egress_refused))?;
+        let reach =
+            egress::check(&rules, &base).inspect_err(|_| inc(&self.metrics.egress_refused))?;
         Ok(FhirServer {
             client: self,
             rules,
             base,
-            token,
+            reach,
+            token: token.map(Cow::Borrowed),
             deadline,
         })
     }
 }
 
-/// One FHIR server as one hook call may use it.
+/// One FHIR server as one hook call may use it. Holding one means the caller's egress check
+/// passed for its base.
 pub struct FhirServer<'c> {
     client: &'c FhirClient,
+    /// The caller's allowlist: every link and redirect target is checked against it again.
     rules: Vec<OriginRule>,
     base: Url,
-    token: Option<&'c str>,
+    /// How far the base may reach, from the rule that matched it.
+    reach: Reach,
+    token: Option<Cow<'c, str>>,
     deadline: Instant,
 }
 
@@ -277,6 +282,25 @@ impl FhirServer<'_> {
         &self.base
     }
 
+    /// How far connections to the base may reach (the rule of the caller's that matched it).
+    pub fn reach(&self) -> Reach {
+        self.reach
+    }
+
+    /// Whether the caller's allowlist reaches `url` (on any origin), and how far: for URLs the
+    /// server names that bedside then calls on the caller's behalf, such as a discovered
+    /// token endpoint. Counted in `egress_refused` when it does not.
+    pub fn allows(&self, url: &Url) -> Result<Reach, EgressRefusal> {
+        egress::check(&self.rules, url).inspect_err(|_| inc(&self.client.metrics.egress_refused))
+    }
+
+    /// The same server with `token` as the Bearer token: for a token obtained only after the
+    /// egress check passed (SMART Backend Services).
+    pub fn with_token(mut self, token: String) -> Self {
+        self.token = Some(Cow::Owned(token));
+        self
+    }
+
     /// Fetches a relative FHIR URL as a prefetch template renders it: a read
     /// (`Patient/123`) gives one page holding the resource; a search
     /// (`Observation?patient=123&_count=100`) gives every page up to the resource cap.
@@ -301,18 +325,20 @@ impl FhirServer<'_> {
     }
 
     async fn fetch_inner(&self, relative: &str) -> Result<Fetched, FhirError> {
+        let settings = &self.client.settings;
         let url = self.resolve(relative)?;
-        let first = if url.as_str().len() > self.client.settings.post_search_above
-            && url.query().is_some()
-        {
-            self.post_search(&url).await?
+        let mut budget = PageBudget::new(settings);
+        let (reach, limit) = (self.reach, budget.next_page()?);
+        let first = if url.as_str().len() > settings.post_search_above && url.query().is_some() {
+            self.post_search(&url, limit).await
         } else {
-            self.get(&url).await?
+            self.get(&url, reach, limit).await
         };
+        let first = budget.took(first)?;
         let mut fetched = Fetched::default();
         let mut next = self.take_page(first, &mut fetched, true)?;
         while let Some(link) = next {
-            if fetched.matches + fetched.includes >= self.client.settings.max_resources {
+            if fetched.matches + fetched.includes >= settings.max_resources {
                 fetched.truncated = true;
                 inc(&self.client.metrics.truncated);
                 tracing::warn!(
@@ -324,8 +350,9 @@ impl FhirServer<'_> {
             let url = Url::parse(&link)
                 .or_else(|_| self.base.join(&link))
                 .map_err(|e| FhirError::NotFhir(format!("bad next link: {e}")))?;
-            self.check_link(&url)?;
-            let page = self.get(&url).await?;
+            let reach = self.check_link(&url)?;
+            let limit = budget.next_page()?;
+            let page = budget.took(self.get(&url, reach, limit).await)?;
             next = self.take_page(page, &mut fetched, false)?;
         }
         Ok(fetched)
@@ -391,7 +418,7 @@ impl FhirServer<'_> {
         Ok(url)
     }
 
-    fn check_link(&self, url: &Url) -> Result<(), FhirError> {
+    fn check_link(&self, url: &Url) -> Result<Reach, FhirError> {
         egress::same_origin(&self.base, url)
             .and_then(|()| egress::check(&self.rules, url))
             .map_err(|e| {
@@ -400,35 +427,44 @@ impl FhirServer<'_> {
             })
     }
 
-    async fn get(&self, url: &Url) -> Result<Box<RawValue>, FhirError> {
-        self.send(|| self.client.http.get(url.clone())).await
+    async fn get(&self, url: &Url, reach: Reach, limit: usize) -> Result<Box<RawValue>, FhirError> {
+        let http = self.client.pools.for_reach(reach);
+        self.send(|| http.get(url.clone()), limit).await
     }
 
     /// `POST [base]/[type]/_search` with the query as a form body (FHIR R4 "search").
-    async fn post_search(&self, url: &Url) -> Result<Box<RawValue>, FhirError> {
+    async fn post_search(&self, url: &Url, limit: usize) -> Result<Box<RawValue>, FhirError> {
         let mut target = url.clone();
         let form = url.query().unwrap_or_default().to_owned();
         target.set_query(None);
         let path = format!("{}/_search", target.path().trim_end_matches('/'));
         target.set_path(&path);
-        self.send(|| {
-            self.client
-                .http
-                .post(target.clone())
-                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(form.clone())
-        })
+        // Same origin as the base (checked by `resolve`): the base's reach.
+        let http = self.client.pools.for_reach(self.reach);
+        self.send(
+            || {
+                http.post(target.clone())
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form.clone())
+            },
+            limit,
+        )
         .await
     }
 
-    /// Sends a read, retrying throttling and gateway errors while the budget allows.
-    async fn send(&self, build: impl Fn() -> RequestBuilder) -> Result<Box<RawValue>, FhirError> {
+    /// Sends a read, retrying throttling and gateway errors while the budget allows; the body
+    /// is read up to `limit` bytes.
+    async fn send(
+        &self,
+        build: impl Fn() -> RequestBuilder,
+        limit: usize,
+    ) -> Result<Box<RawValue>, FhirError> {
         let settings = &self.client.settings;
         let mut attempt = 0;
         loop {
             let remaining = self.remaining()?;
             let mut request = build().header(ACCEPT, FHIR_JSON).timeout(remaining);
-            if let Some(token) = self.token {
+            if let Some(token) = &self.token {
                 request = request.header(AUTHORIZATION, format!("Bearer {token}"));
             }
             inc(&self.client.metrics.requests);
@@ -436,15 +472,22 @@ impl FhirServer<'_> {
                 let response = request.send().await.map_err(transport)?;
                 let status = response.status();
                 let headers = response.headers().clone();
-                let body = read_capped(response, settings.max_response_bytes).await?;
+                let body = read_capped(response, limit).await?;
                 Ok::<_, FhirError>((status, headers, body))
             })
             .await
-            .map_err(|_| FhirError::Timeout)??;
-            let (status, headers, body) = answer;
+            .map_err(|_| FhirError::Timeout)?
+            .inspect_err(log_non_public);
+            let (status, headers, body) = answer?;
             if is_retryable(status) && attempt < settings.max_retries {
-                let wait = retry_after(&headers).unwrap_or(Duration::from_millis(100 << attempt));
-                if Instant::now() + wait < self.deadline {
+                let backoff = Duration::from_millis(100u64.saturating_mul(1 << attempt.min(16)));
+                let wait = retry_after(&headers).unwrap_or(backoff);
+                // A server-chosen wait can be anything up to u64::MAX seconds: `Instant + wait`
+                // would panic; a wait past the deadline is simply not taken.
+                if Instant::now()
+                    .checked_add(wait)
+                    .is_some_and(|until| until < self.deadline)
+                {
                     attempt += 1;
                     inc(&self.client.metrics.retries);
                     tokio::time::sleep(wait).await;
@@ -495,6 +538,104 @@ impl FhirServer<'_> {
     }
 }
 
+/// What is left of one fetch's page and byte caps.
+struct PageBudget {
+    max_pages: usize,
+    max_bytes: usize,
+    max_response_bytes: usize,
+    pages: usize,
+    bytes: usize,
+    /// Whether the page being read is capped by the byte total rather than the page cap.
+    by_total: bool,
+}
+
+impl PageBudget {
+    fn new(settings: &FhirSettings) -> Self {
+        Self {
+            max_pages: settings.max_pages,
+            max_bytes: settings.max_fetch_bytes,
+            max_response_bytes: settings.max_response_bytes,
+            pages: 0,
+            bytes: 0,
+            by_total: false,
+        }
+    }
+
+    /// The body cap for the next page, or the error when no page may be read any more.
+    fn next_page(&mut self) -> Result<usize, FhirError> {
+        let left = self.max_bytes.saturating_sub(self.bytes);
+        if self.pages >= self.max_pages {
+            return Err(self.exceeded(true));
+        }
+        if left == 0 {
+            return Err(self.exceeded(false));
+        }
+        self.pages = self.pages.saturating_add(1);
+        self.by_total = left < self.max_response_bytes;
+        Ok(left.min(self.max_response_bytes))
+    }
+
+    /// Counts a page read; a body cut off by the byte total becomes that cap's error.
+    fn took(&mut self, page: Result<Box<RawValue>, FhirError>) -> Result<Box<RawValue>, FhirError> {
+        match page {
+            Ok(page) => {
+                self.bytes = self.bytes.saturating_add(page.get().len());
+                Ok(page)
+            }
+            Err(FhirError::TooLarge { .. }) if self.by_total => Err(self.exceeded(false)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exceeded(&self, pages: bool) -> FhirError {
+        tracing::warn!(
+            pages = self.pages,
+            bytes = self.bytes,
+            max_pages = self.max_pages,
+            max_bytes = self.max_bytes,
+            "search stopped at the paging cap"
+        );
+        if pages {
+            FhirError::PagingCap {
+                limit: self.max_pages,
+                unit: "pages",
+            }
+        } else {
+            FhirError::PagingCap {
+                limit: self.max_bytes,
+                unit: "bytes across its pages",
+            }
+        }
+    }
+}
+
+/// Logs which non-public address a name resolved to: the operator needs it, the caller must not
+/// get it (the refusal's `Display`, which reaches the 412 body, leaves it out).
+fn log_non_public(e: &FhirError) {
+    if let FhirError::Refused(EgressRefusal::NonPublicAddress { origin, ip }) = e {
+        let origin: String = origin.chars().take(200).collect();
+        tracing::warn!(origin = ?origin, address = %ip, "a name resolved to a non-public address; not contacted");
+    }
+}
+
+/// Redirects within the first URL's origin only (at most 3); any other 3xx is handed back to
+/// the caller, which reports it: nothing reaches the target.
+fn same_origin_redirects() -> redirect::Policy {
+    redirect::Policy::custom(|attempt| {
+        let same = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if attempt.previous().len() > 3 {
+            attempt.error("more than 3 redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
 fn transport(e: reqwest::Error) -> FhirError {
     if e.is_timeout() {
         return FhirError::Timeout;
@@ -534,6 +675,7 @@ fn is_retryable(status: StatusCode) -> bool {
 /// `Retry-After` as seconds or an HTTP date.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    // Any u64 is a valid Duration; callers add it to an Instant with `checked_add` only.
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -627,6 +769,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "2".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert(RETRY_AFTER, "18446744073709551615".parse().unwrap());
+        let huge = retry_after(&h).unwrap();
+        assert_eq!(
+            Instant::now().checked_add(huge),
+            None,
+            "never added unchecked"
+        );
         h.insert(
             RETRY_AFTER,
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),

@@ -13,6 +13,12 @@
 //!   so a name cannot be re-pointed between the check and the connect;
 //! - plain `http` only for an exact `http://…` entry (development);
 //! - redirects only within the same origin (enforced by the client).
+//!
+//! The decision is made per call, on the rule that matched *this caller's* URL ([`check`]
+//! returns a [`Reach`]): another client's exact entry for the same host never lets a wildcard
+//! caller reach a private address. Each reach has its own connection pool
+//! ([`super::connect::Pools`]), so a pooled connection to a private address is never handed
+//! to a call whose rule only reaches public ones.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -44,8 +50,10 @@ pub enum EgressRefusal {
     NotAllowlisted(String),
     #[error("`{0}` uses plain http; only origins allowlisted exactly as http:// may")]
     PlainHttp(String),
+    /// `ip` is for the log only: `Display` leaves it out, so a refusal sent back to the
+    /// caller (the 412 body) does not tell it what a name resolved to.
     #[error(
-        "`{origin}` is the non-public address {ip}; only an exactly allowlisted origin may be"
+        "`{origin}` is not a public address; only an exactly allowlisted origin may be private"
     )]
     NonPublicAddress { origin: String, ip: IpAddr },
     #[error("`{0}` is not an http(s) URL with a host")]
@@ -113,6 +121,13 @@ impl OriginRule {
 
     fn is_exact(&self) -> bool {
         matches!(self.host, HostPattern::Exact(_))
+    }
+
+    /// Whether this is an exact entry for `url`'s scheme, host and port: the only kind of
+    /// rule under which `url` may be on a private address (and, for SMART Backend Services,
+    /// the only kind a grant of bedside's own token may rest on).
+    pub fn names_exactly(&self, url: &Url) -> bool {
+        self.is_exact() && self.matches(url)
     }
 
     fn matches(&self, url: &Url) -> bool {
@@ -231,9 +246,19 @@ impl EgressPolicy {
     }
 }
 
-/// Checks `url` against `rules` before anything is sent. DNS names that a wildcard admitted
-/// are checked again, against their resolved addresses, by [`PublicOnlyResolver`].
-pub fn check(rules: &[OriginRule], url: &Url) -> Result<(), EgressRefusal> {
+/// Which addresses a call may connect to, decided by the rule that matched its URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// An exact entry names this scheme, host and port: any address, private included.
+    Exact,
+    /// Only a wildcard matched: public addresses only, checked again after DNS resolution.
+    PublicOnly,
+}
+
+/// Checks `url` against `rules` before anything is sent, and says how far the call may reach.
+/// DNS names that only a wildcard admitted are checked again, against their resolved
+/// addresses, by the [`Reach::PublicOnly`] pool's [`PublicOnlyResolver`].
+pub fn check(rules: &[OriginRule], url: &Url) -> Result<Reach, EgressRefusal> {
     let origin = url.origin().ascii_serialization();
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(EgressRefusal::NotHttp(url.as_str().to_owned()));
@@ -247,7 +272,7 @@ pub fn check(rules: &[OriginRule], url: &Url) -> Result<(), EgressRefusal> {
         });
     }
     if matching.iter().any(|r| r.is_exact()) {
-        return Ok(());
+        return Ok(Reach::Exact);
     }
     let literal = match url.host() {
         Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -256,7 +281,7 @@ pub fn check(rules: &[OriginRule], url: &Url) -> Result<(), EgressRefusal> {
     };
     match literal {
         Some(ip) if !is_public(ip) => Err(EgressRefusal::NonPublicAddress { origin, ip }),
-        _ => Ok(()),
+        _ => Ok(Reach::PublicOnly),
     }
 }
 
@@ -273,32 +298,40 @@ pub fn same_origin(base: &Url, link: &Url) -> Result<(), EgressRefusal> {
     }
 }
 
-/// Whether an address is on the public internet (not loopback, private, link-local, shared,
-/// multicast, documentation, benchmarking or reserved).
+/// Whether an address is on the public internet: not in any range of the IANA special-purpose
+/// registries (RFC 6890, RFC 8190 and later entries) that is not globally reachable, nor
+/// loopback, private, link-local, shared, multicast or reserved. IPv6 is public only inside
+/// global unicast `2000::/3`; addresses that carry an IPv4 address (IPv4-mapped, NAT64
+/// `64:ff9b::/96`) are judged by that address. Deprecated or tunnelling forms (IPv4-compatible
+/// `::/96`, 6to4 `2002::/16`, Teredo and the rest of `2001::/23`) are refused outright: a FHIR
+/// server is never legitimately there, and they can lead to an internal IPv4 address.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let s = v6.segments();
-            // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
-            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let v4 =
-                    Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-                return is_public_v4(v4);
-            }
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || v6 == Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1))
-        }
+        IpAddr::V6(v6) => is_public_v6(v6),
     }
+}
+
+fn is_public_v6(v6: Ipv6Addr) -> bool {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return is_public_v4(v4); // ::ffff:0:0/96
+    }
+    let s = v6.segments();
+    // NAT64 well-known prefix (64:ff9b::/96, RFC 6052) carries an IPv4 address in its last
+    // 32 bits; the local-use prefix 64:ff9b:1::/48 (RFC 8215) falls outside 2000::/3 below.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let [.., a, b, c, d] = v6.octets();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    // Outside global unicast: ::/96 (IPv4-compatible, ::1, ::), 100::/64 (discard),
+    // 64:ff9b:1::/48, 5f00::/16 (SRv6 SIDs), fc00::/7, fe80::/10, fec0::/10, ff00::/8…
+    if s[0] & 0xe000 != 0x2000 {
+        return false;
+    }
+    !((s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23 IETF protocol assignments (Teredo, benchmarking, ORCHID)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // 2001:db8::/32 documentation
+        || s[0] == 0x2002 // 2002::/16 6to4
+        || (s[0] == 0x3fff && s[1] < 0x1000)) // 3fff::/20 documentation (RFC 9637)
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
@@ -313,19 +346,22 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a == 0
         || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast (deprecated, RFC 7526)
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
         || a >= 240) // reserved
 }
 
-/// The resolver every FHIR connection uses: names resolve normally, then any non-public
-/// address fails the lookup unless the name is an exactly allowlisted host.
+/// The resolver of both connection pools: names resolve normally, then any non-public address
+/// fails the lookup unless the name is in `exact_hosts` — every exactly allowlisted host for
+/// the [`Reach::Exact`] pool (a second line behind [`check`], which already decided on this
+/// caller's rule), none for the [`Reach::PublicOnly`] pool.
 #[derive(Debug, Clone)]
 pub struct PublicOnlyResolver {
     exact_hosts: Arc<HashSet<String>>,
 }
 
 impl PublicOnlyResolver {
-    /// `exact_hosts`: from [`EgressPolicy::exact_hosts`].
+    /// `exact_hosts`: from [`EgressPolicy::exact_hosts`], or empty for public addresses only.
     pub fn new(exact_hosts: HashSet<String>) -> Self {
         Self {
             exact_hosts: Arc::new(exact_hosts),
@@ -368,12 +404,18 @@ mod tests {
     #[test]
     fn exact_origins_match_scheme_host_and_port() {
         let r = rules(&["https://fhir.hospital.example", "http://127.0.0.1:8081"]);
-        assert_eq!(check(&r, &url("https://fhir.hospital.example/R4")), Ok(()));
+        assert_eq!(
+            check(&r, &url("https://fhir.hospital.example/R4")),
+            Ok(Reach::Exact)
+        );
         assert_eq!(
             check(&r, &url("https://FHIR.hospital.example:443/R4")),
-            Ok(())
+            Ok(Reach::Exact)
         );
-        assert_eq!(check(&r, &url("http://127.0.0.1:8081/fhir")), Ok(()));
+        assert_eq!(
+            check(&r, &url("http://127.0.0.1:8081/fhir")),
+            Ok(Reach::Exact)
+        );
         assert!(matches!(
             check(&r, &url("https://fhir.hospital.example:8443/R4")),
             Err(EgressRefusal::NotAllowlisted(_))
@@ -400,15 +442,21 @@ mod tests {
         let r = rules(&["https://*.epic.example"]);
         assert_eq!(
             check(&r, &url("https://fhir.epic.example/api/FHIR/R4")),
-            Ok(())
+            Ok(Reach::PublicOnly)
         );
         assert!(check(&r, &url("https://epic.example.evil.test/")).is_err());
         assert!(check(&r, &url("https://evilepic.example/")).is_err());
         let on_port = rules(&["https://*:8443"]);
-        assert_eq!(check(&on_port, &url("https://fhir.example:8443/")), Ok(()));
+        assert_eq!(
+            check(&on_port, &url("https://fhir.example:8443/")),
+            Ok(Reach::PublicOnly)
+        );
         assert!(check(&on_port, &url("https://fhir.example/")).is_err());
         let any = rules(&["https://*"]);
-        assert_eq!(check(&any, &url("https://93.184.216.34/")), Ok(()));
+        assert_eq!(
+            check(&any, &url("https://93.184.216.34/")),
+            Ok(Reach::PublicOnly)
+        );
         for bad in [
             "https://169.254.169.254/latest/meta-data",
             "https://127.0.0.1/",
@@ -467,6 +515,129 @@ mod tests {
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
+    }
+
+    /// Each special-purpose range of the IANA IPv4 and IPv6 registries (RFC 6890 / 8190 and
+    /// later entries) that is not globally reachable, and every form that embeds an IPv4
+    /// address, one address each; and the public neighbours that must stay reachable.
+    #[test]
+    fn special_purpose_ranges_of_the_iana_registries_are_not_public() {
+        for (range, ip) in [
+            ("0.0.0.0/8 this network", "0.1.2.3"),
+            ("192.0.0.0/24 IETF protocol assignments", "192.0.0.8"),
+            ("192.0.2.0/24 TEST-NET-1", "192.0.2.1"),
+            ("192.88.99.0/24 6to4 relay anycast", "192.88.99.1"),
+            ("198.51.100.0/24 TEST-NET-2", "198.51.100.7"),
+            ("203.0.113.0/24 TEST-NET-3", "203.0.113.9"),
+            ("198.18.0.0/15 benchmarking", "198.19.255.1"),
+            ("100.64.0.0/10 shared", "100.127.0.1"),
+            ("240.0.0.0/4 reserved", "250.1.2.3"),
+            ("::/96 IPv4-compatible", "::7f00:1"),
+            ("::/96 IPv4-compatible (public v4 inside)", "::808:808"),
+            ("::ffff:0:0/96 IPv4-mapped private", "::ffff:10.0.0.1"),
+            (
+                "::ffff:0:0/96 IPv4-mapped metadata",
+                "::ffff:169.254.169.254",
+            ),
+            ("64:ff9b::/96 NAT64 to loopback", "64:ff9b::7f00:1"),
+            ("64:ff9b:1::/48 local-use NAT64", "64:ff9b:1::808:808"),
+            ("100::/64 discard-only", "100::1"),
+            ("2001::/32 Teredo", "2001:0:4136:e378:8000:63bf:3fff:fdd2"),
+            ("2001:2::/48 benchmarking", "2001:2::1"),
+            ("2001:10::/28 ORCHID", "2001:10::1"),
+            (
+                "2001:20::/28 ORCHIDv2 (2001::/23 is refused whole)",
+                "2001:20::1",
+            ),
+            ("2001:db8::/32 documentation", "2001:db8::1"),
+            ("2002::/16 6to4", "2002:c0a8:101::1"),
+            ("2002::/16 6to4 (public v4 inside)", "2002:808:808::1"),
+            ("3fff::/20 documentation", "3fff:fff::1"),
+            ("5f00::/16 SRv6 SIDs", "5f00::1"),
+            ("fc00::/7 unique local", "fd12:3456::1"),
+            ("fe80::/10 link-local", "fe80::1"),
+            ("fec0::/10 site-local", "fec0::1"),
+            ("ff00::/8 multicast", "ff0e::1"),
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{range}: {ip}");
+        }
+        for (what, ip) in [
+            ("public v4", "1.1.1.1"),
+            ("public v4 next to 192.0.0.0/24", "192.0.1.1"),
+            ("public v4 next to 192.88.99.0/24", "192.88.98.1"),
+            ("public v6", "2606:4700:4700::1111"),
+            ("public v6 next to 2001::/23", "2001:200::1"),
+            ("public v6 next to 3fff::/20", "3fff:1000::1"),
+            ("NAT64 to a public v4", "64:ff9b::808:808"),
+            ("IPv4-mapped public", "::ffff:8.8.8.8"),
+        ] {
+            assert!(is_public(ip.parse().unwrap()), "{what}: {ip}");
+        }
+    }
+
+    /// The 412 body carries the refusal's `Display`: it must not say what a name resolved to.
+    #[test]
+    fn a_non_public_refusal_does_not_name_the_address() {
+        let e = EgressRefusal::NonPublicAddress {
+            origin: "https://intranet.example".into(),
+            ip: "10.20.30.40".parse().unwrap(),
+        };
+        let text = e.to_string();
+        assert!(text.contains("intranet.example"), "{text}");
+        assert!(!text.contains("10.20.30.40"), "{text}");
+    }
+
+    /// Issue 14 item 9: client A may reach `https://*:18444` (public only), client B lists
+    /// `http://localhost:18091` exactly. A's URL on localhost is matched by A's wildcard only:
+    /// public reach, whatever B lists; B's exact URL is exact reach.
+    #[test]
+    fn reach_follows_the_rule_that_matched_this_callers_url() {
+        let policy = EgressPolicy::new(
+            vec![
+                ClientEgress {
+                    iss: "https://a.example".into(),
+                    all_tenants: rules(&["https://*:18444"]),
+                    by_tenant: Vec::new(),
+                },
+                ClientEgress {
+                    iss: "https://b.example".into(),
+                    all_tenants: rules(&["http://localhost:18091", "https://localhost:18444"]),
+                    by_tenant: Vec::new(),
+                },
+            ],
+            Vec::new(),
+        );
+        let a = policy.rules_for(Some("https://a.example"), None);
+        let b = policy.rules_for(Some("https://b.example"), None);
+        let target = url("https://localhost:18444/fhir");
+        assert_eq!(check(&a, &target), Ok(Reach::PublicOnly));
+        assert_eq!(check(&b, &target), Ok(Reach::Exact));
+        assert_eq!(
+            check(&b, &url("http://localhost:18091/fhir")),
+            Ok(Reach::Exact)
+        );
+        assert!(check(&a, &url("http://localhost:18091/fhir")).is_err());
+        assert!(policy.exact_hosts().contains("localhost"));
+    }
+
+    #[tokio::test]
+    async fn the_public_only_resolver_refuses_loopback_and_names_no_address_in_its_message() {
+        let public_only = PublicOnlyResolver::new(HashSet::new());
+        let name: Name = "localhost".parse().unwrap();
+        let e = match public_only.resolve(name).await {
+            Err(e) => e,
+            Ok(addrs) => panic!("resolved: {:?}", addrs.collect::<Vec<_>>()),
+        };
+        let refusal = e.downcast_ref::<EgressRefusal>().unwrap();
+        assert_eq!(refusal.kind(), "non_public_address");
+        assert!(!refusal.to_string().contains("127.0.0.1"), "{refusal}");
+        let exact = PublicOnlyResolver::new(HashSet::from(["localhost".to_owned()]));
+        let addrs: Vec<SocketAddr> = exact
+            .resolve("localhost".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub enum FhirError {
     /// A body larger than `fhir.max_response_bytes`; reading stopped at the cap.
     #[error("response larger than the {limit}-byte cap")]
     TooLarge { limit: usize },
+    /// A search past `fhir.max_pages` pages or `fhir.max_fetch_bytes` bytes across its
+    /// pages; paging stopped there and the partial result is not used.
+    #[error("search stopped at the cap of {limit} {unit} (fhir.max_pages / fhir.max_fetch_bytes)")]
+    PagingCap { limit: usize, unit: &'static str },
     /// A redirect that leaves the server's origin (or too many redirects).
     #[error("redirect refused: {0}")]
     Redirect(String),
@@ -46,6 +50,7 @@ impl FhirError {
             Self::Outcome(_) => "outcome",
             Self::NotFhir(_) => "not_fhir",
             Self::TooLarge { .. } => "too_large",
+            Self::PagingCap { .. } => "paging_cap",
             Self::Redirect(_) => "redirect",
             Self::Transport(_) => "transport",
         }
@@ -62,6 +67,7 @@ impl FhirError {
             Self::Outcome(o) => format!("outcome ({})", o.codes().join(",")),
             Self::Refused(r) => format!("refused ({})", r.kind()),
             Self::TooLarge { limit } => format!("too_large (cap {limit} bytes)"),
+            Self::PagingCap { limit, unit } => format!("paging_cap ({limit} {unit})"),
             other => other.kind().to_owned(),
         }
     }

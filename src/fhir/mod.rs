@@ -5,9 +5,10 @@
 //! 190 KB prefetch), because fhirbolt's typed parse costs ~17× more and would cap a 2-core
 //! box near 550 requests/s. The full typed model ([`outcome`]) is for OperationOutcomes and
 //! typed reads. [`client`] fetches what prefetch lacks ([`fulfil`]) from servers the
-//! [`egress`] policy allows.
+//! [`egress`] policy allows, over the [`connect`] pool its decision picks.
 
 pub mod client;
+pub mod connect;
 pub mod egress;
 mod error;
 pub mod fulfil;
@@ -16,6 +17,6 @@ pub mod projection;
 pub mod time;
 
 pub use client::{Fetched, FhirClient, FhirServer, FhirSettings, Search};
-pub use egress::{ClientEgress, EgressPolicy, EgressRefusal, OriginRule};
+pub use egress::{ClientEgress, EgressPolicy, EgressRefusal, OriginRule, Reach};
 pub use error::FhirError;
 pub use projection::{ObservationView, Projected, ProjectionError};

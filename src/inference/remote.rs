@@ -42,6 +42,7 @@ impl RemoteModel {
     ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy() // connect directly, as every outbound client of the gateway does
             .connect_timeout(timeout)
             .build()
             .map_err(|e| e.to_string())?;

@@ -639,24 +639,15 @@ impl CdsService {
         let fetch_deadline = deadline
             .checked_sub(self.env.fhir.scoring_reserve)
             .unwrap_or(deadline);
-        // No token from the EHR: bedside's own (SMART Backend Services), listed servers only.
-        let own_token = match (token, request.fhir_server.as_deref()) {
-            (None, Some(base)) if fulfil::needs_server(wants) => {
-                crate::smart_backend::token_for(self.env.backend.as_deref(), base, fetch_deadline)
-                    .await
-            }
-            _ => None,
-        };
-        let token = token.or(own_token.as_deref());
+        let caller = (
+            client.map(|c| c.iss.as_str()),
+            client.and_then(|c| c.tenant.as_deref()),
+        );
         // The server is looked at (and the egress policy asked) only when data must be fetched.
         let server = match request.fhir_server.as_deref() {
             _ if !fulfil::needs_server(wants) => Err("no query needed".to_owned()),
             None => Err("the request has no fhirServer to query".to_owned()),
             Some(base) => {
-                let caller = (
-                    client.map(|c| c.iss.as_str()),
-                    client.and_then(|c| c.tenant.as_deref()),
-                );
                 self.env.fhir
                     .client
                     .server(base, caller, token, fetch_deadline)
@@ -665,6 +656,18 @@ impl CdsService {
                         format!("fhirServer {e}")
                     })
             }
+        };
+        // No token from the EHR: bedside's own (SMART Backend Services), asked for only after
+        // the caller's egress check passed, and only where this caller is granted it.
+        let server = match server {
+            Ok(s) if token.is_none() => {
+                let backend = self.env.backend.as_deref();
+                match crate::smart_backend::token_for(backend, &s, caller, fetch_deadline).await {
+                    Some(own) => Ok(s.with_token(own)),
+                    None => Ok(s),
+                }
+            }
+            other => other,
         };
         fulfil::fulfil(wants, server.as_ref().map_err(String::as_str)).await
     }

@@ -47,12 +47,18 @@ pub fn free_port() -> u16 {
 impl BedsideProcess {
     /// Starts `bedside serve` with `config` and `RUST_LOG=rust_log`; waits until it listens.
     pub fn start(config: &Path, port: u16, rust_log: &str) -> Self {
+        Self::start_with_env(config, port, rust_log, &[])
+    }
+
+    /// As [`BedsideProcess::start`], with more environment variables (`HTTPS_PROXY`…).
+    pub fn start_with_env(config: &Path, port: u16, rust_log: &str, env: &[(&str, &str)]) -> Self {
         let log = config.with_file_name(format!("bedside-{port}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
             .args(["serve", "--insecure-no-auth", "--config"])
             .arg(config)
             .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

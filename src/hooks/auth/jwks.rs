@@ -50,6 +50,7 @@ impl JwksCache {
     pub fn new(settings: &AuthSettings) -> Result<Self, AuthError> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy() // a proxy would resolve the JWKS host itself (issue 14 item 10)
             .connect_timeout(settings.jwks_timeout)
             .timeout(settings.jwks_timeout)
             .build()
