@@ -385,7 +385,7 @@ async fn predictions_explain_themselves_and_abstain_outside_the_training_range()
     assert_eq!(body["error"], "insufficient_data");
     let message = body["message"].as_str().unwrap();
     assert!(
-        message.contains("heart rate 260 /min is outside the range the model was trained on")
+        message.contains("heart rate 260/min is outside the range the model was trained on")
             && message.contains(&format!("Observation/{id}")),
         "{message}"
     );

@@ -44,7 +44,7 @@ async fn missing_partial_and_failed_prefetch_are_fetched_and_give_the_same_card(
     assert_eq!(status, 200, "{prefetched}");
     let expected = card_essence(&prefetched);
     assert!(
-        expected.2.contains("Observation/demo-deteriorating-"),
+        expected.2.contains("What raised the risk most"),
         "{}",
         expected.2
     );

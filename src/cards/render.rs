@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::template::{Template, Values};
@@ -28,7 +28,20 @@ pub struct CardText {
     /// How many suggestions the clinician may accept (set on cards with suggestions).
     pub selection_behavior: SelectionBehavior,
     pub override_reasons: Vec<Coding>,
+    /// What to do, said after the drivers ("See the patient now; …"); the summary's
+    /// placeholders. `None`: the card points at the app only.
+    pub action: Option<Template>,
+    /// Last line of every card's detail: model, version, what it was trained on, who decides
+    /// (model placeholders). Kept on the card because an EHR may not show `source`.
+    pub footer: Template,
 }
+
+/// Footer for services that do not set `[card] footer`.
+pub const DEFAULT_FOOTER: &str = "{model} v{version}: see its model card for the training data and limits. Decision support only; the clinician decides.";
+
+/// Contributing observations a card lists (the app lists more). A sidebar of ~240–320 px
+/// shows about three before the action scrolls out of sight.
+pub const CARD_DRIVERS: usize = 3;
 
 /// Bedside scores computed beside the model: markdown lines for the card detail, values for
 /// summary placeholders (`{news2}`, `{qsofa}`…).
@@ -49,7 +62,8 @@ pub struct RiskAssessment<'a> {
     pub indicator: Indicator,
     /// Bedside scores from the same data, shown beside the model.
     pub baselines: &'a BaselineReport,
-    /// Top contributing observations and the trend of each signal.
+    /// Top contributing observations and the trend of each signal; the card shows the first
+    /// [`CARD_DRIVERS`] (without their FHIR ids) and leaves the trends to the app.
     pub explanation: &'a Explanation,
     /// Observations of model inputs that could not be used (unit, status, time, shape).
     pub rejected: usize,
@@ -126,8 +140,49 @@ fn smart_link(public_base: &str, service_id: &str, prediction: &str) -> Link {
     }
 }
 
-fn hhmm(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+/// A time as a card shows it: "2026-01-01 11:50 UTC" (the EHR knows the clinician's zone,
+/// bedside does not).
+fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// The data window as every card states it: "**Data:** 48 h to 2026-01-01 12:00 UTC".
+fn data_window(start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+    format!("**Data:** {} h to {}", (end - start).num_hours(), when(end))
+}
+
+/// `text` without references to Observations (`; Observation/8265da4b…`): a card is read by a
+/// clinician in a narrow sidebar, and an id tells them nothing there. The reference stays in
+/// the prediction record, the API and the SMART app.
+fn without_references(text: &str) -> String {
+    const MARK: &str = "Observation/";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(MARK) {
+        let head = rest[..i].trim_end();
+        let head = head
+            .strip_suffix([';', ',', ':'])
+            .unwrap_or(head)
+            .trim_end();
+        out.push_str(head);
+        let tail = &rest[i + MARK.len()..];
+        // FHIR ids: [A-Za-z0-9\-\.]{1,64}
+        let id_len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            .unwrap_or(tail.len());
+        rest = &tail[id_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// First letter upper-case, for a list item that starts with a driver's words.
+fn capitalised(words: &str) -> String {
+    let mut chars = words.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// The card for a scored patient.
@@ -149,7 +204,7 @@ pub fn risk_card(a: &RiskAssessment<'_>, text: &CardText) -> Card {
     let smart = smart_link(a.public_base, a.service_id, &uuid);
     Card {
         summary: text.summary.render(&values),
-        detail: Some(risk_detail(a, risk_pct)),
+        detail: Some(risk_detail(a, text, &values, risk_pct)),
         indicator: a.indicator,
         source: source(text, a.public_base, m),
         selection_behavior: (!a.suggestions.is_empty()).then_some(text.selection_behavior),
@@ -161,88 +216,72 @@ pub fn risk_card(a: &RiskAssessment<'_>, text: &CardText) -> Card {
     }
 }
 
-fn risk_detail(a: &RiskAssessment<'_>, risk_pct: u32) -> String {
+/// The detail, in the order a clinician in a sidebar reads it: the number and what it means,
+/// why (at most [`CARD_DRIVERS`] observations), what to do, the bedside scores, then the data
+/// window, model and training data. Trends and FHIR ids are in the app, not here.
+fn risk_detail(
+    a: &RiskAssessment<'_>,
+    text: &CardText,
+    values: &Values<'_>,
+    risk_pct: u32,
+) -> String {
     let m = a.manifest;
     let x = a.matrix;
     let mut d = String::new();
-    let _ = writeln!(
-        d,
-        "**{risk_pct}%** {} (model **{} v{}**; {}).\n",
-        m.output.meaning, m.name, m.version, m.output.calibration
-    );
-    for line in &a.baselines.lines {
-        d.push_str(line);
-        d.push_str("\n\n");
-    }
+    let _ = writeln!(d, "**{risk_pct}%**: {}.\n", m.output.meaning);
     for note in &a.notes {
-        d.push_str(note);
+        d.push_str(&without_references(note));
         d.push_str("\n\n");
     }
     if a.explanation.drivers.is_empty() {
-        d.push_str("No single observation moved the score by more than 0.2 points.\n\n");
+        d.push_str("No single observation moved the risk by more than 0.2 percentage points.\n\n");
     } else {
-        d.push_str(
-            "**Top contributing observations** (risk recomputed with each one left out):\n\n",
-        );
-        for driver in &a.explanation.drivers {
+        d.push_str("**What raised the risk most:**\n\n");
+        for driver in a.explanation.drivers.iter().take(CARD_DRIVERS) {
             let _ = writeln!(
                 d,
-                "- {} (+{:.1} points; {})",
-                driver.words,
+                "- {}: +{:.1} percentage points",
+                capitalised(&without_references(&driver.words)),
                 driver.contribution * 100.0,
-                driver.reference
             );
         }
         d.push('\n');
     }
-    if !a.explanation.trends.is_empty() {
-        d.push_str("**Trend:** ");
-        let trends: Vec<&str> = a
-            .explanation
-            .trends
-            .iter()
-            .map(|t| t.words.as_str())
-            .collect();
-        d.push_str(&trends.join("; "));
-        d.push_str(".\n\n");
+    d.push_str("**Next:** ");
+    match &text.action {
+        Some(action) => {
+            d.push_str(action.render(values).trim_end());
+            d.push_str(" Trends and all data used: the bedside app.\n\n");
+        }
+        None => d.push_str("trends and all data used are in the bedside app.\n\n"),
+    }
+    for line in &a.baselines.lines {
+        d.push_str(line);
+        d.push_str("\n\n");
     }
     let _ = write!(
         d,
-        "**Data window:** {} to {} ({} h), {} measurements",
-        hhmm(x.window_start),
-        hhmm(x.window_end),
-        (x.window_end - x.window_start).num_hours(),
+        "{}, {} measurements",
+        data_window(x.window_start, x.window_end),
         x.measurements.len()
     );
     if a.rejected > 0 {
-        let _ = write!(
-            d,
-            "; {} observations not usable (unit, status or time)",
-            a.rejected
-        );
+        let _ = write!(d, " ({} not usable: unit, status or time)", a.rejected);
     }
-    d.push_str(".\n\n");
-    let _ = write!(
-        d,
-        "_Decision support only: the clinician decides. {}. Not validated on real patients; see the model card for limits._",
-        m.training_data
-    );
+    let _ = write!(d, ". _{}_", text.footer.render(&base_values(m)));
     d
 }
 
 /// An info card saying why no score was given (only when the service asks for one).
 pub fn abstain_card(a: &Abstention<'_>, text: &CardText) -> Card {
     let m = a.manifest;
+    let reason = without_references(&a.reason);
     let mut values = base_values(m);
-    values.insert("reason", a.reason.clone());
+    values.insert("reason", reason.clone());
     let detail = format!(
-        "No risk score was computed: {}.\n\n**Data window:** {} to {}. Model **{} v{}**.\n\n_{}._",
-        a.reason,
-        hhmm(a.window_start),
-        hhmm(a.window_end),
-        m.name,
-        m.version,
-        m.training_data
+        "No risk score was computed: {reason}.\n\n{}. _{}_",
+        data_window(a.window_start, a.window_end),
+        text.footer.render(&base_values(m))
     );
     Card {
         uuid: Some(card_uuid(a.service_id, a.hook_instance, m)),
@@ -255,5 +294,25 @@ pub fn abstain_card(a: &Abstention<'_>, text: &CardText) -> Card {
         override_reasons: Vec::new(),
         links: vec![model_card_link(a.public_base, m)],
         extension: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observation_references_are_left_out_of_card_text() {
+        assert_eq!(
+            without_references(
+                "heart rate 260/min is outside the range the model was trained on (30–200); Observation/8265da4b-1.x"
+            ),
+            "heart rate 260/min is outside the range the model was trained on (30–200)"
+        );
+        assert_eq!(without_references("a Observation/x1, then b"), "a, then b");
+        assert_eq!(without_references("no reference"), "no reference");
+        assert_eq!(without_references("Observation/"), "");
+        assert_eq!(capitalised("ärger"), "Ärger");
+        assert_eq!(capitalised(""), "");
     }
 }

@@ -52,6 +52,15 @@ struct RawFeature {
     max_age_hours: Option<f64>,
     #[serde(default)]
     transform: Transform,
+    /// Decimals cards and the app show values with; absent: the unit's usual rounding
+    /// ([`units::default_decimals`]).
+    #[serde(default)]
+    decimals: Option<u8>,
+    /// For coded (categorical or binary) signals: value → the words cards say for it
+    /// ("1" → "new confusion or reduced consciousness (ACVPU: not alert)"), so a change reads
+    /// as a finding rather than "rose 0 → 1". Keys are the values of `coded_values`.
+    #[serde(default)]
+    value_words: BTreeMap<String, String>,
 }
 
 /// Applied to a step's value before normalisation (the manifest's mean/std are of the
@@ -107,6 +116,30 @@ pub struct FeatureDef {
     /// Longest a value is carried forward into empty steps.
     pub max_age: Option<Duration>,
     pub transform: Transform,
+    /// Decimals values are shown with, in [`FeatureDef::unit`] (clinical rounding).
+    pub decimals: u8,
+    /// Words for the values of a coded signal (empty for measured quantities): cards say
+    /// these instead of the number.
+    pub value_words: Vec<(f64, String)>,
+}
+
+impl FeatureDef {
+    /// `value` as cards show it: the value's words for a coded signal, else the number in
+    /// display units with this feature's rounding ("39.2 °C").
+    pub fn show(&self, value: f64) -> String {
+        match self.words_for(value) {
+            Some(words) => words.to_owned(),
+            None => units::display(value, &self.unit, self.decimals),
+        }
+    }
+
+    /// The words for `value` when this is a coded signal that has them.
+    pub fn words_for(&self, value: f64) -> Option<&str> {
+        self.value_words
+            .iter()
+            .find(|(v, _)| (v - value).abs() < 1e-9)
+            .map(|(_, w)| w.as_str())
+    }
 }
 
 /// A validated feature spec.
@@ -115,6 +148,32 @@ pub struct FeatureSpec {
     pub window: Duration,
     pub step: Duration,
     pub features: Vec<FeatureDef>,
+}
+
+/// `value_words` of a feature, checked: keys are numbers, and a coded signal that has words
+/// has them for every value it can take (a missing one would show as a bare number).
+fn value_words(f: &RawFeature) -> Result<Vec<(f64, String)>, String> {
+    let mut words = Vec::new();
+    for (key, text) in &f.value_words {
+        let value: f64 = key
+            .trim()
+            .parse()
+            .map_err(|_| format!("value_words key `{key}` is not a number"))?;
+        if text.trim().is_empty() {
+            return Err(format!("value_words `{key}` is empty"));
+        }
+        words.push((value, text.clone()));
+    }
+    if !words.is_empty() {
+        for (code, value) in &f.coded_values {
+            if !words.iter().any(|(v, _)| (v - value).abs() < 1e-9) {
+                return Err(format!(
+                    "value_words has no words for {value} (coded value of `{code}`)"
+                ));
+            }
+        }
+    }
+    Ok(words)
 }
 
 impl FeatureSpec {
@@ -169,6 +228,18 @@ impl FeatureSpec {
                     ))
                 }
             };
+            let decimals = f
+                .decimals
+                .unwrap_or_else(|| units::default_decimals(&f.unit));
+            if decimals > units::MAX_DECIMALS {
+                return Err(format!(
+                    "feature[{i}] `{}`: decimals must be at most {}",
+                    f.name,
+                    units::MAX_DECIMALS
+                ));
+            }
+            let value_words =
+                value_words(&f).map_err(|e| format!("feature[{i}] `{}`: {e}", f.name))?;
             features.push(FeatureDef {
                 display: f.display.unwrap_or_else(|| f.name.replace('_', " ")),
                 name: f.name,
@@ -179,6 +250,8 @@ impl FeatureSpec {
                 aggregate: f.aggregate,
                 max_age,
                 transform: f.transform,
+                decimals,
+                value_words,
             });
         }
         Ok(Self {
@@ -201,5 +274,36 @@ impl FeatureSpec {
     /// Index of the feature called `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.features.iter().position(|f| f.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CODED: &str = "window_hours = 12\nstep_minutes = 60\n[[feature]]\nname='avpu'\nloinc=['67775-7']\nunit='1'\n[feature.coded_values]\n'248234008' = 0.0\n'300202002' = 1.0\n";
+
+    #[test]
+    fn display_rounding_and_value_words_are_read_and_checked() {
+        let spec = FeatureSpec::parse(&format!(
+            "{CODED}[feature.value_words]\n'0' = 'alert'\n'1' = 'not alert'\n[[feature]]\nname='creatinine'\nloinc=['2160-0']\nunit='mg/dL'\ndecimals=2\n[[feature]]\nname='temperature'\nloinc=['8310-5']\nunit='Cel'\n"
+        ))
+        .unwrap();
+        assert_eq!(spec.features[0].show(1.0), "not alert");
+        assert_eq!(spec.features[0].show(0.0), "alert");
+        assert_eq!(spec.features[1].show(1.234), "1.23 mg/dL");
+        assert_eq!(spec.features[2].decimals, 1, "the unit's usual rounding");
+        assert_eq!(spec.features[2].show(39.17), "39.2 °C");
+        // A coded value without words would show as a bare number.
+        let missing = FeatureSpec::parse(&format!("{CODED}[feature.value_words]\n'0' = 'alert'\n"));
+        assert!(missing.unwrap_err().contains("no words for 1"));
+        let bad_key = FeatureSpec::parse(&format!(
+            "{CODED}[feature.value_words]\n'zero' = 'alert'\n'1' = 'x'\n"
+        ));
+        assert!(bad_key.unwrap_err().contains("not a number"));
+        let too_fine = FeatureSpec::parse(
+            "window_hours = 12\nstep_minutes = 60\n[[feature]]\nname='t'\nloinc=['8310-5']\nunit='Cel'\ndecimals=7\n",
+        );
+        assert!(too_fine.unwrap_err().contains("decimals"));
     }
 }

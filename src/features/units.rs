@@ -7,6 +7,10 @@
 //! EHRs put in `Quantity.unit` are mapped to UCUM codes first.
 //!
 //! `models/featurize.py` carries the same table; the parity test keeps the two equal.
+//!
+//! UCUM codes are for machines ("Cel", "mm[Hg]", "10*3/uL"); cards and the app show a
+//! clinician the units a chart shows ("°C", "mmHg", "×10³/µL"), each rounded as charts round it
+//! ([`DISPLAY`], overridden per feature by `decimals` in `features.toml`).
 
 /// What a unit measures; only units of the same kind convert into each other (mass and
 /// substance concentrations through a molar mass).
@@ -52,6 +56,81 @@ const LINEAR: &[(&str, Kind, f64)] = &[
     ("L/min", Kind::Flow, 1.0),
     ("mL/min", Kind::Flow, 0.001),
 ];
+
+/// How a canonical unit is shown: `(UCUM code, text written after the number, decimals)`.
+/// The text carries its own leading space, so "96%" and "28/min" sit against the number and
+/// "39.2 °C" does not. The decimals are the usual clinical rounding for the unit; a feature
+/// whose quantity is read more finely (creatinine in mg/dL: 2) or coarsely (platelets: 0)
+/// declares its own `decimals` in `features.toml`.
+const DISPLAY: &[(&str, &str, u8)] = &[
+    ("/min", "/min", 0),
+    ("{beats}/min", "/min", 0),
+    ("{breaths}/min", "/min", 0),
+    ("{counts}/min", "/min", 0),
+    ("1/min", "/min", 0),
+    ("%", "%", 0),
+    ("mm[Hg]", " mmHg", 0),
+    ("kPa", " kPa", 1),
+    ("1", "", 0),
+    ("mg/dL", " mg/dL", 1),
+    ("mg/L", " mg/L", 1),
+    ("g/L", " g/L", 0),
+    ("g/dL", " g/dL", 1),
+    ("mmol/L", " mmol/L", 1),
+    ("umol/L", " µmol/L", 0),
+    ("10*9/L", " ×10⁹/L", 1),
+    ("10*3/uL", " ×10³/µL", 1),
+    ("10*3/mm3", " ×10³/mm³", 1),
+    ("/nL", "/nL", 1),
+    ("L/min", " L/min", 1),
+    ("mL/min", " mL/min", 0),
+    ("Cel", " °C", 1),
+    ("[degF]", " °F", 1),
+    ("K", " K", 1),
+];
+
+/// Most decimals a feature may ask to be shown with (beyond that, a chart shows noise).
+pub const MAX_DECIMALS: u8 = 3;
+
+/// The decimals cards use for `unit` unless its feature declares its own (0 for a unit not
+/// in the table).
+pub fn default_decimals(unit: &str) -> u8 {
+    DISPLAY
+        .iter()
+        .find(|(u, ..)| *u == unit)
+        .map_or(0, |&(.., d)| d)
+}
+
+/// The text written after a number in `unit` ("°C" for `Cel`). A unit without a display
+/// form keeps its code, after a space; every canonical unit has one (a unit test holds it).
+pub fn display_suffix(unit: &str) -> String {
+    DISPLAY
+        .iter()
+        .find(|(u, ..)| *u == unit)
+        .map_or_else(|| format!(" {unit}"), |&(_, text, _)| text.to_owned())
+}
+
+/// `value` rounded to `decimals` (at most [`MAX_DECIMALS`]) without the unit: "39.2", "84",
+/// never "-0".
+pub fn display_number(value: f64, decimals: u8) -> String {
+    let d = usize::from(decimals.min(MAX_DECIMALS));
+    let text = format!("{value:.d$}");
+    // A small negative value rounds to "-0" / "-0.0": a chart shows 0.
+    if text.starts_with('-') && text[1..].chars().all(|c| c == '0' || c == '.') {
+        text[1..].to_owned()
+    } else {
+        text
+    }
+}
+
+/// `value` in `unit` as a clinician reads it: "39.2 °C", "84 mmHg", "12.5 ×10³/µL", "96%".
+pub fn display(value: f64, unit: &str, decimals: u8) -> String {
+    format!(
+        "{}{}",
+        display_number(value, decimals),
+        display_suffix(unit)
+    )
+}
 
 const TEMPERATURES: &[&str] = &["Cel", "[degF]", "K"];
 
@@ -187,6 +266,48 @@ mod tests {
         assert_eq!(convert(1.0, "mg/dL", "mg/dL", None), Some(1.0));
         assert_eq!(convert(1.0, "mg/dl", "mg/dL", None), Some(1.0));
         assert_eq!(convert(1.0, "furlong/fortnight", "mg/dL", None), None);
+    }
+
+    #[test]
+    fn every_canonical_unit_has_a_display_form_without_ucum_syntax() {
+        for (unit, ..) in LINEAR.iter().filter(|(u, ..)| !u.is_empty()) {
+            assert!(DISPLAY.iter().any(|(u, ..)| u == unit), "{unit}");
+        }
+        for t in TEMPERATURES {
+            assert!(DISPLAY.iter().any(|(u, ..)| u == t), "{t}");
+        }
+        for (unit, text, _) in DISPLAY {
+            for raw in ["Cel", "[", "{", "*", "umol", "uL"] {
+                assert!(!text.contains(raw), "{unit} shows as {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_shown_in_clinical_units_and_rounding() {
+        assert_eq!(display(39.17, "Cel", default_decimals("Cel")), "39.2 °C");
+        assert_eq!(
+            display(84.4, "mm[Hg]", default_decimals("mm[Hg]")),
+            "84 mmHg"
+        );
+        assert_eq!(display(12.46, "10*3/uL", 1), "12.5 ×10³/µL");
+        assert_eq!(display(95.6, "%", 0), "96%");
+        assert_eq!(display(27.5, "/min", 0), "28/min");
+        assert_eq!(display(1.234, "mg/dL", 2), "1.23 mg/dL");
+        assert_eq!(
+            display(109.4, "umol/L", default_decimals("umol/L")),
+            "109 µmol/L"
+        );
+        assert_eq!(
+            display(2.04, "mmol/L", default_decimals("mmol/L")),
+            "2.0 mmol/L"
+        );
+        assert_eq!(display(1.0, "1", 0), "1");
+        assert_eq!(display_number(-0.01, 1), "0.0");
+        assert_eq!(display_number(-0.4, 0), "0");
+        assert_eq!(display_number(-1.0, 0), "-1");
+        assert_eq!(display_number(1.23456, 9), "1.235");
+        assert_eq!(display_suffix("furlong"), " furlong");
     }
 
     #[test]

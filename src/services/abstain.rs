@@ -74,10 +74,9 @@ fn out_of_range(validity: &Validity, spec: &FeatureSpec, matrix: &FeatureMatrix)
         let [lo, hi] = *validity.range.get(&def.name)?;
         (m.value < lo || m.value > hi).then(|| {
             format!(
-                "{} {} {} is outside the range the model was trained on ({}–{}); Observation/{}",
+                "{} {} is outside the range the model was trained on ({}–{}); Observation/{}",
                 def.display.to_lowercase(),
-                round_for_words(m.value),
-                def.unit,
+                def.show(m.value),
                 round_for_words(lo),
                 round_for_words(hi),
                 m.resource_id
@@ -164,7 +163,7 @@ mod tests {
         let odd = matrix(&[(0, 90, 80.0), (0, 60, 250.0), (1, 30, 1.0)], now);
         assert_eq!(
             reason(&validity, Some(&g), &spec, &odd, now).unwrap(),
-            "heart rate 250 /min is outside the range the model was trained on (30–200); Observation/obs-0-60"
+            "heart rate 250/min is outside the range the model was trained on (30–200); Observation/obs-0-60"
         );
         let fine = matrix(&[(0, 90, 80.0), (0, 60, 95.0), (1, 30, 1.04)], now);
         assert_eq!(reason(&validity, Some(&g), &spec, &fine, now), None);

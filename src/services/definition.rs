@@ -121,6 +121,12 @@ struct RawCard {
     /// For cards with suggestions: `at-most-one` (alternatives) or `any`.
     #[serde(default = "at_most_one")]
     selection_behavior: SelectionBehavior,
+    /// What to do, said after the drivers (the summary's placeholders).
+    #[serde(default)]
+    action: Option<String>,
+    /// Last line of the detail (model placeholders); default `cards::DEFAULT_FOOTER`.
+    #[serde(default)]
+    footer: Option<String>,
 }
 
 fn at_most_one() -> SelectionBehavior {
@@ -410,6 +416,19 @@ fn validate(
         &raw.card.source_label,
         MODEL_PLACEHOLDERS,
     );
+    let action = raw
+        .card
+        .action
+        .as_deref()
+        .map(|a| template("card.action", a, &risk_placeholders));
+    let footer = template(
+        "card.footer",
+        raw.card
+            .footer
+            .as_deref()
+            .unwrap_or(crate::cards::DEFAULT_FOOTER),
+        MODEL_PLACEHOLDERS,
+    );
     let mut override_reasons = Vec::new();
     for (i, r) in raw.card.override_reasons.iter().enumerate() {
         if r.code.trim().is_empty() || r.display.trim().is_empty() {
@@ -424,9 +443,12 @@ fn validate(
             display: Some(r.display.clone()),
         });
     }
-    let (Some(summary), Some(abstain_summary), Some(source_label), Some(model)) =
-        (summary, abstain_summary, source_label, model)
+    let (Some(summary), Some(abstain_summary), Some(source_label), Some(footer), Some(model)) =
+        (summary, abstain_summary, source_label, footer, model)
     else {
+        return Err(problems);
+    };
+    let Some(action) = action.map_or(Some(None), |a| a.map(Some)) else {
         return Err(problems);
     };
     let card = CardText {
@@ -440,6 +462,8 @@ fn validate(
         ],
         selection_behavior: raw.card.selection_behavior,
         override_reasons,
+        action,
+        footer,
     };
     // The longest summary this service can produce must fit the spec's <140 characters.
     let longest_band = card

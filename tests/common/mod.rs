@@ -342,18 +342,23 @@ pub fn bearer(id: &str, key: Key) -> String {
     format!("Bearer {}", sign(&claims(id), key, None))
 }
 
-/// A card's `detail` with the data window's bounds masked: two calls a second apart see windows
+/// A card's `detail` with the data window's end masked: two calls a second apart see windows
 /// ending at their own "now", everything else must match.
 pub fn detail_without_window_bounds(card: &Value) -> String {
     let detail = card["detail"].as_str().unwrap_or_default();
     detail
         .lines()
-        .map(|line| match line.strip_prefix("**Data window:** ") {
-            Some(rest) => {
-                let tail = rest.split_once(" (").map(|(_, t)| t).unwrap_or(rest);
-                format!("**Data window:** <start> to <end> ({tail}")
+        .map(|line| {
+            match line
+                .strip_prefix("**Data:** ")
+                .and_then(|rest| rest.split_once(" to "))
+            {
+                Some((hours, rest)) => {
+                    let tail = rest.split_once(", ").map(|(_, t)| t).unwrap_or(rest);
+                    format!("**Data:** {hours} to <end>, {tail}")
+                }
+                None => line.to_owned(),
             }
-            None => line.to_owned(),
         })
         .collect::<Vec<_>>()
         .join("\n")
