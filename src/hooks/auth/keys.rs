@@ -52,13 +52,15 @@ impl VerifyKey {
     /// `alg`, that one. HMAC never fits: symmetric keys are not loaded.
     pub fn fits(&self, alg: Algorithm) -> bool {
         use Algorithm as A;
-        let family = match (&self.kty, alg) {
-            (KeyType::Rsa, A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512) => true,
-            (KeyType::Ec(EllipticCurve::P256), A::ES256) => true,
-            (KeyType::Ec(EllipticCurve::P384), A::ES384) => true,
-            (KeyType::Okp(EllipticCurve::Ed25519), A::EdDSA) => true,
-            _ => false,
-        };
+        let family = matches!(
+            (&self.kty, alg),
+            (
+                KeyType::Rsa,
+                A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512
+            ) | (KeyType::Ec(EllipticCurve::P256), A::ES256)
+                | (KeyType::Ec(EllipticCurve::P384), A::ES384)
+                | (KeyType::Okp(EllipticCurve::Ed25519), A::EdDSA)
+        );
         family
             && self
                 .alg

@@ -166,10 +166,10 @@ impl JwtVerifier {
 
 /// Checks a verified token's `iat` and `exp` (Unix seconds; both attacker-chosen until the
 /// signature is, and a trusted key can still sign nonsense) against `now`: `iat` not in the
-/// future beyond `skew`, `exp - iat` at most `max_lifetime`, and both within now ± (`max_lifetime`
-/// + `skew`). All in checked/saturating arithmetic: `exp = i64::MAX, iat = -1` must not wrap
-/// into a short lifetime and a replay memory that forgets at once. Returns when the token's
-/// `jti` may be forgotten (`exp + skew`).
+/// future beyond `skew`, `exp - iat` at most `max_lifetime`, and both no further from now than
+/// `max_lifetime` plus `skew`. All in checked/saturating arithmetic: `exp = i64::MAX, iat = -1`
+/// must not wrap into a short lifetime and a replay memory that forgets at once. Returns when
+/// the token's `jti` may be forgotten (`exp + skew`).
 fn check_times(
     iat: i64,
     exp: i64,
