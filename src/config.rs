@@ -60,6 +60,10 @@ pub struct RawConfig {
     /// sha256 like `api_tokens`. None configured: the admin endpoints refuse everyone.
     #[serde(default)]
     pub admin_tokens: Vec<RawApiToken>,
+    /// Bearer tokens for `GET /metrics`, as sha256 like `api_tokens`. None configured: the
+    /// metrics are public (counters only, no PHI); any configured: `/metrics` needs one.
+    #[serde(default)]
+    pub metrics_tokens: Vec<RawApiToken>,
     /// SMART Backend Services: bedside's own FHIR access for hook calls without
     /// `fhirAuthorization` (optional).
     #[serde(default)]
@@ -200,10 +204,16 @@ pub struct RawAuth {
     /// Timeout for one JWKS fetch, connect included (default 3 s).
     #[serde(default = "default_jwks_timeout", with = "humantime_serde")]
     pub jwks_timeout: Duration,
-    /// Shortest interval between two fetches of one JWKS URL (default 30 s), so tokens with
-    /// made-up `kid`s cannot turn bedside into a load generator against an EHR.
+    /// Back-off: shortest interval between two fetches of one JWKS URL (default 1 s, at most
+    /// 10 s), so tokens with made-up `kid`s cannot turn bedside into a load generator against an
+    /// EHR. A token whose `kid` is missing from a fresh set waits out the rest of it and then
+    /// gets its re-fetch, so a rotated key is found even right after a probe.
     #[serde(default = "default_jwks_min_refetch", with = "humantime_serde")]
     pub jwks_min_refetch: Duration,
+    /// A `kid` looked up in a just-fetched set and absent is refused without another fetch
+    /// for this long (default 60 s; per JWKS URL and `kid`, at most 1024 remembered).
+    #[serde(default = "default_jwks_unknown_kid_ttl", with = "humantime_serde")]
+    pub jwks_unknown_kid_ttl: Duration,
 }
 impl Default for RawAuth {
     fn default() -> Self {
@@ -214,6 +224,7 @@ impl Default for RawAuth {
             jwks_max_age: default_jwks_max_age(),
             jwks_timeout: default_jwks_timeout(),
             jwks_min_refetch: default_jwks_min_refetch(),
+            jwks_unknown_kid_ttl: default_jwks_unknown_kid_ttl(),
         }
     }
 }
@@ -233,8 +244,13 @@ fn default_jwks_timeout() -> Duration {
     Duration::from_secs(3)
 }
 fn default_jwks_min_refetch() -> Duration {
-    Duration::from_secs(30)
+    Duration::from_secs(1)
 }
+fn default_jwks_unknown_kid_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+/// Longest `jwks_min_refetch`: a request for a key not yet fetched waits out the back-off.
+const MAX_JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 
 /// Browser-based CDS clients (the CDS Hooks sandbox) need CORS; EHR servers do not.
 #[derive(Debug, Default, Deserialize)]
@@ -552,6 +568,8 @@ pub struct Config {
     pub api_tokens: Vec<(String, [u8; 32])>,
     /// `(name, sha256)` of each admin token.
     pub admin_tokens: Vec<(String, [u8; 32])>,
+    /// `(name, sha256)` of each metrics token; empty: `/metrics` is public.
+    pub metrics_tokens: Vec<(String, [u8; 32])>,
     /// `[backend_services]`, when configured.
     pub backend_services: Option<crate::smart_backend::BackendConfig>,
     /// `[smart]`: SMART App Launch client settings (defaults when the table is absent).
@@ -607,6 +625,7 @@ pub struct AuthSettings {
     pub jwks_max_age: Duration,
     pub jwks_timeout: Duration,
     pub jwks_min_refetch: Duration,
+    pub jwks_unknown_kid_ttl: Duration,
 }
 
 /// Validated inference settings.
@@ -844,6 +863,13 @@ impl Config {
         };
         let api_tokens = token_digests("api_tokens", &raw.api_tokens);
         let admin_tokens = token_digests("admin_tokens", &raw.admin_tokens);
+        let metrics_tokens = token_digests("metrics_tokens", &raw.metrics_tokens);
+        if raw.auth.jwks_min_refetch > MAX_JWKS_MIN_REFETCH {
+            errors.push(
+                "auth.jwks_min_refetch",
+                "at most 10s: a call whose key is not yet fetched waits out this back-off",
+            );
+        }
         let mut backend_services = raw
             .backend_services
             .as_ref()
@@ -886,6 +912,7 @@ impl Config {
                     jwks_max_age: raw.auth.jwks_max_age,
                     jwks_timeout: raw.auth.jwks_timeout,
                     jwks_min_refetch: raw.auth.jwks_min_refetch,
+                    jwks_unknown_kid_ttl: raw.auth.jwks_unknown_kid_ttl,
                 },
                 cors_allowed_origins: raw.cors.allowed_origins,
                 inference,
@@ -893,6 +920,7 @@ impl Config {
                 fhir,
                 api_tokens,
                 admin_tokens,
+                metrics_tokens,
                 backend_services,
                 smart,
             }),

@@ -280,7 +280,17 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus text: per model (batches, jobs per batch, expired, shed) and per service.
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// Counters only, no PHI; with `[[metrics_tokens]]` configured, only for a holder of one.
+async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
+    let tokens = &state.config.metrics_tokens;
+    if !tokens.is_empty() && crate::http_security::static_token_holder(tokens, &req).is_none() {
+        return HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+            .json(serde_json::json!({
+                "error": "unauthorized",
+                "message": "a metrics bearer token ([[metrics_tokens]]) is required"
+            }));
+    }
     let mut out = String::new();
     let runtime = state.runtime();
     for model in runtime.models.iter() {

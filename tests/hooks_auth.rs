@@ -272,3 +272,212 @@ async fn feedback_also_requires_a_valid_token() {
     assert_eq!(resp.status().as_u16(), 401);
     gw.stop().await;
 }
+
+// === key rotation, time claims, `typ`, /metrics (issue 14, items 2–4) ===
+
+/// A client's JWKS endpoint whose document can be swapped (the client rotating its key),
+/// counting fetches.
+struct RotatingKeys {
+    url: String,
+    jwks: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl RotatingKeys {
+    async fn start(jwks: String) -> Self {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+        let doc = std::sync::Arc::new(std::sync::Mutex::new(jwks));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (d, f) = (doc.clone(), fetches.clone());
+        let server = HttpServer::new(move || {
+            let (d, f) = (d.clone(), f.clone());
+            App::new().default_service(web::to(move || {
+                let (d, f) = (d.clone(), f.clone());
+                async move {
+                    f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let body = d.lock().unwrap().clone();
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(body)
+                }
+            }))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            url: format!("http://{addr}/jwks.json"),
+            jwks: doc,
+            fetches,
+            handle,
+        }
+    }
+
+    fn rotate_to(&self, jwks: String) {
+        *self.jwks.lock().unwrap() = jwks;
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A token signed with the key `jwks-rotated.json` publishes as `rotated-rs384`.
+fn rotated_bearer() -> String {
+    let token = sign_with(&claims("deterioration"), Key::Unpublished, |h| {
+        h.kid = Some("rotated-rs384".into())
+    });
+    format!("Bearer {token}")
+}
+
+/// A token with a `kid` the client never published.
+fn bogus_kid_bearer(kid: &str) -> String {
+    let token = sign_with(&claims("deterioration"), Key::Rs384, |h| {
+        h.kid = Some(kid.into())
+    });
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_accepted_right_after_a_bogus_kid_probe() {
+    let keys = RotatingKeys::start(common::fixture("keys/jwks.json")).await;
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.url.clone()),
+        ..Default::default()
+    })
+    .await;
+    let (s, b) = call(&gw, Some(bearer("deterioration", Key::Rs384))).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(keys.fetches(), 1);
+
+    // Anyone can send a made-up kid: it costs one re-fetch (after the short back-off)...
+    let (s, b) = call(&gw, Some(bogus_kid_bearer("probe-1"))).await;
+    assert_refused(s, &b, "kid");
+    assert_eq!(keys.fetches(), 2);
+    // ...and the same kid again is answered from the negative cache, without a fetch.
+    let (s, b) = call(&gw, Some(bogus_kid_bearer("probe-1"))).await;
+    assert_refused(s, &b, "kid");
+    assert_eq!(
+        keys.fetches(),
+        2,
+        "a repeated unknown kid re-fetched the JWKS"
+    );
+
+    // The client rotates its key right after the probe and calls with the new kid, while more
+    // made-up kids keep arriving. Every call with the new key is 200 and all the misses that
+    // arrived together share one fetch.
+    keys.rotate_to(common::fixture("keys/jwks-rotated.json"));
+    let rotated = (0..6).map(|_| call(&gw, Some(rotated_bearer())));
+    let probes = (2..5).map(|i| call(&gw, Some(bogus_kid_bearer(&format!("probe-{i}")))));
+    let (rotated, probes) = tokio::join!(
+        futures_util::future::join_all(rotated),
+        futures_util::future::join_all(probes)
+    );
+    for (s, b) in rotated {
+        assert_eq!(s, 200, "the rotated key was kept out: {b}");
+    }
+    for (s, b) in probes {
+        assert_refused(s, &b, "kid");
+    }
+    assert_eq!(
+        keys.fetches(),
+        3,
+        "concurrent misses did not share one fetch"
+    );
+
+    // The old key is gone with the rotation.
+    let (s, b) = call(&gw, Some(bearer("deterioration", Key::Rs384))).await;
+    assert_refused(s, &b, "kid");
+    gw.stop().await;
+    keys.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn a_token_whose_times_overflow_or_lie_far_out_is_refused() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let now = common::now();
+    // `exp - iat` overflows i64; this token used to pass and be replayable forever.
+    for (iat, exp) in [
+        (-1, i64::MAX),
+        (i64::MIN, now + 300),
+        (now, now + 100 * 365 * 86_400),
+    ] {
+        let mut c = claims("deterioration");
+        c["iat"] = iat.into();
+        c["exp"] = exp.into();
+        let token = format!("Bearer {}", sign(&c, Key::Rs384, None));
+        for _ in 0..2 {
+            let (s, b) = call(&gw, Some(token.clone())).await;
+            assert_refused(s, &b, "lifetime");
+        }
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_jwt_without_typ_is_refused() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let no_typ = sign_with(&claims("deterioration"), Key::Es384, |h| h.typ = None);
+    let (s, b) = call(&gw, Some(format!("Bearer {no_typ}"))).await;
+    assert_refused(s, &b, "typ");
+    // "JWT" in any case is the required value.
+    let lower = sign_with(&claims("deterioration"), Key::Es384, |h| {
+        h.typ = Some("jwt".into())
+    });
+    let (s, b) = call(&gw, Some(format!("Bearer {lower}"))).await;
+    assert_eq!(s, 200, "{b}");
+    // CDS Hooks requires `kid` too: no kid-less key selection for clients.
+    let no_kid = sign_with(&claims("deterioration"), Key::Es384, |h| h.kid = None);
+    let (s, b) = call(&gw, Some(format!("Bearer {no_kid}"))).await;
+    assert_refused(s, &b, "kid");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_need_the_configured_bearer_token_and_are_public_without_one() {
+    let token = "metrics-scraper-token";
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    let keys = KeyServer::start().await;
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        extra_toml: format!("\n[[metrics_tokens]]\nname = 'prometheus'\nsha256 = '{digest}'\n"),
+        ..Default::default()
+    })
+    .await;
+    let get = |auth: Option<&str>| {
+        let mut req = http().get(format!("{}/metrics", gw.url));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a.to_owned());
+        }
+        req.send()
+    };
+    for auth in [
+        None,
+        Some("Bearer wrong".to_owned()),
+        Some(format!("Basic {token}")),
+        Some(format!("Bearer {}", common::ADMIN_TOKEN)),
+    ] {
+        let r = get(auth.as_deref()).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        assert!(!r.text().await.unwrap().contains("bedside_"), "{auth:?}");
+    }
+    let r = get(Some(&format!("Bearer {token}"))).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap().contains("bedside_reloads_total"));
+    gw.stop().await;
+
+    // Without [[metrics_tokens]] the counters stay public, as before.
+    let open = Gateway::with_keys(&keys).await;
+    assert!(common::metrics(&open)
+        .await
+        .contains("bedside_reloads_total"));
+    open.stop().await;
+}

@@ -983,3 +983,151 @@ async fn a_reference_smart_client_and_bedside_see_the_same_ehr() {
     assert_eq!(stats["fhir_unauthorized"], 0, "{stats}");
     gw.handle.stop(true).await;
 }
+
+// === id_tokens without `kid` (issue 14, item 1: the SMART launcher's RS256 tokens) ===
+
+/// [`gateway`], with the `[smart]` scopes of both launches given (`None`: the defaults).
+async fn gateway_with_scopes(auth: &AuthServer, scopes: Option<(&str, &str)>) -> Smart {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::process::free_port();
+    let scopes = scopes
+        .map(|(ehr, standalone)| format!("scopes = '{ehr}'\nstandalone_scopes = '{standalone}'\n"))
+        .unwrap_or_default();
+    let opts = GatewayOptions {
+        auth: AuthMode::InsecureDisabled,
+        extra_toml: format!(
+            "\n[smart]\nclient_id = 'bedside-test'\nallowed_issuers = ['{}/']\n{scopes}",
+            auth.fhir
+        ),
+        ..Default::default()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let text = config_text(&opts, &dir.path().join("bedside.db"))
+        .replace(
+            "listen = '127.0.0.1:0'",
+            &format!("listen = '127.0.0.1:{port}'"),
+        )
+        .replace(
+            &format!("public_url = '{}'", common::PUBLIC),
+            &format!("public_url = '{url}'"),
+        );
+    let config =
+        Config::from_toml_str(&text, "test", &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+    let state = server::build_state(config, opts.auth)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let running = server::start(state).unwrap();
+    let handle = running.handle.clone();
+    tokio::spawn(running.server);
+    Smart {
+        url,
+        handle,
+        db: dir.path().join("bedside.db"),
+        _dir: dir,
+    }
+}
+
+/// Launch (`launch_path`) → authorize → callback; the callback's answer.
+async fn complete_launch(gw: &Smart, launch_path: &str) -> reqwest::Response {
+    let callback = to_callback(gw, launch_path).await;
+    no_redirects().get(callback).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn kidless_rs256_id_token_signs_in_an_ehr_launch_in_chromium() {
+    let auth = AuthServer::start();
+    auth.set_mode("no_kid=1").await;
+    let gw = gateway(&auth).await;
+    let shot = screenshot_dir().join("ehr-launch-kidless-id-token.png");
+    let _ = std::fs::remove_file(&shot);
+    let url = format!(
+        "{}/smart/launch?iss={}&launch=launch-ctx-7",
+        gw.url, auth.fhir
+    );
+    let result = browse(url, "/smart/app", &shot).await;
+    assert_browser_session(&result, &gw, &shot);
+    let text = result["text"].as_str().unwrap();
+    assert!(!text.contains("Sign-in not verified"), "{text}");
+    let stats = auth.stats().await;
+    assert_eq!(stats["id_tokens"], 1, "{stats}");
+    assert_eq!(stats["id_tokens_without_kid"], 1, "{stats}");
+    gw.handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn kidless_id_tokens_sign_in_both_launches_with_and_without_openid() {
+    let auth = AuthServer::start();
+    auth.set_mode("no_kid=1").await;
+    let without_openid = (
+        "launch patient/Patient.r patient/Observation.rs",
+        "launch/patient patient/Patient.r patient/Observation.rs",
+    );
+    let mut expected_id_tokens = 0;
+    for scopes in [None, Some(without_openid)] {
+        let gw = gateway_with_scopes(&auth, scopes).await;
+        for launch in [
+            format!("/smart/launch?iss={}&launch=x", auth.fhir),
+            format!("/smart/standalone?iss={}", auth.fhir),
+        ] {
+            let r = complete_launch(&gw, &launch).await;
+            let what = format!("{launch}, scopes {scopes:?}");
+            assert_eq!(r.status(), 302, "{what}: {}", r.text().await.unwrap());
+            assert_eq!(location(&r), "/smart/app", "{what}");
+            let cookie = cookie_pair(&set_cookie(&r).expect("a session cookie"));
+            let (status, page) = app_page(&gw, &cookie).await;
+            assert_eq!(status, 200, "{what}: {page}");
+            assert!(page.contains(PATIENT), "{what}: {page}");
+            let asked = auth.stats().await["last_authorize"]["scope"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(
+                asked.contains("openid"),
+                scopes.is_none(),
+                "{what}: {asked}"
+            );
+            if scopes.is_none() {
+                expected_id_tokens += 1;
+            }
+        }
+        gw.handle.stop(true).await;
+    }
+    // Each launch that asked for `openid` got a kid-less id_token, and bedside verified it.
+    let stats = auth.stats().await;
+    assert_eq!(stats["id_tokens"], expected_id_tokens, "{stats}");
+    assert_eq!(
+        stats["id_tokens_without_kid"], expected_id_tokens,
+        "{stats}"
+    );
+    assert_eq!(stats["token_ok"], 4);
+}
+
+#[tokio::test]
+async fn kidless_id_token_with_two_fitting_keys_published_is_refused() {
+    let auth = AuthServer::start();
+    auth.set_mode("no_kid=1&second_key=1").await;
+    let gw = gateway(&auth).await;
+    for launch in [
+        format!("/smart/launch?iss={}&launch=x", auth.fhir),
+        format!("/smart/standalone?iss={}", auth.fhir),
+    ] {
+        let r = complete_launch(&gw, &launch).await;
+        assert_eq!(r.status(), 401, "{launch}");
+        assert!(
+            set_cookie(&r).is_none(),
+            "{launch}: a session cookie was set"
+        );
+        assert!(r.text().await.unwrap().contains("Sign-in not verified"));
+    }
+    let stats = auth.stats().await;
+    assert_eq!(stats["id_tokens_without_kid"], 2, "{stats}");
+    // A kid-less token whose signature is bad is refused even with one key published.
+    let auth = AuthServer::start();
+    auth.set_mode("no_kid=1&bad_signature=1").await;
+    let gw2 = gateway(&auth).await;
+    let r = complete_launch(&gw2, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
+    assert_eq!(r.status(), 401);
+    assert!(set_cookie(&r).is_none());
+    gw.handle.stop(true).await;
+    gw2.handle.stop(true).await;
+}

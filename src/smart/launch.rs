@@ -444,6 +444,11 @@ struct IdClaims {
 /// Checks an OpenID Connect `id_token`: signature by a key from the discovered `jwks_uri`,
 /// `iss` = the discovered issuer, `aud` = bedside's client id, `exp`, and `nonce` = the one
 /// sent with this launch.
+///
+/// The key: by `kid` when the header has one; without `kid` (the SMART launcher's RS256
+/// tokens) the set's only key that fits the algorithm, as jose libraries choose — OpenID
+/// Connect Core §10.1 asks for a `kid` only when the set holds several keys. Several fitting
+/// keys and no `kid`: refused, never guessed.
 async fn verify_id_token(
     smart: &SmartState,
     pending: &Pending,
@@ -463,7 +468,6 @@ async fn verify_id_token(
     ) {
         return Err("algorithm not allowed");
     }
-    let kid = header.kid.as_deref().ok_or("no kid")?;
     let jwks_uri = pending
         .endpoints
         .jwks_uri
@@ -474,15 +478,21 @@ async fn verify_id_token(
         .issuer
         .as_deref()
         .ok_or("EHR publishes no issuer")?;
-    let key = smart
-        .jwks
-        .key(jwks_uri, kid)
-        .await
-        .map_err(|_| "signing key unavailable")?;
-    if let Some(key_alg) = key.alg {
-        if format!("{key_alg:?}") != format!("{:?}", header.alg) {
-            return Err("key is for another algorithm");
+    let key = match header.kid.as_deref() {
+        Some(kid) => smart.jwks.key(jwks_uri, kid).await,
+        None => smart.jwks.sole_key(jwks_uri, header.alg).await,
+    }
+    .map_err(|e| {
+        use crate::hooks::auth::AuthError as E;
+        match e {
+            E::AmbiguousKey => "no kid, and several published keys fit its algorithm",
+            E::NoFittingKey => "no kid, and no published key fits its algorithm",
+            E::UnknownKid => "no published key has its kid",
+            _ => "signing key unavailable",
         }
+    })?;
+    if !key.fits(header.alg) {
+        return Err("key is for another algorithm");
     }
     let mut validation = Validation::new(header.alg);
     validation.set_issuer(&[issuer]);

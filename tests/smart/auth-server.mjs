@@ -10,7 +10,11 @@
 //     there, but only for requests carrying an access token this server issued (else 401
 //     OperationOutcome), as an EHR's FHIR endpoint behind its authorization server would be;
 //   - a control API: GET /__stats (counts, last /authorize query), POST /__mode?k=v (test modes:
-//     app_context=<json> sets the token response's appContext).
+//     app_context=<json> sets the token response's appContext; no_kid=1 signs id_tokens without
+//     a `kid` header, as the SMART launcher does (the mock's own RS256 key signs, the header
+//     simply lacks `kid`); second_key=1 publishes a second RS256 key in the JWKS, which then
+//     also signs in turn, so a kid-less id_token's key is ambiguous);
+//   - as an OpenID provider does, an id_token only when the authorization asked for `openid`.
 // SMART_PATIENT sets the patient in the launch context (default smart-patient-1).
 // Prints one JSON line {issuer, fhir, other, control} when ready; exits when stdin closes.
 import http from 'node:http';
@@ -23,9 +27,10 @@ const UPSTREAM_TOKEN = process.env.FHIR_UPSTREAM_TOKEN ?? '';
 const oauth = new OAuth2Server();
 await oauth.issuer.keys.generate('RS256');
 
-const stats = { token: 0, token_ok: 0, token_refused: 0, refresh: 0, authorize: 0, fhir: {}, fhir_authorized: 0, fhir_unauthorized: 0, last_authorize: null, last_token_error: null };
+const stats = { id_tokens: 0, id_tokens_without_kid: 0, token: 0, token_ok: 0, token_refused: 0, refresh: 0, authorize: 0, fhir: {}, fhir_authorized: 0, fhir_unauthorized: 0, last_authorize: null, last_token_error: null };
 const issuedAccess = new Set();
 let mode = {};
+let secondKey = null;
 const codes = new Map(); // code -> { challenge, method, nonce, redirect_uri, client_id, scope }
 const refreshTokens = new Set();
 
@@ -47,6 +52,8 @@ oauth.service.on('beforeAuthorizeRedirect', ({ url }, req) => {
 oauth.service.on('beforeTokenSigning', (token) => {
   // Only the id token carries `nonce` (the mock copies it from /authorize).
   if (mode.bad_nonce && 'nonce' in token.payload) token.payload.nonce = 'not-the-nonce-that-was-sent';
+  // The access token carries `scope`; the id token does not.
+  if (mode.no_kid && !('scope' in token.payload)) delete token.header.kid;
 });
 
 oauth.service.on('beforeResponse', (response, req) => {
@@ -62,6 +69,14 @@ oauth.service.on('beforeResponse', (response, req) => {
   });
   if (body.access_token) issuedAccess.add(body.access_token);
   if (req.body.grant_type === 'authorization_code' && req.granted_scope) body.scope = req.granted_scope;
+  if (req.body.grant_type === 'authorization_code' && !(req.granted_scope ?? '').split(' ').includes('openid')) {
+    delete body.id_token;
+  }
+  if (body.id_token) {
+    stats.id_tokens += 1;
+    const header = JSON.parse(Buffer.from(body.id_token.split('.')[0], 'base64url').toString('utf8'));
+    if (!('kid' in header)) stats.id_tokens_without_kid += 1;
+  }
   if (mode.expires_in) body.expires_in = Number(mode.expires_in);
   if (mode.no_refresh) delete body.refresh_token;
   if (body.refresh_token) refreshTokens.add(body.refresh_token);
@@ -133,6 +148,7 @@ const control = http.createServer(async (req, res) => {
   if (url.pathname === '/__stats') return json(200, stats);
   if (url.pathname === '/__mode' && req.method === 'POST') {
     mode = Object.fromEntries(url.searchParams);
+    if (mode.second_key && !secondKey) secondKey = await oauth.issuer.keys.generate('RS256');
     return json(200, mode);
   }
   stats.fhir[url.pathname] = (stats.fhir[url.pathname] ?? 0) + 1;

@@ -10,7 +10,7 @@ pub enum AuthError {
     NotBearer,
     #[error("malformed JWT: {0}")]
     Malformed(String),
-    #[error("JWT header `typ` must be \"JWT\"")]
+    #[error("JWT header `typ` is required and must be \"JWT\"")]
     WrongType,
     #[error("JWT header has no `kid`")]
     MissingKid,
@@ -24,6 +24,12 @@ pub enum AuthError {
     JkuNotAllowed,
     #[error("no key with the JWT's `kid` in the client's JWK set")]
     UnknownKid,
+    /// A token without `kid` (allowed for SMART `id_token`s only) and several keys that fit.
+    #[error("JWT has no `kid` and more than one key of the JWK set fits its algorithm")]
+    AmbiguousKey,
+    /// A token without `kid` and no key of the set that fits its algorithm.
+    #[error("JWT has no `kid` and no key of the JWK set fits its algorithm")]
+    NoFittingKey,
     #[error("the client's JWK set could not be retrieved")]
     JwksUnavailable,
     #[error("the client's key for this `kid` cannot verify this JWT")]
@@ -38,6 +44,9 @@ pub enum AuthError {
     IssuedInFuture,
     #[error("JWT lifetime (`exp` - `iat`) exceeds the accepted maximum")]
     LifetimeTooLong,
+    /// `iat` or `exp` further from now than any token this gateway accepts could be.
+    #[error("JWT `iat`/`exp` lie outside now ± the accepted maximum lifetime")]
+    OutsideLifetimeWindow,
     #[error("JWT `aud` is not this CDS service's URL")]
     WrongAudience,
     #[error("JWT `iss` does not match the verified client")]

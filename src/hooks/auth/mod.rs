@@ -9,6 +9,8 @@
 
 mod error;
 mod jwks;
+mod keys;
+mod negative;
 mod replay;
 
 use std::collections::HashMap;
@@ -113,30 +115,28 @@ impl JwtVerifier {
             None => client.jwks_urls.first().ok_or(AuthError::JkuNotAllowed)?,
         };
         let verify_key = self.jwks.key(jwks_url, kid).await?;
-        if let Some(key_alg) = verify_key.alg {
-            if format!("{key_alg:?}") != format!("{:?}", header.alg) {
-                return Err(AuthError::AlgorithmNotAllowed(format!(
-                    "{:?} (key `{kid}` is for {key_alg:?})",
-                    header.alg
-                )));
-            }
+        if !verify_key.fits(header.alg) {
+            return Err(AuthError::AlgorithmNotAllowed(format!(
+                "{:?} (key `{}` is not for it)",
+                header.alg,
+                printable(kid)
+            )));
         }
         let claims =
             self.check_signature_and_claims(token, &verify_key.key, header.alg, &iss, audiences)?;
-        let now = unix_now();
-        let skew = self.settings.clock_skew.as_secs() as i64;
         let iat = claims.iat.ok_or(AuthError::MissingClaim("iat"))?;
-        if iat > now + skew {
-            return Err(AuthError::IssuedInFuture);
-        }
-        if claims.exp - iat > self.settings.max_token_lifetime.as_secs() as i64 {
-            return Err(AuthError::LifetimeTooLong);
-        }
+        let forget_after = check_times(
+            iat,
+            claims.exp,
+            unix_now(),
+            seconds(self.settings.clock_skew),
+            seconds(self.settings.max_token_lifetime),
+        )?;
         let jti = claims
             .jti
             .filter(|j| !j.is_empty())
             .ok_or(AuthError::MissingClaim("jti"))?;
-        self.replay.remember(&iss, &jti, claims.exp + skew, now)?;
+        self.replay.remember(&iss, &jti, forget_after, unix_now())?;
         Ok(VerifiedClient {
             iss,
             tenant: claims.tenant,
@@ -164,6 +164,37 @@ impl JwtVerifier {
     }
 }
 
+/// Checks a verified token's `iat` and `exp` (Unix seconds; both attacker-chosen until the
+/// signature is, and a trusted key can still sign nonsense) against `now`: `iat` not in the
+/// future beyond `skew`, `exp - iat` at most `max_lifetime`, and both no further from now than
+/// `max_lifetime` plus `skew`. All in checked/saturating arithmetic: `exp = i64::MAX, iat = -1`
+/// must not wrap into a short lifetime and a replay memory that forgets at once. Returns when
+/// the token's `jti` may be forgotten (`exp + skew`).
+fn check_times(
+    iat: i64,
+    exp: i64,
+    now: i64,
+    skew: i64,
+    max_lifetime: i64,
+) -> Result<i64, AuthError> {
+    if iat > now.saturating_add(skew) {
+        return Err(AuthError::IssuedInFuture);
+    }
+    let reach = max_lifetime.saturating_add(skew);
+    if iat < now.saturating_sub(reach) || exp > now.saturating_add(reach) {
+        return Err(AuthError::OutsideLifetimeWindow);
+    }
+    match exp.checked_sub(iat) {
+        Some(lifetime) if lifetime <= max_lifetime => Ok(exp.saturating_add(skew)),
+        _ => Err(AuthError::LifetimeTooLong),
+    }
+}
+
+/// A configured duration in whole seconds, as the signed arithmetic of JWT times needs it.
+fn seconds(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// A token's parts read before any key is chosen: what an attacker controls completely.
 pub struct Unverified<'a> {
     pub token: &'a str,
@@ -172,20 +203,23 @@ pub struct Unverified<'a> {
 }
 
 /// Reads the `Authorization` header's JWT without verifying it: bearer scheme, header
-/// (`typ` must be JWT when present, `kid` required), unverified `iss` to pick the client.
+/// (`typ` = JWT and `kid` both required), unverified `iss` to pick the client.
 pub fn inspect(authorization: Option<&str>) -> Result<Unverified<'_>, AuthError> {
     let token = bearer_token(authorization)?;
     let header = jsonwebtoken::decode_header(token)
         .map_err(|e| AuthError::Malformed(format!("bad JWT header: {e}")))?;
-    // `typ` is REQUIRED to be "JWT"; a token that says it is something else (a JWE, an
-    // access token of another profile) is refused. An absent `typ` is tolerated.
-    if header
+    // CDS Hooks 2.0 "Trusting CDS Clients": `typ` is REQUIRED, fixed value "JWT" (compared
+    // case-insensitively, as RFC 7515 §4.1.9 advises). Absent, or anything else (a JWE, an
+    // access token of another profile), is refused.
+    if !header
         .typ
         .as_deref()
-        .is_some_and(|t| !t.eq_ignore_ascii_case("JWT"))
+        .is_some_and(|t| t.eq_ignore_ascii_case("JWT"))
     {
         return Err(AuthError::WrongType);
     }
+    // `kid` is REQUIRED there too, so the kid-less key selection SMART `id_token`s get
+    // (`JwksCache::sole_key`) is not offered to CDS clients.
     if header.kid.is_none() {
         return Err(AuthError::MissingKid);
     }
@@ -272,6 +306,60 @@ mod tests {
             "https://afake log line"
         );
         assert_eq!(printable(&"x".repeat(500)).len(), 100);
+    }
+
+    #[test]
+    fn token_times_are_checked_without_overflow() {
+        let (now, skew, life) = (1_800_000_000, 60, 3600);
+        let check = |iat, exp| check_times(iat, exp, now, skew, life);
+        assert_eq!(check(now, now + 300).unwrap(), now + 360);
+        // The review's token: exp - iat overflows i64 and used to pass as a short lifetime.
+        assert!(matches!(
+            check(-1, i64::MAX),
+            Err(AuthError::OutsideLifetimeWindow)
+        ));
+        assert!(matches!(
+            check(i64::MIN, now + 300),
+            Err(AuthError::OutsideLifetimeWindow)
+        ));
+        assert!(matches!(
+            check(now, i64::MAX),
+            Err(AuthError::OutsideLifetimeWindow)
+        ));
+        assert!(matches!(
+            check(i64::MAX, i64::MAX),
+            Err(AuthError::IssuedInFuture)
+        ));
+        assert!(matches!(
+            check(now, now + life + 1),
+            Err(AuthError::LifetimeTooLong)
+        ));
+        assert!(check(now, now - 10).is_ok(), "exp is jsonwebtoken's check");
+        // Extreme settings saturate instead of wrapping.
+        assert!(check_times(now, now + 10, now, i64::MAX, i64::MAX).is_ok());
+        assert!(check_times(i64::MIN, i64::MAX, i64::MAX, i64::MAX, i64::MAX).is_err());
+    }
+
+    #[test]
+    fn typ_is_required_and_kid_too() {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let payload = b64(r#"{"iss":"https://ehr.test"}"#);
+        let token = |header: &str| format!("Bearer {}.{payload}.c2ln", b64(header));
+        let inspect_header = |header: &str| inspect(Some(&token(header))).map(|_| ());
+        assert!(inspect_header(r#"{"alg":"ES384","typ":"JWT","kid":"k"}"#).is_ok());
+        assert!(inspect_header(r#"{"alg":"ES384","typ":"jwt","kid":"k"}"#).is_ok());
+        assert!(matches!(
+            inspect_header(r#"{"alg":"ES384","kid":"k"}"#),
+            Err(AuthError::WrongType)
+        ));
+        assert!(matches!(
+            inspect_header(r#"{"alg":"ES384","typ":"at+jwt","kid":"k"}"#),
+            Err(AuthError::WrongType)
+        ));
+        assert!(matches!(
+            inspect_header(r#"{"alg":"ES384","typ":"JWT"}"#),
+            Err(AuthError::MissingKid)
+        ));
     }
 
     #[test]
