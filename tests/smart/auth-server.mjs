@@ -10,7 +10,9 @@
 //     there, but only for requests carrying an access token this server issued (else 401
 //     OperationOutcome), as an EHR's FHIR endpoint behind its authorization server would be;
 //   - a control API: GET /__stats (counts, last /authorize query), POST /__mode?k=v (test modes:
-//     app_context=<json> sets the token response's appContext).
+//     app_context=<json> sets the token response's appContext);
+//   - GET /__embed?src=<url>: a simulated EHR page showing <url> in an <iframe>, as EHRs embed
+//     SMART apps (open it as http://localhost:<port> to be another site than 127.0.0.1).
 // SMART_PATIENT sets the patient in the launch context (default smart-patient-1).
 // Prints one JSON line {issuer, fhir, other, control} when ready; exits when stdin closes.
 import http from 'node:http';
@@ -134,6 +136,11 @@ const control = http.createServer(async (req, res) => {
   if (url.pathname === '/__mode' && req.method === 'POST') {
     mode = Object.fromEntries(url.searchParams);
     return json(200, mode);
+  }
+  if (url.pathname === '/__embed') {
+    const src = (url.searchParams.get('src') ?? '').replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    return res.end(`<!DOCTYPE html><html><head><title>Simulated EHR</title></head><body><h1>Simulated EHR</h1><iframe id="app" title="bedside" src="${src}" width="1240" height="700"></iframe></body></html>`);
   }
   stats.fhir[url.pathname] = (stats.fhir[url.pathname] ?? 0) + 1;
   if (url.pathname === '/fhir/.well-known/smart-configuration' || url.pathname === '/other/.well-known/smart-configuration') {
