@@ -506,6 +506,25 @@ pub struct RawSmart {
     /// before it is contacted. Empty: every launch is refused.
     #[serde(default)]
     pub allowed_issuers: Vec<String>,
+    /// Most sign-ins waiting for the authorization server's redirect back, all browsers
+    /// together (default 10 000): bounds memory when launch links are opened in a loop.
+    #[serde(default = "default_smart_max_pending")]
+    pub max_pending_launches: usize,
+    /// Most of those started from one source, the client address as bedside's listener sees it
+    /// (IPv6 by /64), so one client cannot lock everyone out (default 100; over it: 429 with
+    /// `Retry-After`). Behind a reverse proxy every launch comes from the proxy: raise it.
+    #[serde(default = "default_smart_max_pending_per_source")]
+    pub max_pending_launches_per_source: usize,
+    /// How long an issuer's `.well-known/smart-configuration` is reused (default 5 min).
+    #[serde(default = "default_smart_discovery_ttl", with = "humantime_serde")]
+    pub discovery_ttl: Duration,
+    /// How long a failed discovery is remembered before the issuer is asked again (default
+    /// 10 s): a down EHR is not hammered by every launch attempt.
+    #[serde(
+        default = "default_smart_discovery_failure_ttl",
+        with = "humantime_serde"
+    )]
+    pub discovery_failure_ttl: Duration,
 }
 impl Default for RawSmart {
     fn default() -> Self {
@@ -517,8 +536,24 @@ impl Default for RawSmart {
             standalone_scopes: default_smart_standalone_scopes(),
             session_ttl: default_smart_session_ttl(),
             allowed_issuers: Vec::new(),
+            max_pending_launches: default_smart_max_pending(),
+            max_pending_launches_per_source: default_smart_max_pending_per_source(),
+            discovery_ttl: default_smart_discovery_ttl(),
+            discovery_failure_ttl: default_smart_discovery_failure_ttl(),
         }
     }
+}
+fn default_smart_max_pending() -> usize {
+    10_000
+}
+fn default_smart_max_pending_per_source() -> usize {
+    100
+}
+fn default_smart_discovery_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_smart_discovery_failure_ttl() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_smart_client_id() -> String {
     "bedside".to_owned()
@@ -589,6 +624,14 @@ pub struct SmartSettings {
     pub session_ttl: Duration,
     /// Without a trailing slash; a launch `iss` must equal one (after trimming its own).
     pub allowed_issuers: Vec<String>,
+    /// At least 1.
+    pub max_pending_launches: usize,
+    /// At least 1, at most `max_pending_launches`.
+    pub max_pending_launches_per_source: usize,
+    /// Between 1 s and 24 h.
+    pub discovery_ttl: Duration,
+    /// At most 24 h (0: failures are not remembered).
+    pub discovery_failure_ttl: Duration,
 }
 
 /// A database URL. It may carry a password, so `Debug` shows only its scheme and host.
@@ -1172,6 +1215,24 @@ fn validate_smart(raw: &RawSmart, errors: &mut ConfigErrors) -> SmartSettings {
             Err(e) => errors.push(format!("smart.allowed_issuers[{i}]"), e),
         }
     }
+    if raw.max_pending_launches == 0 {
+        errors.push("smart.max_pending_launches", "must be greater than 0");
+    }
+    if raw.max_pending_launches_per_source == 0
+        || raw.max_pending_launches_per_source > raw.max_pending_launches
+    {
+        errors.push(
+            "smart.max_pending_launches_per_source",
+            "must be between 1 and smart.max_pending_launches",
+        );
+    }
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    if raw.discovery_ttl < Duration::from_secs(1) || raw.discovery_ttl > DAY {
+        errors.push("smart.discovery_ttl", "must be between 1s and 24h");
+    }
+    if raw.discovery_failure_ttl > DAY {
+        errors.push("smart.discovery_failure_ttl", "must be at most 24h");
+    }
     SmartSettings {
         client_id: raw.client_id.clone(),
         client_secret,
@@ -1184,6 +1245,10 @@ fn validate_smart(raw: &RawSmart, errors: &mut ConfigErrors) -> SmartSettings {
             .join(" "),
         session_ttl: raw.session_ttl,
         allowed_issuers,
+        max_pending_launches: raw.max_pending_launches,
+        max_pending_launches_per_source: raw.max_pending_launches_per_source,
+        discovery_ttl: raw.discovery_ttl,
+        discovery_failure_ttl: raw.discovery_failure_ttl,
     }
 }
 

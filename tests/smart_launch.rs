@@ -102,17 +102,39 @@ struct Smart {
 }
 
 async fn gateway(auth: &AuthServer) -> Smart {
+    gateway_with(auth, "", None).await
+}
+
+/// Bedside served over https by its own listener, framed by `frame_ancestor` (an EHR origin).
+struct Https<'a> {
+    cert: &'a Path,
+    key: &'a Path,
+    frame_ancestor: &'a str,
+}
+
+/// [`gateway`] with more `[smart]` keys (`smart_toml`), over https when `https` is given.
+async fn gateway_with(auth: &AuthServer, smart_toml: &str, https: Option<Https<'_>>) -> Smart {
     let dir = tempfile::tempdir().unwrap();
     let port = common::process::free_port();
+    let mut extra_toml = format!(
+        "\n[smart]\nclient_id = 'bedside-test'\nallowed_issuers = ['{}/']\n{smart_toml}",
+        auth.fhir
+    );
+    if let Some(h) = &https {
+        extra_toml.push_str(&format!(
+            "[http]\ntls_cert = '{}'\ntls_key = '{}'\nframe_ancestors = ['{}']\n",
+            h.cert.display(),
+            h.key.display(),
+            h.frame_ancestor
+        ));
+    }
     let opts = GatewayOptions {
         auth: AuthMode::InsecureDisabled,
-        extra_toml: format!(
-            "\n[smart]\nclient_id = 'bedside-test'\nallowed_issuers = ['{}/']\n",
-            auth.fhir
-        ),
+        extra_toml,
         ..Default::default()
     };
-    let url = format!("http://127.0.0.1:{port}");
+    let scheme = if https.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{port}");
     let text = config_text(&opts, &dir.path().join("bedside.db"))
         .replace(
             "listen = '127.0.0.1:0'",
@@ -160,19 +182,60 @@ fn set_cookie(r: &reqwest::Response) -> Option<String> {
         .map(|v| v.to_str().unwrap().to_owned())
 }
 
-/// Launch → authorization server → the callback URL it redirects to (not yet followed).
-async fn to_callback(gw: &Smart, launch_path: &str) -> url::Url {
-    let http = no_redirects();
-    let r = http
-        .get(format!("{}{launch_path}", gw.url))
+/// Where a launch's authorization ended: the callback URL the authorization server redirects
+/// to (not yet followed), and the pre-auth cookie (`name=value`) the launch set in the
+/// browser that started it.
+struct Callback {
+    url: url::Url,
+    cookie: String,
+}
+
+/// Launch → authorization server → the callback it redirects to.
+async fn to_callback(gw: &Smart, launch_path: &str) -> Callback {
+    to_callback_from(&no_redirects(), &format!("{}{launch_path}", gw.url)).await
+}
+
+/// [`to_callback`] for the full launch URL, from `client` (its source address).
+async fn to_callback_from(client: &reqwest::Client, launch: &str) -> Callback {
+    let r = client.get(launch).send().await.unwrap();
+    assert_eq!(r.status(), 302, "launch: {}", r.text().await.unwrap());
+    let cookie = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("bedside_launch_"))
+        .map(|c| cookie_pair(&c))
+        .expect("the launch sets a pre-auth cookie");
+    let r = no_redirects().get(location(&r)).send().await.unwrap();
+    assert_eq!(r.status(), 302, "authorize: {}", r.text().await.unwrap());
+    Callback {
+        url: url::Url::parse(&location(&r)).unwrap(),
+        cookie,
+    }
+}
+
+/// Opens `url` (a callback) in the browser that holds `cookie`, without following redirects.
+async fn open_with(url: &url::Url, cookie: &str) -> reqwest::Response {
+    no_redirects()
+        .get(url.clone())
+        .header("cookie", cookie)
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), 302, "launch: {}", r.text().await.unwrap());
-    let authorize = location(&r);
-    let r = http.get(&authorize).send().await.unwrap();
-    assert_eq!(r.status(), 302, "authorize: {}", r.text().await.unwrap());
-    url::Url::parse(&location(&r)).unwrap()
+        .unwrap()
+}
+
+/// Every `Set-Cookie` of a response.
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The session cookie a response sets, if any.
+fn session_cookie(r: &reqwest::Response) -> Option<String> {
+    set_cookies(r)
+        .into_iter()
+        .find(|c| c.starts_with("bedside_session="))
 }
 
 fn with_param(url: &url::Url, name: &str, value: &str) -> url::Url {
@@ -322,10 +385,9 @@ async fn wrong_or_reused_state_is_refused_without_a_token_request() {
     let auth = AuthServer::start();
     let gw = gateway(&auth).await;
     let callback = to_callback(&gw, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
-    let http = no_redirects();
 
-    let forged = with_param(&callback, "state", "forged-state");
-    let r = http.get(forged).send().await.unwrap();
+    let forged = with_param(&callback.url, "state", "forged-state");
+    let r = open_with(&forged, &callback.cookie).await;
     assert_eq!(r.status(), 400);
     assert!(set_cookie(&r).is_none());
     assert_eq!(
@@ -334,13 +396,22 @@ async fn wrong_or_reused_state_is_refused_without_a_token_request() {
         "no token request for an unknown state"
     );
 
-    let r = http.get(callback.clone()).send().await.unwrap();
+    let r = open_with(&callback.url, &callback.cookie).await;
     assert_eq!(r.status(), 302);
     assert_eq!(location(&r), "/smart/app");
     assert_eq!(auth.stats().await["token"], 1);
+    // The pre-auth cookie is expired once used.
+    let name = callback.cookie.split('=').next().unwrap().to_owned();
+    assert!(
+        set_cookies(&r)
+            .iter()
+            .any(|c| c.starts_with(&format!("{name}=;")) && c.contains("Max-Age=0")),
+        "{:?}",
+        set_cookies(&r)
+    );
 
     // The same state a second time: single use.
-    let r = http.get(callback).send().await.unwrap();
+    let r = open_with(&callback.url, &callback.cookie).await;
     assert_eq!(r.status(), 400);
     assert_eq!(auth.stats().await["token"], 1);
     gw.handle.stop(true).await;
@@ -352,15 +423,16 @@ async fn tampered_code_gives_an_error_page_and_no_session() {
     let gw = gateway(&auth).await;
     let callback = to_callback(&gw, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
     let code = callback
+        .url
         .query_pairs()
         .find(|(k, _)| k == "code")
         .unwrap()
         .1
         .into_owned();
-    let tampered = with_param(&callback, "code", &format!("{code}x"));
-    let r = no_redirects().get(tampered).send().await.unwrap();
+    let tampered = with_param(&callback.url, "code", &format!("{code}x"));
+    let r = open_with(&tampered, &callback.cookie).await;
     assert_eq!(r.status(), 400);
-    assert!(set_cookie(&r).is_none());
+    assert!(session_cookie(&r).is_none());
     let page = r.text().await.unwrap();
     assert!(page.contains("invalid_grant"), "{page}");
     let stats = auth.stats().await;
@@ -375,6 +447,7 @@ async fn code_without_the_pkce_verifier_is_refused_and_then_useless() {
     let gw = gateway(&auth).await;
     let callback = to_callback(&gw, &format!("/smart/standalone?iss={}", auth.fhir)).await;
     let code = callback
+        .url
         .query_pairs()
         .find(|(k, _)| k == "code")
         .unwrap()
@@ -402,9 +475,9 @@ async fn code_without_the_pkce_verifier_is_refused_and_then_useless() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error_description"], "code_verifier missing");
     // ...and the gateway's own exchange of that burnt code ends on an error page, no session.
-    let r = no_redirects().get(callback).send().await.unwrap();
+    let r = open_with(&callback.url, &callback.cookie).await;
     assert_eq!(r.status(), 400);
-    assert!(set_cookie(&r).is_none());
+    assert!(session_cookie(&r).is_none());
     assert!(r.text().await.unwrap().contains("refused the sign-in"));
     gw.handle.stop(true).await;
 }
@@ -436,9 +509,9 @@ async fn iss_not_allowed_is_refused_and_never_contacted() {
 
 async fn signed_in(gw: &Smart, auth: &AuthServer) -> String {
     let callback = to_callback(gw, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
-    let r = no_redirects().get(callback).send().await.unwrap();
+    let r = open_with(&callback.url, &callback.cookie).await;
     assert_eq!(r.status(), 302);
-    cookie_pair(&set_cookie(&r).expect("a session cookie"))
+    cookie_pair(&session_cookie(&r).expect("a session cookie"))
 }
 
 async fn app_page(gw: &Smart, cookie: &str) -> (u16, String) {
@@ -486,9 +559,12 @@ async fn bad_id_token_signature_or_nonce_gives_401_and_no_session() {
     for mode in ["bad_signature=1", "bad_nonce=1"] {
         auth.set_mode(mode).await;
         let callback = to_callback(&gw, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
-        let r = no_redirects().get(callback).send().await.unwrap();
+        let r = open_with(&callback.url, &callback.cookie).await;
         assert_eq!(r.status(), 401, "{mode}");
-        assert!(set_cookie(&r).is_none(), "{mode}: a session cookie was set");
+        assert!(
+            session_cookie(&r).is_none(),
+            "{mode}: a session cookie was set"
+        );
     }
     assert_eq!(auth.stats().await["token_ok"], 2);
     gw.handle.stop(true).await;
@@ -988,49 +1064,16 @@ async fn a_reference_smart_client_and_bedside_see_the_same_ehr() {
 
 /// [`gateway`], with the `[smart]` scopes of both launches given (`None`: the defaults).
 async fn gateway_with_scopes(auth: &AuthServer, scopes: Option<(&str, &str)>) -> Smart {
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::process::free_port();
     let scopes = scopes
         .map(|(ehr, standalone)| format!("scopes = '{ehr}'\nstandalone_scopes = '{standalone}'\n"))
         .unwrap_or_default();
-    let opts = GatewayOptions {
-        auth: AuthMode::InsecureDisabled,
-        extra_toml: format!(
-            "\n[smart]\nclient_id = 'bedside-test'\nallowed_issuers = ['{}/']\n{scopes}",
-            auth.fhir
-        ),
-        ..Default::default()
-    };
-    let url = format!("http://127.0.0.1:{port}");
-    let text = config_text(&opts, &dir.path().join("bedside.db"))
-        .replace(
-            "listen = '127.0.0.1:0'",
-            &format!("listen = '127.0.0.1:{port}'"),
-        )
-        .replace(
-            &format!("public_url = '{}'", common::PUBLIC),
-            &format!("public_url = '{url}'"),
-        );
-    let config =
-        Config::from_toml_str(&text, "test", &BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
-    let state = server::build_state(config, opts.auth)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let running = server::start(state).unwrap();
-    let handle = running.handle.clone();
-    tokio::spawn(running.server);
-    Smart {
-        url,
-        handle,
-        db: dir.path().join("bedside.db"),
-        _dir: dir,
-    }
+    gateway_with(auth, &scopes, None).await
 }
 
 /// Launch (`launch_path`) → authorize → callback; the callback's answer.
 async fn complete_launch(gw: &Smart, launch_path: &str) -> reqwest::Response {
     let callback = to_callback(gw, launch_path).await;
-    no_redirects().get(callback).send().await.unwrap()
+    open_with(&callback.url, &callback.cookie).await
 }
 
 #[tokio::test]
@@ -1073,7 +1116,7 @@ async fn kidless_id_tokens_sign_in_both_launches_with_and_without_openid() {
             let what = format!("{launch}, scopes {scopes:?}");
             assert_eq!(r.status(), 302, "{what}: {}", r.text().await.unwrap());
             assert_eq!(location(&r), "/smart/app", "{what}");
-            let cookie = cookie_pair(&set_cookie(&r).expect("a session cookie"));
+            let cookie = cookie_pair(&session_cookie(&r).expect("a session cookie"));
             let (status, page) = app_page(&gw, &cookie).await;
             assert_eq!(status, 200, "{what}: {page}");
             assert!(page.contains(PATIENT), "{what}: {page}");
@@ -1114,7 +1157,7 @@ async fn kidless_id_token_with_two_fitting_keys_published_is_refused() {
         let r = complete_launch(&gw, &launch).await;
         assert_eq!(r.status(), 401, "{launch}");
         assert!(
-            set_cookie(&r).is_none(),
+            session_cookie(&r).is_none(),
             "{launch}: a session cookie was set"
         );
         assert!(r.text().await.unwrap().contains("Sign-in not verified"));
@@ -1127,7 +1170,255 @@ async fn kidless_id_token_with_two_fitting_keys_published_is_refused() {
     let gw2 = gateway(&auth).await;
     let r = complete_launch(&gw2, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
     assert_eq!(r.status(), 401);
-    assert!(set_cookie(&r).is_none());
+    assert!(session_cookie(&r).is_none());
     gw.handle.stop(true).await;
     gw2.handle.stop(true).await;
+}
+
+// === embedded launch, browser binding, launch flooding, log forging (issue 14) ===
+
+/// A throwaway certificate for 127.0.0.1 (`cert.pem`, `key.pem` in `dir`).
+fn throwaway_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (installed by .ci/setup)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}
+
+/// Issue 14 item 3: EHRs show SMART apps in an iframe of another site. The EHR page here is
+/// `http://localhost:…` (another host and scheme than bedside's `https://127.0.0.1:…`), so
+/// only a `SameSite=None` cookie reaches bedside inside the frame; a Lax one is neither stored
+/// nor sent there, and the frame ends on the relaunch page.
+#[tokio::test]
+async fn ehr_launch_inside_a_cross_site_iframe_over_https_reaches_the_app() {
+    let auth = AuthServer::start();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = throwaway_cert(certs.path());
+    let ehr = auth.control.replace("127.0.0.1", "localhost");
+    let gw = gateway_with(
+        &auth,
+        "",
+        Some(Https {
+            cert: &cert,
+            key: &key,
+            frame_ancestor: &ehr,
+        }),
+    )
+    .await;
+    let shot = screenshot_dir().join("embedded-launch.png");
+    let _ = std::fs::remove_file(&shot);
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "Chromium is not installed");
+    let args = serde_json::json!({
+        "url": format!("{}/smart/launch?iss={}&launch=embedded-1", gw.url, auth.fhir),
+        "embed_in": format!("{ehr}/__embed"),
+        "ignore_https_errors": true,
+        "wait_for": "/smart/app",
+        "screenshot": shot,
+    });
+    let (ok, result) = tokio::task::spawn_blocking(move || common::run_node("browse.mjs", &args))
+        .await
+        .unwrap();
+    assert!(ok && result.get("error").is_none(), "{}", result["error"]);
+    assert_eq!(result["url"], format!("{}/smart/app", gw.url));
+    assert_eq!(
+        result["status"], 200,
+        "the app inside the EHR's frame: {result}"
+    );
+    let text = result["text"].as_str().unwrap();
+    assert!(text.contains(PATIENT), "app page in the frame: {text}");
+    let cookies = result["cookies"].as_array().unwrap();
+    let session: Vec<_> = cookies
+        .iter()
+        .filter(|c| c["name"] == "bedside_session")
+        .collect();
+    assert_eq!(session.len(), 1, "{cookies:?}");
+    assert_eq!(session[0]["sameSite"], "None");
+    assert_eq!(session[0]["secure"], true);
+    assert_eq!(session[0]["httpOnly"], true);
+    assert!(
+        cookies
+            .iter()
+            .all(|c| !c["name"].as_str().unwrap().starts_with("bedside_launch_")),
+        "the pre-auth cookie is gone after the callback: {cookies:?}"
+    );
+    assert_eq!(auth.stats().await["token_ok"], 1);
+    gw.handle.stop(true).await;
+}
+
+/// Issue 14 item 7 (login CSRF): an attacker completes authorization for their own launch and
+/// sends the callback URL to a clinician. Opened in that fresh browser (no pre-auth cookie) it
+/// is refused before the code is redeemed, and the launch is used up: not even the attacker's
+/// own browser can finish it afterwards.
+#[tokio::test]
+async fn a_callback_opened_in_another_browser_is_refused_and_used_up() {
+    let auth = AuthServer::start();
+    let gw = gateway(&auth).await;
+    let attacker = to_callback(&gw, &format!("/smart/standalone?iss={}", auth.fhir)).await;
+    let shot = screenshot_dir().join("foreign-callback.png");
+    let result = browse(attacker.url.to_string(), "", &shot).await;
+    assert_eq!(result["status"], 400, "{result}");
+    assert!(
+        result["text"]
+            .as_str()
+            .unwrap()
+            .contains("not started in this browser"),
+        "{result}"
+    );
+    assert_eq!(
+        result["cookies"],
+        serde_json::json!([]),
+        "no session in the victim's browser"
+    );
+    assert_eq!(auth.stats().await["token"], 0, "the code was not redeemed");
+    let r = open_with(&attacker.url, &attacker.cookie).await;
+    assert_eq!(r.status(), 400, "the launch was consumed");
+    assert!(session_cookie(&r).is_none());
+
+    // The right cookie name with another value is no better.
+    let other = to_callback(&gw, &format!("/smart/launch?iss={}&launch=x", auth.fhir)).await;
+    let name = other.cookie.split('=').next().unwrap();
+    let r = open_with(
+        &other.url,
+        &format!("{name}=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(session_cookie(&r).is_none());
+    assert_eq!(auth.stats().await["token"], 0);
+    gw.handle.stop(true).await;
+}
+
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Issue 14 item 8: unauthenticated launches from one source fill only that source's share of
+/// the pending table (429 + Retry-After), another source still signs in, and the issuer's
+/// discovery document is fetched once for all of them.
+#[tokio::test]
+async fn launches_from_one_source_are_capped_and_discovery_is_fetched_once() {
+    let auth = AuthServer::start();
+    let gw = gateway_with(&auth, "max_pending_launches_per_source = 5\n", None).await;
+    let launch = format!("{}/smart/standalone?iss={}", gw.url, auth.fhir);
+    let flooder = client_from("127.0.0.1");
+    let mut first = None;
+    for i in 0..5 {
+        let r = flooder.get(&launch).send().await.unwrap();
+        assert_eq!(r.status(), 302, "launch {i}");
+        first.get_or_insert(r);
+    }
+    let r = flooder.get(&launch).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=600).contains(&retry), "Retry-After: {retry}");
+
+    // Another source is not locked out, and completes its sign-in.
+    let other = to_callback_from(&client_from("127.0.0.2"), &launch).await;
+    let r = open_with(&other.url, &other.cookie).await;
+    assert_eq!(r.status(), 302);
+    assert!(session_cookie(&r).is_some());
+
+    // One discovery fetch for all seven launches.
+    let stats = auth.stats().await;
+    assert_eq!(
+        stats["fhir"]["/fhir/.well-known/smart-configuration"], 1,
+        "{stats}"
+    );
+
+    // A finished launch frees its source's slot.
+    let first = first.unwrap();
+    let cookie = set_cookies(&first)
+        .into_iter()
+        .find(|c| c.starts_with("bedside_launch_"))
+        .map(|c| cookie_pair(&c))
+        .unwrap();
+    let authorize = no_redirects().get(location(&first)).send().await.unwrap();
+    let callback = url::Url::parse(&location(&authorize)).unwrap();
+    assert_eq!(open_with(&callback, &cookie).await.status(), 302);
+    assert_eq!(flooder.get(&launch).send().await.unwrap().status(), 302);
+    gw.handle.stop(true).await;
+}
+
+/// Issue 14 item 8: a failing discovery is remembered for `discovery_failure_ttl`, so launch
+/// attempts against a broken EHR do not each call it; after that it is asked again.
+#[tokio::test]
+async fn a_failed_discovery_is_remembered_briefly() {
+    let auth = AuthServer::start();
+    let gw = gateway_with(&auth, "discovery_failure_ttl = '1s'\n", None).await;
+    auth.set_mode("no_s256=1").await;
+    let launch = format!("{}/smart/standalone?iss={}", gw.url, auth.fhir);
+    for _ in 0..3 {
+        let r = no_redirects().get(&launch).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+        assert!(r.text().await.unwrap().contains("PKCE S256"));
+    }
+    let fetches = |stats: Value| stats["fhir"]["/fhir/.well-known/smart-configuration"].clone();
+    assert_eq!(fetches(auth.stats().await), 1);
+    auth.set_mode("").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = no_redirects().get(&launch).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(fetches(auth.stats().await), 2);
+    gw.handle.stop(true).await;
+}
+
+/// Issue 14 item 12: a launch `iss` is client text. With a line break in it, it must not
+/// start a line of its own in the log (a forged entry); it is logged escaped, on the refusal's
+/// line.
+#[tokio::test]
+async fn an_iss_with_a_line_break_cannot_forge_a_log_line() {
+    use common::process::{config, free_port, BedsideProcess};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(
+        dir.path(),
+        port,
+        &dir.path().join("bedside.db"),
+        "[smart]\nallowed_issuers = ['https://ehr.example/fhir']\n",
+    );
+    let bedside = BedsideProcess::start(&cfg, port, "info");
+    let forged =
+        "https://evil.example\n2026-01-01T00:00:00.000000Z  INFO bedside: FORGED admin signed in";
+    let iss: String = url::form_urlencoded::byte_serialize(forged.as_bytes()).collect();
+    for path in [
+        format!("/smart/standalone?iss={iss}"),
+        format!("/smart/launch?launch=x&iss={iss}"),
+    ] {
+        let r = reqwest::get(format!("{}{path}", bedside.url))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+    }
+    let log = std::fs::read_to_string(&bedside.log).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("FORGED")).collect();
+    assert_eq!(lines.len(), 2, "both refusals are logged: {log}");
+    for line in lines {
+        assert!(
+            line.contains("SMART launch refused") && line.contains("\\n2026-01-01"),
+            "the iss is escaped on the refusal's line, not a line of its own: {line:?}"
+        );
+    }
 }

@@ -20,12 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use super::pending::{retry_after_secs, Refused, Source};
 use super::session::{self, SmartSession};
-use super::{escape_html, html_page, SmartState};
+use super::{escape_html, html_page, log_text, SmartState};
 use crate::server::AppState;
 
-/// Largest `.well-known/smart-configuration` accepted (bytes); real ones are a few KB.
-const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 /// Access-token lifetime assumed when the token response has no `expires_in`.
 const DEFAULT_TOKEN_LIFETIME: i64 = 3600;
 
@@ -138,7 +137,9 @@ pub(crate) struct Pending {
     verifier: String,
     nonce: String,
     scope: String,
-    pub(crate) created: Instant,
+    /// sha256 of the pre-auth cookie set in the browser that started the launch: the callback
+    /// is taken only from that browser (SMART App Launch: `state` bound to the user agent).
+    binding: String,
 }
 
 impl SmartState {
@@ -177,7 +178,7 @@ pub(crate) async fn ehr_launch(state: web::Data<AppState>, req: HttpRequest) -> 
             "The launch link has no `launch` parameter. Open bedside from the EHR.",
         );
     };
-    begin(&state.smart, query(&req, "iss"), Some(launch)).await
+    begin(&state.smart, &req, query(&req, "iss"), Some(launch)).await
 }
 
 /// `GET /smart/standalone?iss=…`: bedside opened on its own; the EHR asks for the patient.
@@ -185,10 +186,41 @@ pub(crate) async fn standalone_launch(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> HttpResponse {
-    begin(&state.smart, query(&req, "iss"), None).await
+    begin(&state.smart, &req, query(&req, "iss"), None).await
 }
 
-async fn begin(smart: &SmartState, iss: Option<String>, launch: Option<String>) -> HttpResponse {
+/// 429 (this source) or 503 (everyone) with `Retry-After`: too many sign-ins waiting.
+fn busy(refused: Refused) -> HttpResponse {
+    let (status, wait, message) = match refused {
+        Refused::SourceFull { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after,
+            "Too many sign-ins were started from this address and not finished; try again later.",
+        ),
+        Refused::Full { retry_after } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            retry_after,
+            "Too many sign-ins are in progress; try again in a few minutes.",
+        ),
+    };
+    tracing::warn!(
+        status = status.as_u16(),
+        "SMART launch refused: too many pending sign-ins"
+    );
+    let mut response = error_page(status, "Busy", message);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(retry_after_secs(wait)),
+    );
+    response
+}
+
+async fn begin(
+    smart: &SmartState,
+    req: &HttpRequest,
+    iss: Option<String>,
+    launch: Option<String>,
+) -> HttpResponse {
     let Some(iss_raw) = iss else {
         return error_page(
             StatusCode::BAD_REQUEST,
@@ -199,17 +231,22 @@ async fn begin(smart: &SmartState, iss: Option<String>, launch: Option<String>) 
     // The allowlist is checked before any network call: an unknown `iss` is never contacted.
     let iss = iss_raw.trim_end_matches('/');
     if !smart.settings.allowed_issuers.iter().any(|a| a == iss) {
-        tracing::warn!(iss = %iss.chars().take(200).collect::<String>(), "SMART launch refused: iss not in [smart] allowed_issuers");
+        tracing::warn!(iss = %log_text(iss), "SMART launch refused: iss not in [smart] allowed_issuers");
         return error_page(
             StatusCode::BAD_REQUEST,
             "Launch refused",
             "This EHR (iss) is not configured as an allowed issuer for bedside.",
         );
     }
-    let endpoints = match discover(&smart.http, iss).await {
+    // Before discovery: a client over its cap costs no request to the EHR.
+    let source = Source::of(req.peer_addr());
+    if let Err(refused) = smart.pending.admit(source, Instant::now()) {
+        return busy(refused);
+    }
+    let endpoints = match smart.discovery.endpoints(iss).await {
         Ok(e) => e,
         Err(why) => {
-            tracing::warn!(iss, why, "SMART discovery failed");
+            tracing::warn!(iss = %log_text(iss), why, "SMART discovery failed");
             return error_page(
                 StatusCode::BAD_GATEWAY,
                 "EHR not reachable",
@@ -245,98 +282,92 @@ async fn begin(smart: &SmartState, iss: Option<String>, launch: Option<String>) 
         request = request.add_extra_param("launch", launch.clone());
     }
     let (url, csrf_state) = request.url();
+    let binding = CsrfToken::new_random_len(32).secret().clone();
     let pending = Pending {
         iss: iss.to_owned(),
         endpoints,
         verifier: verifier.secret().clone(),
         nonce: nonce.secret().clone(),
         scope: scope.clone(),
-        created: Instant::now(),
+        binding: session::digest(&binding),
     };
-    if !smart.add_pending(csrf_state.secret().clone(), pending) {
-        return error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Busy",
-            "Too many sign-ins are in progress; try again in a few minutes.",
-        );
+    let state_value = csrf_state.secret();
+    if let Err(refused) = smart
+        .pending
+        .insert(source, state_value.clone(), pending, Instant::now())
+    {
+        return busy(refused);
     }
     tracing::info!(
-        iss,
+        iss = %log_text(iss),
         ehr_launch = launch.is_some(),
         "SMART launch redirected to the authorization server"
     );
     HttpResponse::Found()
         .insert_header((header::LOCATION, url.to_string()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::SET_COOKIE,
+            smart.launch_cookie(state_value, &binding),
+        ))
         .finish()
 }
 
-#[derive(Deserialize)]
-struct RawDiscovery {
-    authorization_endpoint: Option<String>,
-    token_endpoint: Option<String>,
-    jwks_uri: Option<String>,
-    issuer: Option<String>,
-    code_challenge_methods_supported: Option<Vec<String>>,
-}
-
-/// Reads `{iss}/.well-known/smart-configuration` (bounded size and time, no redirects).
-async fn discover(http: &reqwest::Client, iss: &str) -> Result<Endpoints, &'static str> {
-    let url = format!("{iss}/.well-known/smart-configuration");
-    let mut response = http
-        .get(&url)
-        .header(header::ACCEPT.as_str(), "application/json")
-        .send()
-        .await
-        .map_err(|_| "the request failed")?;
-    if !response.status().is_success() {
-        return Err("it did not answer 200");
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|_| "the body was cut off")? {
-        if body.len() + chunk.len() > MAX_DISCOVERY_BYTES {
-            return Err("the document is too large");
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let raw: RawDiscovery = serde_json::from_slice(&body).map_err(|_| "it is not valid JSON")?;
-    if let Some(methods) = &raw.code_challenge_methods_supported {
-        if !methods.iter().any(|m| m == "S256") {
-            return Err("it does not support PKCE S256");
-        }
-    }
-    let endpoint = |v: &Option<String>| {
-        v.as_deref()
-            .and_then(|u| Url::parse(u).ok())
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-    };
-    Ok(Endpoints {
-        authorization: endpoint(&raw.authorization_endpoint)
-            .ok_or("it has no valid authorization_endpoint")?,
-        token: endpoint(&raw.token_endpoint).ok_or("it has no valid token_endpoint")?,
-        jwks_uri: endpoint(&raw.jwks_uri),
-        issuer: raw.issuer,
-    })
-}
-
 /// `GET {redirect_path}?code=…&state=…`: the authorization server sends the browser back.
+///
+/// The launch is taken (used up) first, then its pre-auth cookie is checked: a `code` and
+/// `state` opened in a browser other than the one that started the launch (login CSRF: an
+/// attacker's sign-in planted in a clinician's browser) are refused, and cannot be retried.
 pub(crate) async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let smart = &state.smart;
     let relaunch = "This sign-in link is unknown, expired or was already used. Open bedside again from the EHR.";
-    let Some(pending) = query(&req, "state").and_then(|s| smart.take_pending(&s)) else {
+    let Some(csrf_state) = query(&req, "state") else {
+        tracing::warn!("SMART callback without a state");
+        return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", relaunch);
+    };
+    let Some(pending) = smart.pending.take(&csrf_state, Instant::now()) else {
         tracing::warn!("SMART callback with an unknown, expired or reused state");
         return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", relaunch);
     };
-    if let Some(error) = query(&req, "error") {
+    let cookie = super::cookie::value(&req, &super::launch_cookie_name(&csrf_state));
+    let bound = cookie
+        .as_deref()
+        .is_some_and(|v| session::constant_time_eq(&session::digest(v), &pending.binding));
+    let mut response = if bound {
+        redeem(smart, &req, pending).await
+    } else {
+        tracing::warn!(
+            has_cookie = cookie.is_some(),
+            "SMART callback refused: the sign-in was not started in this browser (pre-auth cookie missing or wrong); launch discarded"
+        );
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in not started here",
+            "This sign-in was not started in this browser, so bedside did not accept it (a sign-in link sent by someone else is refused on purpose). Open bedside again from the EHR.",
+        )
+    };
+    // The pre-auth cookie has done its job, whatever the outcome.
+    if cookie.is_some() {
+        if let Ok(value) = header::HeaderValue::from_str(&smart.launch_cookie(&csrf_state, "")) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// The rest of the callback, for a launch taken and bound to this browser: the code is
+/// exchanged (with the PKCE verifier), the `id_token` checked and the session started.
+async fn redeem(smart: &SmartState, req: &HttpRequest, pending: Pending) -> HttpResponse {
+    if let Some(error) = query(req, "error") {
         let error: String = error.chars().take(64).collect();
-        tracing::warn!(error, "SMART authorization refused by the EHR");
+        tracing::warn!(error = %log_text(&error), "SMART authorization refused by the EHR");
         return error_page(
             StatusCode::BAD_REQUEST,
             "Sign-in refused",
             &format!("The EHR refused the sign-in ({error})."),
         );
     }
-    let Some(code) = query(&req, "code") else {
+    let Some(code) = query(req, "code") else {
         return error_page(
             StatusCode::BAD_REQUEST,
             "Sign-in failed",
@@ -362,7 +393,7 @@ pub(crate) async fn callback(state: web::Data<AppState>, req: HttpRequest) -> Ht
         Ok(t) => t,
         Err(RequestTokenError::ServerResponse(e)) => {
             let code = e.error().to_string();
-            tracing::warn!(error = %code, "SMART token request refused");
+            tracing::warn!(error = %log_text(&code), "SMART token request refused");
             return error_page(
                 StatusCode::BAD_REQUEST,
                 "Sign-in failed",
@@ -370,7 +401,7 @@ pub(crate) async fn callback(state: web::Data<AppState>, req: HttpRequest) -> Ht
             );
         }
         Err(e) => {
-            tracing::warn!(error = %e, "SMART token request failed");
+            tracing::warn!(error = %log_text(&e.to_string()), "SMART token request failed");
             return error_page(
                 StatusCode::BAD_GATEWAY,
                 "Sign-in failed",

@@ -6,21 +6,24 @@
 //! EHR's endpoints come from `{iss}/.well-known/smart-configuration`, but only for an `iss`
 //! listed in `[smart] allowed_issuers` (any other is refused before it is contacted, so a
 //! crafted launch link cannot make bedside call arbitrary hosts). Tokens stay on the server
-//! ([`session`]); the browser only holds an opaque, HttpOnly session cookie.
+//! ([`session`]); the browser only holds an opaque, HttpOnly session cookie, and while a
+//! sign-in is under way a pre-auth cookie binding its `state` to the browser ([`cookie`]).
 
 pub mod app;
 mod chart;
+mod cookie;
+mod discovery;
 mod launch;
+mod pending;
 mod render;
 pub mod session;
 mod view;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{guard, web, HttpResponse};
+use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::config::{Config, SmartSettings};
@@ -32,10 +35,10 @@ pub use session::{csrf_ok, current, SmartSession};
 
 /// Name of the session cookie (an opaque random id; tokens never reach the browser).
 pub const SESSION_COOKIE: &str = "bedside_session";
+/// Prefix of the pre-auth cookies (one per launch in progress, named after its `state`).
+const LAUNCH_COOKIE_PREFIX: &str = "bedside_launch_";
 /// How long a started launch waits for the authorization server's redirect back.
 const PENDING_TTL: Duration = Duration::from_secs(600);
-/// Most launches waiting at once: bounds memory when someone opens launch links in a loop.
-const MAX_PENDING: usize = 10_000;
 /// Time allowed for discovery and token requests to the EHR.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -50,14 +53,16 @@ pub struct SmartState {
     pub(crate) callback_path: String,
     /// Public path prefix + `/smart`: where the session cookie is sent.
     pub(crate) cookie_path: String,
-    /// `Secure` on the cookie unless bedside is served as plain http on localhost.
-    pub(crate) cookie_secure: bool,
+    /// SameSite / Secure / Partitioned for the way bedside is served.
+    cookies: cookie::CookiePolicy,
     /// No redirects followed, bounded time: discovery and token calls.
     pub(crate) http: reqwest::Client,
+    /// The allowed issuers' `.well-known/smart-configuration`, cached.
+    discovery: discovery::Discovery,
     /// The authorization servers' signing keys, for `id_token`s.
     pub(crate) jwks: JwksCache,
     pub(crate) clock_skew: Duration,
-    pending: Mutex<HashMap<String, launch::Pending>>,
+    pending: pending::PendingTable<launch::Pending>,
     pub(crate) sessions: session::SessionStore,
 }
 
@@ -72,8 +77,6 @@ impl SmartState {
             .map(|u| u.path().to_owned())
             .unwrap_or_else(|_| settings.redirect_path.clone());
         let prefix = public.path().trim_end_matches('/');
-        let local_http = public.scheme() == "http"
-            && matches!(public.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(HTTP_TIMEOUT)
@@ -84,11 +87,21 @@ impl SmartState {
             redirect_uri,
             callback_path,
             cookie_path: format!("{prefix}/smart"),
-            cookie_secure: !local_http,
+            cookies: cookie::CookiePolicy::new(config),
+            discovery: discovery::Discovery::new(
+                http.clone(),
+                &settings.allowed_issuers,
+                settings.discovery_ttl,
+                settings.discovery_failure_ttl,
+            ),
             http,
             jwks: JwksCache::new(&config.auth)?,
             clock_skew: config.auth.clock_skew,
-            pending: Mutex::default(),
+            pending: pending::PendingTable::new(
+                PENDING_TTL,
+                settings.max_pending_launches,
+                settings.max_pending_launches_per_source,
+            ),
             sessions: session::SessionStore::default(),
             settings,
         })
@@ -100,33 +113,45 @@ impl SmartState {
         format!("{prefix}/smart/app")
     }
 
-    /// Remembers a started launch under its `state`; false when too many are waiting.
-    fn add_pending(&self, state: String, pending: launch::Pending) -> bool {
-        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_PENDING {
-            map.retain(|_, p| p.created.elapsed() < PENDING_TTL);
-        }
-        if map.len() >= MAX_PENDING {
-            return false;
-        }
-        map.insert(state, pending);
-        true
-    }
-
-    /// Takes a launch by `state` (single use): None when unknown, used or expired.
-    fn take_pending(&self, state: &str) -> Option<launch::Pending> {
-        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let pending = map.remove(state)?;
-        (pending.created.elapsed() < PENDING_TTL).then_some(pending)
-    }
-
+    /// The session cookie's `Set-Cookie` value (`max_age` 0 expires it).
     fn cookie(&self, value: &str, max_age: u64) -> String {
-        format!(
-            "{SESSION_COOKIE}={value}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-            self.cookie_path,
-            if self.cookie_secure { "; Secure" } else { "" }
+        self.cookies
+            .set_cookie(SESSION_COOKIE, value, &self.cookie_path, max_age)
+    }
+
+    /// The pre-auth cookie's `Set-Cookie` value for the launch started with `state`: sent
+    /// only to the callback, for as long as the launch may wait (`value` empty: expired).
+    fn launch_cookie(&self, state: &str, value: &str) -> String {
+        let max_age = if value.is_empty() {
+            0
+        } else {
+            PENDING_TTL.as_secs()
+        };
+        self.cookies.set_cookie(
+            &launch_cookie_name(state),
+            value,
+            &self.callback_path,
+            max_age,
         )
     }
+}
+
+/// The pre-auth cookie's name for the launch started with `state`: one per launch, so two
+/// sign-ins under way in one browser (two tabs) do not overwrite each other's binding; a hash,
+/// so the name does not carry the `state` itself.
+fn launch_cookie_name(state: &str) -> String {
+    let digest = Sha256::digest(format!("bedside-launch-cookie:{state}").as_bytes());
+    format!("{LAUNCH_COOKIE_PREFIX}{}", &hex::encode(digest)[..16])
+}
+
+/// Client-supplied text (a launch's `iss`, an authorization server's error code) made safe for
+/// one log line: control characters, quotes and backslashes escaped (`\n`, `\u{2028}`), at
+/// most 200 characters kept, so no one can forge or flood lines through it.
+pub(crate) fn log_text(text: &str) -> String {
+    text.chars()
+        .take(200)
+        .flat_map(char::escape_debug)
+        .collect()
 }
 
 /// Registers the SMART routes: launch (EHR and standalone), the OAuth callback (at
@@ -185,4 +210,26 @@ pub fn html_page(status: actix_web::http::StatusCode, title: &str, body: &str) -
             escape_html(title),
             escape_html(title)
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_text_escapes_line_breaks_and_is_bounded() {
+        let forged = "http://x\n2026-01-01T00:00:00Z  INFO forged\r\u{2028}";
+        let safe = log_text(forged);
+        assert!(!safe.contains(['\n', '\r', '\u{2028}']), "{safe}");
+        assert!(safe.contains("\\n2026"));
+        assert_eq!(log_text(&"a".repeat(1000)).len(), 200);
+    }
+
+    #[test]
+    fn launch_cookie_names_differ_per_state_and_hide_it() {
+        let a = launch_cookie_name("state-a");
+        assert!(a.starts_with(LAUNCH_COOKIE_PREFIX) && !a.contains("state-a"));
+        assert_ne!(a, launch_cookie_name("state-b"));
+        assert_eq!(a, launch_cookie_name("state-a"));
+    }
 }

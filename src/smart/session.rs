@@ -10,7 +10,6 @@ use std::fmt;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use actix_web::http::header;
 use actix_web::HttpRequest;
 use chrono::{DateTime, Utc};
 use oauth2::{RefreshToken, TokenResponse};
@@ -142,14 +141,7 @@ impl SessionStore {
 
 /// The `bedside_session` cookie's value, if the request carries one.
 pub(crate) fn cookie_value(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    super::cookie::value(req, SESSION_COOKIE)
 }
 
 /// The caller's session (cookie), refreshed with the refresh token when the access token
@@ -209,11 +201,16 @@ pub async fn current(state: &AppState, req: &HttpRequest) -> Option<SmartSession
             Some(renewed)
         }
         Err(e) => {
-            tracing::warn!(session = %session.id_hash, error = %e, "SMART token refresh failed; session ended");
+            tracing::warn!(session = %session.id_hash, error = %super::log_text(&e.to_string()), "SMART token refresh failed; session ended");
             store.remove(&id);
             None
         }
     }
+}
+
+/// sha256 of `secret`, hex: what the server keeps of a value the browser holds.
+pub(crate) fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// Compares two strings in time independent of where they differ.

@@ -15,6 +15,8 @@
 //     simply lacks `kid`); second_key=1 publishes a second RS256 key in the JWKS, which then
 //     also signs in turn, so a kid-less id_token's key is ambiguous);
 //   - as an OpenID provider does, an id_token only when the authorization asked for `openid`.
+//   - GET /__embed?src=<url>: a simulated EHR page showing <url> in an <iframe>, as EHRs embed
+//     SMART apps (open it as http://localhost:<port> to be another site than 127.0.0.1).
 // SMART_PATIENT sets the patient in the launch context (default smart-patient-1).
 // Prints one JSON line {issuer, fhir, other, control} when ready; exits when stdin closes.
 import http from 'node:http';
@@ -150,6 +152,11 @@ const control = http.createServer(async (req, res) => {
     mode = Object.fromEntries(url.searchParams);
     if (mode.second_key && !secondKey) secondKey = await oauth.issuer.keys.generate('RS256');
     return json(200, mode);
+  }
+  if (url.pathname === '/__embed') {
+    const src = (url.searchParams.get('src') ?? '').replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    return res.end(`<!DOCTYPE html><html><head><title>Simulated EHR</title></head><body><h1>Simulated EHR</h1><iframe id="app" title="bedside" src="${src}" width="1240" height="700"></iframe></body></html>`);
   }
   stats.fhir[url.pathname] = (stats.fhir[url.pathname] ?? 0) + 1;
   if (url.pathname === '/fhir/.well-known/smart-configuration' || url.pathname === '/other/.well-known/smart-configuration') {
