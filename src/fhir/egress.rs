@@ -328,10 +328,11 @@ fn is_public_v6(v6: Ipv6Addr) -> bool {
     if s[0] & 0xe000 != 0x2000 {
         return false;
     }
-    let special_purpose = (s[0] == 0x2001 && s[1] < 0x0200) // 2001::/23 IETF protocol assignments (Teredo, benchmarking, ORCHID)
-        || (s[0] == 0x2001 && s[1] == 0x0db8) // 2001:db8::/32 documentation
-        || s[0] == 0x2002 // 2002::/16 6to4
-        || (s[0] == 0x3fff && s[1] < 0x1000); // 3fff::/20 documentation (RFC 9637)
+    // 2001::/23 IETF protocol assignments (Teredo, benchmarking, ORCHID), 2001:db8::/32
+    // documentation, 2002::/16 6to4, 3fff::/20 documentation (RFC 9637).
+    let special_purpose = (s[0] == 0x2001 && (s[1] < 0x0200 || s[1] == 0x0db8))
+        || s[0] == 0x2002
+        || (s[0] == 0x3fff && s[1] < 0x1000);
     !special_purpose
 }
 

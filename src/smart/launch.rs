@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
 use jsonwebtoken::{Algorithm, Validation};
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
@@ -24,9 +23,6 @@ use super::pending::{retry_after_secs, Refused, Source};
 use super::session::{self, SmartSession};
 use super::{escape_html, html_page, log_text, SmartState};
 use crate::server::AppState;
-
-/// Access-token lifetime assumed when the token response has no `expires_in`.
-const DEFAULT_TOKEN_LIFETIME: i64 = 3600;
 
 /// The SMART launch context and OpenID fields of a token response, beside the OAuth ones.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -424,10 +420,6 @@ async fn redeem(smart: &SmartState, req: &HttpRequest, pending: Pending) -> Http
             }
         }
     }
-    let expires_in = token
-        .expires_in()
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
-        .unwrap_or(DEFAULT_TOKEN_LIFETIME);
     let scope = token
         .scopes()
         .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "))
@@ -437,7 +429,7 @@ async fn redeem(smart: &SmartState, req: &HttpRequest, pending: Pending) -> Http
         id_hash: session::id_hash(&id),
         iss: pending.iss.clone(),
         access_token: token.access_token().secret().clone(),
-        expires_at: Utc::now() + chrono::Duration::seconds(expires_in),
+        expires_at: session::token_expiry(token.expires_in()),
         refresh_token: token.refresh_token().map(|t| t.secret().clone()),
         patient: extra.patient.clone(),
         encounter: extra.encounter.clone(),

@@ -79,6 +79,7 @@ impl SmartState {
         let prefix = public.path().trim_end_matches('/');
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy() // connect directly, as every outbound client of the gateway does
             .connect_timeout(HTTP_TIMEOUT)
             .timeout(HTTP_TIMEOUT)
             .build()

@@ -181,11 +181,7 @@ pub async fn current(state: &AppState, req: &HttpRequest) -> Option<SmartSession
         Ok(token) => {
             let mut renewed = session;
             renewed.access_token = token.access_token().secret().clone();
-            let lifetime = token
-                .expires_in()
-                .and_then(|d| i64::try_from(d.as_secs()).ok())
-                .unwrap_or(3600);
-            renewed.expires_at = Utc::now() + chrono::Duration::seconds(lifetime);
+            renewed.expires_at = token_expiry(token.expires_in());
             if let Some(next) = token.refresh_token() {
                 renewed.refresh_token = Some(next.secret().clone());
             }
@@ -245,5 +241,39 @@ mod tests {
         assert_eq!(h.len(), 16);
         assert!(!h.contains("secret"));
         assert_eq!(h, id_hash("secret-session-id"));
+    }
+}
+
+/// Longest access-token lifetime believed: an authorization server's `expires_in` is its own
+/// number (u64 seconds), and `Utc::now() + u64::MAX s` would overflow.
+const MAX_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
+/// Lifetime assumed when a token response has no `expires_in`.
+const DEFAULT_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
+
+/// When an access token with `expires_in` (as the token response gave it) expires, capped at
+/// [`MAX_TOKEN_LIFETIME`] so no server-supplied number can overflow the clock arithmetic.
+pub(crate) fn token_expiry(expires_in: Option<std::time::Duration>) -> chrono::DateTime<Utc> {
+    let lifetime = expires_in
+        .map(|d| {
+            chrono::Duration::from_std(d).map_or(MAX_TOKEN_LIFETIME, |d| d.min(MAX_TOKEN_LIFETIME))
+        })
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+    Utc::now()
+        .checked_add_signed(lifetime)
+        .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_expires_in_is_capped_not_an_overflow() {
+        let capped = token_expiry(Some(std::time::Duration::from_secs(u64::MAX)));
+        assert!(capped <= Utc::now() + MAX_TOKEN_LIFETIME);
+        assert!(capped > Utc::now() + chrono::Duration::hours(23));
+        let plain = token_expiry(Some(std::time::Duration::from_secs(300)));
+        assert!(plain <= Utc::now() + chrono::Duration::seconds(300));
+        assert!(token_expiry(None) > Utc::now() + chrono::Duration::minutes(59));
     }
 }
