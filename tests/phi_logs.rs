@@ -130,7 +130,15 @@ async fn debug_logs_of_demo_traffic_hold_no_phi_and_the_audit_trail_is_pseudonym
     let rows = store.audit_rows().await.unwrap();
     assert_eq!(rows.len(), statuses.len() + 1, "{rows:?}");
     // Records are written in the background, so their order is not the calls' order.
-    let expected_hash = store.pseudonym("", "demo-deteriorating").await.unwrap();
+    // The pseudonym covers the FHIR server the patient is from (the request's `fhirServer`).
+    let server = patient("deteriorating")["fhirServer"]
+        .as_str()
+        .map(bedside::store::fhir_base)
+        .unwrap_or_default();
+    let expected_hash = store
+        .pseudonym(&server, "demo-deteriorating")
+        .await
+        .unwrap();
     assert_eq!(expected_hash.len(), 64);
     let answered = rows
         .iter()
