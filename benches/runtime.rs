@@ -19,9 +19,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bedside::config::InferenceSettings;
+use bedside::inference::InferenceSettings;
 use bedside::fhir::projection;
-use bedside::hooks::wire::HookRequest;
+use bedside::cds::wire::HookRequest;
 use bedside::inference::ModelRegistry;
 use bedside::server::AuthMode;
 use bedside::services::scoring;
@@ -115,7 +115,7 @@ async fn load(
     )
 }
 
-fn config_auth() -> bedside::config::AuthSettings {
+fn config_auth() -> bedside::http::auth::AuthSettings {
     let text =
         "listen = '127.0.0.1:0'\npublic_url = 'http://h'\nservices_dir = '.'\nmodels_dir = '.'\n";
     bedside::config::Config::from_toml_str(text, "bench", &Default::default())
@@ -147,7 +147,7 @@ async fn main() {
     let device = std::env::var("BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
     let mut settings = InferenceSettings::cpu();
     if device == "cuda" {
-        settings.defaults.device = bedside::config::DevicePreference::Cuda;
+        settings.defaults.device = bedside::inference::DevicePreference::Cuda;
     }
     settings.defaults.max_batch = 1024;
     let registry = ModelRegistry::load(&common::repo().join("models"), &settings).unwrap();
@@ -191,7 +191,7 @@ async fn main() {
         let grid = t.elapsed() / 400;
         println!("    stages: request parse {parse:?}, projection {project:?}, measurements {extract:?}, grid {grid:?}");
         let keys = KeyServer::start().await;
-        let client = bedside::config::TrustedClient {
+        let client = bedside::http::auth::TrustedClient {
             iss: common::ISS.into(),
             jwks_urls: vec![keys.jwks_url().parse().unwrap()],
             algorithms: vec![
@@ -201,8 +201,8 @@ async fn main() {
             fhir_servers: Vec::new(),
             tenant_fhir_servers: Vec::new(),
         };
-        let auth = bedside::hooks::auth::ClientAuth::Required(Box::new(
-            bedside::hooks::auth::JwtVerifier::new(&[client], config_auth()).unwrap(),
+        let auth = bedside::http::auth::ClientAuth::Required(Box::new(
+            bedside::http::auth::JwtVerifier::new(&[client], config_auth()).unwrap(),
         ));
         let aud = [format!("{}/cds-services/deterioration", common::PUBLIC)];
         for key in [Key::Rs384, Key::Es384] {

@@ -11,7 +11,7 @@ Same semantics, thresholds, rounding and words as the Rust modules, which hold t
 Values are read as charted and reported, rounding half away from zero (Rust's ``f64::round``; Python's
 ``round`` rounds half to even and must not be used here): whole numbers, except temperature and white
 cell count (one decimal) and creatinine (0.01 mg/dL, compared in whole hundredths so that no boundary is
-lost to floating point). ``tests/baselines_parity.rs`` runs ``--eval`` on a grid of ~2000 cases and
+lost to floating point). ``tests/models/baselines_parity.rs`` runs ``--eval`` on a grid of ~2000 cases and
 asserts every result equals Rust's.
 
     .venv/bin/python models/baselines.py                 # self-test: the published worked examples
@@ -271,7 +271,7 @@ def _seconds(t: dt.datetime) -> int:
 
 
 def evaluate(case: dict) -> dict:
-    """One ``--eval`` case (see tests/baselines_parity.rs): each present key scored."""
+    """One ``--eval`` case (see tests/models/baselines_parity.rs): each present key scored."""
     out = {}
     if "news2" in case:
         c = case["news2"]

@@ -2,7 +2,7 @@
 
 This is the Python half of one contract (Rust: `src/features/{extract,grid,units}.rs`); training,
 evaluation and the parity test all go through it, so what a model learned from is what the gateway
-feeds it. `tests/feature_parity.rs` runs both over the same cohort Bundles and compares to 1e-6.
+feeds it. `tests/models/feature_parity.rs` runs both over the same cohort Bundles and compares to 1e-6.
 
     extract(spec, resources)            -> measurements, rejections   (one patient, any order)
     grids(spec, mean, std, meas, nows)  -> float32 [len(nows), steps, 2 * features]

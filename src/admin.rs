@@ -10,7 +10,22 @@ use serde_json::json;
 
 use crate::audit;
 use crate::report;
-use crate::server::AppState;
+use std::sync::Arc;
+
+use crate::services::{KillSwitch, RuntimeHandle};
+use crate::store::Store;
+
+/// The operator surface's state (its own `web::Data`).
+pub struct AdminState {
+    pub runtime: Arc<RuntimeHandle>,
+    pub store: Store,
+    /// Services switched off at run time.
+    pub switches: Arc<KillSwitch>,
+    /// `(name, sha256)` of each `[[admin_tokens]]` token; empty: every call is refused.
+    pub admin_tokens: Vec<(String, [u8; 32])>,
+    /// `public_url` without a trailing slash.
+    pub public_base: String,
+}
 
 /// Registers `/admin/...`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -28,12 +43,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn refused(status: actix_web::http::StatusCode, error: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(json!({"error": error, "message": message}))
+    crate::http::error_response(status, error, message, None)
 }
 
 /// The holder of a valid admin token, if the request carries one.
-fn admin_holder<'s>(state: &'s AppState, req: &HttpRequest) -> Option<&'s str> {
-    crate::http_security::static_token_holder(&state.config.admin_tokens, req)
+fn admin_holder<'s>(state: &'s AdminState, req: &HttpRequest) -> Option<&'s str> {
+    crate::http::static_token_holder(&state.admin_tokens, req)
 }
 
 fn unauthorized() -> HttpResponse {
@@ -46,7 +61,7 @@ fn unauthorized() -> HttpResponse {
 
 /// `POST /admin/services/{id}/disable|enable`: the kill switch, effective at once, no restart.
 async fn switch_service(
-    state: web::Data<AppState>,
+    state: web::Data<AdminState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
@@ -65,7 +80,7 @@ async fn switch_service(
             )
         }
     };
-    let runtime = state.runtime();
+    let runtime = state.runtime.current();
     let Some(service) = runtime.services.get(&id) else {
         return refused(
             actix_web::http::StatusCode::NOT_FOUND,
@@ -80,7 +95,7 @@ async fn switch_service(
 
 /// `GET /admin/predictions/{id}`: what was recorded for one card (pseudonymised patient).
 async fn prediction(
-    state: web::Data<AppState>,
+    state: web::Data<AdminState>,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
@@ -139,7 +154,7 @@ fn fhir_store_unavailable() -> HttpResponse {
 /// `GET /admin/predictions/{id}/fhir`: the prediction as a FHIR `RiskAssessment` and the
 /// `Provenance` naming its model version and input Observations (a `collection` Bundle).
 async fn prediction_fhir(
-    state: web::Data<AppState>,
+    state: web::Data<AdminState>,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
@@ -148,7 +163,7 @@ async fn prediction_fhir(
     }
     match state.store.prediction(&id).await {
         Ok(Some(p)) => {
-            let runtime = state.runtime();
+            let runtime = state.runtime.current();
             let meaning = runtime
                 .models
                 .get(&p.model, &p.model_version)
@@ -188,7 +203,7 @@ const MAX_AUDIT_PAGE: i64 = 1000;
 
 /// `GET /admin/audit-events[?after=<id>&_count=<n>]`: the audit trail as FHIR `AuditEvent`s,
 /// oldest first, paged by a `next` link (for a hospital's audit repository or SIEM).
-async fn audit_events(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+async fn audit_events(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse {
     if admin_holder(&state, &req).is_none() {
         return fhir_unauthorized();
     }
@@ -224,7 +239,7 @@ async fn audit_events(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
                 .map(|last| {
                     format!(
                         "{}/admin/audit-events?after={last}&_count={count}",
-                        state.config.public_base()
+                        state.public_base
                     )
                 });
             let resources = rows.iter().map(audit::audit_event).collect();
@@ -242,7 +257,7 @@ async fn audit_events(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
 
 /// `GET /admin/report[?format=html]`: feedback analytics per service and model version, as
 /// JSON, or as an HTML page with charts when asked for (`Accept: text/html`).
-async fn report_page(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+async fn report_page(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse {
     if admin_holder(&state, &req).is_none() {
         return unauthorized();
     }

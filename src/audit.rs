@@ -125,7 +125,7 @@ pub fn risk_assessment(p: &StoredPrediction, meaning: Option<&str>) -> Value {
             .collect::<Vec<_>>()
             .into();
     }
-    let mut note = format!("Outcome: {}", p.outcome.replace('_', " "));
+    let mut note = format!("Outcome: {}", p.outcome.as_str().replace('_', " "));
     if let Some(reason) = &p.reason {
         note.push_str(&format!(": {reason}"));
     }

@@ -15,6 +15,10 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::fhir::{ClientEgress, EgressPolicy, FhirSettings, OriginRule};
+use crate::http::auth::{AuthSettings, TrustedClient};
+use crate::inference::{DevicePreference, InferenceSettings, ModelSettings};
+use crate::smart::SmartSettings;
+use crate::store::DatabaseUrl;
 
 /// Prefix of environment overrides. `BEDSIDE_LISTEN` sets `listen`; a double underscore
 /// descends into a table: `BEDSIDE_STORAGE__PATH` sets `storage.path`.
@@ -378,10 +382,10 @@ fn default_device() -> String {
     "auto".to_owned()
 }
 fn default_queue() -> usize {
-    64
+    crate::inference::settings::DEFAULT_QUEUE
 }
 fn default_max_batch() -> usize {
-    64
+    crate::inference::settings::DEFAULT_MAX_BATCH
 }
 fn default_max_wait() -> Duration {
     Duration::ZERO
@@ -606,130 +610,9 @@ pub struct Config {
     /// `(name, sha256)` of each metrics token; empty: `/metrics` is public.
     pub metrics_tokens: Vec<(String, [u8; 32])>,
     /// `[backend_services]`, when configured.
-    pub backend_services: Option<crate::smart_backend::BackendConfig>,
+    pub backend_services: Option<crate::smart::backend::BackendConfig>,
     /// `[smart]`: SMART App Launch client settings (defaults when the table is absent).
     pub smart: SmartSettings,
-}
-
-/// Validated `[smart]` settings.
-#[derive(Debug, Clone)]
-pub struct SmartSettings {
-    pub client_id: String,
-    /// Read from `client_secret_env` at start-up; `Debug` redacts it.
-    pub client_secret: Option<oauth2::ClientSecret>,
-    /// Starts with `/`; appended to `public_url`.
-    pub redirect_path: String,
-    pub scopes: String,
-    pub standalone_scopes: String,
-    pub session_ttl: Duration,
-    /// Without a trailing slash; a launch `iss` must equal one (after trimming its own).
-    pub allowed_issuers: Vec<String>,
-    /// At least 1.
-    pub max_pending_launches: usize,
-    /// At least 1, at most `max_pending_launches`.
-    pub max_pending_launches_per_source: usize,
-    /// Between 1 s and 24 h.
-    pub discovery_ttl: Duration,
-    /// At most 24 h (0: failures are not remembered).
-    pub discovery_failure_ttl: Duration,
-}
-
-/// A database URL. It may carry a password, so `Debug` shows only its scheme and host.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    /// The full URL, password included: for connecting, never for logs.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match Url::parse(&self.0) {
-            Ok(url) => write!(
-                f,
-                "DatabaseUrl({}://{})",
-                url.scheme(),
-                url.host_str().unwrap_or("")
-            ),
-            Err(_) => f.write_str("DatabaseUrl(..)"),
-        }
-    }
-}
-
-/// Validated JWT verification settings.
-#[derive(Debug, Clone)]
-pub struct AuthSettings {
-    pub clock_skew: Duration,
-    pub max_token_lifetime: Duration,
-    pub jwks_refresh: Duration,
-    pub jwks_max_age: Duration,
-    pub jwks_timeout: Duration,
-    pub jwks_min_refetch: Duration,
-    pub jwks_unknown_kid_ttl: Duration,
-}
-
-/// Validated inference settings.
-#[derive(Debug, Clone)]
-pub struct InferenceSettings {
-    pub threads: usize,
-    /// Defaults for every model.
-    pub defaults: ModelSettings,
-    /// Per model name.
-    pub models: BTreeMap<String, ModelSettings>,
-}
-
-/// How one model is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModelSettings {
-    pub device: DevicePreference,
-    pub queue_capacity: usize,
-    pub max_batch: usize,
-    pub max_wait: Duration,
-}
-
-impl InferenceSettings {
-    /// Settings for the model called `name`.
-    pub fn for_model(&self, name: &str) -> ModelSettings {
-        self.models.get(name).copied().unwrap_or(self.defaults)
-    }
-
-    /// CPU, defaults otherwise: for tools and tests that load models outside a gateway.
-    pub fn cpu() -> Self {
-        Self {
-            threads: 0,
-            defaults: ModelSettings {
-                device: DevicePreference::Cpu,
-                queue_capacity: default_queue(),
-                max_batch: default_max_batch(),
-                max_wait: default_max_wait(),
-            },
-            models: BTreeMap::new(),
-        }
-    }
-}
-
-/// Which device models are placed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DevicePreference {
-    /// CUDA when `tch::Cuda::is_available()`, else CPU.
-    Auto,
-    Cpu,
-    /// CUDA; on a node without a usable GPU, CPU with a warning in the log.
-    Cuda,
-}
-
-/// A CDS client allowed to call, after validation.
-#[derive(Debug, Clone)]
-pub struct TrustedClient {
-    pub iss: String,
-    pub jwks_urls: Vec<Url>,
-    pub algorithms: Vec<jsonwebtoken::Algorithm>,
-    pub fhir_servers: Vec<OriginRule>,
-    /// `(tenant, origins)` allowed only for calls carrying that `tenant`.
-    pub tenant_fhir_servers: Vec<(String, Vec<OriginRule>)>,
 }
 
 /// Validated `[http]` settings.
@@ -972,9 +855,18 @@ impl Config {
         }
     }
 
+    /// Where the store lives.
+    pub fn store_settings(&self) -> crate::store::StoreSettings {
+        crate::store::StoreSettings {
+            path: self.db_path.clone(),
+            url: self.db_url.clone(),
+            max_bytes: self.db_max_bytes,
+        }
+    }
+
     /// Body size and time limits for request handlers.
-    pub fn body_limits(&self) -> crate::hooks::body::BodyLimits {
-        crate::hooks::body::BodyLimits {
+    pub fn body_limits(&self) -> crate::http::BodyLimits {
+        crate::http::BodyLimits {
             max_bytes: self.max_body_bytes,
             timeout: self.body_timeout,
         }
@@ -1003,7 +895,7 @@ fn validate_db_url(text: &str, errors: &mut ConfigErrors) -> Option<DatabaseUrl>
     // Messages name the scheme only: the rest may hold a password.
     match Url::parse(text) {
         Ok(url) if matches!(url.scheme(), "postgres" | "postgresql" | "sqlite") => {
-            Some(DatabaseUrl(text.to_owned()))
+            Some(DatabaseUrl::new(text.to_owned()))
         }
         Ok(url) => {
             errors.push(
@@ -1025,7 +917,7 @@ fn validate_db_url(text: &str, errors: &mut ConfigErrors) -> Option<DatabaseUrl>
 fn validate_backend_services(
     raw: &RawBackendServices,
     errors: &mut ConfigErrors,
-) -> Option<crate::smart_backend::BackendConfig> {
+) -> Option<crate::smart::backend::BackendConfig> {
     let key = "backend_services";
     if raw.client_id.trim().is_empty() {
         errors.push(format!("{key}.client_id"), "must not be empty");
@@ -1042,7 +934,7 @@ fn validate_backend_services(
         }
     };
     let signing = algorithm.and_then(|alg| {
-        crate::smart_backend::SigningKey::load(&raw.private_key, alg, raw.kid.as_deref())
+        crate::smart::backend::SigningKey::load(&raw.private_key, alg, raw.kid.as_deref())
             .map_err(|e| errors.push(format!("{key}.private_key"), e))
             .ok()
     });
@@ -1061,7 +953,7 @@ fn validate_backend_services(
         );
     }
     let scopes = raw.scopes.clone().unwrap_or_else(|| {
-        crate::smart_backend::DEFAULT_SCOPES
+        crate::smart::backend::DEFAULT_SCOPES
             .iter()
             .map(|s| (*s).to_owned())
             .collect()
@@ -1079,7 +971,7 @@ fn validate_backend_services(
     if raw.timeout.is_zero() {
         errors.push(format!("{key}.timeout"), "must be greater than 0");
     }
-    Some(crate::smart_backend::BackendConfig {
+    Some(crate::smart::backend::BackendConfig {
         client_id: raw.client_id.clone(),
         key: signing?,
         scope: scopes.join(" "),
@@ -1098,7 +990,7 @@ fn validate_backend_grants(
     clients: &[TrustedClient],
     configured: bool,
     errors: &mut ConfigErrors,
-) -> Vec<crate::smart_backend::BackendGrant> {
+) -> Vec<crate::smart::backend::BackendGrant> {
     let mut grants = Vec::new();
     for (i, (raw_client, client)) in raw.iter().zip(clients).enumerate() {
         let key = format!("clients[{i}]");
@@ -1157,7 +1049,7 @@ fn validate_backend_grants(
                     ),
                 }
             }
-            grants.push(crate::smart_backend::BackendGrant {
+            grants.push(crate::smart::backend::BackendGrant {
                 iss: client.iss.clone(),
                 tenant,
                 fhir_servers,

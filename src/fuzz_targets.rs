@@ -1,6 +1,6 @@
 //! Entry points for fuzzing the parsers that face untrusted input: the hook request body, a
 //! FHIR Bundle on its way to features, prefetch template rendering, and the client JWT before
-//! verification. `fuzz/` (cargo fuzz) calls these; `tests/fuzz_corpus.rs` replays the committed
+//! verification. `fuzz/` (cargo fuzz) calls these; `tests/ops/fuzz_corpus.rs` replays the committed
 //! corpus and every crash found through them, so a fixed crash stays fixed in CI.
 //!
 //! Each function must return normally for any input: an `Err` is fine, a panic is a bug.
@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 
 use crate::features::{measurements, FeatureMatrix, FeatureSpec, Normalisation};
 use crate::fhir::projection;
-use crate::hooks::prefetch::PrefetchTemplate;
-use crate::hooks::wire::HookRequest;
+use crate::cds::prefetch::PrefetchTemplate;
+use crate::cds::wire::HookRequest;
 use crate::hooks::HookError;
 
 /// Every model's spec: between them they use each unit conversion, aggregate, carry limit and
@@ -52,7 +52,7 @@ pub fn hook_request(data: &[u8]) {
     let Ok(request) = HookError::parse_body::<HookRequest<'_>>(data) else {
         return;
     };
-    let _ = crate::hooks::context::missing_field(&request.hook, &request.context);
+    let _ = crate::cds::context::missing_field(&request.hook, &request.context);
     for t in TEMPLATES {
         if let Ok(template) = PrefetchTemplate::parse(t) {
             let _ = template.render(&request.context);
@@ -113,7 +113,7 @@ pub fn prefetch_template(data: &[u8]) {
 /// An `Authorization` header value through the pre-verification parsing.
 pub fn client_jwt(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = crate::hooks::auth::inspect(Some(text));
+        let _ = crate::http::auth::inspect(Some(text));
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::html::escape as esc;
 use crate::store::{Report, ServiceReport};
 
 fn rate(r: Option<f64>) -> String {
@@ -68,13 +69,6 @@ pub fn text(r: &Report) -> String {
         );
     }
     out
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A horizontal bar chart of `(label, value)`, accessible (title, labels as text).

@@ -5,60 +5,57 @@
 //! is a gateway that can answer. [`app`] is the one place routes and middleware are set up;
 //! `main` and the integration tests both use it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
+use actix_web::HttpServer;
 
+use crate::admin::AdminState;
+use crate::api::ApiState;
 use crate::config::Config;
 use crate::fhir::{FhirClient, FhirError};
-use crate::hooks::auth::{AuthError, ClientAuth, JwtVerifier};
-use crate::hooks::routes;
-use crate::hooks::wire::ErrorBody;
+use crate::http::auth::{AuthError, ClientAuth, JwtVerifier};
+use crate::hooks::{routes, HooksState};
+use crate::http::{BrowserPolicy, MaxHeaderBytes};
 use crate::inference::{LoadError, ModelRegistry};
-use crate::metrics::inc;
-use crate::services::{DefinitionErrors, FhirAccess, KillSwitch, ServiceEnv, ServiceRegistry};
+use crate::services::{
+    DefinitionErrors, FhirAccess, KillSwitch, Runtime, RuntimeHandle, ServiceEnv,
+    ServiceRegistry,
+};
+use crate::smart::backend::BackendClient;
+use crate::smart::{SmartDeps, SmartState};
 use crate::store::{AuditWriter, Store, StoreError};
 
-/// Shared state of a running gateway. Everything is fixed at start-up except the
-/// [`Runtime`], which a reload (SIGHUP) replaces as a whole.
+/// A running gateway as the composition root holds it: the configuration, what a reload
+/// needs, and each HTTP surface's own state (registered as its own `web::Data`, so no handler
+/// sees more than its surface needs). Only the [`Runtime`] changes after start-up: a reload
+/// (SIGHUP) replaces it as a whole through the shared [`RuntimeHandle`].
 pub struct AppState {
     pub config: Config,
-    pub auth: ClientAuth,
-    runtime: RwLock<Arc<Runtime>>,
+    runtime: Arc<RuntimeHandle>,
     pub store: Store,
     /// Background writer of audit records.
     pub audit: AuditWriter,
     pub fhir: Arc<FhirAccess>,
-    /// Reloads that took effect / were refused (`/metrics`).
-    pub reloads: AtomicU64,
-    pub reload_failures: AtomicU64,
     /// Services switched off at run time; survives reloads.
     pub switches: Arc<KillSwitch>,
-    /// SMART Backend Services client (`[backend_services]`): its key is served at
-    /// `/.well-known/jwks.json`, its tokens cached across reloads.
-    pub backend: Option<Arc<crate::smart_backend::BackendClient>>,
-    /// SMART App Launch: launches in progress and signed-in app sessions.
-    pub smart: Arc<crate::smart::SmartState>,
-}
-
-/// Models and the services bound to them: what a reload swaps. A request holds one `Arc` from
-/// start to end, so it never sees half of an old and half of a new set.
-pub struct Runtime {
-    pub models: ModelRegistry,
-    pub services: ServiceRegistry,
+    /// SMART Backend Services client (`[backend_services]`): its tokens are cached across
+    /// reloads.
+    pub backend: Option<Arc<BackendClient>>,
+    hooks: web::Data<HooksState>,
+    api: web::Data<ApiState>,
+    admin: web::Data<AdminState>,
+    smart: web::Data<SmartState>,
 }
 
 impl AppState {
     /// The models and services now in force.
     pub fn runtime(&self) -> Arc<Runtime> {
-        match self.runtime.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.runtime.current()
     }
 
     /// Loads `models_dir` and `services_dir` again (sha256, warm-up, definitions: every
@@ -76,17 +73,12 @@ impl AppState {
         .await
         {
             Ok(runtime) => {
-                let mut slot = match self.runtime.write() {
-                    Ok(w) => w,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
-                *slot = Arc::new(runtime);
-                inc(&self.reloads);
+                self.runtime.replace(runtime);
                 tracing::info!("models and services reloaded");
                 Ok(())
             }
             Err(e) => {
-                inc(&self.reload_failures);
+                self.runtime.refused();
                 tracing::error!(error = %e, "reload refused; the running models and services keep serving");
                 Err(e)
             }
@@ -99,7 +91,7 @@ async fn load_runtime(
     fhir: Arc<FhirAccess>,
     store: Store,
     switches: Arc<KillSwitch>,
-    backend: Option<Arc<crate::smart_backend::BackendClient>>,
+    backend: Option<Arc<BackendClient>>,
 ) -> Result<Runtime, StartupError> {
     let models_dir = config.models_dir.clone();
     let settings = config.inference.clone();
@@ -112,7 +104,7 @@ async fn load_runtime(
         })??;
     models.check_remotes().await?;
     let mut env = ServiceEnv::new(config.public_base(), fhir, store, switches);
-    env.backend = backend;
+    env.backend = backend.map(|b| b as Arc<dyn crate::fhir::TokenSource>);
     let env = Arc::new(env);
     let services = ServiceRegistry::load(&config.services_dir, &models, env)?;
     Ok(Runtime { models, services })
@@ -153,7 +145,7 @@ pub enum AuthMode {
 /// Loads and checks everything the gateway needs. Blocking work (hashing, loading models)
 /// happens here, before any request can arrive.
 pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState, StartupError> {
-    let auth = match auth_mode {
+    let auth = Arc::new(match auth_mode {
         AuthMode::Required if config.clients.is_empty() && config.api_tokens.is_empty() => {
             return Err(StartupError::NoClients)
         }
@@ -165,36 +157,86 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
             tracing::warn!("client authentication is OFF (--insecure-no-auth): anyone who can reach this port can call it; never use this with real patient data");
             ClientAuth::Disabled
         }
-    };
+    });
     let fhir = Arc::new(FhirAccess {
         client: FhirClient::new(config.fhir.settings.clone(), config.egress_policy())?,
         scoring_reserve: config.fhir.scoring_reserve,
     });
-    let store = Store::open_from_config(&config).await?;
+    let store = Store::open_configured(&config.store_settings()).await?;
     let switches = Arc::new(KillSwitch::default());
-    let backend = crate::smart_backend::BackendClient::from_config(&config)?;
-    let runtime = load_runtime(
-        &config,
-        fhir.clone(),
-        store.clone(),
-        switches.clone(),
-        backend.clone(),
-    )
-    .await?;
-    let smart = Arc::new(crate::smart::SmartState::new(&config)?);
+    let backend = config
+        .backend_services
+        .clone()
+        .map(|c| BackendClient::new(c, &config.egress_policy()).map(Arc::new))
+        .transpose()?;
+    let runtime = Arc::new(RuntimeHandle::new(
+        load_runtime(
+            &config,
+            fhir.clone(),
+            store.clone(),
+            switches.clone(),
+            backend.clone(),
+        )
+        .await?,
+    ));
+    let audit = AuditWriter::start(store.clone(), 4096);
+    let public_base = config.public_base().to_owned();
+    let https = config.public_url.scheme() == "https" || config.http.tls.is_some();
+    let browser = BrowserPolicy {
+        frame_ancestors: config.http.frame_ancestors.clone(),
+        https,
+    };
+    let smart = SmartState::new(
+        config.smart.clone(),
+        SmartDeps {
+            public_url: config.public_url.clone(),
+            https,
+            auth: config.auth.clone(),
+            browser,
+            runtime: runtime.clone(),
+            store: store.clone(),
+            audit: audit.clone(),
+            fhir: fhir.clone(),
+            clients: config.clients.clone(),
+            client_auth: auth.clone(),
+            backend: backend.clone(),
+        },
+    )?;
+    let hooks = HooksState {
+        runtime: runtime.clone(),
+        auth: auth.clone(),
+        store: store.clone(),
+        audit: audit.clone(),
+        body_limits: config.body_limits(),
+        public_base: public_base.clone(),
+    };
+    let api = ApiState {
+        runtime: runtime.clone(),
+        auth,
+        api_tokens: config.api_tokens.clone(),
+        body_limits: config.body_limits(),
+        public_base: public_base.clone(),
+    };
+    let admin = AdminState {
+        runtime: runtime.clone(),
+        store: store.clone(),
+        switches: switches.clone(),
+        admin_tokens: config.admin_tokens.clone(),
+        public_base,
+    };
     // Models were loaded and warmed up above: from here on the gateway can answer.
     Ok(AppState {
         config,
-        auth,
-        runtime: RwLock::new(Arc::new(runtime)),
-        audit: AuditWriter::start(store.clone(), 4096),
+        runtime,
+        audit,
         store,
         fhir,
-        reloads: AtomicU64::new(0),
-        reload_failures: AtomicU64::new(0),
         switches,
         backend,
-        smart,
+        hooks: web::Data::new(hooks),
+        api: web::Data::new(api),
+        admin: web::Data::new(admin),
+        smart: web::Data::new(smart),
     })
 }
 
@@ -211,19 +253,26 @@ pub fn app(
     >,
 > {
     let cors = cors(&state.config.cors_allowed_origins);
-    let headers = crate::http_security::default_headers(&state.config);
+    let headers = crate::http::headers::default_headers(&BrowserPolicy {
+        frame_ancestors: state.config.http.frame_ancestors.clone(),
+        https: state.config.public_url.scheme() == "https" || state.config.http.tls.is_some(),
+    });
     App::new()
+        .app_data(web::Data::new(MaxHeaderBytes(state.config.max_header_bytes)))
+        .app_data(state.hooks.clone())
+        .app_data(state.api.clone())
+        .app_data(state.admin.clone())
+        .app_data(state.smart.clone())
         .app_data(state)
         .wrap(cors)
         .wrap(actix_web::middleware::from_fn(
-            crate::http_security::header_limit,
+            crate::http::headers::header_limit,
         ))
         .wrap(headers)
         .configure(routes::configure)
         .configure(crate::api::configure)
         .configure(crate::admin::configure)
         .configure(crate::smart::configure)
-        .configure(crate::smart_backend::configure)
         .route(
             "/models/{name}/{version}/model-card",
             web::get().to(model_card),
@@ -283,13 +332,18 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
 /// Counters only, no PHI; with `[[metrics_tokens]]` configured, only for a holder of one.
 async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
     let tokens = &state.config.metrics_tokens;
-    if !tokens.is_empty() && crate::http_security::static_token_holder(tokens, &req).is_none() {
-        return HttpResponse::Unauthorized()
-            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-            .json(serde_json::json!({
-                "error": "unauthorized",
-                "message": "a metrics bearer token ([[metrics_tokens]]) is required"
-            }));
+    if !tokens.is_empty() && crate::http::static_token_holder(tokens, &req).is_none() {
+        let mut refused = crate::http::error_response(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a metrics bearer token ([[metrics_tokens]]) is required",
+            None,
+        );
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return refused;
     }
     let mut out = String::new();
     let runtime = state.runtime();
@@ -301,8 +355,8 @@ async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Htt
         service.metrics().render(&mut out, service.id());
     }
     for (name, counter) in [
-        ("reloads", &state.reloads),
-        ("reload_failures", &state.reload_failures),
+        ("reloads", &state.runtime.reloads),
+        ("reload_failures", &state.runtime.reload_failures),
         ("audit_dropped", &*state.audit.dropped),
     ] {
         out.push_str(&format!(
@@ -363,11 +417,7 @@ async fn not_found() -> HttpResponse {
 }
 
 fn not_found_body(message: String) -> HttpResponse {
-    HttpResponse::NotFound().json(ErrorBody {
-        error: "not_found".into(),
-        message,
-        field: None,
-    })
+    crate::http::error_response(actix_web::http::StatusCode::NOT_FOUND, "not_found", message, None)
 }
 
 /// `kill -HUP <pid>` reloads models and service definitions (see [`AppState::reload`]).
@@ -397,7 +447,9 @@ pub struct Running {
 pub fn start(state: AppState) -> Result<Running, StartupError> {
     let addr = state.config.listen;
     let tls = match &state.config.http.tls {
-        Some((cert, key)) => Some(crate::http_security::tls_config(cert, key)?),
+        Some((cert, key)) => {
+            Some(crate::http::tls::tls_config(cert, key).map_err(StartupError::Tls)?)
+        }
         None => None,
     };
     let header_timeout = state.config.header_timeout;

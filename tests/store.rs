@@ -6,8 +6,8 @@ mod common;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use bedside::hooks::auth::VerifiedClient;
-use bedside::hooks::wire::Feedback;
+use bedside::http::auth::VerifiedClient;
+use bedside::cds::wire::Feedback;
 use bedside::store::{AuditRecord, PatientView, PredictionRecord, Scope, Store};
 use common::postgres::PostgresServer;
 
@@ -99,12 +99,12 @@ fn prediction(id: &str) -> PredictionRecord {
         hook_instance: format!("hi-{id}"),
         model: "deterioration".to_owned(),
         model_version: "1.0.0".to_owned(),
-        mode: "active",
+        mode: bedside::store::Mode::Active,
         patient_id: Some("p1".to_owned()),
         unit: Some("4B".to_owned()),
         risk: Some(0.8),
         indicator: Some("warning".to_owned()),
-        outcome: "shown",
+        outcome: bedside::store::Outcome::Shown,
         reason: None,
         input_refs: vec!["Observation/hr-1".to_owned()],
         tensor_sha256: Some("ab".repeat(32)),
@@ -202,7 +202,7 @@ async fn a_prediction_reads_back_and_keeps_only_the_patient_pseudonym(store: &St
     bare.unit = None;
     bare.risk = None;
     bare.indicator = None;
-    bare.outcome = "abstained";
+    bare.outcome = bedside::store::Outcome::Abstained;
     bare.input_refs = vec![];
     bare.tensor_sha256 = None;
     store.record_prediction(&bare).await.unwrap();
@@ -277,7 +277,7 @@ async fn a_prediction_reads_back_and_keeps_only_the_patient_pseudonym(store: &St
 
     // A repeat of the id is ignored: the first record stands.
     let mut again = p.clone();
-    again.outcome = "suppressed";
+    again.outcome = bedside::store::Outcome::Suppressed;
     again.risk = None;
     store.record_prediction(&again).await.unwrap();
     let got = store.prediction("card-7").await.unwrap().unwrap();
@@ -354,8 +354,8 @@ async fn last_shown_respects_service_patient_mode_outcome_and_since(store: &Stor
         let mut p = prediction(id);
         p.service_id = service.to_owned();
         p.patient_id = Some(patient.to_owned());
-        p.mode = mode;
-        p.outcome = outcome;
+        p.mode = bedside::store::Mode::parse(mode).expect("a stored mode word");
+        p.outcome = bedside::store::Outcome::parse(outcome).expect("a stored outcome word");
         p.at = when;
         store.record_prediction(&p).await.unwrap();
     }
@@ -613,8 +613,8 @@ async fn alerts_shown_counts_only_shown_active_alerts_of_the_unit(store: &Store)
     for (id, unit, mode, outcome, indicator, when) in cases {
         let mut p = prediction(id);
         p.unit = Some(unit.to_owned());
-        p.mode = mode;
-        p.outcome = outcome;
+        p.mode = bedside::store::Mode::parse(mode).expect("a stored mode word");
+        p.outcome = bedside::store::Outcome::parse(outcome).expect("a stored outcome word");
         p.indicator = indicator.map(str::to_owned);
         p.at = when;
         store.record_prediction(&p).await.unwrap();
@@ -907,12 +907,12 @@ async fn the_report_counts_exactly_what_was_recorded(store: &Store) {
                 hook_instance: r.hook_instance.to_owned(),
                 model: format!("{}-model", r.service),
                 model_version: r.version.to_owned(),
-                mode: r.mode,
+                mode: bedside::store::Mode::parse(r.mode).expect("a stored mode word"),
                 patient_id: r.patient.map(str::to_owned),
                 unit: Some("4B".to_owned()),
                 risk: r.risk,
                 indicator: r.indicator.map(str::to_owned),
-                outcome: r.outcome,
+                outcome: bedside::store::Outcome::parse(r.outcome).expect("a stored outcome word"),
                 reason: None,
                 input_refs: vec![],
                 tensor_sha256: None,

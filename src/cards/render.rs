@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::template::{Template, Values};
 use crate::features::explain::Explanation;
 use crate::features::FeatureMatrix;
-use crate::hooks::wire::{
+use crate::cds::wire::{
     Card, Coding, Indicator, Link, LinkType, SelectionBehavior, Source, Suggestion,
 };
 use crate::inference::Manifest;

@@ -1,6 +1,6 @@
 //! The spec's rules for a card, checked before a card is sent and by the tests.
 
-use crate::hooks::wire::{Card, LinkType};
+use crate::cds::wire::{Card, LinkType};
 
 /// Every rule `card` breaks (empty when valid). Rules: CDS Hooks 2.0 "Card Attributes".
 pub fn card_problems(card: &Card) -> Vec<String> {

@@ -224,7 +224,7 @@ impl Runner {
                 .iter()
                 .filter_map(|(k, v)| {
                     let t = v.as_str().unwrap_or_default();
-                    crate::hooks::prefetch::PrefetchTemplate::parse(t)
+                    crate::cds::prefetch::PrefetchTemplate::parse(t)
                         .err()
                         .map(|e| format!("{k}: {e}"))
                 })
@@ -559,7 +559,7 @@ fn card_rules(card: &Value) -> Result<(), String> {
             }
         }
     }
-    if let Ok(parsed) = serde_json::from_value::<crate::hooks::wire::Card>(card.clone()) {
+    if let Ok(parsed) = serde_json::from_value::<crate::cds::wire::Card>(card.clone()) {
         problems.extend(crate::cards::validate::card_problems(&parsed));
     }
     problems.dedup();

@@ -6,7 +6,7 @@
 //! gateway has no urine output), so this stage can understate the guideline's.
 //!
 //! How the guideline's words are read here (the same in `models/baselines.py`, which
-//! `tests/baselines_parity.rs` holds equal):
+//! `tests/models/baselines_parity.rs` holds equal):
 //! - Only measurements taken at or before `now`, finite and positive, count. Each is read to
 //!   0.01 mg/dL (half away from zero) and the arithmetic below is done on whole hundredths, so
 //!   0.9 → 1.2 is a rise of exactly 0.3 mg/dL, not 0.2999….

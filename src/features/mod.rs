@@ -8,7 +8,7 @@
 //! The deterministic bedside baselines shown beside a model's risk — NEWS2 ([`news2`]), qSOFA
 //! ([`qsofa`]), SIRS ([`sirs`]) and KDIGO creatinine staging ([`kdigo`]) — are pure functions
 //! of their inputs, each ported to `models/baselines.py` and held equal to it by
-//! `tests/baselines_parity.rs`.
+//! `tests/models/baselines_parity.rs`.
 
 pub mod explain;
 mod extract;

@@ -7,7 +7,7 @@
 //! chart's scale for patients with hypercapnic respiratory failure and a prescribed target of
 //! 88–92%; a clinician chooses it, so it is never inferred from the data: [`Vitals::spo2_scale`]
 //! defaults to scale 1 and the result and the card name the scale used.
-//! `models/baselines.py` is the Python port; `tests/baselines_parity.rs` holds the two equal.
+//! `models/baselines.py` is the Python port; `tests/models/baselines_parity.rs` holds the two equal.
 
 use chrono::{DateTime, Utc};
 

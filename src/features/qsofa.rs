@@ -9,7 +9,7 @@
 //! Altered mentation is GCS < 15 in the papers; the gateway has ACVPU, so anything other than
 //! Alert counts. Values are rounded as NEWS2 rounds them (whole numbers, half away from zero),
 //! so 21.6/min reads as 22. `models/baselines.py` is the Python port;
-//! `tests/baselines_parity.rs` holds the two equal.
+//! `tests/models/baselines_parity.rs` holds the two equal.
 
 use super::news2::Vitals;
 

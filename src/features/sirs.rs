@@ -13,7 +13,7 @@
 //! reported: temperature and white cell count to one decimal, the rest to whole numbers (half
 //! away from zero). A criterion with two inputs is met when either is, and counts as not
 //! recorded only when neither was. `models/baselines.py` is the Python port;
-//! `tests/baselines_parity.rs` holds the two equal.
+//! `tests/models/baselines_parity.rs` holds the two equal.
 
 use super::news2::Vitals;
 

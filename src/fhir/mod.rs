@@ -15,8 +15,10 @@ pub mod fulfil;
 pub mod outcome;
 pub mod projection;
 pub mod time;
+mod token;
 
 pub use client::{Fetched, FhirClient, FhirServer, FhirSettings, Search};
 pub use egress::{ClientEgress, EgressPolicy, EgressRefusal, OriginRule, Reach};
 pub use error::FhirError;
 pub use projection::{ObservationView, Projected, ProjectionError};
+pub use token::TokenSource;

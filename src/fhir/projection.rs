@@ -244,6 +244,36 @@ fn push<'a>(resource: &'a RawValue, out: &mut Projected<'a>) {
     }
 }
 
+/// The location of an Encounter (prefetched or fetched, alone or the first entry of a Bundle
+/// is not looked into): `location[0].location.display`, else its `reference`. The unit an
+/// alert budget counts against.
+pub fn encounter_location(value: &RawValue) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(value.get()).ok()?;
+    let location = &v["location"][0]["location"];
+    location["display"]
+        .as_str()
+        .or_else(|| location["reference"].as_str())
+        .map(str::to_owned)
+}
+
+/// `(LOINC code, effective time)` of a usable (final, amended, corrected) result, for
+/// "unless already resulted" rules.
+pub fn resulted_codes(obs: &ObservationView<'_>) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    let Some(time) = obs
+        .is_usable_status()
+        .then(|| obs.effective_text().and_then(super::time::parse_instant))
+        .flatten()
+    else {
+        return Vec::new();
+    };
+    obs.code
+        .iter()
+        .flat_map(|c| c.coding.iter())
+        .filter(|c| c.system.as_deref() == Some(LOINC))
+        .filter_map(|c| c.code.as_deref().map(|code| (code.to_owned(), time)))
+        .collect()
+}
+
 /// Whether a prefetched Condition Bundle (or single Condition) holds an active, not refuted
 /// Condition coded with one of `codes` (any code system: ICD-10-CM, SNOMED CT). Used for
 /// clinical context such as hypercapnic respiratory failure, which puts NEWS2 on SpO2 scale 2.

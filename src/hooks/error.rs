@@ -1,5 +1,4 @@
-//! Everything a call to bedside's JSON APIs (CDS Hooks, prediction) can fail with, mapped to
-//! HTTP in one place.
+//! Everything a CDS Hooks call can fail with, mapped to HTTP in one place.
 //!
 //! Client mistakes are described to the client (status + [`ErrorBody`]); internal causes go to
 //! the log with the hookInstance and the EHR gets a generic message.
@@ -7,8 +6,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 
-use super::auth::AuthError;
-use super::wire::ErrorBody;
+use crate::http::auth::AuthError;
 use crate::services::ServiceError;
 use crate::store::StoreError;
 
@@ -48,14 +46,18 @@ pub enum HookError {
     BodyRead,
     #[error("the request body did not arrive in time")]
     BodyTimeout,
-    #[error("unknown model `{0}`")]
-    UnknownModel(String),
-    /// The data hold too little to score (prediction API; hooks abstain with 200 instead).
-    #[error("cannot score: {0}")]
-    InsufficientData(String),
-    /// The model gave no answer in time, or its queue is full.
-    #[error("model unavailable: {0}")]
-    ModelUnavailable(#[from] crate::inference::InferenceError),
+}
+
+impl From<crate::http::BodyError> for HookError {
+    fn from(e: crate::http::BodyError) -> Self {
+        use crate::http::BodyError;
+        match e {
+            BodyError::UnsupportedMediaType(t) => Self::UnsupportedMediaType(t),
+            BodyError::PayloadTooLarge { limit } => Self::PayloadTooLarge { limit },
+            BodyError::Read => Self::BodyRead,
+            BodyError::Timeout => Self::BodyTimeout,
+        }
+    }
 }
 
 impl HookError {
@@ -73,9 +75,6 @@ impl HookError {
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::BodyRead => "body_read_error",
             Self::BodyTimeout => "request_timeout",
-            Self::UnknownModel(_) => "unknown_model",
-            Self::InsufficientData(_) => "insufficient_data",
-            Self::ModelUnavailable(_) => "model_unavailable",
         }
     }
 
@@ -92,37 +91,16 @@ impl HookError {
     /// Parses a request body, mapping failures to 400 with the JSON path of the member at
     /// fault (`fhirAuthorization.subject`, `feedback[1].card`).
     pub fn parse_body<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T, Self> {
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            Self::from_json(inner, &path)
-        })?;
-        deserializer.end().map_err(|e| Self::from_json(e, "."))?;
-        Ok(value)
+        Ok(crate::http::parse_json(body)?)
     }
+}
 
-    /// A `serde_json` failure at JSON `path` (`.` for the root) as a 400.
-    pub fn from_json(e: serde_json::Error, path: &str) -> Self {
-        use serde_json::error::Category;
-        match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => Self::MalformedJson(e.to_string()),
-            Category::Data => {
-                let text = e.to_string();
-                // A missing member is reported at its parent; name the member itself.
-                let missing = text
-                    .strip_prefix("missing field `")
-                    .and_then(|rest| rest.split('`').next());
-                let field = match (path, missing) {
-                    (".", Some(m)) => Some(m.to_owned()),
-                    (p, Some(m)) => Some(format!("{p}.{m}")),
-                    (".", None) => None,
-                    (p, None) => Some(p.to_owned()),
-                };
-                Self::InvalidRequest {
-                    field,
-                    message: format!("not a valid request: {text}"),
-                }
+impl From<crate::http::JsonError> for HookError {
+    fn from(e: crate::http::JsonError) -> Self {
+        match e {
+            crate::http::JsonError::Malformed(m) => Self::MalformedJson(m),
+            crate::http::JsonError::Invalid { field, message } => {
+                Self::InvalidRequest { field, message }
             }
         }
     }
@@ -141,43 +119,30 @@ impl ResponseError for HookError {
             }
             Self::BodyRead => StatusCode::BAD_REQUEST,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Service(e) => e.status_code(),
-            Self::StoreUnavailable(_) | Self::ModelUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::UnknownModel(_) | Self::UnknownCard { .. } => StatusCode::NOT_FOUND,
-            Self::InsufficientData(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Service(ServiceError::PrefetchMissing { .. }) => StatusCode::PRECONDITION_FAILED,
+            Self::Service(ServiceError::InvalidPrefetch { .. }) => StatusCode::BAD_REQUEST,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnknownCard { .. } => StatusCode::NOT_FOUND,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let message = if status.is_server_error()
-            && !matches!(self, Self::StoreUnavailable(_) | Self::ModelUnavailable(_))
+            && !matches!(self, Self::StoreUnavailable(_))
         {
             "internal error".to_owned()
         } else {
             self.to_string()
         };
-        let mut response = HttpResponse::build(status);
+        let mut response = crate::http::error_response(status, self.code(), message, self.field());
+        let headers = response.headers_mut();
         if let Self::Unauthorized(e) = self {
-            // A fixed description per code: the message may quote client text, and header
-            // values must not carry it (a newline would break the response).
-            response.insert_header((
-                header::WWW_AUTHENTICATE,
-                format!(
-                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
-                    e.code()
-                ),
-            ));
+            headers.insert(header::WWW_AUTHENTICATE, crate::http::auth::challenge(e));
         }
-        if matches!(self, Self::StoreUnavailable(_) | Self::ModelUnavailable(_)) {
-            response.insert_header((header::RETRY_AFTER, "5"));
+        if matches!(self, Self::StoreUnavailable(_)) {
+            headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         }
-        response.json(ErrorBody {
-            error: self.code().to_owned(),
-            message,
-            field: self.field(),
-        })
+        response
     }
 }

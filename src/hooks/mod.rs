@@ -1,14 +1,13 @@
-//! CDS Hooks 2.0 wire protocol: discovery, invocation, feedback, client JWT checks.
+//! CDS Hooks 2.0 over HTTP: discovery, invocation, feedback (client JWTs are checked by
+//! [`crate::http::auth`]).
 //!
-//! Turns HTTP into typed [`wire::HookRequest`]s and [`wire::CdsResponse`]s back into HTTP.
+//! Turns HTTP into the contract's typed [`crate::cds::wire::HookRequest`]s and
+//! [`crate::cds::wire::CdsResponse`]s back into HTTP.
 //! It does not know which model runs or how features are computed — `services` decides that.
 
-pub mod auth;
-pub(crate) mod body;
-pub mod context;
 pub mod error;
-pub mod prefetch;
 pub mod routes;
-pub mod wire;
+mod state;
 
 pub use error::HookError;
+pub use state::HooksState;

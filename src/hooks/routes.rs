@@ -12,12 +12,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::auth::VerifiedClient;
-use super::body::read_json_body;
-use super::wire::{CdsResponse, DiscoveryResponse, Feedback, HookRequest};
+use crate::http::auth::VerifiedClient;
+use crate::http::read_json_body;
+use crate::cds::wire::{CdsResponse, DiscoveryResponse, Feedback, HookRequest};
 use super::HookError;
-use crate::server::{AppState, Runtime};
-use crate::services::CdsService;
+use super::HooksState;
+use crate::services::{CdsService, Runtime};
 use crate::store::AuditRecord;
 
 /// Registers discovery, invocation and feedback. A wrong method gets a JSON 405 too.
@@ -45,21 +45,25 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     } else {
         "POST"
     };
-    HttpResponse::MethodNotAllowed()
-        .insert_header((header::ALLOW, allow))
-        .json(super::wire::ErrorBody {
-            error: "method_not_allowed".into(),
-            message: format!("{} is not supported here; use {allow}", req.method()),
-            field: None,
-        })
+    let mut response = crate::http::error_response(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not supported here; use {allow}", req.method()),
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
 }
 
 /// `GET /cds-services`. Open to all: it lists service metadata, no patient data, and EHR
 /// integration engineers read it while registering bedside.
-async fn discovery(state: web::Data<AppState>) -> HttpResponse {
+async fn discovery(state: web::Data<HooksState>) -> HttpResponse {
     HttpResponse::Ok().json(DiscoveryResponse {
         services: state
-            .runtime()
+            .runtime
+            .current()
             .services
             .iter()
             .map(|s| s.descriptor())
@@ -68,7 +72,7 @@ async fn discovery(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn invoke(
-    state: web::Data<AppState>,
+    state: web::Data<HooksState>,
     id: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
@@ -85,20 +89,20 @@ async fn invoke(
 }
 
 async fn answer_hook(
-    state: &AppState,
+    state: &HooksState,
     id: &str,
     req: &HttpRequest,
     payload: web::Payload,
     audit: &mut AuditRecord,
     started: Instant,
 ) -> Result<CdsResponse, HookError> {
-    let runtime = state.runtime();
+    let runtime = state.runtime.current();
     let service = find_service(&runtime, id)?;
-    let audiences = [state.config.service_url(service.id())];
+    let audiences = [state.service_url(service.id())];
     let client = authenticate(state, req, &audiences).await?;
     note_client(audit, client.as_ref());
     let authorized_ms = started.elapsed().as_secs_f64() * 1e3;
-    let body = read_json_body(req, payload, state.config.body_limits()).await?;
+    let body = read_json_body(req, payload, state.body_limits).await?;
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
     let request: HookRequest<'_> = HookError::parse_body(&body)?;
     audit.hook_instance = Some(request.hook_instance.clone());
@@ -120,14 +124,14 @@ async fn answer_hook(
             got: request.hook.clone(),
         });
     }
-    if let Some(field) = super::context::missing_field(&request.hook, &request.context) {
+    if let Some(field) = crate::cds::context::missing_field(&request.hook, &request.context) {
         return Err(HookError::InvalidRequest {
             field: Some(format!("context.{field}")),
             message: format!("the {} hook requires `context.{field}`", request.hook),
         });
     }
     let parsed_ms = started.elapsed().as_secs_f64() * 1e3;
-    let outcome = service.invoke(&request, client.as_ref()).await;
+    let outcome = service.invoke(&request, client.as_ref().map(|c| &c.caller)).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     tracing::debug!(authorized_ms, read_ms, parsed_ms, elapsed_ms, "hook timing");
     match outcome {
@@ -135,8 +139,8 @@ async fn answer_hook(
             tracing::info!(
                 service = service.id(),
                 hook_instance = %request.hook_instance,
-                client = client.as_ref().map(|c| c.iss.as_str()).unwrap_or("-"),
-                tenant = client.as_ref().and_then(|c| c.tenant.as_deref()).unwrap_or("-"),
+                client = client.as_ref().map(|c| c.caller.iss.as_str()).unwrap_or("-"),
+                tenant = client.as_ref().and_then(|c| c.caller.tenant.as_deref()).unwrap_or("-"),
                 cards = response.cards.len(),
                 elapsed_ms,
                 "hook answered"
@@ -161,13 +165,13 @@ async fn answer_hook(
 }
 
 fn note_client(audit: &mut AuditRecord, client: Option<&VerifiedClient>) {
-    audit.client_iss = client.map(|c| c.iss.clone());
-    audit.tenant = client.and_then(|c| c.tenant.clone());
+    audit.client_iss = client.map(|c| c.caller.iss.clone());
+    audit.tenant = client.and_then(|c| c.caller.tenant.clone());
 }
 
 /// Completes and writes (in the background) the audit record of one call.
 fn finish_audit<T>(
-    state: &AppState,
+    state: &HooksState,
     mut audit: AuditRecord,
     result: &Result<T, HookError>,
     started: Instant,
@@ -198,7 +202,7 @@ struct RawFeedbackRequest<'a> {
 }
 
 async fn feedback(
-    state: web::Data<AppState>,
+    state: web::Data<HooksState>,
     id: web::Path<String>,
     req: HttpRequest,
     payload: web::Payload,
@@ -216,19 +220,19 @@ async fn feedback(
 }
 
 async fn store_feedback(
-    state: &AppState,
+    state: &HooksState,
     id: &str,
     req: &HttpRequest,
     payload: web::Payload,
     audit: &mut AuditRecord,
 ) -> Result<(), HookError> {
-    let runtime = state.runtime();
+    let runtime = state.runtime.current();
     let service = find_service(&runtime, id)?;
-    let service_url = state.config.service_url(service.id());
+    let service_url = state.service_url(service.id());
     let audiences = [format!("{service_url}/feedback"), service_url];
     let client = authenticate(state, req, &audiences).await?;
     note_client(audit, client.as_ref());
-    let body = read_json_body(req, payload, state.config.body_limits()).await?;
+    let body = read_json_body(req, payload, state.body_limits).await?;
     let raw: RawFeedbackRequest<'_> = HookError::parse_body(&body)?;
     if raw.feedback.is_empty() {
         return Err(HookError::InvalidRequest {
@@ -256,8 +260,8 @@ async fn store_feedback(
     // Only the caller's own cards: another EHR's "already aware" must not silence this one's
     // patient, nor its feedback reach this one's record.
     let scope = crate::store::Scope::new(
-        client.as_ref().map(|c| c.iss.as_str()),
-        client.as_ref().and_then(|c| c.tenant.as_deref()),
+        client.as_ref().map(|c| c.caller.iss.as_str()),
+        client.as_ref().and_then(|c| c.caller.tenant.as_deref()),
         None,
     );
     let cards: Vec<&str> = items.iter().map(|(f, _)| f.card.as_str()).collect();
@@ -280,7 +284,7 @@ async fn store_feedback(
     }
     let stored = state
         .store
-        .record_feedback(service.id(), client.as_ref(), &items)
+        .record_feedback(service.id(), client.as_ref().map(|c| &c.caller), &items)
         .await
         .map_err(|e| {
             tracing::error!(service = service.id(), error = %e, "feedback not stored");
@@ -303,23 +307,12 @@ fn find_service<'s>(runtime: &'s Runtime, id: &str) -> Result<&'s CdsService, Ho
 }
 
 /// Verifies the caller's JWT for a call whose `aud` must be one of `audiences`.
-pub(crate) async fn authenticate(
-    state: &AppState,
+async fn authenticate(
+    state: &HooksState,
     req: &HttpRequest,
     audiences: &[String],
 ) -> Result<Option<VerifiedClient>, HookError> {
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    state
-        .auth
-        .verify(authorization, audiences)
-        .await
-        .map_err(|e| {
-            tracing::warn!(reason = e.code(), detail = ?e.to_string(), "client JWT refused");
-            HookError::Unauthorized(e)
-        })
+    Ok(state.auth.verify_request(req, audiences).await?)
 }
 
 fn validate_request(request: &HookRequest<'_>) -> Result<(), HookError> {

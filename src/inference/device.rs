@@ -2,7 +2,7 @@
 
 use tch::Device;
 
-use crate::config::DevicePreference;
+use super::DevicePreference;
 
 /// Whether LibTorch sees a usable CUDA device. Only true if `libtorch_cuda.so` was linked
 /// (build.rs forces it: the linker would drop it under `--as-needed`).

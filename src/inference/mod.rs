@@ -13,6 +13,7 @@ mod manifest;
 pub mod oip;
 mod registry;
 mod remote;
+pub mod settings;
 mod worker;
 
 pub use device::{cuda_is_available, select_device};
@@ -20,3 +21,4 @@ pub use error::{InferenceError, LoadError};
 pub use handle::ModelHandle;
 pub use manifest::{Manifest, ModelStatus, Validity};
 pub use registry::{LoadedModel, ModelRegistry};
+pub use settings::{DevicePreference, InferenceSettings, ModelSettings};

@@ -13,7 +13,7 @@ use super::manifest::{Manifest, ModelStatus};
 use super::remote::RemoteModel;
 use super::worker::{LocalWorker, WorkerSpec};
 use super::LoadError;
-use crate::config::InferenceSettings;
+use super::InferenceSettings;
 use crate::features::{FeatureSpec, Normalisation};
 use crate::metrics::ModelMetrics;
 

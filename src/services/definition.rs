@@ -11,8 +11,8 @@ use super::policy::{AlertPolicy, DrugList, Mode, OrdersDef, SuggestionAction, Su
 use crate::cards::{
     CardText, Template, ABSTAIN_PLACEHOLDERS, MODEL_PLACEHOLDERS, RISK_PLACEHOLDERS,
 };
-use crate::hooks::prefetch::PrefetchTemplate;
-use crate::hooks::wire::{Coding, SelectionBehavior, ServiceDescriptor};
+use crate::cds::prefetch::PrefetchTemplate;
+use crate::cds::wire::{Coding, SelectionBehavior, ServiceDescriptor};
 use crate::inference::ModelRegistry;
 
 /// A service definition as written.

@@ -1,7 +1,5 @@
 //! Why a service could not answer a hook call with guidance.
 
-use actix_web::http::StatusCode;
-
 /// A hook call the service cannot answer. Guardrail outcomes (too little data, model late) are
 /// not errors: the service answers 200 with fewer cards.
 #[derive(Debug, thiserror::Error)]
@@ -19,14 +17,6 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    /// HTTP status for the hooks layer.
-    pub fn status_code(&self) -> StatusCode {
-        match self {
-            Self::PrefetchMissing { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::InvalidPrefetch { .. } => StatusCode::BAD_REQUEST,
-        }
-    }
-
     /// Stable error code for the JSON body.
     pub fn code(&self) -> &'static str {
         match self {

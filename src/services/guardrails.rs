@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Duration as ChronoDuration, Timelike, Utc};
 
 use super::policy::{AlertBudget, AlertPolicy};
-use crate::hooks::wire::Indicator;
+use crate::cds::wire::Indicator;
 use crate::store::{Scope, Store, StoreError};
 
 /// What happens to a card that passed the thresholds.
@@ -104,7 +104,7 @@ async fn suppression(
     else {
         return Ok(None);
     };
-    let last_indicator = last.indicator.as_deref().map(parse_indicator);
+    let last_indicator = last.indicator.as_deref().map(Indicator::parse_or_info);
     if last_indicator.is_some_and(|l| indicator > l) {
         return Ok(None); // escalation: warning → critical is always shown
     }
@@ -113,14 +113,6 @@ async fn suppression(
         last.at,
         window.num_hours()
     )))
-}
-
-fn parse_indicator(s: &str) -> Indicator {
-    match s {
-        "critical" => Indicator::Critical,
-        "warning" => Indicator::Warning,
-        _ => Indicator::Info,
-    }
 }
 
 fn to_chrono(d: std::time::Duration) -> Option<ChronoDuration> {

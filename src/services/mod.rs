@@ -1,15 +1,20 @@
-//! CDS services: one `cds-services/*.toml` definition each, orchestrating
-//! prefetch → features → inference → cards, with the guardrails that decide whether a card
-//! is shown at all.
+//! CDS services: one `cds-services/*.toml` definition each. A call runs in stages, one file
+//! each, read top to bottom from [`CdsService::invoke`] (`service.rs`): `gather` → `scoring`
+//! → `decide` (with `guardrails`) → `record` → `card`.
 
 pub mod abstain;
 pub mod baselines;
+mod card;
+mod decide;
 mod definition;
 mod error;
+mod gather;
 pub mod guardrails;
 mod orders;
 pub mod policy;
+mod record;
 pub mod review;
+mod runtime;
 pub mod scoring;
 mod service;
 mod suggestions;
@@ -22,6 +27,7 @@ pub use definition::{
     load_all, DefinitionErrors, Guardrails, PrefetchSpec, ServiceDef, Thresholds,
 };
 pub use error::ServiceError;
+pub use runtime::{Runtime, RuntimeHandle};
 pub use service::CdsService;
 
 use crate::fhir::FhirClient;
@@ -77,7 +83,7 @@ pub struct ServiceEnv {
     pub dedup: DedupLocks,
     /// bedside's own FHIR token source (`[backend_services]`) for calls without
     /// `fhirAuthorization`; `None` when not configured.
-    pub backend: Option<Arc<crate::smart_backend::BackendClient>>,
+    pub backend: Option<Arc<dyn crate::fhir::TokenSource>>,
     /// `(service id, dedup group, model manifest)` of every loaded service.
     groups: RwLock<Vec<(String, String, Manifest)>>,
 }

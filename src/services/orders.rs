@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::policy::DrugList;
-use crate::hooks::wire::HookRequest;
+use crate::cds::wire::HookRequest;
 
 /// A draft MedicationRequest of a listed drug.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,16 +8,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::hooks::wire::Indicator;
+use crate::cds::wire::Indicator;
 
 /// `mode = "shadow"`: the service scores and records, and shows nothing (silent evaluation).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Active,
-    Shadow,
-}
+/// The same two words as a prediction record's mode.
+pub use crate::store::Mode;
 
 /// `[alerts]`: how often a clinician may be interrupted by this service.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -115,6 +110,14 @@ pub struct OrdersDef {
     /// (creatinine is already rising).
     #[serde(default)]
     pub fire_on_rising_creatinine: bool,
+    /// The card's words when creatinine is already rising; `{stage}` and `{criteria}` are
+    /// filled in (KDIGO stage and the criteria met).
+    #[serde(default = "default_rising_creatinine_note")]
+    pub rising_creatinine_note: String,
+}
+
+fn default_rising_creatinine_note() -> String {
+    "**Creatinine is rising:** KDIGO stage {stage} ({criteria}).".to_owned()
 }
 
 /// One drug of a list such as nephrotoxins.

@@ -16,7 +16,7 @@ use crate::features::explain::{self, Explanation};
 use crate::features::FeatureMatrix;
 use crate::fhir::fulfil;
 use crate::fhir::FhirServer;
-use crate::hooks::wire::{HookRequest, Indicator};
+use crate::cds::wire::{HookRequest, Indicator};
 
 /// Time the app allows one service to read and score (a page, not a hook deadline).
 pub const REVIEW_BUDGET: Duration = Duration::from_secs(10);

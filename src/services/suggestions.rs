@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::orders::DraftOrder;
 use super::policy::{SuggestionAction, SuggestionDef};
-use crate::hooks::wire::{Action, ActionType, HookRequest, Indicator, Suggestion};
+use crate::cds::wire::{Action, ActionType, HookRequest, Indicator, Suggestion};
 
 const SUGGESTION_NAMESPACE: Uuid = Uuid::from_u128(0x2f4e_8a61_93c0_4b7d_a5e2_7c19_d3b8_0e54);
 

@@ -10,10 +10,9 @@ use serde::Deserialize;
 
 use super::render::{self, PageExtras};
 use super::view::{self, is_fhir_id};
-use super::{html_page, SmartSession};
-use crate::hooks::auth::VerifiedClient;
-use crate::hooks::wire::{Coding, Feedback, Outcome, OverrideReason};
-use crate::server::AppState;
+use super::{html_page, SmartSession, SmartState};
+use crate::cds::Caller;
+use crate::cds::wire::{Coding, Feedback, Outcome, OverrideReason};
 use crate::store::AuditRecord;
 
 /// The app's style sheet (no PHI: cacheable).
@@ -28,7 +27,7 @@ pub struct PageQuery {
 
 /// `GET /smart/app`: the launched patient's page; without a session, asks for a relaunch.
 pub async fn page(
-    state: web::Data<AppState>,
+    state: web::Data<SmartState>,
     req: HttpRequest,
     query: web::Query<PageQuery>,
 ) -> HttpResponse {
@@ -80,7 +79,7 @@ pub async fn page(
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((
             header::CONTENT_SECURITY_POLICY,
-            crate::http_security::app_page_csp(&state.config),
+            state.app_csp.clone(),
         ))
         .body(html)
 }
@@ -98,7 +97,7 @@ pub struct FeedbackForm {
 /// `POST /smart/feedback`: a clinician's verdict on one of the launched patient's cards,
 /// stored like CDS Hooks feedback (`accepted` = agree, `overridden` + reason = disagree).
 pub async fn feedback(
-    state: web::Data<AppState>,
+    state: web::Data<SmartState>,
     req: HttpRequest,
     form: web::Form<FeedbackForm>,
 ) -> HttpResponse {
@@ -140,7 +139,7 @@ pub async fn feedback(
             return unavailable();
         }
     };
-    let runtime = state.runtime();
+    let runtime = state.runtime.current();
     let reasons = runtime
         .services
         .get(&prediction.service_id)
@@ -185,10 +184,9 @@ pub async fn feedback(
         raw["user"] = user.clone().into();
     }
     let raw = raw.to_string();
-    let client = VerifiedClient {
+    let client = Caller {
         iss: session.iss.clone(),
         tenant: None,
-        jti: String::new(),
     };
     if let Err(e) = state
         .store
@@ -266,7 +264,7 @@ fn unavailable() -> HttpResponse {
 
 /// Who looked at or answered what (the patient id is hashed by the store, never logged).
 fn audit(
-    state: &AppState,
+    state: &SmartState,
     session: &SmartSession,
     patient: &str,
     (action, service_id): (&'static str, &str),

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use super::escape_html;
+use crate::html::escape as escape_html;
 
 /// Plot area of the trajectory (SVG user units; the SVG scales to its box).
 const WIDTH: f64 = 720.0;

@@ -11,7 +11,7 @@
 use actix_web::http::header;
 use actix_web::HttpRequest;
 
-use crate::config::Config;
+use url::Url;
 
 /// How bedside's SMART cookies are marked for the way it is served.
 #[derive(Debug, Clone, Copy)]
@@ -23,13 +23,13 @@ pub(crate) struct CookiePolicy {
 }
 
 impl CookiePolicy {
-    /// The policy for the configured `public_url` and listener.
-    pub(crate) fn new(config: &Config) -> Self {
-        let public = &config.public_url;
+    /// The policy for the configured `public_url`; `https`: browsers reach bedside over https
+    /// (`public_url` or TLS on the listener).
+    pub(crate) fn new(public: &Url, https: bool) -> Self {
         let local_http = public.scheme() == "http"
             && matches!(public.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
         Self {
-            cross_site: public.scheme() == "https" || config.http.tls.is_some(),
+            cross_site: https,
             secure: !local_http,
         }
     }

@@ -14,7 +14,16 @@ use actix_web::http::header;
 use serde::Deserialize;
 use url::Url;
 
-use super::launch::Endpoints;
+
+/// What the EHR's `.well-known/smart-configuration` says, as far as bedside uses it.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints {
+    pub authorization: Url,
+    pub token: Url,
+    pub jwks_uri: Option<Url>,
+    /// The OpenID issuer `id_token`s must name.
+    pub issuer: Option<String>,
+}
 
 /// Largest `.well-known/smart-configuration` accepted (bytes); real ones are a few KB.
 const MAX_DISCOVERY_BYTES: usize = 64 * 1024;

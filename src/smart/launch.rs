@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
+use super::discovery::Endpoints;
 use super::pending::{retry_after_secs, Refused, Source};
 use super::session::{self, SmartSession};
-use super::{escape_html, html_page, log_text, SmartState};
-use crate::server::AppState;
+use super::{html_page, log_text, SmartState};
+use crate::html::escape as escape_html;
 
 /// The SMART launch context and OpenID fields of a token response, beside the OAuth ones.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -115,16 +116,6 @@ pub(crate) type SmartClient = oauth2::Client<
     EndpointSet,
 >;
 
-/// What the EHR's `.well-known/smart-configuration` says, as far as bedside uses it.
-#[derive(Debug, Clone)]
-pub(crate) struct Endpoints {
-    pub authorization: Url,
-    pub token: Url,
-    pub jwks_uri: Option<Url>,
-    /// The OpenID issuer `id_token`s must name.
-    pub issuer: Option<String>,
-}
-
 /// A launch waiting for the authorization server's redirect back, keyed by `state`.
 pub(crate) struct Pending {
     /// The FHIR base (no trailing slash).
@@ -166,7 +157,7 @@ fn error_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
 }
 
 /// `GET /smart/launch?iss=…&launch=…`: the EHR opens bedside in a patient's context.
-pub(crate) async fn ehr_launch(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+pub(crate) async fn ehr_launch(state: web::Data<SmartState>, req: HttpRequest) -> HttpResponse {
     let Some(launch) = query(&req, "launch") else {
         return error_page(
             StatusCode::BAD_REQUEST,
@@ -174,15 +165,15 @@ pub(crate) async fn ehr_launch(state: web::Data<AppState>, req: HttpRequest) -> 
             "The launch link has no `launch` parameter. Open bedside from the EHR.",
         );
     };
-    begin(&state.smart, &req, query(&req, "iss"), Some(launch)).await
+    begin(&state, &req, query(&req, "iss"), Some(launch)).await
 }
 
 /// `GET /smart/standalone?iss=…`: bedside opened on its own; the EHR asks for the patient.
 pub(crate) async fn standalone_launch(
-    state: web::Data<AppState>,
+    state: web::Data<SmartState>,
     req: HttpRequest,
 ) -> HttpResponse {
-    begin(&state.smart, &req, query(&req, "iss"), None).await
+    begin(&state, &req, query(&req, "iss"), None).await
 }
 
 /// 429 (this source) or 503 (everyone) with `Retry-After`: too many sign-ins waiting.
@@ -314,8 +305,8 @@ async fn begin(
 /// The launch is taken (used up) first, then its pre-auth cookie is checked: a `code` and
 /// `state` opened in a browser other than the one that started the launch (login CSRF: an
 /// attacker's sign-in planted in a clinician's browser) are refused, and cannot be retried.
-pub(crate) async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let smart = &state.smart;
+pub(crate) async fn callback(state: web::Data<SmartState>, req: HttpRequest) -> HttpResponse {
+    let smart = &**state;
     let relaunch = "This sign-in link is unknown, expired or was already used. Open bedside again from the EHR.";
     let Some(csrf_state) = query(&req, "state") else {
         tracing::warn!("SMART callback without a state");
@@ -506,7 +497,7 @@ async fn verify_id_token(
         None => smart.jwks.sole_key(jwks_uri, header.alg).await,
     }
     .map_err(|e| {
-        use crate::hooks::auth::AuthError as E;
+        use crate::http::auth::AuthError as E;
         match e {
             E::AmbiguousKey => "no kid, and several published keys fit its algorithm",
             E::NoFittingKey => "no kid, and no published key fits its algorithm",
@@ -538,11 +529,11 @@ pub(crate) struct LogoutForm {
 
 /// `POST /smart/logout` (form field `csrf`): ends the session and expires the cookie.
 pub(crate) async fn logout(
-    state: web::Data<AppState>,
+    state: web::Data<SmartState>,
     req: HttpRequest,
     form: web::Form<LogoutForm>,
 ) -> HttpResponse {
-    let smart = &state.smart;
+    let smart = &**state;
     if let Some(id) = session::cookie_value(&req) {
         if let Some(existing) = smart.sessions.peek(&id) {
             if !session::csrf_ok(&existing, &form.csrf) {

@@ -10,6 +10,7 @@
 //! sign-in is under way a pre-auth cookie binding its `state` to the browser ([`cookie`]).
 
 pub mod app;
+pub mod backend;
 mod chart;
 mod cookie;
 mod discovery;
@@ -17,8 +18,10 @@ mod launch;
 mod pending;
 mod render;
 pub mod session;
+mod settings;
 mod view;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -26,12 +29,14 @@ use actix_web::{guard, web, HttpResponse};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::config::{Config, SmartSettings};
-use crate::hooks::auth::{AuthError, JwksCache};
-use crate::server::AppState;
+use crate::http::auth::{AuthError, AuthSettings, ClientAuth, JwksCache, TrustedClient};
+use crate::http::BrowserPolicy;
+use crate::services::{FhirAccess, RuntimeHandle};
+use crate::store::{AuditWriter, Store};
 
 pub use launch::read_callback_and_token_response;
 pub use session::{csrf_ok, current, SmartSession};
+pub use settings::SmartSettings;
 
 /// Name of the session cookie (an opaque random id; tokens never reach the browser).
 pub const SESSION_COOKIE: &str = "bedside_session";
@@ -42,9 +47,29 @@ const PENDING_TTL: Duration = Duration::from_secs(600);
 /// Time allowed for discovery and token requests to the EHR.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// SMART launch state of a running gateway: settings, the HTTP client used towards the EHR's
-/// authorization server, launches in progress and signed-in sessions. Lives in
-/// [`AppState::smart`] so every worker sees the same sessions.
+/// What the SMART surface needs of the rest of the gateway; the composition root builds it.
+pub struct SmartDeps {
+    /// `public_url` as configured.
+    pub public_url: Url,
+    /// Whether browsers reach bedside over https (`public_url` or TLS on the listener).
+    pub https: bool,
+    /// Clock skew, JWKS fetch limits: for `id_token`s, as for client JWTs.
+    pub auth: AuthSettings,
+    pub browser: BrowserPolicy,
+    pub runtime: Arc<RuntimeHandle>,
+    pub store: Store,
+    pub audit: AuditWriter,
+    pub fhir: Arc<FhirAccess>,
+    /// The trusted CDS clients, whose FHIR allowlists decide which records a session sees.
+    pub clients: Vec<TrustedClient>,
+    pub client_auth: Arc<ClientAuth>,
+    /// SMART Backend Services, when configured: its key is served at `/.well-known/jwks.json`.
+    pub backend: Option<Arc<backend::BackendClient>>,
+}
+
+/// SMART state of a running gateway (its own `web::Data`): settings, the HTTP client used
+/// towards the EHR's authorization server, launches in progress and signed-in sessions, and
+/// what the app pages read (services, records, the FHIR client).
 pub struct SmartState {
     pub(crate) settings: SmartSettings,
     /// `public_url` + `redirect_path`: the `redirect_uri` sent to the authorization server.
@@ -64,14 +89,22 @@ pub struct SmartState {
     pub(crate) clock_skew: Duration,
     pending: pending::PendingTable<launch::Pending>,
     pub(crate) sessions: session::SessionStore,
+    /// The app page's Content-Security-Policy.
+    pub(crate) app_csp: String,
+    pub(crate) runtime: Arc<RuntimeHandle>,
+    pub(crate) store: Store,
+    pub(crate) audit: AuditWriter,
+    pub(crate) fhir: Arc<FhirAccess>,
+    pub(crate) clients: Vec<TrustedClient>,
+    pub(crate) client_auth: Arc<ClientAuth>,
+    pub(crate) backend: Option<Arc<backend::BackendClient>>,
 }
 
 impl SmartState {
-    /// Builds the state from the validated configuration (no network access).
-    pub fn new(config: &Config) -> Result<Self, AuthError> {
-        let settings = config.smart.clone();
-        let public = &config.public_url;
-        let base = config.public_base();
+    /// Builds the state from the validated `[smart]` settings (no network access).
+    pub fn new(settings: SmartSettings, deps: SmartDeps) -> Result<Self, AuthError> {
+        let public = &deps.public_url;
+        let base = public.as_str().trim_end_matches('/');
         let redirect_uri = format!("{base}{}", settings.redirect_path);
         let callback_path = Url::parse(&redirect_uri)
             .map(|u| u.path().to_owned())
@@ -88,7 +121,7 @@ impl SmartState {
             redirect_uri,
             callback_path,
             cookie_path: format!("{prefix}/smart"),
-            cookies: cookie::CookiePolicy::new(config),
+            cookies: cookie::CookiePolicy::new(public, deps.https),
             discovery: discovery::Discovery::new(
                 http.clone(),
                 &settings.allowed_issuers,
@@ -96,8 +129,8 @@ impl SmartState {
                 settings.discovery_failure_ttl,
             ),
             http,
-            jwks: JwksCache::new(&config.auth)?,
-            clock_skew: config.auth.clock_skew,
+            jwks: JwksCache::new(&deps.auth)?,
+            clock_skew: deps.auth.clock_skew,
             pending: pending::PendingTable::new(
                 PENDING_TTL,
                 settings.max_pending_launches,
@@ -105,6 +138,14 @@ impl SmartState {
             ),
             sessions: session::SessionStore::default(),
             settings,
+            app_csp: crate::http::headers::app_page_csp(&deps.browser),
+            runtime: deps.runtime,
+            store: deps.store,
+            audit: deps.audit,
+            fhir: deps.fhir,
+            clients: deps.clients,
+            client_auth: deps.client_auth,
+            backend: deps.backend,
         })
     }
 
@@ -164,6 +205,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(launch::standalone_launch),
         )
         .route("/smart/logout", web::post().to(launch::logout))
+        .route("/.well-known/jwks.json", web::get().to(backend::jwks))
         .route("/smart/app", web::get().to(crate::smart::app::page))
         .route(
             "/smart/assets/app.css",
@@ -177,27 +219,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             // The callback path is configurable: match it against the running configuration.
             web::resource("/{callback:.*}")
                 .guard(guard::fn_guard(|ctx| {
-                    ctx.app_data::<web::Data<AppState>>()
-                        .is_some_and(|s| ctx.head().uri.path() == s.smart.callback_path)
+                    ctx.app_data::<web::Data<SmartState>>()
+                        .is_some_and(|s| ctx.head().uri.path() == s.callback_path)
                 }))
                 .route(web::get().to(launch::callback)),
         );
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A small self-contained HTML page (no scripts, never cached): SMART pages carry patient
@@ -208,8 +234,8 @@ pub fn html_page(status: actix_web::http::StatusCode, title: &str, body: &str) -
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(format!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} – bedside</title></head>\n<body><main><h1>{}</h1>\n{body}\n</main></body></html>\n",
-            escape_html(title),
-            escape_html(title)
+            crate::html::escape(title),
+            crate::html::escape(title)
         ))
 }
 

@@ -9,13 +9,13 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::chart::{self, Mark, RiskPoint, Threshold};
-use super::escape_html as esc;
+use crate::html::{escape as esc, fill};
 use super::view::{AppView, Banner, ModelSection};
-use crate::hooks::wire::Indicator;
+use crate::cds::wire::Indicator;
 use crate::inference::{LoadedModel, ModelStatus};
 use crate::services::review::Verdict;
 use crate::services::CdsService;
-use crate::store::StoredPrediction;
+use crate::store::{Outcome, StoredPrediction};
 
 /// The page layout (head, header, footer), with `{{…}}` slots.
 const LAYOUT: &str = include_str!("../../smart-launch/templates/app.html");
@@ -85,32 +85,6 @@ pub fn page(view: &AppView, extras: &PageExtras<'_>) -> String {
             ("body", &body),
         ],
     )
-}
-
-/// Replaces each `{{name}}` of `template` in one pass (values are never re-scanned).
-pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len() * 2);
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) => {
-                let name = &after[..end];
-                match values.iter().find(|(n, _)| *n == name) {
-                    Some((_, v)) => out.push_str(v),
-                    None => out.push_str(&rest[start..start + 4 + end]),
-                }
-                rest = &after[end + 2..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 fn banner(b: &Banner, patient_id: &str) -> String {
@@ -287,10 +261,10 @@ fn now_block(out: &mut String, s: &ModelSection, service: &CdsService) {
 fn trajectory(out: &mut String, view: &AppView, s: &ModelSection, service: &CdsService) {
     let mut points: Vec<RiskPoint> = Vec::new();
     for p in &s.history {
-        let mark = match p.outcome.as_str() {
-            "shown" | "downgraded" => Mark::CardShown,
-            "abstained" | "no_score" => Mark::Abstained,
-            "disabled" => continue,
+        let mark = match p.outcome {
+            o if o.card_shown() => Mark::CardShown,
+            o if o.unscored() => Mark::Abstained,
+            Outcome::Disabled => continue,
             _ => Mark::Scored,
         };
         points.push(RiskPoint {
@@ -377,15 +351,15 @@ fn history_label(p: &StoredPrediction) -> String {
 }
 
 fn outcome_words(p: &StoredPrediction) -> String {
-    let base = match p.outcome.as_str() {
-        "shown" => format!("{} card shown", p.indicator.as_deref().unwrap_or("")),
-        "downgraded" => "shown as info (downgraded)".into(),
-        "below_threshold" => "below threshold, no card".into(),
-        "suppressed" => "card held back (suppressed)".into(),
-        "deduplicated" => "card held back (duplicate)".into(),
-        "abstained" => "abstained".into(),
-        "no_score" => "no score".into(),
-        other => other.replace('_', " "),
+    let base = match p.outcome {
+        Outcome::Shown => format!("{} card shown", p.indicator.as_deref().unwrap_or("")),
+        Outcome::Downgraded => "shown as info (downgraded)".into(),
+        Outcome::BelowThreshold => "below threshold, no card".into(),
+        Outcome::Suppressed => "card held back (suppressed)".into(),
+        Outcome::Deduplicated => "card held back (duplicate)".into(),
+        Outcome::Abstained => "abstained".into(),
+        Outcome::NoScore => "no score".into(),
+        other => other.as_str().replace('_', " "),
     };
     base.trim().to_owned()
 }
@@ -450,7 +424,7 @@ fn abstentions(out: &mut String, s: &ModelSection) {
     let mut reasons: Vec<(DateTime<Utc>, &str)> = s
         .history
         .iter()
-        .filter(|p| matches!(p.outcome.as_str(), "abstained" | "no_score"))
+        .filter(|p| p.outcome.unscored())
         .filter_map(|p| p.reason.as_deref().map(|r| (p.at, r)))
         .collect();
     if reasons.is_empty() {

@@ -15,9 +15,8 @@ use chrono::{DateTime, Utc};
 use oauth2::{RefreshToken, TokenResponse};
 use sha2::{Digest, Sha256};
 
-use super::launch::Endpoints;
-use super::SESSION_COOKIE;
-use crate::server::AppState;
+use super::discovery::Endpoints;
+use super::{SmartState, SESSION_COOKIE};
 
 /// A signed-in clinician's SMART context: what the app pages need to call the EHR's FHIR
 /// server for the launched patient. Tokens are server-side only; `Debug` redacts them.
@@ -147,8 +146,7 @@ pub(crate) fn cookie_value(req: &HttpRequest) -> Option<String> {
 /// The caller's session (cookie), refreshed with the refresh token when the access token
 /// expires within 60 s; None when absent/expired/unrefreshable (the page then asks to
 /// relaunch).
-pub async fn current(state: &AppState, req: &HttpRequest) -> Option<SmartSession> {
-    let smart = &state.smart;
+pub async fn current(smart: &SmartState, req: &HttpRequest) -> Option<SmartSession> {
     let id = cookie_value(req)?;
     let store = &smart.sessions;
     let fresh = |s: &SmartSession| s.expires_at - chrono::Duration::seconds(60) > Utc::now();

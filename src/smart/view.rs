@@ -10,11 +10,12 @@ use serde_json::Value;
 
 use super::SmartSession;
 use crate::fhir::FhirServer;
-use crate::hooks::wire::HookRequest;
-use crate::server::{AppState, Runtime};
+use crate::cds::wire::HookRequest;
+use super::SmartState;
+use crate::services::Runtime;
 use crate::services::review::{Review, REVIEW_BUDGET};
 use crate::services::CdsService;
-use crate::store::{fhir_base, FeedbackMark, PatientView, StoredPrediction};
+use crate::store::{fhir_base, FeedbackMark, Mode, PatientView, StoredPrediction};
 
 /// How far back the trajectories reach.
 pub const HISTORY: ChronoDuration = ChronoDuration::hours(72);
@@ -94,13 +95,13 @@ pub fn is_fhir_id(id: &str) -> bool {
 /// that tenant's only). With client authentication off (the demo) there is one, unnamed client,
 /// and calls that named no FHIR server count too. Another EHR's patient with the same id is
 /// never shown.
-pub(crate) fn patient_view(state: &AppState, session: &SmartSession) -> PatientView {
+pub(crate) fn patient_view(state: &SmartState, session: &SmartSession) -> PatientView {
     let base = fhir_base(&session.iss);
     let mut view = PatientView {
         fhir_servers: vec![base.clone()],
         clients: Vec::new(),
     };
-    if matches!(state.auth, crate::hooks::auth::ClientAuth::Disabled) {
+    if matches!(*state.client_auth, crate::http::auth::ClientAuth::Disabled) {
         view.fhir_servers.push(String::new());
         view.clients.push((String::new(), None));
         return view;
@@ -110,7 +111,7 @@ pub(crate) fn patient_view(state: &AppState, session: &SmartSession) -> PatientV
     };
     let admits =
         |rules: &[crate::fhir::OriginRule]| crate::fhir::egress::check(rules, &url).is_ok();
-    for client in &state.config.clients {
+    for client in &state.clients {
         if admits(&client.fhir_servers) {
             view.clients.push((client.iss.clone(), None));
         }
@@ -125,12 +126,12 @@ pub(crate) fn patient_view(state: &AppState, session: &SmartSession) -> PatientV
 }
 
 /// Gathers the page for `patient_id` of `session`.
-pub async fn gather(state: &AppState, session: &SmartSession, patient_id: &str) -> AppView {
+pub async fn gather(state: &SmartState, session: &SmartSession, patient_id: &str) -> AppView {
     let now = Utc::now();
     let from = now - HISTORY;
     let opened = OpenedFrom::parse(session.app_context.as_deref());
     let records = patient_view(state, session);
-    let runtime = state.runtime();
+    let runtime = state.runtime.current();
     let deadline = Instant::now() + REVIEW_BUDGET;
     let server = state
         .fhir
@@ -200,7 +201,7 @@ pub async fn gather(state: &AppState, session: &SmartSession, patient_id: &str) 
     for ((rep, ids), review) in groups.into_iter().zip(reviews) {
         let mine: Vec<StoredPrediction> = history
             .iter()
-            .filter(|p| p.mode == "active" && ids.contains(&p.service_id))
+            .filter(|p| p.mode == Mode::Active && ids.contains(&p.service_id))
             .cloned()
             .collect();
         let marks: Vec<FeedbackMark> = feedback
@@ -214,7 +215,7 @@ pub async fn gather(state: &AppState, session: &SmartSession, patient_id: &str) 
             .or_else(|| {
                 mine.iter()
                     .rev()
-                    .find(|p| matches!(p.outcome.as_str(), "shown" | "downgraded"))
+                    .find(|p| p.outcome.card_shown())
                     .cloned()
             });
         sections.push(ModelSection {

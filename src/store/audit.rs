@@ -179,6 +179,7 @@ pub(super) fn keyed_hash(salt: &str, fhir_server: &str, patient_id: &str) -> Str
 /// are not written one row each but counted per (action, service, outcome, status) and written
 /// as one row with `calls` = the count every [`REFUSAL_FLUSH`], so a flood of them costs a
 /// few rows a minute, not a row a call.
+#[derive(Clone)]
 pub struct AuditWriter {
     tx: tokio::sync::mpsc::Sender<AuditRecord>,
     refusals: std::sync::Arc<std::sync::Mutex<Refusals>>,

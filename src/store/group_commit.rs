@@ -4,12 +4,25 @@
 //! arriving together now share one transaction: a single writer task takes whatever has
 //! queued (up to [`MAX_BATCH`]), inserts it, commits once, and answers every waiting call.
 //! Each caller still returns only after its record is durable and visible.
+//!
+//! It knows nothing of what a record holds: a [`Row`] inserts itself.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
-use super::predictions::{insert_prediction, PreparedRecord};
 use super::StoreError;
+
+/// A record the writer can insert within its transaction.
+pub(super) trait Row: Send + Sync + 'static {
+    /// Inserts this record within `tx` (a repeat of a stored record is ignored).
+    fn insert<'t, 'c: 't>(
+        &'t self,
+        tx: &'t mut sqlx::Transaction<'c, sqlx::Any>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 't>>;
+}
 
 /// Most records in one transaction.
 const MAX_BATCH: usize = 256;
@@ -17,14 +30,14 @@ const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
 
 /// A record and who waits for its commit.
-pub(super) struct Queued {
-    pub(super) record: PreparedRecord,
+pub(super) struct Queued<R> {
+    pub(super) record: R,
     pub(super) done: oneshot::Sender<Result<(), String>>,
 }
 
 /// Starts the writer on the current Tokio runtime; it ends when every sender is gone.
-pub(super) fn start(pool: AnyPool) -> mpsc::Sender<Queued> {
-    let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE);
+pub(super) fn start<R: Row>(pool: AnyPool) -> mpsc::Sender<Queued<R>> {
+    let (tx, mut rx) = mpsc::channel::<Queued<R>>(QUEUE);
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -44,10 +57,10 @@ pub(super) fn start(pool: AnyPool) -> mpsc::Sender<Queued> {
     tx
 }
 
-async fn write(pool: &AnyPool, batch: &[Queued]) -> Result<(), StoreError> {
+async fn write<R: Row>(pool: &AnyPool, batch: &[Queued<R>]) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     for q in batch {
-        insert_prediction(&mut tx, &q.record).await?;
+        q.record.insert(&mut tx).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -25,16 +25,19 @@ mod audit;
 mod group_commit;
 mod predictions;
 mod report;
+mod outcome;
 mod scope;
+mod settings;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
 pub use predictions::{FeedbackMark, PatientView, PredictionRecord, StoredPrediction};
 pub use report::{Report, ServiceReport, ShadowAgreement, Tally};
+pub use outcome::{Mode, Outcome};
 pub use scope::{fhir_base, Scope};
+pub use settings::{DatabaseUrl, StoreSettings};
 
-use crate::config::Config;
-use crate::hooks::auth::VerifiedClient;
-use crate::hooks::wire::Feedback;
+use crate::cds::Caller;
+use crate::cds::wire::Feedback;
 
 /// Migrations of a SQLite database. The first two files predate PostgreSQL support and
 /// must never change: their checksums are recorded in every existing database.
@@ -104,7 +107,7 @@ pub struct Store {
     /// The pseudonym salt, read (or created) once: every audit and prediction row needs it.
     salt: Arc<tokio::sync::OnceCell<String>>,
     /// The group-commit writer of prediction records, started by the first record.
-    prediction_queue: Arc<tokio::sync::OnceCell<tokio::sync::mpsc::Sender<group_commit::Queued>>>,
+    prediction_queue: Arc<tokio::sync::OnceCell<tokio::sync::mpsc::Sender<group_commit::Queued<predictions::PreparedRecord>>>>,
 }
 
 /// One stored feedback row, as read back (tests, analytics).
@@ -190,10 +193,10 @@ impl Store {
     }
 
     /// The configured store: `[storage] url` when set, else the SQLite file `[storage] path`.
-    pub async fn open_from_config(config: &Config) -> Result<Self, StoreError> {
-        match &config.db_url {
+    pub async fn open_configured(settings: &StoreSettings) -> Result<Self, StoreError> {
+        match &settings.url {
             Some(url) => Self::connect(url.expose()).await,
-            None => Self::open_capped(&config.db_path, config.db_max_bytes).await,
+            None => Self::open_capped(&settings.path, settings.max_bytes).await,
         }
     }
 
@@ -210,7 +213,7 @@ impl Store {
     pub async fn record_feedback(
         &self,
         service_id: &str,
-        client: Option<&VerifiedClient>,
+        client: Option<&Caller>,
         items: &[(Feedback, &str)],
     ) -> Result<u64, StoreError> {
         let received_at = timestamp(chrono::Utc::now());

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{parse_timestamp, timestamp, Scope, Store, StoreError};
+use super::{parse_timestamp, timestamp, Mode, Outcome, Scope, Store, StoreError};
 
 /// Every scored, abstained, suppressed or shadow call of a service: the audit trail behind each card.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,8 +23,8 @@ pub struct PredictionRecord {
     pub model: String,
     /// Model version, as in `models/<name>/<version>/`.
     pub model_version: String,
-    /// `"active"` (its card may be shown) or `"shadow"` (scored and recorded only).
-    pub mode: &'static str,
+    /// Whether its card may be shown, or it was scored and recorded only.
+    pub mode: Mode,
     /// Whose call it was: client, tenant, FHIR server. Every later read about the patient
     /// (suppression, budgets, the SMART app, feedback) is limited to the same scope.
     pub scope: Scope,
@@ -37,9 +37,8 @@ pub struct PredictionRecord {
     /// `"info" | "warning" | "critical"` as shown (after any downgrade); for a shadow
     /// prediction, what it would have shown.
     pub indicator: Option<String>,
-    /// `"shown" | "below_threshold" | "abstained" | "suppressed" | "downgraded" |
-    /// "deduplicated" | "shadow" | "no_score" | "disabled"`.
-    pub outcome: &'static str,
+    /// What the service did with the call.
+    pub outcome: Outcome,
     /// Why it abstained, was suppressed or downgraded (no PHI).
     pub reason: Option<String>,
     /// The resources the input tensor came from (`"Observation/abc"`), stored as a JSON array.
@@ -69,7 +68,7 @@ pub struct StoredPrediction {
     /// Model version.
     pub model_version: String,
     /// `active` or `shadow`.
-    pub mode: String,
+    pub mode: Mode,
     /// The client (JWT `iss`) the card was given to; empty when authentication was off.
     pub client_iss: String,
     /// The tenant it was given to; empty when the call had none.
@@ -85,7 +84,7 @@ pub struct StoredPrediction {
     /// The card's indicator (or the shadow's would-be indicator).
     pub indicator: Option<String>,
     /// What became of the prediction (`shown`, `suppressed`, …).
-    pub outcome: String,
+    pub outcome: Outcome,
     /// Why it abstained, was suppressed or downgraded.
     pub reason: Option<String>,
     /// The input resources (`"Observation/abc"`).
@@ -141,7 +140,9 @@ impl TryFrom<PredictionRow> for StoredPrediction {
             hook_instance: row.hook_instance,
             model: row.model,
             model_version: row.model_version,
-            mode: row.mode,
+            mode: Mode::parse(&row.mode).ok_or_else(|| {
+                StoreError::Malformed(format!("mode of prediction `{}`: `{}`", row.id, row.mode))
+            })?,
             client_iss: row.client_iss,
             tenant: row.tenant,
             fhir_server: row.fhir_server,
@@ -149,7 +150,12 @@ impl TryFrom<PredictionRow> for StoredPrediction {
             unit: row.unit,
             risk: row.risk,
             indicator: row.indicator,
-            outcome: row.outcome,
+            outcome: Outcome::parse(&row.outcome).ok_or_else(|| {
+                StoreError::Malformed(format!(
+                    "outcome of prediction `{}`: `{}`",
+                    row.id, row.outcome
+                ))
+            })?,
             reason: row.reason,
             tensor_sha256: row.tensor_sha256,
             latency_ms: row.latency_ms,
@@ -164,8 +170,18 @@ pub(super) struct PreparedRecord {
     input_refs: String,
 }
 
+impl super::group_commit::Row for PreparedRecord {
+    fn insert<'t, 'c: 't>(
+        &'t self,
+        tx: &'t mut sqlx::Transaction<'c, sqlx::Any>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 't>>
+    {
+        Box::pin(insert_prediction(tx, self))
+    }
+}
+
 /// Inserts one record within `tx`. A repeat of an id already stored is ignored.
-pub(super) async fn insert_prediction(
+async fn insert_prediction(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     r: &PreparedRecord,
 ) -> Result<(), StoreError> {
@@ -191,12 +207,12 @@ pub(super) async fn insert_prediction(
     .bind(&p.hook_instance)
     .bind(&p.model)
     .bind(&p.model_version)
-    .bind(p.mode)
+    .bind(p.mode.as_str())
     .bind(&r.patient_hash)
     .bind(&p.unit)
     .bind(p.risk)
     .bind(&p.indicator)
-    .bind(p.outcome)
+    .bind(p.outcome.as_str())
     .bind(&p.reason)
     .bind(&r.input_refs)
     .bind(&p.tensor_sha256)

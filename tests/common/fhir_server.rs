@@ -1,7 +1,6 @@
 //! A real, independent FHIR R4 server (PyPI `sekmet-fhir`, installed by `.ci/setup` into
 //! `.venv-fhir`) as a child process: in-memory SQLite, its own port, bearer-token auth.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,12 +22,6 @@ fn sekmet() -> PathBuf {
     super::repo().join(".venv-fhir/bin/sekmet")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 impl FhirServer {
     /// Starts a server and waits until `/metadata` answers.
@@ -40,7 +33,7 @@ impl FhirServer {
             exe.display()
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = super::process::free_port();
         let base = format!("http://127.0.0.1:{port}/fhir");
         // No simulator (it would add resources on its own), no traffic log, bearer auth.
         std::fs::write(

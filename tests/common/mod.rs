@@ -206,7 +206,54 @@ impl Gateway {
         }
     }
 
-    /// A gateway that trusts `keys` as the client `ISS`.
+    /// A gateway driven in-process, without a socket: `bedside::server::app` called through
+/// actix's test service. For routing and validation cases, where a listener, a port and an
+/// HTTP client add nothing but time; anything about connections, TLS or timeouts uses
+/// [`Gateway`].
+pub struct InProcess {
+    state: actix_web::web::Data<server::AppState>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    pub async fn start(opts: GatewayOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = opts.db.clone().unwrap_or_else(|| dir.path().join("bedside.db"));
+        let config = Config::from_toml_str(&config_text(&opts, &db), "test", &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let state = server::build_state(config, opts.auth)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            state: actix_web::web::Data::new(state),
+            _dir: dir,
+        }
+    }
+
+    /// Sends `req` through the app; the status, the headers and the body as JSON (`Null` when
+    /// the body is not JSON).
+    pub async fn call(
+        &self,
+        req: actix_web::test::TestRequest,
+    ) -> (
+        actix_web::http::StatusCode,
+        actix_web::http::header::HeaderMap,
+        Value,
+    ) {
+        let app = actix_web::test::init_service(server::app(self.state.clone())).await;
+        let response = actix_web::test::call_service(&app, req.to_request()).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = actix_web::test::read_body(response).await;
+        (
+            status,
+            headers,
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// A gateway that trusts `keys` as the client `ISS`.
     pub async fn with_keys(keys: &KeyServer) -> Self {
         Self::start(GatewayOptions {
             jwks_url: Some(keys.jwks_url()),
@@ -416,12 +463,12 @@ pub async fn seed_cards(db: &Path, scope: &bedside::store::Scope, ids: &[String]
                         hook: "patient-view".into(),
                         model: "deterioration".into(),
                         model_version: "1.0.0".into(),
-                        mode: "active",
+                        mode: bedside::store::Mode::Active,
                         patient_id: Some("seeded-patient".into()),
                         unit: None,
                         risk: Some(0.5),
                         indicator: Some("warning".into()),
-                        outcome: "shown",
+                        outcome: bedside::store::Outcome::Shown,
                         reason: None,
                         input_refs: Vec::new(),
                         tensor_sha256: None,

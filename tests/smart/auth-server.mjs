@@ -1,4 +1,4 @@
-// The EHR side of a SMART App Launch, for tests/smart_launch.rs:
+// The EHR side of a SMART App Launch, for tests/smart_app/smart_launch.rs:
 //   - oauth2-mock-server as the authorization server (signs access and id tokens, publishes a JWKS),
 //     behind a strict front that accepts each authorization code once, only with the PKCE S256
 //     verifier of the challenge sent to /authorize, and refresh tokens only as issued;

@@ -1,5 +1,5 @@
 // Drives headless Chromium (the system's, via playwright-core) through a SMART launch for
-// tests/smart_launch.rs, in a 1280×800 viewport (an EHR pane).
+// tests/smart_app/smart_launch.rs, in a 1280×800 viewport (an EHR pane).
 // Usage: node browse.mjs '<json {url, screenshot, wait_for, feedback?: {verdict, reason},
 //   embed_in?, ignore_https_errors?}>'
 // Prints one JSON line: {url, status, text, cookies, navigations, a11y, after?} or {error};

@@ -1,6 +1,6 @@
 // Renders CDS Hooks cards the way the CDS Hooks sandbox shows them (summary, indicator colour,
 // detail as markdown → HTML, source, suggestions as buttons, links) in headless Chromium at EHR
-// sidebar widths, for tests/card_text.rs. Oracle Health gives CDS cards about 1/8 of a 1920 px
+// sidebar widths, for tests/gateway/card_text.rs. Oracle Health gives CDS cards about 1/8 of a 1920 px
 // screen: 240 px; 320 px is a roomier pane.
 // Usage: node card-render.mjs '<json {cards: [{name, card}], widths: [240, 320], out_dir}>'
 // Prints one JSON line: {widths: [{width, page_scroll_width, screenshot, cards: [{name,

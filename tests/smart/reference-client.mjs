@@ -1,4 +1,4 @@
-// Reference SMART clients, for tests/smart_launch.rs and tests/smart_backend.rs: the same EHR and
+// Reference SMART clients, for tests/smart_app/smart_launch.rs and tests/smart_app/smart_backend.rs: the same EHR and
 // the same bedside endpoints, seen through independent implementations rather than bedside's own.
 //
 //   node reference-client.mjs '{"launch": {"iss": …, "launch": …, "patient": …}}'

@@ -1,0 +1,94 @@
+//! Everything a prediction-API call can fail with, mapped to HTTP in one place (the same JSON
+//! error body and codes as CDS Hooks calls).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::http::auth::AuthError;
+use crate::http::{BodyError, JsonError};
+use crate::inference::InferenceError;
+
+/// A failed prediction-API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("{0}")]
+    Body(#[from] BodyError),
+    #[error("{0}")]
+    Json(#[from] JsonError),
+    #[error("unknown model `{0}`")]
+    UnknownModel(String),
+    /// The data hold too little to score (hooks abstain with 200 instead).
+    #[error("cannot score: {0}")]
+    InsufficientData(String),
+    /// The model gave no answer in time, or its queue is full.
+    #[error("model unavailable: {0}")]
+    ModelUnavailable(#[from] InferenceError),
+}
+
+impl ApiError {
+    /// Valid JSON that is not a valid request: `field` names the member at fault.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Json(JsonError::Invalid {
+            field: Some(field.to_owned()),
+            message: message.into(),
+        })
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(e) => e.code(),
+            Self::Body(BodyError::UnsupportedMediaType(_)) => "unsupported_media_type",
+            Self::Body(BodyError::PayloadTooLarge { .. }) => "payload_too_large",
+            Self::Body(BodyError::Read) => "body_read_error",
+            Self::Body(BodyError::Timeout) => "request_timeout",
+            Self::Json(JsonError::Malformed(_)) => "malformed_json",
+            Self::Json(JsonError::Invalid { .. }) => "invalid_request",
+            Self::UnknownModel(_) => "unknown_model",
+            Self::InsufficientData(_) => "insufficient_data",
+            Self::ModelUnavailable(_) => "model_unavailable",
+        }
+    }
+
+    fn field(&self) -> Option<String> {
+        match self {
+            Self::Json(JsonError::Invalid { field, .. }) => field.clone(),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(AuthError::Setup) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Body(BodyError::UnsupportedMediaType(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Body(BodyError::PayloadTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Body(BodyError::Read) | Self::Json(_) => StatusCode::BAD_REQUEST,
+            Self::Body(BodyError::Timeout) => StatusCode::REQUEST_TIMEOUT,
+            Self::UnknownModel(_) => StatusCode::NOT_FOUND,
+            Self::InsufficientData(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ModelUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let message = if status.is_server_error() && !matches!(self, Self::ModelUnavailable(_)) {
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut response = crate::http::error_response(status, self.code(), message, self.field());
+        let headers = response.headers_mut();
+        if let Self::Unauthorized(e) = self {
+            headers.insert(header::WWW_AUTHENTICATE, crate::http::auth::challenge(e));
+        }
+        if matches!(self, Self::ModelUnavailable(_)) {
+            headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

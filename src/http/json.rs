@@ -1,0 +1,73 @@
+//! JSON in and out, the same way on every surface: request bodies parsed with the path of the
+//! member at fault, and the one JSON error body (`{"error", "message", "field"?}`) every error
+//! answer carries.
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+
+use crate::cds::wire::ErrorBody;
+
+/// A body that is not JSON, or not the JSON a request must be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    /// Valid JSON that is not a valid request; `field` names the offending member.
+    #[error("{message}")]
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
+}
+
+/// Parses a request body, mapping failures to the JSON path of the member at fault
+/// (`fhirAuthorization.subject`, `feedback[1].card`).
+pub fn parse_json<'de, T: serde::Deserialize<'de>>(body: &'de [u8]) -> Result<T, JsonError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        from_serde(inner, &path)
+    })?;
+    deserializer.end().map_err(|e| from_serde(e, "."))?;
+    Ok(value)
+}
+
+/// A `serde_json` failure at JSON `path` (`.` for the root).
+pub fn from_serde(e: serde_json::Error, path: &str) -> JsonError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => JsonError::Malformed(e.to_string()),
+        Category::Data => {
+            let text = e.to_string();
+            // A missing member is reported at its parent; name the member itself.
+            let missing = text
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next());
+            let field = match (path, missing) {
+                (".", Some(m)) => Some(m.to_owned()),
+                (p, Some(m)) => Some(format!("{p}.{m}")),
+                (".", None) => None,
+                (p, None) => Some(p.to_owned()),
+            };
+            JsonError::Invalid {
+                field,
+                message: format!("not a valid request: {text}"),
+            }
+        }
+    }
+}
+
+/// The JSON error answer: `status` with `{"error": code, "message", "field"?}`.
+pub fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    field: Option<String>,
+) -> HttpResponse {
+    HttpResponse::build(status).json(ErrorBody {
+        error: code.to_owned(),
+        message: message.into(),
+        field,
+    })
+}

@@ -1,0 +1,123 @@
+//! Stage 5 of a call: the card a clinician reads, from the score, its explanation, the
+//! bedside scores and the service's card text; or the card that says why the model did not
+//! score.
+
+use chrono::Duration as ChronoDuration;
+
+use super::baselines;
+use super::gather::Gathered;
+use super::orders::DraftOrder;
+use super::scoring::Prepared;
+use super::service::{CallFacts, CdsService};
+use super::suggestions;
+use crate::cards::{self, Abstention, RiskAssessment};
+use crate::cds::wire::{Card, CdsResponse, Indicator};
+use crate::features::explain;
+use crate::features::FeatureMatrix;
+use crate::fhir::fulfil::Supply;
+
+/// Contributing observations listed on a card.
+const DRIVERS_SHOWN: usize = 4;
+
+impl CdsService {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn card(
+        &self,
+        facts: &CallFacts<'_>,
+        supplies: &[Supply<'_>],
+        prepared: &Prepared,
+        gathered: &Gathered<'_>,
+        risk: f32,
+        indicator: Indicator,
+        contributions: &[(usize, f32)],
+        drafts: &[DraftOrder],
+        notes: Vec<String>,
+    ) -> Card {
+        let request = facts.request;
+        let spec = &self.model.features;
+        let matrix = &prepared.matrix;
+        // Bedside scores describe the patient now: parameters older than the staleness limit
+        // count as not recorded rather than scoring an old value.
+        let recent = facts.now
+            - ChronoDuration::from_std(self.def.guardrails.max_staleness)
+                .unwrap_or(ChronoDuration::MAX);
+        let baselines = baselines::compute(
+            &self.def.baselines,
+            spec,
+            matrix,
+            recent,
+            self.spo2_scale(request, supplies),
+        );
+        let resulted: Vec<String> = gathered
+            .resulted
+            .iter()
+            .filter(|(_, t)| *t >= matrix.window_start)
+            .map(|(c, _)| c.clone())
+            .collect();
+        let uuid = cards::card_uuid(&self.def.id, &facts.call_key, &self.model.manifest);
+        let order = drafts.first();
+        let suggestions = suggestions::build(
+            &self.def.suggestions,
+            &uuid,
+            indicator,
+            request,
+            order,
+            &resulted,
+        );
+        let extra_values = order
+            .map(|o| vec![("drug", o.drug.clone())])
+            .unwrap_or_default();
+        cards::risk_card(
+            &RiskAssessment {
+                service_id: &self.def.id,
+                hook_instance: &facts.call_key,
+                manifest: &self.model.manifest,
+                matrix,
+                risk,
+                indicator,
+                baselines: &baselines,
+                explanation: &explain::explain(spec, matrix, contributions, DRIVERS_SHOWN),
+                rejected: prepared.rejected,
+                public_base: &self.env.public_base,
+                suggestions,
+                extra_values,
+                notes,
+            },
+            &self.def.card,
+        )
+    }
+
+    pub(super) fn abstain(&self, call_key: &str, reason: String, matrix: &FeatureMatrix) -> CdsResponse {
+        if !self.def.guardrails.abstain_card {
+            return CdsResponse::default();
+        }
+        let card = cards::abstain_card(
+            &Abstention {
+                service_id: &self.def.id,
+                hook_instance: call_key,
+                manifest: &self.model.manifest,
+                reason,
+                window_start: matrix.window_start,
+                window_end: matrix.window_end,
+                public_base: &self.env.public_base,
+            },
+            &self.def.card,
+        );
+        CdsResponse {
+            cards: vec![checked(card)],
+            system_actions: Vec::new(),
+        }
+    }
+}
+
+/// Last line of defence for the spec's card rules: a summary that grew too long (a long
+/// abstention reason) is shortened rather than sent invalid; other problems are logged.
+pub(super) fn checked(mut card: Card) -> Card {
+    if card.summary.chars().count() >= 140 {
+        card.summary = card.summary.chars().take(138).collect::<String>() + "…";
+    }
+    for problem in cards::validate::card_problems(&card) {
+        tracing::error!(%problem, "card breaks a CDS Hooks rule");
+    }
+    card
+}

@@ -1,0 +1,280 @@
+//! Stage 3 of a call: what to do with a score. Thresholds, shadow mode, the dedup group and
+//! the guardrails (suppression, alert budget) decide whether a card is shown, and at which
+//! indicator; only then is the explanation computed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use super::gather::Gathered;
+use super::guardrails::{self, Subject, Verdict};
+use super::policy::Mode;
+use super::scoring::{self, Prepared};
+use super::service::{CallFacts, CdsService, Call};
+use super::card::checked;
+use super::record::input_refs;
+use super::ServiceError;
+use crate::cards;
+use crate::cds::wire::{CdsResponse, Indicator};
+use crate::features::kdigo;
+use crate::features::FeatureMatrix;
+use crate::inference::{InferenceError, LoadedModel, ModelStatus};
+use crate::metrics::inc;
+use crate::store::Outcome;
+
+impl CdsService {
+    /// The active model's answer once it has scored: thresholds, shadow mode, guardrails
+    /// (dedup, suppression, budget), then, for a card that will be shown, its explanation.
+    /// Every outcome is recorded.
+    pub(super) async fn decide(
+        &self,
+        call: Call<'_>,
+        active: Result<f32, InferenceError>,
+    ) -> Result<CdsResponse, ServiceError> {
+        let Call {
+            facts,
+            supplies,
+            gathered,
+            prepared,
+            drafts,
+            deadline,
+        } = call;
+        let request = facts.request;
+        let spec = &self.model.features;
+        let matrix = &prepared.matrix;
+        let risk = match active {
+            Ok(risk) => risk,
+            Err(e) => {
+                // Answer on time without this model's card rather than late or with an error.
+                inc(&self.metrics.no_score);
+                tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no score");
+                self.record(
+                    facts,
+                    &self.model,
+                    Outcome::NoScore,
+                    None,
+                    None,
+                    Some(&e.to_string()),
+                    Some(prepared),
+                )
+                .await;
+                return Ok(CdsResponse::default());
+            }
+        };
+        // An order check also fires when creatinine is already rising (KDIGO stage ≥ 1).
+        let rising = self
+            .def
+            .orders
+            .as_ref()
+            .filter(|(o, _)| o.fire_on_rising_creatinine)
+            .and_then(|(o, _)| rising_creatinine(spec, matrix, &o.rising_creatinine_note));
+        let indicator = match (self.indicator(risk), &rising) {
+            (Some(i), _) => Some(i),
+            (None, Some(_)) => Some(Indicator::Warning),
+            (None, None) => None,
+        };
+        let Some(indicator) = indicator else {
+            self.record(
+                facts,
+                &self.model,
+                Outcome::BelowThreshold,
+                Some(risk),
+                None,
+                None,
+                Some(prepared),
+            )
+            .await;
+            return Ok(CdsResponse::default());
+        };
+        if self.def.mode == Mode::Shadow || self.model.manifest.status == ModelStatus::Shadow {
+            inc(&self.metrics.shadow);
+            tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, "shadow: scored and recorded, no card");
+            self.record(
+                facts,
+                &self.model,
+                Outcome::Shadow,
+                Some(risk),
+                Some(indicator.as_str()),
+                None,
+                Some(prepared),
+            )
+            .await;
+            return Ok(CdsResponse::default());
+        }
+        let (shown, notes) = {
+            // One decision at a time per call within a dedup group (see DedupLocks).
+            let lock = self.def.alerts.dedup_group.as_deref().map(|g| {
+                self.env
+                    .dedup
+                    .lock_for(g, &facts.scope, &request.hook_instance)
+            });
+            let _held = match &lock {
+                Some(l) => Some(l.lock().await),
+                None => None,
+            };
+            let verdict = match self.duplicate_of(facts, prepared).await {
+                Some(reason) => Verdict::Deduplicate { reason },
+                None => self.verdict(facts, indicator).await,
+            };
+            let (shown, outcome, reason) = match verdict {
+                Verdict::Show(i) => (Some(i), Outcome::Shown, None),
+                Verdict::Downgrade { reason } => {
+                    (Some(Indicator::Info), Outcome::Downgraded, Some(reason))
+                }
+                Verdict::Suppress { reason } => (None, Outcome::Suppressed, Some(reason)),
+                Verdict::Deduplicate { reason } => (None, Outcome::Deduplicated, Some(reason)),
+            };
+            let counter = match outcome {
+                Outcome::Downgraded => Some(&self.metrics.downgraded),
+                Outcome::Suppressed => Some(&self.metrics.suppressed),
+                Outcome::Deduplicated => Some(&self.metrics.deduplicated),
+                _ => None,
+            };
+            if let Some(c) = counter {
+                inc(c);
+                tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, outcome = outcome.as_str(), "card held back by a guardrail");
+            }
+            let shown_name = shown.map(Indicator::as_str);
+            self.record(
+                facts,
+                &self.model,
+                outcome,
+                Some(risk),
+                shown_name,
+                reason.as_deref(),
+                Some(prepared),
+            )
+            .await;
+            let Some(shown) = shown else {
+                return Ok(CdsResponse::default());
+            };
+            let mut notes: Vec<String> = reason.into_iter().map(|r| format!("_{r}._")).collect();
+            if let Some(words) = &rising {
+                notes.push(words.clone());
+            }
+            (shown, notes)
+        };
+        // The explanation, only now that a card will be shown (outside the dedup lock). Late or
+        // failed, the card still goes, with its trends and the app link but no drivers.
+        let contributions = scoring::contributions(&self.model, prepared, risk, deadline)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no explanation in time; card without drivers");
+                Vec::new()
+            });
+        let card = self.card(
+            facts,
+            supplies,
+            prepared,
+            gathered,
+            risk,
+            shown,
+            &contributions,
+            drafts,
+            notes,
+        );
+        inc(&self.metrics.cards);
+        Ok(CdsResponse {
+            cards: vec![checked(card)],
+            system_actions: Vec::new(),
+        })
+    }
+
+    /// Scores every shadow version of the model on the same observations.
+    pub(super) async fn score_shadows(
+        &self,
+        gathered: &Gathered<'_>,
+        now: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Vec<(Arc<LoadedModel>, Prepared, f32)> {
+        let mut out = Vec::new();
+        for model in &self.shadows {
+            let prepared =
+                scoring::prepare(model, &gathered.observations, gathered.unreadable, now);
+            match scoring::risk(model, &prepared, deadline).await {
+                Ok(risk) => out.push((model.clone(), prepared, risk)),
+                Err(e) => {
+                    tracing::info!(service = %self.def.id, model = %model.manifest.name, version = %model.manifest.version, error = %e, "shadow model gave no score");
+                }
+            }
+        }
+        out
+    }
+
+    /// Suppression and alert budget, read from the prediction record. A store that cannot
+    /// answer lets the card through: a missed suppression is noise, a missed alert is harm.
+    pub(super) async fn verdict(&self, facts: &CallFacts<'_>, indicator: Indicator) -> Verdict {
+        let who = Subject {
+            scope: &facts.scope,
+            service_id: &self.def.id,
+            patient_id: facts.patient_id,
+            unit: &facts.unit,
+            now: facts.now,
+        };
+        match guardrails::decide(&self.def.alerts, &self.env.store, &who, indicator).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(service = %self.def.id, hook_instance = %facts.request.hook_instance, error = %e, "guardrail store check failed; card shown");
+                Verdict::Show(indicator)
+            }
+        }
+    }
+
+    /// Another service of the same dedup group already showed a card in this call on the same
+    /// inputs (the same Observations fed both models).
+    pub(super) async fn duplicate_of(&self, facts: &CallFacts<'_>, prepared: &Prepared) -> Option<String> {
+        let group = self.def.alerts.dedup_group.as_deref()?;
+        let mine: Vec<String> = input_refs(prepared);
+        let runtime_peers = self.env.peers(group, &self.def.id);
+        for (peer_id, manifest) in runtime_peers {
+            let id = cards::card_uuid(&peer_id, &facts.call_key, &manifest);
+            let Ok(Some(p)) = self.env.store.prediction(&id).await else {
+                continue;
+            };
+            let shown = p.outcome.card_shown();
+            if shown && p.input_refs.iter().any(|r| mine.contains(r)) {
+                return Some(format!(
+                    "the {peer_id} card on the same observations was already shown in this call"
+                ));
+            }
+        }
+        None
+    }
+
+    pub(super) fn indicator(&self, risk: f32) -> Option<Indicator> {
+        let t = &self.def.thresholds;
+        if risk >= t.critical {
+            Some(Indicator::Critical)
+        } else if risk >= t.warning {
+            Some(Indicator::Warning)
+        } else if t.info.is_some_and(|i| risk >= i) {
+            Some(Indicator::Info)
+        } else {
+            None
+        }
+    }
+}
+
+/// The service's words (`note`, with `{stage}` and `{criteria}`) when creatinine already
+/// meets a KDIGO criterion, else `None`.
+fn rising_creatinine(
+    spec: &crate::features::FeatureSpec,
+    matrix: &FeatureMatrix,
+    note: &str,
+) -> Option<String> {
+    let f = spec.index_of("creatinine")?;
+    let series: Vec<(DateTime<Utc>, f64)> = matrix
+        .measurements
+        .iter()
+        .filter(|m| m.feature == f)
+        .map(|m| (m.time, m.value))
+        .collect();
+    let k = kdigo::stage(&series, matrix.window_end, false);
+    let stage = k.stage.filter(|s| *s >= 1)?;
+    let criteria: Vec<&str> = k.criteria.iter().map(|c| c.as_str()).collect();
+    Some(
+        note.replace("{stage}", &stage.to_string())
+            .replace("{criteria}", &criteria.join(", ")),
+    )
+}

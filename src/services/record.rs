@@ -1,0 +1,79 @@
+//! Stage 4 of a call: the prediction record. Every outcome is written, with what the model
+//! saw (the Observations and a hash of the input tensor), so a card can be explained later.
+
+use sha2::{Digest, Sha256};
+
+use super::scoring::Prepared;
+use super::service::{CallFacts, CdsService};
+use crate::cards;
+use crate::features::FeatureMatrix;
+use crate::inference::LoadedModel;
+use crate::metrics::inc;
+use crate::store::{Mode, Outcome, PredictionRecord};
+
+impl CdsService {
+    /// Writes one prediction record; a failure is logged and counted, the answer still goes.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn record(
+        &self,
+        facts: &CallFacts<'_>,
+        model: &LoadedModel,
+        outcome: Outcome,
+        risk: Option<f32>,
+        indicator: Option<&'static str>,
+        reason: Option<&str>,
+        prepared: Option<&Prepared>,
+    ) {
+        let m = &model.manifest;
+        let record = PredictionRecord {
+            id: cards::card_uuid(&self.def.id, &facts.call_key, m),
+            at: facts.now,
+            service_id: self.def.id.clone(),
+            hook: self.def.hook.clone(),
+            hook_instance: facts.request.hook_instance.clone(),
+            model: m.name.clone(),
+            model_version: m.version.clone(),
+            mode: if outcome == Outcome::Shadow {
+                Mode::Shadow
+            } else {
+                Mode::Active
+            },
+            scope: facts.scope.clone(),
+            patient_id: facts.patient_id.map(str::to_owned),
+            unit: Some(facts.unit.clone()),
+            risk: risk.map(f64::from),
+            indicator: indicator.map(str::to_owned),
+            outcome,
+            reason: reason.map(str::to_owned),
+            input_refs: prepared.map(input_refs).unwrap_or_default(),
+            tensor_sha256: prepared.map(|p| tensor_hash(&p.matrix)),
+            latency_ms: facts.started.elapsed().as_secs_f64() * 1e3,
+        };
+        if let Err(e) = self.env.store.record_prediction(&record).await {
+            inc(&self.metrics.record_failed);
+            tracing::error!(service = %self.def.id, hook_instance = %facts.request.hook_instance, error = %e, "prediction not recorded");
+        }
+    }
+}
+
+/// The FHIR references of every measurement the tensor holds.
+pub(super) fn input_refs(prepared: &Prepared) -> Vec<String> {
+    let mut refs: Vec<String> = prepared
+        .matrix
+        .measurements
+        .iter()
+        .map(|m| format!("Observation/{}", m.resource_id))
+        .collect();
+    refs.sort();
+    refs.dedup();
+    refs
+}
+
+/// sha256 of the input tensor's bytes: says later exactly what the model saw.
+fn tensor_hash(matrix: &FeatureMatrix) -> String {
+    let mut h = Sha256::new();
+    for v in &matrix.values {
+        h.update(v.to_le_bytes());
+    }
+    hex::encode(h.finalize())
+}

@@ -1,0 +1,393 @@
+//! The public prediction API: Open Inference Protocol and FHIR-Bundle prediction, over HTTP.
+
+use crate::common;
+
+use bedside::inference::oip::{InferResponse, ModelMetadata};
+use crate::common::{bearer_for, http, Gateway, Key, KeyServer};
+use serde_json::{json, Value};
+
+fn parity() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("models/deterioration/parity_expected.json"))
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn call(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> (u16, Value) {
+    let mut req = http().request(method, format!("{}{path}", gw.url)).header(
+        "Authorization",
+        bearer_for(path.split('?').next().unwrap(), Key::Es384),
+    );
+    if let Some((content_type, bytes)) = body {
+        req = req.header("Content-Type", content_type).body(bytes);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn model_metadata_follows_the_open_inference_protocol() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let (s, body) = call(&gw, reqwest::Method::GET, "/v2/models/deterioration", None).await;
+    assert_eq!(s, 200, "{body}");
+    let meta: ModelMetadata = serde_json::from_value(body).unwrap();
+    assert_eq!(meta.versions, ["1.0.0", "2.0.0"]); // 2.0.0 in shadow
+    assert_eq!(meta.inputs[0].shape, [-1, 48, 12]);
+    assert_eq!(meta.inputs[0].datatype, "FP32");
+    assert_eq!(meta.outputs[0].shape, [-1, 1]);
+    let (s, _) = call(
+        &gw,
+        reqwest::Method::GET,
+        "/v2/models/deterioration/versions/1.0.0",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, body) = call(&gw, reqwest::Method::GET, "/v2/models/nope", None).await;
+    assert_eq!((s, body["error"].as_str()), (404, Some("unknown_model")));
+    let ready = http()
+        .get(format!("{}/v2/models/deterioration/ready", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    // Without a token: 401, like every other API.
+    let resp = http()
+        .get(format!("{}/v2/models/deterioration", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn infer_returns_the_models_probabilities_for_a_batch() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let expected = parity();
+    let fixtures = expected["fixtures"].as_object().unwrap();
+    let names: Vec<&String> = fixtures.keys().collect();
+    let tensors: Vec<Value> = names
+        .iter()
+        .map(|n| fixtures[*n]["tensor"].clone())
+        .collect();
+    let request = json!({
+        "id": "batch-1",
+        "inputs": [{"name": "INPUT__0", "shape": [tensors.len(), 48, 12], "datatype": "FP32", "data": tensors}],
+    });
+    let path = "/v2/models/deterioration/infer";
+    let (s, body) = call(
+        &gw,
+        reqwest::Method::POST,
+        path,
+        Some(("application/json", serde_json::to_vec(&request).unwrap())),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let response: InferResponse = serde_json::from_value(body).unwrap();
+    assert_eq!(response.id.as_deref(), Some("batch-1"));
+    assert_eq!(response.model_version.as_deref(), Some("1.0.0"));
+    assert_eq!(response.outputs[0].shape, [names.len() as i64, 1]);
+    let data = response.outputs[0].data.as_array().unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let got = data[i].as_f64().unwrap();
+        let want = fixtures[*name]["risk"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-5, "{name}: {got} vs Python {want}");
+    }
+
+    // Versioned path, flat data.
+    let flat: Vec<Value> = tensors[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().clone())
+        .collect();
+    let one = json!({"inputs": [{"name": "INPUT__0", "shape": [1, 48, 12], "datatype": "FP32", "data": flat}]});
+    let (s, body) = call(
+        &gw,
+        reqwest::Method::POST,
+        "/v2/models/deterioration/versions/1.0.0/infer",
+        Some(("application/json", serde_json::to_vec(&one).unwrap())),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+
+    for (bad, field) in [
+        (json!({"inputs": []}), "inputs"),
+        (
+            json!({"inputs": [{"name": "INPUT__0", "shape": [1, 24, 12], "datatype": "FP32", "data": []}]}),
+            "inputs[0].shape",
+        ),
+        (
+            json!({"inputs": [{"name": "INPUT__0", "shape": [1, 48, 12], "datatype": "FP32", "data": [1, 2]}]}),
+            "inputs[0].data",
+        ),
+        (
+            json!({"inputs": [{"name": "INPUT__0", "shape": [1, 48, 12], "datatype": "BYTES", "data": []}]}),
+            "inputs[0].datatype",
+        ),
+        (
+            json!({"inputs": [{"name": "INPUT__0", "datatype": "FP32", "data": []}]}),
+            "inputs[0].shape",
+        ),
+    ] {
+        let (s, body) = call(
+            &gw,
+            reqwest::Method::POST,
+            path,
+            Some(("application/json", serde_json::to_vec(&bad).unwrap())),
+        )
+        .await;
+        assert_eq!(
+            (s, body["field"].as_str()),
+            (400, Some(field)),
+            "{bad} → {body}"
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn predict_from_a_fhir_bundle_is_reproducible_at_a_reference_time() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let expected = parity();
+    let as_of = expected["now"].as_str().unwrap();
+    let request: Value =
+        serde_json::from_str(&common::fixture("patients/deteriorating.json")).unwrap();
+    let mut bundle = request["prefetch"]["vitals"].clone();
+    let path = "/api/v1/models/deterioration/predict";
+    let body = serde_json::to_vec(&bundle).unwrap();
+
+    let (s, first) = call(
+        &gw,
+        reqwest::Method::POST,
+        &format!("{path}?asOf={as_of}"),
+        Some(("application/fhir+json", body.clone())),
+    )
+    .await;
+    assert_eq!(s, 200, "{first}");
+    let want = expected["fixtures"]["deteriorating.json"]["risk"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (first["risk"].as_f64().unwrap() - want).abs() < 1e-5,
+        "{first}"
+    );
+    assert_eq!(first["version"], "1.0.0");
+    assert_eq!(first["as_of"], as_of);
+    assert_eq!(
+        first["news2"]["total"],
+        expected["fixtures"]["deteriorating.json"]["news2"]
+    );
+    assert_eq!(first["explanation"].as_array().unwrap().len(), 6);
+    assert!(first["explanation"][0]["latest"]["observation"]
+        .as_str()
+        .unwrap()
+        .starts_with("Observation/"));
+    assert!(first["training_data"]
+        .as_str()
+        .unwrap()
+        .contains("synthetic"));
+
+    // Same data, same reference time (now from Bundle.timestamp): the same answer.
+    bundle["timestamp"] = as_of.into();
+    let (s, second) = call(
+        &gw,
+        reqwest::Method::POST,
+        path,
+        Some(("application/json", serde_json::to_vec(&bundle).unwrap())),
+    )
+    .await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(first, second);
+
+    // A reference time long after the data: nothing in the window.
+    let (s, answer) = call(
+        &gw,
+        reqwest::Method::POST,
+        &format!("{path}?asOf=2027-01-01T00:00:00Z"),
+        Some(("application/json", body.clone())),
+    )
+    .await;
+    assert_eq!(
+        (s, answer["error"].as_str()),
+        (422, Some("insufficient_data")),
+        "{answer}"
+    );
+
+    let (s, answer) = call(
+        &gw,
+        reqwest::Method::POST,
+        &format!("{path}?asOf=yesterday"),
+        Some(("application/json", body.clone())),
+    )
+    .await;
+    assert_eq!(
+        (s, answer["field"].as_str()),
+        (400, Some("asOf")),
+        "{answer}"
+    );
+
+    let patient = serde_json::to_vec(&request["prefetch"]["patient"]).unwrap();
+    let (s, answer) = call(
+        &gw,
+        reqwest::Method::POST,
+        path,
+        Some(("application/json", patient)),
+    )
+    .await;
+    assert_eq!(
+        (s, answer["field"].as_str()),
+        (400, Some("resourceType")),
+        "{answer}"
+    );
+
+    let (s, _) = call(
+        &gw,
+        reqwest::Method::POST,
+        "/api/v1/models/nope/predict",
+        Some(("application/json", body_of(&bundle))),
+    )
+    .await;
+    assert_eq!(s, 404);
+    gw.stop().await;
+}
+
+fn body_of(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+#[tokio::test]
+async fn a_configured_api_token_opens_the_prediction_api_but_not_cds_hooks() {
+    use sha2::Digest as _;
+    let keys = KeyServer::start().await;
+    let token = "bedside-test-token-1b7f0c";
+    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let gw = Gateway::start(common::GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        extra_toml: format!("[[api_tokens]]\nname = 'research-pipeline'\nsha256 = '{hash}'\n"),
+        ..Default::default()
+    })
+    .await;
+    let get = |auth: String| {
+        http()
+            .get(format!("{}/v2/models/deterioration", gw.url))
+            .header("Authorization", auth)
+            .send()
+    };
+    assert_eq!(
+        get(format!("Bearer {token}"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        get(format!("Bearer {token}x"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    // JWTs keep working beside tokens.
+    assert_eq!(
+        get(bearer_for("/v2/models/deterioration", Key::Rs384))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    // CDS Hooks only take client JWTs.
+    let resp = http()
+        .post(gw.service("deterioration"))
+        .header("Authorization", format!("Bearer {token}"))
+        .json(&common::patient("stable"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn predictions_explain_themselves_and_abstain_outside_the_training_range() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let as_of = parity()["now"].as_str().unwrap().to_owned();
+    let request: Value =
+        serde_json::from_str(&common::fixture("patients/deteriorating.json")).unwrap();
+    let mut bundle = request["prefetch"]["vitals"].clone();
+    let path = format!("/api/v1/models/sepsis/predict?asOf={as_of}");
+    let (s, body) = call(
+        &gw,
+        reqwest::Method::POST,
+        &path,
+        Some((
+            "application/fhir+json",
+            serde_json::to_vec(&bundle).unwrap(),
+        )),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["version"], "1.0.0");
+    let drivers = body["drivers"].as_array().unwrap();
+    assert!(!drivers.is_empty(), "{body}");
+    for d in drivers {
+        assert!(d["observation"]
+            .as_str()
+            .unwrap()
+            .starts_with("Observation/"));
+        assert!(d["contribution"].as_f64().unwrap() > 0.0);
+        assert!(!d["words"].as_str().unwrap().is_empty());
+    }
+    assert!(body["trends"].as_array().unwrap().len() >= 4, "{body}");
+
+    // One heart rate of 260/min: outside what the model saw in training → no number, a reason.
+    let entry = bundle["entry"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .filter(|e| e["resource"]["code"]["coding"][0]["code"] == "8867-4")
+        .max_by_key(|e| {
+            e["resource"]["effectiveDateTime"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .unwrap();
+    entry["resource"]["valueQuantity"]["value"] = 260.into();
+    let id = entry["resource"]["id"].as_str().unwrap().to_owned();
+    let (s, body) = call(
+        &gw,
+        reqwest::Method::POST,
+        &path,
+        Some((
+            "application/fhir+json",
+            serde_json::to_vec(&bundle).unwrap(),
+        )),
+    )
+    .await;
+    assert_eq!(s, 422, "{body}");
+    assert_eq!(body["error"], "insufficient_data");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("heart rate 260/min is outside the range the model was trained on")
+            && message.contains(&format!("Observation/{id}")),
+        "{message}"
+    );
+    gw.stop().await;
+}

@@ -1,0 +1,14 @@
+//! Integration tests of the models: inference runtime, Rust/Python parity, explanations, the training pipeline, remote engines.
+//!
+//! One test binary per area, so LibTorch is linked once per area, not once per file.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod inference;
+mod parity;
+mod feature_parity;
+mod baselines_parity;
+mod explanations;
+mod model_pipeline;
+mod remote;

@@ -1,0 +1,183 @@
+//! Remote models over the Open Inference Protocol: against a real KServe-v2 speaker (another
+//! bedside serving the model locally), and wiremock for the faults a real server won't show.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bedside::server::AuthMode;
+use crate::common::{bearer, http, patient, Gateway, GatewayOptions, Key, KeyServer};
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+/// A models folder whose deterioration 1.0.0 is served by `url` (no model.pt here).
+fn remote_models(dir: &Path, url: &str, timeout: &str) -> PathBuf {
+    // Every shipped model (the other services need theirs); deterioration 1.0.0 served remotely,
+    // its file only on the remote side.
+    let models = common::copy_models(dir);
+    let version = models.join("deterioration/1.0.0");
+    let manifest = std::fs::read_to_string(version.join("manifest.toml")).unwrap();
+    let (head, tail) = manifest.split_at(manifest.find("[input]").unwrap());
+    let remote = format!("[remote]\nurl = '{url}'\ntimeout = '{timeout}'\n\n");
+    std::fs::write(
+        version.join("manifest.toml"),
+        format!("{head}{remote}{tail}"),
+    )
+    .unwrap();
+    std::fs::remove_file(version.join("model.pt")).unwrap();
+    models
+}
+
+async fn hook(gw: &Gateway, name: &str) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let resp = http()
+        .post(gw.service("deterioration"))
+        .header("Authorization", bearer("deterioration", Key::Rs384))
+        .json(&patient(name))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap(), started.elapsed())
+}
+
+fn metadata() -> Value {
+    json!({"name": "deterioration", "versions": ["1.0.0"], "platform": "pytorch_torchscript",
+           "inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [-1, 48, 12]}],
+           "outputs": [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 1]}]})
+}
+
+#[tokio::test]
+async fn a_model_served_by_another_bedside_gives_the_same_card() {
+    let keys = KeyServer::start().await;
+    let upstream = Gateway::start(GatewayOptions {
+        auth: AuthMode::InsecureDisabled,
+        ..Default::default()
+    })
+    .await;
+    let local = Gateway::with_keys(&keys).await;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        models_dir: remote_models(dir.path(), &upstream.url, "2s"),
+        ..Default::default()
+    })
+    .await;
+    let request = patient("deteriorating");
+    let call = |gw: &Gateway| {
+        http()
+            .post(gw.service("deterioration"))
+            .header("Authorization", bearer("deterioration", Key::Es384))
+            .json(&request)
+            .send()
+    };
+    let via_remote: Value = call(&remote).await.unwrap().json().await.unwrap();
+    let via_local: Value = call(&local).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        via_remote["cards"][0]["summary"], via_local["cards"][0]["summary"],
+        "{via_remote}"
+    );
+    assert_eq!(
+        common::detail_without_window_bounds(&via_remote["cards"][0]),
+        common::detail_without_window_bounds(&via_local["cards"][0])
+    );
+    // The upstream really did the forward pass.
+    let metrics = common::metrics(&upstream).await;
+    assert!(
+        metrics.contains(
+            "bedside_inference_samples_total{model=\"deterioration\",version=\"1.0.0\"} 97"
+        ),
+        "{metrics}"
+    );
+    for gw in [upstream, local, remote] {
+        gw.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn remote_faults_give_an_answer_without_the_card_within_the_budget() {
+    let keys = KeyServer::start().await;
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/models/deterioration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(metadata()))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        models_dir: remote_models(dir.path(), &server.uri(), "300ms"),
+        ..Default::default()
+    })
+    .await;
+    let faults = [
+        ResponseTemplate::new(200)
+            .set_delay(Duration::from_secs(3))
+            .set_body_json(json!({})),
+        ResponseTemplate::new(503).set_body_string("upstream overloaded"),
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"model_name": "deterioration", "outputs": [
+            {"name": "OUTPUT__0", "shape": [7, 1], "datatype": "FP32", "data": [0.5, 0.5]}]})),
+        ResponseTemplate::new(200).set_body_string("<html>not json</html>"),
+    ];
+    for (i, fault) in faults.into_iter().enumerate() {
+        let infer = Mock::given(method("POST"))
+            .and(path("/v2/models/deterioration/infer"))
+            .respond_with(fault)
+            .mount_as_scoped(&server)
+            .await;
+        let (status, body, took) = hook(&gw, "deteriorating").await;
+        assert_eq!(status, 200, "fault {i}: {body}");
+        assert_eq!(body, json!({"cards": []}), "fault {i}");
+        assert!(
+            took < Duration::from_millis(1500),
+            "fault {i} took {took:?}"
+        );
+        drop(infer);
+    }
+    let metrics = common::metrics(&gw).await;
+    assert!(
+        metrics.contains(
+            "bedside_inference_failed_total{model=\"deterioration\",version=\"1.0.0\"} 4"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bedside_service_no_score_total{service=\"deterioration\"} 4"),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_remote_whose_inputs_differ_from_the_manifest_stops_start_up() {
+    let server = MockServer::start().await;
+    let mut meta = metadata();
+    meta["inputs"][0]["shape"] = json!([-1, 24, 12]);
+    Mock::given(method("GET"))
+        .and(path("/v2/models/deterioration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(meta))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let models = remote_models(dir.path(), &server.uri(), "300ms");
+    let text = common::config_text(
+        &GatewayOptions {
+            models_dir: models,
+            jwks_url: Some("https://ehr.test/jwks".into()),
+            ..Default::default()
+        },
+        &dir.path().join("db.sqlite"),
+    );
+    let config = bedside::config::Config::from_toml_str(&text, "t", &Default::default()).unwrap();
+    let err = match bedside::server::build_state(config, AuthMode::Required).await {
+        Ok(_) => panic!("started against a mismatched remote model"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("remote backend") && err.contains("do not match"),
+        "{err}"
+    );
+}

@@ -1,0 +1,353 @@
+//! The real binary: start-up checks, configuration errors, and the README's demo flow.
+
+use crate::common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{config_text, copy_models, repo, GatewayOptions};
+
+fn bedside(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bedside"))
+        .args(args)
+        .current_dir(repo())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn write_config(dir: &Path, opts: &GatewayOptions) -> String {
+    let path = dir.join("bedside.toml");
+    std::fs::write(&path, config_text(opts, &dir.join("db.sqlite"))).unwrap();
+    path.display().to_string()
+}
+
+fn trusted() -> GatewayOptions {
+    GatewayOptions {
+        jwks_url: Some("https://ehr.test/jwks.json".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn check_accepts_the_shipped_services_and_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &trusted());
+    let out = bedside(&["check", "--config", &config]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("model   deterioration 1.0.0"), "{stdout}");
+    assert!(stdout.contains("sha256 ok"), "{stdout}");
+    assert!(stdout.contains("configuration ok"), "{stdout}");
+}
+
+#[test]
+fn invalid_configuration_names_each_key_and_exits_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "listen = 'localhost'\npublic_url = 'not a url'\n[limits]\nmax_body_bytes = 0\n[inference]\ndevice = 'tpu'\n",
+    )
+    .unwrap();
+    let out = bedside(&["serve", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "listen:",
+        "public_url:",
+        "limits.max_body_bytes:",
+        "inference.device:",
+    ] {
+        assert!(stderr.contains(key), "missing {key} in: {stderr}");
+    }
+
+    std::fs::write(
+        &path,
+        "listen = '127.0.0.1:0'\npublic_url = 'http://x'\n[storage]\npath = 3\n",
+    )
+    .unwrap();
+    let out = bedside(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage.path"));
+
+    let out = bedside(&["serve", "--config", "/no/such/file.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn env_overrides_are_validated_like_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &trusted());
+    let out = Command::new(env!("CARGO_BIN_EXE_bedside"))
+        .args(["check", "--config", &config])
+        .env("BEDSIDE_LIMITS__MAX_BODY_BYTES", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.max_body_bytes"));
+}
+
+#[test]
+fn serving_without_trusted_clients_needs_the_explicit_insecure_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &GatewayOptions::default());
+    let out = bedside(&["serve", "--config", &config]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-no-auth"));
+}
+
+#[test]
+fn a_model_whose_sha256_does_not_match_its_manifest_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = copy_models(dir.path());
+    let pt = models.join("deterioration/1.0.0/model.pt");
+    let mut bytes = std::fs::read(&pt).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&pt, bytes).unwrap();
+    let config = write_config(
+        dir.path(),
+        &GatewayOptions {
+            models_dir: models,
+            ..trusted()
+        },
+    );
+    for command in ["check", "serve"] {
+        let out = bedside(&[command, "--config", &config]);
+        assert!(
+            !out.status.success(),
+            "{command} started with a tampered model"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("sha256 mismatch"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("deterioration 1.0.0"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_manifest_that_disagrees_with_the_model_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = copy_models(dir.path());
+    let manifest = models.join("deterioration/1.0.0/manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("shape = [48, 12]", "shape = [24, 12]"),
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &GatewayOptions {
+            models_dir: models,
+            ..trusted()
+        },
+    );
+    let out = bedside(&["check", "--config", &config]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("input.shape"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_demo_prints_a_curl_that_returns_a_model_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::common::process::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
+        .args([
+            "demo",
+            "--listen",
+            &listen,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .current_dir(repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = Instant::now();
+    let mut curl = None;
+    while started.elapsed() < Duration::from_secs(60) {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) if line.trim_start().starts_with("curl ") => curl = Some(line),
+            Ok(line) if line.contains("Press Ctrl-C") => break,
+            Ok(_) | Err(_) => {}
+        }
+    }
+    let curl = curl.expect("the demo printed a curl command");
+    let data = curl
+        .split("--data @")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = curl
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    assert_eq!(url, format!("http://{listen}/cds-services/deterioration"));
+    let body = std::fs::read(&data).unwrap();
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    let card = &json["cards"][0];
+    assert!(
+        card["summary"]
+            .as_str()
+            .unwrap()
+            .contains("deterioration v1.0.0"),
+        "{json}"
+    );
+    assert!(
+        ["warning", "critical"].contains(&card["indicator"].as_str().unwrap()),
+        "{json}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_documented_example_configuration_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bedside"))
+        .args([
+            "check",
+            "--config",
+            "tests/fixtures/config/bedside.example.toml",
+        ])
+        .current_dir(repo())
+        .env("BEDSIDE_STORAGE__PATH", dir.path().join("db.sqlite"))
+        .env("BEDSIDE_INFERENCE__DEVICE", "cpu")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `tch::Cuda::is_available()` is only true if `libtorch_cuda.so` is loaded; the linker drops
+/// it under `--as-needed` unless build.rs forces it. Guard that the binary keeps it.
+#[test]
+fn the_binary_keeps_libtorch_cuda_linked_when_libtorch_has_it() {
+    let ldd = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_bedside"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ldd.stdout);
+    let torch_dir = text
+        .lines()
+        .find(|l| l.contains("libtorch_cpu.so"))
+        .and_then(|l| l.split("=>").nth(1))
+        .and_then(|p| p.split_whitespace().next())
+        .map(|p| Path::new(p).parent().unwrap().to_path_buf())
+        .expect("bedside links libtorch_cpu.so and ldd resolves it (rpath)");
+    if torch_dir.join("libtorch_cuda.so").exists() {
+        let readelf = Command::new("readelf")
+            .args(["-d", env!("CARGO_BIN_EXE_bedside")])
+            .output()
+            .unwrap();
+        let dynamic = String::from_utf8_lossy(&readelf.stdout);
+        assert!(
+            dynamic.contains("[libtorch_cuda.so]"),
+            "libtorch_cuda.so is not NEEDED:\n{dynamic}"
+        );
+    }
+    assert!(!text.contains("not found"), "{text}");
+}
+
+#[tokio::test]
+async fn report_prints_what_the_store_recorded() {
+    let keys = common::KeyServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let gw = common::Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        db: Some(db.clone()),
+        ..Default::default()
+    })
+    .await;
+    let resp = common::http()
+        .post(gw.service("deterioration"))
+        .header(
+            "Authorization",
+            common::bearer("deterioration", common::Key::Rs384),
+        )
+        .json(&common::patient("deteriorating"))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let uuid = body["cards"][0]["uuid"].as_str().unwrap().to_owned();
+    let feedback = serde_json::json!({"feedback": [{"card": uuid, "outcome": "accepted",
+        "outcomeTimestamp": chrono::Utc::now().to_rfc3339()}]});
+    let resp = common::http()
+        .post(format!("{}/feedback", gw.service("deterioration")))
+        .header(
+            "Authorization",
+            common::bearer("deterioration", common::Key::Rs384),
+        )
+        .json(&feedback)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    gw.stop().await;
+    let config = write_config(dir.path(), &trusted());
+    let out = bedside(&["report", "--config", &config, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service_id"] == "deterioration" && r["mode"] == "active")
+        .unwrap();
+    assert_eq!(
+        (row["shown"].as_i64(), row["accepted"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let table = bedside(&["report", "--config", &config]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("deterioration ") && l.contains("100%")),
+        "{text}"
+    );
+}

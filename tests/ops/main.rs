@@ -1,0 +1,12 @@
+//! Integration tests of the binary as operators run it: CLI, conformance runner, faults, fuzz corpora.
+//!
+//! One test binary per area, so LibTorch is linked once per area, not once per file.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod conformance;
+mod faults;
+mod fuzz_corpus;
+mod fuzz_bounded;
