@@ -16,12 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models import baselines, featurize
+from models.cohort.generate import generate
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "cohort"))
-import baselines  # noqa: E402
-import featurize  # noqa: E402
-from generate import generate  # noqa: E402
 
 HOUR = 3600.0
 # Vital signs older than this are "not recorded" for the bedside scores (the services' staleness).

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Evaluate a trained model on the held-out test split and write its model card.
 
-    .venv/bin/python models/evaluate.py sepsis                    # models/sepsis/<version>/
-    .venv/bin/python models/evaluate.py sepsis --model-dir /tmp/x --n 300
+    .venv/bin/python -m models.evaluate sepsis                    # models/sepsis/<version>/
+    .venv/bin/python -m models.evaluate sepsis --model-dir /tmp/x --n 300
 
 Per model vs its bedside baseline (sepsis: qSOFA, also SIRS; AKI: KDIGO stage; deterioration:
 NEWS2): AUROC (patient-bootstrap 95% CI), AUPRC, calibration (ECE + reliability diagram SVG),
@@ -24,10 +24,10 @@ import tomllib
 import numpy as np
 import torch
 
+from models import dataset
+from models import evaluation as ev
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import dataset  # noqa: E402
-import evaluation as ev  # noqa: E402
 
 # Conventional positive cut-offs of the bedside scores.
 BASELINE_CUT = {"news2": 5, "qsofa": 2, "sirs": 2, "kdigo": 1, "kdigo_ratio": 1.5}
@@ -78,7 +78,7 @@ def run(cfg: dict, out: str, *, patients=None, n: int, seed: int, shuffled: bool
                    "test_samples": int(len(y)), "prevalence": float(y.mean()),
                    "patients_with_onset": int(len({int(i) for i, o in zip(pid, onset_h) if not np.isnan(o)}))},
         "auroc": ev.auroc(y, p), "auroc_ci": list(ev.bootstrap_ci(ev.auroc, y, p, n=200, seed=seed, cluster=pid)),
-        "auprc": ev.auprc(y, p), "ece": ev.ece(y, p), "brier": float(np.mean((p - y) ** 2)),
+        "auprc": ev.auprc(y, p), "ece": ev.ece(y, p), "brier": ev.brier(y, p),
         "baselines": {}, "operating_points": [], "subgroups": [],
     }
     for b in compared:

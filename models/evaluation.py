@@ -5,7 +5,7 @@ headline AUROC, but the numbers a clinical safety reviewer needs to judge whethe
 model is worth the interruptions it causes:
 
 * discrimination    - ``auroc``, ``auprc`` (+ ``roc_svg``)
-* calibration       - ``ece``, ``reliability`` (+ ``reliability_svg``)
+* calibration       - ``ece``, ``brier``, ``reliability`` (+ ``reliability_svg``)
 * operating point   - ``threshold_metrics``, ``threshold_for_sensitivity``
 * timeliness        - ``lead_times``
 * fairness / gaps   - ``subgroups``
@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 __all__ = [
-    "auroc", "auprc", "ece", "reliability", "reliability_svg", "roc_svg", "threshold_metrics",
+    "auroc", "auprc", "ece", "brier", "reliability", "reliability_svg", "roc_svg", "threshold_metrics",
     "threshold_for_sensitivity", "lead_times", "subgroups", "bootstrap_ci", "markdown_table",
 ]
 
@@ -261,6 +261,18 @@ def ece(y, p, bins=10) -> float:
     rows = reliability(y, p, bins)
     total = sum(r["n"] for r in rows)
     return float(sum(r["n"] / total * abs(r["mean_pred"] - r["frac_pos"]) for r in rows if r["n"]))
+
+
+def brier(y, p) -> float:
+    """Brier score: mean squared difference between the predicted probability and the outcome (0/1).
+
+    Why: one proper scoring rule that rewards discrimination and calibration together; unlike ECE it
+    needs no binning. Lower is better; predicting the prevalence for everyone scores prev * (1 - prev).
+    """
+    pos = _labels(y)
+    pr = _probs(p)
+    _check_lengths(y=pos, p=pr)
+    return float(np.mean((pr - pos.astype(np.float64)) ** 2))
 
 
 # ============================================================================ operating point

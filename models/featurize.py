@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
+import os
 import sys
 import tomllib
-from datetime import datetime, timezone
 
 import numpy as np
+
+if not __package__:  # run as a file (`python models/featurize.py`, as the parity test does): find `models`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from models.fhir_time import instant_seconds  # noqa: E402
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -130,19 +133,6 @@ def load_normalisation(manifest_path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------- extract
-_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
-
-
-def parse_instant(text) -> float | None:
-    """A FHIR dateTime with time and zone -> Unix seconds; partial dates are not instants."""
-    if not isinstance(text, str) or not _INSTANT.match(text):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
 def _has_code(concept, codes) -> bool:
     return any(c.get("system") == LOINC and c.get("code") in codes for c in (concept or {}).get("coding", []))
 
@@ -213,7 +203,7 @@ def extract(spec, resources):
             eff = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
             if eff is None and isinstance(obs.get("effectivePeriod"), dict):
                 eff = obs["effectivePeriod"].get("end") or obs["effectivePeriod"].get("start")
-            t = parse_instant(eff)
+            t = instant_seconds(eff)
             if t is None:
                 rejected.append((rid, "no effective date-time with a time zone"))
                 continue
@@ -338,7 +328,7 @@ def main(argv=None) -> int:
         pairs = [(path, args.now) for path in args.bundles]
     result = []
     for path, when in pairs:
-        now = parse_instant(when)
+        now = instant_seconds(when)
         if now is None:
             print(f"reference time {when!r} is not a date-time with a zone", file=sys.stderr)
             return 2

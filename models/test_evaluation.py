@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plain-assert checks for models/evaluation.py (no pytest needed).
 
-    .venv/bin/python models/test_evaluation.py [--write-svg DIR]
+    .venv/bin/python models/test_evaluation.py [--write-svg DIR]     # or: python -m models.test_evaluation
 
 Prints "ok: N checks" and exits 0, or lists the failed checks and exits 1. Expected values are
 computed by hand in the comments (or by an independent brute-force implementation for random cases).
@@ -19,8 +19,9 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import evaluation as ev  # noqa: E402
+if not __package__:  # run as a file (`python models/test_evaluation.py`, as CI does): find `models`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from models import evaluation as ev  # noqa: E402
 
 CHECKS = 0
 FAILURES: list[str] = []
@@ -167,6 +168,10 @@ def test_calibration():
     raises(ValueError, lambda: ev.ece([0, 1], [0.5, 1.2]), "ECE p > 1", r"\[0, 1\]")
     raises(ValueError, lambda: ev.reliability([0, 1], [-0.1, 0.5]), "reliability p < 0", r"\[0, 1\]")
     raises(ValueError, lambda: ev.ece([0, 1], [0.5, 0.5], bins=0), "ECE bins = 0", "bins")
+    # Brier: (.25^2 + .75^2 + .25^2 + .25^2) / 4 = .1875; prevalence .25 for everyone: .25 * .75
+    close(ev.brier([0, 1, 0, 0], [0.25, 0.25, 0.25, 0.25]), 0.1875, "Brier worked example")
+    close(ev.brier([0, 1], [0.0, 1.0]), 0.0, "Brier perfect", 1e-15)
+    raises(ValueError, lambda: ev.brier([0, 1], [0.5, 1.5]), "Brier p > 1", r"\[0, 1\]")
 
 
 @section

@@ -10,7 +10,12 @@ features.toml (the same spec the gateway reads) -> labelled samples (models/data
 temperature scaling on the validation split -> TorchScript (deterministic bytes) -> manifest.toml
 with normalisation and the validity ranges seen in training -> models/evaluate.py writes the model
 card from the held-out test split. Single-threaded and seeded: the same torch/numpy versions give
-the same model.pt bytes. Training settings per model: models/<name>/train.toml.
+the same model.pt bytes. Training settings per model: models/<name>/train.toml. Shared pieces:
+models/calibration.py (temperature), models/torchscript.py (deterministic bytes).
+
+The model classes stay in this file: TorchScript names them after the module that defines them
+(``__torch__.Exported`` for the entry point), and the name is part of the exported bytes.
+Also runs as ``python -m models.train``.
 """
 from __future__ import annotations
 
@@ -19,23 +24,23 @@ import hashlib
 import math
 import os
 import sys
-import tempfile
 import time
 
-# Reproducible TorchScript bytes: serialized constants follow Python's (randomised) str hashing.
-if os.environ.get("PYTHONHASHSEED") != "0":
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+if not __package__:  # run as a file (`python models/train.py`, as CI does): find `models`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from models.torchscript import pin_hash_seed, save_deterministic  # noqa: E402
+
+pin_hash_seed()  # before anything else: the exported bytes depend on it
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from models import dataset, evaluate  # noqa: E402
+from models.calibration import fit_temperature, nll  # noqa: E402
+from models.evaluation import auroc  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import dataset  # noqa: E402
-import evaluate  # noqa: E402
-from evaluation import auroc  # noqa: E402
 
 HIDDEN = 32
 DEFAULT_N = 3000
@@ -78,41 +83,6 @@ def logits(net, x: np.ndarray, bs: int = 2048) -> np.ndarray:
         for i in range(0, len(x), bs):
             out.append(net(torch.from_numpy(x[i:i + bs])).squeeze(1))
     return torch.cat(out).numpy().astype(np.float64)
-
-
-def fit_temperature(z: np.ndarray, y: np.ndarray) -> float:
-    """Minimise validation NLL of sigmoid(z / T) over a fine log-grid (deterministic)."""
-    best_t, best_nll = 1.0, math.inf
-    for log_t in np.arange(-1.5, 1.5 + 1e-9, 0.002):
-        t = math.exp(log_t)
-        q = z / t
-        nll = float(np.mean(np.logaddexp(0, q) - y * q))
-        if nll < best_nll:
-            best_t, best_nll = t, nll
-    return float(round(best_t, 4))
-
-
-def save_deterministic(scripted, path: str) -> bytes:
-    """torch.jit.save without the *.debug_pkl records (absolute source paths), so the bytes depend only
-    on weights, code and the torch version."""
-    with tempfile.TemporaryDirectory() as tmp:
-        full = os.path.join(tmp, "full.pt")
-        torch.jit.save(scripted, full)
-        reader = torch._C.PyTorchFileReader(full)
-        slim = os.path.join(tmp, "model.pt")
-        writer = torch._C.PyTorchFileWriter(slim)
-        for name in reader.get_all_records():
-            if name.endswith(".debug_pkl") or name == ".data/serialization_id":
-                continue
-            data = reader.get_record(name)
-            writer.write_record(name, data, len(data))
-        writer.write_end_of_file()
-        del writer, reader
-        with open(slim, "rb") as f:
-            blob = f.read()
-    with open(path, "wb") as f:
-        f.write(blob)
-    return blob
 
 
 def fmt(v) -> str:
@@ -219,7 +189,7 @@ def main(argv=None) -> int:
             bar.update(min(i + 256, len(order)), f"loss {total / min(i + 256, len(order)):.4f}")
         zv = logits(net, va.x)
         yv = va.y.astype(np.float64)
-        val_loss = float(np.mean(np.logaddexp(0, zv) - yv * zv))
+        val_loss = nll(zv, yv)
         mark = ""
         if val_loss < best[0]:
             best, mark = (val_loss, {k: v.clone() for k, v in net.state_dict().items()}, epoch), " *"

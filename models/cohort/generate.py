@@ -3,10 +3,9 @@
 
     .venv/bin/python models/cohort/generate.py --n 200 --seed 7 --out /tmp/cohort
 
-Library use (other code imports exactly this)::
+Library use (other code imports exactly this; the repository root on the path, e.g. `python -m`)::
 
-    sys.path.insert(0, "models/cohort")
-    from generate import generate
+    from models.cohort.generate import generate
     patients = generate(n, seed)        # list[dict], see `generate` for the fields
 
 Every person, identifier, value and time is invented; the data are NOT for clinical use. The generative

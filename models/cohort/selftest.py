@@ -21,11 +21,12 @@ import sys
 import time
 import uuid
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import numpy as np  # noqa: E402
+import numpy as np
 
-import generate as g  # noqa: E402
-from generate import generate  # noqa: E402
+if not __package__:  # run as a file (`python models/cohort/selftest.py`, as CI does): find `models`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from models.cohort import generate as g  # noqa: E402
+from models.cohort.generate import generate  # noqa: E402
 
 N, SEED = 300, 20260501
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")

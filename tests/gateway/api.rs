@@ -8,8 +8,10 @@ use serde_json::{json, Value};
 
 fn parity() -> Value {
     serde_json::from_str(
-        &std::fs::read_to_string(common::repo().join("models/deterioration/parity_expected.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            common::repo().join("models/legacy/deterioration_v1/parity_expected.json"),
+        )
+        .unwrap(),
     )
     .unwrap()
 }

@@ -1,5 +1,5 @@
 //! Training/serving parity: the Rust feature pipeline and the TorchScript model reproduce what
-//! the Python reference (`models/deterioration/fhir_features.py`) computed for each fixture.
+//! the Python reference (`models/legacy/deterioration_v1/fhir_features.py`) computed for each fixture.
 
 use crate::common;
 
@@ -19,8 +19,10 @@ const TOLERANCE: f32 = 1e-6;
 #[tokio::test]
 async fn rust_features_and_model_match_the_python_reference() {
     let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::repo().join("models/deterioration/parity_expected.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            common::repo().join("models/legacy/deterioration_v1/parity_expected.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let now = expected["now"].as_str().unwrap().parse().unwrap();

@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """Train the `deterioration` early-warning model on a SYNTHETIC cohort and export it for the gateway.
 
-    .venv/bin/python models/deterioration/train.py [--seed 20260101] [--epochs 30]
+    .venv/bin/python -m models.legacy.deterioration_v1.train [--seed 20260101] [--epochs 30] [--n 5000] [--out DIR]
 
 Steps: simulate patient-windows -> featurize with the same binning code as fhir_features.py ->
 split by patient (train/val/test) -> train GRU -> temperature scaling on val -> evaluate on test
 (AUROC, AUPRC, Brier; NEWS2 baseline) -> torch.jit.script + save -> manifest.toml + MODEL_CARD.md.
 
-Contract (see features.toml): input float32 [B, 48, 12]; output [B, 1] calibrated probability of
-ICU transfer / rapid-response call within 12 h. No real patient data is used anywhere.
+Contract (see models/deterioration/features.toml): input float32 [B, 48, 12]; output [B, 1] calibrated
+probability of ICU transfer / rapid-response call within 12 h. No real patient data is used anywhere.
+
+Frozen with deterioration 1.0.0: with the same torch/numpy versions the defaults reproduce the committed
+models/deterioration/1.0.0/model.pt and manifest.toml byte for byte (the generated texts keep the paths
+the pipeline had when that version was trained). Temperature scaling (models.calibration), the
+deterministic export (models.torchscript) and the metrics (models.evaluation) are the shared ones; the
+model classes stay here because TorchScript names them after their module.
 """
 from __future__ import annotations
 
@@ -16,26 +22,22 @@ import argparse
 import hashlib
 import math
 import os
-import sys
-import tempfile
 import time
 
-# Reproducible TorchScript bytes: the order of Final constants in the serialized code follows Python's
-# (randomised) str hashing, so re-exec with a fixed hash seed before anything else happens.
-if os.environ.get("PYTHONHASHSEED") != "0":
-    os.environ["PYTHONHASHSEED"] = "0"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+from models.torchscript import pin_hash_seed, save_deterministic
 
-import numpy as np
-import torch
-from torch import nn
+pin_hash_seed()  # before anything else: the exported bytes depend on it
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import fhir_features as ff  # noqa: E402  (shared binning / NEWS2 code)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from models.calibration import fit_temperature, nll  # noqa: E402
+from models.evaluation import auprc, auroc, brier, ece  # noqa: E402
+from models.legacy.deterioration_v1 import fhir_features as ff  # noqa: E402  (binning / NEWS2)
 
 VERSION = "1.0.0"
-OUT_DIR = os.path.join(HERE, VERSION)
+OUT_DIR = os.path.join(ff.MODEL_ROOT, VERSION)
 HORIZON_H = 12
 HIDDEN = 32
 
@@ -169,55 +171,6 @@ def build_cohort(n: int, seed: int, spec: dict):
     return raw, mask, labels, news
 
 
-# ============================================================================ metrics
-def auroc(y, p) -> float:
-    y = np.asarray(y)
-    p = np.asarray(p, dtype=np.float64)
-    order = np.argsort(p, kind="mergesort")
-    ranks = np.empty(len(p))
-    sp = p[order]
-    i = 0
-    while i < len(p):  # average ranks over ties
-        j = i
-        while j + 1 < len(p) and sp[j + 1] == sp[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1
-        i = j + 1
-    n1 = y.sum()
-    n0 = len(y) - n1
-    return float((ranks[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def auprc(y, p) -> float:
-    """Average precision (step-wise area under precision-recall), ties grouped."""
-    y = np.asarray(y)
-    p = np.asarray(p, dtype=np.float64)
-    order = np.argsort(-p, kind="mergesort")
-    y, p = y[order], p[order]
-    tp = np.cumsum(y)
-    fp = np.cumsum(1 - y)
-    last = np.r_[p[1:] != p[:-1], True]  # end of each tie group
-    tp, fp = tp[last], fp[last]
-    precision = tp / (tp + fp)
-    recall = tp / y.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def brier(y, p) -> float:
-    return float(np.mean((np.asarray(p, dtype=np.float64) - y) ** 2))
-
-
-def ece(y, p, bins=10) -> float:
-    p = np.asarray(p, dtype=np.float64)
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    e = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            e += m.mean() * abs(p[m].mean() - y[m].mean())
-    return float(e)
-
-
 # ============================================================================ model
 class GRUClassifier(nn.Module):
     def __init__(self, n_in: int = 12, hidden: int = HIDDEN):
@@ -247,19 +200,6 @@ class DeteriorationModel(nn.Module):
         return torch.sigmoid(logit / self.temperature)
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """Minimise validation NLL of sigmoid(logit / T) over a fine log-grid (deterministic)."""
-    best_t, best_nll = 1.0, math.inf
-    z = logits.astype(np.float64)
-    for log_t in np.arange(-1.5, 1.5 + 1e-9, 0.002):
-        t = math.exp(log_t)
-        q = z / t
-        nll = np.mean(np.logaddexp(0, q) - y * q)
-        if nll < best_nll:
-            best_t, best_nll = t, nll
-    return float(round(best_t, 4))
-
-
 def predict_logits(net, x: torch.Tensor, bs: int = 1024) -> np.ndarray:
     net.eval()
     out = []
@@ -274,30 +214,6 @@ def sigmoid(z):
 
 
 # ============================================================================ output files
-def save_deterministic(scripted, path: str) -> bytes:
-    """torch.jit.save, then rewrite the archive without the *.debug_pkl records (they embed absolute source
-    paths of this checkout and of the torch install) so the bytes depend only on weights, code and torch
-    version. Loading does not need the debug records (they only enrich error messages)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        full = os.path.join(tmp, "full.pt")
-        torch.jit.save(scripted, full)
-        reader = torch._C.PyTorchFileReader(full)
-        slim = os.path.join(tmp, "model.pt")  # archive folder name is derived from this file name
-        writer = torch._C.PyTorchFileWriter(slim)
-        for name in reader.get_all_records():
-            if name.endswith(".debug_pkl") or name == ".data/serialization_id":
-                continue  # serialization_id is regenerated by the writer from the records
-            data = reader.get_record(name)
-            writer.write_record(name, data, len(data))
-        writer.write_end_of_file()
-        del writer, reader
-        with open(slim, "rb") as f:
-            blob = f.read()
-    with open(path, "wb") as f:
-        f.write(blob)
-    return blob
-
-
 def fmt_list(v) -> str:
     return "[" + ", ".join(f"{x:.6f}" for x in v) + "]"
 
@@ -473,7 +389,7 @@ def main():
             total += loss.item() * len(b)
         zv = predict_logits(net, X[va])
         yv = labels[va]
-        val_loss = float(np.mean(np.logaddexp(0, zv) - yv * zv))
+        val_loss = nll(zv, yv)
         val_auc = auroc(yv, zv)
         mark = ""
         if val_loss < best[0]:

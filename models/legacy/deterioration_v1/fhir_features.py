@@ -18,9 +18,12 @@ build the float32 [48, 12] input tensor exactly as described in features.toml:
   first in-window measurement get the feature mean. Values are normalised (x - mean) / std with the
   manifest's mean/std (so mean-filled bins are exactly 0.0). Channels 6..11 are the observed masks.
 
-Usable as a library (train.py imports the binning code) and as a CLI:
-    .venv/bin/python models/deterioration/fhir_features.py tests/fixtures/patients/stable.json \
+Usable as a library (train.py imports the binning code) and as a CLI, from the repository root:
+    .venv/bin/python -m models.legacy.deterioration_v1.fhir_features tests/fixtures/patients/stable.json \
         --now 2026-01-01T12:00:00Z [--dump tensor.json]
+
+Frozen with deterioration 1.0.0 (see models/README.md); the pieces the live pipeline shares come from
+the package: times from models.fhir_time (the gateway's acceptance rules), NEWS2 from models.baselines.
 """
 from __future__ import annotations
 
@@ -34,9 +37,14 @@ import tomllib
 
 import numpy as np
 
+from models import baselines
+from models.fhir_time import parse_instant
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_SPEC = os.path.join(HERE, "features.toml")
-DEFAULT_MODEL_DIR = os.path.join(HERE, "1.0.0")
+# The model this pipeline trained lives where the gateway loads it, not here.
+MODEL_ROOT = os.path.join(os.path.dirname(os.path.dirname(HERE)), "deterioration")
+DEFAULT_SPEC = os.path.join(MODEL_ROOT, "features.toml")
+DEFAULT_MODEL_DIR = os.path.join(MODEL_ROOT, "1.0.0")
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -113,43 +121,16 @@ def last_values(measurements, spec: dict) -> list:
 
 
 # ----------------------------------------------------------------------------- NEWS2 (scale 1, air)
-def news2(hr=None, rr=None, spo2=None, temp=None, sbp=None, not_alert=None) -> int:
-    """NEWS2 (RCP 2017), SpO2 scale 1, patient assumed on air. Missing parameters score 0."""
-    s = 0
-    if rr is not None:
-        s += 3 if rr <= 8 else 1 if rr <= 11 else 0 if rr <= 20 else 2 if rr <= 24 else 3
-    if spo2 is not None:
-        s += 3 if spo2 <= 91 else 2 if spo2 <= 93 else 1 if spo2 <= 95 else 0
-    if sbp is not None:
-        s += 3 if sbp <= 90 else 2 if sbp <= 100 else 1 if sbp <= 110 else 0 if sbp <= 219 else 3
-    if hr is not None:
-        s += 3 if hr <= 40 else 1 if hr <= 50 else 0 if hr <= 90 else 1 if hr <= 110 else 2 if hr <= 130 else 3
-    if not_alert is not None and not_alert >= 0.5:
-        s += 3
-    if temp is not None:
-        s += 3 if temp <= 35.0 else 1 if temp <= 36.0 else 0 if temp <= 38.0 else 1 if temp <= 39.0 else 2
-    return s
-
-
 def news2_from_last(last: list) -> int:
-    """`last` in features.toml order: hr, rr, spo2, temp, sbp, not_alert."""
+    """NEWS2 total of the last in-window values (``last`` in features.toml order: hr, rr, spo2, temp,
+    sbp, not_alert), SpO2 scale 1, patient assumed on air; missing parameters score 0."""
     hr, rr, spo2, temp, sbp, na = last
-    return news2(hr=hr, rr=rr, spo2=spo2, temp=temp, sbp=sbp, not_alert=na)
+    vitals = {"heart_rate": hr, "respiratory_rate": rr, "spo2": spo2, "temperature": temp,
+              "systolic_bp": sbp, "alert": None if na is None else na < 0.5}
+    return baselines.news2(vitals, scale=1)["total"]
 
 
 # ----------------------------------------------------------------------------- FHIR parsing
-def parse_instant(text) -> dt.datetime | None:
-    if not isinstance(text, str) or "T" not in text:
-        return None
-    try:
-        d = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if d.tzinfo is None:
-        return None
-    return d
-
-
 def _loinc_codes(codeable) -> list:
     if not isinstance(codeable, dict):
         return []

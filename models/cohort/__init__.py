@@ -1,0 +1,1 @@
+"""The seeded synthetic inpatient cohort (``models.cohort.generate``) and its self-test."""
