@@ -19,9 +19,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bedside::inference::InferenceSettings;
-use bedside::fhir::projection;
 use bedside::cds::wire::HookRequest;
+use bedside::fhir::projection;
+use bedside::inference::InferenceSettings;
 use bedside::inference::ModelRegistry;
 use bedside::server::AuthMode;
 use bedside::services::scoring;

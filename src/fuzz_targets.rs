@@ -10,10 +10,10 @@ use std::sync::OnceLock;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::value::RawValue;
 
-use crate::features::{measurements, FeatureMatrix, FeatureSpec, Normalisation};
-use crate::fhir::projection;
 use crate::cds::prefetch::PrefetchTemplate;
 use crate::cds::wire::HookRequest;
+use crate::features::{measurements, FeatureMatrix, FeatureSpec, Normalisation};
+use crate::fhir::projection;
 use crate::hooks::HookError;
 
 /// Every model's spec: between them they use each unit conversion, aggregate, carry limit and

@@ -44,7 +44,6 @@ pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,7 +109,7 @@ async fn conformance(options: bedside::conformance::Options) -> anyhow::Result<(
 
 async fn report(config: PathBuf, json: bool) -> anyhow::Result<()> {
     let config = load_config(&config)?;
-    let store = bedside::store::Store::open_from_config(&config).await?;
+    let store = bedside::store::Store::open_configured(&config.store_settings()).await?;
     let report = store.report(None).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -11,20 +11,19 @@ use std::sync::Arc;
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::header;
-use actix_web::{web, App, HttpResponse};
 use actix_web::HttpServer;
+use actix_web::{web, App, HttpResponse};
 
 use crate::admin::AdminState;
 use crate::api::ApiState;
 use crate::config::Config;
 use crate::fhir::{FhirClient, FhirError};
-use crate::http::auth::{AuthError, ClientAuth, JwtVerifier};
 use crate::hooks::{routes, HooksState};
+use crate::http::auth::{AuthError, ClientAuth, JwtVerifier};
 use crate::http::{BrowserPolicy, MaxHeaderBytes};
 use crate::inference::{LoadError, ModelRegistry};
 use crate::services::{
-    DefinitionErrors, FhirAccess, KillSwitch, Runtime, RuntimeHandle, ServiceEnv,
-    ServiceRegistry,
+    DefinitionErrors, FhirAccess, KillSwitch, Runtime, RuntimeHandle, ServiceEnv, ServiceRegistry,
 };
 use crate::smart::backend::BackendClient;
 use crate::smart::{SmartDeps, SmartState};
@@ -258,7 +257,9 @@ pub fn app(
         https: state.config.public_url.scheme() == "https" || state.config.http.tls.is_some(),
     });
     App::new()
-        .app_data(web::Data::new(MaxHeaderBytes(state.config.max_header_bytes)))
+        .app_data(web::Data::new(MaxHeaderBytes(
+            state.config.max_header_bytes,
+        )))
         .app_data(state.hooks.clone())
         .app_data(state.api.clone())
         .app_data(state.admin.clone())
@@ -417,7 +418,12 @@ async fn not_found() -> HttpResponse {
 }
 
 fn not_found_body(message: String) -> HttpResponse {
-    crate::http::error_response(actix_web::http::StatusCode::NOT_FOUND, "not_found", message, None)
+    crate::http::error_response(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        message,
+        None,
+    )
 }
 
 /// `kill -HUP <pid>` reloads models and service definitions (see [`AppState::reload`]).

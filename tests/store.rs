@@ -6,8 +6,8 @@ mod common;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use bedside::http::auth::VerifiedClient;
 use bedside::cds::wire::Feedback;
+use bedside::cds::Caller;
 use bedside::store::{AuditRecord, PatientView, PredictionRecord, Scope, Store};
 use common::postgres::PostgresServer;
 
@@ -148,10 +148,9 @@ async fn post(store: &Store, service: &str, items: &[(Feedback, String)]) -> u64
 // === scenarios ===
 
 async fn feedback_is_stored_once_and_a_retry_is_accepted(store: &Store) {
-    let client = VerifiedClient {
+    let client = Caller {
         iss: "https://ehr.test/cds-client".to_owned(),
         tenant: Some("t1".to_owned()),
-        jti: "j1".to_owned(),
     };
     let items = [
         overridden("card-1", Some("already-aware"), at(0, "10:00:00.000")),

@@ -24,18 +24,18 @@ use crate::features::explain;
 use crate::features::news2::{self, Vitals};
 use crate::fhir::projection::{self, Text};
 use crate::fhir::time::parse_instant;
-use crate::http::{parse_json, read_body, read_json_body};
 use crate::http::auth::ClientAuth;
+use crate::http::BodyLimits;
+use crate::http::{parse_json, read_body, read_json_body};
 use crate::inference::oip::{
     flatten_numbers, InferOutput, InferRequest, InferResponse, ModelMetadata, TensorMetadata,
     INPUT_NAME, OUTPUT_NAME,
 };
 use crate::inference::LoadedModel;
-use crate::http::BodyLimits;
 use crate::services::abstain;
+use crate::services::scoring;
 use crate::services::RuntimeHandle;
 pub use error::ApiError;
-use crate::services::scoring;
 
 /// Budget of one API prediction (the hooks' budget comes from each service definition).
 const API_DEADLINE: Duration = Duration::from_secs(2);
@@ -130,7 +130,8 @@ async fn metadata(state: web::Data<ApiState>, req: HttpRequest) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(ModelMetadata {
         name: m.name.clone(),
         versions: state
-            .runtime()
+            .runtime
+            .current()
             .models
             .versions(&m.name)
             .iter()
@@ -260,17 +261,26 @@ async fn predict(
     let bundle: &RawValue = parse_json(&body)?;
     let head: BundleHead<'_> = parse_json(bundle.get().as_bytes())?;
     if &*head.resource_type != "Bundle" {
-        return Err(ApiError::invalid("resourceType", format!("expected a FHIR Bundle, got {}", &*head.resource_type)));
+        return Err(ApiError::invalid(
+            "resourceType",
+            format!("expected a FHIR Bundle, got {}", &*head.resource_type),
+        ));
     }
     let as_of = match (&query.as_of, &head.timestamp) {
-        (Some(q), _) => parse_instant(q).ok_or_else(|| ApiError::invalid("asOf", "`asOf` must be an RFC 3339 date-time with a zone"))?,
-        (None, Some(ts)) => parse_instant(ts).ok_or_else(|| ApiError::invalid("timestamp", "Bundle.timestamp must be a FHIR instant"))?,
+        (Some(q), _) => parse_instant(q).ok_or_else(|| {
+            ApiError::invalid("asOf", "`asOf` must be an RFC 3339 date-time with a zone")
+        })?,
+        (None, Some(ts)) => parse_instant(ts).ok_or_else(|| {
+            ApiError::invalid("timestamp", "Bundle.timestamp must be a FHIR instant")
+        })?,
         (None, None) => Utc::now(),
     };
-    let projected = projection::observations(bundle).map_err(|e| ApiError::Json(crate::http::JsonError::Invalid {
-        field: None,
-        message: e.to_string(),
-    }))?;
+    let projected = projection::observations(bundle).map_err(|e| {
+        ApiError::Json(crate::http::JsonError::Invalid {
+            field: None,
+            message: e.to_string(),
+        })
+    })?;
     let prepared = scoring::prepare(&model, &projected.observations, projected.unreadable, as_of);
     if prepared.matrix.measurements.is_empty() {
         return Err(ApiError::InsufficientData(format!(

@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::template::{Template, Values};
-use crate::features::explain::Explanation;
-use crate::features::FeatureMatrix;
 use crate::cds::wire::{
     Card, Coding, Indicator, Link, LinkType, SelectionBehavior, Source, Suggestion,
 };
+use crate::features::explain::Explanation;
+use crate::features::FeatureMatrix;
 use crate::inference::Manifest;
 
 /// Namespace for card uuids: v5(namespace, service|hookInstance|model|version) gives the same

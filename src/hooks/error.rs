@@ -128,9 +128,7 @@ impl ResponseError for HookError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let message = if status.is_server_error()
-            && !matches!(self, Self::StoreUnavailable(_))
-        {
+        let message = if status.is_server_error() && !matches!(self, Self::StoreUnavailable(_)) {
             "internal error".to_owned()
         } else {
             self.to_string()

@@ -12,11 +12,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::http::auth::VerifiedClient;
-use crate::http::read_json_body;
-use crate::cds::wire::{CdsResponse, DiscoveryResponse, Feedback, HookRequest};
 use super::HookError;
 use super::HooksState;
+use crate::cds::wire::{CdsResponse, DiscoveryResponse, Feedback, HookRequest};
+use crate::http::auth::VerifiedClient;
+use crate::http::read_json_body;
 use crate::services::{CdsService, Runtime};
 use crate::store::AuditRecord;
 
@@ -131,7 +131,9 @@ async fn answer_hook(
         });
     }
     let parsed_ms = started.elapsed().as_secs_f64() * 1e3;
-    let outcome = service.invoke(&request, client.as_ref().map(|c| &c.caller)).await;
+    let outcome = service
+        .invoke(&request, client.as_ref().map(|c| &c.caller))
+        .await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     tracing::debug!(authorized_ms, read_ms, parsed_ms, elapsed_ms, "hook timing");
     match outcome {

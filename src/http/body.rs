@@ -6,7 +6,6 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt as _;
 
-
 /// Why a body was not read. Each HTTP surface maps it to its own error (same status and
 /// code everywhere).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -83,4 +83,3 @@ pub async fn header_limit(
     }
     Ok(next.call(req).await?.map_into_boxed_body())
 }
-

@@ -25,4 +25,3 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Strin
         .with_single_cert(chain, key_der)
         .map_err(|e| tls("certificate/key pair", cert, &e))
 }
-

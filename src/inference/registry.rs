@@ -12,8 +12,8 @@ use super::handle::ModelHandle;
 use super::manifest::{Manifest, ModelStatus};
 use super::remote::RemoteModel;
 use super::worker::{LocalWorker, WorkerSpec};
-use super::LoadError;
 use super::InferenceSettings;
+use super::LoadError;
 use crate::features::{FeatureSpec, Normalisation};
 use crate::metrics::ModelMetrics;
 

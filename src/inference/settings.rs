@@ -57,4 +57,3 @@ pub enum DevicePreference {
     /// CUDA; on a node without a usable GPU, CPU with a warning in the log.
     Cuda,
 }
-

@@ -87,7 +87,12 @@ impl CdsService {
         )
     }
 
-    pub(super) fn abstain(&self, call_key: &str, reason: String, matrix: &FeatureMatrix) -> CdsResponse {
+    pub(super) fn abstain(
+        &self,
+        call_key: &str,
+        reason: String,
+        matrix: &FeatureMatrix,
+    ) -> CdsResponse {
         if !self.def.guardrails.abstain_card {
             return CdsResponse::default();
         }

@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use super::card::checked;
 use super::gather::Gathered;
 use super::guardrails::{self, Subject, Verdict};
 use super::policy::Mode;
-use super::scoring::{self, Prepared};
-use super::service::{CallFacts, CdsService, Call};
-use super::card::checked;
 use super::record::input_refs;
+use super::scoring::{self, Prepared};
+use super::service::{Call, CallFacts, CdsService};
 use super::ServiceError;
 use crate::cards;
 use crate::cds::wire::{CdsResponse, Indicator};
@@ -223,7 +223,11 @@ impl CdsService {
 
     /// Another service of the same dedup group already showed a card in this call on the same
     /// inputs (the same Observations fed both models).
-    pub(super) async fn duplicate_of(&self, facts: &CallFacts<'_>, prepared: &Prepared) -> Option<String> {
+    pub(super) async fn duplicate_of(
+        &self,
+        facts: &CallFacts<'_>,
+        prepared: &Prepared,
+    ) -> Option<String> {
         let group = self.def.alerts.dedup_group.as_deref()?;
         let mine: Vec<String> = input_refs(prepared);
         let runtime_peers = self.env.peers(group, &self.def.id);

@@ -138,14 +138,24 @@ impl CdsService {
                 // something that is not Observations there is simply not such a result.
                 if !is_input {
                     if let Ok(projected) = projection::observations(page) {
-                        resulted.extend(projected.observations.iter().flat_map(projection::resulted_codes));
+                        resulted.extend(
+                            projected
+                                .observations
+                                .iter()
+                                .flat_map(projection::resulted_codes),
+                        );
                     }
                     continue;
                 }
                 match projection::observations(page) {
                     Ok(projected) => {
                         unreadable += projected.unreadable;
-                        resulted.extend(projected.observations.iter().flat_map(projection::resulted_codes));
+                        resulted.extend(
+                            projected
+                                .observations
+                                .iter()
+                                .flat_map(projection::resulted_codes),
+                        );
                         observations.extend(projected.observations);
                     }
                     Err(e) if fetched => {

@@ -12,11 +12,11 @@ use super::scoring;
 use super::service::CdsService;
 use super::ServiceError;
 use crate::cards::BaselineReport;
+use crate::cds::wire::{HookRequest, Indicator};
 use crate::features::explain::{self, Explanation};
 use crate::features::FeatureMatrix;
 use crate::fhir::fulfil;
 use crate::fhir::FhirServer;
-use crate::cds::wire::{HookRequest, Indicator};
 
 /// Time the app allows one service to read and score (a page, not a hook deadline).
 pub const REVIEW_BUDGET: Duration = Duration::from_secs(10);

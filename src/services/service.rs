@@ -16,7 +16,7 @@ use super::gather::Gathered;
 use super::orders::{self, DraftOrder};
 use super::scoring::{self, Prepared};
 use super::{ServiceEnv, ServiceError};
-use crate::cds::wire::{CdsResponse, HookRequest};
+use crate::cds::wire::{CdsResponse, HookRequest, Indicator};
 use crate::cds::Caller;
 use crate::fhir::fulfil::Supply;
 use crate::inference::LoadedModel;
@@ -147,8 +147,16 @@ impl CdsService {
         };
         if !self.is_enabled() {
             inc(&self.metrics.disabled);
-            self.record(&facts, &self.model, Outcome::Disabled, None, None, None, None)
-                .await;
+            self.record(
+                &facts,
+                &self.model,
+                Outcome::Disabled,
+                None,
+                None,
+                None,
+                None,
+            )
+            .await;
             return Ok(CdsResponse::default());
         }
         // Order checks are about listed drugs in the draft orders; without one there is nothing

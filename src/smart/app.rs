@@ -11,8 +11,8 @@ use serde::Deserialize;
 use super::render::{self, PageExtras};
 use super::view::{self, is_fhir_id};
 use super::{html_page, SmartSession, SmartState};
-use crate::cds::Caller;
 use crate::cds::wire::{Coding, Feedback, Outcome, OverrideReason};
+use crate::cds::Caller;
 use crate::store::AuditRecord;
 
 /// The app's style sheet (no PHI: cacheable).
@@ -77,10 +77,7 @@ pub async fn page(
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            state.app_csp.clone(),
-        ))
+        .insert_header((header::CONTENT_SECURITY_POLICY, state.app_csp.clone()))
         .body(html)
 }
 

@@ -31,9 +31,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use url::Url;
 
+use super::SmartState;
 use crate::fhir::connect::Pools;
 use crate::fhir::{EgressPolicy, EgressRefusal, FhirError, FhirServer, Reach};
-use super::SmartState;
 
 /// Scopes requested when `[backend_services] scopes` is not set: read and search of what the
 /// services query.

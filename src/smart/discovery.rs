@@ -14,7 +14,6 @@ use actix_web::http::header;
 use serde::Deserialize;
 use url::Url;
 
-
 /// What the EHR's `.well-known/smart-configuration` says, as far as bedside uses it.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoints {

@@ -17,7 +17,6 @@ use oauth2::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use url::Url;
 
 use super::discovery::Endpoints;
 use super::pending::{retry_after_secs, Refused, Source};

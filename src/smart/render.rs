@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::chart::{self, Mark, RiskPoint, Threshold};
-use crate::html::{escape as esc, fill};
 use super::view::{AppView, Banner, ModelSection};
 use crate::cds::wire::Indicator;
+use crate::html::{escape as esc, fill};
 use crate::inference::{LoadedModel, ModelStatus};
 use crate::services::review::Verdict;
 use crate::services::CdsService;

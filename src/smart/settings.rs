@@ -24,4 +24,3 @@ pub struct SmartSettings {
     /// At most 24 h (0: failures are not remembered).
     pub discovery_failure_ttl: Duration,
 }
-

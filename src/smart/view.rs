@@ -9,12 +9,12 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::Value;
 
 use super::SmartSession;
-use crate::fhir::FhirServer;
-use crate::cds::wire::HookRequest;
 use super::SmartState;
-use crate::services::Runtime;
+use crate::cds::wire::HookRequest;
+use crate::fhir::FhirServer;
 use crate::services::review::{Review, REVIEW_BUDGET};
 use crate::services::CdsService;
+use crate::services::Runtime;
 use crate::store::{fhir_base, FeedbackMark, Mode, PatientView, StoredPrediction};
 
 /// How far back the trajectories reach.
@@ -212,12 +212,7 @@ pub async fn gather(state: &SmartState, session: &SmartSession, patient_id: &str
         let focus = opened_prediction
             .clone()
             .filter(|p| ids.contains(&p.service_id))
-            .or_else(|| {
-                mine.iter()
-                    .rev()
-                    .find(|p| p.outcome.card_shown())
-                    .cloned()
-            });
+            .or_else(|| mine.iter().rev().find(|p| p.outcome.card_shown()).cloned());
         sections.push(ModelSection {
             service_id: rep,
             service_ids: ids,

@@ -23,21 +23,21 @@ use sqlx::AnyPool;
 
 mod audit;
 mod group_commit;
+mod outcome;
 mod predictions;
 mod report;
-mod outcome;
 mod scope;
 mod settings;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
+pub use outcome::{Mode, Outcome};
 pub use predictions::{FeedbackMark, PatientView, PredictionRecord, StoredPrediction};
 pub use report::{Report, ServiceReport, ShadowAgreement, Tally};
-pub use outcome::{Mode, Outcome};
 pub use scope::{fhir_base, Scope};
 pub use settings::{DatabaseUrl, StoreSettings};
 
-use crate::cds::Caller;
 use crate::cds::wire::Feedback;
+use crate::cds::Caller;
 
 /// Migrations of a SQLite database. The first two files predate PostgreSQL support and
 /// must never change: their checksums are recorded in every existing database.
@@ -107,7 +107,11 @@ pub struct Store {
     /// The pseudonym salt, read (or created) once: every audit and prediction row needs it.
     salt: Arc<tokio::sync::OnceCell<String>>,
     /// The group-commit writer of prediction records, started by the first record.
-    prediction_queue: Arc<tokio::sync::OnceCell<tokio::sync::mpsc::Sender<group_commit::Queued<predictions::PreparedRecord>>>>,
+    prediction_queue: Arc<
+        tokio::sync::OnceCell<
+            tokio::sync::mpsc::Sender<group_commit::Queued<predictions::PreparedRecord>>,
+        >,
+    >,
 }
 
 /// One stored feedback row, as read back (tests, analytics).

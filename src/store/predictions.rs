@@ -131,18 +131,26 @@ impl TryFrom<PredictionRow> for StoredPrediction {
         let input_refs = serde_json::from_str(&row.input_refs).map_err(|e| {
             StoreError::Malformed(format!("input_refs of prediction `{}`: {e}", row.id))
         })?;
+        let mode = Mode::parse(&row.mode).ok_or_else(|| {
+            StoreError::Malformed(format!("mode of prediction `{}`: `{}`", row.id, row.mode))
+        })?;
+        let outcome = Outcome::parse(&row.outcome).ok_or_else(|| {
+            StoreError::Malformed(format!(
+                "outcome of prediction `{}`: `{}`",
+                row.id, row.outcome
+            ))
+        })?;
         Ok(Self {
             at: parse_timestamp(&row.at)?,
             input_refs,
+            mode,
+            outcome,
             id: row.id,
             service_id: row.service_id,
             hook: row.hook,
             hook_instance: row.hook_instance,
             model: row.model,
             model_version: row.model_version,
-            mode: Mode::parse(&row.mode).ok_or_else(|| {
-                StoreError::Malformed(format!("mode of prediction `{}`: `{}`", row.id, row.mode))
-            })?,
             client_iss: row.client_iss,
             tenant: row.tenant,
             fhir_server: row.fhir_server,
@@ -150,12 +158,6 @@ impl TryFrom<PredictionRow> for StoredPrediction {
             unit: row.unit,
             risk: row.risk,
             indicator: row.indicator,
-            outcome: Outcome::parse(&row.outcome).ok_or_else(|| {
-                StoreError::Malformed(format!(
-                    "outcome of prediction `{}`: `{}`",
-                    row.id, row.outcome
-                ))
-            })?,
             reason: row.reason,
             tensor_sha256: row.tensor_sha256,
             latency_ms: row.latency_ms,

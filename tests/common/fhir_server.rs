@@ -22,7 +22,6 @@ fn sekmet() -> PathBuf {
     super::repo().join(".venv-fhir/bin/sekmet")
 }
 
-
 impl FhirServer {
     /// Starts a server and waits until `/metadata` answers.
     pub async fn start() -> Self {

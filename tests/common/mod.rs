@@ -179,34 +179,7 @@ pub fn config_text(opts: &GatewayOptions, db: &Path) -> String {
     text
 }
 
-impl Gateway {
-    pub async fn start(opts: GatewayOptions) -> Self {
-        let (dir, db) = match &opts.db {
-            Some(db) => (None, db.clone()),
-            None => {
-                let dir = tempfile::tempdir().unwrap();
-                let db = dir.path().join("bedside.db");
-                (Some(dir), db)
-            }
-        };
-        let text = config_text(&opts, &db);
-        let config = Config::from_toml_str(&text, "test", &BTreeMap::new())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let state = server::build_state(config, opts.auth)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let running = server::start(state).unwrap();
-        let handle = running.handle.clone();
-        tokio::spawn(running.server);
-        Self {
-            url: format!("http://{}", running.addr),
-            db,
-            handle,
-            _dir: dir,
-        }
-    }
-
-    /// A gateway driven in-process, without a socket: `bedside::server::app` called through
+/// A gateway driven in-process, without a socket: `bedside::server::app` called through
 /// actix's test service. For routing and validation cases, where a listener, a port and an
 /// HTTP client add nothing but time; anything about connections, TLS or timeouts uses
 /// [`Gateway`].
@@ -218,7 +191,10 @@ pub struct InProcess {
 impl InProcess {
     pub async fn start(opts: GatewayOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = opts.db.clone().unwrap_or_else(|| dir.path().join("bedside.db"));
+        let db = opts
+            .db
+            .clone()
+            .unwrap_or_else(|| dir.path().join("bedside.db"));
         let config = Config::from_toml_str(&config_text(&opts, &db), "test", &BTreeMap::new())
             .unwrap_or_else(|e| panic!("{e}"));
         let state = server::build_state(config, opts.auth)
@@ -253,7 +229,34 @@ impl InProcess {
     }
 }
 
-/// A gateway that trusts `keys` as the client `ISS`.
+impl Gateway {
+    pub async fn start(opts: GatewayOptions) -> Self {
+        let (dir, db) = match &opts.db {
+            Some(db) => (None, db.clone()),
+            None => {
+                let dir = tempfile::tempdir().unwrap();
+                let db = dir.path().join("bedside.db");
+                (Some(dir), db)
+            }
+        };
+        let text = config_text(&opts, &db);
+        let config = Config::from_toml_str(&text, "test", &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let state = server::build_state(config, opts.auth)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let running = server::start(state).unwrap();
+        let handle = running.handle.clone();
+        tokio::spawn(running.server);
+        Self {
+            url: format!("http://{}", running.addr),
+            db,
+            handle,
+            _dir: dir,
+        }
+    }
+
+    /// A gateway that trusts `keys` as the client `ISS`.
     pub async fn with_keys(keys: &KeyServer) -> Self {
         Self::start(GatewayOptions {
             jwks_url: Some(keys.jwks_url()),

@@ -1,13 +1,11 @@
 //! The FHIR client against a real, independent FHIR R4 server process (sekmet-fhir): read,
 //! search, paging, `_sort`, `_include`, date prefixes, POST `_search`, OperationOutcomes.
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::fhir_server::{put_entry, FhirServer, FHIR_TOKEN};
 use bedside::fhir::{EgressPolicy, FhirClient, FhirError, FhirSettings, OriginRule, Search};
 use chrono::{DateTime, TimeZone, Utc};
-use crate::common::fhir_server::{put_entry, FhirServer, FHIR_TOKEN};
 use serde_json::{json, Value};
 
 fn client_for(server: &FhirServer, settings: FhirSettings) -> FhirClient {

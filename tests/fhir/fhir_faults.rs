@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bedside::fhir::{EgressPolicy, EgressRefusal, FhirClient, FhirError, FhirSettings, OriginRule};
 use crate::common::{bearer, http, patient, Gateway, GatewayOptions, Key, KeyServer};
+use bedside::fhir::{EgressPolicy, EgressRefusal, FhirClient, FhirError, FhirSettings, OriginRule};
 use serde_json::json;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -6,6 +6,6 @@
 mod common;
 
 mod fhir_client;
-mod fhir_fetch;
 mod fhir_faults;
+mod fhir_fetch;
 mod fhir_resources;

@@ -2,8 +2,8 @@
 
 use crate::common;
 
-use bedside::inference::oip::{InferResponse, ModelMetadata};
 use crate::common::{bearer_for, http, Gateway, Key, KeyServer};
+use bedside::inference::oip::{InferResponse, ModelMetadata};
 use serde_json::{json, Value};
 
 fn parity() -> Value {

@@ -3,12 +3,10 @@
 //! once took the database from 0.3 to 21 MB. Refusals before authentication are now counted
 //! into a few aggregate rows, unknown service ids are not stored, and client text is bounded.
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
-use bedside::store::Store;
 use crate::common::{http, Gateway, KeyServer};
+use bedside::store::Store;
 
 #[tokio::test]
 async fn a_flood_of_unauthenticated_refusals_adds_a_few_bounded_rows() {

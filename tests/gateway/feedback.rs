@@ -2,8 +2,8 @@
 
 use crate::common;
 
-use bedside::store::Store;
 use crate::common::{bearer, http, Gateway, GatewayOptions, Key, KeyServer};
+use bedside::store::Store;
 use serde_json::{json, Value};
 
 async fn post_feedback(gw: &Gateway, body: &Value) -> (u16, Value) {

@@ -1,7 +1,5 @@
 //! The listener against hostile or slow clients, security headers, and TLS.
 
-use crate::common;
-
 use std::time::{Duration, Instant};
 
 use crate::common::{bearer, http, patient, Gateway, GatewayOptions, Key, KeyServer};

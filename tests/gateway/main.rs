@@ -5,14 +5,14 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod hooks_invoke;
-mod hooks_auth;
-mod spec_examples;
+mod api;
+mod audit_flood;
 mod card_text;
 mod feedback;
-mod services;
-mod isolation;
-mod audit_flood;
+mod hooks_auth;
+mod hooks_invoke;
 mod http_hardening;
-mod api;
+mod isolation;
 mod phi_logs;
+mod services;
+mod spec_examples;

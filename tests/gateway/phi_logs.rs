@@ -3,14 +3,12 @@
 //! line is scanned for the patients' names, identifiers, ids, birth dates and free text. The
 //! audit trail of the same traffic is in the store, with the patient pseudonymised.
 
-use crate::common;
-
 use std::time::Duration;
 
-use bedside::store::Store;
 use crate::common::fhir_server::{aimed_at, FhirServer};
 use crate::common::process::{self, free_port, BedsideProcess};
 use crate::common::{http, patient};
+use bedside::store::Store;
 use serde_json::{json, Value};
 
 const FREE_TEXT: &str = "Dora looked pale at the bedside, daughter worried";

@@ -8,10 +8,12 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use bedside::inference::Manifest;
 use crate::common::cohort::{admit_plus, before_onset, Cohort};
 use crate::common::postgres::PostgresServer;
-use crate::common::{bearer, http, patient, repo, Gateway, GatewayOptions, Key, KeyServer, ADMIN_TOKEN};
+use crate::common::{
+    bearer, http, patient, repo, Gateway, GatewayOptions, Key, KeyServer, ADMIN_TOKEN,
+};
+use bedside::inference::Manifest;
 use serde_json::{json, Value};
 
 async fn call(gw: &Gateway, service: &str, body: &Value) -> Value {

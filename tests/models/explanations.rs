@@ -9,9 +9,9 @@ use crate::common::cohort::Cohort;
 
 use std::time::{Duration, Instant};
 
-use bedside::inference::InferenceSettings;
 use bedside::features::explain;
 use bedside::fhir::projection;
+use bedside::inference::InferenceSettings;
 use bedside::inference::ModelRegistry;
 use bedside::services::scoring;
 use chrono::{DateTime, Utc};

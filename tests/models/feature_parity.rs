@@ -11,9 +11,9 @@ use crate::common::cohort::Cohort;
 use std::path::PathBuf;
 use std::process::Command;
 
-use bedside::inference::InferenceSettings;
 use bedside::features::{measurements, FeatureMatrix};
 use bedside::fhir::projection;
+use bedside::inference::InferenceSettings;
 use bedside::inference::ModelRegistry;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::value::RawValue;

@@ -5,8 +5,8 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bedside::config::{DevicePreference, InferenceSettings, ModelSettings};
 use bedside::inference::{cuda_is_available, InferenceError, ModelRegistry};
+use bedside::inference::{DevicePreference, InferenceSettings, ModelSettings};
 use futures_util::future::join_all;
 
 fn settings(max_batch: usize, max_wait_ms: u64, queue_capacity: usize) -> InferenceSettings {

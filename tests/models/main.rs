@@ -5,10 +5,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod inference;
-mod parity;
-mod feature_parity;
 mod baselines_parity;
 mod explanations;
+mod feature_parity;
+mod inference;
 mod model_pipeline;
+mod parity;
 mod remote;

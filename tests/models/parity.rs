@@ -5,11 +5,11 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use bedside::inference::InferenceSettings;
+use bedside::cds::wire::HookRequest;
 use bedside::features::news2::{self, Vitals};
 use bedside::features::{measurements, FeatureMatrix};
 use bedside::fhir::projection;
-use bedside::cds::wire::HookRequest;
+use bedside::inference::InferenceSettings;
 use bedside::inference::ModelRegistry;
 use serde_json::Value;
 

@@ -6,8 +6,8 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bedside::server::AuthMode;
 use crate::common::{bearer, http, patient, Gateway, GatewayOptions, Key, KeyServer};
+use bedside::server::AuthMode;
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -1,9 +1,6 @@
 //! `bedside conformance` run as a separate process: all green against bedside, and able to
 //! fail against a service that breaks the rules.
 
-use crate::common;
-
-
 use crate::common::{Gateway, GatewayOptions, PUBLIC};
 use serde_json::json;
 use wiremock::matchers::{method, path};

@@ -5,10 +5,10 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use bedside::store::Store;
 use crate::common::fhir_server::{aimed_at, FhirServer};
 use crate::common::process::{self, free_port, BedsideProcess};
 use crate::common::{bearer, http, patient, Gateway, GatewayOptions, Key, KeyServer};
+use bedside::store::Store;
 use serde_json::{json, Value};
 use sqlx::Connection as _;
 

@@ -8,5 +8,5 @@ mod common;
 mod cli;
 mod conformance;
 mod faults;
-mod fuzz_corpus;
 mod fuzz_bounded;
+mod fuzz_corpus;

@@ -5,5 +5,5 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod smart_launch;
 mod smart_backend;
+mod smart_launch;

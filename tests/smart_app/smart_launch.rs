@@ -14,9 +14,9 @@ use std::process::{Child, Command, Stdio};
 use actix_web::dev::ServerHandle;
 use serde_json::Value;
 
+use crate::common::{config_text, repo, GatewayOptions};
 use bedside::config::Config;
 use bedside::server::{self, AuthMode};
-use crate::common::{config_text, repo, GatewayOptions};
 
 const PATIENT: &str = "smart-patient-1";
 

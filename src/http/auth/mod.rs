@@ -22,7 +22,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use url::Url;
 
-
 pub use error::AuthError;
 
 use crate::cds::Caller;
@@ -70,9 +69,11 @@ impl ClientAuth {
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        self.verify(authorization, audiences).await.inspect_err(|e| {
-            tracing::warn!(reason = e.code(), detail = ?e.to_string(), "client JWT refused");
-        })
+        self.verify(authorization, audiences)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(reason = e.code(), detail = ?e.to_string(), "client JWT refused");
+            })
     }
 
     /// Verifies `authorization` (the raw header) for a call whose `aud` must be one of

@@ -29,4 +29,3 @@ pub struct TrustedClient {
     /// `(tenant, origins)` allowed only for calls carrying that `tenant`.
     pub tenant_fhir_servers: Vec<(String, Vec<OriginRule>)>,
 }
-
