@@ -1,7 +1,7 @@
 //! Everything a prediction-API call can fail with, mapped to HTTP in one place (the same JSON
 //! error body and codes as CDS Hooks calls).
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::http::auth::AuthError;
@@ -59,8 +59,8 @@ impl ApiError {
     }
 }
 
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
+impl crate::http::json::ErrorAnswer for ApiError {
+    fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(AuthError::Setup) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -74,21 +74,32 @@ impl ResponseError for ApiError {
         }
     }
 
+    fn code(&self) -> &'static str {
+        ApiError::code(self)
+    }
+
+    fn field(&self) -> Option<String> {
+        ApiError::field(self)
+    }
+
+    fn refused_token(&self) -> Option<&AuthError> {
+        match self {
+            Self::Unauthorized(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn retry_later(&self) -> bool {
+        matches!(self, Self::ModelUnavailable(_))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        crate::http::json::ErrorAnswer::status(self)
+    }
+
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let message = if status.is_server_error() && !matches!(self, Self::ModelUnavailable(_)) {
-            "internal error".to_owned()
-        } else {
-            self.to_string()
-        };
-        let mut response = crate::http::error_response(status, self.code(), message, self.field());
-        let headers = response.headers_mut();
-        if let Self::Unauthorized(e) = self {
-            headers.insert(header::WWW_AUTHENTICATE, crate::http::auth::challenge(e));
-        }
-        if matches!(self, Self::ModelUnavailable(_)) {
-            headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        }
-        response
+        crate::http::json::answer(self)
     }
 }

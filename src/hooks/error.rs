@@ -3,7 +3,7 @@
 //! Client mistakes are described to the client (status + [`ErrorBody`]); internal causes go to
 //! the log with the hookInstance and the EHR gets a generic message.
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::http::auth::AuthError;
@@ -106,8 +106,8 @@ impl From<crate::http::JsonError> for HookError {
     }
 }
 
-impl ResponseError for HookError {
-    fn status_code(&self) -> StatusCode {
+impl crate::http::json::ErrorAnswer for HookError {
+    fn status(&self) -> StatusCode {
         match self {
             Self::UnknownService(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized(AuthError::Setup) => StatusCode::SERVICE_UNAVAILABLE,
@@ -126,21 +126,32 @@ impl ResponseError for HookError {
         }
     }
 
+    fn code(&self) -> &'static str {
+        HookError::code(self)
+    }
+
+    fn field(&self) -> Option<String> {
+        HookError::field(self)
+    }
+
+    fn refused_token(&self) -> Option<&AuthError> {
+        match self {
+            Self::Unauthorized(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn retry_later(&self) -> bool {
+        matches!(self, Self::StoreUnavailable(_))
+    }
+}
+
+impl ResponseError for HookError {
+    fn status_code(&self) -> StatusCode {
+        crate::http::json::ErrorAnswer::status(self)
+    }
+
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let message = if status.is_server_error() && !matches!(self, Self::StoreUnavailable(_)) {
-            "internal error".to_owned()
-        } else {
-            self.to_string()
-        };
-        let mut response = crate::http::error_response(status, self.code(), message, self.field());
-        let headers = response.headers_mut();
-        if let Self::Unauthorized(e) = self {
-            headers.insert(header::WWW_AUTHENTICATE, crate::http::auth::challenge(e));
-        }
-        if matches!(self, Self::StoreUnavailable(_)) {
-            headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
-        }
-        response
+        crate::http::json::answer(self)
     }
 }

@@ -2,8 +2,10 @@
 //! member at fault, and the one JSON error body (`{"error", "message", "field"?}`) every error
 //! answer carries.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::HttpResponse;
+
+use super::auth::AuthError;
 
 use crate::cds::wire::ErrorBody;
 
@@ -70,4 +72,44 @@ pub fn error_response(
         message: message.into(),
         field,
     })
+}
+
+/// What an HTTP surface's error type says about itself; [`answer`] turns it into the one JSON
+/// error answer, with the headers its kind calls for.
+pub trait ErrorAnswer: std::fmt::Display {
+    fn status(&self) -> StatusCode;
+    /// The stable `error` code.
+    fn code(&self) -> &'static str;
+    /// The request member at fault.
+    fn field(&self) -> Option<String> {
+        None
+    }
+    /// The refused credential: answered with a `WWW-Authenticate` challenge.
+    fn refused_token(&self) -> Option<&AuthError> {
+        None
+    }
+    /// Temporarily unavailable (store, model): the message is shown, `Retry-After: 5` sent.
+    fn retry_later(&self) -> bool {
+        false
+    }
+}
+
+/// The JSON error answer for `e`. Internal causes of a 5xx are not described to the caller
+/// ("internal error"); they are logged where they happen.
+pub fn answer(e: &impl ErrorAnswer) -> HttpResponse {
+    let status = e.status();
+    let message = if status.is_server_error() && !e.retry_later() {
+        "internal error".to_owned()
+    } else {
+        e.to_string()
+    };
+    let mut response = error_response(status, e.code(), message, e.field());
+    let headers = response.headers_mut();
+    if let Some(refused) = e.refused_token() {
+        headers.insert(header::WWW_AUTHENTICATE, super::auth::challenge(refused));
+    }
+    if e.retry_later() {
+        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+    }
+    response
 }

@@ -5,34 +5,35 @@
 use chrono::Duration as ChronoDuration;
 
 use super::baselines;
-use super::gather::Gathered;
-use super::orders::DraftOrder;
-use super::scoring::Prepared;
-use super::service::{CallFacts, CdsService};
+use super::service::{Call, CdsService};
 use super::suggestions;
 use crate::cards::{self, Abstention, RiskAssessment};
 use crate::cds::wire::{Card, CdsResponse, Indicator};
 use crate::features::explain;
 use crate::features::FeatureMatrix;
-use crate::fhir::fulfil::Supply;
 
 /// Contributing observations listed on a card.
 const DRIVERS_SHOWN: usize = 4;
 
 impl CdsService {
-    #[allow(clippy::too_many_arguments)]
+    /// The risk card for `call`, scored `risk`, shown at `indicator`, with its explanation
+    /// (`contributions`, empty when none came in time) and guardrail `notes`.
     pub(super) fn card(
         &self,
-        facts: &CallFacts<'_>,
-        supplies: &[Supply<'_>],
-        prepared: &Prepared,
-        gathered: &Gathered<'_>,
+        call: &Call<'_>,
         risk: f32,
         indicator: Indicator,
         contributions: &[(usize, f32)],
-        drafts: &[DraftOrder],
         notes: Vec<String>,
     ) -> Card {
+        let Call {
+            facts,
+            supplies,
+            gathered,
+            prepared,
+            drafts,
+            ..
+        } = *call;
         let request = facts.request;
         let spec = &self.model.features;
         let matrix = &prepared.matrix;
@@ -46,7 +47,7 @@ impl CdsService {
             spec,
             matrix,
             recent,
-            self.spo2_scale(request, supplies),
+            self.spo2_scale(supplies),
         );
         let resulted: Vec<String> = gathered
             .resulted

@@ -12,6 +12,7 @@ use super::gather::Gathered;
 use super::guardrails::{self, Subject, Verdict};
 use super::policy::Mode;
 use super::record::input_refs;
+use super::record::Entry;
 use super::scoring::{self, Prepared};
 use super::service::{Call, CallFacts, CdsService};
 use super::ServiceError;
@@ -34,11 +35,9 @@ impl CdsService {
     ) -> Result<CdsResponse, ServiceError> {
         let Call {
             facts,
-            supplies,
-            gathered,
             prepared,
-            drafts,
             deadline,
+            ..
         } = call;
         let request = facts.request;
         let spec = &self.model.features;
@@ -48,14 +47,16 @@ impl CdsService {
             Err(e) => {
                 // Answer on time without this model's card rather than late or with an error.
                 inc(&self.metrics.no_score);
-                tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no score");
+                tracing::warn!(error = %e, "no score");
                 self.record(
                     facts,
                     &self.model,
-                    Outcome::NoScore,
-                    None,
-                    None,
-                    Some(&e.to_string()),
+                    Entry {
+                        outcome: Outcome::NoScore,
+                        risk: None,
+                        indicator: None,
+                        reason: Some(&e.to_string()),
+                    },
                     Some(prepared),
                 )
                 .await;
@@ -78,10 +79,12 @@ impl CdsService {
             self.record(
                 facts,
                 &self.model,
-                Outcome::BelowThreshold,
-                Some(risk),
-                None,
-                None,
+                Entry {
+                    outcome: Outcome::BelowThreshold,
+                    risk: Some(risk),
+                    indicator: None,
+                    reason: None,
+                },
                 Some(prepared),
             )
             .await;
@@ -89,14 +92,16 @@ impl CdsService {
         };
         if self.def.mode == Mode::Shadow || self.model.manifest.status == ModelStatus::Shadow {
             inc(&self.metrics.shadow);
-            tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, "shadow: scored and recorded, no card");
+            tracing::info!("shadow: scored and recorded, no card");
             self.record(
                 facts,
                 &self.model,
-                Outcome::Shadow,
-                Some(risk),
-                Some(indicator.as_str()),
-                None,
+                Entry {
+                    outcome: Outcome::Shadow,
+                    risk: Some(risk),
+                    indicator: Some(indicator.as_str()),
+                    reason: None,
+                },
                 Some(prepared),
             )
             .await;
@@ -133,16 +138,18 @@ impl CdsService {
             };
             if let Some(c) = counter {
                 inc(c);
-                tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, outcome = outcome.as_str(), "card held back by a guardrail");
+                tracing::info!(outcome = outcome.as_str(), "card held back by a guardrail");
             }
             let shown_name = shown.map(Indicator::as_str);
             self.record(
                 facts,
                 &self.model,
-                outcome,
-                Some(risk),
-                shown_name,
-                reason.as_deref(),
+                Entry {
+                    outcome,
+                    risk: Some(risk),
+                    indicator: shown_name,
+                    reason: reason.as_deref(),
+                },
                 Some(prepared),
             )
             .await;
@@ -160,20 +167,10 @@ impl CdsService {
         let contributions = scoring::contributions(&self.model, prepared, risk, deadline)
             .await
             .unwrap_or_else(|e| {
-                tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e, "no explanation in time; card without drivers");
+                tracing::warn!(error = %e, "no explanation in time; card without drivers");
                 Vec::new()
             });
-        let card = self.card(
-            facts,
-            supplies,
-            prepared,
-            gathered,
-            risk,
-            shown,
-            &contributions,
-            drafts,
-            notes,
-        );
+        let card = self.card(&call, risk, shown, &contributions, notes);
         inc(&self.metrics.cards);
         Ok(CdsResponse {
             cards: vec![checked(card)],
@@ -195,7 +192,7 @@ impl CdsService {
             match scoring::risk(model, &prepared, deadline).await {
                 Ok(risk) => out.push((model.clone(), prepared, risk)),
                 Err(e) => {
-                    tracing::info!(service = %self.def.id, model = %model.manifest.name, version = %model.manifest.version, error = %e, "shadow model gave no score");
+                    tracing::info!(model = %model.manifest.name, version = %model.manifest.version, error = %e, "shadow model gave no score");
                 }
             }
         }
@@ -215,7 +212,7 @@ impl CdsService {
         match guardrails::decide(&self.def.alerts, &self.env.store, &who, indicator).await {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(service = %self.def.id, hook_instance = %facts.request.hook_instance, error = %e, "guardrail store check failed; card shown");
+                tracing::warn!(error = %e, "guardrail store check failed; card shown");
                 Verdict::Show(indicator)
             }
         }

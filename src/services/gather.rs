@@ -75,15 +75,15 @@ impl CdsService {
         let server = match request.fhir_server.as_deref() {
             _ if !fulfil::needs_server(wants) => Err("no query needed".to_owned()),
             None => Err("the request has no fhirServer to query".to_owned()),
-            Some(base) => {
-                self.env.fhir
-                    .client
-                    .server(base, caller, token, fetch_deadline)
-                    .map_err(|e| {
-                        tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, error = %e.log_summary(), "fhirServer refused, not contacted");
-                        format!("fhirServer {e}")
-                    })
-            }
+            Some(base) => self
+                .env
+                .fhir
+                .client
+                .server(base, caller, token, fetch_deadline)
+                .map_err(|e| {
+                    tracing::warn!(error = %e.log_summary(), "fhirServer refused, not contacted");
+                    format!("fhirServer {e}")
+                }),
         };
         // No token from the EHR: bedside's own (SMART Backend Services), asked for only after
         // the caller's egress check passed, and only where this caller is granted it.
@@ -107,7 +107,6 @@ impl CdsService {
     /// without data fails with 412 (spec: "Prefetch Template"), naming the key and why.
     pub(super) fn gather<'s>(
         &self,
-        request: &HookRequest<'_>,
         wants: &[Want<'_>],
         supplies: &'s [Supply<'s>],
     ) -> Result<Gathered<'s>, ServiceError> {
@@ -122,11 +121,11 @@ impl CdsService {
                 Supply::NoData => (Vec::new(), false),
                 Supply::Missing(why) if p.required => return Err(missing(p, want, why.clone())),
                 Supply::Missing(why) => {
-                    tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, key = %p.key, reason = %why, "optional prefetch unavailable");
+                    tracing::info!(key = %p.key, reason = %why, "optional prefetch unavailable");
                     (Vec::new(), false)
                 }
                 Supply::Failed(e) => {
-                    tracing::warn!(service = %self.def.id, hook_instance = %request.hook_instance, key = %p.key, error = %e.log_summary(), "FHIR query failed");
+                    tracing::warn!(key = %p.key, error = %e.log_summary(), "FHIR query failed");
                     if p.required {
                         return Err(missing(p, want, format!("querying fhirServer failed: {e}")));
                     }
@@ -200,11 +199,7 @@ impl CdsService {
 
     /// SpO2 scale 2 when the conditions prefetch holds an active hypercapnic respiratory failure
     /// (the codes are the service's `[news2] scale2_conditions`), else scale 1.
-    pub(super) fn spo2_scale(
-        &self,
-        request: &HookRequest<'_>,
-        supplies: &[Supply<'_>],
-    ) -> SpO2Scale {
+    pub(super) fn spo2_scale(&self, supplies: &[Supply<'_>]) -> SpO2Scale {
         let opts = &self.def.news2;
         let Some(key) = &opts.conditions_prefetch else {
             return SpO2Scale::Scale1;
@@ -225,7 +220,7 @@ impl CdsService {
                     _ => false,
                 });
         if found {
-            tracing::debug!(service = %self.def.id, hook_instance = %request.hook_instance, "NEWS2 on SpO2 scale 2");
+            tracing::debug!("NEWS2 on SpO2 scale 2");
             SpO2Scale::Scale2
         } else {
             SpO2Scale::Scale1

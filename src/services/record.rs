@@ -11,19 +11,31 @@ use crate::inference::LoadedModel;
 use crate::metrics::inc;
 use crate::store::{Mode, Outcome, PredictionRecord};
 
+/// What one prediction record says about a call: what became of it, the model's risk (when
+/// it scored), the indicator shown (or, for a shadow, the one it would have shown) and why it
+/// abstained or was held back.
+pub(super) struct Entry<'a> {
+    pub(super) outcome: Outcome,
+    pub(super) risk: Option<f32>,
+    pub(super) indicator: Option<&'static str>,
+    pub(super) reason: Option<&'a str>,
+}
+
 impl CdsService {
     /// Writes one prediction record; a failure is logged and counted, the answer still goes.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn record(
         &self,
         facts: &CallFacts<'_>,
         model: &LoadedModel,
-        outcome: Outcome,
-        risk: Option<f32>,
-        indicator: Option<&'static str>,
-        reason: Option<&str>,
+        entry: Entry<'_>,
         prepared: Option<&Prepared>,
     ) {
+        let Entry {
+            outcome,
+            risk,
+            indicator,
+            reason,
+        } = entry;
         let m = &model.manifest;
         let record = PredictionRecord {
             id: cards::card_uuid(&self.def.id, &facts.call_key, m),
@@ -51,7 +63,7 @@ impl CdsService {
         };
         if let Err(e) = self.env.store.record_prediction(&record).await {
             inc(&self.metrics.record_failed);
-            tracing::error!(service = %self.def.id, hook_instance = %facts.request.hook_instance, error = %e, "prediction not recorded");
+            tracing::error!(error = %e, "prediction not recorded");
         }
     }
 }

@@ -60,13 +60,23 @@ impl CdsService {
         request: &HookRequest<'_>,
         server: Result<&FhirServer<'_>, &str>,
     ) -> Result<Review, ServiceError> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("review", service = %self.id(), hook_instance = %request.hook_instance);
+        self.assess(request, server).instrument(span).await
+    }
+
+    async fn assess(
+        &self,
+        request: &HookRequest<'_>,
+        server: Result<&FhirServer<'_>, &str>,
+    ) -> Result<Review, ServiceError> {
         let now = Utc::now();
         let deadline = Instant::now() + REVIEW_BUDGET;
         let model = self.model();
         let def = self.definition();
         let wants = self.wants(request);
         let supplies = fulfil::fulfil(&wants, server).await;
-        let gathered = self.gather(request, &wants, &supplies)?;
+        let gathered = self.gather(&wants, &supplies)?;
         let prepared = scoring::prepare(model, &gathered.observations, gathered.unreadable, now);
         let recent = now
             - ChronoDuration::from_std(def.guardrails.max_staleness).unwrap_or(ChronoDuration::MAX);
@@ -75,7 +85,7 @@ impl CdsService {
             &model.features,
             &prepared.matrix,
             recent,
-            self.spo2_scale(request, &supplies),
+            self.spo2_scale(&supplies),
         );
         let verdict = match abstain::reason(
             &model.manifest.validity,

@@ -14,6 +14,7 @@ use super::abstain;
 use super::definition::ServiceDef;
 use super::gather::Gathered;
 use super::orders::{self, DraftOrder};
+use super::record::Entry;
 use super::scoring::{self, Prepared};
 use super::{ServiceEnv, ServiceError};
 use crate::cds::wire::{CdsResponse, HookRequest, Indicator};
@@ -46,6 +47,7 @@ pub(super) struct CallFacts<'r> {
 }
 
 /// What the decision after scoring works from.
+#[derive(Clone, Copy)]
 pub(super) struct Call<'a> {
     pub(super) facts: &'a CallFacts<'a>,
     pub(super) supplies: &'a [Supply<'a>],
@@ -150,10 +152,12 @@ impl CdsService {
             self.record(
                 &facts,
                 &self.model,
-                Outcome::Disabled,
-                None,
-                None,
-                None,
+                Entry {
+                    outcome: Outcome::Disabled,
+                    risk: None,
+                    indicator: None,
+                    reason: None,
+                },
                 None,
             )
             .await;
@@ -174,7 +178,7 @@ impl CdsService {
         let wants = self.wants(request);
         let supplies = self.fulfil(request, &wants, client, deadline).await;
         let gathered = self
-            .gather(request, &wants, &supplies)
+            .gather(&wants, &supplies)
             .inspect_err(|_| inc(&self.metrics.prefetch_missing))?;
         if let Some(unit) = self.unit(&supplies) {
             facts.unit = unit;
@@ -196,15 +200,17 @@ impl CdsService {
             matrix,
             now,
         ) {
-            tracing::info!(service = %self.def.id, hook_instance = %request.hook_instance, reason = %reason, "abstained");
+            tracing::info!(reason = %reason, "abstained");
             inc(&self.metrics.abstained);
             self.record(
                 &facts,
                 &self.model,
-                Outcome::Abstained,
-                None,
-                None,
-                Some(&reason),
+                Entry {
+                    outcome: Outcome::Abstained,
+                    risk: None,
+                    indicator: None,
+                    reason: Some(&reason),
+                },
                 Some(&prepared),
             )
             .await;
@@ -224,10 +230,12 @@ impl CdsService {
                 self.record(
                     &facts,
                     model,
-                    Outcome::Shadow,
-                    Some(*risk),
-                    would,
-                    None,
+                    Entry {
+                        outcome: Outcome::Shadow,
+                        risk: Some(*risk),
+                        indicator: would,
+                        reason: None,
+                    },
                     Some(prepared),
                 )
                 .await;

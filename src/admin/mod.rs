@@ -10,10 +10,13 @@ use serde_json::json;
 
 use crate::audit;
 use crate::report;
+mod error;
+
 use std::sync::Arc;
 
 use crate::services::{KillSwitch, RuntimeHandle};
 use crate::store::Store;
+pub use error::AdminError;
 
 /// The operator surface's state (its own `web::Data`).
 pub struct AdminState {
@@ -42,21 +45,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/admin/report", web::get().to(report_page));
 }
 
-fn refused(status: actix_web::http::StatusCode, error: &str, message: &str) -> HttpResponse {
-    crate::http::error_response(status, error, message, None)
+/// The holder of a valid admin token.
+fn admin_holder<'s>(state: &'s AdminState, req: &HttpRequest) -> Result<&'s str, AdminError> {
+    crate::http::static_token_holder(&state.admin_tokens, req).ok_or(AdminError::Unauthorized)
 }
 
-/// The holder of a valid admin token, if the request carries one.
-fn admin_holder<'s>(state: &'s AdminState, req: &HttpRequest) -> Option<&'s str> {
-    crate::http::static_token_holder(&state.admin_tokens, req)
+/// The answer of an endpoint that speaks JSON.
+fn json_answer(result: Result<HttpResponse, AdminError>) -> HttpResponse {
+    result.unwrap_or_else(|e| e.json())
 }
 
-fn unauthorized() -> HttpResponse {
-    refused(
-        actix_web::http::StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "an admin bearer token ([[admin_tokens]]) is required",
-    )
+/// The answer of an endpoint that speaks FHIR.
+fn fhir_answer(result: Result<HttpResponse, AdminError>) -> HttpResponse {
+    result.unwrap_or_else(|e| e.fhir())
 }
 
 /// `POST /admin/services/{id}/disable|enable`: the kill switch, effective at once, no restart.
@@ -65,32 +66,28 @@ async fn switch_service(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
-    let Some(holder) = admin_holder(&state, &req) else {
-        return unauthorized();
-    };
-    let (id, action) = path.into_inner();
+    json_answer(switch(&state, &req, path.into_inner()))
+}
+
+fn switch(
+    state: &AdminState,
+    req: &HttpRequest,
+    (id, action): (String, String),
+) -> Result<HttpResponse, AdminError> {
+    let holder = admin_holder(state, req)?;
     let disabled = match action.as_str() {
         "disable" => true,
         "enable" => false,
-        _ => {
-            return refused(
-                actix_web::http::StatusCode::NOT_FOUND,
-                "not_found",
-                "use /disable or /enable",
-            )
-        }
+        _ => return Err(AdminError::NotFound("use /disable or /enable".into())),
     };
     let runtime = state.runtime.current();
-    let Some(service) = runtime.services.get(&id) else {
-        return refused(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no service {id}"),
-        );
-    };
+    let service = runtime
+        .services
+        .get(&id)
+        .ok_or_else(|| AdminError::NotFound(format!("no service {id}")))?;
     state.switches.set_disabled(&id, disabled);
     tracing::warn!(service = %id, admin = %holder, disabled, "service switched");
-    HttpResponse::Ok().json(json!({"service": id, "enabled": service.is_enabled()}))
+    Ok(HttpResponse::Ok().json(json!({"service": id, "enabled": service.is_enabled()})))
 }
 
 /// `GET /admin/predictions/{id}`: what was recorded for one card (pseudonymised patient).
@@ -99,23 +96,27 @@ async fn prediction(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    if admin_holder(&state, &req).is_none() {
-        return unauthorized();
-    }
-    match state.store.prediction(&id).await {
-        Ok(Some(p)) => HttpResponse::Ok().json(p),
-        Ok(None) => refused(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no prediction {id}"),
-        ),
+    json_answer(
+        async {
+            admin_holder(&state, &req)?;
+            let p = stored_prediction(&state, &id).await?;
+            Ok(HttpResponse::Ok().json(p))
+        }
+        .await,
+    )
+}
+
+/// The prediction record `id`.
+async fn stored_prediction(
+    state: &AdminState,
+    id: &str,
+) -> Result<crate::store::StoredPrediction, AdminError> {
+    match state.store.prediction(id).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(AdminError::NotFound(format!("no prediction {id}"))),
         Err(e) => {
             tracing::error!(error = %e, "prediction lookup failed");
-            refused(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the store could not be read; retry",
-            )
+            Err(AdminError::StoreUnavailable)
         }
     }
 }
@@ -127,30 +128,6 @@ fn fhir(status: actix_web::http::StatusCode, body: &serde_json::Value) -> HttpRe
         .body(body.to_string())
 }
 
-/// A FHIR error: an OperationOutcome with one issue.
-fn fhir_error(status: actix_web::http::StatusCode, code: &str, diagnostics: &str) -> HttpResponse {
-    fhir(
-        status,
-        &audit::operation_outcome("error", code, diagnostics),
-    )
-}
-
-fn fhir_unauthorized() -> HttpResponse {
-    fhir_error(
-        actix_web::http::StatusCode::UNAUTHORIZED,
-        "login",
-        "an admin bearer token ([[admin_tokens]]) is required",
-    )
-}
-
-fn fhir_store_unavailable() -> HttpResponse {
-    fhir_error(
-        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-        "transient",
-        "the store could not be read; retry",
-    )
-}
-
 /// `GET /admin/predictions/{id}/fhir`: the prediction as a FHIR `RiskAssessment` and the
 /// `Provenance` naming its model version and input Observations (a `collection` Bundle).
 async fn prediction_fhir(
@@ -158,11 +135,10 @@ async fn prediction_fhir(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    if admin_holder(&state, &req).is_none() {
-        return fhir_unauthorized();
-    }
-    match state.store.prediction(&id).await {
-        Ok(Some(p)) => {
+    fhir_answer(
+        async {
+            admin_holder(&state, &req)?;
+            let p = stored_prediction(&state, &id).await?;
             let runtime = state.runtime.current();
             let meaning = runtime
                 .models
@@ -172,21 +148,13 @@ async fn prediction_fhir(
                 audit::risk_assessment(&p, meaning.as_deref()),
                 audit::provenance(&p),
             ];
-            fhir(
+            Ok(fhir(
                 actix_web::http::StatusCode::OK,
                 &audit::bundle(resources, None, chrono::Utc::now()),
-            )
+            ))
         }
-        Ok(None) => fhir_error(
-            actix_web::http::StatusCode::NOT_FOUND,
-            "not-found",
-            &format!("no prediction {id}"),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "prediction lookup failed");
-            fhir_store_unavailable()
-        }
-    }
+        .await,
+    )
 }
 
 /// `?after=<id>&_count=<n>` of the AuditEvent export.
@@ -204,32 +172,28 @@ const MAX_AUDIT_PAGE: i64 = 1000;
 /// `GET /admin/audit-events[?after=<id>&_count=<n>]`: the audit trail as FHIR `AuditEvent`s,
 /// oldest first, paged by a `next` link (for a hospital's audit repository or SIEM).
 async fn audit_events(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse {
-    if admin_holder(&state, &req).is_none() {
-        return fhir_unauthorized();
-    }
+    fhir_answer(audit_page(&state, &req).await)
+}
+
+async fn audit_page(state: &AdminState, req: &HttpRequest) -> Result<HttpResponse, AdminError> {
+    admin_holder(state, req)?;
     let Ok(page) = web::Query::<AuditPage>::from_query(req.query_string()) else {
-        return fhir_error(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "invalid",
-            "query parameters: after=<id>, _count=<1..1000>",
-        );
+        return Err(AdminError::Invalid(
+            "query parameters: after=<id>, _count=<1..1000>".into(),
+        ));
     };
     let parse = |v: &Option<String>, default: i64| -> Option<i64> {
         v.as_deref().map_or(Some(default), |t| t.parse().ok())
     };
     let (Some(after), Some(count)) = (parse(&page.after, 0), parse(&page.count, 100)) else {
-        return fhir_error(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "invalid",
-            "`after` and `_count` must be integers",
-        );
+        return Err(AdminError::Invalid(
+            "`after` and `_count` must be integers".into(),
+        ));
     };
     if !(1..=MAX_AUDIT_PAGE).contains(&count) || after < 0 {
-        return fhir_error(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "invalid",
-            "`_count` must be 1 to 1000 and `after` not negative",
-        );
+        return Err(AdminError::Invalid(
+            "`_count` must be 1 to 1000 and `after` not negative".into(),
+        ));
     }
     match state.store.audit_after(after, count).await {
         Ok(rows) => {
@@ -243,14 +207,14 @@ async fn audit_events(state: web::Data<AdminState>, req: HttpRequest) -> HttpRes
                     )
                 });
             let resources = rows.iter().map(audit::audit_event).collect();
-            fhir(
+            Ok(fhir(
                 actix_web::http::StatusCode::OK,
                 &audit::bundle(resources, next, chrono::Utc::now()),
-            )
+            ))
         }
         Err(e) => {
             tracing::error!(error = %e, "audit export failed");
-            fhir_store_unavailable()
+            Err(AdminError::StoreUnavailable)
         }
     }
 }
@@ -258,8 +222,8 @@ async fn audit_events(state: web::Data<AdminState>, req: HttpRequest) -> HttpRes
 /// `GET /admin/report[?format=html]`: feedback analytics per service and model version, as
 /// JSON, or as an HTML page with charts when asked for (`Accept: text/html`).
 async fn report_page(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse {
-    if admin_holder(&state, &req).is_none() {
-        return unauthorized();
+    if let Err(e) = admin_holder(&state, &req) {
+        return e.json();
     }
     let wants_html = req.query_string().contains("format=html")
         || req
@@ -274,11 +238,7 @@ async fn report_page(state: web::Data<AdminState>, req: HttpRequest) -> HttpResp
         Ok(r) => HttpResponse::Ok().json(r),
         Err(e) => {
             tracing::error!(error = %e, "report failed");
-            refused(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the store could not be read; retry",
-            )
+            AdminError::StoreUnavailable.json()
         }
     }
 }
