@@ -5,7 +5,7 @@
 use chrono::Duration as ChronoDuration;
 
 use super::baselines;
-use super::service::{Call, CdsService};
+use super::call::{Call, CdsService};
 use super::suggestions;
 use crate::cards::{self, Abstention, RiskAssessment};
 use crate::cds::wire::{Card, CdsResponse, Indicator};

@@ -7,14 +7,12 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use super::call::{Call, CallFacts, CdsService, Entry, Gathered};
 use super::card::checked;
-use super::gather::Gathered;
 use super::guardrails::{self, Subject, Verdict};
 use super::policy::Mode;
 use super::record::input_refs;
-use super::record::Entry;
 use super::scoring::{self, Prepared};
-use super::service::{Call, CallFacts, CdsService};
 use super::ServiceError;
 use crate::cards;
 use crate::cds::wire::{CdsResponse, Indicator};

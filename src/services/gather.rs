@@ -4,25 +4,16 @@
 
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
+use super::call::{CdsService, Gathered};
 use super::definition::PrefetchSpec;
-use super::service::CdsService;
 use super::ServiceError;
 use crate::cds::wire::HookRequest;
 use crate::cds::Caller;
 use crate::features::news2::SpO2Scale;
 use crate::fhir::fulfil::{self, Supply, Want};
-use crate::fhir::projection::{self, ObservationView};
-
-/// Data gathered for one call.
-pub(super) struct Gathered<'s> {
-    pub(super) observations: Vec<ObservationView<'s>>,
-    pub(super) unreadable: usize,
-    /// `(LOINC code, effective time)` of every prefetched Observation, inputs or not.
-    pub(super) resulted: Vec<(String, DateTime<Utc>)>,
-}
+use crate::fhir::projection;
 
 impl CdsService {
     /// The service's prefetch keys as wants: each rendered for this request, and queried on

@@ -4,6 +4,7 @@
 
 pub mod abstain;
 pub mod baselines;
+mod call;
 mod card;
 mod decide;
 mod definition;
@@ -23,12 +24,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+pub use call::CdsService;
 pub use definition::{
     load_all, DefinitionErrors, Guardrails, PrefetchSpec, ServiceDef, Thresholds,
 };
 pub use error::ServiceError;
 pub use runtime::{Runtime, RuntimeHandle};
-pub use service::CdsService;
 
 use crate::fhir::FhirClient;
 use crate::inference::{Manifest, ModelRegistry, ModelStatus};

@@ -3,23 +3,13 @@
 
 use sha2::{Digest, Sha256};
 
+use super::call::{CallFacts, CdsService, Entry};
 use super::scoring::Prepared;
-use super::service::{CallFacts, CdsService};
 use crate::cards;
 use crate::features::FeatureMatrix;
 use crate::inference::LoadedModel;
 use crate::metrics::inc;
 use crate::store::{Mode, Outcome, PredictionRecord};
-
-/// What one prediction record says about a call: what became of it, the model's risk (when
-/// it scored), the indicator shown (or, for a shadow, the one it would have shown) and why it
-/// abstained or was held back.
-pub(super) struct Entry<'a> {
-    pub(super) outcome: Outcome,
-    pub(super) risk: Option<f32>,
-    pub(super) indicator: Option<&'static str>,
-    pub(super) reason: Option<&'a str>,
-}
 
 impl CdsService {
     /// Writes one prediction record; a failure is logged and counted, the answer still goes.

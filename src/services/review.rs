@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
 use super::abstain;
 use super::baselines;
+use super::call::CdsService;
 use super::scoring;
-use super::service::CdsService;
 use super::ServiceError;
 use crate::cards::BaselineReport;
 use crate::cds::wire::{HookRequest, Indicator};

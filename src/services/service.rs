@@ -7,55 +7,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tracing::Instrument as _;
 
 use super::abstain;
+use super::call::{Call, CallFacts, CdsService, Entry};
 use super::definition::ServiceDef;
-use super::gather::Gathered;
-use super::orders::{self, DraftOrder};
-use super::record::Entry;
-use super::scoring::{self, Prepared};
+use super::orders;
+use super::scoring;
 use super::{ServiceEnv, ServiceError};
 use crate::cds::wire::{CdsResponse, HookRequest, Indicator};
 use crate::cds::Caller;
-use crate::fhir::fulfil::Supply;
 use crate::inference::LoadedModel;
 use crate::metrics::{inc, ServiceMetrics};
 use crate::store::{Outcome, Scope};
-
-/// A service bound to its model (and that model's shadow versions, scored alongside).
-pub struct CdsService {
-    pub(super) def: ServiceDef,
-    pub(super) model: Arc<LoadedModel>,
-    pub(super) shadows: Vec<Arc<LoadedModel>>,
-    pub(super) env: Arc<ServiceEnv>,
-    pub(super) metrics: ServiceMetrics,
-}
-
-/// Who and where one call is about.
-pub(super) struct CallFacts<'r> {
-    pub(super) request: &'r HookRequest<'r>,
-    /// Whose patient this is (client, tenant, FHIR server): every stored state is keyed by it.
-    pub(super) scope: Scope,
-    /// The call's key within its scope ([`Scope::call_key`]): card uuids derive from it.
-    pub(super) call_key: String,
-    pub(super) patient_id: Option<&'r str>,
-    pub(super) unit: String,
-    pub(super) now: DateTime<Utc>,
-    pub(super) started: Instant,
-}
-
-/// What the decision after scoring works from.
-#[derive(Clone, Copy)]
-pub(super) struct Call<'a> {
-    pub(super) facts: &'a CallFacts<'a>,
-    pub(super) supplies: &'a [Supply<'a>],
-    pub(super) gathered: &'a Gathered<'a>,
-    pub(super) prepared: &'a Prepared,
-    pub(super) drafts: &'a [DraftOrder],
-    pub(super) deadline: Instant,
-}
 
 impl CdsService {
     pub(super) fn new(
