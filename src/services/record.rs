@@ -42,6 +42,7 @@ impl CdsService {
             },
             scope: facts.scope.clone(),
             patient_id: facts.patient_id.map(str::to_owned),
+            patient_hash: None,
             unit: Some(facts.unit.clone()),
             risk: risk.map(f64::from),
             indicator: indicator.map(str::to_owned),

@@ -6,8 +6,11 @@ use chrono::{DateTime, Utc};
 
 use super::{parse_timestamp, timestamp, Mode, Outcome, Scope, Store, StoreError};
 
-/// Every scored, abstained, suppressed or shadow call of a service: the audit trail behind each card.
-#[derive(Debug, Clone, PartialEq)]
+/// Every scored, abstained, suppressed or shadow call of a service: the audit trail behind each
+/// card. One type as written ([`Store::record_prediction`], with the raw `patient_id`) and as
+/// read back ([`StoredPrediction`], with the pseudonym in `patient_hash`); its JSON (the admin
+/// API) never carries the raw id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PredictionRecord {
     /// Prediction id = the card uuid (unique), so feedback on a card finds its prediction.
     pub id: String,
@@ -27,9 +30,15 @@ pub struct PredictionRecord {
     pub mode: Mode,
     /// Whose call it was: client, tenant, FHIR server. Every later read about the patient
     /// (suppression, budgets, the SMART app, feedback) is limited to the same scope.
+    #[serde(flatten)]
     pub scope: Scope,
-    /// The raw `context.patientId`; stored ONLY as the salted pseudonym (the same as audit's).
+    /// The raw `context.patientId` of a record being written; stored ONLY as the salted
+    /// pseudonym (the same as audit's), so a record read back has none. Never serialised.
+    #[serde(skip)]
     pub patient_id: Option<String>,
+    /// The salted pseudonym of `context.patientId` (see [`Store::pseudonym`]) of a record read
+    /// back; ignored when writing (the store computes it).
+    pub patient_hash: Option<String>,
     /// The ward/unit the alert budget counts against.
     pub unit: Option<String>,
     /// The model's risk; `None` when it abstained or there was no score.
@@ -49,51 +58,9 @@ pub struct PredictionRecord {
     pub latency_ms: f64,
 }
 
-/// A prediction as read back (tests, the SMART app): [`PredictionRecord`]'s fields, with the
-/// patient's pseudonym where the record had the id.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StoredPrediction {
-    /// The card uuid.
-    pub id: String,
-    /// When the service decided, to the millisecond.
-    pub at: DateTime<Utc>,
-    /// The CDS service.
-    pub service_id: String,
-    /// The hook.
-    pub hook: String,
-    /// The EHR's `hookInstance`.
-    pub hook_instance: String,
-    /// Model name.
-    pub model: String,
-    /// Model version.
-    pub model_version: String,
-    /// `active` or `shadow`.
-    pub mode: Mode,
-    /// The client (JWT `iss`) the card was given to; empty when authentication was off.
-    pub client_iss: String,
-    /// The tenant it was given to; empty when the call had none.
-    pub tenant: String,
-    /// The FHIR server (normalised base) the patient is from; empty without `fhirServer`.
-    pub fhir_server: String,
-    /// The salted pseudonym of `context.patientId` (see [`Store::pseudonym`]).
-    pub patient_hash: Option<String>,
-    /// The ward/unit.
-    pub unit: Option<String>,
-    /// The model's risk, if it scored.
-    pub risk: Option<f64>,
-    /// The card's indicator (or the shadow's would-be indicator).
-    pub indicator: Option<String>,
-    /// What became of the prediction (`shown`, `suppressed`, …).
-    pub outcome: Outcome,
-    /// Why it abstained, was suppressed or downgraded.
-    pub reason: Option<String>,
-    /// The input resources (`"Observation/abc"`).
-    pub input_refs: Vec<String>,
-    /// sha256 of the input tensor.
-    pub tensor_sha256: Option<String>,
-    /// Time the service took.
-    pub latency_ms: f64,
-}
+/// A prediction as read back: the same record, with `patient_id` empty (the id itself is
+/// never stored) and `patient_hash` holding its pseudonym.
+pub type StoredPrediction = PredictionRecord;
 
 /// The row as the database returns it; [`StoredPrediction`] after parsing `at` and `input_refs`.
 #[derive(sqlx::FromRow)]
@@ -151,9 +118,12 @@ impl TryFrom<PredictionRow> for StoredPrediction {
             hook_instance: row.hook_instance,
             model: row.model,
             model_version: row.model_version,
-            client_iss: row.client_iss,
-            tenant: row.tenant,
-            fhir_server: row.fhir_server,
+            scope: Scope {
+                client_iss: row.client_iss,
+                tenant: row.tenant,
+                fhir_server: row.fhir_server,
+            },
+            patient_id: None,
             patient_hash: row.patient_hash,
             unit: row.unit,
             risk: row.risk,
@@ -479,10 +449,10 @@ impl Store {
         let Some(p) = self.prediction(id).await? else {
             return Ok(None);
         };
-        if !view.fhir_servers.contains(&p.fhir_server) || !view.admits(&p) {
+        if !view.fhir_servers.contains(&p.scope.fhir_server) || !view.admits(&p) {
             return Ok(None);
         }
-        let hash = self.pseudonym(&p.fhir_server, patient_id).await?;
+        let hash = self.pseudonym(&p.scope.fhir_server, patient_id).await?;
         Ok((p.patient_hash.as_deref() == Some(hash.as_str())).then_some(p))
     }
 
@@ -524,7 +494,7 @@ pub struct PatientView {
 impl PatientView {
     /// Whether `p` was recorded for a client this view admits.
     pub fn admits(&self, p: &StoredPrediction) -> bool {
-        self.admits_client(&p.client_iss, &p.tenant)
+        self.admits_client(&p.scope.client_iss, &p.scope.tenant)
     }
 
     /// Whether records of client `iss` for `tenant` are visible in this view.

@@ -10,7 +10,7 @@ use url::Url;
 /// and the FHIR server its patient ids are from (normalised base URL; empty when the call had
 /// no `fhirServer`). Empty `client_iss` and `tenant` mean "client authentication off" (the
 /// demo) or "no tenant claim".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Scope {
     /// The verified client's `iss`.
     pub client_iss: String,

@@ -468,6 +468,7 @@ pub async fn seed_cards(db: &Path, scope: &bedside::store::Scope, ids: &[String]
                         model_version: "1.0.0".into(),
                         mode: bedside::store::Mode::Active,
                         patient_id: Some("seeded-patient".into()),
+                        patient_hash: None,
                         unit: None,
                         risk: Some(0.5),
                         indicator: Some("warning".into()),

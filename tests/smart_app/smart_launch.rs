@@ -651,6 +651,7 @@ fn deterioration_record(
         model_version: "1.0.0".into(),
         mode: bedside::store::Mode::Active,
         patient_id: Some(patient_id.into()),
+        patient_hash: None,
         unit: Some("ward-4".into()),
         risk,
         indicator: indicator.map(str::to_owned),
