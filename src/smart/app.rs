@@ -4,13 +4,14 @@
 
 use std::time::Instant;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::error::SmartError;
 use super::render::{self, PageExtras};
 use super::view::{self, is_fhir_id};
-use super::{html_page, SmartSession, SmartState};
+use super::{SmartSession, SmartState};
 use crate::cds::wire::{Coding, Feedback, Outcome, OverrideReason};
 use crate::cds::Caller;
 use crate::store::AuditRecord;
@@ -33,11 +34,11 @@ pub async fn page(
 ) -> HttpResponse {
     let started = Instant::now();
     let Some(session) = super::current(&state, &req).await else {
-        return relaunch();
+        return SmartError::SessionEnded.page();
     };
     let patient = match launched_patient(&session) {
         Ok(p) => p,
-        Err(response) => return *response,
+        Err(e) => return e.page(),
     };
     let view = view::gather(&state, &session, &patient).await;
     let mut limitations = Vec::new();
@@ -100,19 +101,15 @@ pub async fn feedback(
 ) -> HttpResponse {
     let started = Instant::now();
     let Some(session) = super::current(&state, &req).await else {
-        return relaunch();
+        return SmartError::SessionEnded.page();
     };
     if !super::csrf_ok(&session, &form.csrf) {
         tracing::warn!(session = %session.id_hash, "SMART feedback refused: CSRF token mismatch");
-        return html_page(
-            StatusCode::FORBIDDEN,
-            "Feedback refused",
-            "<p>The form is stale; reload the page and try again.</p>",
-        );
+        return SmartError::FeedbackStale.page();
     }
     let patient = match launched_patient(&session) {
         Ok(p) => p,
-        Err(response) => return *response,
+        Err(e) => return e.page(),
     };
     let prediction = match state
         .store
@@ -124,16 +121,10 @@ pub async fn feedback(
         .await
     {
         Ok(Some(p)) => p,
-        Ok(None) => {
-            return html_page(
-                StatusCode::NOT_FOUND,
-                "No such card",
-                "<p>That card is not one of this patient's. Nothing was recorded.</p>",
-            )
-        }
+        Ok(None) => return SmartError::NoSuchCard.page(),
         Err(e) => {
             tracing::error!(session = %session.id_hash, error = %e, "SMART feedback: store unavailable");
-            return unavailable();
+            return SmartError::FeedbackNotRecorded.page();
         }
     };
     let runtime = state.runtime.current();
@@ -152,21 +143,9 @@ pub async fn feedback(
                     user_comment: None,
                 }),
             ),
-            None => {
-                return html_page(
-                    StatusCode::BAD_REQUEST,
-                    "Choose a reason",
-                    "<p>Disagreeing needs one of the listed reasons. Go back, choose one and send again. Nothing was recorded.</p>",
-                )
-            }
+            None => return SmartError::NoReason.page(),
         },
-        _ => {
-            return html_page(
-                StatusCode::BAD_REQUEST,
-                "Choose agree or disagree",
-                "<p>Go back and choose agree or disagree. Nothing was recorded.</p>",
-            )
-        }
+        _ => return SmartError::NoVerdict.page(),
     };
     let item = Feedback {
         card: prediction.id.clone(),
@@ -205,7 +184,7 @@ pub async fn feedback(
             503,
             started,
         );
-        return unavailable();
+        return SmartError::FeedbackNotRecorded.page();
     }
     let what = ("smart-feedback", prediction.service_id.as_str());
     audit(&state, &session, &patient, what, "recorded", 303, started);
@@ -227,36 +206,12 @@ pub async fn style() -> HttpResponse {
 }
 
 /// The launched patient's id, or the page that says why there is none.
-fn launched_patient(session: &SmartSession) -> Result<String, Box<HttpResponse>> {
+fn launched_patient(session: &SmartSession) -> Result<String, SmartError> {
     match session.patient.as_deref() {
         Some(p) if is_fhir_id(p) => Ok(p.to_owned()),
-        Some(_) => Err(Box::new(html_page(
-            StatusCode::BAD_REQUEST,
-            "Unusable patient context",
-            "<p>The EHR sent a patient id that is not a FHIR id. Please relaunch from the patient's chart.</p>",
-        ))),
-        None => Err(Box::new(html_page(
-            StatusCode::OK,
-            "No patient selected",
-            "<p>bedside shows one patient at a time. Open it from a patient's chart or from a card.</p>",
-        ))),
+        Some(_) => Err(SmartError::UnusablePatient),
+        None => Err(SmartError::NoPatient),
     }
-}
-
-fn relaunch() -> HttpResponse {
-    html_page(
-        StatusCode::UNAUTHORIZED,
-        "Session ended",
-        "<p>Your bedside session has ended. Please relaunch from the EHR.</p>",
-    )
-}
-
-fn unavailable() -> HttpResponse {
-    html_page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Feedback not recorded",
-        "<p>bedside could not store your feedback just now. Nothing was recorded; please try again in a moment.</p>",
-    )
 }
 
 /// Who looked at or answered what (the patient id is hashed by the store, never logged).

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::discovery::Endpoints;
-use super::pending::{retry_after_secs, Refused, Source};
+use super::error::SmartError;
+use super::pending::{Refused, Source};
 use super::session::{self, SmartSession};
 use super::{html_page, log_text, SmartState};
-use crate::html::escape as escape_html;
 
 /// The SMART launch context and OpenID fields of a token response, beside the OAuth ones.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -151,18 +151,10 @@ fn query(req: &HttpRequest, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn error_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
-    html_page(status, title, &format!("<p>{}</p>", escape_html(message)))
-}
-
 /// `GET /smart/launch?iss=…&launch=…`: the EHR opens bedside in a patient's context.
 pub(crate) async fn ehr_launch(state: web::Data<SmartState>, req: HttpRequest) -> HttpResponse {
     let Some(launch) = query(&req, "launch") else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Launch refused",
-            "The launch link has no `launch` parameter. Open bedside from the EHR.",
-        );
+        return SmartError::NoLaunch.page();
     };
     begin(&state, &req, query(&req, "iss"), Some(launch)).await
 }
@@ -177,28 +169,22 @@ pub(crate) async fn standalone_launch(
 
 /// 429 (this source) or 503 (everyone) with `Retry-After`: too many sign-ins waiting.
 fn busy(refused: Refused) -> HttpResponse {
-    let (status, wait, message) = match refused {
-        Refused::SourceFull { retry_after } => (
-            StatusCode::TOO_MANY_REQUESTS,
+    let error = match refused {
+        Refused::SourceFull { retry_after } => SmartError::Busy {
+            per_source: true,
             retry_after,
-            "Too many sign-ins were started from this address and not finished; try again later.",
-        ),
-        Refused::Full { retry_after } => (
-            StatusCode::SERVICE_UNAVAILABLE,
+        },
+        Refused::Full { retry_after } => SmartError::Busy {
+            per_source: false,
             retry_after,
-            "Too many sign-ins are in progress; try again in a few minutes.",
-        ),
+        },
     };
+    let page = error.page();
     tracing::warn!(
-        status = status.as_u16(),
+        status = page.status().as_u16(),
         "SMART launch refused: too many pending sign-ins"
     );
-    let mut response = error_page(status, "Busy", message);
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        header::HeaderValue::from(retry_after_secs(wait)),
-    );
-    response
+    page
 }
 
 async fn begin(
@@ -208,21 +194,13 @@ async fn begin(
     launch: Option<String>,
 ) -> HttpResponse {
     let Some(iss_raw) = iss else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Launch refused",
-            "The launch link has no `iss` parameter.",
-        );
+        return SmartError::NoIssuer.page();
     };
     // The allowlist is checked before any network call: an unknown `iss` is never contacted.
     let iss = iss_raw.trim_end_matches('/');
     if !smart.settings.allowed_issuers.iter().any(|a| a == iss) {
         tracing::warn!(iss = %log_text(iss), "SMART launch refused: iss not in [smart] allowed_issuers");
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Launch refused",
-            "This EHR (iss) is not configured as an allowed issuer for bedside.",
-        );
+        return SmartError::IssuerNotAllowed.page();
     }
     // Before discovery: a client over its cap costs no request to the EHR.
     let source = Source::of(req.peer_addr());
@@ -233,22 +211,14 @@ async fn begin(
         Ok(e) => e,
         Err(why) => {
             tracing::warn!(iss = %log_text(iss), why, "SMART discovery failed");
-            return error_page(
-                StatusCode::BAD_GATEWAY,
-                "EHR not reachable",
-                &format!("bedside could not read the EHR's SMART configuration: {why}."),
-            );
+            return SmartError::DiscoveryFailed(why).page();
         }
     };
     let client = match smart.oauth_client(&endpoints) {
         Ok(c) => c,
         Err(why) => {
             tracing::error!(why, "SMART client setup failed");
-            return error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Launch failed",
-                "bedside's redirect URI is not valid.",
-            );
+            return SmartError::RedirectUri { signing_in: false }.page();
         }
     };
     let scope = if launch.is_some() {
@@ -306,14 +276,13 @@ async fn begin(
 /// attacker's sign-in planted in a clinician's browser) are refused, and cannot be retried.
 pub(crate) async fn callback(state: web::Data<SmartState>, req: HttpRequest) -> HttpResponse {
     let smart = &**state;
-    let relaunch = "This sign-in link is unknown, expired or was already used. Open bedside again from the EHR.";
     let Some(csrf_state) = query(&req, "state") else {
         tracing::warn!("SMART callback without a state");
-        return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", relaunch);
+        return SmartError::SignInExpired.page();
     };
     let Some(pending) = smart.pending.take(&csrf_state, Instant::now()) else {
         tracing::warn!("SMART callback with an unknown, expired or reused state");
-        return error_page(StatusCode::BAD_REQUEST, "Sign-in expired", relaunch);
+        return SmartError::SignInExpired.page();
     };
     let cookie = super::cookie::value(&req, &super::launch_cookie_name(&csrf_state));
     let bound = cookie
@@ -326,11 +295,7 @@ pub(crate) async fn callback(state: web::Data<SmartState>, req: HttpRequest) -> 
             has_cookie = cookie.is_some(),
             "SMART callback refused: the sign-in was not started in this browser (pre-auth cookie missing or wrong); launch discarded"
         );
-        error_page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in not started here",
-            "This sign-in was not started in this browser, so bedside did not accept it (a sign-in link sent by someone else is refused on purpose). Open bedside again from the EHR.",
-        )
+        SmartError::NotStartedHere.page()
     };
     // The pre-auth cookie has done its job, whatever the outcome.
     if cookie.is_some() {
@@ -347,28 +312,14 @@ async fn redeem(smart: &SmartState, req: &HttpRequest, pending: Pending) -> Http
     if let Some(error) = query(req, "error") {
         let error: String = error.chars().take(64).collect();
         tracing::warn!(error = %log_text(&error), "SMART authorization refused by the EHR");
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in refused",
-            &format!("The EHR refused the sign-in ({error})."),
-        );
+        return SmartError::RefusedByEhr(error).page();
     }
     let Some(code) = query(req, "code") else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "No authorization code was returned.",
-        );
+        return SmartError::NoCode.page();
     };
     let client = match smart.oauth_client(&pending.endpoints) {
         Ok(c) => c,
-        Err(_) => {
-            return error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Sign-in failed",
-                "bedside's redirect URI is not valid.",
-            )
-        }
+        Err(_) => return SmartError::RedirectUri { signing_in: true }.page(),
     };
     let token = match client
         .exchange_code(AuthorizationCode::new(code))
@@ -380,19 +331,11 @@ async fn redeem(smart: &SmartState, req: &HttpRequest, pending: Pending) -> Http
         Err(RequestTokenError::ServerResponse(e)) => {
             let code = e.error().to_string();
             tracing::warn!(error = %log_text(&code), "SMART token request refused");
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "Sign-in failed",
-                &format!("The EHR's authorization server refused the sign-in ({code}). Open bedside again from the EHR."),
-            );
+            return SmartError::TokenRefused(code).page();
         }
         Err(e) => {
             tracing::warn!(error = %log_text(&e.to_string()), "SMART token request failed");
-            return error_page(
-                StatusCode::BAD_GATEWAY,
-                "Sign-in failed",
-                "The EHR's authorization server could not be reached or answered something unreadable.",
-            );
+            return SmartError::TokenUnreachable.page();
         }
     };
     let extra = token.extra_fields();
@@ -402,11 +345,7 @@ async fn redeem(smart: &SmartState, req: &HttpRequest, pending: Pending) -> Http
             Ok(claims) => fhir_user = fhir_user.or(claims.fhir_user),
             Err(why) => {
                 tracing::warn!(why, "SMART id_token rejected; no session created");
-                return error_page(
-                    StatusCode::UNAUTHORIZED,
-                    "Sign-in not verified",
-                    "The EHR's identity token could not be verified. No session was created.",
-                );
+                return SmartError::NotVerified.page();
             }
         }
     }
@@ -537,20 +476,16 @@ pub(crate) async fn logout(
         if let Some(existing) = smart.sessions.peek(&id) {
             if !session::csrf_ok(&existing, &form.csrf) {
                 tracing::warn!(session = %existing.id_hash, "SMART logout refused: CSRF token mismatch");
-                return error_page(
-                    StatusCode::FORBIDDEN,
-                    "Sign-out refused",
-                    "The sign-out form is stale; reload the page and try again.",
-                );
+                return SmartError::SignOutStale.page();
             }
             smart.sessions.remove(&id);
             tracing::info!(session = %existing.id_hash, "SMART session ended (logout)");
         }
     }
-    let mut response = error_page(
+    let mut response = html_page(
         StatusCode::OK,
         "Signed out",
-        "You are signed out of bedside. Open it again from the EHR to continue.",
+        "<p>You are signed out of bedside. Open it again from the EHR to continue.</p>",
     );
     if let Ok(value) = header::HeaderValue::from_str(&smart.cookie("", 0)) {
         response.headers_mut().insert(header::SET_COOKIE, value);

@@ -14,6 +14,7 @@ pub mod backend;
 mod chart;
 mod cookie;
 mod discovery;
+mod error;
 mod launch;
 mod pending;
 mod render;
