@@ -86,6 +86,9 @@ pub struct Abstention<'a> {
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
     pub public_base: &'a str,
+    /// The service's bedside scores from the same data: they still stand when the model does
+    /// not score, so the card shows them.
+    pub baselines: &'a BaselineReport,
 }
 
 fn model_card_url(public_base: &str, m: &Manifest) -> String {
@@ -278,8 +281,17 @@ pub fn abstain_card(a: &Abstention<'_>, text: &CardText) -> Card {
     let reason = without_references(&a.reason);
     let mut values = base_values(m);
     values.insert("reason", reason.clone());
-    let detail = format!(
-        "No risk score was computed: {reason}.\n\n{}. _{}_",
+    let mut detail = format!("No risk score was computed: {reason}.\n\n");
+    if !a.baselines.lines.is_empty() {
+        detail.push_str("The bedside scores from the same data still stand:\n\n");
+        for line in &a.baselines.lines {
+            detail.push_str(line);
+            detail.push_str("\n\n");
+        }
+    }
+    let _ = write!(
+        detail,
+        "{}. _{}_",
         data_window(a.window_start, a.window_end),
         text.footer.render(&base_values(m))
     );

@@ -5,12 +5,13 @@
 use chrono::Duration as ChronoDuration;
 
 use super::baselines;
-use super::call::{Call, CdsService};
+use super::call::{Call, CallFacts, CdsService};
 use super::suggestions;
-use crate::cards::{self, Abstention, RiskAssessment};
+use crate::cards::{self, Abstention, BaselineReport, RiskAssessment};
 use crate::cds::wire::{Card, CdsResponse, Indicator};
 use crate::features::explain;
 use crate::features::FeatureMatrix;
+use crate::fhir::fulfil::Supply;
 
 /// Contributing observations listed on a card.
 const DRIVERS_SHOWN: usize = 4;
@@ -37,18 +38,7 @@ impl CdsService {
         let request = facts.request;
         let spec = &self.model.features;
         let matrix = &prepared.matrix;
-        // Bedside scores describe the patient now: parameters older than the staleness limit
-        // count as not recorded rather than scoring an old value.
-        let recent = facts.now
-            - ChronoDuration::from_std(self.def.guardrails.max_staleness)
-                .unwrap_or(ChronoDuration::MAX);
-        let baselines = baselines::compute(
-            &self.def.baselines,
-            spec,
-            matrix,
-            recent,
-            self.spo2_scale(supplies),
-        );
+        let baselines = self.bedside_scores(facts, supplies, matrix);
         let resulted: Vec<String> = gathered
             .resulted
             .iter()
@@ -88,24 +78,50 @@ impl CdsService {
         )
     }
 
+    /// The service's bedside scores (`baselines = [...]`) from the measurements in `matrix`.
+    /// They describe the patient now: parameters older than the staleness limit count as not
+    /// recorded rather than scoring an old value.
+    fn bedside_scores(
+        &self,
+        facts: &CallFacts<'_>,
+        supplies: &[Supply<'_>],
+        matrix: &FeatureMatrix,
+    ) -> BaselineReport {
+        let recent = facts.now
+            - ChronoDuration::from_std(self.def.guardrails.max_staleness)
+                .unwrap_or(ChronoDuration::MAX);
+        baselines::compute(
+            &self.def.baselines,
+            &self.model.features,
+            matrix,
+            recent,
+            self.spo2_scale(supplies),
+        )
+    }
+
+    /// The card that says why the model did not score (when the service asks for one), with
+    /// the bedside scores from the same data, which still stand.
     pub(super) fn abstain(
         &self,
-        call_key: &str,
+        facts: &CallFacts<'_>,
+        supplies: &[Supply<'_>],
         reason: String,
         matrix: &FeatureMatrix,
     ) -> CdsResponse {
         if !self.def.guardrails.abstain_card {
             return CdsResponse::default();
         }
+        let baselines = self.bedside_scores(facts, supplies, matrix);
         let card = cards::abstain_card(
             &Abstention {
                 service_id: &self.def.id,
-                hook_instance: call_key,
+                hook_instance: &facts.call_key,
                 manifest: &self.model.manifest,
                 reason,
                 window_start: matrix.window_start,
                 window_end: matrix.window_end,
                 public_base: &self.env.public_base,
+                baselines: &baselines,
             },
             &self.def.card,
         );

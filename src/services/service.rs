@@ -179,7 +179,7 @@ impl CdsService {
                 Some(&prepared),
             )
             .await;
-            return Ok(self.abstain(&facts.call_key, reason, matrix));
+            return Ok(self.abstain(&facts, &supplies, reason, matrix));
         }
 
         let (active, shadow_scores) = tokio::join!(

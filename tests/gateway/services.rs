@@ -548,6 +548,14 @@ async fn abstention_says_which_data_were_missing_and_shadow_services_show_nothin
             .starts_with("No sepsis score: only"),
         "{card}"
     );
+    // The model did not score; the bedside scores from the same data still stand, on the card.
+    let detail = card["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("bedside scores from the same data still stand")
+            && detail.contains("qSOFA")
+            && detail.contains("SIRS"),
+        "{detail}"
+    );
     // Shadow service: a score is recorded, nothing shown.
     let request = patient("deteriorating");
     assert!(cards(&call(&gw, "deterioration", &request).await).is_empty());
