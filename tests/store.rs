@@ -109,6 +109,7 @@ fn prediction(id: &str) -> PredictionRecord {
         reason: None,
         input_refs: vec!["Observation/hr-1".to_owned()],
         tensor_sha256: Some("ab".repeat(32)),
+        data_quality: None,
         latency_ms: 12.5,
     }
 }
@@ -224,9 +225,14 @@ async fn a_prediction_reads_back_and_keeps_only_the_patient_pseudonym(store: &St
     p.at = at(0, "10:00:00.123");
     p.risk = Some(0.123456789);
     p.reason = Some("calibrated".to_owned());
+    p.data_quality = Some(bedside::store::DataQuality {
+        used: 41,
+        dropped: [("unit `mmol/L` cannot be converted".to_owned(), 2)].into(),
+    });
     store.record_prediction(&p).await.unwrap();
 
     let got = store.prediction("card-7").await.unwrap().unwrap();
+    assert_eq!(got.data_quality, p.data_quality);
     let pseudonym = store.pseudonym("", raw_patient).await.unwrap();
     assert_eq!(got.patient_hash.as_deref(), Some(pseudonym.as_str()));
     assert_eq!(got.input_refs, p.input_refs);
@@ -917,6 +923,7 @@ async fn the_report_counts_exactly_what_was_recorded(store: &Store) {
                 reason: None,
                 input_refs: vec![],
                 tensor_sha256: None,
+                data_quality: None,
                 latency_ms: 1.0,
             })
             .await

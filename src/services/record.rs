@@ -50,6 +50,7 @@ impl CdsService {
             reason: reason.map(str::to_owned),
             input_refs: prepared.map(input_refs).unwrap_or_default(),
             tensor_sha256: prepared.map(|p| tensor_hash(&p.matrix)),
+            data_quality: prepared.map(|p| p.quality.clone()),
             latency_ms: facts.started.elapsed().as_secs_f64() * 1e3,
         };
         if let Err(e) = self.env.store.record_prediction(&record).await {

@@ -10,12 +10,15 @@ use chrono::{DateTime, Utc};
 use crate::features::{measurements, FeatureMatrix};
 use crate::fhir::ObservationView;
 use crate::inference::{InferenceError, LoadedModel};
+use crate::store::DataQuality;
 
 /// Features of one patient at one reference time, before the model runs.
 pub struct Prepared {
     pub matrix: FeatureMatrix,
     /// Observations of model inputs that could not be used (unit, status, time, shape).
     pub rejected: usize,
+    /// Measurements used and observations left out by reason, for the prediction record.
+    pub quality: DataQuality,
 }
 
 /// Most measurements occluded one at a time per prediction (the newest that feed the input):
@@ -41,9 +44,23 @@ pub fn prepare(
     now: DateTime<Utc>,
 ) -> Prepared {
     let (found, rejected) = measurements(&model.features, observations);
+    let matrix = FeatureMatrix::build(&model.features, &model.normalisation, &found, now);
+    let mut quality = DataQuality {
+        used: matrix.measurements.len(),
+        ..DataQuality::default()
+    };
+    for r in &rejected {
+        *quality.dropped.entry(r.reason.to_owned()).or_default() += 1;
+    }
+    if unreadable > 0 {
+        quality
+            .dropped
+            .insert("not a readable Observation".to_owned(), unreadable);
+    }
     Prepared {
-        matrix: FeatureMatrix::build(&model.features, &model.normalisation, &found, now),
+        matrix,
         rejected: rejected.len() + unreadable,
+        quality,
     }
 }
 

@@ -30,7 +30,7 @@ mod scope;
 mod settings;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
-pub use outcome::{Mode, Outcome};
+pub use outcome::{DataQuality, Mode, Outcome};
 pub use predictions::{FeedbackMark, PatientView, PredictionRecord, StoredPrediction};
 pub use report::{Report, ServiceReport, ShadowAgreement, Tally};
 pub use scope::{fhir_base, Scope};
@@ -364,7 +364,7 @@ mod tests {
                 .fetch_all(&reopened.pool)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2, 3, 4]);
+        assert_eq!(applied, [1, 2, 3, 4, 5]);
         assert_eq!(
             reopened.pseudonym("", "p1").await.unwrap(),
             pseudonym,

@@ -1,6 +1,7 @@
-//! What became of one scored (or unscored) call, and whether its model could show a card: the
-//! two words every prediction row carries, as types. Stored as the same lower-case text they
-//! always were, so existing rows, reports and SQL keep reading them.
+//! What became of one scored (or unscored) call, whether its model could show a card, and what
+//! the score was made from: the words and the data-quality summary every prediction row
+//! carries. The words are stored as the same lower-case text they always were, so existing
+//! rows, reports and SQL keep reading them.
 
 use std::fmt;
 
@@ -101,6 +102,18 @@ impl Mode {
             .into_iter()
             .find(|m| m.as_str() == text)
     }
+}
+
+/// What one prediction was made from: the measurements the model read, and the observations
+/// of its inputs that were left out, counted by reason (a unit that cannot be converted, a
+/// status that is not final, no time zone, unreadable JSON). Stored with the prediction, so a
+/// reviewer sees how complete the data behind a score were.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataQuality {
+    /// Measurements in the model's window.
+    pub used: usize,
+    /// Observations of the model's inputs not used, by reason.
+    pub dropped: std::collections::BTreeMap<String, usize>,
 }
 
 macro_rules! word {

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{parse_timestamp, timestamp, Mode, Outcome, Scope, Store, StoreError};
+use super::{parse_timestamp, timestamp, DataQuality, Mode, Outcome, Scope, Store, StoreError};
 
 /// Every scored, abstained, suppressed or shadow call of a service: the audit trail behind each
 /// card. One type as written ([`Store::record_prediction`], with the raw `patient_id`) and as
@@ -54,6 +54,9 @@ pub struct PredictionRecord {
     pub input_refs: Vec<String>,
     /// sha256 of the input tensor: the same inputs can be shown to have given the same risk.
     pub tensor_sha256: Option<String>,
+    /// What the prediction was made from: measurements used, observations left out by reason.
+    /// `None` when nothing was scored (the service was switched off).
+    pub data_quality: Option<DataQuality>,
     /// Time the service took for this decision.
     pub latency_ms: f64,
 }
@@ -85,11 +88,13 @@ struct PredictionRow {
     input_refs: String,
     tensor_sha256: Option<String>,
     latency_ms: f64,
+    data_quality: Option<String>,
 }
 
 /// The columns of [`PredictionRow`], for every `SELECT` of predictions.
 const COLUMNS: &str = "id, at, service_id, hook, hook_instance, model, model_version, mode,
-    client_iss, tenant, fhir_server, patient_hash, unit, risk, indicator, outcome, reason, input_refs, tensor_sha256, latency_ms";
+    client_iss, tenant, fhir_server, patient_hash, unit, risk, indicator, outcome, reason, input_refs, tensor_sha256, latency_ms,
+    data_quality";
 
 impl TryFrom<PredictionRow> for StoredPrediction {
     type Error = StoreError;
@@ -107,11 +112,20 @@ impl TryFrom<PredictionRow> for StoredPrediction {
                 row.id, row.outcome
             ))
         })?;
+        let data_quality = row
+            .data_quality
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| {
+                StoreError::Malformed(format!("data_quality of prediction `{}`: {e}", row.id))
+            })?;
         Ok(Self {
             at: parse_timestamp(&row.at)?,
             input_refs,
             mode,
             outcome,
+            data_quality,
             id: row.id,
             service_id: row.service_id,
             hook: row.hook,
@@ -137,6 +151,8 @@ impl TryFrom<PredictionRow> for StoredPrediction {
 
 /// A record ready to insert: the patient already pseudonymised, the references serialised.
 pub(super) struct PreparedRecord {
+    /// `data_quality` as JSON.
+    data_quality: Option<String>,
     record: PredictionRecord,
     patient_hash: Option<String>,
     input_refs: String,
@@ -161,9 +177,9 @@ async fn insert_prediction(
     sqlx::query(
         "INSERT INTO predictions (id, at, service_id, hook, hook_instance, model,
             model_version, mode, patient_hash, unit, risk, indicator, outcome, reason,
-            input_refs, tensor_sha256, latency_ms, client_iss, tenant, fhir_server)
+            input_refs, tensor_sha256, latency_ms, client_iss, tenant, fhir_server, data_quality)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-            $18, $19, $20)
+            $18, $19, $20, $21)
          ON CONFLICT (id) DO NOTHING",
     )
     // Not a cached prepared statement: sqlx 0.8's Any driver sends a NULL f64 to
@@ -192,6 +208,7 @@ async fn insert_prediction(
     .bind(&p.scope.client_iss)
     .bind(&p.scope.tenant)
     .bind(&p.scope.fhir_server)
+    .bind(&r.data_quality)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -208,7 +225,14 @@ impl Store {
         };
         let input_refs = serde_json::to_string(&p.input_refs)
             .map_err(|e| StoreError::Malformed(format!("input_refs: {e}")))?;
+        let data_quality = p
+            .data_quality
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Malformed(format!("data_quality: {e}")))?;
         let record = PreparedRecord {
+            data_quality,
             record: p.clone(),
             patient_hash,
             input_refs,

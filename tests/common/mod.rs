@@ -476,6 +476,7 @@ pub async fn seed_cards(db: &Path, scope: &bedside::store::Scope, ids: &[String]
                         reason: None,
                         input_refs: Vec::new(),
                         tensor_sha256: None,
+                        data_quality: None,
                         latency_ms: 1.0,
                     })
                     .await

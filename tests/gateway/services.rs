@@ -570,6 +570,13 @@ async fn abstention_says_which_data_were_missing_and_shadow_services_show_nothin
     assert!(p["risk"].as_f64().unwrap() > 0.5, "{p}");
     assert_eq!(p["tensor_sha256"].as_str().unwrap().len(), 64);
     assert!(p["input_refs"].as_array().unwrap().len() > 50);
+    // What the score was made from is recorded with it.
+    assert!(
+        p["data_quality"]["used"].as_u64().unwrap() > 50,
+        "{}",
+        p["data_quality"]
+    );
+    assert!(p["data_quality"]["dropped"].is_object(), "{p}");
     // Disabled in its TOML: an empty answer.
     let mut order = patient("deteriorating");
     order["hook"] = "order-sign".into();

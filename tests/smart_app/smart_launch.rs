@@ -659,6 +659,7 @@ fn deterioration_record(
         reason: reason.map(str::to_owned),
         input_refs: Vec::new(),
         tensor_sha256: None,
+        data_quality: None,
         latency_ms: 12.0,
     }
 }
