@@ -730,10 +730,14 @@ impl Config {
                 return Err(errors);
             }
         };
-        Self::validate(raw, errors)
+        Self::validate(raw, env, errors)
     }
 
-    fn validate(raw: RawConfig, mut errors: ConfigErrors) -> Result<Self, ConfigErrors> {
+    fn validate(
+        raw: RawConfig,
+        env: &BTreeMap<String, String>,
+        mut errors: ConfigErrors,
+    ) -> Result<Self, ConfigErrors> {
         let listen = raw
             .listen
             .parse::<SocketAddr>()
@@ -809,7 +813,7 @@ impl Config {
         if let Some(b) = backend_services.as_mut() {
             b.grants = grants;
         }
-        let smart = validate_smart(&raw.smart, &mut errors);
+        let smart = validate_smart(&raw.smart, env, &mut errors);
         if !errors.problems.is_empty() {
             return Err(errors);
         }
@@ -1059,15 +1063,21 @@ fn validate_backend_grants(
     grants
 }
 
-fn validate_smart(raw: &RawSmart, errors: &mut ConfigErrors) -> SmartSettings {
+fn validate_smart(
+    raw: &RawSmart,
+    env: &BTreeMap<String, String>,
+    errors: &mut ConfigErrors,
+) -> SmartSettings {
     if raw.client_id.trim().is_empty() {
         errors.push("smart.client_id", "must not be empty");
     }
     let client_secret = raw.client_secret_env.as_ref().and_then(|name| {
-        // The secret is read from the process environment (never from the file) and never
-        // echoed in messages.
-        match std::env::var(name) {
-            Ok(secret) if !secret.trim().is_empty() => Some(oauth2::ClientSecret::new(secret)),
+        // The secret comes from the environment (never from the file) and is never echoed in
+        // messages.
+        match env.get(name) {
+            Some(secret) if !secret.trim().is_empty() => {
+                Some(oauth2::ClientSecret::new(secret.clone()))
+            }
             _ => {
                 errors.push(
                     "smart.client_secret_env",
@@ -1395,10 +1405,12 @@ fn table_at<'a>(node: &'a mut toml::Value, path: &[String]) -> Option<&'a mut to
     }
 }
 
-/// The process environment's `BEDSIDE_*` variables, for [`Config::load`].
+/// The process environment, for [`Config::load`]: the one place configuration reads it.
+/// `BEDSIDE_*` variables override file keys; others are read only where the file names them
+/// (`[smart] client_secret_env`). Variables that are not UTF-8 are left out.
 pub fn process_env() -> BTreeMap<String, String> {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect()
 }
 
@@ -1565,5 +1577,35 @@ mod tests {
             format!("listen = '127.0.0.1:0'\npublic_url = 'http://h'\nlisten_port = 3\n{base}");
         let err = Config::from_toml_str(&text, "t.toml", &BTreeMap::new()).unwrap_err();
         assert!(err.to_string().contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn the_smart_client_secret_comes_from_the_environment_given_not_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("svc")).unwrap();
+        std::fs::create_dir(dir.path().join("models")).unwrap();
+        let text = format!(
+            "listen = '127.0.0.1:0'\npublic_url = 'https://bedside.test'\nservices_dir = '{}'\nmodels_dir = '{}'\n[smart]\nclient_secret_env = 'TEST_ONLY_SMART_SECRET'\n",
+            dir.path().join("svc").display(),
+            dir.path().join("models").display(),
+        );
+        let env = BTreeMap::from([("TEST_ONLY_SMART_SECRET".to_owned(), "s3cret".to_owned())]);
+        let config = Config::from_toml_str(&text, "t", &env).unwrap();
+        assert_eq!(
+            config
+                .smart
+                .client_secret
+                .as_ref()
+                .map(|s| s.secret().as_str()),
+            Some("s3cret")
+        );
+        let e = Config::from_toml_str(&text, "t", &BTreeMap::new()).unwrap_err();
+        assert!(
+            e.problems()
+                .iter()
+                .any(|(k, _)| k == "smart.client_secret_env"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("s3cret"));
     }
 }
