@@ -39,11 +39,15 @@ import uuid
 
 import numpy as np
 
+if not __package__:  # run as a file (`python models/cohort/generate.py`, as the Rust tests do): find `models`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from models import baselines  # noqa: E402
+from models.labels import derive_onsets  # noqa: E402
+
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(2026, 1, 1, tzinfo=UTC)  # output clock: integer minutes since this instant
 FIRST_ADMIT_DAY = 4                           # 2026-01-05 (days since EPOCH)
 LAST_ADMIT_DAY = 89                           # 2026-03-31
-MIN_ONSET_H = 24.0                            # no labelled onset in the first 24 h: there is always pre-onset data
 
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
@@ -116,7 +120,13 @@ MEDS = {  # RxNorm ingredient codes
     "ibuprofen": ("5640", "ibuprofen"),
     "gentamicin": ("4413", "gentamicin"),
     "furosemide": ("4603", "furosemide"),
+    "piperacillin/tazobactam": ("74169", "piperacillin / tazobactam"),
+    "amoxicillin/clavulanate": ("19711", "amoxicillin / clavulanate"),
+    "levofloxacin": ("82122", "levofloxacin"),
+    "meropenem": ("29561", "meropenem"),
 }
+ANTIBIOTICS = ("ceftriaxone", "piperacillin", "vancomycin", "gentamicin", "piperacillin/tazobactam",
+               "amoxicillin/clavulanate", "levofloxacin", "meropenem")
 NEPHROTOXIC = ("ibuprofen", "gentamicin", "vancomycin")
 
 CONDITIONS = {
@@ -215,21 +225,50 @@ def smooth_wander(rng, sds, n_comp: int = 4):
     return at
 
 
+
+# ============================================================================ site (domain randomisation)
+SITE_KEYS = ("age_beta_a", "age_beta_b", "ckd_mult", "copd_mult", "sepsis_mult", "det_mult", "aki_mult",
+             "schedule_p", "temp_f_share", "umol_share", "lact_mg_share", "noise", "miss_lo", "miss_hi",
+             "missed_round", "false_culture_per_day", "culture_trigger", "death_share", "icu_share")
+SCHEDULE_H = (4.0, 6.0, 8.0, 12.0)
+
+
+def draw_site(seed: int) -> dict:
+    """The hospital a cohort comes from, drawn from the seed (its own child generator, spawn key 2^32 - 1, so
+    it never equals a patient's): case mix, event prevalence, observation habits, units, noise, missingness.
+    Ranges are in README.md ("Sites")."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2 ** 32 - 1,)))
+    lo = float(rng.uniform(0.02, 0.10))
+    return {
+        "age_beta_a": float(rng.uniform(2.2, 3.6)), "age_beta_b": float(rng.uniform(1.3, 2.0)),
+        "ckd_mult": float(rng.uniform(0.6, 1.8)), "copd_mult": float(rng.uniform(0.6, 1.8)),
+        "sepsis_mult": float(rng.uniform(0.7, 1.5)), "det_mult": float(rng.uniform(0.7, 1.5)),
+        "aki_mult": float(rng.uniform(0.7, 1.4)),
+        "schedule_p": [round(float(x), 4) for x in rng.dirichlet([4.0, 4.0, 2.0, 1.0])],
+        "temp_f_share": float(rng.uniform(0.0, 0.25)), "umol_share": float(rng.uniform(0.0, 0.9)),
+        "lact_mg_share": float(rng.uniform(0.0, 0.2)), "noise": float(rng.uniform(0.7, 1.4)),
+        "miss_lo": lo, "miss_hi": lo + float(rng.uniform(0.05, 0.15)),
+        "missed_round": float(rng.uniform(0.02, 0.12)),
+        "false_culture_per_day": float(rng.uniform(0.005, 0.03)),
+        "culture_trigger": float(rng.uniform(0.25, 0.6)),
+        "death_share": float(rng.uniform(0.1, 0.3)), "icu_share": float(rng.uniform(0.6, 0.85)),
+    }
+
+
 # ============================================================================ patient drawing
-def draw_baseline(rng, seed: int, i: int) -> dict:
+def draw_baseline(rng, seed: int, i: int, site: dict) -> dict:
     """Demographics, comorbidity confounders and personal baselines. Prevalences rise with age."""
     b = {}
     u = rng.random()
     b["split"] = "train" if u < 0.6 else ("valid" if u < 0.8 else "test")
-    b["age"] = int(min(95, max(18, round(18 + 77 * rng.beta(3.0, 1.6)))))
+    b["age"] = int(min(95, max(18, round(18 + 77 * rng.beta(site["age_beta_a"], site["age_beta_b"])))))
     b["sex"] = "female" if rng.random() < 0.5 else "male"
     af = (b["age"] - 18) / 77.0
-    b["ckd"] = bool(rng.random() < 0.15 * (0.35 + 1.0 * af))
-    b["copd"] = bool(rng.random() < 0.12 * (0.25 + 1.15 * af))
+    b["ckd"] = bool(rng.random() < min(0.6, 0.15 * site["ckd_mult"] * (0.35 + 1.0 * af)))
+    b["copd"] = bool(rng.random() < min(0.6, 0.12 * site["copd_mult"] * (0.25 + 1.15 * af)))
     b["hypercapnic"] = bool(b["copd"] and rng.random() < 0.5)
     b["beta_blocker"] = bool(rng.random() < 0.20 * (0.45 + 0.85 * af))
     b["unit"] = UNITS[int(rng.choice(len(UNITS), p=UNIT_P))]
-    # names / identifiers
     names = FEMALE_NAMES if b["sex"] == "female" else MALE_NAMES
     given = [names[int(rng.integers(len(names)))]]
     if rng.random() < 0.3:
@@ -237,7 +276,6 @@ def draw_baseline(rng, seed: int, i: int) -> dict:
     b["given"] = given
     b["family"] = FAMILY_NAMES[int(rng.integers(len(FAMILY_NAMES)))]
     b["mrn"] = f"MRN{seed % 10000:04d}{i:06d}"
-    # personal baselines (why: models must learn deviation from *this* patient's normal, not population norms)
     if b["beta_blocker"]:
         b["hr0"] = rng.uniform(59.0, 66.0)
     else:
@@ -255,14 +293,13 @@ def draw_baseline(rng, seed: int, i: int) -> dict:
     b["plt0"] = float(np.clip(rng.normal(250, 60), 130, 420))
     b["bili0"] = float(np.clip(math.exp(rng.normal(math.log(0.6), 0.35)), 0.2, 1.4))
     b["lact0"] = rng.uniform(0.6, 1.6)
-    # O2 target and device/reporting habits
     b["spo2_target"] = 89.0 if b["hypercapnic"] else (90.0 if b["copd"] else 93.0)
-    b["temp_in_f"] = bool(rng.random() < 0.05)
-    b["crea_in_umol"] = bool(rng.random() < 0.20)
-    b["lact_in_mgdl"] = bool(rng.random() < 0.10)
-    b["rr_even_pref"] = rng.uniform(0.0, 0.6)          # terminal-digit preference when counting RR
-    b["miss"] = rng.uniform(0.05, 0.20, 6)             # per-parameter missingness: hr rr spo2 temp bp o2
-    b["base_interval"] = float(rng.choice([60.0, 120.0, 180.0, 240.0], p=[0.75, 0.15, 0.07, 0.03]))
+    b["temp_in_f"] = bool(rng.random() < site["temp_f_share"])
+    b["crea_in_umol"] = bool(rng.random() < site["umol_share"])
+    b["lact_in_mgdl"] = bool(rng.random() < site["lact_mg_share"])
+    b["rr_even_pref"] = rng.uniform(0.0, 0.6)
+    b["miss"] = rng.uniform(site["miss_lo"], site["miss_hi"], 6)  # hr rr spo2 temp bp o2
+    b["base_interval"] = 60.0 * float(SCHEDULE_H[int(rng.choice(4, p=site["schedule_p"]))])
     return b
 
 
@@ -280,43 +317,58 @@ def _amplitude(rng) -> float:
     return rng.uniform(0.3, 0.55) if rng.random() < 0.25 else rng.uniform(0.7, 1.3)
 
 
-def draw_sepsis(rng, b: dict, los_h: float) -> dict | None:
-    """Sepsis ~10%: more likely when older, CKD, COPD. Onset uniform in [24 h, planned discharge - 4 h].
-    Effect sizes are per-patient (each vital's gain x U(0.5,1.4)) so no single vital always leads."""
+def _course_shape(rng) -> dict:
+    """Precursor pattern of an event: lead 0.5-3 h (25%: abrupt, little or no precursor), 4-24 h (50%) or
+    24-48 h (25%); the severity peaks at the onset (50%) or 1-8 h after it (the onset is not the peak)."""
+    u = rng.random()
+    lead = rng.uniform(0.5, 3.0) if u < 0.25 else (rng.uniform(4.0, 24.0) if u < 0.75 else rng.uniform(24.0, 48.0))
+    post = 0.0 if rng.random() < 0.5 else rng.uniform(1.0, 8.0)
+    return {"lead": lead, "post": post}
+
+
+def _onset_time(rng, los_h: float, early_p: float, tail: float) -> float:
+    """Onset hours after admission: `early_p` present on (or soon after) admission, U(0, 6) h, else U(2, LOS - tail)."""
+    return rng.uniform(0.0, 6.0) if rng.random() < early_p else rng.uniform(2.0, los_h - tail)
+
+
+def draw_sepsis(rng, b: dict, los_h: float, site: dict) -> dict | None:
+    """Hidden sepsis (infection with organ dysfunction). Effects raise the recorded SOFA components:
+    platelets, bilirubin, creatinine, blood pressure, consciousness, SpO2 (and so O2)."""
     af = (b["age"] - 18) / 77.0
-    p = 0.05 + 0.06 * af + 0.04 * b["ckd"] + 0.04 * b["copd"]
+    p = (0.05 + 0.06 * af + 0.04 * b["ckd"] + 0.04 * b["copd"]) * site["sepsis_mult"]
     if rng.random() >= p:
         return None
     bb = rng.uniform(0.35, 0.55) if b["beta_blocker"] else 1.0
     g = lambda: rng.uniform(0.5, 1.4)  # noqa: E731
-    s = {"onset": rng.uniform(MIN_ONSET_H, los_h - 4.0), "lead": rng.uniform(6.0, 36.0), "amp": _amplitude(rng)}
+    s = {"onset": _onset_time(rng, los_h, 0.2, 4.0), "amp": _amplitude(rng), **_course_shape(rng)}
     s["hypothermic"] = bool(rng.random() < 0.2)
     s["leukopenic"] = bool(rng.random() < 0.2)
     s["gain"] = {
-        "hr": 26.0 * g() * bb, "rr": 7.0 * g() * (1.15 if b["copd"] else 1.0), "sbp": -22.0 * g(),
-        "spo2": -2.5 * g(), "temp": -rng.uniform(0.8, 1.4) if s["hypothermic"] else 1.6 * rng.uniform(0.6, 1.3),
-        "wbc": -0.55 if s["leukopenic"] else 1.3 * g(), "lact": 2.8 * g(), "plt": -0.35 * g(),
-        "crea": 0.15 * g(), "bili": 1.2 if rng.random() < 0.35 else 0.0,
+        "hr": 26.0 * g() * bb, "rr": 7.0 * g() * (1.15 if b["copd"] else 1.0), "sbp": -30.0 * g(),
+        "spo2": -4.0 * g(), "temp": -rng.uniform(0.8, 1.4) if s["hypothermic"] else 1.6 * rng.uniform(0.6, 1.3),
+        "wbc": -0.55 if s["leukopenic"] else 1.3 * g(), "lact": 2.8 * g(), "plt": -0.5 * g(),
+        "crea": 0.3 * g(), "bili": 1.8 * g() if rng.random() < 0.45 else 0.0,
     }
-    s["altered"] = float(rng.uniform(0.8, 1.5)) if rng.random() < 0.2 + 0.2 * af else 0.0
+    s["altered"] = float(rng.uniform(0.8, 1.5)) if rng.random() < 0.3 + 0.25 * af else 0.0
+    s["recover_at"], s["tau"] = None, rng.uniform(18.0, 48.0)
+    s["treat_delay"] = rng.uniform(4.0, 14.0)  # antibiotics -> recovery starts
     return s
 
 
-def draw_deterioration(rng, b: dict, sepsis: dict | None, los_h: float) -> dict | None:
-    """Deterioration (ICU transfer / rapid-response call) ~12%: 45% of septic patients (1-30 h after sepsis
-    onset), otherwise ~9% baseline risk (higher when older or COPD) with onset uniform over the stay."""
+def draw_deterioration(rng, b: dict, sepsis: dict | None, los_h: float, site: dict) -> dict | None:
+    """Hidden deterioration: 45% of septic patients (1-30 h after sepsis onset), otherwise ~9% x site."""
     af = (b["age"] - 18) / 77.0
-    p = 0.45 if sepsis else 0.06 + 0.05 * af + 0.04 * b["copd"]
+    p = 0.45 if sepsis else (0.06 + 0.05 * af + 0.04 * b["copd"]) * site["det_mult"]
     if rng.random() >= p:
         return None
-    onset = sepsis["onset"] + rng.uniform(1.0, 30.0) if sepsis else rng.uniform(MIN_ONSET_H, los_h - 1.0)
-    lead = rng.uniform(6.0, 36.0)
+    onset = sepsis["onset"] + rng.uniform(1.0, 30.0) if sepsis else _onset_time(rng, los_h, 0.15, 1.0)
+    shape = _course_shape(rng)
     amp = _amplitude(rng)
     if onset > los_h - 1.0:
         return None
     bb = rng.uniform(0.35, 0.55) if b["beta_blocker"] else 1.0
     g = lambda: rng.uniform(0.4, 1.4)  # noqa: E731
-    d = {"onset": onset, "lead": lead, "amp": amp,
+    d = {"onset": onset, "amp": amp, **shape,
          "gain": {"hr": 28.0 * g() * bb, "rr": 9.0 * g(), "sbp": -28.0 * g(),
                   "spo2": -7.0 * g() * (0.8 if b["copd"] else 1.0), "temp": 0.2 * g(), "lact": 1.5 * g(),
                   "crea": 0.08 * g()}}
@@ -324,26 +376,99 @@ def draw_deterioration(rng, b: dict, sepsis: dict | None, los_h: float) -> dict 
     return d
 
 
-def draw_transfer_and_recovery(rng, sepsis, det, los_h: float) -> float:
-    """End of ward data. Deterioration: 70% transferred 0-24 h after onset (skewed early), else managed on
-    the ward and recovering. Sepsis without deterioration: 15% transferred (HDU), else treated on the ward.
-    Returns the discharge time in hours since admission (<= planned LOS)."""
-    end = los_h
-    if det is not None:
-        if rng.random() < 0.7:
-            end = min(end, det["onset"] + 24.0 * rng.random() ** 2)
-            det["recover_at"], det["tau"] = None, None
-        else:
-            det["recover_at"] = det["onset"] + rng.uniform(1.0, 6.0)
-            det["tau"] = rng.uniform(8.0, 30.0)
-    if sepsis is not None:
-        if det is None and rng.random() < 0.15:
-            end = min(end, sepsis["onset"] + 24.0 * rng.random() ** 2)
-        sepsis["abx_at"] = sepsis["onset"] + rng.uniform(0.0, 3.0)
-        sepsis["recover_at"] = sepsis["abx_at"] + rng.uniform(6.0, 18.0)
-        sepsis["tau"] = rng.uniform(18.0, 48.0)
-    return end
+def draw_outcome(rng, det, los_h: float, site: dict) -> tuple[float, str]:
+    """End of ward data and how the stay ends: deterioration -> ICU transfer at the onset (site icu_share, of
+    which death_share die on the ward instead: 'died'), else managed on the ward and recovering; no
+    deterioration -> discharged home at the planned LOS. Returns (end hours, 'home' | 'icu' | 'died')."""
+    if det is None:
+        return los_h, "home"
+    if rng.random() < site["icu_share"]:
+        det["recover_at"], det["tau"] = None, None
+        return det["onset"], ("died" if rng.random() < site["death_share"] else "icu")
+    det["recover_at"] = det["onset"] + det["post"] + rng.uniform(1.0, 6.0)
+    det["tau"] = rng.uniform(8.0, 30.0)
+    return los_h, "home"
 
+
+def draw_background_meds(rng, b: dict, end_h: float) -> list[dict]:
+    """Orders that do not depend on the course: beta-blocker, NSAID, gentamicin, furosemide."""
+    meds = []
+    if b["beta_blocker"]:
+        meds.append({"name": "metoprolol", "start": rng.uniform(0.5, 4.0), "stop": None})
+    if rng.random() < (0.015 if b["ckd"] else 0.07):
+        s = rng.uniform(1.0, 48.0)
+        meds.append({"name": "ibuprofen", "start": s, "stop": s + rng.uniform(24, 72)})
+    if rng.random() < 0.02:
+        s = rng.uniform(4.0, 48.0)
+        meds.append({"name": "gentamicin", "start": s, "stop": s + rng.uniform(48, 96)})
+    if rng.random() < (0.12 if (b["ckd"] or b["copd"]) else 0.06):
+        meds.append({"name": "furosemide", "start": rng.uniform(1.0, 72.0), "stop": None,
+                     "effect": rng.uniform(0.03, 0.10)})
+    return [m for m in meds if m["start"] < end_h]
+
+
+def draw_latent_aki(rng, b, sepsis, det, episodes, meds, end_h: float, site: dict) -> dict | None:
+    """Latent AKI creatinine course; probability rises with sepsis, CKD, nephrotoxic drugs, deterioration and
+    hypotension. Timing follows the main driver. Whether it becomes a *label* depends on the measured
+    creatinine (models/labels.py)."""
+    nephro = [m["start"] for m in meds if m["name"] in NEPHROTOXIC]
+    hypo = [e for e in episodes if e["kind"] == "hypo" and e["sbp"] < -22]
+    p = (0.045 + 0.06 * b["ckd"] + 0.35 * (sepsis is not None) + 0.12 * bool(nephro) + 0.15 * (det is not None)
+         + 0.08 * bool(hypo)) * site["aki_mult"]
+    if rng.random() >= p:
+        return None
+    if sepsis is not None and rng.random() < 0.8:
+        start = sepsis["onset"] + rng.uniform(-18.0, 6.0)
+    elif det is not None and rng.random() < 0.8:
+        start = det["onset"] + rng.uniform(-12.0, 6.0)
+    elif nephro:
+        start = min(nephro) + rng.uniform(24.0, 60.0)
+    elif hypo:
+        start = hypo[0]["start"] + rng.uniform(0.0, 12.0)
+    else:
+        start = rng.uniform(0.0, max(1.0, end_h - 30.0))
+    c0 = b["crea0"]
+    amp = c0 * rng.uniform(0.3, 0.45) + 0.05 if rng.random() < 0.2 else c0 * rng.uniform(0.45, 1.3) + 0.1
+    # present on admission: the rise may have begun before arrival (start < 0)
+    if rng.random() < 0.15:
+        start = rng.uniform(-24.0, 2.0)
+    return {"start": start, "dur": rng.uniform(24.0, 48.0), "amp": amp,
+            "plateau": rng.uniform(12.0, 48.0), "tau": rng.uniform(24.0, 72.0)}
+
+
+# ============================================================================ latent state at times t
+def event_severity(ev: dict, t):
+    """Amplitude-scaled severity of an event at t (hours; array or scalar): logistic ramp of length `lead`
+    peaking `post` h after the onset, then exponential recovery from `recover_at` (if treated / managed)."""
+    return ev["amp"] * event_course(np.asarray(t, float), ev["onset"] + ev["post"], ev["lead"],
+                                    ev.get("recover_at"), ev.get("tau"))
+
+
+def latent(sim: dict, t, with_sepsis: bool = True):
+    """All hidden drivers at times t (hours since admission), vectorised. S, D: amplitude-scaled severities of
+    sepsis and deterioration; ep_*: summed episode effects; aki: creatinine excess; furo: furosemide effect."""
+    z = np.zeros_like(t)
+    L = {"S": z, "D": z}
+    s, d = sim["sepsis"], sim["det"]
+    if s is not None and with_sepsis:
+        L["S"] = event_severity(s, t)
+    if d is not None:
+        L["D"] = event_severity(d, t)
+    ep = {k: z for k in ("hr", "rr", "sbp", "spo2", "temp", "lact", "wbc", "loc", "any")}
+    for e in sim["episodes"]:
+        w = bump(t, e["start"], e["dur"])
+        for k in ("hr", "rr", "sbp", "spo2", "temp", "lact", "wbc", "loc"):
+            if k in e:
+                ep[k] = ep[k] + w * e[k]
+        ep["any"] = np.maximum(ep["any"], w)
+    L["ep"] = ep
+    L["aki"] = aki_creatinine_excess(t, sim["aki"]) if sim["aki"] is not None else z
+    furo = z
+    for m in sim["meds"]:
+        if m["name"] == "furosemide":
+            furo = furo + m["effect"] * smoothstep(t, m["start"], 24.0)
+    L["furo"] = furo
+    return L
 
 EPISODE_TYPES = ("fever", "tachy", "desat", "hypo", "delirium", "leuko")
 
@@ -383,76 +508,6 @@ def draw_episodes(rng, b: dict, end_h: float, has_event: bool) -> list[dict]:
     return out
 
 
-def draw_orders(rng, b: dict, sepsis, det, episodes, end_h: float):
-    """Medication orders and blood-culture workups. Returns (meds, workups) where meds are dicts
-    {name, start, stop|None} (hours) and workups are times (hours) when infection was suspected."""
-    meds, workups = [], []
-    if b["beta_blocker"]:
-        meds.append({"name": "metoprolol", "start": rng.uniform(0.5, 4.0), "stop": None})
-
-    def infection_workup(t, sick: bool):
-        t = max(0.5, t)
-        if t >= end_h:
-            return
-        workups.append({"t": t, "sick": sick})
-        abx_t = t + rng.uniform(0.25, 2.0)
-        course = rng.uniform(120, 168) if sick else rng.uniform(48, 72)
-        meds.append({"name": "ceftriaxone" if rng.random() < 0.55 else "piperacillin", "start": abx_t,
-                     "stop": abx_t + course})
-        if rng.random() < (0.35 if sick else 0.10):
-            meds.append({"name": "vancomycin", "start": abx_t + rng.uniform(0, 1), "stop": abx_t + course})
-        if sick and rng.random() < 0.15:
-            meds.append({"name": "gentamicin", "start": abx_t + rng.uniform(0, 1), "stop": abx_t + 72})
-
-    if sepsis is not None:
-        infection_workup(sepsis["onset"] + rng.uniform(-2.0, 2.0), True)
-    if det is not None and sepsis is None and rng.random() < 0.4:
-        infection_workup(det["onset"] + rng.uniform(0.0, 2.0), True)
-    for e in episodes:
-        if e["kind"] == "fever" and rng.random() < 0.35:
-            infection_workup(e["start"] + e["dur"] / 2, False)
-    if rng.random() < 0.03:
-        infection_workup(rng.uniform(1.0, end_h), False)
-    if rng.random() < (0.015 if b["ckd"] else 0.07):
-        s = rng.uniform(1.0, 48.0)
-        meds.append({"name": "ibuprofen", "start": s, "stop": s + rng.uniform(24, 72)})
-    if rng.random() < 0.02:
-        s = rng.uniform(4.0, 48.0)
-        meds.append({"name": "gentamicin", "start": s, "stop": s + rng.uniform(48, 96)})
-    if rng.random() < (0.12 if (b["ckd"] or b["copd"]) else 0.06):
-        meds.append({"name": "furosemide", "start": rng.uniform(1.0, 72.0), "stop": None,
-                     "effect": rng.uniform(0.03, 0.10)})
-    meds = [m for m in meds if m["start"] < end_h]
-    workups.sort(key=lambda w: w["t"])
-    return meds, workups
-
-
-def draw_latent_aki(rng, b, sepsis, det, episodes, meds, end_h: float) -> dict | None:
-    """Latent AKI creatinine course; probability rises with sepsis, CKD, nephrotoxic drugs, deterioration and
-    hypotension. Timing follows the main driver (sepsis onset, deterioration onset, 24-60 h after the first
-    nephrotoxic dose, after a hypotensive episode, else anywhere in the stay). Whether it becomes a *label*
-    depends on the measured creatinine (kdigo_aki_onset)."""
-    nephro = [m["start"] for m in meds if m["name"] in NEPHROTOXIC]
-    hypo = [e for e in episodes if e["kind"] == "hypo" and e["sbp"] < -22]
-    p = (0.045 + 0.06 * b["ckd"] + 0.35 * (sepsis is not None) + 0.12 * bool(nephro) + 0.15 * (det is not None)
-         + 0.08 * bool(hypo))
-    if rng.random() >= p:
-        return None
-    if sepsis is not None and rng.random() < 0.8:
-        start = sepsis["onset"] + rng.uniform(-18.0, 6.0)
-    elif det is not None and rng.random() < 0.8:
-        start = det["onset"] + rng.uniform(-12.0, 6.0)
-    elif nephro:
-        start = min(nephro) + rng.uniform(24.0, 60.0)
-    elif hypo:
-        start = hypo[0]["start"] + rng.uniform(0.0, 12.0)
-    else:
-        start = rng.uniform(8.0, max(9.0, end_h - 30.0))
-    c0 = b["crea0"]
-    amp = c0 * rng.uniform(0.3, 0.45) + 0.05 if rng.random() < 0.2 else c0 * rng.uniform(0.45, 1.3) + 0.1
-    return {"start": max(6.0, start), "dur": rng.uniform(24.0, 48.0), "amp": amp,
-            "plateau": rng.uniform(12.0, 48.0), "tau": rng.uniform(24.0, 72.0)}
-
 
 def draw_oxygen(rng, b) -> dict:
     """Chronic/background supplemental O2 (independent of acute need): 35% of COPD patients on 1-2 L/min for
@@ -464,137 +519,7 @@ def draw_oxygen(rng, b) -> dict:
     return {"flow": 0.0, "until": 0.0}
 
 
-# ============================================================================ latent state at times t
-def latent(sim: dict, t):
-    """All hidden drivers at times t (hours since admission), vectorised. S, D: amplitude-scaled severities of
-    sepsis and deterioration; ep_*: summed episode effects; crea_*: creatinine components."""
-    z = np.zeros_like(t)
-    L = {"S": z, "D": z}
-    s, d = sim["sepsis"], sim["det"]
-    if s is not None:
-        L["S"] = s["amp"] * event_course(t, s["onset"], s["lead"], s["recover_at"], s["tau"])
-    if d is not None:
-        L["D"] = d["amp"] * event_course(t, d["onset"], d["lead"], d["recover_at"], d["tau"])
-    ep = {k: z for k in ("hr", "rr", "sbp", "spo2", "temp", "lact", "wbc", "loc", "any")}
-    for e in sim["episodes"]:
-        w = bump(t, e["start"], e["dur"])
-        for k in ("hr", "rr", "sbp", "spo2", "temp", "lact", "wbc", "loc"):
-            if k in e:
-                ep[k] = ep[k] + w * e[k]
-        ep["any"] = np.maximum(ep["any"], w)
-    L["ep"] = ep
-    L["aki"] = aki_creatinine_excess(t, sim["aki"]) if sim["aki"] is not None else z
-    furo = z
-    for m in sim["meds"]:
-        if m["name"] == "furosemide":
-            furo = furo + m["effect"] * smoothstep(t, m["start"], 24.0)
-    L["furo"] = furo
-    return L
 
-
-def concern_grid(sim: dict, end_h: float):
-    """How worried the ward is, on a 15-min grid (drives observation frequency and extra labs):
-    max of event severities, 40% of any transient episode, and half the relative creatinine excess."""
-    t = np.arange(0.0, end_h + 0.5, 0.25)
-    L = latent(sim, t)
-    c = np.maximum(np.maximum(L["S"], L["D"]), 0.4 * L["ep"]["any"])
-    return np.maximum(c, 0.5 * L["aki"] / sim["b"]["crea0"])
-
-
-# ============================================================================ measurement schedules
-def schedule_vitals(rng, sim: dict, conc, admit: int, end_min: int) -> list[int]:
-    """Vital-sign rounds (minutes since admission): per-patient base interval 1-4 h with +-15 min jitter,
-    night (23-06 h) gaps stretched x1.5-2.5 (max 6 h) for stable patients, hourly when concern > 0.3, every
-    30-45 min when > 0.6, and more frequent in the first 12 h after arrival."""
-    base = sim["b"]["base_interval"]
-    u = rng.random((800, 3))
-    t = 10.0 + 50.0 * u[0, 0]
-    out = []
-    k = 1
-    while t < end_min and k < 800:
-        out.append(int(t))
-        c = conc[min(len(conc) - 1, int(t // 15))]
-        hod = ((admit + t) / 60.0) % 24.0
-        if c > 0.6:
-            nominal = 30.0 + 15.0 * u[k, 0]
-        elif c > 0.3:
-            nominal = 60.0
-        else:
-            nominal = min(base, 120.0) if t < 720 else base
-            if hod >= 23.0 or hod < 6.0:
-                nominal = min(360.0, nominal * (1.5 + u[k, 0]))
-        jitter = (u[k, 1] - 0.5) * 2.0 * min(15.0, nominal / 4.0)
-        t = t + max(15.0, nominal + jitter)
-        k += 1
-    return out
-
-
-def schedule_labs(rng, sim: dict, conc, admit: int, end_min: int) -> dict[str, list[int]]:
-    """Blood draws (minutes since admission) per test. Admission bloods 15-120 min after arrival; daily
-    06:00 +-1 h (an 8% chance of skipping a stable day; bilirubin only ~half the days); an extra ~17:00 draw on
-    days the patient is sick; lactate only when sick, at infection workups (repeated 2-6 h later if the first was
-    > 2 mmol/L by the latent value) and 3% random. Duplicate draws of a test within 30 min are merged."""
-    tests = {k: [] for k in ("crea", "wbc", "plt", "bili", "lact")}
-    u = rng.random((40, 6))
-    row = iter(range(40))
-
-    def c_at(m):
-        return conc[min(len(conc) - 1, max(0, int(m // 15)))]
-
-    k = next(row)
-    first = 15.0 + 105.0 * u[k, 0]
-    for name in ("crea", "wbc", "plt"):
-        tests[name].append(first)
-    if u[k, 1] < 0.85:
-        tests["bili"].append(first)
-    if u[k, 2] < 0.15:
-        tests["lact"].append(first)
-    day_start = (admit // 1440) * 1440 - admit  # minutes since admission of the admission day's midnight
-    for day in range(0, 9):
-        k = next(row)
-        morning = day_start + day * 1440 + 360 + (u[k, 0] - 0.5) * 120.0
-        if morning < first + 360 or morning >= end_min:
-            continue
-        sick = c_at(morning) > 0.3
-        if sick or u[k, 1] >= 0.08:
-            for name in ("crea", "wbc", "plt"):
-                tests[name].append(morning)
-        if u[k, 2] < (0.9 if sick else 0.5):
-            tests["bili"].append(morning)
-        if sick and u[k, 3] < 0.8:
-            tests["lact"].append(morning)
-        evening = day_start + day * 1440 + 1020 + (u[k, 4] - 0.5) * 120.0
-        if first < evening < end_min and c_at(evening) > 0.35:
-            tests["crea"].append(evening)
-            tests["lact"].append(evening)
-            if u[k, 5] < 0.6:
-                tests["wbc"].append(evening)
-                tests["plt"].append(evening)
-    for w in sim["workups"]:
-        k = next(row)
-        m = w["t"] * 60.0 + 30.0 * u[k, 0]
-        if m >= end_min:
-            continue
-        for name in ("lact", "wbc", "crea", "plt"):
-            tests[name].append(m)
-        lact_true = lactate_true(sim, np.array([m / 60.0]))[0]
-        rep = m + 120.0 + 240.0 * u[k, 1]
-        if lact_true > 2.0 and rep < end_min:
-            tests["lact"].append(rep)
-    k = next(row)
-    if u[k, 0] < 0.03:
-        tests["lact"].append(u[k, 1] * end_min)
-    out = {}
-    for name, ms in tests.items():
-        kept = []
-        for m in sorted(int(x) for x in ms if 0 <= x < end_min):
-            if not kept or m - kept[-1] >= 30:
-                kept.append(m)
-        out[name] = kept
-    return out
-
-
-# ============================================================================ values
 def lactate_true(sim, t):
     b, L = sim["b"], latent(sim, t)
     g_s = sim["sepsis"]["gain"]["lact"] if sim["sepsis"] else 0.0
@@ -621,12 +546,29 @@ def titrate_oxygen(need: list[float]) -> np.ndarray:
     return np.array(out)
 
 
-def simulate_vitals(rng, sim: dict, t):
-    """True vitals at round times t (hours): baseline + diurnal + wander + episodes + event effects; SpO2 is
-    partly corrected by oxygen titrated to the patient's target; then device noise, clipping and rounding.
-    Returns a dict of arrays (hr, rr, spo2, temp_c, sbp, dbp, o2, loc)."""
-    b, s, d = sim["b"], sim["sepsis"], sim["det"]
-    L = latent(sim, t)
+
+def _sev_scalar(ev: dict, t: float) -> float:
+    """event_severity for one time, in plain Python (the ward loop calls it once per round)."""
+    peak, lead = ev["onset"] + ev["post"], ev["lead"]
+    if t <= peak - lead:
+        return 0.0
+    if t >= peak:
+        r = 1.0
+    else:
+        k = 10.0 / lead
+        lo, hi = 1.0 / (1.0 + math.exp(5.0)), 1.0 / (1.0 + math.exp(-5.0))
+        r = min(1.0, max(0.0, (1.0 / (1.0 + math.exp(-k * (t - (peak - lead / 2.0)))) - lo) / (hi - lo)))
+    if ev.get("recover_at") is not None and t > ev["recover_at"]:
+        r *= math.exp(-(t - ev["recover_at"]) / ev["tau"])
+    return ev["amp"] * r
+
+
+def smooth_vitals(sim: dict, t):
+    """Noise-free vitals at times t (hours) WITHOUT the sepsis contribution (added per round, because its
+    recovery depends on when the ward gives antibiotics): baseline + diurnal + wander + episodes +
+    deterioration. Also `z`, the consciousness drive from deterioration and delirium episodes."""
+    b, d = sim["b"], sim["det"]
+    L = latent(sim, t, with_sepsis=False)
     ep = L["ep"]
     hod = ((sim["admit"] / 60.0 + t) % 24.0)
     wander = sim["wander"](t)
@@ -634,52 +576,236 @@ def simulate_vitals(rng, sim: dict, t):
 
     def eff(key):
         out = ep.get(key, 0.0)
-        if s is not None and key in s["gain"]:
-            out = out + s["gain"][key] * L["S"]
         if d is not None and key in d["gain"]:
             out = out + d["gain"][key] * L["D"]
         return out
 
-    hr = b["hr0"] + 3.0 * np.cos(two_pi * (hod - 15.0) / 24.0) + wander[:, 0] + eff("hr")
-    rr = b["rr0"] + 0.5 * np.cos(two_pi * (hod - 15.0) / 24.0) + wander[:, 1] + eff("rr")
-    spo2 = b["spo20"] + wander[:, 2] + eff("spo2")
-    temp = b["temp0"] + 0.2 * np.cos(two_pi * (hod - 18.0) / 24.0) + wander[:, 3] + eff("temp")
     sbp_delta = 5.0 * np.cos(two_pi * (hod - 14.0) / 24.0) + wander[:, 4] + eff("sbp") - 6.0 * (L["furo"] > 0)
-    sbp = b["sbp0"] + sbp_delta
-    dbp = b["dbp0"] + 0.45 * sbp_delta
-
-    # oxygen: acute need = how far the (smooth) SpO2 is below target; titrated flow corrects ~70% of it
-    need = b["spo2_target"] - spo2
-    flow_need = titrate_oxygen(need.tolist())
-    ox = sim["oxygen"]
-    o2 = np.maximum(flow_need, np.where(t < ox["until"], ox["flow"], 0.0))
-    spo2 = spo2 + np.where(flow_need > 0, 0.7 * np.clip(need, 0.0, None), 0.0)
-
-    n = len(t)
-    noise = rng.normal(0.0, 1.0, (n, 6)) * np.array([3.0, 1.2, 0.8, 0.12, 5.0, 4.0])
-    hr = np.rint(np.clip(hr + noise[:, 0], 35, 180))
-    rr = np.clip(rr + noise[:, 1], 6, 45)
-    even = rng.random(n) < b["rr_even_pref"]
-    rr = np.where(even, 2.0 * np.rint(rr / 2.0), np.rint(rr))
-    spo2 = np.rint(np.clip(spo2 + noise[:, 2], 70, 100))
-    temp_c = np.clip(temp + noise[:, 3], 34.0, 41.5)
-    sbp = np.rint(np.clip(sbp + noise[:, 4], 60, 220))
-    dbp = np.rint(np.clip(np.minimum(dbp + noise[:, 5], sbp - 15), 30, 130))
-
-    # consciousness: ACVPU level from event severity for patients flagged 'altered', night delirium episodes
-    z = np.zeros(n)
-    if s is not None and s["altered"]:
-        z = np.maximum(z, L["S"] * s["altered"])
+    z = np.zeros_like(t)
     if d is not None and d["altered"]:
-        z = np.maximum(z, L["D"] * d["altered"])
-    loc = (z >= 0.7).astype(int) + (z >= 0.95) + (z >= 1.2) + (z >= 1.45)
-    loc = np.maximum(loc, (ep["loc"] > 0.25).astype(int))
-    return {"hr": hr, "rr": rr, "spo2": spo2, "temp_c": temp_c, "sbp": sbp, "dbp": dbp, "o2": o2, "loc": loc}
+        z = L["D"] * d["altered"]
+    return {"hr": b["hr0"] + 3.0 * np.cos(two_pi * (hod - 15.0) / 24.0) + wander[:, 0] + eff("hr"),
+            "rr": b["rr0"] + 0.5 * np.cos(two_pi * (hod - 15.0) / 24.0) + wander[:, 1] + eff("rr"),
+            "spo2": b["spo20"] + wander[:, 2] + eff("spo2"),
+            "temp": b["temp0"] + 0.2 * np.cos(two_pi * (hod - 18.0) / 24.0) + wander[:, 3] + eff("temp"),
+            "sbp": b["sbp0"] + sbp_delta, "dbp": b["dbp0"] + 0.45 * sbp_delta, "z": z, "delirium": ep["loc"]}
+
+
+ABX_CHOICES = (("ceftriaxone", 0.35), ("piperacillin/tazobactam", 0.35), ("amoxicillin/clavulanate", 0.15),
+               ("levofloxacin", 0.10), ("meropenem", 0.05))
+NEWS2_HIGH, NEWS2_MEDIUM = 5, 3
+
+
+def run_ward(rng, sim: dict, end_min: int):
+    """The ward, round by round. What is measured, and when, depends only on the schedule, chance and what was
+    RECORDED (never on the hidden state):
+    * vitals every `base_interval` (4/6/8/12 h) with jitter and missed rounds; NEWS2 of the last round >= 5 ->
+      hourly for the next 3-6 h (and while it stays >= 5); 3-4 -> at most 4-hourly; at most 2-hourly in the
+      first 4 h after arrival;
+    * culture work-ups (blood culture, antibiotics, bloods) with some probability per round when the recorded
+      round shows fever >= 38.3 / < 36.0 degC, SIRS >= 2 (vitals), qSOFA >= 2 or NEWS2 >= 5, plus false alarms
+      at random; at most one work-up per 48 h;
+    * extra bloods when NEWS2 >= 5 or temperature >= 38.3 was recorded (at most one per 12 h).
+    Returns (vital rows [(minute, kind, value)], lab draws {test: [minute]}, workups, antibiotic orders)."""
+    b, site, s = sim["b"], sim["site"], sim["sepsis"]
+    end_h = end_min / 60.0
+    grid = np.arange(0.0, end_h + 0.5, 0.25)
+    G = {k: v.tolist() for k, v in smooth_vitals(sim, grid).items()}
+    ox = sim["oxygen"]
+    maxr = 1200
+    noise = (rng.normal(0.0, 1.0, (maxr, 6)) * (site["noise"] * np.array([3.0, 1.2, 0.8, 0.12, 5.0, 4.0]))).tolist()
+    u = rng.random((maxr, 16)).tolist()
+    miss = b["miss"].tolist()
+    temp_kind = "temp_f" if b["temp_in_f"] else "temp_c"
+    scale = 2 if b["hypercapnic"] else 1
+    rows, workups, abx = [], [], []
+    labs = {k: [] for k in ("crea", "wbc", "plt", "bili", "lact")}
+    o2_idx, prev_o2, last_loc, last_loc_t, loc_gap = -1, 0.0, None, -1e9, 180.0
+    esc_until, last_workup, last_extra = -1e9, -1e9, -1e9
+    last = {"temp": None, "alert": True}
+    # false-alarm work-ups at random times (independent of everything), raised when the clock passes them
+    false_alarms = sorted(rng.uniform(0.5, end_h, int(rng.poisson(site["false_culture_per_day"] * end_h / 24.0))))
+    fa_u = rng.random((len(false_alarms), 16)).tolist()
+    t = 5.0 + 25.0 * u[0][15]
+    k = 0
+    while t < end_min and k < maxr:
+        m = int(t)
+        th = m / 60.0
+        while false_alarms and false_alarms[0] <= th:
+            _workup(fa_u.pop(), false_alarms.pop(0), end_h, workups, abx, labs, s)
+        gi = min(len(grid) - 1, int(th * 4.0 + 0.5))
+        sv = _sev_scalar(s, th) if s is not None else 0.0
+        gs = s["gain"] if s is not None else {}
+        hr = G["hr"][gi] + gs.get("hr", 0.0) * sv
+        rr = G["rr"][gi] + gs.get("rr", 0.0) * sv
+        spo2 = G["spo2"][gi] + gs.get("spo2", 0.0) * sv
+        temp = G["temp"][gi] + gs.get("temp", 0.0) * sv
+        sbp_d = gs.get("sbp", 0.0) * sv
+        sbp, dbp = G["sbp"][gi] + sbp_d, G["dbp"][gi] + 0.45 * sbp_d
+        # oxygen titrated to the target from the (smooth) SpO2, with hysteresis; corrects 70% of the deficit
+        need = b["spo2_target"] - spo2
+        if need > 1.0:
+            o2_idx = max(o2_idx, min(len(O2_STEPS) - 1, max(0, math.ceil(need / 1.2) - 1)))
+        elif o2_idx >= 0 and need > -1.0:
+            o2_idx = max(0, o2_idx - 1)
+        else:
+            o2_idx = -1
+        flow = O2_STEPS[o2_idx] if o2_idx >= 0 else 0.0
+        if flow > 0:
+            spo2 += 0.7 * max(need, 0.0)
+        flow = max(flow, ox["flow"] if th < ox["until"] else 0.0)
+        n, uu = noise[k], u[k]
+        hr_v = int(round(min(180.0, max(35.0, hr + n[0]))))
+        rr_c = min(45.0, max(6.0, rr + n[1]))
+        rr_v = int(2 * round(rr_c / 2.0)) if uu[0] < b["rr_even_pref"] else int(round(rr_c))
+        sp_v = int(round(min(100.0, max(70.0, spo2 + n[2]))))
+        tc = min(41.5, max(34.0, temp + n[3]))
+        sbp_v = int(round(min(220.0, max(60.0, sbp + n[4]))))
+        dbp_v = int(round(min(130.0, max(30.0, min(dbp + n[5], sbp_v - 15)))))
+        z = max(G["z"][gi], sv * s["altered"] if s is not None and s["altered"] else 0.0)
+        lv = int(z >= 0.7) + int(z >= 0.95) + int(z >= 1.2) + int(z >= 1.45)
+        lv = max(lv, int(G["delirium"][gi] > 0.25))
+        rec = {}
+        if uu[1] >= miss[0]:
+            rows.append((m, "hr", hr_v))
+            rec["heart_rate"] = hr_v
+        if uu[2] >= miss[1]:
+            rows.append((m, "rr", rr_v))
+            rec["respiratory_rate"] = rr_v
+        if uu[3] >= miss[2]:
+            rows.append((m, "spo2", sp_v))
+            rec["spo2"] = sp_v
+        flow_out = int(flow) if flow == int(flow) else flow
+        if (flow > 0 and uu[4] >= miss[5]) or (flow == 0 and ((prev_o2 > 0 and uu[4] < 0.8) or uu[4] < 0.15)):
+            rows.append((m, "o2", flow_out))
+        prev_o2 = flow
+        if uu[5] >= miss[3]:
+            rows.append((m, temp_kind, round(tc * 1.8 + 32.0, 1) if b["temp_in_f"] else round(tc, 1)))
+            rec["temperature"] = round(tc, 1)
+        if uu[6] >= miss[4]:
+            rows.append((m, "bp", (sbp_v, dbp_v)))
+            rec["systolic_bp"] = sbp_v
+        if lv != last_loc or m - last_loc_t >= loc_gap:
+            rows.append((m, "loc", lv))
+            last_loc, last_loc_t, loc_gap = lv, m, 120.0 + 120.0 * uu[7]
+            last["alert"] = lv == 0
+        news = baselines.news2({**rec, "alert": last["alert"], "on_oxygen": flow > 0}, scale=scale)["total"]
+        tr = rec.get("temperature")
+        fever = tr is not None and (tr >= 38.3 or tr < 36.0)
+        sirs = ((rec.get("heart_rate", 0) > 90) + (rec.get("respiratory_rate", 0) > 20)
+                + (tr is not None and (tr > 38.0 or tr < 36.0)))
+        qsofa = ((rec.get("respiratory_rate", 0) >= 22) + (rec.get("systolic_bp", 999) <= 100)
+                 + (not last["alert"]))
+        # culture work-up from recorded findings
+        p_w = max(site["culture_trigger"] if fever else 0.0, 0.3 if qsofa >= 2 else 0.0,
+                  0.06 if sirs >= 2 else 0.0, 0.15 if news >= NEWS2_HIGH else 0.0)
+        if p_w > 0 and th - last_workup >= 48.0 and uu[8] < p_w:
+            last_workup = th
+            _workup(uu, th + 0.25 + 1.75 * uu[9], end_h, workups, abx, labs, s)
+        # extra bloods from recorded findings
+        if (news >= NEWS2_HIGH or (tr is not None and tr >= 38.3)) and th - last_extra >= 12.0 and uu[11] < 0.6:
+            last_extra = th
+            tl = m + 15.0 + 75.0 * uu[12]
+            for name in ("crea", "wbc", "plt"):
+                labs[name].append(tl)
+            if uu[13] < 0.7:
+                labs["lact"].append(tl)
+            if uu[14] < 0.3:
+                labs["bili"].append(tl)
+        # next round
+        if news >= NEWS2_HIGH:
+            esc_until = max(esc_until, th + 3.0 + 3.0 * uu[10])
+        if th < esc_until:
+            nominal = 60.0
+        else:
+            nominal = b["base_interval"]
+            if news >= NEWS2_MEDIUM:
+                nominal = min(nominal, 240.0)
+            if th < 4.0:
+                nominal = min(nominal, 120.0)
+        if nominal > 60.0 and uu[15] < site["missed_round"]:
+            nominal *= 2.0  # staffing: a round is missed
+        jitter = (uu[9] - 0.5) * 2.0 * min(30.0, nominal * 0.1)
+        t = t + max(20.0, nominal + jitter)
+        k += 1
+    workups.sort(key=lambda w: w["t"])
+    abx.sort(key=lambda a: (a["start"], a["name"]))
+    return rows, labs, workups, abx
+
+
+def _workup(uu, tc: float, end_h: float, workups, abx, labs, sepsis):
+    """Blood culture at tc (hours) with antibiotics 0.25-3 h after it (75%) or up to 1.5 h before it and the
+    culture 0.5-8 h later (25%), a second antibiotic (vancomycin) in 25%, and bloods at the culture. The
+    first antibiotic dose starts the sepsis recovery (if septic and not yet treated)."""
+    if uu[0] < 0.25:
+        t_abx = tc
+        tc = tc + 0.5 + 7.5 * uu[1]
+    else:
+        t_abx = tc + 0.25 + 2.75 * uu[1]
+    if tc >= end_h:
+        return
+    workups.append({"t": tc})
+    acc, name = 0.0, ABX_CHOICES[-1][0]
+    for nm, p in ABX_CHOICES:
+        acc += p
+        if uu[2] < acc:
+            name = nm
+            break
+    if t_abx < end_h:
+        course = 48.0 + 120.0 * uu[3]
+        abx.append({"name": name, "start": t_abx, "stop": t_abx + course})
+        if uu[4] < 0.25 and t_abx + 0.5 < end_h:
+            abx.append({"name": "vancomycin", "start": t_abx + 0.5, "stop": t_abx + course})
+        if sepsis is not None and sepsis["recover_at"] is None and t_abx > sepsis["onset"] - sepsis["lead"]:
+            sepsis["recover_at"] = max(t_abx, sepsis["onset"]) + sepsis["treat_delay"]
+    m = tc * 60.0 + 30.0 * uu[5]
+    for name in ("lact", "wbc", "plt", "crea"):
+        labs[name].append(m)
+    if uu[6] < 0.5:
+        labs["bili"].append(m)
+
+
+def schedule_routine_labs(rng, admit: int, end_min: int, labs: dict) -> dict[str, list[int]]:
+    """Admission bloods 15-120 min after arrival; a morning draw each day at 06:00 +- 1 h (>= 6 h after the
+    admission bloods) with a random subset of panels (renal 85%, full blood count 85%, bilirubin 40%, lactate
+    5%); merged with the triggered draws; draws of one test < 30 min apart are merged."""
+    u = rng.random((12, 6)).tolist()
+    first = 15.0 + 105.0 * u[0][0]
+    for name in ("crea", "wbc", "plt"):
+        labs[name].append(first)
+    if u[0][1] < 0.8:
+        labs["bili"].append(first)
+    if u[0][2] < 0.2:
+        labs["lact"].append(first)
+    day_start = (admit // 1440) * 1440 - admit
+    for day in range(0, 9):
+        r = u[day + 1]
+        morning = day_start + day * 1440 + 360 + (r[0] - 0.5) * 120.0
+        if morning < first + 360 or morning >= end_min:
+            continue
+        if r[1] < 0.85:
+            labs["crea"].append(morning)
+        if r[2] < 0.85:
+            labs["wbc"].append(morning)
+            labs["plt"].append(morning)
+        if r[3] < 0.4:
+            labs["bili"].append(morning)
+        if r[4] < 0.05:
+            labs["lact"].append(morning)
+    out = {}
+    for name, ms in labs.items():
+        kept = []
+        for m in sorted(int(x) for x in ms if 0 <= x < end_min):
+            if not kept or m - kept[-1] >= 30:
+                kept.append(m)
+        out[name] = kept
+    return out
 
 
 def simulate_labs(rng, sim: dict, draws: dict) -> dict:
-    """True lab values at draw times + analytic noise, rounded like the lab reports (mg/dL, mmol/L units)."""
+    """True lab values at draw times + analytic noise (x site noise), rounded like the lab reports."""
     b, s, d = sim["b"], sim["sepsis"], sim["det"]
+    f = sim["site"]["noise"]
     out = {}
     for name, ms in draws.items():
         if not ms:
@@ -689,50 +815,33 @@ def simulate_labs(rng, sim: dict, draws: dict) -> dict:
         L = latent(sim, t)
         S, D = L["S"], L["D"]
         gs = s["gain"] if s else None
-        noise = rng.normal(0.0, 1.0, len(t))
+        noise = rng.normal(0.0, 1.0, len(t)) * f
         if name == "crea":
             v = b["crea0"] * (1.0 + (gs["crea"] * S if gs else 0.0) + (d["gain"]["crea"] * D if d else 0.0)
                               + L["furo"]) + L["aki"]
-            v = np.maximum(0.2, v * (1.0 + 0.03 * noise))
-            out[name] = v  # unrounded: rounding depends on the reporting unit
+            out[name] = np.maximum(0.2, v * (1.0 + 0.03 * noise))
         elif name == "wbc":
             v = b["wbc0"] * (1.0 + (gs["wbc"] * S if gs else 0.0)) + L["ep"]["wbc"]
             out[name] = np.round(np.clip(v * (1.0 + 0.06 * noise), 0.5, 60.0), 1)
         elif name == "plt":
-            v = b["plt0"] * (1.0 + (gs["plt"] * S if gs else 0.0))
-            out[name] = np.rint(np.clip(v * (1.0 + 0.05 * noise), 10, 900))
+            v = b["plt0"] * np.maximum(0.08, 1.0 + (gs["plt"] * S if gs else 0.0))
+            out[name] = np.rint(np.clip(v * (1.0 + 0.05 * noise), 5, 900))
         elif name == "bili":
             v = b["bili0"] + (gs["bili"] * S if gs else 0.0)
             out[name] = np.round(np.clip(v * (1.0 + 0.08 * noise), 0.1, 30.0), 1)
-        else:  # lact, mmol/L, unrounded (rounding depends on the reporting unit)
+        else:
             out[name] = np.clip(lactate_true(sim, t) * (1.0 + 0.08 * noise), 0.3, 20.0)
     return out
 
-
-# ============================================================================ AKI label
-def kdigo_aki_onset(times_min, values, abs_threshold, earliest_min: int):
-    """KDIGO creatinine criteria on *measured* values. times ascending (minutes), values as integers in the
-    reporting unit (hundredths of mg/dL, or whole umol/L) so comparisons are exact. Returns the time of the
-    first measurement at or after `earliest_min` with value - min(values in [t-48 h, t)) >= abs_threshold, or
-    2 * value >= 3 * min(values in [t-7 d, t)); None if never met."""
-    for j, (tj, vj) in enumerate(zip(times_min, values)):
-        if tj < earliest_min:
-            continue
-        prev48 = [v for t, v in zip(times_min[:j], values[:j]) if t >= tj - 2880]
-        prev7d = [v for t, v in zip(times_min[:j], values[:j]) if t >= tj - 10080]
-        if prev48 and vj - min(prev48) >= abs_threshold:
-            return tj
-        if prev7d and 2 * vj >= 3 * min(prev7d):
-            return tj
-    return None
-
-
-def creatinine_abs_threshold(in_umol: bool) -> int:
-    """0.3 mg/dL in integer reporting units: 30 hundredths of mg/dL, or ceil(0.3 x 88.4 = 26.52) = 27 umol/L."""
-    return 27 if in_umol else 30
-
-
 # ============================================================================ FHIR assembly
+ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+DISCHARGE_DISPOSITION = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
+_LOC_TYPE = {"HU": [{"coding": [_coding(ROLE_CODE, "HU", "Hospital unit")]}],
+             "ICU": [{"coding": [_coding(ROLE_CODE, "ICU", "Intensive care unit")]}]}
+_DISPOSITION = {"home": {"coding": [_coding(DISCHARGE_DISPOSITION, "home", "Home")]},
+                "exp": {"coding": [_coding(DISCHARGE_DISPOSITION, "exp", "Expired")]}}
+
+
 def _ref(kind, rid):
     return {"reference": f"{kind}/{rid}"}
 
@@ -753,10 +862,11 @@ def birth_date(rng, age: int, admit_min: int) -> str:
 
 
 def build_bundle(rng, sim: dict, meas: list, meds: list, workups: list) -> dict:
-    """Bundle (type collection): Patient, Encounter, Conditions, MedicationRequests, ServiceRequests, then
-    Observations in time order. `meas` = sorted (abs_minute, order, kind, value, status)."""
+    """Bundle (type collection): Patient, Locations, Encounter, Conditions, MedicationRequests,
+    MedicationAdministrations (first antibiotic doses), ServiceRequests, then Observations in time order.
+    `meas` = sorted (abs_minute, order, kind, value, status)."""
     b, pid = sim["b"], sim["pid"]
-    admit, end = sim["admit"], sim["end_min_abs"]
+    admit, end, outcome = sim["admit"], sim["end_min_abs"], sim["outcome"]
     subj = _ref("Patient", pid)
     enc_id = f"{pid}-enc"
     enc = _ref("Encounter", enc_id)
@@ -765,10 +875,24 @@ def build_bundle(rng, sim: dict, meas: list, meds: list, workups: list) -> dict:
                "identifier": [{"system": MRN_SYSTEM, "value": b["mrn"]}],
                "name": [{"family": b["family"], "given": list(b["given"])}],
                "gender": b["sex"], "birthDate": birth_date(rng, b["age"], admit)}
+    if outcome == "died":
+        patient["deceasedDateTime"] = iso_min(end)
     entries.append(patient)
-    entries.append({"resourceType": "Encounter", "id": enc_id, "status": "finished", "class": _ENC_CLASS,
-                    "subject": subj, "period": {"start": iso_min(admit), "end": iso_min(end)},
-                    "location": [{"location": {"display": b["unit"]}}]})
+    ward_id, icu_id = f"{pid}-loc-0", f"{pid}-loc-1"
+    entries.append({"resourceType": "Location", "id": ward_id, "status": "active", "name": b["unit"],
+                    "mode": "instance", "type": _LOC_TYPE["HU"]})
+    locations = [{"location": {"reference": f"Location/{ward_id}", "display": b["unit"]},
+                  "status": "completed", "period": {"start": iso_min(admit), "end": iso_min(end)}}]
+    if outcome == "icu":
+        entries.append({"resourceType": "Location", "id": icu_id, "status": "active", "name": "Intensive Care Unit",
+                        "mode": "instance", "type": _LOC_TYPE["ICU"]})
+        locations.append({"location": {"reference": f"Location/{icu_id}", "display": "Intensive Care Unit"},
+                          "status": "active", "period": {"start": iso_min(end)}})
+    encounter = {"resourceType": "Encounter", "id": enc_id, "status": "finished", "class": _ENC_CLASS,
+                 "subject": subj, "period": {"start": iso_min(admit), "end": iso_min(end)}, "location": locations}
+    if outcome in ("home", "died"):
+        encounter["hospitalization"] = {"dischargeDisposition": _DISPOSITION["exp" if outcome == "died" else "home"]}
+    entries.append(encounter)
     cond_onset = {}
     for n, key in enumerate(k for k in ("ckd", "copd", "hypercapnic") if b[k]):
         years_before = rng.uniform(0.5, 3.0) if key == "hypercapnic" else rng.uniform(1.0, 15.0)
@@ -779,7 +903,8 @@ def build_bundle(rng, sim: dict, meas: list, meds: list, workups: list) -> dict:
         entries.append({"resourceType": "Condition", "id": f"{pid}-cond-{n}", "clinicalStatus": _COND_CLINICAL,
                         "verificationStatus": _COND_VERIF, "category": _COND_CAT,
                         "code": {"coding": CONDITIONS[key]}, "subject": subj, "onsetDateTime": iso_min(m)})
-    for n, m in enumerate(sorted(meds, key=lambda m: (m["start"], m["name"]))):
+    ordered = sorted(meds, key=lambda m: (m["start"], m["name"]))
+    for n, m in enumerate(ordered):
         code, disp = MEDS[m["name"]]
         stop = m["stop"]
         status = "completed" if stop is not None and admit + stop * 60 <= end else "active"
@@ -787,6 +912,16 @@ def build_bundle(rng, sim: dict, meas: list, meds: list, workups: list) -> dict:
                         "intent": "order",
                         "medicationCodeableConcept": {"coding": [_coding(RXNORM, code, disp)]},
                         "subject": subj, "encounter": enc, "authoredOn": iso_min(admit + int(m["start"] * 60))})
+    n_ma = 0
+    for m in ordered:
+        if m["name"] in ANTIBIOTICS and "given" in m and admit + int(m["given"] * 60) <= end:
+            code, disp = MEDS[m["name"]]
+            entries.append({"resourceType": "MedicationAdministration", "id": f"{pid}-ma-{n_ma}",
+                            "status": "completed",
+                            "medicationCodeableConcept": {"coding": [_coding(RXNORM, code, disp)]},
+                            "subject": subj, "context": enc,
+                            "effectiveDateTime": iso_min(admit + int(m["given"] * 60))})
+            n_ma += 1
     for n, w in enumerate(workups):
         entries.append({"resourceType": "ServiceRequest", "id": f"{pid}-sr-{n}", "status": "completed",
                         "intent": "order", "code": _CULTURE_CODE, "subject": subj, "encounter": enc,
@@ -817,113 +952,77 @@ def patient_rng(seed: int, i: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
 
 
-def simulate_patient(seed: int, i: int) -> dict:
+def simulate_patient(seed: int, i: int, site: dict) -> dict:
     rng = patient_rng(seed, i)
     pid = f"cohort-{seed}-{i}"
-    b = draw_baseline(rng, seed, i)
+    b = draw_baseline(rng, seed, i, site)
     admit, los_h = draw_stay(rng)
-    sepsis = draw_sepsis(rng, b, los_h)
-    det = draw_deterioration(rng, b, sepsis, los_h)
-    end_h = draw_transfer_and_recovery(rng, sepsis, det, los_h)
-    end_min = int(round(end_h * 60))
+    sepsis = draw_sepsis(rng, b, los_h, site)
+    det = draw_deterioration(rng, b, sepsis, los_h, site)
+    end_h, outcome = draw_outcome(rng, det, los_h, site)
+    end_min = max(60, int(round(end_h * 60)))
     episodes = draw_episodes(rng, b, end_h, sepsis is not None or det is not None)
-    meds, workups = draw_orders(rng, b, sepsis, det, episodes, end_h)
-    aki = draw_latent_aki(rng, b, sepsis, det, episodes, meds, end_h)
-    sim = {"pid": pid, "b": b, "admit": admit, "sepsis": sepsis, "det": det, "episodes": episodes,
-           "meds": meds, "workups": workups, "aki": aki, "oxygen": draw_oxygen(rng, b),
-           "wander": smooth_wander(rng, [4.0, 1.0, 0.6, 0.15, 6.0]), "end_min_abs": admit + end_min}
-    conc = concern_grid(sim, end_h)
-
-    # ---- vitals
-    rounds = schedule_vitals(rng, sim, conc, admit, end_min)
-    tr = np.array(rounds, float) / 60.0
-    v = simulate_vitals(rng, sim, tr)
-    present = rng.random((len(rounds), 6)) >= b["miss"][None, :]  # hr rr spo2 temp bp o2
-    loc_gap = rng.uniform(120.0, 240.0, len(rounds) + 1)
-    o2_doc = rng.random(len(rounds))
-    meas = []  # (minute since admission, kind, value)
-    temp_kind = "temp_f" if b["temp_in_f"] else "temp_c"
-    hr_l, rr_l, sp_l, o2_l = v["hr"].tolist(), v["rr"].tolist(), v["spo2"].tolist(), v["o2"].tolist()
-    tc_l, sbp_l, dbp_l, loc_l = v["temp_c"].tolist(), v["sbp"].tolist(), v["dbp"].tolist(), v["loc"].tolist()
-    pres = present.tolist()
-    last_loc, last_loc_t, gap_k, prev_o2 = None, -1e9, 0, 0.0
-    for j, m in enumerate(rounds):
-        p = pres[j]
-        if p[0]:
-            meas.append((m, "hr", int(hr_l[j])))
-        if p[1]:
-            meas.append((m, "rr", int(rr_l[j])))
-        if p[2]:
-            meas.append((m, "spo2", int(sp_l[j])))
-        flow = o2_l[j]
-        if (flow > 0 and p[5]) or (flow == 0 and ((prev_o2 > 0 and o2_doc[j] < 0.8) or o2_doc[j] < 0.15)):
-            meas.append((m, "o2", flow if flow != int(flow) else int(flow)))
-        prev_o2 = flow
-        if p[3]:
-            tc = tc_l[j]
-            meas.append((m, temp_kind, round(tc * 1.8 + 32.0, 1) if b["temp_in_f"] else round(tc, 1)))
-        if p[4]:
-            meas.append((m, "bp", (int(sbp_l[j]), int(dbp_l[j]))))
-        lv = loc_l[j]
-        if lv != last_loc or m - last_loc_t >= loc_gap[gap_k]:
-            meas.append((m, "loc", lv))
-            last_loc, last_loc_t, gap_k = lv, m, gap_k + 1
-
-    # ---- labs
-    draws = schedule_labs(rng, sim, conc, admit, end_min)
+    meds = draw_background_meds(rng, b, end_h)
+    aki = draw_latent_aki(rng, b, sepsis, det, episodes, meds, end_h, site)
+    sim = {"pid": pid, "b": b, "site": site, "admit": admit, "sepsis": sepsis, "det": det, "episodes": episodes,
+           "meds": meds, "aki": aki, "oxygen": draw_oxygen(rng, b),
+           "wander": smooth_wander(rng, [4.0, 1.0, 0.6, 0.15, 6.0]), "end_min_abs": admit + end_min,
+           "outcome": outcome}
+    rows, lab_draws, workups, abx = run_ward(rng, sim, end_min)
+    for a in abx:  # first dose given 0-45 min after the order
+        a["given"] = a["start"] + 0.75 * rng.random()
+    meds = meds + abx
+    sim["meds"] = meds
+    draws = schedule_routine_labs(rng, admit, end_min, lab_draws)
     labs = simulate_labs(rng, sim, draws)
     crea_kind = "crea_um" if b["crea_in_umol"] else "crea_mg"
     lact_kind = "lact_mg" if b["lact_in_mgdl"] else "lact_mmol"
-    crea_int = []  # integer reporting units for the exact KDIGO check
+    meas = list(rows)
     for m, x in zip(draws["crea"], labs["crea"].tolist()):
-        if b["crea_in_umol"]:
-            val = int(round(x * CREATININE_UMOL_PER_MGDL))
-            crea_int.append(val)
-        else:
-            val = round(x, 2)
-            crea_int.append(int(round(val * 100)))
-        meas.append((m, crea_kind, val))
+        meas.append((m, crea_kind, int(round(x * CREATININE_UMOL_PER_MGDL)) if b["crea_in_umol"] else round(x, 2)))
     for m, x in zip(draws["lact"], labs["lact"].tolist()):
         meas.append((m, lact_kind, round(x * LACTATE_MGDL_PER_MMOL, 1) if b["lact_in_mgdl"] else round(x, 1)))
     for name, cast in (("wbc", float), ("plt", int), ("bili", float)):
         for m, x in zip(draws[name], labs[name].tolist()):
             meas.append((m, name, cast(x)))
-
-    # ---- statuses (~1% not final), then the AKI label from final creatinine values only
+    meas = [r for r in meas if r[0] <= end_min]
     u = rng.random(len(meas)).tolist()
     status = ["preliminary" if x < 0.006 else ("entered-in-error" if x < 0.01 else "final") for x in u]
-    crea_status = [st for (m, kind, _), st in zip(meas, status) if kind == crea_kind]
-    final_t = [m for m, st in zip(draws["crea"], crea_status) if st == "final"]
-    final_v = [v_ for v_, st in zip(crea_int, crea_status) if st == "final"]
-    aki_min = kdigo_aki_onset(final_t, final_v, creatinine_abs_threshold(b["crea_in_umol"]), int(MIN_ONSET_H * 60))
+    rows_abs = sorted(((admit + m, OBS_KINDS[kind][5], kind, val, st) for (m, kind, val), st in zip(meas, status)),
+                      key=lambda r: (r[0], r[1]))
+    bundle = build_bundle(rng, sim, rows_abs, meds, workups)
 
-    rows = sorted(((admit + m, OBS_KINDS[kind][5], kind, val, st) for (m, kind, val), st in zip(meas, status)),
-                  key=lambda r: (r[0], r[1]))
-    bundle = build_bundle(rng, sim, rows, meds, workups)
-
-    def onset(h):
-        return None if h is None else to_datetime(admit + int(round(h * 60)))
+    def hidden(ev):
+        return None if ev is None else to_datetime(admit + int(round(ev["onset"] * 60)))
     return {
         "id": pid, "bundle": bundle, "admit": to_datetime(admit), "discharge": to_datetime(admit + end_min),
         "age": b["age"], "sex": b["sex"], "ckd": b["ckd"], "copd": b["copd"], "hypercapnic": b["hypercapnic"],
         "beta_blocker": b["beta_blocker"], "unit": b["unit"],
-        "onsets": {"deterioration": onset(det["onset"] if det else None),
-                   "sepsis": onset(sepsis["onset"] if sepsis else None),
-                   "aki": None if aki_min is None else to_datetime(admit + aki_min)},
+        "onsets": derive_onsets(bundle),
+        "hidden_onsets": {"deterioration": hidden(det), "sepsis": hidden(sepsis),
+                          "aki": None if aki is None else to_datetime(admit + int(round(aki["start"] * 60)))},
         "split": b["split"],
     }
 
 
-def generate(n: int, seed: int) -> list[dict]:
-    """n synthetic inpatients for `seed` (a non-negative int). Same (n, seed) -> byte-identical bundles;
-    patient i does not depend on n. Each dict: id, bundle (FHIR R4 Bundle, type collection), admit, discharge
-    (aware UTC datetimes; discharge = end of ward data: home or transfer out), age, sex, ckd, copd, hypercapnic,
-    beta_blocker, unit, onsets {deterioration, sepsis, aki: datetime | None}, split (train/valid/test)."""
+def generate(n: int, seed: int, site: dict | None = None) -> list[dict]:
+    """n synthetic inpatients for `seed` (a non-negative int) at `site` (a dict of SITE_KEYS overrides; the rest
+    drawn from the seed by `draw_site`). Same (n, seed, site) -> byte-identical bundles; patient i does not depend
+    on n. Each dict: id, bundle (FHIR R4 Bundle, type collection), admit, discharge (aware UTC datetimes;
+    discharge = end of ward data: home, ICU transfer or death), age, sex, ckd, copd, hypercapnic, beta_blocker,
+    unit, onsets {deterioration, sepsis, aki: datetime | None} = models.labels.derive_onsets(bundle),
+    hidden_onsets (the generator's latent event times; diagnostics only, never labels), split."""
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError("seed must be a non-negative integer")
     if n < 0:
         raise ValueError("n must be >= 0")
-    return [simulate_patient(int(seed), i) for i in range(int(n))]
+    s = draw_site(int(seed))
+    if site:
+        unknown = set(site) - set(SITE_KEYS)
+        if unknown:
+            raise ValueError(f"unknown site keys {sorted(unknown)}")
+        s.update(site)
+    return [simulate_patient(int(seed), i, s) for i in range(int(n))]
 
 
 # ============================================================================ CLI
@@ -931,8 +1030,11 @@ def index_row(p: dict) -> dict:
     """Patient dict without the bundle, datetimes as ISO strings with Z (the index.jsonl line)."""
     row = {k: v for k, v in p.items() if k != "bundle"}
     row["admit"], row["discharge"] = iso_z(p["admit"]), iso_z(p["discharge"])
-    row["onsets"] = {k: (None if v is None else iso_z(v)) for k, v in p["onsets"].items()}
+    for key in ("onsets", "hidden_onsets"):
+        if key in p:
+            row[key] = {k: (None if v is None else iso_z(v)) for k, v in p[key].items()}
     return row
+
 
 
 def summary(patients: list[dict]) -> str:
