@@ -175,7 +175,7 @@ def logistic_ramp(t, onset: float, lead: float):
     k = 10.0 / lead
     lo = 1.0 / (1.0 + math.exp(5.0))
     hi = 1.0 / (1.0 + math.exp(-5.0))
-    s = 1.0 / (1.0 + np.exp(-k * (t - (onset - lead / 2.0))))
+    s = 1.0 / (1.0 + np.exp(np.clip(-k * (t - (onset - lead / 2.0)), -50.0, 50.0)))
     return np.clip((s - lo) / (hi - lo), 0.0, 1.0)
 
 
