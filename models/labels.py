@@ -51,11 +51,11 @@ Reyna et al., Crit Care Med 2020;48:210)
     mapped to a GCS: SNOMED 248234008 alert 15, 300202002 new confusion 14, 450847001 voice 12, 450848006 pain 8,
     422768004 unresponsive 3 (LOINC LA answer codes are not read); the later of GCS and ACVPU wins;
   - respiration: SpO2 (59408-5, 2708-6, 20564-1) / FiO2, FiO2 from 3150-0 (a value > 1 or unit % is a
-    percentage), else from O2 flow 3151-8 (FiO2 = 0.21 + 0.04 x L/min, at most 0.6), else room air 0.21; S/F
-    cut-offs of Pandharipande et al., Crit Care Med 2009;37:1317 (derived on the ARDS Network data of Rice et
-    al., Chest 2007;132:410, whose linear fit S/F = 64 + 0.84 P/F gives 235 and 315 for P/F 200 and 300):
-    S/F >= 512 0, < 512 1, < 357 2, < 214 3, < 89 4 (ventilation is not required for 3-4).
-    Note: on room air S/F <= 100/0.21 = 476 < 512, so every recorded SpO2 on room air scores 1.
+    percentage), else from O2 flow 3151-8 (FiO2 = 0.21 + 0.04 x L/min, at most 0.6), else room air 0.21; the
+    SOFA P/F bands (< 400, < 300, < 200, < 100) carried to S/F through the linear fit of Rice et al., Chest
+    2007;132:410 (S/F = 64 + 0.84 P/F), the "modified SOFA" respiratory score of Grissom et al. / Pandharipande
+    et al. (Crit Care Med 2009;37:1317): S/F >= 400 0, < 400 1, < 315 2, < 235 3, < 150 4 (ventilation is not
+    required for 3-4). On room air a saturation of 84 % or more scores 0 (S/F >= 400).
 * Baseline SOFA = the minimum over the hourly points from the stay start to t_suspicion - 48 h at which some
   component is recorded; 0 if there is none (the usual "baseline 0 unless known").
 * t_SOFA = the first hourly point in [t_suspicion - 48 h, t_suspicion + 24 h] (within the stay) with
@@ -396,7 +396,7 @@ def sofa_components(s: _Series, t) -> dict:
         else:
             fl = s.last("flow", t, VITAL_AGE)
             fio2 = 0.21 if fl is None else min(0.6, 0.21 + 0.04 * max(0.0, fl[1]))
-        out["respiration"] = _band(sp[1] / max(fio2, 0.21), (512, 357, 214, 89))
+        out["respiration"] = _band(sp[1] / max(fio2, 0.21), (400, 315, 235, 150))
     return out
 
 
@@ -621,7 +621,7 @@ def _self_test() -> None:  # noqa: C901 - a list of cases
     assert derive_onsets(bundle(culture(48), abx(49), obs("59408-5", 50, 94, "%"), obs("3150-0", 50, 0.3, "1")))[
         "sepsis"] == at(48)                                                                  # 313 -> 2
     comp = explain_onsets(bundle(culture(48), abx(49), obs("59408-5", 50, 85, "%"), obs("3151-8", 50, 15, "L/min")))
-    assert comp["sepsis"]["episodes"][0]["sofa"][1]["respiration"] == 3                     # 85/0.6 = 142
+    assert comp["sepsis"]["episodes"][0]["sofa"][1]["respiration"] == 4                     # 85/0.6 = 142 < 150
     # bilirubin in umol/L, creatinine in umol/L
     assert derive_onsets(bundle(culture(48), abx(49), obs("1975-2", 50, 40, "umol/L")))["sepsis"] == at(48)  # 2.3 mg/dL
     assert derive_onsets(bundle(culture(48), abx(49), obs("14682-9", 50, 200, "umol/L")))["sepsis"] == at(48)
