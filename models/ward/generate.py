@@ -86,7 +86,7 @@ def draw_site(seed: int) -> dict:
         "age_mean": u(58, 74), "age_sd": u(12, 18), "p_male": u(0.45, 0.56),
         "p_ckd": u(0.08, 0.25), "p_copd": u(0.06, 0.20), "p_hypercapnic": u(0.15, 0.40), "p_beta_blocker": u(0.12, 0.35),
         "p_nsaid": u(0.03, 0.12), "p_diuretic": u(0.10, 0.30), "p_ceiling": u(0.05, 0.15),
-        "p_infection": u(0.12, 0.24), "p_severe_infection": u(0.35, 0.60), "p_poa_infection": u(0.25, 0.50),
+        "p_infection": u(0.12, 0.24), "p_severe_infection": u(0.35, 0.60), "p_poa_infection": u(0.10, 0.25),
         "p_deterioration": u(0.06, 0.14), "p_aki": u(0.04, 0.10), "p_nephrotoxic_aki": u(0.10, 0.30),
         "wards": wards,
         "escalation_adherence": u(0.60, 0.95), "p_missed_round": u(0.02, 0.12), "late_sd_min": u(10, 60),
@@ -235,10 +235,10 @@ class Patient:
         if r.random() < p_inf:
             severe = r.random() < s["p_severe_infection"]
             poa = r.random() < s["p_poa_infection"]
-            t_inf = -r.uniform(0, 48) if poa else r.uniform(0, 0.8 * self.planned_los)
+            t_inf = -r.uniform(0, 36) if poa else 4 + r.uniform(0, 0.85 * self.planned_los)
             self.inf = {
                 "t": t_inf, "rise": r.uniform(2, 8) if r.random() < 0.3 else r.uniform(8, 48),
-                "peak": r.uniform(1.5, 3.6) if severe else r.uniform(0.35, 1.05),
+                "peak": (r.uniform(1.4, 2.4) if r.random() < 0.7 else r.uniform(2.4, 3.4)) if severe else r.uniform(0.35, 1.05),
                 "self_dur": r.uniform(36, 120), "tau_self": r.uniform(12, 36),
                 "lag": r.uniform(4, 18), "tau_abx": r.uniform(10, 30), "abx_eff": None,
                 "pulmonary": r.random() < (0.5 if self.copd else 0.3),
@@ -253,7 +253,7 @@ class Patient:
             cause = ["haemorrhage", "cardiac", "respiratory", "neuro"][int(r.choice(4, p=kinds))]
             if cause == "respiratory" and self.copd:
                 pass
-            early = r.random() < 0.25
+            early = r.random() < 0.15
             self.det = {
                 "cause": cause, "t": r.uniform(0, 12) if early else r.uniform(0, 0.9 * self.planned_los),
                 "rise": r.uniform(0.1, 1.0) if r.random() < 0.3 else r.uniform(2, 24),
@@ -264,8 +264,8 @@ class Patient:
         # primary (prerenal / obstructive) AKI
         self.aki = []
         if r.random() < s["p_aki"] * (1.6 if self.ckd else 1.0) * (1.4 if self.diuretic or self.nsaid else 1.0):
-            poa = r.random() < 0.3
-            self.aki.append({"t": -r.uniform(0, 24) if poa else r.uniform(0, 0.8 * self.planned_los),
+            poa = r.random() < 0.15
+            self.aki.append({"t": -r.uniform(0, 24) if poa else 6 + r.uniform(0, 0.85 * self.planned_los),
                              "amp": r.uniform(0.25, 2.0), "dur": r.uniform(12, 60), "rec": None,
                              "natural_rec": r.uniform(48, 160), "tau": r.uniform(24, 72), "prerenal": r.random() < 0.6})
         self.biovar = r.uniform(0.02, 0.06)
@@ -335,7 +335,7 @@ class Patient:
         rr = self.rr0 + 0.6 * circ + 3.5 * infl + 3 * d
         temp = self.t0 + 0.3 * circ + self.fever_gain * 0.9 * min(infl, 2.2)
         spo2 = self.spo2_0 - 2.5 * d - (3.5 * infl if self.inf and self.inf["pulmonary"] else 0.5 * infl)
-        gcs_def = 2.2 * max(0.0, d - 0.25)
+        gcs_def = 1.8 * max(0.0, d - 0.4)
         lac = self.lac0 + 1.4 * d
         if self.postop is not None and 0 < t - self.postop < 36:
             temp += 0.9 * math.sin(math.pi * (t - self.postop) / 36)
@@ -844,7 +844,7 @@ class Ward:
             pa *= 0.3
         if not self.abx_on and q.random() < pa:
             before = q.random() < 0.15
-            ta = t - q.uniform(0.1, 2.0) if before else t + q.uniform(0.3, 4.0) * (0.5 if news >= 5 else 1.0)
+            ta = t - q.uniform(0.1, 2.0) if before else t + (q.uniform(0.15, 1.5) if news >= 5 else q.uniform(0.3, 4.0))
             self.push(max(ta, 0.01), "start_abx", news)
 
     def start_abx(self, t, news, escalate=False):
@@ -899,23 +899,23 @@ class Ward:
         """A doctor at the bedside: treats from the chart; decides ICU from the examination (latent)."""
         p, s, q = self.p, self.s, self.q
         sev = p.severity(t)
-        if not p.ceiling and sev >= 7:
-            pr = min(0.95, 0.3 + 0.12 * (sev - 7)) * (0.7 if p.kind == "stepdown" else 1.0)
-            if q.random() < pr:
-                self.push(t + q.uniform(0.5, 3.0), "icu", None)
-                return
         temp = self.last("temp", t, 24)
         wbc = self.last("wbc", t, 36)
         hr, rr = self.last("hr", t, 12), self.last("rr", t, 12)
         suspect = ((temp is not None and (temp >= 37.9 or temp < 36.0)) or (wbc is not None and (wbc > 12 or wbc < 4))
                    or (rr is not None and hr is not None and rr >= 22 and hr >= 100))
         if suspect and t - self.last_culture > 48 and q.random() < 0.8:
-            self.push(t + q.uniform(0.05, 0.5), "culture", "sepsis-screen")
+            self.culture(t + q.uniform(0.05, 0.3), "sepsis-screen")
         elif suspect and self.abx_start is not None and t - self.abx_start > 40 and q.random() < 0.5:
             self.push(t + q.uniform(0.2, 1.5), "escalate_abx", None)
         sbp = self.last("sbp", t, 6)
         if sbp is not None and sbp <= 100:
             self.give_fluids(t + q.uniform(0.1, 0.8))
+        if not p.ceiling and sev >= 7:
+            pr = min(0.9, 0.12 + 0.1 * (sev - 7)) * (0.6 if p.kind == "stepdown" else 1.0)
+            if q.random() < pr:
+                self.push(t + q.uniform(1.0, 4.0), "icu", None)
+                return
         if q.random() < 0.5:
             self.push(t + q.uniform(0.1, 0.6), "extra_labs", ["cbc", "cr"] + (["lac"] if q.random() < 0.5 else []))
         # re-check ordered: an unscheduled set soon
