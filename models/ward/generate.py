@@ -314,7 +314,7 @@ class Patient:
         shock = 0.0
         if self.det and self.det["cause"] in ("haemorrhage", "cardiac"):
             shock = max(0.0, self.deterioration(t - 8) - 0.6)
-        return (1 + f) * (1 + 0.5 * d6 + 0.6 * shock)
+        return (1 + f) * (1 + 0.6 * d6 + 0.6 * shock)
 
     def o2_at(self, t: float):
         flow, fio2 = 0.0, None
@@ -331,11 +331,11 @@ class Patient:
         g = self.deterioration(t)
         cause = self.det["cause"] if self.det else None
         hr = self.hr0 + 4 * circ + self.bb * (16 * infl + 10 * d)
-        sbp = self.sbp0 + 5 * circ - 5 * infl - 24 * d
+        sbp = self.sbp0 + 5 * circ - 5 * infl - 30 * d
         rr = self.rr0 + 0.6 * circ + 3.5 * infl + 3 * d
-        temp = self.t0 + 0.3 * circ + self.fever_gain * 0.9 * min(infl, 2.2)
+        temp = self.t0 + 0.3 * circ + self.fever_gain * 1.1 * min(infl, 2.2)
         spo2 = self.spo2_0 - 2.5 * d - (3.5 * infl if self.inf and self.inf["pulmonary"] else 0.5 * infl)
-        gcs_def = 1.8 * max(0.0, d - 0.4)
+        gcs_def = 2.0 * max(0.0, d - 0.3)
         lac = self.lac0 + 1.4 * d
         if self.postop is not None and 0 < t - self.postop < 36:
             temp += 0.9 * math.sin(math.pi * (t - self.postop) / 36)
@@ -366,9 +366,9 @@ class Patient:
         return {
             "hr": hr, "sbp": sbp, "dbp": sbp * self.dbp_ratio, "rr": max(rr, 5.0), "temp": temp,
             "spo2": max(spo2, 55.0), "gcs_def": max(gcs_def, 0.0), "cr": cr,
-            "plt": self.plt0 * max(0.12, 1 - 0.32 * d12 - (0.2 * g if cause == "haemorrhage" else 0)),
+            "plt": self.plt0 * max(0.12, 1 - 0.45 * d12 - (0.2 * g if cause == "haemorrhage" else 0)),
             "wbc": max(0.4, self.wbc0 * (1 + 0.6 * self.wbc_gain * min(infl, 2.5)) + (2 * g if g > 0.5 else 0)),
-            "bili": self.bili0 + 1.3 * d12, "lac": lac, "o2": flow > 0 or fio2 is not None,
+            "bili": self.bili0 + 1.6 * d12, "lac": lac, "o2": flow > 0 or fio2 is not None,
         }
 
     def severity(self, t: float) -> int:
@@ -701,7 +701,7 @@ class Ward:
         # fever -> cultures
         temp = rec.get("temp")
         if temp is not None and (temp >= s["fever_threshold"] or temp <= 35.5) and t - self.last_culture > 48:
-            if q.random() < 0.7:
+            if q.random() < 0.8:
                 self.push(t + q.uniform(0.1, 1.0), "culture", "fever")
         self.schedule_round(t, want)
 
@@ -903,7 +903,7 @@ class Ward:
         wbc = self.last("wbc", t, 36)
         hr, rr = self.last("hr", t, 12), self.last("rr", t, 12)
         suspect = ((temp is not None and (temp >= 37.9 or temp < 36.0)) or (wbc is not None and (wbc > 12 or wbc < 4))
-                   or (rr is not None and hr is not None and rr >= 22 and hr >= 100))
+                   or (rr is not None and hr is not None and rr >= 21 and hr >= 91))
         if suspect and t - self.last_culture > 48 and q.random() < 0.8:
             self.culture(t + q.uniform(0.05, 0.3), "sepsis-screen")
         elif suspect and self.abx_start is not None and t - self.abx_start > 40 and q.random() < 0.5:
@@ -1065,7 +1065,7 @@ class Ward:
         if p.inf is not None:
             t = max(0.0, p.inf["t"])
             while t < self.end_t:
-                if p.infection(t)[1] >= 0.35:
+                if p.infection(t)[1] >= 0.6:
                     out["sepsis"] = t
                     break
                 t += 0.25
