@@ -415,7 +415,7 @@ class Ward:
         self.pending_round = None
         # per-patient code choices
         c = s["codes"]
-        self.code_spo2 = ["2708-6", "59408-5", "20564-1"][int(q.choice(3, p=c["spo2"]))]
+        self.code_spo2 = ["2708-6", "59408-5", "20564-1"][int(q.choice(3, p=np.array(c["spo2"], float) / sum(c["spo2"])))]
         self.code_hr = "8889-8" if q.random() < c["hr_8889"] else "8867-4"
         self.temp_f = q.random() < c["temp_degF"]
         self.code_temp = "8331-1" if q.random() < c["temp_oral"] else "8310-5"
