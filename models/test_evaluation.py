@@ -644,6 +644,51 @@ def test_net_benefit():
           "decision curve deterministic")
 
 
+@section
+def test_simple_baselines():
+    from models import comparators as cmp
+    rng = np.random.default_rng(13)
+    X = rng.normal(0, 1, (20_000, 3))
+    z = -1.0 + 1.5 * X[:, 0] - 0.8 * X[:, 1]
+    y = (rng.random(20_000) < 1 / (1 + np.exp(-z))).astype(int)
+    m = cmp.fit_logistic(X, y, l2=1e-6)
+    b = m["beta"][1:] / m["std"]
+    a = m["beta"][0] - np.sum(m["beta"][1:] * m["mean"] / m["std"])
+    check(abs(b[0] - 1.5) < 0.08 and abs(b[1] + 0.8) < 0.06 and abs(b[2]) < 0.05 and abs(a + 1) < 0.06,
+          f"logistic recovers coefficients {a} {b}")
+    strong = cmp.fit_logistic(X, y, l2=1e5)
+    check(np.abs(strong["beta"][1:]).max() < 0.1 * np.abs(m["beta"][1:]).max(), "L2 shrinks")
+    # stumps: a step in feature 2 only
+    ys = (rng.random(20_000) < np.where(X[:, 2] > 0.5, 0.6, 0.05)).astype(int)
+    st = cmp.fit_stumps(X, ys, rounds=40)
+    check(all(t[0] == 2 for t in st["trees"][:5]), f"stumps split on the informative feature {st['trees'][:3]}")
+    check(ev.auroc(ys, cmp.predict_stumps(st, X)) > 0.75, "stumps discriminate")
+    check(abs(cmp.predict_stumps(st, X).mean() - ys.mean()) < 0.02, "stumps calibrated in the large")
+    # summary features of a hand-made grid: 1 channel, 12 hourly steps, observed at steps 2 and 9
+    spec = {"step_minutes": 60, "feature": [{"name": "hr"}]}
+    x = np.zeros((1, 12, 2), np.float32)
+    x[0, 2:, 0] = 1.0
+    x[0, 9:, 0] = 3.0
+    x[0, [2, 9], 1] = 1.0
+    s = cmp.summary_features(x, spec)[0]
+    # last 3, min 1, max 3, mean 2, slope (x[11] - x[5]) / 6 = (3 - 1) / 6, since (11 - 9 + .5) h
+    check(np.allclose(s, [3, 1, 3, 2, 2 / 6, 2.5]), f"summary features {s}")
+    check(cmp.summary_names(spec)[4] == "hr.slope_6h", "summary names")
+    # abstention: window 10 h, needs 3 measurements, creatinine required, stale after 4 h, range hr 30-200
+    spec2 = {"window_hours": 10, "feature": [{"name": "hr"}, {"name": "creatinine"}]}
+    H = 3600.0
+    ms = [(0, 1 * H, 80.0, "a"), (0, 2 * H, 85.0, "b"), (1, 3 * H, 1.0, "c"), (0, 5 * H, 250.0, "d"),
+          (0, 20 * H, 90.0, "e")]
+    val = {"min_measurements": 3, "required": ["creatinine"], "max_staleness_hours": 12, "range": {"hr": [30, 200]}}
+    r = cmp.abstain_reasons(val, {"min_observations": 2, "max_staleness_hours": 4}, spec2, ms,
+                            [2.5 * H, 4 * H, 8 * H, 10 * H, 21 * H])
+    # 2.5 h: 2 in window; 4 h: fine; 8 h: 250 in window (newest 3 h old); 10 h: newest 5 h old; 21 h: 1
+    check(r == ["too few measurements", "", "value outside the training range", "newest measurement too old",
+                "too few measurements"], f"abstain reasons {r}")
+    r2 = cmp.abstain_reasons({**val, "min_measurements": 1}, None, spec2, ms, [5.5 * H, 21 * H])
+    check(r2 == ["value outside the training range", "no creatinine"], f"range / required {r2}")
+
+
 def main() -> int:
     if "--write-svg" in sys.argv:
         out = sys.argv[sys.argv.index("--write-svg") + 1]
