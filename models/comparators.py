@@ -182,19 +182,32 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1.0, max_iter: int = 
     X = np.asarray(X, dtype=np.float64)
     yv = np.asarray(y, dtype=np.float64)
     mu_x, sd_x = X.mean(axis=0), X.std(axis=0)
-    sd_x = np.where(sd_x > 1e-9, sd_x, 1.0)
+    sd_x = np.where(sd_x > 1e-6, sd_x, 1.0)
     Z = np.column_stack([np.ones(len(X)), (X - mu_x) / sd_x])
     beta = np.zeros(Z.shape[1])
     beta[0] = np.log(max(yv.mean(), 1e-6) / max(1 - yv.mean(), 1e-6))
     pen = np.full(Z.shape[1], float(l2))
     pen[0] = 0.0
+    def objective(b):
+        z = Z @ b
+        return float(np.sum(yv * z - np.logaddexp(0.0, z)) - 0.5 * np.sum(pen * b * b))
+
+    obj = objective(beta)
     for _ in range(max_iter):
         p = _sigmoid(Z @ beta)
         g = Z.T @ (yv - p) - pen * beta
         H = (Z * (p * (1 - p))[:, None]).T @ Z + np.diag(pen) + 1e-9 * np.eye(len(beta))
         step = np.linalg.solve(H, g)
-        beta += step
-        if np.max(np.abs(step)) < 1e-8:
+        t = 1.0  # step halving: the penalised log-likelihood must not decrease
+        while t > 1e-8:
+            cand = beta + t * step
+            new = objective(cand)
+            if new >= obj - 1e-12:
+                break
+            t *= 0.5
+        beta, done = cand, abs(new - obj) < 1e-10 * max(1.0, abs(obj))
+        obj = new
+        if done or np.max(np.abs(t * step)) < 1e-8:
             break
     return {"mean": mu_x, "std": sd_x, "beta": beta, "l2": float(l2)}
 

@@ -1034,7 +1034,7 @@ def calibration_slope_intercept(y, p, max_iter: int = 50) -> dict:
     it = 0
     for it in range(1, max_iter + 1):
         eta = X @ beta
-        mu = 1 / (1 + np.exp(-eta))
+        mu = 1 / (1 + np.exp(-np.clip(eta, -35, 35)))
         W = mu * (1 - mu)
         g = X.T @ (yv - mu)
         H = (X * W[:, None]).T @ X + 1e-12 * np.eye(2)
@@ -1044,7 +1044,7 @@ def calibration_slope_intercept(y, p, max_iter: int = 50) -> dict:
             break
     a = 0.0  # calibration-in-the-large: offset logit(p), intercept only
     for _ in range(max_iter):
-        mu = 1 / (1 + np.exp(-(a + x)))
+        mu = 1 / (1 + np.exp(-np.clip(a + x, -35, 35)))
         step = np.sum(yv - mu) / max(np.sum(mu * (1 - mu)), 1e-12)
         a += step
         if abs(step) < 1e-10:
