@@ -321,6 +321,15 @@ def run(cfg: dict, out: str, *, patients=None, n: int, seed: int, shuffled: bool
         row["news2_auroc"] = ev.auroc(y[mask], bed["news2"][mask])
         row["abstention_rate"] = float(abst[mask].mean())
 
+    # ---- per-request operating points (no suppression; kept for train.py's callers and the Rust test)
+    def point(name, sc_, thr, kind):
+        m = ev.threshold_metrics(y, sc_, thr)
+        return {"scorer": name, "threshold": thr, "kind": kind, "sensitivity": m["sensitivity"], "ppv": m["ppv"],
+                "alerts_per_true_positive": m["alerts_per_true_positive"], "alerts_per_patient_day": m["alerts"] / patient_days}
+    operating_points = [point("model", model_all, warning, "warning threshold"),
+                        point("model", model_all, critical, "critical threshold")]
+    operating_points += [point(NAMES[b], bed[b], cut, f"conventional cut-off ≥ {cut}") for b, cut in BEDSIDE_CUT.items()]
+
     train_prev = _labels_only(cfg, patients, "train", EVERY_HOURS, FIRST_HOURS)
     result = {
         "model": cfg["name"], "version": cfg["version"], "shuffled_labels": shuffled,
@@ -339,6 +348,8 @@ def run(cfg: dict, out: str, *, patients=None, n: int, seed: int, shuffled: bool
         "auprc": summ["scorers"]["model"]["auprc"], "auprc_ci": summ["scorers"]["model"]["auprc_ci"],
         "all_requests": summ, "scored_requests": scored,
         "comparators": {k: {"name": NAMES[k], "kind": KIND[k]} for k in comps},
+        "ece": calibration["model"].get("ece"), "brier": calibration["model"].get("brier"),
+        "operating_points": operating_points,
         "calibration": calibration, "cards": cards, "net_benefit": net, "subgroups": subgroups,
         "services": services, "bootstrap": {"reps": reps, "clusters": boot["clusters"], "seed": seed},
         "values_only_control": values_only.__doc__.strip().split("\n\n")[0],
