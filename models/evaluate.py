@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from models import comparators as cmp
-from models import dataset
+from models import dataset, generators
 from models import evaluation as ev
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -190,6 +190,8 @@ def run(cfg: dict, out: str, *, patients=None, n: int, seed: int, shuffled: bool
     (train.py passes its own); ``test_patients``: the test generator's (loaded when None). Results go
     to ``out_dir`` (default: ``out`` when train_gen == test_gen, else out/external/<train>-to-<test>)."""
     t0 = time.time()
+    for g in {train_gen, test_gen}:
+        generators.generate_fn(g)  # fail now, with the reason, not after featurizing the other one
     stump_rounds = 60 if small else 150
     if patients is None:
         patients = dataset.load_patients(cfg, n, seed, generator=train_gen)
@@ -623,8 +625,12 @@ def main(argv=None) -> int:
     n = args.n or (200 if args.small else 3000)
     reps = args.reps or (50 if args.small else 200)
     test_gen = args.test_gen or args.train_gen
-    run(cfg, out, n=n, seed=args.seed, train_gen=args.train_gen, test_gen=test_gen, site=args.site,
-        reps=reps, small=args.small, out_dir=args.out)
+    try:
+        run(cfg, out, n=n, seed=args.seed, train_gen=args.train_gen, test_gen=test_gen, site=args.site,
+            reps=reps, small=args.small, out_dir=args.out)
+    except generators.GeneratorUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
