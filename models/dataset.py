@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from models import baselines, featurize
-from models.cohort.generate import generate
+from models import baselines, featurize, generators
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -64,24 +64,99 @@ class Progress:
             sys.stderr.write(line.strip("\r") + "\n")
 
 
+# The bedside scores' inputs, whatever the model reads (NEWS2 needs oxygen and ACVPU, KDIGO
+# creatinine): extracted from every Bundle by the same rules as the model's features.
+# Switch to the terminology module's code lists when it lands.
+BEDSIDE_SPEC_TOML = """
+window_hours = 168
+step_minutes = 60
+[[feature]]
+name = "heart_rate"
+loinc = ["8867-4"]
+unit = "/min"
+[[feature]]
+name = "respiratory_rate"
+loinc = ["9279-1"]
+unit = "/min"
+[[feature]]
+name = "temperature"
+loinc = ["8310-5"]
+unit = "Cel"
+[[feature]]
+name = "systolic_bp"
+loinc = ["8480-6"]
+unit = "mm[Hg]"
+[[feature]]
+name = "spo2"
+loinc = ["59408-5", "2708-6"]
+unit = "%"
+[[feature]]
+name = "consciousness_not_alert"
+loinc = ["67775-7", "80288-4"]
+unit = "1"
+[feature.coded_values]
+"248234008" = 0.0
+"300202002" = 1.0
+"450847001" = 1.0
+"450848006" = 1.0
+"422768004" = 1.0
+[[feature]]
+name = "wbc"
+loinc = ["6690-2", "26464-8"]
+unit = "10*3/uL"
+[[feature]]
+name = "creatinine"
+loinc = ["2160-0", "38483-4", "14682-9"]
+unit = "mg/dL"
+molar_mass = 113.12
+[[feature]]
+name = "o2_flow"
+loinc = ["3151-8"]
+unit = "L/min"
+[[feature]]
+name = "fio2"
+loinc = ["3150-0", "19996-8"]
+unit = "%"
+"""
+
+
+def bedside_spec() -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(BEDSIDE_SPEC_TOML)
+    try:
+        return featurize.load_spec(f.name)
+    finally:
+        os.unlink(f.name)
+
+
 @dataclass
 class Patients:
     """The cohort with each patient's measurements extracted once."""
     records: list
     measurements: list  # per patient: [(feature, t, value, id)] sorted by t
+    # per patient: the bedside scores' inputs [(feature of bedside_spec(), t, value, id)]; None
+    # when loaded by an older caller
+    bedside: list | None = None
+    generator: str = "cohort"
+    site: object = None
+    n: int = 0
+    seed: int = 0
 
 
-def load_patients(cfg: dict, n: int, seed: int) -> Patients:
-    records = generate(n, seed)
-    spec = cfg["spec"]
+def load_patients(cfg: dict, n: int, seed: int, generator: str = "cohort", site=None) -> Patients:
+    """n patients of the named generator (models/generators.py; default the cohort, as before),
+    each Bundle reduced to the model's measurements and the bedside scores' inputs."""
+    records = generators.load(generator, n, seed, site=site)
+    spec, bspec = cfg["spec"], bedside_spec()
     bar = Progress(len(records), "featurize")
-    meas = []
+    meas, bed = [], []
     for i, r in enumerate(records):
         found, _rejected = featurize.extract(spec, r["bundle"])
         meas.append(found)
+        bed.append(featurize.extract(bspec, r["bundle"])[0])
         r["bundle"] = None  # the measurements are all that is needed from here on; free memory
         bar.update(i + 1)
-    return Patients(records, meas)
+    return Patients(records, meas, bed, generator, site, n, seed)
 
 
 def normalisation(cfg: dict, patients: Patients, split: str = "train"):
@@ -131,20 +206,24 @@ class Samples:
     observed: np.ndarray   # int [N], in-window measurements
 
 
-def samples(cfg: dict, patients: Patients, split: str, mean, std, every_hours: float | None = None) -> Samples:
+def samples(cfg: dict, patients: Patients, split: str | None, mean, std, every_hours: float | None = None,
+            first_hours: float | None = None) -> Samples:
+    """split None: every patient (a test generator other than the training one is all test data).
+    first_hours: first reference time after admission (default the model's first_sample_hours)."""
     spec, outcome, horizon = cfg["spec"], cfg["outcome"], cfg["horizon_hours"] * HOUR
     every = (every_hours or cfg["sample_every_hours"]) * HOUR
+    first = cfg["first_sample_hours"] if first_hours is None else first_hours
     window = spec["window_hours"] * HOUR
     xs, ys, ps, ts, os_, obs = [], [], [], [], [], []
-    chosen = [i for i, r in enumerate(patients.records) if r["split"] == split]
-    bar = Progress(len(chosen), f"{split} set")
+    chosen = [i for i, r in enumerate(patients.records) if split is None or r["split"] == split]
+    bar = Progress(len(chosen), f"{split or 'all'} set")
     for k, i in enumerate(chosen):
         r = patients.records[i]
         admit, discharge = r["admit"].timestamp(), r["discharge"].timestamp()
         onset = r["onsets"].get(outcome)
         onset = onset.timestamp() if onset is not None else np.nan
         end = min(discharge, onset) if not np.isnan(onset) else discharge
-        times = np.arange(admit + cfg["first_sample_hours"] * HOUR, end, every)
+        times = np.arange(admit + first * HOUR, end, every)
         if len(times) == 0:
             continue
         ms = patients.measurements[i]

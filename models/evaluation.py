@@ -9,7 +9,13 @@ model is worth the interruptions it causes:
 * operating point   - ``threshold_metrics``, ``threshold_for_sensitivity``
 * timeliness        - ``lead_times``
 * fairness / gaps   - ``subgroups``
-* uncertainty       - ``bootstrap_ci`` (patient-level resampling)
+* uncertainty       - ``bootstrap_ci`` (patient-level resampling), ``cluster_bootstrap`` +
+                      ``summarize_bootstrap`` (several scorers on the SAME resamples: paired differences)
+* abstention        - ``abstain_lowest`` (a request the model did not score = "no alert", lowest rank)
+* calibration fit   - ``calibration_slope_intercept`` (logistic recalibration), ``observed_expected``
+* cards             - ``simulate_cards`` (a service's suppression window, escalation shown),
+                      ``card_metrics`` (per-card PPV, cards per patient-day, per-event sensitivity)
+* clinical utility  - ``net_benefit`` (+ ``decision_curve_svg``)
 * reporting         - ``markdown_table``
 
 Conventions shared by every function:
@@ -40,6 +46,8 @@ import numpy as np
 __all__ = [
     "auroc", "auprc", "ece", "brier", "reliability", "reliability_svg", "roc_svg", "threshold_metrics",
     "threshold_for_sensitivity", "lead_times", "subgroups", "bootstrap_ci", "markdown_table",
+    "abstain_lowest", "cluster_bootstrap", "summarize_bootstrap", "calibration_slope_intercept",
+    "observed_expected", "simulate_cards", "card_metrics", "net_benefit", "decision_curve_svg",
 ]
 
 
@@ -882,5 +890,336 @@ def roc_svg(curves, title: str) -> str:
                        f'stroke="{_DIAG}" stroke-width="1.2" stroke-dasharray="4 4"/>')
         out.append(f'<text x="{_n(bx + 38)}" y="{_n(ly + 4)}">{_esc(text)}</text>')
     out.append("</g>")
+    out += ["</g>", "</svg>"]
+    return "\n".join(out) + "\n"
+
+
+# ============================================================================ abstention
+def abstain_lowest(score, abstained) -> np.ndarray:
+    """Scores where every abstention ranks below every real score (abstentions tie among themselves).
+
+    Why: a request the model did not score showed no alert. Setting its score to 0 would rank it
+    above real scores that are negative (logits, centred scores) and, for probabilities, tie it with
+    real 0s; "lowest of all" is what "no alert at any threshold" means. Abstained entries of ``score``
+    may be NaN (they are ignored)."""
+    a = _array_1d(abstained, "abstained").astype(bool)
+    s = np.asarray(score, dtype=np.float64).reshape(-1) if np.ndim(score) == 1 else _float_array(score, "score")
+    _check_lengths(score=s, abstained=a)
+    real = s[~a]
+    if real.size and np.isnan(real).any():
+        raise ValueError(f"score is NaN at index {int(np.flatnonzero(~a & np.isnan(s))[0])} which is not abstained")
+    floor = (float(real.min()) - 1.0) if real.size else 0.0
+    return np.where(a, floor, s)
+
+
+# ============================================================================ paired bootstrap
+def _weighted_auc_auprc(pos: np.ndarray, order: np.ndarray, starts: np.ndarray, w: np.ndarray):
+    """AUROC and average precision of a score whose ascending sort ``order`` and tie-group ``starts``
+    are precomputed, with integer sample weights ``w`` (= how often each sample was drawn)."""
+    wo = w[order]
+    po = pos[order]
+    pw = np.add.reduceat(wo * po, starts)
+    nw = np.add.reduceat(wo * (1 - po), starts)
+    P, N = pw.sum(), nw.sum()
+    if P == 0 or N == 0:
+        auc = float("nan")
+    else:
+        below = np.cumsum(nw) - nw
+        auc = float(np.sum(pw * (below + 0.5 * nw)) / (P * N))
+    if P == 0:
+        return auc, float("nan")
+    # descending thresholds: cumulative counts from the top group down
+    tp = np.cumsum(pw[::-1])
+    fp = np.cumsum(nw[::-1])
+    keep = (tp + fp) > 0
+    prec = np.where(keep, tp / np.where(keep, tp + fp, 1), 0.0)
+    ap = float(np.sum(pw[::-1] / P * prec))
+    return auc, ap
+
+
+def cluster_bootstrap(y, scores: dict, cluster, n=200, seed=0) -> dict:
+    """AUROC and AUPRC of several scorers on the same patient-clustered bootstrap resamples.
+
+    Why: two scorers evaluated on the same patients are correlated; the CI of their DIFFERENCE must
+    come from resampling both together (paired), otherwise it is far too wide or too narrow. Each
+    resample draws whole patients with replacement; every scorer is evaluated on the same draw.
+    Returns {"point": {name: {"auroc", "auprc"}}, "reps": {name: {"auroc": array[n], "auprc": array[n]}}}
+    (a resample without positives or negatives gives nan). Equivalent to evaluating ``auroc`` /
+    ``auprc`` on the expanded resample (a sample drawn k times counts k times; ties grouped)."""
+    pos = _labels(y)
+    size = len(pos)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n (number of resamples) must be a positive integer, got {n!r}")
+    codes, levels = _ids(cluster, "cluster", size)
+    prepared = {}
+    for name, sc in scores.items():
+        s = _scores(sc, f"score {name!r}")
+        _check_lengths(y=pos, **{"score": s})
+        order = np.argsort(s, kind="mergesort")
+        ss = s[order]
+        starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+        prepared[name] = (order, starts)
+    pos_i = pos.astype(np.int64)
+    ones = np.ones(size, dtype=np.int64)
+    point = {}
+    for name, (order, starts) in prepared.items():
+        a, ap = _weighted_auc_auprc(pos_i, order, starts, ones)
+        point[name] = {"auroc": a, "auprc": ap}
+    rng = np.random.default_rng(seed)
+    reps = {name: {"auroc": np.empty(n), "auprc": np.empty(n)} for name in prepared}
+    k = len(levels)
+    for r in range(int(n)):
+        wc = np.bincount(rng.integers(0, k, k), minlength=k)
+        w = wc[codes]
+        for name, (order, starts) in prepared.items():
+            a, ap = _weighted_auc_auprc(pos_i, order, starts, w)
+            reps[name]["auroc"][r], reps[name]["auprc"][r] = a, ap
+    return {"point": point, "reps": reps, "n": int(n), "clusters": k}
+
+
+def _pct_ci(v: np.ndarray) -> list:
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return [float("nan"), float("nan")]
+    lo, hi = np.percentile(v, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def summarize_bootstrap(boot: dict, reference: str, comparators: Iterable[str] | None = None) -> dict:
+    """Point estimates with 95 % percentile CIs for every scorer, and for each comparator the paired
+    difference ``reference - comparator`` (AUROC and AUPRC) with its CI from the same resamples."""
+    out = {"scorers": {}, "differences": {}}
+    for name, pt in boot["point"].items():
+        out["scorers"][name] = {m: pt[m] for m in ("auroc", "auprc")}
+        for m in ("auroc", "auprc"):
+            out["scorers"][name][m + "_ci"] = _pct_ci(boot["reps"][name][m])
+    names = [c for c in (comparators if comparators is not None else boot["point"]) if c != reference]
+    for c in names:
+        d = {}
+        for m in ("auroc", "auprc"):
+            diff = boot["point"][reference][m] - boot["point"][c][m]
+            reps = boot["reps"][reference][m] - boot["reps"][c][m]
+            ci = _pct_ci(reps)
+            d[m] = diff
+            d[m + "_ci"] = ci
+            ok = reps[~np.isnan(reps)]
+            d[m + "_p_le_0"] = float(np.mean(ok <= 0)) if len(ok) else float("nan")  # bootstrap share <= 0
+        out["differences"][c] = d
+    return out
+
+
+# ============================================================================ calibration fit
+def _logit(p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    q = np.clip(p, eps, 1 - eps)
+    return np.log(q / (1 - q))
+
+
+def calibration_slope_intercept(y, p, max_iter: int = 50) -> dict:
+    """Logistic recalibration: fit ``logit P(y=1) = a + b * logit(p)`` by Newton's method.
+
+    Why: ECE says "how far off", the fit says "which way": slope < 1 = predictions too extreme
+    (overfitting), slope > 1 = too timid; intercept ``a`` with b fixed at 1 (``citl``,
+    calibration-in-the-large) < 0 = risks too high on average. Perfect calibration: slope 1,
+    intercept 0, citl 0. p is clipped to [1e-6, 1 - 1e-6] before the logit. Returns {"slope",
+    "intercept" (of the joint fit), "citl", "iterations"}; nan when y has one class."""
+    pos = _labels(y)
+    q = _probs(p)
+    _check_lengths(y=pos, p=q)
+    yv = pos.astype(np.float64)
+    if yv.min() == yv.max():
+        return {"slope": float("nan"), "intercept": float("nan"), "citl": float("nan"), "iterations": 0}
+    x = _logit(q)
+    X = np.column_stack([np.ones_like(x), x])
+    beta = np.zeros(2)
+    it = 0
+    for it in range(1, max_iter + 1):
+        eta = X @ beta
+        mu = 1 / (1 + np.exp(-np.clip(eta, -35, 35)))
+        W = mu * (1 - mu)
+        g = X.T @ (yv - mu)
+        H = (X * W[:, None]).T @ X + 1e-12 * np.eye(2)
+        step = np.linalg.solve(H, g)
+        beta = beta + step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    a = 0.0  # calibration-in-the-large: offset logit(p), intercept only
+    for _ in range(max_iter):
+        mu = 1 / (1 + np.exp(-np.clip(a + x, -35, 35)))
+        step = np.sum(yv - mu) / max(np.sum(mu * (1 - mu)), 1e-12)
+        a += step
+        if abs(step) < 1e-10:
+            break
+    return {"slope": float(beta[1]), "intercept": float(beta[0]), "citl": float(a), "iterations": it}
+
+
+def observed_expected(y, p, mask=None) -> dict:
+    """Observed / expected events: sum(y) / sum(p), over all samples or those where ``mask`` holds
+    (e.g. the alerting band p >= warning threshold). 1 = the risks shown add up to what happens;
+    < 1 = the shown risks are too high. Returns {"n", "observed", "expected", "o_e"}."""
+    pos = _labels(y)
+    q = _probs(p)
+    _check_lengths(y=pos, p=q)
+    if mask is not None:
+        m = _array_1d(mask, "mask").astype(bool)
+        _check_lengths(y=pos, mask=m)
+        pos, q = pos[m], q[m]
+    o, e = float(pos.sum()), float(q.sum())
+    return {"n": int(len(pos)), "observed": o, "expected": e, "o_e": _div(o, e)}
+
+
+# ============================================================================ cards under suppression
+def simulate_cards(times_hours, patient_ids, score, warning, suppress_hours, critical=None,
+                   abstained=None) -> np.ndarray:
+    """Which requests would have shown a card: ``score >= warning`` and not abstained, unless a card
+    was shown for the same patient less than ``suppress_hours`` earlier - then it is suppressed,
+    except when it escalates (its band, warning < critical, is above the last shown card's), as
+    src/services/guardrails.rs decides. ``suppress_hours`` 0 / None: every request above threshold
+    shows a card. Returns a bool array (in input order)."""
+    t = _float_array(times_hours, "times_hours")
+    s = _scores(score)
+    n = _check_lengths(times_hours=t, score=s)
+    codes, _levels = _ids(patient_ids, "patient_ids", n)
+    ab = np.zeros(n, bool) if abstained is None else _array_1d(abstained, "abstained").astype(bool)
+    _check_lengths(times_hours=t, abstained=ab)
+    band = np.where(s >= warning, 1, 0)
+    if critical is not None:
+        band = np.where(s >= critical, 2, band)
+    band = np.where(ab, 0, band)
+    window = float(suppress_hours or 0.0)
+    shown = np.zeros(n, bool)
+    order = np.lexsort((t, codes))
+    last_t, last_band, last_p = -np.inf, 0, -1
+    for i in order:
+        if codes[i] != last_p:
+            last_t, last_band, last_p = -np.inf, 0, codes[i]
+        if band[i] == 0:
+            continue
+        if window > 0 and t[i] - last_t < window and band[i] <= last_band:
+            continue
+        shown[i] = True
+        last_t, last_band = t[i], band[i]
+    return shown
+
+
+def card_metrics(times_hours, patient_ids, cards, y, onsets_hours, horizon_hours, patient_days) -> dict:
+    """Operational numbers of a set of shown cards (``simulate_cards``).
+
+    * ``ppv_per_card``: share of cards followed by the onset within the horizon (label y of the card);
+    * ``cards_per_patient_day``: cards / observed patient-days (a number);
+    * ``events`` / ``events_caught``: patients with an onset; caught = any card in
+      [onset - horizon, onset); ``sensitivity_per_event`` = caught / events;
+    * ``cards_per_tp`` = all cards / events caught (the alert burden per event found; inf if none);
+    * ``median_lead_hours`` (+ IQR): onset - first card in that window, over caught events."""
+    t = _float_array(times_hours, "times_hours")
+    c = _array_1d(cards, "cards").astype(bool)
+    pos = _labels(y)
+    o = np.asarray(onsets_hours, dtype=np.float64)  # nan = no onset
+    if o.ndim != 1:
+        raise ValueError("onsets_hours must be 1-D")
+    n = _check_lengths(times_hours=t, cards=c, y=pos, onsets_hours=o)
+    codes, levels = _ids(patient_ids, "patient_ids", n)
+    events = caught = 0
+    leads = []
+    for k in range(len(levels)):
+        idx = np.flatnonzero(codes == k)
+        on = o[idx]
+        if np.isnan(on).all():
+            continue
+        onset = float(on[~np.isnan(on)][0])
+        events += 1
+        tt = t[idx][c[idx]]
+        inside = tt[(tt >= onset - horizon_hours) & (tt < onset)]
+        if len(inside):
+            caught += 1
+            leads.append(onset - float(inside.min()))
+    ncards = int(c.sum())
+    tp_cards = int((c & pos).sum())
+    lead = np.array(leads)
+    return {
+        "cards": ncards, "cards_true": tp_cards, "ppv_per_card": _div(tp_cards, ncards),
+        "patient_days": float(patient_days), "cards_per_patient_day": _div(ncards, patient_days),
+        "events": events, "events_caught": caught, "sensitivity_per_event": _div(caught, events),
+        "cards_per_tp": (ncards / caught) if caught else float("inf"),
+        "median_lead_hours": float(np.median(lead)) if len(lead) else float("nan"),
+        "iqr_lead_hours": [float(v) for v in np.percentile(lead, [25, 75])] if len(lead) else [float("nan")] * 2,
+    }
+
+
+# ============================================================================ decision curve
+def net_benefit(y, p, thresholds) -> list[dict]:
+    """Net benefit of acting when ``p >= pt`` at each threshold probability pt (decision curve):
+    NB = TP/N - FP/N * pt / (1 - pt), beside "treat all" (everyone) and "treat none" (0).
+
+    Why: a threshold probability is the clinician's exchange rate (at pt = 0.2 one true case is
+    worth 4 unnecessary reviews); a model is useful at pt where its NB beats both defaults."""
+    pos = _labels(y)
+    q = _scores(p, "p")
+    n = _check_lengths(y=pos, p=q)
+    prev = pos.mean()
+    rows = []
+    for pt in thresholds:
+        pt = _scalar(pt, "threshold")
+        if not 0 < pt < 1:
+            raise ValueError(f"threshold probability must be in (0, 1), got {pt}")
+        act = q >= pt
+        tp = int((act & pos).sum())
+        fp = int((act & ~pos).sum())
+        odds = pt / (1 - pt)
+        rows.append({"threshold": pt, "net_benefit": tp / n - fp / n * odds,
+                     "treat_all": float(prev - (1 - prev) * odds), "treat_none": 0.0})
+    return rows
+
+
+def decision_curve_svg(curves, thresholds, title: str) -> str:
+    """Decision curve (net benefit against threshold probability) as a standalone SVG (480 x 400).
+    ``curves``: list of (name, y, p); "treat all" (grey dashed) and "treat none" (0) are added.
+    The y axis runs from min(0, -0.1 * max) to the largest net benefit; x over ``thresholds``."""
+    th = [float(v) for v in thresholds]
+    if not curves:
+        raise ValueError("decision_curve_svg needs at least one (name, y, p) curve")
+    rows = [(str(nm), net_benefit(yc, pc, th)) for nm, yc, pc in curves]
+    all_ = net_benefit(curves[0][1], curves[0][2], th)
+    top = max([r["net_benefit"] for _, rr in rows for r in rr] + [r["treat_all"] for r in all_] + [1e-6])
+    bottom = -0.25 * top
+    x0, x1 = min(th), max(th)
+    pl = _Plot(x0=90, y0=36, size=300)
+
+    def X(v):
+        return pl.x((v - x0) / (x1 - x0) if x1 > x0 else 0.5)
+
+    def Y(v):
+        return pl.y((min(max(v, bottom), top) - bottom) / (top - bottom))
+
+    desc = "Net benefit by threshold probability. " + "; ".join(
+        f"{nm}: " + ", ".join(f"{r['threshold']:.2f}: {r['net_benefit']:.4f}" for r in rr) for nm, rr in rows
+    ) + "; treat all: " + ", ".join(f"{r['threshold']:.2f}: {r['treat_all']:.4f}" for r in all_) + "."
+    out = _svg_open(title, f"{title}: decision curve", desc)
+    out.append('<g aria-hidden="true">')
+    out.append(f'<rect x="{_n(pl.x0)}" y="{_n(pl.y0)}" width="{_n(pl.size)}" height="{_n(pl.size)}" '
+               f'fill="none" stroke="{_INK}" stroke-width="1.2"/>')
+    for i in range(6):
+        v = x0 + (x1 - x0) * i / 5
+        out.append(f'<text x="{_n(X(v))}" y="{_n(pl.y(0) + 17)}" text-anchor="middle">{v:.2f}</text>')
+        nb = bottom + (top - bottom) * i / 5
+        out.append(f'<text x="{_n(pl.x0 - 8)}" y="{_n(Y(nb) + 4)}" text-anchor="end">{nb:.3f}</text>')
+        out.append(f'<line x1="{_n(pl.x0)}" y1="{_n(Y(nb))}" x2="{_n(pl.x(1))}" y2="{_n(Y(nb))}" '
+                   f'stroke="{_GRID}" stroke-width="1"/>')
+    out.append(f'<line x1="{_n(pl.x0)}" y1="{_n(Y(0))}" x2="{_n(pl.x(1))}" y2="{_n(Y(0))}" '
+               f'stroke="{_INK}" stroke-width="1"/>')
+    out.append(f'<text x="{_n(pl.x(0.5))}" y="{_n(pl.y(0) + 40)}" text-anchor="middle" font-size="12">'
+               f'Threshold probability</text>')
+    out.append("</g>")
+    series = rows + [("treat all", [{"threshold": r["threshold"], "net_benefit": r["treat_all"]} for r in all_])]
+    for i, (nm, rr) in enumerate(series):
+        colour = _DIAG if nm == "treat all" else _COLOURS[i % len(_COLOURS)]
+        dash = "4 4" if nm == "treat all" else _DASHES[i % len(_DASHES)]
+        pts = " ".join(f"{_n(X(r['threshold']))},{_n(Y(r['net_benefit']))}" for r in rr)
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        out.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"{dash_attr}>'
+                   f'<title>{_esc(nm)}</title></polyline>')
+        ly = pl.y0 + 14 + 15 * i
+        out.append(f'<line x1="{_n(pl.x(1) - 150)}" y1="{_n(ly)}" x2="{_n(pl.x(1) - 126)}" y2="{_n(ly)}" '
+                   f'stroke="{colour}" stroke-width="2"{dash_attr}/>')
+        out.append(f'<text x="{_n(pl.x(1) - 120)}" y="{_n(ly + 4)}">{_esc(nm)}</text>')
     out += ["</g>", "</svg>"]
     return "\n".join(out) + "\n"

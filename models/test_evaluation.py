@@ -502,6 +502,193 @@ def test_roc_svg():
         check(pts == "90.0,336.0 90.0,36.0 390.0,36.0", f"perfect ROC path {pts}")
 
 
+@section
+def test_abstain_lowest():
+    s = ev.abstain_lowest([-2.0, 0.5, np.nan, 3.0], [False, False, True, False])
+    check(s[2] < -2.0 and s[2] == -3.0, f"abstention below every real score {s}")
+    # abstentions tie at the bottom: positive abstained + negative abstained -> 1/2 each
+    y = [1, 0, 1, 0]
+    a = ev.auroc(y, ev.abstain_lowest([0.9, 0.1, 0.0, 0.0], [False, False, True, True]))
+    # pairs: (0.9 > 0.1), (0.9 > ab), (ab < 0.1), (ab = ab) -> (1 + 1 + 0 + 0.5) / 4
+    close(a, 2.5 / 4, "AUROC with tied abstentions")
+    raises(ValueError, lambda: ev.abstain_lowest([np.nan, 1.0], [False, False]), "NaN not abstained", "NaN")
+    check(list(ev.abstain_lowest([1.0], [True])) == [0.0], "all abstained")
+
+
+@section
+def test_cluster_bootstrap():
+    rng = np.random.default_rng(11)
+    pid = np.repeat(np.arange(60), rng.integers(1, 6, 60))
+    n = len(pid)
+    y = (rng.random(n) < 0.3).astype(int)
+    a = np.round(y * 0.6 + rng.random(n), 1)   # rounded: ties
+    b = np.round(y * 0.2 + rng.random(n), 1)
+    boot = ev.cluster_bootstrap(y, {"a": a, "b": b}, pid, n=30, seed=3)
+    close(boot["point"]["a"]["auroc"], ev.auroc(y, a), "point AUROC = auroc", 1e-12)
+    close(boot["point"]["b"]["auprc"], ev.auprc(y, b), "point AUPRC = auprc", 1e-12)
+    # replay the same draws by expansion: weighted metric == metric on the expanded resample
+    r = np.random.default_rng(3)
+    codes = np.unique(pid, return_inverse=True)[1]
+    ok_auc = ok_ap = True
+    for k in range(30):
+        wc = np.bincount(r.integers(0, 60, 60), minlength=60)
+        idx = np.repeat(np.arange(n), wc[codes])
+        ok_auc &= abs(boot["reps"]["a"]["auroc"][k] - ev.auroc(y[idx], a[idx])) < 1e-12
+        ok_ap &= abs(boot["reps"]["b"]["auprc"][k] - ev.auprc(y[idx], b[idx])) < 1e-12
+    check(ok_auc, "resampled AUROC equals auroc of the expanded resample")
+    check(ok_ap, "resampled AUPRC equals auprc of the expanded resample")
+    summ = ev.summarize_bootstrap(boot, "a")
+    d = summ["differences"]["b"]
+    close(d["auroc"], ev.auroc(y, a) - ev.auroc(y, b), "paired difference point")
+    check(d["auroc_ci"][0] < d["auroc"] < d["auroc_ci"][1], f"difference CI holds the point {d}")
+    check(summ["scorers"]["a"]["auroc_ci"][0] <= boot["point"]["a"]["auroc"] <= summ["scorers"]["a"]["auroc_ci"][1],
+          "scorer CI holds the point")
+    # paired: a scorer against a copy of itself differs by exactly 0 in every resample
+    boot2 = ev.cluster_bootstrap(y, {"a": a, "a2": a.copy()}, pid, n=20, seed=1)
+    check(ev.summarize_bootstrap(boot2, "a")["differences"]["a2"]["auroc_ci"] == [0.0, 0.0], "self-difference CI 0")
+    # pairing narrows the CI of a difference between correlated scorers
+    big = np.repeat(np.arange(400), 5)
+    yy = (rng.random(2000) < 0.2).astype(int)
+    base = yy * 0.8 + rng.normal(0, 1, 2000)
+    s1, s2 = base + rng.normal(0, 0.1, 2000), base + rng.normal(0, 0.1, 2000)
+    bb = ev.cluster_bootstrap(yy, {"s1": s1, "s2": s2}, big, n=100, seed=0)
+    dci = ev.summarize_bootstrap(bb, "s1")["differences"]["s2"]["auroc_ci"]
+    sci = ev.summarize_bootstrap(bb, "s1")["scorers"]["s1"]["auroc_ci"]
+    check((dci[1] - dci[0]) < 0.5 * (sci[1] - sci[0]), f"paired difference CI {dci} narrower than a scorer's {sci}")
+    raises(ValueError, lambda: ev.cluster_bootstrap(y, {"a": a}, pid[:-1]), "cluster length", "length")
+
+
+@section
+def test_calibration_slope():
+    rng = np.random.default_rng(12)
+    z = rng.normal(-1.5, 1.2, 40_000)
+    p = 1 / (1 + np.exp(-z))
+    y = (rng.random(len(p)) < p).astype(int)
+    c = ev.calibration_slope_intercept(y, p)
+    check(abs(c["slope"] - 1) < 0.05 and abs(c["intercept"]) < 0.08 and abs(c["citl"]) < 0.05,
+          f"calibrated: slope ~1, intercept ~0 {c}")
+    # predictions twice as extreme as the truth (overfit): slope ~0.5
+    p2 = 1 / (1 + np.exp(-2 * z))
+    c2 = ev.calibration_slope_intercept(y, p2)
+    check(abs(c2["slope"] - 0.5) < 0.03, f"overconfident -> slope 0.5 {c2}")
+    # risks shifted up by 1 logit: citl ~ -1 and the joint fit gives slope 1, intercept -1
+    p3 = 1 / (1 + np.exp(-(z + 1)))
+    c3 = ev.calibration_slope_intercept(y, p3)
+    check(abs(c3["citl"] + 1) < 0.06 and abs(c3["slope"] - 1) < 0.05 and abs(c3["intercept"] + 1) < 0.1,
+          f"over-predicting -> intercept -1 {c3}")
+    # Newton optimum: score equations hold (gradient 0)
+    x = np.log(p2 / (1 - p2))
+    mu = 1 / (1 + np.exp(-(c2["intercept"] + c2["slope"] * x)))
+    check(abs(np.sum(y - mu)) < 1e-6 and abs(np.sum((y - mu) * x)) < 1e-5, "score equations at the fit")
+    check(math.isnan(ev.calibration_slope_intercept([0, 0], [0.1, 0.2])["slope"]), "one class -> nan")
+    o = ev.observed_expected([1, 0, 0, 1], [0.5, 0.5, 0.1, 0.9])
+    close(o["o_e"], 2 / 2.0, "O/E overall")
+    o2 = ev.observed_expected([1, 0, 0, 1], [0.5, 0.5, 0.1, 0.9], mask=[True, True, False, False])
+    check(o2["n"] == 2 and o2["observed"] == 1 and abs(o2["o_e"] - 1.0) < 1e-12, f"O/E in band {o2}")
+    check(math.isnan(ev.observed_expected([1], [0.2], mask=[False])["o_e"]), "empty band -> nan")
+
+
+@section
+def test_cards():
+    # one patient, 2-hourly, 12 h suppression
+    t = [0, 2, 4, 6, 14, 16, 18]
+    s = [0.2, 0.5, 0.5, 0.7, 0.5, 0.1, 0.5]
+    ids = ["p"] * 7
+    c = ev.simulate_cards(t, ids, s, 0.3, 12, critical=0.6)
+    # 2h: first card (warning); 4h suppressed; 6h escalates -> shown (critical); 14h: 14-6=8 < 12 -> suppressed;
+    # 18h: 18-6 = 12 -> not < 12 -> shown
+    check(list(c) == [False, True, False, True, False, False, True], f"suppression + escalation {list(c)}")
+    c0 = ev.simulate_cards(t, ids, s, 0.3, 0)
+    check(list(c0) == [x >= 0.3 for x in s], "no window: every request above threshold")
+    ca = ev.simulate_cards(t, ids, s, 0.3, 12, abstained=[False, True, False, False, False, False, False])
+    # 2 h abstained: no card, and no suppression from it -> 4 h is the first card, 18 h the next (no critical band here)
+    check(list(ca) == [False, False, True, False, False, False, True], f"abstained request shows nothing {list(ca)}")
+    # two patients are independent, input order does not matter
+    c2 = ev.simulate_cards([2, 0, 2, 0], ["b", "a", "a", "b"], [0.5, 0.5, 0.5, 0.5], 0.3, 12)
+    check(list(c2) == [False, True, False, True], f"per patient {list(c2)}")
+    # card metrics: patient a onset at 10 h (horizon 12): cards at 2 (y=1) and 8 (y=1) -> caught, lead 8
+    # patient b no onset: 1 card (false). patient c onset at 30, card at 5 (outside 12 h) -> missed
+    tt = [2, 8, 4, 5]
+    pid = ["a", "a", "b", "c"]
+    cards = [True, True, True, True]
+    y = [1, 1, 0, 0]
+    on = [10, 10, np.nan, 30]
+    m = ev.card_metrics(tt, pid, cards, y, on, 12, patient_days=2.0)
+    check(m["cards"] == 4 and m["cards_true"] == 2, f"cards {m}")
+    close(m["ppv_per_card"], 0.5, "PPV per card")
+    close(m["cards_per_patient_day"], 2.0, "cards per patient-day")
+    check(m["events"] == 2 and m["events_caught"] == 1, f"events {m}")
+    close(m["sensitivity_per_event"], 0.5, "per-event sensitivity")
+    close(m["cards_per_tp"], 4.0, "cards per caught event")
+    close(m["median_lead_hours"], 8.0, "lead = onset - first card in window")
+    m0 = ev.card_metrics(tt, pid, [False] * 4, y, on, 12, 2.0)
+    check(m0["cards_per_tp"] == float("inf") and math.isnan(m0["ppv_per_card"]), "no cards")
+
+
+@section
+def test_net_benefit():
+    y = [1, 0, 0, 0, 1]
+    p = [0.8, 0.6, 0.3, 0.1, 0.2]
+    r = ev.net_benefit(y, p, [0.25, 0.5])
+    # pt .25 (odds 1/3): act on .8 .6 .3 -> TP 1, FP 2 -> 1/5 - 2/5 / 3 = 0.0667
+    close(r[0]["net_benefit"], 1 / 5 - 2 / 5 / 3, "NB at 0.25")
+    # treat all at .25: 2/5 - 3/5 / 3 = 0.2
+    close(r[0]["treat_all"], 0.2, "treat all at 0.25")
+    # pt .5 (odds 1): TP 1, FP 1 -> 0
+    close(r[1]["net_benefit"], 0.0, "NB at 0.5")
+    raises(ValueError, lambda: ev.net_benefit(y, p, [1.0]), "threshold 1", r"\(0, 1\)")
+    svg = ev.decision_curve_svg([("model", y, p)], [0.05, 0.1, 0.2, 0.3], "Decision curve <x>")
+    root = _parse_svg(svg, "decision_curve_svg")
+    check(root is not None and len(root.findall(f".//{SVG_NS}polyline")) == 2, "model + treat-all curves")
+    check(ev.decision_curve_svg([("model", y, p)], [0.05, 0.1, 0.2, 0.3], "Decision curve <x>") == svg,
+          "decision curve deterministic")
+
+
+@section
+def test_simple_baselines():
+    from models import comparators as cmp
+    rng = np.random.default_rng(13)
+    X = rng.normal(0, 1, (20_000, 3))
+    z = -1.0 + 1.5 * X[:, 0] - 0.8 * X[:, 1]
+    y = (rng.random(20_000) < 1 / (1 + np.exp(-z))).astype(int)
+    m = cmp.fit_logistic(X, y, l2=1e-6)
+    b = m["beta"][1:] / m["std"]
+    a = m["beta"][0] - np.sum(m["beta"][1:] * m["mean"] / m["std"])
+    check(abs(b[0] - 1.5) < 0.08 and abs(b[1] + 0.8) < 0.06 and abs(b[2]) < 0.05 and abs(a + 1) < 0.06,
+          f"logistic recovers coefficients {a} {b}")
+    strong = cmp.fit_logistic(X, y, l2=1e5)
+    check(np.abs(strong["beta"][1:]).max() < 0.1 * np.abs(m["beta"][1:]).max(), "L2 shrinks")
+    # stumps: a step in feature 2 only
+    ys = (rng.random(20_000) < np.where(X[:, 2] > 0.5, 0.6, 0.05)).astype(int)
+    st = cmp.fit_stumps(X, ys, rounds=40)
+    check(all(t[0] == 2 for t in st["trees"][:5]), f"stumps split on the informative feature {st['trees'][:3]}")
+    check(ev.auroc(ys, cmp.predict_stumps(st, X)) > 0.75, "stumps discriminate")
+    check(abs(cmp.predict_stumps(st, X).mean() - ys.mean()) < 0.02, "stumps calibrated in the large")
+    # summary features of a hand-made grid: 1 channel, 12 hourly steps, observed at steps 2 and 9
+    spec = {"step_minutes": 60, "feature": [{"name": "hr"}]}
+    x = np.zeros((1, 12, 2), np.float32)
+    x[0, 2:, 0] = 1.0
+    x[0, 9:, 0] = 3.0
+    x[0, [2, 9], 1] = 1.0
+    s = cmp.summary_features(x, spec)[0]
+    # last 3, min 1, max 3, mean 2, slope (x[11] - x[5]) / 6 = (3 - 1) / 6, since (11 - 9 + .5) h
+    check(np.allclose(s, [3, 1, 3, 2, 2 / 6, 2.5]), f"summary features {s}")
+    check(cmp.summary_names(spec)[4] == "hr.slope_6h", "summary names")
+    # abstention: window 10 h, needs 3 measurements, creatinine required, stale after 4 h, range hr 30-200
+    spec2 = {"window_hours": 10, "feature": [{"name": "hr"}, {"name": "creatinine"}]}
+    H = 3600.0
+    ms = [(0, 1 * H, 80.0, "a"), (0, 2 * H, 85.0, "b"), (1, 3 * H, 1.0, "c"), (0, 5 * H, 250.0, "d"),
+          (0, 20 * H, 90.0, "e")]
+    val = {"min_measurements": 3, "required": ["creatinine"], "max_staleness_hours": 12, "range": {"hr": [30, 200]}}
+    r = cmp.abstain_reasons(val, {"min_observations": 2, "max_staleness_hours": 4}, spec2, ms,
+                            [2.5 * H, 4 * H, 8 * H, 10 * H, 21 * H])
+    # 2.5 h: 2 in window; 4 h: fine; 8 h: 250 in window (newest 3 h old); 10 h: newest 5 h old; 21 h: 1
+    check(r == ["too few measurements", "", "value outside the training range", "newest measurement too old",
+                "too few measurements"], f"abstain reasons {r}")
+    r2 = cmp.abstain_reasons({**val, "min_measurements": 1}, None, spec2, ms, [5.5 * H, 21 * H])
+    check(r2 == ["value outside the training range", "no creatinine"], f"range / required {r2}")
+
+
 def main() -> int:
     if "--write-svg" in sys.argv:
         out = sys.argv[sys.argv.index("--write-svg") + 1]
