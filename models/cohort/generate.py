@@ -299,7 +299,8 @@ def draw_baseline(rng, seed: int, i: int, site: dict) -> dict:
     b["lact_in_mgdl"] = bool(rng.random() < site["lact_mg_share"])
     b["rr_even_pref"] = rng.uniform(0.0, 0.6)
     b["miss"] = rng.uniform(site["miss_lo"], site["miss_hi"], 6)  # hr rr spo2 temp bp o2
-    b["base_interval"] = 60.0 * float(SCHEDULE_H[int(rng.choice(4, p=site["schedule_p"]))])
+    p = np.asarray(site["schedule_p"], dtype=float)  # rounded to 4 places: renormalise
+    b["base_interval"] = 60.0 * float(SCHEDULE_H[int(rng.choice(4, p=p / p.sum()))])
     return b
 
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tch::Device;
 
 use super::remote::RemoteModel;
-use super::worker::LocalWorker;
+use super::worker::{JobKind, LocalWorker};
 use super::InferenceError;
 use crate::metrics::{inc, ModelMetrics};
 
@@ -22,18 +22,31 @@ enum Backend {
 pub struct ModelHandle {
     backend: Backend,
     per_sample: usize,
+    /// The local module exports `attribute` (the manifest says so and warm-up checked it).
+    attribute: bool,
     metrics: Arc<ModelMetrics>,
+}
+
+/// A model's one-pass explanation of one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attribution {
+    /// The calibrated probability (the same number `score` gives).
+    pub risk: f32,
+    /// Per input cell (`steps × channels`, row-major): its contribution to the logit.
+    pub cells: Vec<f32>,
 }
 
 impl ModelHandle {
     pub(super) fn local(
         worker: LocalWorker,
         per_sample: usize,
+        attribute: bool,
         metrics: Arc<ModelMetrics>,
     ) -> Self {
         Self {
             backend: Backend::Local(worker),
             per_sample,
+            attribute,
             metrics,
         }
     }
@@ -46,6 +59,7 @@ impl ModelHandle {
         Self {
             backend: Backend::Remote(Arc::new(remote)),
             per_sample,
+            attribute: false,
             metrics,
         }
     }
@@ -65,23 +79,79 @@ impl ModelHandle {
             });
         }
         let result = match &self.backend {
-            Backend::Local(worker) => match worker.submit(input, samples, deadline) {
-                Ok(rx) => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(remaining, rx).await {
-                        Ok(Ok(result)) => result,
-                        Ok(Err(_)) => Err(InferenceError::WorkerGone),
-                        Err(_) => Err(InferenceError::DeadlineExceeded),
-                    }
-                }
-                Err(e) => Err(e),
-            },
+            Backend::Local(worker) => {
+                Self::local_job(worker, JobKind::Score, input, samples, deadline).await
+            }
             Backend::Remote(remote) => remote.score(input, samples, deadline, &self.metrics).await,
         };
         if matches!(result, Err(InferenceError::Overloaded)) {
             inc(&self.metrics.shed);
         }
         result
+    }
+
+    /// Whether [`Self::attribute`] is available: a local model whose manifest declares
+    /// `explanation = "attribute"`. Others are explained by occlusion.
+    pub fn can_attribute(&self) -> bool {
+        self.attribute && matches!(self.backend, Backend::Local(_))
+    }
+
+    /// The risk of one sample and each input cell's contribution to its logit, in one pass of
+    /// the model's `attribute` method; an error for models that cannot (see
+    /// [`Self::can_attribute`]).
+    pub async fn attribute(
+        &self,
+        input: Vec<f32>,
+        deadline: Instant,
+    ) -> Result<Attribution, InferenceError> {
+        if input.len() != self.per_sample {
+            return Err(InferenceError::BadInput {
+                expected: self.per_sample,
+                got: input.len(),
+            });
+        }
+        let Backend::Local(worker) = &self.backend else {
+            return Err(InferenceError::Torch(
+                "remote models are explained by occlusion".into(),
+            ));
+        };
+        if !self.attribute {
+            return Err(InferenceError::Torch(
+                "this model does not export attribute()".into(),
+            ));
+        }
+        let result = Self::local_job(worker, JobKind::Attribute, input, 1, deadline).await;
+        if matches!(result, Err(InferenceError::Overloaded)) {
+            inc(&self.metrics.shed);
+        }
+        let out = result?;
+        match out.split_first() {
+            Some((&risk, cells)) if cells.len() == self.per_sample => Ok(Attribution {
+                risk,
+                cells: cells.to_vec(),
+            }),
+            _ => Err(InferenceError::Torch(format!(
+                "attribute returned {} values, expected {}",
+                out.len(),
+                1 + self.per_sample
+            ))),
+        }
+    }
+
+    async fn local_job(
+        worker: &LocalWorker,
+        kind: JobKind,
+        input: Vec<f32>,
+        samples: usize,
+        deadline: Instant,
+    ) -> Result<Vec<f32>, InferenceError> {
+        let rx = worker.submit(kind, input, samples, deadline)?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(InferenceError::WorkerGone),
+            Err(_) => Err(InferenceError::DeadlineExceeded),
+        }
     }
 
     /// Whether the model can take jobs (its thread is alive; remote models are assumed up,

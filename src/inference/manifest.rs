@@ -44,6 +44,24 @@ pub struct Manifest {
     /// Where the model's answers can be trusted; outside it services abstain.
     #[serde(default)]
     pub validity: Validity,
+    /// How a score is explained: by the model's own one-pass `attribute` method, or by
+    /// re-scoring the input with each measurement left out (any model, local or remote).
+    #[serde(default)]
+    pub explanation: ExplanationMethod,
+}
+
+/// How the gateway finds the observations that raised a score.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExplanationMethod {
+    /// One forward pass per recent measurement, each with that measurement left out: works
+    /// for every model, costs up to ~100 samples per shown card.
+    #[default]
+    Occlusion,
+    /// The TorchScript module exports `attribute(x) -> [n, steps, channels]`: per-cell
+    /// contributions to the logit (gradient × input, or the model's exact decomposition),
+    /// computed in one pass with autograd enabled. The gateway sums a measurement's cells.
+    Attribute,
 }
 
 /// The data a model was trained on, declared by its training script: a patient whose data

@@ -18,7 +18,8 @@ mod worker;
 
 pub use device::{cuda_is_available, select_device};
 pub use error::{InferenceError, LoadError};
+pub use handle::Attribution;
 pub use handle::ModelHandle;
-pub use manifest::{Manifest, ModelStatus, Validity};
+pub use manifest::{ExplanationMethod, Manifest, ModelStatus, Validity};
 pub use registry::{LoadedModel, ModelRegistry};
 pub use settings::{DevicePreference, InferenceSettings, ModelSettings};

@@ -228,6 +228,7 @@ fn load_one(
     }
     let sample_shape: Vec<i64> = manifest.input.shape.iter().map(|&d| d as i64).collect();
     let per_sample = manifest.input.shape.iter().product();
+    let attribute = manifest.explanation == super::ExplanationMethod::Attribute;
     let metrics = Arc::new(ModelMetrics::default());
     let handle = match &manifest.remote {
         Some(remote) => {
@@ -262,10 +263,11 @@ fn load_one(
                     queue_capacity: serving.queue_capacity,
                     max_batch: serving.max_batch,
                     max_wait: serving.max_wait,
+                    attribute,
                 },
                 metrics.clone(),
             )?;
-            ModelHandle::local(worker, per_sample, metrics)
+            ModelHandle::local(worker, per_sample, attribute, metrics)
         }
     };
     Ok(LoadedModel {

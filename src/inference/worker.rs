@@ -4,6 +4,10 @@
 //! more; jobs are added while the batch stays within `max_batch` samples; jobs whose deadline
 //! passed while queued are answered `DeadlineExceeded` without being computed. One forward
 //! pass serves every job in the batch; each gets its own slice of the output back.
+//!
+//! Attribution jobs (a shown card's explanation, for models whose manifest declares
+//! `explanation = "attribute"`) batch only with each other: one `forward` and one `attribute`
+//! call over the batch, with autograd enabled for that call alone.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +22,17 @@ use tokio::sync::oneshot;
 use super::{InferenceError, LoadError};
 use crate::metrics::ModelMetrics;
 
+/// What a job asks of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum JobKind {
+    /// One probability per sample.
+    Score,
+    /// Per sample: the probability, then `steps × channels` per-cell logit contributions.
+    Attribute,
+}
+
 struct Job {
+    kind: JobKind,
     input: Vec<f32>,
     samples: usize,
     deadline: Instant,
@@ -45,6 +59,8 @@ pub(super) struct WorkerSpec {
     /// Most samples per forward pass.
     pub max_batch: usize,
     pub max_wait: Duration,
+    /// The module exports `attribute` (checked at warm-up).
+    pub attribute: bool,
 }
 
 /// Marks the handle dead when the thread ends, however it ends.
@@ -105,12 +121,14 @@ impl LocalWorker {
     /// for room would only make the answer late.
     pub(super) fn submit(
         &self,
+        kind: JobKind,
         input: Vec<f32>,
         samples: usize,
         deadline: Instant,
     ) -> Result<oneshot::Receiver<Result<Vec<f32>, InferenceError>>, InferenceError> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
+            kind,
             input,
             samples,
             deadline,
@@ -146,13 +164,25 @@ fn load_and_warm_up(spec: &WorkerSpec) -> Result<CModule, String> {
         let x = Tensor::f_zeros(shape.as_slice(), (Kind::Float, spec.device))
             .map_err(|e| e.to_string())?;
         let y = module
-            .forward_ts(&[x])
+            .forward_ts(&[x.shallow_clone()])
             .map_err(|e| format!("forward on the declared input shape {shape:?} failed: {e}"))?;
         if y.size() != [n, 1] {
             return Err(format!(
                 "output shape {:?} for {n} sample(s); the manifest declares [1] per sample",
                 y.size()
             ));
+        }
+        if spec.attribute {
+            let a = tch::with_grad(|| module.method_ts("attribute", &[x.shallow_clone()]))
+                .map_err(|e| {
+                    format!("the manifest declares explanation = \"attribute\", but attribute() failed: {e}")
+                })?;
+            if a.size() != shape {
+                return Err(format!(
+                    "attribute() returned shape {:?} for input {shape:?}; it must match the input",
+                    a.size()
+                ));
+            }
         }
     }
     Ok(module)
@@ -184,7 +214,7 @@ fn next_batch(
             }
         };
         match next {
-            Ok(job) if samples + job.samples <= spec.max_batch => {
+            Ok(job) if job.kind == jobs[0].kind && samples + job.samples <= spec.max_batch => {
                 samples += job.samples;
                 jobs.push(job);
             }
@@ -214,13 +244,16 @@ fn serve(module: &CModule, rx: &mpsc::Receiver<Job>, spec: &WorkerSpec, metrics:
         }
         let samples: usize = live.iter().map(|j| j.samples).sum();
         let started = Instant::now();
-        match forward(module, &live, samples, spec) {
+        let kind = live[0].kind;
+        match run(module, kind, &live, samples, spec) {
             Ok(out) => {
                 metrics.observe_batch(live.len(), samples, started.elapsed());
+                let per_sample = out.len() / samples.max(1);
                 let mut offset = 0;
                 for job in live {
-                    let part = out[offset..offset + job.samples].to_vec();
-                    offset += job.samples;
+                    let len = job.samples * per_sample;
+                    let part = out[offset..offset + len].to_vec();
+                    offset += len;
                     let _ = job.reply.send(Ok(part));
                 }
             }
@@ -234,8 +267,11 @@ fn serve(module: &CModule, rx: &mpsc::Receiver<Job>, spec: &WorkerSpec, metrics:
     }
 }
 
-fn forward(
+/// One batch of one kind: probabilities, or per sample the probability followed by the
+/// sample's per-cell attributions.
+fn run(
     module: &CModule,
+    kind: JobKind,
     jobs: &[Job],
     samples: usize,
     spec: &WorkerSpec,
@@ -257,16 +293,40 @@ fn forward(
         .map_err(torch)?
         .f_to_device(spec.device)
         .map_err(torch)?;
-    let y = module.forward_ts(&[x]).map_err(torch)?;
+    let y = module.forward_ts(&[x.shallow_clone()]).map_err(torch)?;
     let y = y
         .f_to_device(Device::Cpu)
         .map_err(torch)?
         .f_to_kind(Kind::Float)
         .map_err(torch)?
-        .f_reshape([-1])
+        .f_reshape([samples as i64, 1])
         .map_err(torch)?;
+    let y = match kind {
+        JobKind::Score => y,
+        JobKind::Attribute => {
+            if !spec.attribute {
+                return Err(InferenceError::Torch(
+                    "this model does not export attribute()".into(),
+                ));
+            }
+            let a = tch::with_grad(|| module.method_ts("attribute", &[x])).map_err(torch)?;
+            let a = a
+                .f_to_device(Device::Cpu)
+                .map_err(torch)?
+                .f_to_kind(Kind::Float)
+                .map_err(torch)?
+                .f_reshape([samples as i64, -1])
+                .map_err(torch)?;
+            Tensor::f_cat(&[y, a], 1).map_err(torch)?
+        }
+    };
+    let y = y.f_reshape([-1]).map_err(torch)?;
     let out = Vec::<f32>::try_from(&y).map_err(torch)?;
-    if out.len() != samples {
+    let per_sample = match kind {
+        JobKind::Score => 1,
+        JobKind::Attribute => 1 + spec.sample_shape.iter().product::<i64>() as usize,
+    };
+    if out.len() != samples * per_sample {
         return Err(InferenceError::Torch(format!(
             "model returned {} values for {samples} samples",
             out.len()

@@ -2,6 +2,11 @@
 //!
 //! Shared by CDS services and the prediction API, so a card and an API answer for the same
 //! data and reference time are the same numbers.
+//!
+//! A measurement's contribution is "risk minus the risk without it". Models that export
+//! `attribute` give it in one pass (per-cell logit contributions summed onto the measurement
+//! each cell came from, then turned into risk points); others by occlusion (the input
+//! re-scored with each recent measurement left out).
 
 use std::time::Instant;
 
@@ -9,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::features::{measurements, FeatureMatrix};
 use crate::fhir::ObservationView;
-use crate::inference::{InferenceError, LoadedModel};
+use crate::inference::{Attribution, InferenceError, LoadedModel};
 use crate::store::DataQuality;
 
 /// Features of one patient at one reference time, before the model runs.
@@ -91,6 +96,13 @@ pub async fn contributions(
     deadline: Instant,
 ) -> Result<Vec<(usize, f32)>, InferenceError> {
     let matrix = &prepared.matrix;
+    if model.handle.can_attribute() {
+        let attribution = model
+            .handle
+            .attribute(matrix.values.clone(), deadline)
+            .await?;
+        return Ok(attributed(matrix, &attribution));
+    }
     let occluded = matrix.occludable(OCCLUDED);
     if occluded.is_empty() {
         return Ok(Vec::new());
@@ -99,6 +111,43 @@ pub async fn contributions(
         matrix.with_each_measurement_removed(&model.features, &model.normalisation, &occluded);
     let without = model.handle.score(batch, occluded.len(), deadline).await?;
     Ok(ranked(&occluded, &without, risk))
+}
+
+/// Per measurement that feeds a cell: `(measurement, risk − risk without its contribution)`,
+/// largest first, from a one-pass attribution. A measurement's logit contribution is the sum
+/// of its cells (its value cells, carried-forward copies included, and its mask cells).
+pub fn attributed(matrix: &FeatureMatrix, attribution: &Attribution) -> Vec<(usize, f32)> {
+    let features = matrix.features;
+    let channels = 2 * features;
+    let mut logit_part = vec![0.0f64; matrix.measurements.len()];
+    let mut fed = vec![false; matrix.measurements.len()];
+    for t in 0..matrix.steps {
+        for f in 0..features {
+            let Some(Some(i)) = matrix.sources.get(t * features + f) else {
+                continue;
+            };
+            let Some(slot) = logit_part.get_mut(*i) else {
+                continue;
+            };
+            let value = attribution.cells.get(t * channels + f).copied();
+            let mask = attribution.cells.get(t * channels + features + f).copied();
+            *slot += f64::from(value.unwrap_or(0.0)) + f64::from(mask.unwrap_or(0.0));
+            fed[*i] = true;
+        }
+    }
+    let risk = f64::from(attribution.risk).clamp(1e-7, 1.0 - 1e-7);
+    let logit = (risk / (1.0 - risk)).ln();
+    let mut out: Vec<(usize, f32)> = logit_part
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| fed[*i] && c.is_finite())
+        .map(|(i, c)| {
+            let without = 1.0 / (1.0 + (-(logit - c)).exp());
+            (i, (risk - without) as f32)
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
 }
 
 /// `(measurement, risk − risk without it)`, largest first.
@@ -121,6 +170,27 @@ pub async fn score(
     deadline: Instant,
 ) -> Result<Scored, InferenceError> {
     let matrix = &prepared.matrix;
+    if model.handle.can_attribute() {
+        // The risk and its per-feature counterfactuals in one small batch, the per-measurement
+        // contributions in one attribution pass.
+        let batch = matrix.with_each_feature_removed();
+        let scores = model
+            .handle
+            .score(batch, 1 + matrix.features, deadline)
+            .await?;
+        let Some((&risk, without_feature)) = scores.split_first() else {
+            return Err(InferenceError::Torch("model returned no values".into()));
+        };
+        let attribution = model
+            .handle
+            .attribute(matrix.values.clone(), deadline)
+            .await?;
+        return Ok(Scored {
+            risk,
+            risk_without: without_feature.to_vec(),
+            contributions: attributed(matrix, &attribution),
+        });
+    }
     let occluded = matrix.occludable(OCCLUDED);
     let mut batch = matrix.with_each_feature_removed();
     batch.extend(matrix.with_each_measurement_removed(
@@ -140,4 +210,64 @@ pub async fn score(
         risk_without: without_feature.to_vec(),
         contributions: ranked(&occluded, without_measurement, risk),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::features::Measurement;
+
+    /// Two features, three steps: feature 0 measured at step 0 (carried into 1 and 2), feature
+    /// 1 measured at step 2.
+    fn matrix() -> FeatureMatrix {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let m = |feature, h| Measurement {
+            feature,
+            time: t0 + chrono::Duration::hours(h),
+            value: 1.0,
+            resource_id: format!("obs-{feature}-{h}"),
+        };
+        FeatureMatrix {
+            steps: 3,
+            features: 2,
+            values: vec![0.0; 12],
+            sources: vec![Some(0), None, Some(0), None, Some(0), Some(1)],
+            measurements: vec![m(0, 0), m(1, 2)],
+            window_start: t0,
+            window_end: t0 + chrono::Duration::hours(3),
+        }
+    }
+
+    #[test]
+    fn a_measurement_collects_its_carried_cells_and_masks() {
+        let matrix = matrix();
+        // [step][value0, value1, mask0, mask1]
+        let cells = vec![
+            0.5, 0.0, 0.25, 0.0, //
+            0.5, 9.0, 0.0, 9.0, // feature 1 has no source at step 1: ignored
+            0.5, 1.0, 0.0, 0.5,
+        ];
+        let risk = 0.5f32;
+        let out = attributed(&matrix, &Attribution { risk, cells });
+        assert_eq!(out.len(), 2);
+        // Measurement 0: logit part 1.75; measurement 1: 1.5. Largest first.
+        assert_eq!(out[0].0, 0);
+        let expected0 = 0.5 - 1.0 / (1.0 + 1.75f64.exp());
+        assert!((f64::from(out[0].1) - expected0).abs() < 1e-6, "{out:?}");
+        assert_eq!(out[1].0, 1);
+        assert!(out[0].1 > out[1].1);
+    }
+
+    #[test]
+    fn a_lowering_measurement_has_a_negative_contribution() {
+        let matrix = matrix();
+        let cells = vec![
+            -0.4, 0.0, 0.0, 0.0, -0.4, 0.0, 0.0, 0.0, -0.4, 0.0, 0.0, 0.0,
+        ];
+        let out = attributed(&matrix, &Attribution { risk: 0.2, cells });
+        let (_, c) = out.iter().find(|(i, _)| *i == 0).copied().unwrap();
+        assert!(c < 0.0);
+    }
 }
