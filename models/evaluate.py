@@ -228,10 +228,11 @@ channel per signal; shape `{manifest['input']['shape']}`.
 |---|---|---|---|---|---|
 {inputs}
 
-**Abstains** (no score, and says why) when fewer than {manifest['validity']['min_measurements']} measurements
-are in the window{', when ' + ', '.join(manifest['validity']['required']) + ' is missing' if manifest['validity']['required'] else ''},
-when the newest measurement is older than {manifest['validity']['max_staleness_hours']} h, or when a value
-falls outside the range seen in training.
+**Abstains** (no score, and says why) only without a complete set of core observations
+({', '.join(spec.get('require_recent', {}).get('features', [])) or 'none declared'}, each within {spec.get('require_recent', {}).get('hours', '—')} h){', when ' + ', '.join(manifest['validity']['required']) + ' is missing' if manifest['validity']['required'] else ''},
+or when the newest measurement is older than {manifest['validity']['max_staleness_hours']} h. A value outside
+physiological limits (`models/terminology.toml`) is dropped and counted; a value outside the range seen in
+training is read clamped to that range and counted.
 
 ## Training data
 {manifest['training_data']}. Generative assumptions (physiology, onset definitions, confounders such as
