@@ -117,8 +117,7 @@ impl Terminology {
             }
         }
         for (name, c) in &raw.concept {
-            if c
-                .plausible
+            if c.plausible
                 .is_some_and(|[lo, hi]| lo.is_nan() || hi.is_nan() || lo > hi)
             {
                 return Err(format!("concept `{name}`: plausible is not a range"));
