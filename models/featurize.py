@@ -349,6 +349,16 @@ def abstain_reason(spec, validity, measurements, now, min_observations: int = 0,
     if n < needed:
         return f"only {n} usable measurements in the last {hours} h (needs {needed})"
     feats = spec["feature"]
+    absent = [f["display"] for name in validity.get("required", []) for i, f in enumerate(feats)
+              if f["name"] == name and not any(m[0] == i for m in inside)]
+    if absent:
+        return f"no {', '.join(absent).lower()} in the last {hours} h"
+    limits = [h for h in (max_staleness_hours, validity.get("max_staleness_hours")) if h is not None]
+    if limits:
+        limit = min(max(float(h), 0.0) for h in limits) * 3600.0
+        newest = max(m[1] for m in inside)
+        if now - newest > limit:
+            return f"newest measurement is {int((now - newest) // 3600)} h old (limit {int(limit // 3600)} h)"
     recent = spec.get("require_recent")
     if recent:
         since = now - float(recent["hours"]) * 3600.0
@@ -360,16 +370,6 @@ def abstain_reason(spec, validity, measurements, now, min_observations: int = 0,
             name = lambda f: feats[f]["display"].lower()  # noqa: E731
             return (f"no complete set of core observations in the last {h} h: no {_words(map(name, missing))} "
                     f"(a score needs {_words(map(name, wanted))} each measured within {h} h)")
-    absent = [f["display"] for name in validity.get("required", []) for i, f in enumerate(feats)
-              if f["name"] == name and not any(m[0] == i for m in inside)]
-    if absent:
-        return f"no {', '.join(absent).lower()} in the last {hours} h"
-    limits = [h for h in (max_staleness_hours, validity.get("max_staleness_hours")) if h is not None]
-    if limits:
-        limit = min(max(float(h), 0.0) for h in limits) * 3600.0
-        newest = max(m[1] for m in inside)
-        if now - newest > limit:
-            return f"newest measurement is {int((now - newest) // 3600)} h old (limit {int(limit // 3600)} h)"
     return None
 
 

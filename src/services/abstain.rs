@@ -1,8 +1,8 @@
 //! Whether a model may score this patient at all, and if not, the reason in words.
 //!
-//! A model abstains only where a clinician would not judge the patient either: no complete set
-//! of core observations recently (the feature spec's `[require_recent]`), a required input
-//! absent (the manifest's `required`, e.g. creatinine for AKI), or data too old. Single odd
+//! A model abstains only where a clinician would not judge the patient either: a required input
+//! absent (the manifest's `required`, e.g. creatinine for AKI), data too old, or no complete set
+//! of core observations recently (the feature spec's `[require_recent]`), in that order. Single odd
 //! values never block a window: an implausible one is dropped at extraction (and counted), a
 //! plausible one beyond the training range is clamped into it ([`super::inputs`], counted).
 //! The service definition may add its own minimum (`[guardrails] min_observations`); an old
@@ -34,9 +34,6 @@ pub fn reason(
         return Some(format!(
             "only {n} usable measurements in the last {hours} h (needs {needed})"
         ));
-    }
-    if let Some(why) = incomplete(spec, matrix, now) {
-        return Some(why);
     }
     let missing: Vec<&str> = validity
         .required
@@ -72,7 +69,7 @@ pub fn reason(
             ));
         }
     }
-    None
+    incomplete(spec, matrix, now)
 }
 
 /// Which of the spec's core observations (`[require_recent]`) were not measured within its
