@@ -16,6 +16,7 @@ asserts every result equals Rust's.
 
     .venv/bin/python models/baselines.py                 # self-test: the published worked examples
     .venv/bin/python models/baselines.py --eval cases.json   # results JSON on stdout
+    .venv/bin/python models/baselines.py --inputs cases.json # NEWS2 gathered from Bundles (news2_inputs)
 """
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import sys
+
+if not __package__:  # run as a file (`python models/baselines.py`): find `models` for the input gathering
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # ----------------------------------------------------------------------------- rounding
 
@@ -259,6 +264,129 @@ def kdigo(creatinine, now: dt.datetime, on_rrt: bool = False) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- inputs from FHIR
+# The gateway's input gathering for NEWS2 (src/features/oxygen.rs, src/services/gather.rs,
+# Vitals::latest in src/features/news2.rs), by the same models/terminology.toml.
+
+NEWS2_FEATURES = {"respiratory_rate": "respiratory_rate", "spo2": "spo2", "systolic_bp": "systolic_bp",
+                  "heart_rate": "heart_rate", "temperature": "temperature"}
+
+
+def _terminology():
+    from models import featurize  # noqa: PLC0415 (featurize imports numpy; the scores above do not)
+    return featurize
+
+
+def on_oxygen(resources, not_before: float, now: float):
+    """NEWS2 "air or oxygen" (True/False) from the latest O2 flow / FiO2 reading in [not_before, now)
+    (epoch seconds), or None when none was recorded. As src/features/oxygen.rs."""
+    fz = _terminology()
+    t = fz.TERMINOLOGY
+    rules = t["oxygen"]
+    flow, fio2 = t["concept"][rules["flow_concept"]], t["concept"][rules["fio2_concept"]]
+
+    def has(code, concept):
+        return any(fz.system_of(c.get("system")) == "loinc" and c.get("code") in concept["loinc"]
+                   for c in (code or {}).get("coding", []))
+
+    def plausible(concept, v):
+        lo, hi = concept.get("plausible", (-math.inf, math.inf))
+        return v if v is not None and lo <= v <= hi else None
+
+    def number(q):
+        v = q.get("value")
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    latest = None
+    for obs in fz.observations_of(resources):
+        if obs.get("status") not in fz.USABLE_STATUS:
+            continue
+        eff = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
+        if eff is None and isinstance(obs.get("effectivePeriod"), dict):
+            eff = obs["effectivePeriod"].get("end") or obs["effectivePeriod"].get("start")
+        when = fz.instant_seconds(eff)
+        if when is None or when < not_before or when >= now:
+            continue
+        parts = [(obs.get("code"), obs.get("valueQuantity"))] + [
+            (c.get("code"), c.get("valueQuantity")) for c in obs.get("component", []) or []]
+        for code, q in parts:
+            if code is None or q is None:
+                continue
+            value, unit = number(q), fz._unit_of(q)
+            reading = None
+            if value is None:
+                pass
+            elif has(code, flow):
+                v = plausible(flow, fz.convert(value, unit, flow["unit"]))
+                reading = None if v is None else v > rules["flow_above_l_min"]
+            elif has(code, fio2):
+                if fz.HUMAN.get(unit.strip(), unit.strip()) in ("1", "") and value <= 1.0:
+                    v = value * 100.0
+                else:
+                    v = fz.convert(value, unit, fio2["unit"])
+                v = plausible(fio2, v)
+                reading = None if v is None else v > rules["fio2_above_percent"]
+            if reading is not None:
+                if latest is None or when > latest[0]:
+                    latest = (when, reading)
+                elif when == latest[0]:
+                    latest = (when, latest[1] or reading)
+    return None if latest is None else latest[1]
+
+
+def _condition_key(code: str) -> str:
+    return "".join(ch for ch in code if ch not in ". ").upper()
+
+
+def spo2_scale(resources, service_codes=()) -> int:
+    """2 when an active, not refuted Condition is coded with a service code (any system) or a
+    `[spo2_scale2]` code of models/terminology.toml (in its system), dots and case ignored; else 1."""
+    fz = _terminology()
+    listed = {(system, _condition_key(c)) for system, codes in fz.TERMINOLOGY["spo2_scale2"].items() for c in codes}
+    own = {_condition_key(c) for c in service_codes}
+    if isinstance(resources, dict) and resources.get("resourceType") == "Bundle":
+        resources = [e.get("resource") for e in resources.get("entry", [])]
+    elif isinstance(resources, dict):
+        resources = [resources]
+    for r in resources:
+        if not isinstance(r, dict) or r.get("resourceType") != "Condition":
+            continue
+        clinical = [c.get("code") for c in (r.get("clinicalStatus") or {}).get("coding", [])]
+        verification = [c.get("code") for c in (r.get("verificationStatus") or {}).get("coding", [])]
+        if clinical and not any(c in ("active", "recurrence", "relapse") for c in clinical):
+            continue
+        if any(c in ("refuted", "entered-in-error") for c in verification):
+            continue
+        for c in (r.get("code") or {}).get("coding", []):
+            code = c.get("code")
+            if isinstance(code, str) and (_condition_key(code) in own
+                                           or (fz.system_of(c.get("system")), _condition_key(code)) in listed):
+                return 2
+    return 1
+
+
+def news2_inputs(spec, resources, now: float, not_before: float, service_codes=()):
+    """(vitals, scale) for ``news2`` as the gateway gathers them: the latest in-window value of each NEWS2
+    feature of ``spec`` (featurize.load_spec) at or after ``not_before``, consciousness from ACVPU or GCS,
+    oxygen from O2 flow / FiO2, scale 2 from the Conditions."""
+    fz = _terminology()
+    meas, _ = fz.extract(spec, resources)
+    start = now - spec["window_hours"] * 3600.0
+    names = [f["name"] for f in spec["feature"]]
+    latest = {}
+    for f, t, v, _ in meas:
+        if start <= t < now:
+            latest[names[f]] = (t, v)
+    def value(name):
+        tv = latest.get(name)
+        return None if tv is None or tv[0] < not_before else tv[1]
+    vitals = {key: value(name) for key, name in NEWS2_FEATURES.items()}
+    alert = value("consciousness_not_alert")
+    vitals["alert"] = None if alert is None else alert < 0.5
+    vitals["on_oxygen"] = on_oxygen(resources, max(not_before, start), now)
+    return vitals, spo2_scale(resources, service_codes)
+
+
 # ----------------------------------------------------------------------------- --eval (parity test)
 
 
@@ -394,7 +522,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--eval", metavar="CASES_JSON",
                     help="score {\"cases\": [...]} and print {\"results\": [...]} as JSON")
+    ap.add_argument("--inputs", metavar="CASES_JSON",
+                    help="[{spec, bundle, now, not_before}] -> NEWS2 gathered from each Bundle, JSON")
     args = ap.parse_args(argv)
+    if args.inputs:
+        fz = _terminology()
+        with open(args.inputs, encoding="utf-8") as f:
+            cases = json.load(f)
+        out = []
+        for c in cases:
+            with open(c["bundle"], encoding="utf-8") as f:
+                bundle = json.load(f)
+            spec = fz.load_spec(c["spec"])
+            vitals, scale = news2_inputs(spec, bundle, fz.instant_seconds(c["now"]),
+                                         fz.instant_seconds(c["not_before"]))
+            out.append({"vitals": vitals, "scale": scale, "news2": news2(vitals, scale)})
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
     if args.eval:
         with open(args.eval, encoding="utf-8") as f:
             cases = json.load(f)["cases"]

@@ -98,22 +98,24 @@ def bedside(patients, pids: np.ndarray, times: np.ndarray) -> dict:
 
 # ================================================================================ abstention
 def abstain_reasons(validity: dict, guardrails: dict | None, spec: dict, measurements: list, times) -> list[str]:
-    """Per reference time: "" when the model may score, else the first reason it may not, in the
-    order of src/services/abstain.rs: too few measurements, a required input missing, newest
-    measurement too old, an in-window value outside the range seen in training.
-
-    THE PLACE TO SWITCH: when models/featurize.py gains ``abstain_reason(...)`` (the Python twin of
-    abstain.rs), call it here instead of this port."""
+    """Per reference time: "" when the model may score, else the first reason it may not, with the
+    rules and in the order of src/services/abstain.rs (and ``featurize.abstain_reason``, its
+    per-request Python twin, which this vectorises for evaluation): fewer in-window measurements
+    than the service's ``min_observations`` (or an old manifest's ``min_measurements``); a required
+    input missing; the newest measurement older than the staleness limit; no complete set of core
+    observations (``features.toml`` ``[require_recent]``: each feature measured within its hours).
+    Implausible values were already dropped by ``featurize.extract``; values outside the training
+    range are clamped, not refused."""
     times = np.asarray(times, dtype=np.float64)
     window = spec["window_hours"] * HOUR
     feats = spec["feature"]
-    need = max(int(validity.get("min_measurements", 0)), int((guardrails or {}).get("min_observations", 1)))
+    need = max(int(validity.get("min_measurements", 0) or 0),
+               int((guardrails or {}).get("min_observations", 0) or 0), 1)
     stale = [h for h in (validity.get("max_staleness_hours"), (guardrails or {}).get("max_staleness_hours"))
              if h is not None]
     max_age = min(stale) * HOUR if stale else None
     mt = np.array([m[1] for m in measurements], dtype=np.float64)
     mf = np.array([m[0] for m in measurements], dtype=np.int64)
-    mv = np.array([m[2] for m in measurements], dtype=np.float64)
     lo = np.searchsorted(mt, times - window, side="left")
     hi = np.searchsorted(mt, times, side="left")
     count = hi - lo
@@ -130,13 +132,17 @@ def abstain_reasons(validity: dict, guardrails: dict | None, spec: dict, measure
     if max_age is not None:
         newest = np.where(hi > 0, mt[np.maximum(hi - 1, 0)], -np.inf)
         out[(out == "") & (times - newest > max_age)] = "newest measurement too old"
-    bad = np.zeros(len(mt), bool)
-    for name, (a, b) in (validity.get("range") or {}).items():
-        f = name_to_f.get(name)
-        if f is not None:
-            bad |= (mf == f) & ((mv < a) | (mv > b))
-    cum = np.r_[0, np.cumsum(bad)]
-    out[(out == "") & ((cum[hi] - cum[lo]) > 0)] = "value outside the training range"
+    recent = spec.get("require_recent")
+    if recent:
+        since = times - float(recent["hours"]) * HOUR
+        for name in recent["features"]:
+            f = name_to_f.get(name)
+            if f is None:
+                continue
+            ft = mt[mf == f]
+            k = np.searchsorted(ft, times, side="left")  # measurements of f before t
+            last = np.where(k > 0, ft[np.maximum(k - 1, 0)], -np.inf)
+            out[(out == "") & (last < np.maximum(since, times - window))] = "no complete set of core observations"
     return out.tolist()
 
 

@@ -40,7 +40,7 @@ import tomllib
 import numpy as np
 import torch
 
-from models import comparators as cmp
+from models import featurize, comparators as cmp
 from models import dataset, generators
 from models import evaluation as ev
 
@@ -210,6 +210,11 @@ def run(cfg: dict, out: str, *, patients=None, n: int, seed: int, shuffled: bool
     mean, std = np.array(manifest["input"]["mean"]), np.array(manifest["input"]["std"])
     validity = manifest.get("validity", {})
     spec, horizon = cfg["spec"], float(cfg["horizon_hours"])
+    # As the gateway reads them: a value outside the training range is clamped into it, not refused
+    # (implausible values were already dropped when the Bundles were featurized).
+    if validity.get("range"):
+        test_patients.measurements = [featurize.clamp(spec, ms, validity["range"])[0]
+                                      for ms in test_patients.measurements]
     services = load_services(cfg["name"])
     warning, critical = cfg["thresholds"]
 
@@ -520,9 +525,11 @@ Window {window} h in {spec['steps']} steps of {spec['step_minutes']} min; a valu
 |---|---|---|---|---|---|
 {inputs}
 
-Minimum data: at least {need} usable measurements in the last {window} h (about one every {window / max(need, 1):.1f} h
-across all signals){', ' + ', '.join(val.get('required', [])) + ' required' if val.get('required') else ''}; the newest
-no older than {min(stale) if stale else '—'} h; every in-window value inside the training range. Otherwise the model abstains.
+**Abstains** (no score, and says why) only without a complete set of core observations
+({', '.join(spec.get('require_recent', {}).get('features', [])) or 'none declared'}, each within {spec.get('require_recent', {}).get('hours', '—')} h){', when ' + ', '.join(manifest['validity']['required']) + ' is missing' if manifest['validity']['required'] else ''},
+or when the newest measurement is older than {manifest['validity']['max_staleness_hours']} h. A value outside
+physiological limits (`models/terminology.toml`) is dropped and counted; a value outside the range seen in
+training is read clamped to that range and counted.
 
 ## Data
 Tested on **{g['test']}** ({g['test_split']}{'' if g['site'] is None else ', site ' + str(g['site'])}): {c['test_patients']} patients,

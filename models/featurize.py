@@ -5,11 +5,17 @@ evaluation and the parity test all go through it, so what a model learned from i
 feeds it. `tests/models/feature_parity.rs` runs both over the same cohort Bundles and compares to 1e-6.
 
     extract(spec, resources)            -> measurements, rejections   (one patient, any order)
+    clamp(spec, meas, ranges)           -> measurements read within the training ranges, counts
     grids(spec, mean, std, meas, nows)  -> float32 [len(nows), steps, 2 * features]
+    abstain_reason(spec, validity, meas, now)  -> why a model would not score, or None
+
+Codes, code-system spellings, unit spellings, coded answers (GCS read as ACVPU) and plausibility limits
+come from `models/terminology.toml`, which the gateway compiles in (src/features/terminology.rs).
 
 CLI (used by the parity test):
     featurize.py --spec models/sepsis/features.toml --manifest models/sepsis/1.0.0/manifest.toml \
                  --now 2026-02-01T12:00:00Z bundle.json [...]     -> JSON {file: tensor} on stdout
+    (--clamp: read values within the manifest's [validity.range], as the gateway does)
 """
 from __future__ import annotations
 
@@ -29,6 +35,26 @@ from models.fhir_time import instant_seconds  # noqa: E402
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 USABLE_STATUS = {"final", "amended", "corrected"}
+TERMINOLOGY_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "terminology.toml")
+IMPLAUSIBLE = "implausible value (outside physiological limits), dropped"
+CLAMPED = "outside training range, clamped"
+
+
+def load_terminology(path: str = TERMINOLOGY_PATH) -> dict:
+    """models/terminology.toml with system aliases inverted (alias -> system name)."""
+    with open(path, "rb") as f:
+        t = tomllib.load(f)
+    t["system_of"] = {alias: name for name, aliases in t["systems"].items() for alias in aliases}
+    return t
+
+
+TERMINOLOGY = load_terminology()
+
+
+def system_of(uri) -> str | None:
+    """Which system ("loinc", "snomed", "ucum", "icd10cm", "icd10") a URI names, any spelling."""
+    return TERMINOLOGY["system_of"].get(uri.strip()) if isinstance(uri, str) else None
+
 
 # ---------------------------------------------------------------------------------------- units
 # Same table as src/features/units.rs: (UCUM code) -> (kind, factor to the kind's base unit).
@@ -44,18 +70,8 @@ LINEAR = {
     "L/min": ("flow", 1.0), "mL/min": ("flow", 0.001),
 }
 TEMPERATURES = ("Cel", "[degF]", "K")
-HUMAN = {
-    "°C": "Cel", "C": "Cel", "degC": "Cel",
-    "°F": "[degF]", "F": "[degF]", "degF": "[degF]",
-    "mmHg": "mm[Hg]", "mm Hg": "mm[Hg]",
-    "bpm": "/min", "beats/min": "/min", "beats/minute": "/min", "breaths/min": "/min", "breaths/minute": "/min",
-    "µmol/L": "umol/L", "μmol/L": "umol/L", "umol/l": "umol/L",
-    "mmol/l": "mmol/L", "mg/dl": "mg/dL",
-    "x10^9/L": "10*9/L", "x10E9/L": "10*9/L", "10^9/L": "10*9/L", "x10*9/L": "10*9/L",
-    "K/uL": "10*3/uL", "x10^3/uL": "10*3/uL", "x10E3/uL": "10*3/uL", "10^3/uL": "10*3/uL",
-    "x10*3/uL": "10*3/uL", "10^3/µL": "10*3/uL", "K/µL": "10*3/uL",
-    "l/min": "L/min",
-}
+# Spellings EHRs send -> UCUM code: `[units]` of models/terminology.toml.
+HUMAN = TERMINOLOGY["units"]
 
 
 def is_canonical(unit: str) -> bool:
@@ -99,9 +115,10 @@ def convert(value: float, unit: str, to: str, molar_mass: float | None = None) -
 
 # ----------------------------------------------------------------------------------------- spec
 def load_spec(path: str) -> dict:
-    """Reads a features.toml with the defaults the Rust loader applies."""
+    """Reads a features.toml with the defaults the Rust loader applies, its concepts resolved."""
     with open(path, "rb") as f:
         spec = tomllib.load(f)
+    names = [feat["name"] for feat in spec["feature"]]
     for feat in spec["feature"]:
         feat.setdefault("display", feat["name"].replace("_", " "))
         feat.setdefault("coded_values", {})
@@ -109,14 +126,54 @@ def load_spec(path: str) -> dict:
         feat.setdefault("aggregate", "last")
         feat.setdefault("max_age_hours", None)
         feat.setdefault("transform", "none")
+        feat.setdefault("loinc", [])
         if feat["transform"] not in ("none", "log"):
             raise ValueError(f"feature {feat['name']}: transform {feat['transform']!r}")
         if not is_canonical(feat["unit"]):
             raise ValueError(f"feature {feat['name']}: unit {feat['unit']!r} is not one bedside converts to")
         if feat["aggregate"] not in ("last", "mean", "min", "max"):
             raise ValueError(f"feature {feat['name']}: aggregate {feat['aggregate']!r}")
+        _resolve_concept(feat)
+    recent = spec.get("require_recent")
+    if recent is not None:
+        unknown = [n for n in recent["features"] if n not in names]
+        if unknown or not recent["features"] or not recent["hours"] > 0:
+            raise ValueError(f"require_recent: {recent!r}")
     spec["steps"] = spec["window_hours"] * 60 // spec["step_minutes"]
     return spec
+
+
+def _resolve_concept(feat) -> None:
+    """As src/features/spec.rs: the spec's own codes then the concept's (and its score's), the concept's
+    plausibility limits in the feature's unit, its answers and its score bands."""
+    feat["plausible"], feat["answers"], feat["from_score"] = None, {}, None
+    name = feat.get("concept")
+    if name is None:
+        return
+    concept = TERMINOLOGY["concept"].get(name)
+    if concept is None:
+        raise ValueError(f"feature {feat['name']}: concept {name!r} is not in models/terminology.toml")
+    score = concept.get("from_gcs")
+    for code in concept["loinc"] + (score["loinc"] if score else []):
+        if code not in feat["loinc"]:
+            feat["loinc"].append(code)
+    if "plausible" in concept:
+        lo, hi = (convert(float(x), concept["unit"], feat["unit"], feat["molar_mass"]) for x in concept["plausible"])
+        if lo is None or hi is None:
+            raise ValueError(f"feature {feat['name']}: unit does not convert from its concept's")
+        feat["plausible"] = (min(lo, hi), max(lo, hi))
+    feat["answers"] = dict(concept.get("answers", {}))
+    if score:
+        feat["from_score"] = {"loinc": list(score["loinc"]),
+                              "bands": [(float(lo), float(hi), code) for lo, hi, code in score["bands"]]}
+
+
+def _round(x: float) -> float:
+    """Half away from zero, as Rust's f64::round."""
+    if x < 0:
+        return -_round(-x)
+    f = float(math.floor(x))
+    return f + 1.0 if x - f >= 0.5 else f
 
 
 def model_value(feat, v: float) -> float | None:
@@ -133,28 +190,62 @@ def load_normalisation(manifest_path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------- extract
-def _has_code(concept, codes) -> bool:
-    return any(c.get("system") == LOINC and c.get("code") in codes for c in (concept or {}).get("coding", []))
+def _matched(feat, concept):
+    """As extract.rs: "direct", "score" (a score read as answers, GCS -> ACVPU) or None."""
+    for c in (concept or {}).get("coding", []):
+        if system_of(c.get("system")) == "loinc" and c.get("code") in feat["loinc"]:
+            score = feat["from_score"]
+            return "score" if score and c["code"] in score["loinc"] else "direct"
+    return None
 
 
-def _value_of(feat, quantity, concept):
+def _unit_of(quantity) -> str:
+    system = quantity.get("system")
+    if system is None or system_of(system) == "ucum":
+        return quantity.get("code") or quantity.get("unit") or ""
+    return quantity.get("unit") or ""
+
+
+def _value_of(feat, how, quantity, concept):
     if quantity is not None:
         value = quantity.get("value")
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return None, "quantity without a value"
-        system = quantity.get("system")
-        if system in (UCUM, None):
-            unit = quantity.get("code") or quantity.get("unit") or ""
-        else:
-            unit = quantity.get("unit") or ""
-        v = convert(float(value), unit, feat["unit"], feat["molar_mass"])
-        return (v, None) if v is not None else (None, "unit not convertible to the feature's unit")
+        if how == "score":
+            v = _round(float(value))
+            answer = next((code for lo, hi, code in feat["from_score"]["bands"] if lo <= v <= hi), None)
+            if answer is None:
+                return None, "score outside the bands read as answers"
+            if answer not in feat["coded_values"]:
+                return None, "coded value not in the feature's coded_values"
+            return float(feat["coded_values"][answer]), None
+        v = convert(float(value), _unit_of(quantity), feat["unit"], feat["molar_mass"])
+        if v is None:
+            return None, "unit not convertible to the feature's unit"
+        if feat["plausible"] is not None and not feat["plausible"][0] <= v <= feat["plausible"][1]:
+            return None, IMPLAUSIBLE
+        return v, None
     if concept is not None:
-        for c in concept.get("coding", []):
-            if c.get("code") in feat["coded_values"]:
-                return float(feat["coded_values"][c["code"]]), None
-        return None, "coded value not in the feature's coded_values"
+        v = _coded(feat, concept)
+        return (v, None) if v is not None else (None, "coded value not in the feature's coded_values")
     return None, "no value"
+
+
+def _coded(feat, concept):
+    """The coded answer's value: its code as coded_values lists it, else the code, display or text the
+    concept's answers map to a listed code (as extract.rs)."""
+    codings = concept.get("coding", []) or []
+    for c in codings:
+        if c.get("code") in feat["coded_values"]:
+            return float(feat["coded_values"][c["code"]])
+    words = [w for c in codings for w in (c.get("code"), c.get("display"))] + [concept.get("text")]
+    for w in words:
+        if not isinstance(w, str):
+            continue
+        canonical = feat["answers"].get(w) or feat["answers"].get(w.strip().lower())
+        if canonical is not None and canonical in feat["coded_values"]:
+            return float(feat["coded_values"][canonical])
+    return None
 
 
 def observations_of(resources):
@@ -183,18 +274,18 @@ def extract(spec, resources):
         candidates = set()
         for concept in [obs.get("code")] + [c.get("code") for c in obs.get("component", []) or []]:
             for c in (concept or {}).get("coding", []):
-                if c.get("system") == LOINC and c.get("code") in by_code:
+                if system_of(c.get("system")) == "loinc" and c.get("code") in by_code:
                     candidates |= by_code[c["code"]]
         for f in sorted(candidates):
             feat = feats[f]
-            codes = feat["loinc"]
-            values = [
-                _value_of(feat, c.get("valueQuantity"), c.get("valueCodeableConcept"))
-                for c in obs.get("component", []) or []
-                if _has_code(c.get("code"), codes)
-            ]
-            if _has_code(obs.get("code"), codes):
-                values.append(_value_of(feat, obs.get("valueQuantity"), obs.get("valueCodeableConcept")))
+            values = []
+            for c in obs.get("component", []) or []:
+                how = _matched(feat, c.get("code"))
+                if how is not None:
+                    values.append(_value_of(feat, how, c.get("valueQuantity"), c.get("valueCodeableConcept")))
+            how = _matched(feat, obs.get("code"))
+            if how is not None:
+                values.append(_value_of(feat, how, obs.get("valueQuantity"), obs.get("valueCodeableConcept")))
             if not values:
                 continue
             if obs.get("status") not in USABLE_STATUS:
@@ -214,6 +305,72 @@ def extract(spec, resources):
                     rejected.append((rid, why))
     found.sort(key=lambda m: m[1])
     return found, rejected
+
+
+# ------------------------------------------------------------------------------------ guardrails
+def clamp(spec, measurements, ranges):
+    """Measurements with each value read within its feature's training range (``ranges``: the manifest's
+    [validity.range], name -> [low, high]), and per feature name how many were clamped. As the gateway
+    (FeatureMatrix::clamp_to): the model never sees an extrapolated value, and the patient is still
+    scored. Count only in-window measurements when comparing with the gateway's data quality."""
+    names = [f["name"] for f in spec["feature"]]
+    out, counts = [], {}
+    for f, t, v, rid in measurements:
+        r = (ranges or {}).get(names[f])
+        if r is not None:
+            lo, hi = float(r[0]), float(r[1])
+            if v < lo or v > hi:
+                counts[names[f]] = counts.get(names[f], 0) + 1
+            v = min(max(v, lo), hi)
+        out.append((f, t, v, rid))
+    return out, counts
+
+
+def _words(items) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _hours_words(h: float) -> str:
+    r = _round(h * 10.0) / 10.0
+    return f"{r:.0f}" if r == int(r) else f"{r:.1f}"
+
+
+def abstain_reason(spec, validity, measurements, now, min_observations: int = 0,
+                   max_staleness_hours: float | None = None) -> str | None:
+    """Why the gateway would not score this patient at ``now`` (epoch seconds), in its words, or None
+    (src/services/abstain.rs). ``validity``: the manifest's [validity] (min_measurements 0 or absent: no
+    minimum); ``min_observations`` / ``max_staleness_hours``: a service's [guardrails], if any."""
+    validity = validity or {}
+    start = now - spec["window_hours"] * 3600.0
+    inside = [m for m in measurements if start <= m[1] < now]
+    n, hours = len(inside), spec["window_hours"]
+    needed = max(int(validity.get("min_measurements", 0) or 0), int(min_observations or 0), 1)
+    if n < needed:
+        return f"only {n} usable measurements in the last {hours} h (needs {needed})"
+    feats = spec["feature"]
+    absent = [f["display"] for name in validity.get("required", []) for i, f in enumerate(feats)
+              if f["name"] == name and not any(m[0] == i for m in inside)]
+    if absent:
+        return f"no {', '.join(absent).lower()} in the last {hours} h"
+    limits = [h for h in (max_staleness_hours, validity.get("max_staleness_hours")) if h is not None]
+    if limits:
+        limit = min(max(float(h), 0.0) for h in limits) * 3600.0
+        newest = max(m[1] for m in inside)
+        if now - newest > limit:
+            return f"newest measurement is {int((now - newest) // 3600)} h old (limit {int(limit // 3600)} h)"
+    recent = spec.get("require_recent")
+    if recent:
+        since = now - float(recent["hours"]) * 3600.0
+        index = {f["name"]: i for i, f in enumerate(feats)}
+        wanted = [index[name] for name in recent["features"]]
+        missing = [f for f in wanted if not any(m[0] == f and m[1] >= since for m in inside)]
+        if missing:
+            h = _hours_words(float(recent["hours"]))
+            name = lambda f: feats[f]["display"].lower()  # noqa: E731
+            return (f"no complete set of core observations in the last {h} h: no {_words(map(name, missing))} "
+                    f"(a score needs {_words(map(name, wanted))} each measured within {h} h)")
+    return None
 
 
 # ---------------------------------------------------------------------------------------- grids
@@ -317,10 +474,14 @@ def main(argv=None) -> int:
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--now", help="reference time for every bundle, e.g. 2026-02-01T12:00:00Z")
     ap.add_argument("--pairs", help="JSON file [[bundle path, reference time], ...] instead of --now + bundles")
+    ap.add_argument("--clamp", action="store_true", help="read values within the manifest's [validity.range]")
     ap.add_argument("bundles", nargs="*")
     args = ap.parse_args(argv)
     spec = load_spec(args.spec)
     mean, std = load_normalisation(args.manifest)
+    with open(args.manifest, "rb") as f:
+        validity = tomllib.load(f).get("validity", {})
+    ranges = validity.get("range", {}) if args.clamp else {}
     if args.pairs:
         with open(args.pairs) as f:
             pairs = json.load(f)
@@ -334,10 +495,18 @@ def main(argv=None) -> int:
             return 2
         with open(path) as f:
             bundle = json.load(f)
-        meas, rejected = extract(spec, bundle)
+        raw, rejected = extract(spec, bundle)
+        inside = [m for m in raw if now - spec["window_hours"] * 3600.0 <= m[1] < now]
+        _, clamped = clamp(spec, inside, ranges)
+        meas, _ = clamp(spec, raw, ranges)
         x = grids(spec, mean, std, meas, [now])[0]
+        reasons = {}
+        for _, why in rejected:
+            reasons[why] = reasons.get(why, 0) + 1
         result.append({"bundle": path, "now": when, "tensor": x.tolist(),
-                       "measurements": len(meas), "rejected": len(rejected)})
+                       "measurements": len(meas), "rejected": len(rejected), "rejected_by_reason": reasons,
+                       "clamped": clamped, "abstain": abstain_reason(spec, validity, raw, now),
+                       "values": [[f, t, v] for f, t, v, _ in raw]})
     json.dump(result, sys.stdout)
     return 0
 

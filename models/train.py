@@ -89,7 +89,7 @@ def fmt(v) -> str:
     return "[" + ", ".join(f"{x:.6f}" for x in v) + "]"
 
 
-def write_manifest(path, cfg, *, sha, seed, n, mean, std, temperature, ranges, shape, min_measurements):
+def write_manifest(path, cfg, *, sha, seed, n, mean, std, temperature, ranges, shape):
     spec = cfg["spec"]
     units = ", ".join(f["unit"] for f in spec["feature"])
     required = [f["name"] for f in spec["feature"] if f["name"] == "creatinine" and cfg["outcome"] == "aki"]
@@ -117,9 +117,10 @@ def write_manifest(path, cfg, *, sha, seed, n, mean, std, temperature, ranges, s
         f"horizon_hours = {cfg['horizon_hours']}",
         f'calibration = "temperature scaling, T = {temperature:.4f}"',
         "",
-        "# Where the model may score: outside this the gateway abstains and says why.",
+        "# Where the model may score: outside this the gateway abstains and says why (the complete set of",
+        "# core observations a score needs is features.toml [require_recent]; values beyond a range are",
+        "# read clamped to it, not refused).",
         "[validity]",
-        f"min_measurements = {min_measurements}",
         f"required = [{', '.join(repr(r).replace(chr(39), chr(34)) for r in required)}]",
         "max_staleness_hours = 12",
         "",
@@ -207,9 +208,8 @@ def main(argv=None) -> int:
         eager = 1 / (1 + np.exp(-logits(net, va.x[:256]) / temperature))
         again = torch.jit.load(model_path)(torch.from_numpy(va.x[:256])).squeeze(1).numpy()
     assert np.allclose(eager, again, atol=1e-5), "scripted model disagrees with the eager one"
-    min_meas = max(4, int(np.percentile(tr.observed, 1)))
     write_manifest(os.path.join(out, "manifest.toml"), cfg, sha=sha, seed=args.seed, n=args.n, mean=mean,
-                   std=std, temperature=temperature, ranges=ranges, shape=shape, min_measurements=min_meas)
+                   std=std, temperature=temperature, ranges=ranges, shape=shape)
     print(f"wrote {model_path} ({len(blob)} bytes, sha256 {sha}) in {time.time() - t0:.0f} s", flush=True)
     if not args.no_evaluate:
         evaluate.run(cfg, out, patients=patients, n=args.n, seed=args.seed,

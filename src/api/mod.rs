@@ -22,6 +22,7 @@ use serde_json::{json, value::RawValue, Value};
 
 use crate::features::explain;
 use crate::features::news2::{self, Vitals};
+use crate::features::oxygen;
 use crate::fhir::projection::{self, Text};
 use crate::fhir::time::parse_instant;
 use crate::http::auth::ClientAuth;
@@ -33,6 +34,7 @@ use crate::inference::oip::{
 };
 use crate::inference::LoadedModel;
 use crate::services::abstain;
+use crate::services::inputs;
 use crate::services::scoring;
 use crate::services::RuntimeHandle;
 pub use error::ApiError;
@@ -281,7 +283,9 @@ async fn predict(
             message: e.to_string(),
         })
     })?;
-    let prepared = scoring::prepare(&model, &projected.observations, projected.unreadable, as_of);
+    let mut prepared =
+        scoring::prepare(&model, &projected.observations, projected.unreadable, as_of);
+    inputs::clamp_to_training_range(&model, &mut prepared);
     if prepared.matrix.measurements.is_empty() {
         return Err(ApiError::InsufficientData(format!(
             "no usable observations of the model's inputs in the {} h before {}",
@@ -300,7 +304,10 @@ async fn predict(
         return Err(ApiError::InsufficientData(reason));
     }
     let scored = scoring::score(&model, &prepared, Instant::now() + API_DEADLINE).await?;
-    Ok(HttpResponse::Ok().json(prediction_json(&state, &model, &prepared, &scored, as_of)))
+    let on_oxygen = oxygen::on_oxygen(&projected.observations, prepared.matrix.window_start, as_of);
+    Ok(HttpResponse::Ok().json(prediction_json(
+        &state, &model, &prepared, &scored, as_of, on_oxygen,
+    )))
 }
 
 fn stamp(t: DateTime<Utc>) -> String {
@@ -313,10 +320,14 @@ fn prediction_json(
     prepared: &scoring::Prepared,
     scored: &scoring::Scored,
     as_of: DateTime<Utc>,
+    on_oxygen: Option<bool>,
 ) -> Value {
     let m = &model.manifest;
     let x = &prepared.matrix;
-    let news2 = news2::score(&Vitals::latest(&model.features, x, x.window_start));
+    let news2 = news2::score(&Vitals {
+        on_oxygen,
+        ..Vitals::latest(&model.features, x, x.window_start)
+    });
     let why = explain::explain(&model.features, x, &scored.contributions, 5);
     let explanation: Vec<Value> = model
         .features
@@ -349,6 +360,9 @@ fn prediction_json(
         "calibration": m.output.calibration,
         "as_of": stamp(as_of),
         "window": {"start": stamp(x.window_start), "end": stamp(x.window_end)},
+        // Measurements used; observations dropped (implausible, unit, status) and values read
+        // clamped to the training range, by reason.
+        "data_quality": prepared.quality,
         "measurements": x.measurements.len(),
         "rejected_observations": prepared.rejected,
         "news2": {

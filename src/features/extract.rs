@@ -3,11 +3,13 @@
 use chrono::{DateTime, Utc};
 
 use super::spec::{FeatureDef, FeatureSpec};
+use super::terminology::{terminology, System, Terminology};
 use super::units;
-use crate::fhir::projection::{CodeableConceptView, ObservationView, QuantityView, LOINC};
+use crate::fhir::projection::{CodeableConceptView, ObservationView, QuantityView};
 use crate::fhir::time::parse_instant;
 
-const UCUM: &str = "http://unitsofmeasure.org";
+/// Why a value outside its concept's physiological limits was not used.
+pub const IMPLAUSIBLE: &str = "implausible value (outside physiological limits), dropped";
 
 /// One usable value of one feature.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,38 +30,68 @@ pub struct Rejection {
     pub reason: &'static str,
 }
 
+/// How a code matched a feature: as the feature itself, or as a score read as its answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Matched {
+    Direct,
+    Score,
+}
+
+/// Whether `concept` carries one of `def`'s LOINC codes (any spelling of the LOINC system).
+fn matched(
+    t: &Terminology,
+    def: &FeatureDef,
+    concept: Option<&CodeableConceptView<'_>>,
+) -> Option<Matched> {
+    let concept = concept?;
+    let code = concept.coding.iter().find_map(|c| {
+        let loinc = c.system.as_deref().and_then(|s| t.system(s)) == Some(System::Loinc);
+        c.code
+            .as_deref()
+            .filter(|code| loinc && def.loinc.iter().any(|k| k == code))
+    })?;
+    let by_score = def
+        .from_score
+        .as_ref()
+        .is_some_and(|s| s.loinc.iter().any(|k| k == code));
+    Some(if by_score {
+        Matched::Score
+    } else {
+        Matched::Direct
+    })
+}
+
 /// Extracts every measurement of a feature in `spec` from `observations`.
 /// Observations of codes no feature declares are ignored, not rejected.
 pub fn measurements(
     spec: &FeatureSpec,
     observations: &[ObservationView<'_>],
 ) -> (Vec<Measurement>, Vec<Rejection>) {
+    let t = terminology();
     let mut found = Vec::new();
     let mut rejected = Vec::new();
     for obs in observations {
         let id = obs.id.as_deref().unwrap_or("").to_owned();
         for (f, def) in spec.features.iter().enumerate() {
-            let top_level = obs
-                .code
-                .as_ref()
-                .is_some_and(|c| c.has_code(LOINC, &def.loinc));
-            let components = obs.component.iter().filter(|c| {
-                c.code
-                    .as_ref()
-                    .is_some_and(|c| c.has_code(LOINC, &def.loinc))
-            });
-            let mut values: Vec<Result<f64, &'static str>> = components
-                .map(|c| {
-                    value_of(
+            let mut values: Vec<Result<f64, &'static str>> = obs
+                .component
+                .iter()
+                .filter_map(|c| {
+                    let how = matched(t, def, c.code.as_ref())?;
+                    Some(value_of(
+                        t,
                         def,
+                        how,
                         c.value_quantity.as_ref(),
                         c.value_codeable_concept.as_ref(),
-                    )
+                    ))
                 })
                 .collect();
-            if top_level {
+            if let Some(how) = matched(t, def, obs.code.as_ref()) {
                 values.push(value_of(
+                    t,
                     def,
+                    how,
                     obs.value_quantity.as_ref(),
                     obs.value_codeable_concept.as_ref(),
                 ));
@@ -102,29 +134,73 @@ pub fn measurements(
 }
 
 fn value_of(
+    t: &Terminology,
     def: &FeatureDef,
+    how: Matched,
     quantity: Option<&QuantityView<'_>>,
     concept: Option<&CodeableConceptView<'_>>,
 ) -> Result<f64, &'static str> {
     if let Some(q) = quantity {
         let value = q.value.ok_or("quantity without a value")?;
-        let unit = match q.system.as_deref() {
-            Some(UCUM) | None => q.code.as_deref().or(q.unit.as_deref()),
-            Some(_) => q.unit.as_deref(),
+        if how == Matched::Score {
+            // A score (GCS total) read as the feature's coded answer.
+            let answer = def
+                .from_score
+                .as_ref()
+                .and_then(|s| s.answer(value))
+                .ok_or("score outside the bands read as answers")?;
+            return def
+                .coded_values
+                .get(answer)
+                .copied()
+                .ok_or("coded value not in the feature's coded_values");
+        }
+        let ucum = q
+            .system
+            .as_deref()
+            .is_none_or(|s| t.system(s) == Some(System::Ucum));
+        let unit = if ucum {
+            q.code.as_deref().or(q.unit.as_deref())
+        } else {
+            q.unit.as_deref()
         }
         .unwrap_or("");
-        return units::convert(value, unit, &def.unit, def.molar_mass)
-            .ok_or("unit not convertible to the feature's unit");
+        let value = units::convert(value, unit, &def.unit, def.molar_mass)
+            .ok_or("unit not convertible to the feature's unit")?;
+        return match def.plausible {
+            Some([lo, hi]) if !(lo..=hi).contains(&value) => Err(IMPLAUSIBLE),
+            _ => Ok(value),
+        };
     }
     if let Some(c) = concept {
-        return c
-            .coding
-            .iter()
-            .find_map(|coding| coding.code.as_deref().and_then(|k| def.coded_values.get(k)))
-            .copied()
-            .ok_or("coded value not in the feature's coded_values");
+        return coded(def, c).ok_or("coded value not in the feature's coded_values");
     }
     Err("no value")
+}
+
+/// The value of a coded answer: its code as `coded_values` lists it, else the code, display
+/// or text the concept's `answers` map to a listed code.
+fn coded(def: &FeatureDef, c: &CodeableConceptView<'_>) -> Option<f64> {
+    let direct = c
+        .coding
+        .iter()
+        .find_map(|coding| coding.code.as_deref().and_then(|k| def.coded_values.get(k)));
+    if direct.is_some() {
+        return direct.copied();
+    }
+    let words = c
+        .coding
+        .iter()
+        .flat_map(|coding| [coding.code.as_deref(), coding.display.as_deref()])
+        .chain([c.text.as_deref()])
+        .flatten();
+    words.into_iter().find_map(|w| {
+        let canonical = def
+            .answers
+            .get(w)
+            .or_else(|| def.answers.get(w.trim().to_lowercase().as_str()))?;
+        def.coded_values.get(canonical).copied()
+    })
 }
 
 #[cfg(test)]
@@ -178,6 +254,42 @@ mod tests {
                 ("cr-bad", "unit not convertible to the feature's unit"),
                 ("t-bad", "unit not convertible to the feature's unit")
             ]
+        );
+    }
+
+    #[test]
+    fn concepts_read_variant_codes_systems_answers_and_drop_artefacts() {
+        let spec = FeatureSpec::parse(
+            "window_hours = 24\nstep_minutes = 60\n[[feature]]\nname='spo2'\nconcept='spo2'\nunit='%'\n[[feature]]\nname='loc'\nconcept='consciousness'\nunit='1'\n[feature.coded_values]\n'248234008' = 0.0\n'300202002' = 1.0\n'450847001' = 1.0\n'450848006' = 1.0\n'422768004' = 1.0\n",
+        )
+        .unwrap();
+        let entries = [
+            r#"{"resource":{"resourceType":"Observation","id":"s1","status":"final","code":{"coding":[{"system":"urn:oid:2.16.840.1.113883.6.1","code":"2708-6"}]},"effectiveDateTime":"2026-01-01T10:00:00.123456+02:00","valueQuantity":{"value":93,"unit":"%"}}}"#,
+            r#"{"resource":{"resourceType":"Observation","id":"s2","status":"final","code":{"coding":[{"system":"http://loinc.org/","code":"20564-1"}]},"effectiveDateTime":"2026-01-01T10:00:00Z","valueQuantity":{"value":12,"unit":"%"}}}"#,
+            r#"{"resource":{"resourceType":"Observation","id":"g","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"9269-2"}]},"effectiveDateTime":"2026-01-01T10:00:00Z","valueQuantity":{"value":14}}}"#,
+            r#"{"resource":{"resourceType":"Observation","id":"t","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"80288-4"}]},"effectiveDateTime":"2026-01-01T10:00:00Z","valueCodeableConcept":{"text":"Alert"}}}"#,
+            r#"{"resource":{"resourceType":"Observation","id":"x","status":"final","code":{"coding":[{"system":"http://example.org","code":"2708-6"}]},"effectiveDateTime":"2026-01-01T10:00:00Z","valueQuantity":{"value":90,"unit":"%"}}}"#,
+        ];
+        let bundle = format!(
+            r#"{{"resourceType":"Bundle","type":"searchset","entry":[{}]}}"#,
+            entries.join(",")
+        );
+        let raw: Box<RawValue> = serde_json::from_str(&bundle).unwrap();
+        let projected = projection::observations(&raw).unwrap();
+        let (found, rejected) = measurements(&spec, &projected.observations);
+        let mut values: Vec<(&str, f64)> = found
+            .iter()
+            .map(|m| (m.resource_id.as_str(), m.value))
+            .collect();
+        values.sort_by(|a, b| a.0.cmp(b.0));
+        // GCS 14 reads as new confusion (not alert); "Alert" as text; 2708-6 under the OID.
+        assert_eq!(values, [("g", 1.0), ("s1", 93.0), ("t", 0.0)]);
+        assert_eq!(
+            rejected,
+            [Rejection {
+                resource_id: "s2".into(),
+                reason: IMPLAUSIBLE
+            }]
         );
     }
 }

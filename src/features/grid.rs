@@ -32,6 +32,9 @@ pub struct FeatureMatrix {
     pub measurements: Vec<Measurement>,
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
+    /// Per feature, `[low, high]` the model reads values within (see
+    /// [`FeatureMatrix::clamp_to`]); empty: values as measured.
+    pub limits: Vec<Option<[f64; 2]>>,
 }
 
 impl FeatureMatrix {
@@ -50,7 +53,7 @@ impl FeatureMatrix {
             .filter(|m| m.time >= window_start && m.time < now)
             .cloned()
             .collect();
-        let (values, sources) = fill(spec, norm, &in_window, window_start, None);
+        let (values, sources) = fill(spec, norm, &in_window, window_start, None, &[]);
         Self {
             steps: spec.steps(),
             features: spec.features.len(),
@@ -59,7 +62,42 @@ impl FeatureMatrix {
             measurements: in_window,
             window_start,
             window_end: now,
+            limits: Vec::new(),
         }
+    }
+
+    /// Keeps the model's input inside `limits` (per feature, `[low, high]` in its unit: the
+    /// range seen in training): a measurement outside is read as the nearest limit, in the
+    /// input and in every occlusion, while [`Self::measurements`] keep the value as measured
+    /// (cards show what was charted). Returns, per feature, how many in-window measurements
+    /// were clamped. A value the model never saw is not extrapolated, and the patient is
+    /// still scored.
+    pub fn clamp_to(
+        &mut self,
+        spec: &FeatureSpec,
+        norm: &Normalisation,
+        limits: Vec<Option<[f64; 2]>>,
+    ) -> Vec<usize> {
+        let mut clamped = vec![0; self.features];
+        for m in &self.measurements {
+            if let Some(Some([lo, hi])) = limits.get(m.feature) {
+                if m.value < *lo || m.value > *hi {
+                    clamped[m.feature] += 1;
+                }
+            }
+        }
+        self.limits = limits;
+        let (values, sources) = fill(
+            spec,
+            norm,
+            &self.measurements,
+            self.window_start,
+            None,
+            &self.limits,
+        );
+        self.values = values;
+        self.sources = sources;
+        clamped
     }
 
     /// `1 + features` samples in one buffer: this input, then the input with each feature in
@@ -109,7 +147,14 @@ impl FeatureMatrix {
     ) -> Vec<f32> {
         let mut batch = Vec::with_capacity(self.values.len() * which.len());
         for &i in which {
-            let (values, _) = fill(spec, norm, &self.measurements, self.window_start, Some(i));
+            let (values, _) = fill(
+                spec,
+                norm,
+                &self.measurements,
+                self.window_start,
+                Some(i),
+                &self.limits,
+            );
             batch.extend(values);
         }
         batch
@@ -131,7 +176,8 @@ impl FeatureMatrix {
     }
 }
 
-/// Fills the grid from in-window measurements (sorted by time), leaving out `skip`.
+/// Fills the grid from in-window measurements (sorted by time), leaving out `skip`, each value
+/// read within its feature's `limits` (none: as measured).
 /// Returns the row-major `[steps][2 × features]` values and the `[steps][features]` source
 /// measurement of each value cell.
 fn fill(
@@ -140,6 +186,7 @@ fn fill(
     in_window: &[Measurement],
     window_start: DateTime<Utc>,
     skip: Option<usize>,
+    limits: &[Option<[f64; 2]>],
 ) -> (Vec<f32>, Vec<Option<usize>>) {
     let steps = spec.steps();
     let nf = spec.features.len();
@@ -155,21 +202,25 @@ fn fill(
         let offset = (m.time - window_start).num_seconds() / step_secs;
         let k = (offset.max(0) as usize).min(steps - 1) * nf + m.feature;
         count[k] += 1;
+        let value = match limits.get(m.feature) {
+            Some(Some([lo, hi])) => m.value.max(*lo).min(*hi),
+            _ => m.value,
+        };
         // Sorted by time: "last" is the latest; min/max keep the first extreme; mean keeps a
         // running sum (divided below) attributed to the latest measurement.
         cell[k] = Some(match (cell[k], spec.features[m.feature].aggregate) {
-            (None, _) | (Some(_), Aggregate::Last) => (m.value, i),
-            (Some((sum, _)), Aggregate::Mean) => (sum + m.value, i),
+            (None, _) | (Some(_), Aggregate::Last) => (value, i),
+            (Some((sum, _)), Aggregate::Mean) => (sum + value, i),
             (Some((v, j)), Aggregate::Min) => {
-                if m.value < v {
-                    (m.value, i)
+                if value < v {
+                    (value, i)
                 } else {
                     (v, j)
                 }
             }
             (Some((v, j)), Aggregate::Max) => {
-                if m.value > v {
-                    (m.value, i)
+                if value > v {
+                    (value, i)
                 } else {
                     (v, j)
                 }
@@ -300,5 +351,33 @@ mod tests {
         let hr: Vec<f32> = (0..4).map(|t| x.values[t * 4 + 1]).collect();
         assert_eq!(hr, [85.0, 85.0, 85.0, 85.0]); // mean, carried without an age limit
         assert_eq!(x.sources[1], Some(3)); // the mean is attributed to the latest
+    }
+
+    #[test]
+    fn clamping_reads_values_at_the_training_edge_and_keeps_the_measured_ones() {
+        let now = "2026-01-01T12:00:00Z".parse().unwrap();
+        let norm = Normalisation {
+            mean: vec![0.0, 0.0],
+            std: vec![1.0, 1.0],
+        };
+        let ms = vec![
+            m(0, 170, 250.0, now),
+            m(0, 30, 90.0, now),
+            m(1, 30, 2.0, now),
+        ];
+        let spec = spec();
+        let mut x = FeatureMatrix::build(&spec, &norm, &ms, now);
+        let counts = x.clamp_to(&spec, &norm, vec![Some([30.0, 200.0]), Some([6.0, 40.0])]);
+        assert_eq!(counts, [1, 1]);
+        let hr: Vec<f32> = (0..4).map(|t| x.values[t * 4]).collect();
+        assert_eq!(hr, [0.0, 200.0, 200.0, 90.0]);
+        assert_eq!(x.values[3 * 4 + 1], 6.0);
+        assert_eq!(
+            x.measurements[0].value, 250.0,
+            "cards show what was charted"
+        );
+        // Occlusions read the same clamped values.
+        let occluded = x.with_each_measurement_removed(&spec, &norm, &[1]);
+        assert_eq!(occluded[3 * 4], 200.0);
     }
 }

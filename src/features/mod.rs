@@ -15,11 +15,13 @@ mod extract;
 mod grid;
 pub mod kdigo;
 pub mod news2;
+pub mod oxygen;
 pub mod qsofa;
 pub mod sirs;
 mod spec;
+pub mod terminology;
 pub mod units;
 
-pub use extract::{measurements, Measurement, Rejection};
+pub use extract::{measurements, Measurement, Rejection, IMPLAUSIBLE};
 pub use grid::{FeatureMatrix, Normalisation};
-pub use spec::{Aggregate, FeatureDef, FeatureSpec, FeatureSpecError, Transform};
+pub use spec::{Aggregate, FeatureDef, FeatureSpec, FeatureSpecError, RequireRecent, Transform};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::terminology::{terminology, FromScore};
 use super::units;
 
 /// A feature spec could not be used.
@@ -25,7 +26,17 @@ pub enum FeatureSpecError {
 struct RawSpec {
     window_hours: u32,
     step_minutes: u32,
+    /// The complete set a score needs (see [`RequireRecent`]); absent: no such gate.
+    #[serde(default)]
+    require_recent: Option<RawRecent>,
     feature: Vec<RawFeature>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecent {
+    hours: f64,
+    features: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +46,11 @@ struct RawFeature {
     /// Words for cards ("Respiratory rate"); defaults to the name.
     #[serde(default)]
     display: Option<String>,
+    /// A concept of `models/terminology.toml`: its codes, answers and plausibility limits.
+    #[serde(default)]
+    concept: Option<String>,
+    /// LOINC codes matched besides the concept's (older specs list only these).
+    #[serde(default)]
     loinc: Vec<String>,
     unit: String,
     /// For coded observations: SNOMED/LOINC answer code → value. Codes not listed are
@@ -105,8 +121,19 @@ pub struct FeatureDef {
     pub name: String,
     /// How cards name this signal.
     pub display: String,
-    /// LOINC codes matched on `Observation.code` or `Observation.component.code`.
+    /// The terminology concept this feature reads, if it names one.
+    pub concept: Option<String>,
+    /// LOINC codes matched on `Observation.code` or `Observation.component.code`: the spec's
+    /// own, then its concept's.
     pub loinc: Vec<String>,
+    /// Physiological limits `[low, high]` in [`FeatureDef::unit`] (from the concept): a value
+    /// outside them is an artefact, dropped with the reason.
+    pub plausible: Option<[f64; 2]>,
+    /// Coded answers (code, or lower-case text) → the canonical code `coded_values` is keyed
+    /// by (from the concept).
+    pub answers: BTreeMap<String, String>,
+    /// A score read as a coded answer (GCS total → ACVPU), from the concept.
+    pub from_score: Option<FromScore>,
     /// Canonical UCUM unit; values are converted to it (see [`units`]).
     pub unit: String,
     pub coded_values: BTreeMap<String, f64>,
@@ -142,12 +169,24 @@ impl FeatureDef {
     }
 }
 
+/// The complete set of core observations a score needs: each of `features` measured at least
+/// once within the last `within` before the reference time. Without it a clinician would not
+/// judge the patient either, so the model abstains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequireRecent {
+    pub within: Duration,
+    /// Indices into [`FeatureSpec::features`].
+    pub features: Vec<usize>,
+}
+
 /// A validated feature spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureSpec {
     pub window: Duration,
     pub step: Duration,
     pub features: Vec<FeatureDef>,
+    /// What a score needs recently; `None`: no such gate.
+    pub require_recent: Option<RequireRecent>,
 }
 
 /// `value_words` of a feature, checked: keys are numbers, and a coded signal that has words
@@ -174,6 +213,30 @@ fn value_words(f: &RawFeature) -> Result<Vec<(f64, String)>, String> {
         }
     }
     Ok(words)
+}
+
+/// `[require_recent]` checked against the spec's features.
+fn require_recent(r: &RawRecent, features: &[FeatureDef]) -> Result<RequireRecent, String> {
+    if !(r.hours.is_finite() && r.hours > 0.0) {
+        return Err("require_recent.hours must be > 0".into());
+    }
+    if r.features.is_empty() {
+        return Err("require_recent.features is empty".into());
+    }
+    let features = r
+        .features
+        .iter()
+        .map(|name| {
+            features
+                .iter()
+                .position(|f| &f.name == name)
+                .ok_or_else(|| format!("require_recent names `{name}`, which is not a feature"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(RequireRecent {
+        within: Duration::from_secs_f64(r.hours * 3600.0),
+        features,
+    })
 }
 
 impl FeatureSpec {
@@ -206,9 +269,45 @@ impl FeatureSpec {
             if features.iter().any(|d: &FeatureDef| d.name == f.name) {
                 return Err(format!("feature[{i}]: duplicate name `{}`", f.name));
             }
-            if f.loinc.is_empty() {
+            let concept = match &f.concept {
+                None => None,
+                Some(name) => Some(terminology().concept(name).ok_or_else(|| {
+                    format!(
+                        "feature[{i}] `{}`: concept `{name}` is not in models/terminology.toml",
+                        f.name
+                    )
+                })?),
+            };
+            let mut loinc = f.loinc.clone();
+            for c in concept.iter().flat_map(|c| {
+                c.loinc
+                    .iter()
+                    .chain(c.from_gcs.iter().flat_map(|g| &g.loinc))
+            }) {
+                if !loinc.contains(c) {
+                    loinc.push(c.clone());
+                }
+            }
+            if loinc.is_empty() {
                 return Err(format!("feature[{i}] `{}`: no LOINC codes", f.name));
             }
+            // The concept's limits in this feature's unit (e.g. creatinine mg/dL → µmol/L).
+            let plausible = match concept.and_then(|c| c.plausible.map(|p| (p, &c.unit))) {
+                None => None,
+                Some(([lo, hi], unit)) => {
+                    let lo = units::convert(lo, unit, &f.unit, f.molar_mass);
+                    let hi = units::convert(hi, unit, &f.unit, f.molar_mass);
+                    match (lo, hi) {
+                        (Some(lo), Some(hi)) => Some([lo.min(hi), lo.max(hi)]),
+                        _ => {
+                            return Err(format!(
+                                "feature[{i}] `{}`: unit `{}` does not convert from its concept's `{unit}`",
+                                f.name, f.unit
+                            ))
+                        }
+                    }
+                }
+            };
             if !units::is_canonical(&f.unit) {
                 return Err(format!(
                     "feature[{i}] `{}`: unit `{}` is not one bedside converts to",
@@ -242,8 +341,12 @@ impl FeatureSpec {
                 value_words(&f).map_err(|e| format!("feature[{i}] `{}`: {e}", f.name))?;
             features.push(FeatureDef {
                 display: f.display.unwrap_or_else(|| f.name.replace('_', " ")),
+                concept: f.concept.clone(),
+                loinc,
+                plausible,
+                answers: concept.map(|c| c.answers.clone()).unwrap_or_default(),
+                from_score: concept.and_then(|c| c.from_gcs.clone()),
                 name: f.name,
-                loinc: f.loinc,
                 unit: f.unit,
                 coded_values: f.coded_values,
                 molar_mass: f.molar_mass,
@@ -254,10 +357,15 @@ impl FeatureSpec {
                 value_words,
             });
         }
+        let require_recent = match raw.require_recent {
+            None => None,
+            Some(r) => Some(require_recent(&r, &features)?),
+        };
         Ok(Self {
             window: Duration::from_secs(u64::from(raw.window_hours) * 3600),
             step: Duration::from_secs(u64::from(raw.step_minutes) * 60),
             features,
+            require_recent,
         })
     }
 

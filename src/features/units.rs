@@ -6,11 +6,14 @@
 //! feature spec declares; without it such a conversion is refused. Human-readable spellings
 //! EHRs put in `Quantity.unit` are mapped to UCUM codes first.
 //!
-//! `models/featurize.py` carries the same table; the parity test keeps the two equal.
+//! `models/featurize.py` carries the same conversion table and reads the same spellings
+//! (`models/terminology.toml`); the parity test keeps the two equal.
 //!
 //! UCUM codes are for machines ("Cel", "mm[Hg]", "10*3/uL"); cards and the app show a
 //! clinician the units a chart shows ("°C", "mmHg", "×10³/µL"), each rounded as charts round it
 //! ([`DISPLAY`], overridden per feature by `decimals` in `features.toml`).
+
+use super::terminology::terminology;
 
 /// What a unit measures; only units of the same kind convert into each other (mass and
 /// substance concentrations through a molar mass).
@@ -139,23 +142,10 @@ pub fn is_canonical(unit: &str) -> bool {
     TEMPERATURES.contains(&unit) || LINEAR.iter().any(|(u, ..)| *u == unit && !u.is_empty())
 }
 
-/// Maps human spellings EHRs send to UCUM codes; anything else is taken as a UCUM code.
+/// Maps the spellings EHRs send to UCUM codes (`[units]` of `models/terminology.toml`);
+/// anything else is taken as a UCUM code.
 fn ucum_of(unit: &str) -> &str {
-    match unit {
-        "°C" | "C" | "degC" => "Cel",
-        "°F" | "F" | "degF" => "[degF]",
-        "mmHg" | "mm Hg" => "mm[Hg]",
-        "bpm" | "beats/min" | "beats/minute" | "breaths/min" | "breaths/minute" => "/min",
-        "µmol/L" | "μmol/L" | "umol/l" => "umol/L",
-        "mmol/l" => "mmol/L",
-        "mg/dl" => "mg/dL",
-        "x10^9/L" | "x10E9/L" | "10^9/L" | "x10*9/L" => "10*9/L",
-        "K/uL" | "x10^3/uL" | "x10E3/uL" | "10^3/uL" | "x10*3/uL" | "10^3/µL" | "K/µL" => {
-            "10*3/uL"
-        }
-        "l/min" => "L/min",
-        other => other,
-    }
+    terminology().ucum(unit)
 }
 
 fn to_celsius(value: f64, unit: &str) -> Option<f64> {

@@ -67,11 +67,14 @@ pub struct ObservationView<'a> {
     pub component: Vec<ComponentView<'a>>,
 }
 
-/// `CodeableConcept.coding` only.
+/// `CodeableConcept.coding` and `text`.
 #[derive(Debug, Default, Deserialize)]
 pub struct CodeableConceptView<'a> {
     #[serde(borrow, default)]
     pub coding: Vec<CodingView<'a>>,
+    /// `CodeableConcept.text`: coded answers some EHRs send as words only.
+    #[serde(borrow, default)]
+    pub text: Option<Text<'a>>,
 }
 
 /// `Coding.system` and `Coding.code`.
@@ -81,6 +84,9 @@ pub struct CodingView<'a> {
     pub system: Option<Text<'a>>,
     #[serde(borrow, default)]
     pub code: Option<Text<'a>>,
+    /// `Coding.display`: read as answer text when the code is not one bedside knows.
+    #[serde(borrow, default)]
+    pub display: Option<Text<'a>>,
 }
 
 /// `Quantity` as measured.
@@ -275,9 +281,13 @@ pub fn resulted_codes(obs: &ObservationView<'_>) -> Vec<(String, chrono::DateTim
 }
 
 /// Whether a prefetched Condition Bundle (or single Condition) holds an active, not refuted
-/// Condition coded with one of `codes` (any code system: ICD-10-CM, SNOMED CT). Used for
-/// clinical context such as hypercapnic respiratory failure, which puts NEWS2 on SpO2 scale 2.
-pub fn has_active_condition(value: &RawValue, codes: &[String]) -> bool {
+/// Condition with a `Condition.code` coding that `matches(system, code)` accepts (the caller
+/// decides: ICD-10-CM, WHO ICD-10, SNOMED CT, with or without the dot). Used for clinical
+/// context such as hypercapnic respiratory failure, which puts NEWS2 on SpO2 scale 2.
+pub fn has_active_condition(
+    value: &RawValue,
+    matches: impl Fn(Option<&str>, &str) -> bool,
+) -> bool {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(value.get()) else {
         return false;
     };
@@ -298,6 +308,15 @@ pub fn has_active_condition(value: &RawValue, codes: &[String]) -> bool {
             })
             .unwrap_or_default()
     };
+    let coded = |r: &serde_json::Value| {
+        r["code"]["coding"].as_array().is_some_and(|c| {
+            c.iter().any(|c| {
+                c["code"]
+                    .as_str()
+                    .is_some_and(|code| matches(c["system"].as_str(), code))
+            })
+        })
+    };
     resources.into_iter().any(|r| {
         let clinical = code_of(&r["clinicalStatus"]);
         let verification = code_of(&r["verificationStatus"]);
@@ -309,7 +328,7 @@ pub fn has_active_condition(value: &RawValue, codes: &[String]) -> bool {
             && !verification
                 .iter()
                 .any(|c| matches!(c.as_str(), "refuted" | "entered-in-error"))
-            && code_of(&r["code"]).iter().any(|c| codes.contains(c))
+            && coded(r)
     })
 }
 
@@ -338,7 +357,7 @@ mod tests {
 
     #[test]
     fn active_conditions_are_found_by_code_and_refuted_or_resolved_ones_are_not() {
-        let codes = vec!["J96.12".to_owned()];
+        let codes = |_: Option<&str>, code: &str| code == "J96.12";
         let cond = |clinical: &str, verification: &str| {
             format!(
                 r#"{{"resource":{{"resourceType":"Condition","clinicalStatus":{{"coding":[{{"code":"{clinical}"}}]}},"verificationStatus":{{"coding":[{{"code":"{verification}"}}]}},"code":{{"coding":[{{"system":"http://hl7.org/fhir/sid/icd-10-cm","code":"J96.12"}}]}}}}}}"#
@@ -347,21 +366,26 @@ mod tests {
         let bundle = |e: String| raw(&format!(r#"{{"resourceType":"Bundle","entry":[{e}]}}"#));
         assert!(has_active_condition(
             &bundle(cond("active", "confirmed")),
-            &codes
+            codes
         ));
         assert!(!has_active_condition(
             &bundle(cond("resolved", "confirmed")),
-            &codes
+            codes
         ));
         assert!(!has_active_condition(
             &bundle(cond("active", "refuted")),
-            &codes
+            codes
         ));
         assert!(!has_active_condition(
             &bundle(cond("active", "confirmed")),
-            &["J44.9".to_owned()]
+            |_, code| code == "J44.9"
         ));
-        assert!(!has_active_condition(&raw("[]"), &codes));
+        assert!(!has_active_condition(&raw("[]"), codes));
+        // The system reaches the matcher (WHO ICD-10 and ICD-10-CM codes differ).
+        assert!(!has_active_condition(
+            &bundle(cond("active", "confirmed")),
+            |system, _| system == Some("http://hl7.org/fhir/sid/icd-10")
+        ));
     }
 
     #[test]

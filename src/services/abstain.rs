@@ -1,9 +1,13 @@
 //! Whether a model may score this patient at all, and if not, the reason in words.
 //!
-//! Two sources, both data: the model's manifest declares what it was trained on (minimum
-//! data, required inputs, value ranges seen in training); the service definition may be
-//! stricter (its `[guardrails]`). A patient outside either gets no score: an extrapolated
-//! probability looks as confident as a real one.
+//! A model abstains only where a clinician would not judge the patient either: a required input
+//! absent (the manifest's `required`, e.g. creatinine for AKI), data too old, or no complete set
+//! of core observations recently (the feature spec's `[require_recent]`), in that order. Single odd
+//! values never block a window: an implausible one is dropped at extraction (and counted), a
+//! plausible one beyond the training range is clamped into it ([`super::inputs`], counted).
+//! The service definition may add its own minimum (`[guardrails] min_observations`); an old
+//! manifest's `min_measurements` is still honoured, 0 or absent meaning no minimum.
+//! `models/featurize.py` (`abstain_reason`) words and orders the reasons the same way.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 
@@ -24,7 +28,8 @@ pub fn reason(
     let hours = (matrix.window_end - matrix.window_start).num_hours();
     let needed = validity
         .min_measurements
-        .max(guardrails.map_or(1, |g| g.min_observations));
+        .max(guardrails.map_or(0, |g| g.min_observations))
+        .max(1);
     if n < needed {
         return Some(format!(
             "only {n} usable measurements in the last {hours} h (needs {needed})"
@@ -64,25 +69,45 @@ pub fn reason(
             ));
         }
     }
-    out_of_range(validity, spec, matrix)
+    incomplete(spec, matrix, now)
 }
 
-/// The first in-window value outside the range the model saw in training.
-fn out_of_range(validity: &Validity, spec: &FeatureSpec, matrix: &FeatureMatrix) -> Option<String> {
-    matrix.measurements.iter().find_map(|m| {
-        let def = &spec.features[m.feature];
-        let [lo, hi] = *validity.range.get(&def.name)?;
-        (m.value < lo || m.value > hi).then(|| {
-            format!(
-                "{} {} is outside the range the model was trained on ({}–{}); Observation/{}",
-                def.display.to_lowercase(),
-                def.show(m.value),
-                round_for_words(lo),
-                round_for_words(hi),
-                m.resource_id
-            )
+/// Which of the spec's core observations (`[require_recent]`) were not measured within its
+/// hours before `now`, in words.
+fn incomplete(spec: &FeatureSpec, matrix: &FeatureMatrix, now: DateTime<Utc>) -> Option<String> {
+    let r = spec.require_recent.as_ref()?;
+    let since = now - ChronoDuration::from_std(r.within).unwrap_or(ChronoDuration::MAX);
+    let name = |f: usize| spec.features[f].display.to_lowercase();
+    let missing: Vec<String> = r
+        .features
+        .iter()
+        .filter(|&&f| {
+            !matrix
+                .measurements
+                .iter()
+                .any(|m| m.feature == f && m.time >= since)
         })
-    })
+        .map(|&f| name(f))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let hours = round_for_words(r.within.as_secs_f64() / 3600.0);
+    let all: Vec<String> = r.features.iter().map(|&f| name(f)).collect();
+    Some(format!(
+        "no complete set of core observations in the last {hours} h: no {} (a score needs {} each measured within {hours} h)",
+        words(&missing),
+        words(&all)
+    ))
+}
+
+/// "a", "a and b", "a, b and c".
+fn words(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
 }
 
 fn round_for_words(v: f64) -> String {
@@ -134,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn abstains_on_missing_required_input_staleness_and_out_of_range_values() {
+    fn abstains_on_too_few_data_missing_required_input_and_staleness_only() {
         let now = "2026-02-01T12:00:00Z".parse().unwrap();
         let validity = Validity {
             min_measurements: 3,
@@ -160,12 +185,56 @@ mod tests {
             reason(&validity, Some(&g), &spec, &stale, now).unwrap(),
             "newest measurement is 5 h old (limit 4 h)"
         );
+        // Changed: a value outside the training range no longer blocks the window (the model
+        // reads it clamped, see services::inputs).
         let odd = matrix(&[(0, 90, 80.0), (0, 60, 250.0), (1, 30, 1.0)], now);
-        assert_eq!(
-            reason(&validity, Some(&g), &spec, &odd, now).unwrap(),
-            "heart rate 250/min is outside the range the model was trained on (30–200); Observation/obs-0-60"
-        );
+        assert_eq!(reason(&validity, Some(&g), &spec, &odd, now), None);
         let fine = matrix(&[(0, 90, 80.0), (0, 60, 95.0), (1, 30, 1.04)], now);
         assert_eq!(reason(&validity, Some(&g), &spec, &fine, now), None);
+    }
+
+    #[test]
+    fn no_minimum_when_the_manifest_declares_none() {
+        let now = "2026-02-01T12:00:00Z".parse().unwrap();
+        let validity = Validity::default();
+        let one = matrix(&[(0, 30, 80.0)], now);
+        assert_eq!(reason(&validity, None, &spec(), &one, now), None);
+        let none = matrix(&[], now);
+        assert!(reason(&validity, None, &spec(), &none, now).is_some());
+    }
+
+    #[test]
+    fn abstains_without_a_complete_set_of_core_observations_in_12_h() {
+        let spec = FeatureSpec::parse(
+            "window_hours = 24\nstep_minutes = 60\n[require_recent]\nhours = 12\nfeatures = ['heart_rate', 'creatinine']\n[[feature]]\nname='heart_rate'\ndisplay='Heart rate'\nloinc=['8867-4']\nunit='/min'\n[[feature]]\nname='creatinine'\ndisplay='Creatinine'\nloinc=['2160-0']\nunit='mg/dL'\n",
+        )
+        .unwrap();
+        let now: DateTime<Utc> = "2026-02-01T12:00:00Z".parse().unwrap();
+        let norm = Normalisation {
+            mean: vec![0.0, 0.0],
+            std: vec![1.0, 1.0],
+        };
+        let build = |values: &[(usize, i64)]| {
+            let ms: Vec<Measurement> = values
+                .iter()
+                .map(|&(feature, minutes)| Measurement {
+                    feature,
+                    time: now - ChronoDuration::minutes(minutes),
+                    value: 1.0,
+                    resource_id: String::new(),
+                })
+                .collect();
+            FeatureMatrix::build(&spec, &norm, &ms, now)
+        };
+        let v = Validity::default();
+        // 12-hourly vitals: a heart rate 11 h ago and a creatinine 2 h ago is a complete set.
+        assert_eq!(
+            reason(&v, None, &spec, &build(&[(0, 660), (1, 120)]), now),
+            None
+        );
+        assert_eq!(
+            reason(&v, None, &spec, &build(&[(0, 780), (0, 800), (1, 120)]), now).unwrap(),
+            "no complete set of core observations in the last 12 h: no heart rate (a score needs heart rate and creatinine each measured within 12 h)"
+        );
     }
 }

@@ -33,16 +33,20 @@ impl Baseline {
 
 /// Computes `which` from the window's measurements; vital signs and laboratory values measured
 /// before `recent` count as not recorded (a score describes the patient now). `spo2_scale`:
-/// scale 2 for patients with hypercapnic respiratory failure.
+/// scale 2 for patients with hypercapnic respiratory failure. `on_oxygen`: NEWS2 "air or
+/// oxygen" from O2 flow / FiO2 ([`crate::features::oxygen::on_oxygen`]), `None` when not recorded.
+/// Consciousness counts ACVPU and GCS alike (the feature's concept reads both).
 pub fn compute(
     which: &[Baseline],
     spec: &FeatureSpec,
     matrix: &FeatureMatrix,
     recent: DateTime<Utc>,
     spo2_scale: SpO2Scale,
+    on_oxygen: Option<bool>,
 ) -> BaselineReport {
     let vitals = Vitals {
         spo2_scale,
+        on_oxygen,
         ..Vitals::latest(spec, matrix, recent)
     };
     let mut report = BaselineReport::default();

@@ -10,8 +10,9 @@ use super::suggestions;
 use crate::cards::{self, Abstention, BaselineReport, RiskAssessment};
 use crate::cds::wire::{Card, CdsResponse, Indicator};
 use crate::features::explain;
-use crate::features::FeatureMatrix;
+use crate::features::{oxygen, FeatureMatrix};
 use crate::fhir::fulfil::Supply;
+use crate::fhir::ObservationView;
 
 /// Contributing observations listed on a card.
 const DRIVERS_SHOWN: usize = 4;
@@ -38,7 +39,7 @@ impl CdsService {
         let request = facts.request;
         let spec = &self.model.features;
         let matrix = &prepared.matrix;
-        let baselines = self.bedside_scores(facts, supplies, matrix);
+        let baselines = self.bedside_scores(facts, supplies, matrix, &gathered.observations);
         let resulted: Vec<String> = gathered
             .resulted
             .iter()
@@ -86,6 +87,7 @@ impl CdsService {
         facts: &CallFacts<'_>,
         supplies: &[Supply<'_>],
         matrix: &FeatureMatrix,
+        observations: &[ObservationView<'_>],
     ) -> BaselineReport {
         let recent = facts.now
             - ChronoDuration::from_std(self.def.guardrails.max_staleness)
@@ -96,6 +98,7 @@ impl CdsService {
             matrix,
             recent,
             self.spo2_scale(supplies),
+            oxygen::on_oxygen(observations, recent.max(matrix.window_start), facts.now),
         )
     }
 
@@ -107,11 +110,12 @@ impl CdsService {
         supplies: &[Supply<'_>],
         reason: String,
         matrix: &FeatureMatrix,
+        observations: &[ObservationView<'_>],
     ) -> CdsResponse {
         if !self.def.guardrails.abstain_card {
             return CdsResponse::default();
         }
-        let baselines = self.bedside_scores(facts, supplies, matrix);
+        let baselines = self.bedside_scores(facts, supplies, matrix, observations);
         let card = cards::abstain_card(
             &Abstention {
                 service_id: &self.def.id,

@@ -12,6 +12,7 @@ use super::ServiceError;
 use crate::cds::wire::HookRequest;
 use crate::cds::Caller;
 use crate::features::news2::SpO2Scale;
+use crate::features::terminology::{terminology, Terminology};
 use crate::fhir::fulfil::{self, Supply, Want};
 use crate::fhir::projection;
 
@@ -189,27 +190,33 @@ impl CdsService {
     }
 
     /// SpO2 scale 2 when the conditions prefetch holds an active hypercapnic respiratory failure
-    /// (the codes are the service's `[news2] scale2_conditions`), else scale 1.
+    /// (the codes are the service's `[news2] scale2_conditions` and `[spo2_scale2]` of
+    /// `models/terminology.toml`), else scale 1.
     pub(super) fn spo2_scale(&self, supplies: &[Supply<'_>]) -> SpO2Scale {
         let opts = &self.def.news2;
         let Some(key) = &opts.conditions_prefetch else {
             return SpO2Scale::Scale1;
         };
-        let found =
-            self.def
-                .prefetch
-                .iter()
-                .zip(supplies)
-                .filter(|(p, _)| &p.key == key)
-                .any(|(_, supply)| match supply {
-                    Supply::Prefetched(v) => {
-                        projection::has_active_condition(v, &opts.scale2_conditions)
-                    }
-                    Supply::Fetched(f) => f.pages.iter().any(|page| {
-                        projection::has_active_condition(page, &opts.scale2_conditions)
-                    }),
-                    _ => false,
-                });
+        // The service's own codes (any system), then the terminology's (system-scoped), each
+        // compared without the dot: "J96.12" = "J9612".
+        let matches = |system: Option<&str>, code: &str| {
+            Terminology::same_condition(code, &opts.scale2_conditions)
+                || terminology().is_scale2_condition(system, code)
+        };
+        let found = self
+            .def
+            .prefetch
+            .iter()
+            .zip(supplies)
+            .filter(|(p, _)| &p.key == key)
+            .any(|(_, supply)| match supply {
+                Supply::Prefetched(v) => projection::has_active_condition(v, matches),
+                Supply::Fetched(f) => f
+                    .pages
+                    .iter()
+                    .any(|page| projection::has_active_condition(page, matches)),
+                _ => false,
+            });
         if found {
             tracing::debug!("NEWS2 on SpO2 scale 2");
             SpO2Scale::Scale2

@@ -11,6 +11,7 @@ mod definition;
 mod error;
 mod gather;
 pub mod guardrails;
+pub mod inputs;
 mod orders;
 pub mod policy;
 mod record;

@@ -9,12 +9,13 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use super::abstain;
 use super::baselines;
 use super::call::CdsService;
+use super::inputs;
 use super::scoring;
 use super::ServiceError;
 use crate::cards::BaselineReport;
 use crate::cds::wire::{HookRequest, Indicator};
 use crate::features::explain::{self, Explanation};
-use crate::features::FeatureMatrix;
+use crate::features::{oxygen, FeatureMatrix};
 use crate::fhir::fulfil;
 use crate::fhir::FhirServer;
 
@@ -77,7 +78,9 @@ impl CdsService {
         let wants = self.wants(request);
         let supplies = fulfil::fulfil(&wants, server).await;
         let gathered = self.gather(&wants, &supplies)?;
-        let prepared = scoring::prepare(model, &gathered.observations, gathered.unreadable, now);
+        let mut prepared =
+            scoring::prepare(model, &gathered.observations, gathered.unreadable, now);
+        inputs::clamp_to_training_range(model, &mut prepared);
         let recent = now
             - ChronoDuration::from_std(def.guardrails.max_staleness).unwrap_or(ChronoDuration::MAX);
         let baselines = baselines::compute(
@@ -86,6 +89,11 @@ impl CdsService {
             &prepared.matrix,
             recent,
             self.spo2_scale(&supplies),
+            oxygen::on_oxygen(
+                &gathered.observations,
+                recent.max(prepared.matrix.window_start),
+                now,
+            ),
         );
         let verdict = match abstain::reason(
             &model.manifest.validity,

@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 use super::abstain;
 use super::call::{Call, CallFacts, CdsService, Entry};
 use super::definition::ServiceDef;
+use super::inputs;
 use super::orders;
 use super::scoring;
 use super::{ServiceEnv, ServiceError};
@@ -150,12 +151,13 @@ impl CdsService {
         }
         let spec = &self.model.features;
         let now = facts.now;
-        let prepared = scoring::prepare(
+        let mut prepared = scoring::prepare(
             &self.model,
             &gathered.observations,
             gathered.unreadable,
             now,
         );
+        inputs::clamp_to_training_range(&self.model, &mut prepared);
         let matrix = &prepared.matrix;
 
         if let Some(reason) = abstain::reason(
@@ -179,7 +181,7 @@ impl CdsService {
                 Some(&prepared),
             )
             .await;
-            return Ok(self.abstain(&facts, &supplies, reason, matrix));
+            return Ok(self.abstain(&facts, &supplies, reason, matrix, &gathered.observations));
         }
 
         let (active, shadow_scores) = tokio::join!(

@@ -106,14 +106,21 @@ impl Mode {
 
 /// What one prediction was made from: the measurements the model read, and the observations
 /// of its inputs that were left out, counted by reason (a unit that cannot be converted, a
-/// status that is not final, no time zone, unreadable JSON). Stored with the prediction, so a
+/// status that is not final, no time zone, unreadable JSON, an implausible value), and the
+/// measurements read at the edge of the training range. Stored with the prediction, so a
 /// reviewer sees how complete the data behind a score were.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DataQuality {
     /// Measurements in the model's window.
     pub used: usize,
-    /// Observations of the model's inputs not used, by reason.
+    /// Observations of the model's inputs not used, by reason (an implausible value, a
+    /// unit that cannot be converted, …).
     pub dropped: std::collections::BTreeMap<String, usize>,
+    /// Measurements used but read at the edge of the range the model was trained on, by
+    /// reason and feature ("outside training range, clamped: spo2"). Absent in records
+    /// written before it existed.
+    #[serde(default)]
+    pub clamped: std::collections::BTreeMap<String, usize>,
 }
 
 macro_rules! word {

@@ -12,3 +12,4 @@ mod inference;
 mod model_pipeline;
 mod parity;
 mod remote;
+mod terminology_parity;
