@@ -1,0 +1,153 @@
+"""`arch = "summary"`: per-channel summaries of the gateway's grid -> piecewise-linear (hinge) basis ->
+logistic head -> Platt calibration. TorchScript with two methods:
+
+    forward(x)   float32 [B, T, 2C] -> calibrated probability [B, 1]
+    attribute(x) float32 [B, T, 2C] -> per-cell contributions to the calibrated logit [B, T, 2C]
+
+Input: exactly the grid `models/featurize.grids` builds (channels 0..C-1 normalised, forward-filled
+values; C..2C-1 observed masks), so the gateway's feature pipeline is unchanged.
+
+Summaries per channel (7 x C), the masks used ONLY to select which cells are observations:
+
+    last    value of the last step (the forward-filled last measurement, 0 = mean once stale)
+    min     lowest observed value in the window (0 when none)
+    max     highest observed value in the window (0 when none)
+    mean    mean of the observed values (0 when none)
+    d6      last - value 6 h earlier (0 when nothing was measured by then)
+    d24     last - value 24 h earlier (idem)
+    since   hours since the last observation, capped (cap when never observed)
+
+No measurement counts and no observation frequency: measuring a stable patient more or less often
+does not move any summary except `since` (and `since` is capped at `stale_cap_hours`).
+
+Each summary is standardised with the training split's mean/std (buffers), expanded into
+[s, relu(s - k) for k in knots] (a continuous piecewise-linear function per summary, like NEWS2
+bands but without jumps) and a linear head gives the logit z; the output is
+sigmoid(calib_intercept + calib_slope * z).
+
+`attribute` is gradient x input (baseline 0 = the training mean / unobserved) of the calibrated
+logit w.r.t. the value channels, in one autograd pass inside the scripted method (grad is enabled
+inside it, so it works under the caller's no_grad). Masks only select cells, so the mask half of the
+output is 0. "last" and the deltas put their gradient on the last cell, which is a forward-filled
+copy of the last measurement: the gateway sums filled cells onto their measurement.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import nn
+
+SUMMARIES = ("last", "min", "max", "mean", "d6", "d24", "since")
+DEFAULT_KNOTS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+BIG = 1.0e4
+
+
+class SummaryModel(nn.Module):
+    """The exported module (its class name is part of the TorchScript bytes: keep it).
+
+    Trained in standardised-summary space; `fold_standardisation` then moves the summaries'
+    mean/std into the knots and the head, so that the exported forward pass needs no
+    standardisation ops (the op count is what sets batch-1 latency)."""
+
+    def __init__(self, steps: int, channels: int, step_hours: float, stale_cap_hours: float = 24.0,
+                 knots=DEFAULT_KNOTS):
+        super().__init__()
+        c = channels // 2
+        self.steps = steps
+        self.channels = channels
+        self.c = c
+        k6 = int(min(max(1, round(6.0 / step_hours)), steps - 1))
+        k24 = int(min(max(1, round(24.0 / step_hours)), steps - 1))
+        self.stale_cap_hours = float(stale_cap_hours)
+        # "since" = (T + 1 - position of the last observation) * step hours, capped
+        self.since_origin = float((steps + 1) * step_hours)
+        n_sum = len(SUMMARIES) * c
+        self.n_summaries = n_sum
+        self.n_knots = len(knots)
+        self.register_buffer("position_hours",
+                             (torch.arange(1, steps + 1, dtype=torch.float32) * step_hours).view(1, steps, 1))
+        # the steps 6 h and 24 h before the last one
+        self.register_buffer("past_steps", torch.tensor([steps - 1 - k6, steps - 1 - k24], dtype=torch.long))
+        # knots per summary in raw summary units [F, K]; standardised space until folded
+        self.register_buffer("knots", torch.tensor(list(knots), dtype=torch.float32).repeat(n_sum, 1))
+        self.register_buffer("sum_mean", torch.zeros(n_sum))
+        self.register_buffer("sum_std", torch.ones(n_sum))
+        self.head = nn.Linear(n_sum * (1 + len(knots)), 1)
+        self.register_buffer("calib_intercept", torch.zeros(1))
+        self.register_buffer("calib_slope", torch.ones(1))
+
+    def summaries(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, 2C] -> raw summaries [B, 7C], order SUMMARIES x channel."""
+        c = self.c
+        v = x[:, :, :c]
+        m = x[:, :, c:].detach()
+        obs = m > 0.5
+        any_obs = obs.any(1)
+        last = v[:, -1, :]
+        mn = torch.where(any_obs, torch.where(obs, v, 1.0e4).amin(1), 0.0)
+        mx = torch.where(any_obs, torch.where(obs, v, -1.0e4).amax(1), 0.0)
+        mean = (v * m).sum(1) / m.sum(1).clamp(min=1.0)
+        # change over 6 h and 24 h, where something had been measured by then
+        seen = m.cumsum(1).index_select(1, self.past_steps)
+        past = v.index_select(1, self.past_steps)
+        delta = torch.where(seen > 0.5, last.unsqueeze(1) - past, 0.0).flatten(1)
+        since = (self.since_origin - (m * self.position_hours).amax(1)).clamp(max=self.stale_cap_hours)
+        return torch.cat([last, mn, mx, mean, delta, since], 1)
+
+    def standardise(self, s: torch.Tensor) -> torch.Tensor:
+        return (s - self.sum_mean) / self.sum_std
+
+    def basis(self, s: torch.Tensor) -> torch.Tensor:
+        """Summaries [B, F] -> [s, relu(s - knot_k) for each knot] [B, F * (1 + K)]."""
+        return torch.cat([s, torch.relu(s.unsqueeze(2) - self.knots).flatten(1)], 1)
+
+    def raw_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """Uncalibrated logit [B, 1]."""
+        return self.head(self.basis(self.summaries(x)))
+
+    def logit(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated logit [B, 1]."""
+        return torch.addcmul(self.calib_intercept, self.calib_slope, self.raw_logit(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.size(1) != self.steps or x.size(2) != self.channels:
+            raise ValueError("input must be float32 [B, steps, channels] as the manifest declares")
+        return torch.sigmoid(self.logit(x))
+
+    @torch.jit.export
+    def attribute(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-cell contributions to the calibrated logit: gradient x (input - 0), [B, T, 2C]."""
+        if x.dim() != 3 or x.size(1) != self.steps or x.size(2) != self.channels:
+            raise ValueError("input must be float32 [B, steps, channels] as the manifest declares")
+        # Grad on for this pass only (TorchScript has no `with torch.enable_grad()`); the caller's
+        # mode (the gateway's no_grad) is restored before returning.
+        was = torch.is_grad_enabled()
+        torch.ops.aten.set_grad_enabled(True)
+        xg = x.detach().requires_grad_(True)
+        z = self.logit(xg)
+        g = torch.autograd.grad([z.sum()], [xg])[0]
+        torch.ops.aten.set_grad_enabled(was)
+        assert g is not None
+        return g * x.detach()  # the masks are detached: their half is 0
+
+    @torch.jit.unused
+    def fold_standardisation(self) -> None:
+        """Training used basis(standardise(s)); rewrite knots and head so that basis(s) on raw
+        summaries gives the same logit: relu((s - mu)/sd - k) = relu(s - (mu + k sd)) / sd."""
+        with torch.no_grad():
+            mu, sd = self.sum_mean.clone(), self.sum_std.clone()
+            f, k = self.n_summaries, self.n_knots
+            w = self.head.weight.view(f * (1 + k)).clone()
+            w_lin, w_hinge = w[:f], w[f:].view(f, k)
+            self.head.bias.sub_((w_lin * mu / sd).sum())
+            new_lin = w_lin / sd
+            new_hinge = w_hinge / sd.unsqueeze(1)
+            self.head.weight.copy_(torch.cat([new_lin, new_hinge.flatten()]).view(1, -1))
+            self.knots.copy_(mu.unsqueeze(1) + self.knots * sd.unsqueeze(1))
+            self.sum_mean.zero_()
+            self.sum_std.fill_(1.0)
+
+
+def summary_names(feature_names: List[str]) -> List[str]:
+    return [f"{s}:{f}" for s in SUMMARIES for f in feature_names]
