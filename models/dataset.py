@@ -31,7 +31,8 @@ def load_config(name: str) -> dict:
     with open(os.path.join(HERE, name, "train.toml"), "rb") as f:
         cfg = tomllib.load(f)
     cfg["name"] = name
-    cfg["spec_path"] = os.path.join(HERE, name, "features.toml")
+    # A version may bring its own spec (train.toml `features = "3.0.0/features.toml"`).
+    cfg["spec_path"] = os.path.join(HERE, name, cfg.get("features", "features.toml"))
     cfg["spec"] = featurize.load_spec(cfg["spec_path"])
     return cfg
 
@@ -71,8 +72,26 @@ class Patients:
     measurements: list  # per patient: [(feature, t, value, id)] sorted by t
 
 
-def load_patients(cfg: dict, n: int, seed: int) -> Patients:
-    records = generate(n, seed)
+GENERATORS = ("cohort", "ward", "both")
+
+
+def generate_records(gen: str, n: int, seed: int) -> list:
+    """Patients from a named generator: "cohort" (models/cohort), or "ward" / "both" through
+    models/generators.py's `load(name, n, seed)` (same record keys as the cohort's). "both" is half
+    of each, the ward's patients after the cohort's."""
+    if gen == "cohort":
+        return generate(n, seed)
+    try:
+        from models import generators
+    except ImportError as e:
+        raise SystemExit(f"--train-gen {gen}: models/generators.py is not there yet ({e})")
+    if gen == "both":
+        return generators.load("cohort", n - n // 2, seed) + generators.load("ward", n // 2, seed)
+    return generators.load(gen, n, seed)
+
+
+def load_patients(cfg: dict, n: int, seed: int, gen: str = "cohort") -> Patients:
+    records = generate_records(gen, n, seed)
     spec = cfg["spec"]
     bar = Progress(len(records), "featurize")
     meas = []

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import List
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -151,3 +152,67 @@ class SummaryModel(nn.Module):
 
 def summary_names(feature_names: List[str]) -> List[str]:
     return [f"{s}:{f}" for s in SUMMARIES for f in feature_names]
+
+
+# ------------------------------------------------------------------------------------- training
+def summaries_of(model: SummaryModel, x, bs: int = 4096) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), bs):
+            out.append(model.summaries(torch.from_numpy(x[i:i + bs])))
+    return torch.cat(out)
+
+
+def fit(model: SummaryModel, x_tr, y_tr, x_va, y_va, *, epochs: int, l2: float, steps_per_epoch: int = 25,
+        patience: int = 3, log=print):
+    """Fits the head (a convex, L2-penalised logistic regression on the hinge basis) by full-batch
+    L-BFGS, `steps_per_epoch` iterations per epoch; keeps the epoch with the lowest validation loss
+    and stops after `patience` epochs without improvement. Deterministic (single thread, zero start).
+    Sets the summaries' standardisation from the training split. Returns (best epoch, val loss)."""
+    import math
+
+    from models.calibration import nll
+    from models.evaluation import auroc
+
+    s_tr = summaries_of(model, x_tr)
+    mu = s_tr.mean(0)
+    sd = s_tr.std(0).clamp(min=1e-3)
+    model.sum_mean.copy_(mu)
+    model.sum_std.copy_(sd)
+    with torch.no_grad():
+        phi_tr = model.basis(model.standardise(s_tr))
+        phi_va = model.basis(model.standardise(summaries_of(model, x_va)))
+    y = torch.from_numpy(np.asarray(y_tr, dtype=np.float32))
+    yv = np.asarray(y_va, dtype=np.float64)
+    prev = float(y.mean().clamp(1e-4, 1 - 1e-4))
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(math.log(prev / (1 - prev)))
+    opt = torch.optim.LBFGS(model.head.parameters(), lr=1.0, max_iter=steps_per_epoch, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(model.head(phi_tr).squeeze(1), y) + l2 * model.head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    best = (math.inf, None, 0)
+    bad = 0
+    for epoch in range(1, epochs + 1):
+        train_loss = float(opt.step(closure).detach())
+        with torch.no_grad():
+            zv = model.head(phi_va).squeeze(1).double().numpy()
+        val = nll(zv, yv)
+        mark = ""
+        if val < best[0] - 1e-6:
+            best, mark, bad = (val, {k: v.clone() for k, v in model.head.state_dict().items()}, epoch), " *", 0
+        else:
+            bad += 1
+        log(f"epoch {epoch:2d}  train_loss {train_loss:.4f}  val_loss {val:.4f}  val_auroc {auroc(yv, zv):.4f}{mark}")
+        if bad >= patience:
+            break
+    model.head.load_state_dict(best[1])
+    return best[2], best[0]
+
