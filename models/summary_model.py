@@ -25,11 +25,12 @@ Each summary is standardised with the training split's mean/std (buffers), expan
 bands but without jumps) and a linear head gives the logit z; the output is
 sigmoid(calib_intercept + calib_slope * z).
 
-`attribute` is gradient x input (baseline 0 = the training mean / unobserved) of the calibrated
-logit w.r.t. the value channels, in one autograd pass inside the scripted method (grad is enabled
-inside it, so it works under the caller's no_grad). Masks only select cells, so the mask half of the
-output is 0. "last" and the deltas put their gradient on the last cell, which is a forward-filled
-copy of the last measurement: the gateway sums filled cells onto their measurement.
+`attribute` is an exact decomposition of the calibrated logit onto the value cells (baseline 0 = the
+training mean), computed as gradient x input with per-summary rescaled multipliers in one autograd
+pass inside the scripted method (grad is enabled inside it, so it works under the caller's no_grad).
+Masks only select cells, so the mask half of the output is 0. "last" and the changes put their
+share on the last cell, a forward-filled copy of the last measurement: the gateway sums filled cells
+onto their measurement; a change also puts (minus) its earlier value on the cell 6 h / 24 h back.
 """
 from __future__ import annotations
 
@@ -118,7 +119,16 @@ class SummaryModel(nn.Module):
 
     @torch.jit.export
     def attribute(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-cell contributions to the calibrated logit: gradient x (input - 0), [B, T, 2C]."""
+        """Per-cell contributions to the calibrated logit [B, T, 2C], an exact decomposition.
+
+        The logit is additive over summaries: a + b * (bias + sum_j f_j(s_j)), f_j piecewise
+        linear. Summary j contributes b * (f_j(s_j) - f_j(0)) (0 = the training mean), shared among
+        the cells it is made of in proportion to each cell's part of s_j (s_j is linear in the
+        values, or selects one: last, min, max, mean, changes) -- gradient x input of
+        sum_j m_j s_j with m_j = b * (f_j(s_j) - f_j(0)) / s_j held fixed (f_j'(s_j) where s_j is
+        ~0), in one autograd pass. So the value cells sum to logit(x) - logit(x with every value at
+        the mean, masks kept). "since" depends on the masks only and is not attributed; the mask
+        half is 0."""
         if x.dim() != 3 or x.size(1) != self.steps or x.size(2) != self.channels:
             raise ValueError("input must be float32 [B, steps, channels] as the manifest declares")
         # Grad on for this pass only (TorchScript has no `with torch.enable_grad()`); the caller's
@@ -126,11 +136,22 @@ class SummaryModel(nn.Module):
         was = torch.is_grad_enabled()
         torch.ops.aten.set_grad_enabled(True)
         xg = x.detach().requires_grad_(True)
-        z = self.logit(xg)
-        g = torch.autograd.grad([z.sum()], [xg])[0]
+        s = self.summaries(xg)
+        sd = s.detach()
+        f = self.n_summaries
+        w = self.head.weight.detach().view(-1)
+        w_lin = w[:f]
+        w_hinge = w[f:].view(f, self.n_knots)
+        above = sd.unsqueeze(2) - self.knots
+        f_s = w_lin * sd + (torch.relu(above) * w_hinge).sum(2)
+        f_0 = (torch.relu(-self.knots) * w_hinge).sum(1)
+        slope_here = w_lin + ((above > 0).float() * w_hinge).sum(2)
+        small = sd.abs() < 1e-6
+        mult = torch.where(small, slope_here, (f_s - f_0) / torch.where(small, 1.0, sd)) * self.calib_slope
+        g = torch.autograd.grad([(s * mult).sum()], [xg])[0]
         torch.ops.aten.set_grad_enabled(was)
         assert g is not None
-        return g * x.detach()  # the masks are detached: their half is 0
+        return g * x.detach()
 
     @torch.jit.unused
     def fold_standardisation(self) -> None:

@@ -221,7 +221,7 @@ def train_summary(args, cfg, tr, va, ytr):
     model = sm.SummaryModel(shape[0], shape[1], spec["step_minutes"] / 60.0,
                             stale_cap_hours=sc.get("stale_cap_hours", 24.0),
                             knots=tuple(sc.get("knots", sm.DEFAULT_KNOTS)))
-    epoch, _ = sm.fit(model, tr.x, ytr, va.x, va.y, epochs=args.epochs, l2=sc.get("l2", 1e-3),
+    epoch, _ = sm.fit(model, tr.x, ytr, va.x, va.y, epochs=args.epochs, l2=args.l2 if args.l2 is not None else sc.get("l2", 1e-3),
                       steps_per_epoch=sc.get("lbfgs_steps_per_epoch", 25),
                       log=lambda line: print(line, flush=True))
     model.fold_standardisation()
@@ -280,6 +280,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, help="default: train.toml's epochs")
     ap.add_argument("--out", help="output folder (default models/<model>/<version>)")
     ap.add_argument("--arch", choices=("gru", "summary"), help="default: train.toml's arch (else gru)")
+    ap.add_argument("--l2", type=float, help="summary: L2 on the head's weights (default: train.toml [summary] l2)")
     ap.add_argument("--train-gen", choices=dataset.GENERATORS, default="cohort",
                     help="which synthetic generator the patients come from (ward/both: models/generators.py)")
     ap.add_argument("--compare", nargs="*", default=None,
