@@ -203,6 +203,10 @@ def write_model_card(path, cfg, manifest, r):
         ("sensitivity", "Sensitivity", ".2f"), ("ppv", "PPV", ".2f")])
     targets = "\n".join(f"- {'**met**' if ok else '**missed**'}: {k}" for k, ok in r["targets"].items())
     c = r["cohort"]
+    explanations = ("Explanations are the model's own `attribute` method: an exact decomposition of the calibrated logit "
+                    "onto the input cells, summed per measurement by the gateway (contribution against the training mean)"
+                    if manifest.get("explanation") == "attribute" else
+                    "Explanations are occlusion-based (risk recomputed with one observation left out)")
     text = f"""# Model card: `{cfg['name']}` v{cfg['version']}
 
 > **Trained and evaluated on synthetic data only. Not for clinical use.** Every number below was
@@ -220,7 +224,7 @@ ICU patients, children, pregnancy, or as a diagnostic test.
 {manifest['output']['meaning']} — {manifest['output']['calibration']}. Horizon {cfg['horizon_hours']} h.
 Shown beside the bedside score clinicians already use ({BASELINE_NAME[primary]}).
 
-## Inputs (`models/{cfg['name']}/features.toml`, read by the gateway and by training)
+## Inputs (`{os.path.relpath(cfg['spec_path'], os.path.dirname(HERE))}`, read by the gateway and by training)
 Window {spec['window_hours']} h in {spec['steps']} steps of {spec['step_minutes']} min; value + observed-mask
 channel per signal; shape `{manifest['input']['shape']}`.
 
@@ -266,7 +270,7 @@ Alerts are counted per hourly sample (no suppression); lead time = onset − fir
   urine output, comorbidities and notes are not model inputs.
 - Calibration was fitted on the simulator's prevalence; a hospital with a different case mix needs
   recalibration.
-- Explanations are occlusion-based (risk recomputed with one observation left out): they show what moved
+- {explanations}: they show what moved
   this model, not what causes the disease.
 
 ## Reproduce

@@ -10,8 +10,8 @@ values; C..2C-1 observed masks), so the gateway's feature pipeline is unchanged.
 Summaries per channel (7 x C), the masks used ONLY to select which cells are observations:
 
     last    value of the last step (the forward-filled last measurement, 0 = mean once stale)
-    min     lowest observed value in the window (0 when none)
-    max     highest observed value in the window (0 when none)
+    min     lowest observed value in the last `extreme_hours` (default the window; 0 when none)
+    max     highest observed value in the last `extreme_hours` (idem)
     mean    mean of the observed values (0 when none)
     d6      last - value 6 h earlier (0 when nothing was measured by then)
     d24     last - value 24 h earlier (idem)
@@ -53,7 +53,7 @@ class SummaryModel(nn.Module):
     standardisation ops (the op count is what sets batch-1 latency)."""
 
     def __init__(self, steps: int, channels: int, step_hours: float, stale_cap_hours: float = 24.0,
-                 knots=DEFAULT_KNOTS):
+                 knots=DEFAULT_KNOTS, extreme_hours: float | None = None):
         super().__init__()
         c = channels // 2
         self.steps = steps
@@ -62,6 +62,9 @@ class SummaryModel(nn.Module):
         k6 = int(min(max(1, round(6.0 / step_hours)), steps - 1))
         k24 = int(min(max(1, round(24.0 / step_hours)), steps - 1))
         self.stale_cap_hours = float(stale_cap_hours)
+        # min / max over the last `extreme_hours` (default: the whole window)
+        kx = steps if extreme_hours is None else int(min(max(1, round(extreme_hours / step_hours)), steps))
+        self.extreme_start = steps - kx
         # "since" = (T + 1 - position of the last observation) * step hours, capped
         self.since_origin = float((steps + 1) * step_hours)
         n_sum = len(SUMMARIES) * c
@@ -85,10 +88,12 @@ class SummaryModel(nn.Module):
         v = x[:, :, :c]
         m = x[:, :, c:].detach()
         obs = m > 0.5
-        any_obs = obs.any(1)
         last = v[:, -1, :]
-        mn = torch.where(any_obs, torch.where(obs, v, 1.0e4).amin(1), 0.0)
-        mx = torch.where(any_obs, torch.where(obs, v, -1.0e4).amax(1), 0.0)
+        recent_v = v[:, self.extreme_start:, :]
+        recent_obs = obs[:, self.extreme_start:, :]
+        any_recent = recent_obs.any(1)
+        mn = torch.where(any_recent, torch.where(recent_obs, recent_v, 1.0e4).amin(1), 0.0)
+        mx = torch.where(any_recent, torch.where(recent_obs, recent_v, -1.0e4).amax(1), 0.0)
         mean = (v * m).sum(1) / m.sum(1).clamp(min=1.0)
         # change over 6 h and 24 h, where something had been measured by then
         seen = m.cumsum(1).index_select(1, self.past_steps)
