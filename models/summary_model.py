@@ -25,12 +25,12 @@ Each summary is standardised with the training split's mean/std (buffers), expan
 bands but without jumps) and a linear head gives the logit z; the output is
 sigmoid(calib_intercept + calib_slope * z).
 
-`attribute` is an exact decomposition of the calibrated logit onto the value cells (baseline 0 = the
-training mean), computed as gradient x input with per-summary rescaled multipliers in one autograd
-pass inside the scripted method (grad is enabled inside it, so it works under the caller's no_grad).
-Masks only select cells, so the mask half of the output is 0. "last" and the changes put their
-share on the last cell, a forward-filled copy of the last measurement: the gateway sums filled cells
-onto their measurement; a change also puts (minus) its earlier value on the cell 6 h / 24 h back.
+`attribute` is an exact decomposition of the calibrated logit onto the value cells (against every
+value at the training mean), from one autograd pass inside the scripted method (grad is enabled
+inside it, so it works under the caller's no_grad): per-summary rescaled gradients, credited to each
+observed cell for the change it brought against the value before it (see `attribute`). Masks only
+select cells, so the mask half of the output is 0; forward-filled copies get 0 and their
+measurement's cell carries their share, so the gateway's sum per measurement is the same.
 """
 from __future__ import annotations
 
@@ -124,16 +124,21 @@ class SummaryModel(nn.Module):
 
     @torch.jit.export
     def attribute(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-cell contributions to the calibrated logit [B, T, 2C], an exact decomposition.
+        """Per-cell contributions to the calibrated logit [B, T, 2C]: an exact decomposition that
+        credits each measurement with the change it brought.
 
         The logit is additive over summaries: a + b * (bias + sum_j f_j(s_j)), f_j piecewise
-        linear. Summary j contributes b * (f_j(s_j) - f_j(0)) (0 = the training mean), shared among
-        the cells it is made of in proportion to each cell's part of s_j (s_j is linear in the
-        values, or selects one: last, min, max, mean, changes) -- gradient x input of
-        sum_j m_j s_j with m_j = b * (f_j(s_j) - f_j(0)) / s_j held fixed (f_j'(s_j) where s_j is
-        ~0), in one autograd pass. So the value cells sum to logit(x) - logit(x with every value at
-        the mean, masks kept). "since" depends on the masks only and is not attributed; the mask
-        half is 0."""
+        linear. Summary j contributes b * (f_j(s_j) - f_j(0)) (0 = the training mean); with
+        m_j = b * (f_j(s_j) - f_j(0)) / s_j held fixed (f_j'(s_j) where s_j is ~0) and s_j linear in
+        (or selecting) the values, sum_j m_j s_j(x) = sum_cells g * v with g its gradient (one
+        autograd pass). Written over the changes from one step to the next (telescoping),
+        sum_t g_t v_t = sum_t (v_t - v_{t-1}) * G_t with G_t = sum_{u >= t} g_u, each cell gets
+        (v_t - v_{t-1}) * G_t: an observed cell the change from the value before it (the first
+        one: its level against the mean), its forward-filled copies 0. So a measurement is credited
+        with what replacing the previous value by it did -- what leaving it out (occlusion) would
+        undo -- and the value cells sum to logit(x) - logit(every value at the mean, masks kept),
+        less what a value's expiry (max_age_hours) takes back on a cell with no measurement.
+        "since" depends on the masks only and is not attributed; the mask half is 0."""
         if x.dim() != 3 or x.size(1) != self.steps or x.size(2) != self.channels:
             raise ValueError("input must be float32 [B, steps, channels] as the manifest declares")
         # Grad on for this pass only (TorchScript has no `with torch.enable_grad()`); the caller's
@@ -153,10 +158,15 @@ class SummaryModel(nn.Module):
         slope_here = w_lin + ((above > 0).float() * w_hinge).sum(2)
         small = sd.abs() < 1e-6
         mult = torch.where(small, slope_here, (f_s - f_0) / torch.where(small, 1.0, sd)) * self.calib_slope
-        g = torch.autograd.grad([(s * mult).sum()], [xg])[0]
+        grads = torch.autograd.grad([(s * mult).sum()], [xg])
         torch.ops.aten.set_grad_enabled(was)
+        g = grads[0]
         assert g is not None
-        return g * x.detach()
+        c = self.c
+        v = x[:, :, :c].detach()
+        change = v - torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], 1)
+        after = g[:, :, :c].flip([1]).cumsum(1).flip([1])
+        return torch.cat([change * after, torch.zeros_like(v)], 2)
 
     @torch.jit.unused
     def fold_standardisation(self) -> None:

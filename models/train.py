@@ -4,12 +4,16 @@
     .venv/bin/python models/train.py sepsis            # or: aki
     .venv/bin/python models/train.py sepsis --n 300 --epochs 3 --out /tmp/sepsis-small
     .venv/bin/python models/train.py sepsis --shuffle-labels --out /tmp/shuffled   # must score ~0.5
+    .venv/bin/python models/train.py sepsis --train-gen ward     # patients from models/generators.py
 
-Steps: cohort (models/cohort, seeded) -> features through models/featurize.py and the model's
-features.toml (the same spec the gateway reads) -> labelled samples (models/dataset.py) -> GRU ->
-temperature scaling on the validation split -> TorchScript (deterministic bytes) -> manifest.toml
-with normalisation and the validity ranges seen in training -> models/evaluate.py writes the model
-card from the held-out test split. Single-threaded and seeded: the same torch/numpy versions give
+Steps: patients (--train-gen: models/cohort, or models/generators.py's "ward" / "both"; seeded) ->
+features through models/featurize.py and the model's features.toml (the same spec the gateway
+reads) -> labelled samples (models/dataset.py) -> train.toml's arch: "summary" (models/summary_model.py:
+summaries -> hinge basis -> logistic head, Platt scaling) or "gru" (GRU, temperature scaling), both
+calibrated on the validation split -> TorchScript (deterministic bytes) -> thresholds from
+train.toml's [alert_budget] (models/alert_budget.py) -> manifest.toml with normalisation, the
+validity ranges seen in training and [suggested_thresholds] -> validation AUROC of the model's other
+versions on the same samples -> models/evaluate.py writes the model card from the held-out test split. Single-threaded and seeded: the same torch/numpy versions give
 the same model.pt bytes. Training settings per model: models/<name>/train.toml. Shared pieces:
 models/calibration.py (temperature), models/torchscript.py (deterministic bytes).
 
