@@ -225,7 +225,8 @@ def train_summary(args, cfg, tr, va, ytr):
     model = sm.SummaryModel(shape[0], shape[1], spec["step_minutes"] / 60.0,
                             stale_cap_hours=sc.get("stale_cap_hours", 24.0),
                             knots=tuple(sc.get("knots", sm.DEFAULT_KNOTS)),
-                            extreme_hours=sc.get("extreme_hours"))
+                            extreme_hours=sc.get("extreme_hours"),
+                            change_hours=tuple(sc.get("change_hours", (6.0, 24.0))))
     epoch, _ = sm.fit(model, tr.x, ytr, va.x, va.y, epochs=args.epochs, l2=args.l2 if args.l2 is not None else sc.get("l2", 1e-3),
                       steps_per_epoch=sc.get("lbfgs_steps_per_epoch", 25),
                       log=lambda line: print(line, flush=True))
