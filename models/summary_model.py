@@ -25,12 +25,11 @@ Each summary is standardised with the training split's mean/std (buffers), expan
 bands but without jumps) and a linear head gives the logit z; the output is
 sigmoid(calib_intercept + calib_slope * z).
 
-`attribute` is an exact decomposition of the calibrated logit onto the value cells (against every
-value at the training mean), from one autograd pass inside the scripted method (grad is enabled
-inside it, so it works under the caller's no_grad): per-summary rescaled gradients, credited to each
-observed cell for the change it brought against the value before it (see `attribute`). Masks only
-select cells, so the mask half of the output is 0; forward-filled copies get 0 and their
-measurement's cell carries their share, so the gateway's sum per measurement is the same.
+`attribute` credits each measurement (its cell and its forward-filled copies) with what leaving it
+out would undo, to first order: per-summary rescaled gradients x (value - the value carried before
+it), from one autograd pass inside the scripted method (grad is enabled inside it, so it works under
+the caller's no_grad). Masks only select cells, so the mask half of the output is 0. The gateway sums
+filled copies onto their measurement.
 """
 from __future__ import annotations
 
@@ -71,6 +70,7 @@ class SummaryModel(nn.Module):
         n_sum = len(SUMMARIES) * c
         self.n_summaries = n_sum
         self.n_knots = len(knots)
+        self.register_buffer("position", torch.arange(1, steps + 1, dtype=torch.float32).view(1, steps, 1))
         self.register_buffer("position_hours",
                              (torch.arange(1, steps + 1, dtype=torch.float32) * step_hours).view(1, steps, 1))
         # the steps 6 h and 24 h before the last one
@@ -130,20 +130,19 @@ class SummaryModel(nn.Module):
 
     @torch.jit.export
     def attribute(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-cell contributions to the calibrated logit [B, T, 2C]: an exact decomposition that
-        credits each measurement with the change it brought.
+        """Per-cell contributions to the calibrated logit [B, T, 2C]: each measurement is credited
+        with what leaving it out would undo, to first order (a linearised occlusion, one pass).
 
         The logit is additive over summaries: a + b * (bias + sum_j f_j(s_j)), f_j piecewise
-        linear. Summary j contributes b * (f_j(s_j) - f_j(0)) (0 = the training mean); with
-        m_j = b * (f_j(s_j) - f_j(0)) / s_j held fixed (f_j'(s_j) where s_j is ~0) and s_j linear in
-        (or selecting) the values, sum_j m_j s_j(x) = sum_cells g * v with g its gradient (one
-        autograd pass). Written over the changes from one step to the next (telescoping),
-        sum_t g_t v_t = sum_t (v_t - v_{t-1}) * G_t with G_t = sum_{u >= t} g_u, each cell gets
-        (v_t - v_{t-1}) * G_t: an observed cell the change from the value before it (the first
-        one: its level against the mean), its forward-filled copies 0. So a measurement is credited
-        with what replacing the previous value by it did -- what leaving it out (occlusion) would
-        undo -- and the value cells sum to logit(x) - logit(every value at the mean, masks kept),
-        less what a value's expiry (max_age_hours) takes back on a cell with no measurement.
+        linear. With m_j = b * (f_j(s_j) - f_j(0)) / s_j (f_j'(s_j) where s_j is ~0; 0 = the
+        training mean) held fixed, g = d(sum_j m_j s_j)/dx is one autograd pass. Leaving a
+        measurement out puts back, on its cell and its forward-filled copies, the value carried
+        before it (u: the cell before its run, 0 = the mean when there is none), so each cell gets
+        g * (v - u): summed per measurement (the gateway sums filled copies onto their
+        measurement) that is the occlusion's change of the logit when the summaries are linear in
+        the values (last, changes), and its first-order estimate otherwise (min, max, mean,
+        hinges). A value that stays as it was scores ~0; a new abnormal one scores its jump. Cells
+        after a value expired (max_age_hours) have no measurement and are dropped by the gateway.
         "since" depends on the masks only and is not attributed; the mask half is 0."""
         if x.dim() != 3 or x.size(1) != self.steps or x.size(2) != self.channels:
             raise ValueError("input must be float32 [B, steps, channels] as the manifest declares")
@@ -169,10 +168,13 @@ class SummaryModel(nn.Module):
         g = grads[0]
         assert g is not None
         c = self.c
-        v = x[:, :, :c].detach()
-        change = v - torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], 1)
-        after = g[:, :, :c].flip([1]).cumsum(1).flip([1])
-        return torch.cat([change * after, torch.zeros_like(v)], 2)
+        v = x.narrow(2, 0, c).detach()
+        m = x.narrow(2, c, c).detach()
+        # 1-based step of the observation each cell carries (0: none yet)
+        run = torch.cummax(m * self.position, 1)[0]
+        before = torch.gather(v, 1, (run - 2.0).clamp(min=0.0).long())
+        before = torch.where(run > 1.5, before, self.zero)
+        return torch.cat([g.narrow(2, 0, c) * (v - before), torch.zeros_like(v)], 2)
 
     @torch.jit.unused
     def fold_standardisation(self) -> None:
