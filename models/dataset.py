@@ -31,7 +31,8 @@ def load_config(name: str) -> dict:
     with open(os.path.join(HERE, name, "train.toml"), "rb") as f:
         cfg = tomllib.load(f)
     cfg["name"] = name
-    cfg["spec_path"] = os.path.join(HERE, name, "features.toml")
+    # A version may bring its own spec (train.toml `features = "3.0.0/features.toml"`).
+    cfg["spec_path"] = os.path.join(HERE, name, cfg.get("features", "features.toml"))
     cfg["spec"] = featurize.load_spec(cfg["spec_path"])
     return cfg
 
@@ -143,10 +144,25 @@ class Patients:
     seed: int = 0
 
 
-def load_patients(cfg: dict, n: int, seed: int, generator: str = "cohort", site=None) -> Patients:
+GENERATORS = ("cohort", "ward", "both")
+
+
+def generate_records(gen: str, n: int, seed: int, site=None) -> list:
+    """Patients from a named generator (models/generators.py): "cohort", "ward", or "both" (half of
+    each, the ward's patients after the cohort's; same record keys)."""
+    if gen == "both":
+        return (generators.load("cohort", n - n // 2, seed, site=site)
+                + generators.load("ward", n // 2, seed, site=site))
+    return generators.load(gen, n, seed, site=site)
+
+
+def load_patients(cfg: dict, n: int, seed: int, generator: str = "cohort", site=None,
+                  gen: str | None = None) -> Patients:
     """n patients of the named generator (models/generators.py; default the cohort, as before),
-    each Bundle reduced to the model's measurements and the bedside scores' inputs."""
-    records = generators.load(generator, n, seed, site=site)
+    each Bundle reduced to the model's measurements and the bedside scores' inputs. ``gen`` is an
+    alias of ``generator`` (train.py's --train-gen)."""
+    generator = gen or generator
+    records = generate_records(generator, n, seed, site=site)
     spec, bspec = cfg["spec"], bedside_spec()
     bar = Progress(len(records), "featurize")
     meas, bed = [], []

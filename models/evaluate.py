@@ -493,6 +493,11 @@ def write_model_card(path, cfg, manifest, r):
         ("group", "Group", ""), ("level", "Level", ""), ("n", "Requests", "d"), ("positives", "Positive", "d"),
         ("auroc", "AUROC", ".3f"), ("news2_auroc", "NEWS2 AUROC", ".3f"), ("abstention_rate", "Abstained", ".2f"),
         ("sensitivity", "Sensitivity", ".2f"), ("ppv", "PPV", ".2f")])
+    explanations = ("Explanations are the model's own `attribute` method (one pass): each measurement is credited "
+                    "with the gradient times the change it brought against the value carried before it, summed over "
+                    "its cells by the gateway and told as risk points"
+                    if manifest.get("explanation") == "attribute" else
+                    "Explanations are occlusion-based (risk recomputed with one observation left out)")
     targets = ev.markdown_table([{"t": t["target"], "v": t["value"], "m": "met" if t["met"] else "**missed**"}
                                  for t in r["targets"]], [("t", "Target", ""), ("v", "Measured", ""), ("m", "", "")])
     reasons = ", ".join(f"{k}: {v}" for k, v in r["abstention"]["reasons"].items()) or "none"
@@ -599,6 +604,7 @@ from the recalibrated risks; the model is not promoted if discrimination against
 - Inputs are Observations only (no medications, fluid balance, urine output, notes).
 - Requests are every {c['every_hours']:.0f} h; real hook calls are irregular (patient-view when the chart is opened,
   order-sign when an order is signed), so the card numbers are estimates of the suppression's effect, not of a real ward's.
+- {explanations}: they show what moved this model, not what causes the disease.
 
 ## Reproduce
 `.venv/bin/python -m models.evaluate {cfg['name']} --train-gen {g['train']} --test-gen {g['test']} --n {c['n']} --seed {c['seed']}`

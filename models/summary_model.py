@@ -1,0 +1,262 @@
+"""`arch = "summary"`: per-channel summaries of the gateway's grid -> piecewise-linear (hinge) basis ->
+logistic head -> Platt calibration. TorchScript with two methods:
+
+    forward(x)   float32 [B, T, 2C] -> calibrated probability [B, 1]
+    attribute(x) float32 [B, T, 2C] -> per-cell contributions to the calibrated logit [B, T, 2C]
+
+Input: exactly the grid `models/featurize.grids` builds (channels 0..C-1 normalised, forward-filled
+values; C..2C-1 observed masks), so the gateway's feature pipeline is unchanged.
+
+Summaries per channel (7 x C), the masks used ONLY to select which cells are observations:
+
+    last    value of the last step (the forward-filled last measurement, 0 = mean once stale)
+    min     lowest observed value in the last `extreme_hours` (default the window; 0 when none)
+    max     highest observed value in the last `extreme_hours` (idem)
+    mean    mean of the observed values (0 when none)
+    d6      last - value 6 h earlier (0 when nothing was measured by then)
+    d24     last - value 24 h earlier (idem); the two spans are `change_hours` (AKI: 24 h, 48 h)
+    since   hours since the last observation, capped (cap when never observed)
+
+No measurement counts and no observation frequency: measuring a stable patient more or less often
+does not move any summary except `since` (and `since` is capped at `stale_cap_hours`).
+
+Each summary is standardised with the training split's mean/std (buffers), expanded into
+[s, relu(s - k) for k in knots] (a continuous piecewise-linear function per summary, like NEWS2
+bands but without jumps) and a linear head gives the logit z; the output is
+sigmoid(calib_intercept + calib_slope * z).
+
+`attribute` credits each measurement (its cell and its forward-filled copies) with what leaving it
+out would undo, to first order: per-summary rescaled gradients x (value - the value carried before
+it), from one autograd pass inside the scripted method (grad is enabled inside it, so it works under
+the caller's no_grad). Masks only select cells, so the mask half of the output is 0. The gateway sums
+filled copies onto their measurement.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+import torch
+from torch import nn
+
+SUMMARIES = ("last", "min", "max", "mean", "d6", "d24", "since")
+DEFAULT_KNOTS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+BIG = 1.0e4
+
+
+class SummaryModel(nn.Module):
+    """The exported module (its class name is part of the TorchScript bytes: keep it).
+
+    Trained in standardised-summary space; `fold_standardisation` then moves the summaries'
+    mean/std into the knots and the head, so that the exported forward pass needs no
+    standardisation ops (the op count is what sets batch-1 latency)."""
+
+    def __init__(self, steps: int, channels: int, step_hours: float, stale_cap_hours: float = 24.0,
+                 knots=DEFAULT_KNOTS, extreme_hours: float | None = None, change_hours=(6.0, 24.0)):
+        super().__init__()
+        c = channels // 2
+        self.steps = steps
+        self.channels = channels
+        self.c = c
+        if len(change_hours) != 2:
+            raise ValueError("change_hours: two spans (default 6 h and 24 h)")
+        k6, k24 = (int(min(max(1, round(h / step_hours)), steps - 1)) for h in change_hours)
+        self.stale_cap_hours = float(stale_cap_hours)
+        # min / max over the last `extreme_hours` (default: the whole window)
+        kx = steps if extreme_hours is None else int(min(max(1, round(extreme_hours / step_hours)), steps))
+        self.extreme_start = steps - kx
+        # "since" = (T + 1 - position of the last observation) * step hours, capped
+        self.since_origin = float((steps + 1) * step_hours)
+        n_sum = len(SUMMARIES) * c
+        self.n_summaries = n_sum
+        self.n_knots = len(knots)
+        self.register_buffer("position", torch.arange(1, steps + 1, dtype=torch.float32).view(1, steps, 1))
+        self.register_buffer("position_hours",
+                             (torch.arange(1, steps + 1, dtype=torch.float32) * step_hours).view(1, steps, 1))
+        # the steps 6 h and 24 h before the last one
+        self.register_buffer("past_steps", torch.tensor([steps - 1 - k6, steps - 1 - k24], dtype=torch.long))
+        # knots per summary in raw summary units [F, K]; standardised space until folded
+        self.register_buffer("knots", torch.tensor(list(knots), dtype=torch.float32).repeat(n_sum, 1))
+        self.register_buffer("one_half", torch.tensor(0.5))
+        self.register_buffer("zero", torch.tensor(0.0))
+        self.register_buffer("big", torch.tensor(1.0e4))
+        self.register_buffer("neg_big", torch.tensor(-1.0e4))
+        self.register_buffer("sum_mean", torch.zeros(n_sum))
+        self.register_buffer("sum_std", torch.ones(n_sum))
+        self.head = nn.Linear(n_sum * (1 + len(knots)), 1)
+        self.register_buffer("calib_intercept", torch.zeros(1))
+        self.register_buffer("calib_slope", torch.ones(1))
+
+    def summaries(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, 2C] -> raw summaries [B, 7C], order SUMMARIES x channel. (narrow, select and 0-dim
+        buffers rather than x[:, :, :c] and Python scalars: fewer ops, batch-1 latency.)"""
+        c = self.c
+        v = x.narrow(2, 0, c)
+        m = x.narrow(2, c, c).detach()
+        obs = m > self.one_half
+        last = v.select(1, -1)
+        recent_v = v.narrow(1, self.extreme_start, self.steps - self.extreme_start)
+        recent_obs = obs.narrow(1, self.extreme_start, self.steps - self.extreme_start)
+        any_recent = recent_obs.any(1)
+        mn = torch.where(any_recent, torch.where(recent_obs, recent_v, self.big).amin(1), self.zero)
+        mx = torch.where(any_recent, torch.where(recent_obs, recent_v, self.neg_big).amax(1), self.zero)
+        mean = (v * m).sum(1) / m.sum(1).clamp(min=1.0)
+        # change over 6 h and 24 h, where something had been measured by then
+        seen = m.cumsum(1).index_select(1, self.past_steps)
+        past = v.index_select(1, self.past_steps)
+        delta = torch.where(seen > self.one_half, last.unsqueeze(1) - past, self.zero).flatten(1)
+        since = (self.since_origin - (m * self.position_hours).amax(1)).clamp(max=self.stale_cap_hours)
+        return torch.cat([last, mn, mx, mean, delta, since], 1)
+
+    def standardise(self, s: torch.Tensor) -> torch.Tensor:
+        return (s - self.sum_mean) / self.sum_std
+
+    def basis(self, s: torch.Tensor) -> torch.Tensor:
+        """Summaries [B, F] -> [s, relu(s - knot_k) for each knot] [B, F * (1 + K)]."""
+        return torch.cat([s, torch.relu(s.unsqueeze(2) - self.knots).flatten(1)], 1)
+
+    def raw_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """Uncalibrated logit [B, 1]."""
+        return self.head(self.basis(self.summaries(x)))
+
+    def logit(self, x: torch.Tensor) -> torch.Tensor:
+        """Calibrated logit [B, 1]."""
+        return torch.addcmul(self.calib_intercept, self.calib_slope, self.raw_logit(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3 or x.size(1) != self.steps or x.size(2) != self.channels:
+            raise ValueError("input must be float32 [B, steps, channels] as the manifest declares")
+        return torch.sigmoid(self.logit(x))
+
+    @torch.jit.export
+    def attribute(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-cell contributions to the calibrated logit [B, T, 2C]: each measurement is credited
+        with what leaving it out would undo, to first order (a linearised occlusion, one pass).
+
+        The logit is additive over summaries: a + b * (bias + sum_j f_j(s_j)), f_j piecewise
+        linear. With m_j = b * (f_j(s_j) - f_j(0)) / s_j (f_j'(s_j) where s_j is ~0; 0 = the
+        training mean) held fixed, g = d(sum_j m_j s_j)/dx is one autograd pass. Leaving a
+        measurement out puts back, on its cell and its forward-filled copies, the value carried
+        before it (u: the cell before its run, 0 = the mean when there is none), so each cell gets
+        g * (v - u): summed per measurement (the gateway sums filled copies onto their
+        measurement) that is the occlusion's change of the logit when the summaries are linear in
+        the values (last, changes), and its first-order estimate otherwise (min, max, mean,
+        hinges). A value that stays as it was scores ~0; a new abnormal one scores its jump. Cells
+        after a value expired (max_age_hours) have no measurement and are dropped by the gateway.
+        "since" depends on the masks only and is not attributed; the mask half is 0."""
+        if x.dim() != 3 or x.size(1) != self.steps or x.size(2) != self.channels:
+            raise ValueError("input must be float32 [B, steps, channels] as the manifest declares")
+        # Grad on for this pass only (TorchScript has no `with torch.enable_grad()`); the caller's
+        # mode (the gateway's no_grad) is restored before returning.
+        was = torch.is_grad_enabled()
+        torch.ops.aten.set_grad_enabled(True)
+        xg = x.detach().requires_grad_(True)
+        s = self.summaries(xg)
+        sd = s.detach()
+        f = self.n_summaries
+        w = self.head.weight.detach().view(-1)
+        w_lin = w[:f]
+        w_hinge = w[f:].view(f, self.n_knots)
+        above = sd.unsqueeze(2) - self.knots
+        f_s = w_lin * sd + (torch.relu(above) * w_hinge).sum(2)
+        f_0 = (torch.relu(-self.knots) * w_hinge).sum(1)
+        slope_here = w_lin + ((above > 0).float() * w_hinge).sum(2)
+        small = sd.abs() < 1e-6
+        mult = torch.where(small, slope_here, (f_s - f_0) / torch.where(small, 1.0, sd)) * self.calib_slope
+        grads = torch.autograd.grad([(s * mult).sum()], [xg])
+        torch.ops.aten.set_grad_enabled(was)
+        g = grads[0]
+        assert g is not None
+        c = self.c
+        v = x.narrow(2, 0, c).detach()
+        m = x.narrow(2, c, c).detach()
+        # 1-based step of the observation each cell carries (0: none yet)
+        run = torch.cummax(m * self.position, 1)[0]
+        before = torch.gather(v, 1, (run - 2.0).clamp(min=0.0).long())
+        before = torch.where(run > 1.5, before, self.zero)
+        return torch.cat([g.narrow(2, 0, c) * (v - before), torch.zeros_like(v)], 2)
+
+    @torch.jit.unused
+    def fold_standardisation(self) -> None:
+        """Training used basis(standardise(s)); rewrite knots and head so that basis(s) on raw
+        summaries gives the same logit: relu((s - mu)/sd - k) = relu(s - (mu + k sd)) / sd."""
+        with torch.no_grad():
+            mu, sd = self.sum_mean.clone(), self.sum_std.clone()
+            f, k = self.n_summaries, self.n_knots
+            w = self.head.weight.view(f * (1 + k)).clone()
+            w_lin, w_hinge = w[:f], w[f:].view(f, k)
+            self.head.bias.sub_((w_lin * mu / sd).sum())
+            new_lin = w_lin / sd
+            new_hinge = w_hinge / sd.unsqueeze(1)
+            self.head.weight.copy_(torch.cat([new_lin, new_hinge.flatten()]).view(1, -1))
+            self.knots.copy_(mu.unsqueeze(1) + self.knots * sd.unsqueeze(1))
+            self.sum_mean.zero_()
+            self.sum_std.fill_(1.0)
+
+
+def summary_names(feature_names: List[str]) -> List[str]:
+    return [f"{s}:{f}" for s in SUMMARIES for f in feature_names]
+
+
+# ------------------------------------------------------------------------------------- training
+def summaries_of(model: SummaryModel, x, bs: int = 4096) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), bs):
+            out.append(model.summaries(torch.from_numpy(x[i:i + bs])))
+    return torch.cat(out)
+
+
+def fit(model: SummaryModel, x_tr, y_tr, x_va, y_va, *, epochs: int, l2: float, steps_per_epoch: int = 25,
+        patience: int = 3, log=print):
+    """Fits the head (a convex, L2-penalised logistic regression on the hinge basis) by full-batch
+    L-BFGS, `steps_per_epoch` iterations per epoch; keeps the epoch with the lowest validation loss
+    and stops after `patience` epochs without improvement. Deterministic (single thread, zero start).
+    Sets the summaries' standardisation from the training split. Returns (best epoch, val loss)."""
+    import math
+
+    from models.calibration import nll
+    from models.evaluation import auroc
+
+    s_tr = summaries_of(model, x_tr)
+    mu = s_tr.mean(0)
+    sd = s_tr.std(0).clamp(min=1e-3)
+    model.sum_mean.copy_(mu)
+    model.sum_std.copy_(sd)
+    with torch.no_grad():
+        phi_tr = model.basis(model.standardise(s_tr))
+        phi_va = model.basis(model.standardise(summaries_of(model, x_va)))
+    y = torch.from_numpy(np.asarray(y_tr, dtype=np.float32))
+    yv = np.asarray(y_va, dtype=np.float64)
+    prev = float(y.mean().clamp(1e-4, 1 - 1e-4))
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(math.log(prev / (1 - prev)))
+    opt = torch.optim.LBFGS(model.head.parameters(), lr=1.0, max_iter=steps_per_epoch, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(model.head(phi_tr).squeeze(1), y) + l2 * model.head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    best = (math.inf, None, 0)
+    bad = 0
+    for epoch in range(1, epochs + 1):
+        train_loss = float(opt.step(closure).detach())
+        with torch.no_grad():
+            zv = model.head(phi_va).squeeze(1).double().numpy()
+        val = nll(zv, yv)
+        mark = ""
+        if val < best[0] - 1e-6:
+            best, mark, bad = (val, {k: v.clone() for k, v in model.head.state_dict().items()}, epoch), " *", 0
+        else:
+            bad += 1
+        log(f"epoch {epoch:2d}  train_loss {train_loss:.4f}  val_loss {val:.4f}  val_auroc {auroc(yv, zv):.4f}{mark}")
+        if bad >= patience:
+            break
+    model.head.load_state_dict(best[1])
+    return best[2], best[0]
+
