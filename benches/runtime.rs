@@ -151,8 +151,22 @@ async fn main() {
     }
     settings.defaults.max_batch = 1024;
     let registry = ModelRegistry::load(&common::repo().join("models"), &settings).unwrap();
-    let model = registry.get("deterioration", "1.0.0").unwrap();
-    println!("model on {}", model.handle.device());
+    // BENCH_MODEL_VERSION picks a version (e.g. the GRU 2.0.0 for comparison); default the
+    // active one, which the services use.
+    let model = match std::env::var("BENCH_MODEL_VERSION") {
+        Ok(v) => registry.get("deterioration", &v).unwrap(),
+        Err(_) => registry.default_version("deterioration").unwrap(),
+    };
+    println!(
+        "model deterioration {} on {} (explanation: {})",
+        model.manifest.version,
+        model.handle.device(),
+        if model.handle.can_attribute() {
+            "one attribute() pass"
+        } else {
+            "occlusion"
+        }
+    );
     let parsed: HookRequest<'_> = serde_json::from_str(&text).unwrap();
     let vitals = parsed.prefetch.as_ref().unwrap()["vitals"];
     let far = || Instant::now() + Duration::from_secs(30);
@@ -225,7 +239,45 @@ async fn main() {
             );
         }
     }
+    // A shown card's explanation through the service's own path (attribute() or occlusion),
+    // at batch 1: what one card call adds to the risk.
+    {
+        let p = projection::observations(vitals).unwrap();
+        let prepared = scoring::prepare(&model, &p.observations, 0, chrono::Utc::now());
+        let risk = scoring::risk(&model, &prepared, far()).await.unwrap();
+        for _ in 0..20 {
+            scoring::contributions(&model, &prepared, risk, far())
+                .await
+                .unwrap();
+        }
+        let rounds = 400;
+        let mut times = Vec::with_capacity(rounds);
+        let mut forward = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            std::hint::black_box(scoring::risk(&model, &prepared, far()).await.unwrap());
+            forward.push(t.elapsed());
+            let t = Instant::now();
+            std::hint::black_box(
+                scoring::contributions(&model, &prepared, risk, far())
+                    .await
+                    .unwrap(),
+            );
+            times.push(t.elapsed());
+        }
+        times.sort();
+        forward.sort();
+        println!(
+            "(a) batch 1 through the inference thread: forward (risk) p50 {:.3} ms, a shown card's explanation p50 {:.3} ms, p99 {:.3} ms",
+            ms(pct(&forward, 0.5)),
+            ms(pct(&times, 0.5)),
+            ms(pct(&times, 0.99))
+        );
+    }
     for explained in [false, true] {
+        if explained && model.handle.can_attribute() {
+            continue; // measured above: one attribute() pass, no occlusion batch
+        }
         for per_forward in [1usize, 32] {
             let rounds = match (explained, per_forward) {
                 (false, 1) => 400,

@@ -141,7 +141,8 @@ def abstain_reasons(validity: dict, guardrails: dict | None, spec: dict, measure
                 continue
             ft = mt[mf == f]
             k = np.searchsorted(ft, times, side="left")  # measurements of f before t
-            last = np.where(k > 0, ft[np.maximum(k - 1, 0)], -np.inf)
+            last = (np.where(k > 0, ft[np.maximum(k - 1, 0)], -np.inf) if len(ft)
+                    else np.full(len(times), -np.inf))
             out[(out == "") & (last < np.maximum(since, times - window))] = "no complete set of core observations"
     return out.tolist()
 

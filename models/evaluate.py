@@ -191,7 +191,8 @@ def run(cfg: dict, out: str, *, patients=None, n: int, seed: int, shuffled: bool
     to ``out_dir`` (default: ``out`` when train_gen == test_gen, else out/external/<train>-to-<test>)."""
     t0 = time.time()
     for g in {train_gen, test_gen}:
-        generators.generate_fn(g)  # fail now, with the reason, not after featurizing the other one
+        for part in (("cohort", "ward") if g == "both" else (g,)):
+            generators.generate_fn(part)  # fail now, with the reason, not after featurizing the other one
     stump_rounds = 60 if small else 150
     if patients is None:
         patients = dataset.load_patients(cfg, n, seed, generator=train_gen)
@@ -217,6 +218,12 @@ def run(cfg: dict, out: str, *, patients=None, n: int, seed: int, shuffled: bool
                                       for ms in test_patients.measurements]
     services = load_services(cfg["name"])
     warning, critical = cfg["thresholds"]
+    # The thresholds the model's training chose for its alert budget (what the services are set
+    # to); train.toml's fixed pair only for models without them.
+    suggested = manifest.get("suggested_thresholds")
+    if suggested:
+        warning, critical = float(suggested["warning"]), float(suggested["critical"])
+        cfg = dict(cfg, thresholds=[warning, critical])
 
     # ---- requests
     test = dataset.samples(cfg, test_patients, split, mean, std, every_hours=EVERY_HOURS, first_hours=FIRST_HOURS)

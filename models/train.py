@@ -366,8 +366,8 @@ def main(argv=None) -> int:
         if other is not None:
             print(f"VALID {os.path.relpath(d, HERE)}: AUROC {other:.4f} on the same samples", flush=True)
     if not args.no_evaluate:
-        evaluate.run(cfg, out, patients=patients, n=args.n, seed=args.seed,
-                     shuffled=args.shuffle_labels, train_seconds=time.time() - t0)
+        evaluate.run(cfg, out, patients=patients, n=args.n, seed=args.seed, train_gen=args.train_gen,
+                     test_gen=args.train_gen, shuffled=args.shuffle_labels, train_seconds=time.time() - t0)
     return 0
 
 

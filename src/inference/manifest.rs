@@ -48,6 +48,32 @@ pub struct Manifest {
     /// re-scoring the input with each measurement left out (any model, local or remote).
     #[serde(default)]
     pub explanation: ExplanationMethod,
+    /// The training architecture (`gru`, `summary`); informational, for the model card and
+    /// the admin views.
+    #[serde(default)]
+    pub arch: Option<String>,
+    /// The version this one was recalibrated from (`models.recalibrate`), if any.
+    #[serde(default)]
+    pub recalibrated_from: Option<String>,
+    /// Thresholds the training script chose for an alert budget. Suggestions only: the
+    /// service definition's `[thresholds]` decide what is shown (policy stays in
+    /// `cds-services/`), and `bedside check` reports where the two differ.
+    #[serde(default)]
+    pub suggested_thresholds: Option<SuggestedThresholds>,
+    /// How a recalibrated version was fitted (records, outcomes, prevalence); kept for audit.
+    #[serde(default)]
+    pub recalibration: Option<toml::Table>,
+}
+
+/// Warning / critical thresholds chosen for an alert budget on the validation split, with the
+/// budget and what it gave there.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SuggestedThresholds {
+    pub warning: f64,
+    pub critical: f64,
+    /// The rest of the table (service, budget, validation figures), kept as written.
+    #[serde(flatten)]
+    pub details: toml::Table,
 }
 
 /// How the gateway finds the observations that raised a score.

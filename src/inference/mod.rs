@@ -20,6 +20,6 @@ pub use device::{cuda_is_available, select_device};
 pub use error::{InferenceError, LoadError};
 pub use handle::Attribution;
 pub use handle::ModelHandle;
-pub use manifest::{ExplanationMethod, Manifest, ModelStatus, Validity};
+pub use manifest::{ExplanationMethod, Manifest, ModelStatus, SuggestedThresholds, Validity};
 pub use registry::{LoadedModel, ModelRegistry};
 pub use settings::{DevicePreference, InferenceSettings, ModelSettings};

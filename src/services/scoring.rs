@@ -237,6 +237,7 @@ mod tests {
             measurements: vec![m(0, 0), m(1, 2)],
             window_start: t0,
             window_end: t0 + chrono::Duration::hours(3),
+            limits: Vec::new(),
         }
     }
 

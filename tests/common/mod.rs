@@ -284,6 +284,20 @@ impl Gateway {
     }
 }
 
+/// [`copy_models`] with the retired deterioration 1.0.0 loaded in shadow: for tests that hold
+/// the gateway to the frozen 1.0.0 pipeline's Python reference values.
+pub fn models_with_v1_in_shadow(dir: &Path) -> PathBuf {
+    let models = copy_models(dir);
+    let manifest = models.join("deterioration/1.0.0/manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("status = \"retired\"", "status = \"shadow\""),
+    )
+    .unwrap();
+    models
+}
+
 /// A copy of the shipped models (feature specs, versions: manifest, model.pt, model card) under
 /// `dir/models`, for tests that damage or rewrite one. Returns the models folder.
 pub fn copy_models(dir: &Path) -> PathBuf {
@@ -304,6 +318,14 @@ pub fn copy_models(dir: &Path) -> PathBuf {
             std::fs::create_dir_all(&to).unwrap();
             for f in ["manifest.toml", "model.pt", "MODEL_CARD.md"] {
                 std::fs::copy(version.path().join(f), to.join(f)).unwrap();
+            }
+            // A version may carry its own feature spec (`features = "features.toml"`).
+            if version.path().join("features.toml").is_file() {
+                std::fs::copy(
+                    version.path().join("features.toml"),
+                    to.join("features.toml"),
+                )
+                .unwrap();
             }
         }
     }

@@ -191,7 +191,11 @@ fn assert_reads_clinically(service: &str, card: &Value) {
         detail.contains("percentage points") && !detail.contains(" points;"),
         "{service}: {detail}"
     );
-    for must in ["v1.0.0", "**Data:** ", "synthetic", "**Next:**"] {
+    assert!(
+        detail.contains(" v2.0.0: ") || detail.contains(" v3.0.0: "),
+        "{service}: model version missing: {detail}"
+    );
+    for must in ["**Data:** ", "synthetic", "**Next:**"] {
         assert!(
             detail.contains(must),
             "{service}: `{must}` missing: {detail}"

@@ -96,7 +96,7 @@ async fn a_deteriorating_patient_gets_a_spec_valid_card_from_the_model() {
     assert!(card.summary.chars().count() < 140);
     assert!(card.summary.contains("NEWS2"), "{}", card.summary);
     assert!(
-        card.summary.contains("deterioration v1.0.0"),
+        card.summary.contains("deterioration v3.0.0"),
         "{}",
         card.summary
     );
@@ -108,7 +108,7 @@ async fn a_deteriorating_patient_gets_a_spec_valid_card_from_the_model() {
     let model_card = card.source.url.as_deref().unwrap();
     assert_eq!(
         model_card,
-        "https://bedside.test/models/deterioration/1.0.0/model-card"
+        "https://bedside.test/models/deterioration/3.0.0/model-card"
     );
     let detail = card.detail.as_deref().unwrap();
     assert!(detail.contains("**Data:** 48 h to "), "{detail}");
@@ -146,7 +146,7 @@ async fn the_model_card_behind_source_url_is_served() {
     let keys = KeyServer::start().await;
     let gw = Gateway::with_keys(&keys).await;
     let resp = http()
-        .get(format!("{}/models/deterioration/1.0.0/model-card", gw.url))
+        .get(format!("{}/models/deterioration/3.0.0/model-card", gw.url))
         .send()
         .await
         .unwrap();
@@ -171,7 +171,7 @@ async fn the_model_card_behind_source_url_is_served() {
         ("..%2F..%2Fbedside.toml", 404, "application/json"),
     ] {
         let resp = http()
-            .get(format!("{}/models/sepsis/1.0.0/{file}", gw.url))
+            .get(format!("{}/models/sepsis/2.0.0/{file}", gw.url))
             .send()
             .await
             .unwrap();
@@ -207,7 +207,7 @@ async fn stable_patients_get_no_card_and_sparse_data_abstains_with_a_reason() {
         "{body}"
     );
     assert!(
-        card["detail"].as_str().unwrap().contains("needs 8"),
+        card["detail"].as_str().unwrap().contains("needs 4"),
         "{body}"
     );
     gw.stop().await;
@@ -478,10 +478,10 @@ async fn metrics_count_cards_abstentions_and_batches() {
         "bedside_service_cards_total{service=\"deterioration\"} 1",
         "bedside_service_abstained_total{service=\"deterioration\"} 1",
         "bedside_service_prefetch_missing_total{service=\"deterioration\"} 1",
-        // The risk (one sample), then, as a card is shown, its explanation: the 96 newest
-        // measurements occluded in one more job.
-        "bedside_inference_jobs_total{model=\"deterioration\",version=\"1.0.0\"} 2",
-        "bedside_inference_samples_total{model=\"deterioration\",version=\"1.0.0\"} 97",
+        // The risk (one sample), then, as a card is shown, its explanation: one attribute()
+        // pass over the same sample (no occlusion batch).
+        "bedside_inference_jobs_total{model=\"deterioration\",version=\"3.0.0\"} 2",
+        "bedside_inference_samples_total{model=\"deterioration\",version=\"3.0.0\"} 2",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

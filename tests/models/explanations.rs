@@ -54,7 +54,8 @@ async fn top_driver(
     bundle: &Value,
     now: DateTime<Utc>,
 ) -> (f32, Vec<explain::Driver>) {
-    let model = registry.get(name, "1.0.0").unwrap();
+    // The version the services use (its own explanation path: attribute() or occlusion).
+    let model = registry.default_version(name).unwrap();
     let text = serde_json::to_string(bundle).unwrap();
     let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
     let projected = projection::observations(&raw).unwrap();
@@ -97,7 +98,9 @@ async fn the_changed_observation_ranks_first_for_each_model() {
         let mut tried = 0;
         for p in quiet.iter().take(5) {
             let admit: DateTime<Utc> = p["admit"].as_str().unwrap().parse().unwrap();
-            let now = admit + chrono::Duration::hours(60);
+            let discharge: DateTime<Utc> = p["discharge"].as_str().unwrap().parse().unwrap();
+            // Mid-stay, or the end of a shorter stay.
+            let now = (admit + chrono::Duration::hours(60)).min(discharge);
             let mut bundle: Value = cohort.bundle(p);
             let has_code = bundle["entry"]
                 .as_array()

@@ -71,15 +71,17 @@ fn rust_and_python_features_agree_on_cohort_bundles_for_every_model() {
     let mut compared = 0;
     for (name, version) in [
         ("sepsis", "1.0.0"),
-        ("aki", "1.0.0"),
-        ("deterioration", "1.0.0"),
+        ("sepsis", "2.0.0"),
+        ("aki", "2.0.0"),
+        ("deterioration", "2.0.0"),
+        ("deterioration", "3.0.0"),
     ] {
         let model = registry.get(name, version).unwrap();
         let repo = common::repo();
         let out = Command::new(python())
             .arg(repo.join("models/featurize.py"))
             .arg("--spec")
-            .arg(repo.join(format!("models/{name}/features.toml")))
+            .arg(model.model_card.parent().unwrap().join(&model.manifest.features))
             .arg("--manifest")
             .arg(repo.join(format!("models/{name}/{version}/manifest.toml")))
             .arg("--pairs")

@@ -40,7 +40,7 @@ fn load_err(models: &Path) -> String {
 async fn concurrent_requests_are_batched_and_match_unbatched_results() {
     let registry =
         ModelRegistry::load(&common::repo().join("models"), &settings(64, 30, 64)).unwrap();
-    let model = registry.get("deterioration", "1.0.0").unwrap();
+    let model = registry.get("deterioration", "2.0.0").unwrap();
     let n = model.handle.per_sample();
     let deadline = || Instant::now() + Duration::from_secs(10);
 
@@ -91,7 +91,7 @@ async fn concurrent_requests_are_batched_and_match_unbatched_results() {
 async fn an_expired_request_is_dropped_without_stalling_the_others() {
     let registry =
         ModelRegistry::load(&common::repo().join("models"), &settings(64, 80, 64)).unwrap();
-    let model = registry.get("deterioration", "1.0.0").unwrap();
+    let model = registry.get("deterioration", "2.0.0").unwrap();
     let n = model.handle.per_sample();
     let started = Instant::now();
     let late = model
@@ -119,7 +119,7 @@ async fn an_expired_request_is_dropped_without_stalling_the_others() {
 async fn a_full_queue_answers_at_once() {
     // One job in the queue at most, one sample per forward pass: a burst overflows.
     let registry = ModelRegistry::load(&common::repo().join("models"), &settings(1, 0, 1)).unwrap();
-    let model = registry.get("deterioration", "1.0.0").unwrap();
+    let model = registry.get("deterioration", "2.0.0").unwrap();
     let n = model.handle.per_sample();
     let started = Instant::now();
     let results = join_all((0..20).map(|i| {
@@ -150,7 +150,7 @@ async fn cuda_requested_without_a_gpu_runs_on_cpu() {
     let mut s = settings(64, 1, 64);
     s.defaults.device = DevicePreference::Cuda;
     let registry = ModelRegistry::load(&common::repo().join("models"), &s).unwrap();
-    let model = registry.get("deterioration", "1.0.0").unwrap();
+    let model = registry.get("deterioration", "2.0.0").unwrap();
     let expected = if cuda_is_available() { "cuda:0" } else { "cpu" };
     assert_eq!(model.handle.device(), expected);
     let n = model.handle.per_sample();
@@ -166,7 +166,7 @@ fn registry_errors_name_the_model_and_the_problem() {
     // Bad manifest syntax.
     let dir = tempfile::tempdir().unwrap();
     let models = common::copy_models(dir.path());
-    std::fs::write(models.join("deterioration/1.0.0/manifest.toml"), "name = ").unwrap();
+    std::fs::write(models.join("deterioration/2.0.0/manifest.toml"), "name = ").unwrap();
     assert!(
         load_err(&models).contains("invalid manifest"),
         "{}",
@@ -176,7 +176,7 @@ fn registry_errors_name_the_model_and_the_problem() {
     // Missing model file.
     let dir = tempfile::tempdir().unwrap();
     let models = common::copy_models(dir.path());
-    std::fs::remove_file(models.join("deterioration/1.0.0/model.pt")).unwrap();
+    std::fs::remove_file(models.join("deterioration/2.0.0/model.pt")).unwrap();
     assert!(
         load_err(&models).contains("cannot read"),
         "{}",
@@ -186,7 +186,7 @@ fn registry_errors_name_the_model_and_the_problem() {
     // Manifest shape that disagrees with the feature spec.
     let dir = tempfile::tempdir().unwrap();
     let models = common::copy_models(dir.path());
-    let manifest = models.join("deterioration/1.0.0/manifest.toml");
+    let manifest = models.join("deterioration/2.0.0/manifest.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(
         &manifest,
@@ -211,8 +211,8 @@ fn registry_errors_name_the_model_and_the_problem() {
     let text = std::fs::read_to_string(manifest_path(&models)).unwrap();
     let text = text
         .replace("shape = [48, 12]", "shape = [48, 10]")
-        .replace(", 0.077670]", "]")
-        .replace(", 0.267651]", "]");
+        .replace(", 0.018356]", "]")
+        .replace(", 0.134235]", "]");
     std::fs::write(manifest_path(&models), text).unwrap();
     let err = load_err(&models);
     assert!(err.contains("forward on the declared input shape"), "{err}");
@@ -220,10 +220,10 @@ fn registry_errors_name_the_model_and_the_problem() {
     // Two manifests claiming the same name and version.
     let dir = tempfile::tempdir().unwrap();
     let models = common::copy_models(dir.path());
-    let copy = models.join("deterioration/1.0.0-copy");
+    let copy = models.join("deterioration/2.0.0-copy");
     std::fs::create_dir(&copy).unwrap();
     for f in ["manifest.toml", "model.pt"] {
-        std::fs::copy(models.join("deterioration/1.0.0").join(f), copy.join(f)).unwrap();
+        std::fs::copy(models.join("deterioration/2.0.0").join(f), copy.join(f)).unwrap();
     }
     assert!(
         load_err(&models).contains("configured twice"),
@@ -237,22 +237,22 @@ fn registry_errors_name_the_model_and_the_problem() {
     let old = models.join("deterioration/0.9.0");
     std::fs::create_dir(&old).unwrap();
     std::fs::copy(
-        models.join("deterioration/1.0.0/model.pt"),
+        models.join("deterioration/2.0.0/model.pt"),
         old.join("model.pt"),
     )
     .unwrap();
     let text = std::fs::read_to_string(manifest_path(&models)).unwrap();
     std::fs::write(
         old.join("manifest.toml"),
-        text.replace("version = \"1.0.0\"", "version = \"0.9.0\"")
-            .replace("status = \"active\"", "status = \"retired\""),
+        text.replace("version = \"2.0.0\"", "version = \"0.9.0\"")
+            .replace("status = \"shadow\"", "status = \"retired\""),
     )
     .unwrap();
     let registry = ModelRegistry::load(&models, &InferenceSettings::cpu()).unwrap();
     assert!(registry.get("deterioration", "0.9.0").is_none());
-    assert!(registry.get("deterioration", "1.0.0").is_some());
+    assert!(registry.get("deterioration", "2.0.0").is_some());
 }
 
 fn manifest_path(models: &Path) -> PathBuf {
-    models.join("deterioration/1.0.0/manifest.toml")
+    models.join("deterioration/2.0.0/manifest.toml")
 }

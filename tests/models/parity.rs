@@ -26,8 +26,11 @@ async fn rust_features_and_model_match_the_python_reference() {
     )
     .unwrap();
     let now = expected["now"].as_str().unwrap().parse().unwrap();
-    let registry =
-        ModelRegistry::load(&common::repo().join("models"), &InferenceSettings::cpu()).unwrap();
+    // Version 1.0.0 is retired (the gateway no longer loads it); its frozen pipeline is still
+    // the reference this parity holds against, so it is loaded from a copy marked active.
+    let dir = tempfile::tempdir().unwrap();
+    let models = retired_v1_as_active(dir.path());
+    let registry = ModelRegistry::load(&models, &InferenceSettings::cpu()).unwrap();
     let model = registry.get("deterioration", "1.0.0").unwrap();
     assert_eq!(
         model.manifest.sha256,
@@ -90,4 +93,21 @@ async fn rust_features_and_model_match_the_python_reference() {
             "{name}: NEWS2"
         );
     }
+}
+
+/// A models folder with only deterioration 1.0.0 (retired in the repository), marked active.
+fn retired_v1_as_active(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = common::repo().join("models/deterioration");
+    let dst = dir.join("models/deterioration");
+    std::fs::create_dir_all(dst.join("1.0.0")).unwrap();
+    std::fs::copy(src.join("features.toml"), dst.join("features.toml")).unwrap();
+    std::fs::copy(src.join("1.0.0/model.pt"), dst.join("1.0.0/model.pt")).unwrap();
+    let manifest = std::fs::read_to_string(src.join("1.0.0/manifest.toml")).unwrap();
+    assert!(manifest.contains("status = \"retired\""), "1.0.0 is retired");
+    std::fs::write(
+        dst.join("1.0.0/manifest.toml"),
+        manifest.replace("status = \"retired\"", "status = \"active\""),
+    )
+    .unwrap();
+    dir.join("models")
 }
