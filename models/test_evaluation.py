@@ -674,7 +674,8 @@ def test_simple_baselines():
     # last 3, min 1, max 3, mean 2, slope (x[11] - x[5]) / 6 = (3 - 1) / 6, since (11 - 9 + .5) h
     check(np.allclose(s, [3, 1, 3, 2, 2 / 6, 2.5]), f"summary features {s}")
     check(cmp.summary_names(spec)[4] == "hr.slope_6h", "summary names")
-    # abstention: window 10 h, needs 3 measurements, creatinine required, stale after 4 h, range hr 30-200
+    # abstention: window 10 h, needs 3 measurements, creatinine required, stale after 4 h; a value
+    # outside the training range (hr 250) is clamped, not a reason to abstain
     spec2 = {"window_hours": 10, "feature": [{"name": "hr"}, {"name": "creatinine"}]}
     H = 3600.0
     ms = [(0, 1 * H, 80.0, "a"), (0, 2 * H, 85.0, "b"), (1, 3 * H, 1.0, "c"), (0, 5 * H, 250.0, "d"),
@@ -682,12 +683,16 @@ def test_simple_baselines():
     val = {"min_measurements": 3, "required": ["creatinine"], "max_staleness_hours": 12, "range": {"hr": [30, 200]}}
     r = cmp.abstain_reasons(val, {"min_observations": 2, "max_staleness_hours": 4}, spec2, ms,
                             [2.5 * H, 4 * H, 8 * H, 10 * H, 21 * H])
-    # 2.5 h: 2 in window; 4 h: fine; 8 h: 250 in window (newest 3 h old); 10 h: newest 5 h old; 21 h: 1
-    check(r == ["too few measurements", "", "value outside the training range", "newest measurement too old",
+    # 2.5 h: 2 in window; 4 h: fine; 8 h: fine (250 is clamped); 10 h: newest 5 h old; 21 h: 1
+    check(r == ["too few measurements", "", "", "newest measurement too old",
                 "too few measurements"], f"abstain reasons {r}")
     r2 = cmp.abstain_reasons({**val, "min_measurements": 1}, None, spec2, ms, [5.5 * H, 21 * H])
-    check(r2 == ["value outside the training range", "no creatinine"], f"range / required {r2}")
-
+    check(r2 == ["", "no creatinine"], f"range / required {r2}")
+    # the complete set of core observations ([require_recent]): hr within 2 h
+    spec3 = dict(spec2, require_recent={"hours": 2, "features": ["hr"]})
+    r3 = cmp.abstain_reasons({}, None, spec3, ms, [4.5 * H, 5.5 * H, 8 * H])
+    check(r3 == ["no complete set of core observations", "", "no complete set of core observations"],
+          f"complete set {r3}")
 
 def main() -> int:
     if "--write-svg" in sys.argv:

@@ -15,8 +15,10 @@ use chrono::Duration as ChronoDuration;
 
 use super::{units, FeatureMatrix, FeatureSpec, Measurement};
 
-/// Contributions below this (probability points) are noise, not a reason.
-const MIN_CONTRIBUTION: f32 = 0.002;
+/// Contributions below this (probability points: 0.05 percentage points) are noise, not a
+/// reason. Small because calibrated risks on a ward are small: at a 1 % warning threshold a
+/// measurement that adds 0.3 points is a third of the risk.
+const MIN_CONTRIBUTION: f32 = 0.0005;
 /// A change is described against the value this long before (or the window's first).
 const TREND_LOOKBACK_HOURS: i64 = 6;
 

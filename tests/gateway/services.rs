@@ -337,7 +337,10 @@ async fn aki_order_sign_points_at_the_nephrotoxic_draft_order_and_ignores_others
             false_alarms.push(p["id"].clone());
         }
     }
-    assert!(false_alarms.len() <= 2, "cards without AKI: {false_alarms:?}");
+    assert!(
+        false_alarms.len() <= 2,
+        "cards without AKI: {false_alarms:?}"
+    );
     gw.stop().await;
 }
 

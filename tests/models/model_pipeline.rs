@@ -30,7 +30,9 @@ fn train(out: &Path, n: &str, epochs: &str, extra: &[&str]) -> Value {
     let out_dir = out.display().to_string();
     let mut args = vec![
         "models/train.py",
-        "sepsis",
+        // The active recipe (arch "summary") on the cohort; sepsis's record-derived label is
+        // too noisy at this size for a clear gap (in-distribution AUROC ≈ 0.7).
+        "deterioration",
         "--n",
         n,
         "--epochs",
@@ -56,8 +58,7 @@ fn python_self_tests_pass() {
 fn the_pipeline_learns_from_real_labels_and_not_from_shuffled_ones() {
     let dir = tempfile::tempdir().unwrap();
     let real = train(&dir.path().join("real"), "600", "3", &[]);
-    // The control needs enough positives in its test split, and enough epochs to unlearn the
-    // random initialisation (an untrained GRU's output already tracks abnormal inputs).
+    // The control needs enough positives in its test split to tell chance from signal.
     let shuffled = train(
         &dir.path().join("shuffled"),
         "1200",

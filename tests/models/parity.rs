@@ -103,7 +103,10 @@ fn retired_v1_as_active(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::copy(src.join("features.toml"), dst.join("features.toml")).unwrap();
     std::fs::copy(src.join("1.0.0/model.pt"), dst.join("1.0.0/model.pt")).unwrap();
     let manifest = std::fs::read_to_string(src.join("1.0.0/manifest.toml")).unwrap();
-    assert!(manifest.contains("status = \"retired\""), "1.0.0 is retired");
+    assert!(
+        manifest.contains("status = \"retired\""),
+        "1.0.0 is retired"
+    );
     std::fs::write(
         dst.join("1.0.0/manifest.toml"),
         manifest.replace("status = \"retired\"", "status = \"active\""),
