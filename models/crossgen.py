@@ -15,6 +15,7 @@ external validation).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -25,13 +26,87 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
+MARK_BEGIN = "<!-- crossgen: written by models/crossgen.py -->"
+MARK_END = "<!-- /crossgen -->"
+
+
+def _ci(v) -> str:
+    return f"{v[0]:+.3f} to {v[1]:+.3f}"
+
+
+def summary(model: str, version: str) -> str:
+    """The model card section: the recipe trained on one generator, tested on the other."""
+    dest = os.path.join(HERE, model, version, "crossgen")
+    lines = [MARK_BEGIN, "## On the generator it was not trained on (the same recipe, both directions)", "",
+             "The shipped model is trained on both synthetic generators (`models/cohort`, `models/ward`: "
+             "independent physiology, observation policy, codes and units). How the same recipe does on a "
+             "hospital it never saw is estimated by training it on one generator alone and testing it on every "
+             "patient of the other (`python -m models.crossgen " + model + "`); full results in `crossgen/`. "
+             "Synthetic data only: these say how the recipe transfers between simulators, not to real patients.", "",
+             "| train → test | AUROC (95 % CI) | best comparator: AUROC, model − it (paired 95 % CI) | NEWS2: model − it | "
+             "abstained | calibration slope / intercept | O/E in the alerting band | cards (service: per caught event, "
+             "sensitivity, median lead) |",
+             "|---|---|---|---|---|---|---|---|"]
+    targets = []
+    for direction in ("cohort-to-ward", "ward-to-cohort"):
+        path = os.path.join(dest, direction, "evaluation.json")
+        if not os.path.exists(path):
+            lines.append(f"| {direction} | not run | | | | | | |")
+            continue
+        with open(path) as f:
+            d = json.load(f)
+        a = d["all_requests"]
+        m = a["scorers"]["model"]
+        diffs = {k: v for k, v in a["differences"].items() if k != "ctl_values_only"}
+        best = max(diffs, key=lambda k: a["scorers"][k]["auroc"])
+        news2 = a["differences"].get("news2")
+        cal = d["calibration"]["model"] or {}
+        cards = "; ".join(
+            f"{c['service']}: {c['cards_per_tp']:.1f}, {c['sensitivity_per_event']:.2f}, "
+            f"{(c['median_lead_hours'] or float('nan')):.1f} h"
+            for c in d["cards"] if c["scorer"] == "model")
+        lines.append(
+            f"| {direction.replace('-to-', ' → ')} | {m['auroc']:.3f} ({m['auroc_ci'][0]:.3f}–{m['auroc_ci'][1]:.3f}) | "
+            f"{best} {a['scorers'][best]['auroc']:.3f}, {diffs[best]['auroc']:+.3f} ({_ci(diffs[best]['auroc_ci'])}) | "
+            + (f"{news2['auroc']:+.3f} ({_ci(news2['auroc_ci'])})" if news2 else "—")
+            + f" | {d['abstention']['rate']:.1%} | "
+            f"{cal.get('slope', float('nan')):.2f} / {cal.get('intercept', float('nan')):.2f} | "
+            f"{(cal.get('oe_alerting_band') or {}).get('o_e') or float('nan'):.2f} | {cards} |")
+        for t in d["targets"]:
+            targets.append(f"- {direction.replace('-to-', ' → ')}: {'met' if t['met'] else '**missed**'}: "
+                           f"{t['target']}: {t['value']}")
+    lines += ["", "Targets (issue 21), read from these runs — misses are misses:", ""] + targets + ["", MARK_END]
+    return "\n".join(lines)
+
+
+def write_summary(model: str) -> None:
+    with open(os.path.join(HERE, model, "train.toml"), "rb") as f:
+        version = tomllib.load(f)["version"]
+    card_path = os.path.join(HERE, model, version, "MODEL_CARD.md")
+    with open(card_path) as f:
+        card = f.read()
+    if MARK_BEGIN in card:
+        card = card[:card.index(MARK_BEGIN)].rstrip() + "\n" + card[card.index(MARK_END) + len(MARK_END):]
+    section = summary(model, version)
+    marker = "\n## Reproduce"
+    card = (card.replace(marker, "\n" + section + "\n" + marker, 1) if marker in card
+            else card.rstrip() + "\n\n" + section + "\n")
+    with open(card_path, "w") as f:
+        f.write(card)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("--n", type=int, default=3000, help="training patients")
     ap.add_argument("--test-n", type=int, default=1500, help="test patients of the other generator")
     ap.add_argument("--reps", type=int, default=100, help="bootstrap resamples")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="only (re)write the model card section from the runs already in crossgen/")
     args = ap.parse_args(argv)
+    if args.summary_only:
+        write_summary(args.model)
+        return 0
     with open(os.path.join(HERE, args.model, "train.toml"), "rb") as f:
         version = tomllib.load(f)["version"]
     dest = os.path.join(HERE, args.model, version, "crossgen")
@@ -46,6 +121,7 @@ def main(argv=None) -> int:
             subprocess.run([py, "-m", "models.evaluate", args.model, "--model-dir", model_dir, "--train-gen", train,
                             "--test-gen", test, "--n", str(args.test_n), "--reps", str(args.reps), "--out", out],
                            check=True, cwd=ROOT, env=env)
+    write_summary(args.model)
     return 0
 
 

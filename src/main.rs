@@ -201,7 +201,7 @@ async fn demo(listen: String, data_dir: PathBuf) -> anyhow::Result<()> {
             service.0, service.1
         );
     }
-    println!("  Model cards:     {base}/models/{{deterioration,sepsis,aki}}/1.0.0/model-card");
+    println!("  Model cards:     {base}/models/deterioration/3.0.0/model-card, {base}/models/{{sepsis,aki}}/2.0.0/model-card");
     println!("  Report:          curl -H 'Authorization: Bearer {admin_token}' '{base}/admin/report?format=html'");
     println!("  CDS Hooks sandbox: add {base}/cds-services as a CDS service (CORS is open).\n");
     println!("Demo patients (times shifted to now), ready to post:");

@@ -52,6 +52,22 @@ fn python_self_tests_pass() {
     assert!(python(&["models/test_evaluation.py"]).contains("ok:"));
     python(&["models/baselines.py"]);
     python(&["models/cohort/selftest.py"]);
+    // Outcome labels from what is recorded; the second, independent generator (small run:
+    // determinism, FHIR shape, labels, leak check); the evaluation end to end (--small); the
+    // summary architecture (exact attribution, no_grad, frequency-free summaries, the changed
+    // observation first) on every active model; site recalibration into a new shadow version.
+    assert!(python(&["-m", "models.labels"]).contains("ok"));
+    assert!(python(&["-m", "models.ward.selftest", "--n", "60"]).contains("selftest: ok"));
+    assert!(python(&["models/test_evaluate_small.py"]).contains("ok:"));
+    assert!(python(&[
+        "-m",
+        "models.test_summary_model",
+        "models/sepsis/2.0.0",
+        "models/aki/2.0.0",
+        "models/deterioration/3.0.0",
+    ])
+    .contains("ok:"));
+    assert!(python(&["-m", "models.test_recalibrate", "models/sepsis/2.0.0"]).contains("ok:"));
 }
 
 #[test]

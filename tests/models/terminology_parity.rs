@@ -280,12 +280,17 @@ fn rust_and_python_read_every_terminology_variant_alike() {
     let repo = common::repo();
     let registry = ModelRegistry::load(&repo.join("models"), &InferenceSettings::cpu()).unwrap();
     for (name, version) in [
-        ("sepsis", "1.0.0"),
-        ("aki", "1.0.0"),
+        ("sepsis", "2.0.0"),
+        ("aki", "2.0.0"),
         ("deterioration", "2.0.0"),
+        ("deterioration", "3.0.0"),
     ] {
         let model = registry.get(name, version).unwrap();
-        let spec_path = repo.join(format!("models/{name}/features.toml"));
+        let spec_path = model
+            .model_card
+            .parent()
+            .unwrap()
+            .join(&model.manifest.features);
         let manifest = repo.join(format!("models/{name}/{version}/manifest.toml"));
         let python = run(&[
             &repo.join("models/featurize.py"),

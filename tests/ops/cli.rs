@@ -42,7 +42,7 @@ fn check_accepts_the_shipped_services_and_models() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("model   deterioration 1.0.0"), "{stdout}");
+    assert!(stdout.contains("model   deterioration 3.0.0"), "{stdout}");
     assert!(stdout.contains("sha256 ok"), "{stdout}");
     assert!(stdout.contains("configuration ok"), "{stdout}");
 }
@@ -108,7 +108,7 @@ fn serving_without_trusted_clients_needs_the_explicit_insecure_flag() {
 fn a_model_whose_sha256_does_not_match_its_manifest_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let models = copy_models(dir.path());
-    let pt = models.join("deterioration/1.0.0/model.pt");
+    let pt = models.join("deterioration/2.0.0/model.pt");
     let mut bytes = std::fs::read(&pt).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -129,7 +129,7 @@ fn a_model_whose_sha256_does_not_match_its_manifest_stops_start_up() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("sha256 mismatch"), "{command}: {stderr}");
         assert!(
-            stderr.contains("deterioration 1.0.0"),
+            stderr.contains("deterioration 2.0.0"),
             "{command}: {stderr}"
         );
     }
@@ -139,7 +139,7 @@ fn a_model_whose_sha256_does_not_match_its_manifest_stops_start_up() {
 fn a_manifest_that_disagrees_with_the_model_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let models = copy_models(dir.path());
-    let manifest = models.join("deterioration/1.0.0/manifest.toml");
+    let manifest = models.join("deterioration/2.0.0/manifest.toml");
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(
         &manifest,
@@ -226,7 +226,7 @@ async fn the_demo_prints_a_curl_that_returns_a_model_card() {
         card["summary"]
             .as_str()
             .unwrap()
-            .contains("deterioration v1.0.0"),
+            .contains("deterioration v3.0.0"),
         "{json}"
     );
     assert!(

@@ -226,7 +226,7 @@ async fn a_corrupted_model_file_is_refused_on_reload_and_the_previous_one_keeps_
     };
     let before = card().await;
 
-    let model = models.join("deterioration/1.0.0/model.pt");
+    let model = models.join("deterioration/3.0.0/model.pt");
     let good = std::fs::read(&model).unwrap();
     let mut bad = good.clone();
     let middle = bad.len() / 2;
