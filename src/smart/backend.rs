@@ -139,10 +139,6 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-const OID_SECP384R1: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
-const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-
 impl SigningKey {
     /// Reads a PKCS#8 PEM (`BEGIN PRIVATE KEY`: EC P-384 for ES384, RSA ≥ 2048 bits for
     /// RS384). `kid` defaults to the key's RFC 7638 thumbprint. Errors never quote the key.
@@ -152,62 +148,72 @@ impl SigningKey {
         Self::from_pem(&pem, algorithm, kid)
     }
 
-    /// As [`SigningKey::load`], from PEM text.
+    /// As [`SigningKey::load`], from PEM text. The key is parsed by `ring` (the same library
+    /// that signs with it): its PKCS#8 reader checks the structure, the curve and the RSA key
+    /// size; bedside reads only the public half it needs for the JWK.
     pub fn from_pem(pem: &str, algorithm: Algorithm, kid: Option<&str>) -> Result<Self, String> {
         let der = pkcs8_der(pem)?;
-        let bad = |what: &str| format!("not a PKCS#8 private key ({what})");
-        let (_, info, _) = tlv(&der, 0x30).map_err(|_| bad("outer SEQUENCE"))?;
-        let (_, _version, rest) = tlv(info, 0x02).map_err(|_| bad("version"))?;
-        let (_, alg_id, rest) = tlv(rest, 0x30).map_err(|_| bad("algorithm"))?;
-        let (_, private, _) = tlv(rest, 0x04).map_err(|_| bad("privateKey"))?;
-        let (_, oid, params) = tlv(alg_id, 0x06).map_err(|_| bad("algorithm OID"))?;
-        let (encoding, public) = if oid == OID_EC_PUBLIC_KEY {
-            let curve = tlv(params, 0x06).map(|(_, c, _)| c).unwrap_or_default();
-            if curve != OID_SECP384R1 {
-                return Err("EC key is not on P-384 (ES384 needs secp384r1)".into());
+        let ec = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &der,
+            &ring::rand::SystemRandom::new(),
+        );
+        let rsa = ring::rsa::KeyPair::from_pkcs8(&der);
+        let (encoding, public) = match (algorithm, ec, rsa) {
+            (Algorithm::ES384, Ok(pair), _) => {
+                use ring::signature::KeyPair as _;
+                // An uncompressed point: 0x04 || X || Y.
+                let Some(xy) = pair
+                    .public_key()
+                    .as_ref()
+                    .strip_prefix(&[4u8])
+                    .filter(|xy| xy.len() == 96)
+                else {
+                    return Err("the EC key's public point is not an uncompressed P-384 point".into());
+                };
+                let (x, y) = xy.split_at(48);
+                let public = json!({
+                    "kty": "EC",
+                    "crv": "P-384",
+                    "x": URL_SAFE_NO_PAD.encode(x),
+                    "y": URL_SAFE_NO_PAD.encode(y),
+                });
+                let encoding = EncodingKey::from_ec_pem(pem.as_bytes())
+                    .map_err(|e| format!("the EC key cannot be used to sign: {e}"))?;
+                (encoding, public)
             }
-            if algorithm != Algorithm::ES384 {
+            (Algorithm::RS384, _, Ok(pair)) => {
+                let parts = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
+                let public = json!({
+                    "kty": "RSA",
+                    "n": URL_SAFE_NO_PAD.encode(&parts.n),
+                    "e": URL_SAFE_NO_PAD.encode(&parts.e),
+                });
+                let encoding = EncodingKey::from_rsa_pem(pem.as_bytes())
+                    .map_err(|e| format!("the RSA key cannot be used to sign: {e}"))?;
+                (encoding, public)
+            }
+            (Algorithm::RS384, Ok(_), _) => {
                 return Err(format!(
                     "the key is EC P-384 but the algorithm is {algorithm:?} (use ES384)"
-                ));
+                ))
             }
-            let point = ec_public_point(private).ok_or_else(|| {
-                "the EC key has no public key inside; regenerate it with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384`".to_owned()
-            })?;
-            let (x, y) = point.split_at(48);
-            let public = json!({
-                "kty": "EC",
-                "crv": "P-384",
-                "x": URL_SAFE_NO_PAD.encode(x),
-                "y": URL_SAFE_NO_PAD.encode(y),
-            });
-            (EncodingKey::from_ec_der(&der), public)
-        } else if oid == OID_RSA_ENCRYPTION {
-            if algorithm != Algorithm::RS384 {
+            (Algorithm::ES384, _, Ok(_)) => {
                 return Err(format!(
                     "the key is RSA but the algorithm is {algorithm:?} (use RS384)"
-                ));
+                ))
             }
-            let (_, rsa, _) = tlv(private, 0x30).map_err(|_| bad("RSAPrivateKey"))?;
-            let (_, _v, rest) = tlv(rsa, 0x02).map_err(|_| bad("RSA version"))?;
-            let (_, n, rest) = tlv(rest, 0x02).map_err(|_| bad("RSA modulus"))?;
-            let (_, e, _) = tlv(rest, 0x02).map_err(|_| bad("RSA exponent"))?;
-            let n = strip_zeros(n);
-            if n.len() < 256 {
+            (Algorithm::ES384, Err(e), _) => {
                 return Err(format!(
-                    "RSA key of {} bits; at least 2048 are required",
-                    n.len() * 8
-                ));
+                    "not an EC P-384 PKCS#8 private key ({e}); ES384 needs one: `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384`"
+                ))
             }
-            let public = json!({
-                "kty": "RSA",
-                "n": URL_SAFE_NO_PAD.encode(n),
-                "e": URL_SAFE_NO_PAD.encode(strip_zeros(e)),
-            });
-            // ring signs RSA from the PKCS#1 structure inside the PKCS#8 wrapper.
-            (EncodingKey::from_rsa_der(private), public)
-        } else {
-            return Err("unsupported key type (EC P-384 or RSA in PKCS#8 expected)".into());
+            (Algorithm::RS384, _, Err(e)) => {
+                return Err(format!(
+                    "not an RSA PKCS#8 private key of at least 2048 bits ({e})"
+                ))
+            }
+            _ => return Err(format!("unsupported algorithm {algorithm:?} (ES384 or RS384)")),
         };
         let kid = match kid {
             Some(k) if !k.trim().is_empty() => k.to_owned(),
@@ -263,59 +269,6 @@ fn pkcs8_der(pem: &str) -> Result<Vec<u8>, String> {
     STANDARD
         .decode(b64)
         .map_err(|_| "the PEM block is not base64".to_owned())
-}
-
-/// One DER element with the expected tag: `(tag, content, rest)`.
-fn tlv(input: &[u8], tag: u8) -> Result<(u8, &[u8], &[u8]), ()> {
-    let (&t, rest) = input.split_first().ok_or(())?;
-    if t != tag {
-        return Err(());
-    }
-    let (&first, rest) = rest.split_first().ok_or(())?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return Err(());
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return Err(());
-    }
-    Ok((t, &rest[..len], &rest[len..]))
-}
-
-/// The 96 bytes `X || Y` of the public point in an `ECPrivateKey` (its `[1] publicKey`).
-fn ec_public_point(ec_private_key: &[u8]) -> Option<&[u8]> {
-    let (_, seq, _) = tlv(ec_private_key, 0x30).ok()?;
-    let (_, _version, mut rest) = tlv(seq, 0x02).ok()?;
-    let (_, _d, r) = tlv(rest, 0x04).ok()?;
-    rest = r;
-    if let Ok((_, _params, r)) = tlv(rest, 0xa0) {
-        rest = r;
-    }
-    let (_, wrapped, _) = tlv(rest, 0xa1).ok()?;
-    let (_, bits, _) = tlv(wrapped, 0x03).ok()?;
-    // Zero unused bits, then an uncompressed point: 0x04 || X || Y.
-    match bits {
-        [0, 4, point @ ..] if point.len() == 96 => Some(point),
-        _ => None,
-    }
-}
-
-fn strip_zeros(mut int: &[u8]) -> &[u8] {
-    while let [0, rest @ ..] = int {
-        if rest.is_empty() {
-            break;
-        }
-        int = rest;
-    }
-    int
 }
 
 /// RFC 7638 JWK thumbprint (SHA-256, base64url) of a public EC or RSA key.
