@@ -34,7 +34,6 @@ use crate::inference::oip::{
 };
 use crate::inference::LoadedModel;
 use crate::services::abstain;
-use crate::services::inputs;
 use crate::services::scoring;
 use crate::services::RuntimeHandle;
 pub use error::ApiError;
@@ -283,9 +282,7 @@ async fn predict(
             message: e.to_string(),
         })
     })?;
-    let mut prepared =
-        scoring::prepare(&model, &projected.observations, projected.unreadable, as_of);
-    inputs::clamp_to_training_range(&model, &mut prepared);
+    let prepared = scoring::prepare(&model, &projected.observations, projected.unreadable, as_of);
     if prepared.matrix.measurements.is_empty() {
         return Err(ApiError::InsufficientData(format!(
             "no usable observations of the model's inputs in the {} h before {}",

@@ -87,6 +87,10 @@ impl FeatureMatrix {
             }
         }
         self.limits = limits;
+        if clamped.iter().all(|&n| n == 0) {
+            // Nothing beyond a limit: the grid already built is the clamped one.
+            return clamped;
+        }
         let (values, sources) = fill(
             spec,
             norm,

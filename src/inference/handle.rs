@@ -27,15 +27,6 @@ pub struct ModelHandle {
     metrics: Arc<ModelMetrics>,
 }
 
-/// A model's one-pass explanation of one sample.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attribution {
-    /// The calibrated probability (the same number `score` gives).
-    pub risk: f32,
-    /// Per input cell (`steps × channels`, row-major): its contribution to the logit.
-    pub cells: Vec<f32>,
-}
-
 impl ModelHandle {
     pub(super) fn local(
         worker: LocalWorker,
@@ -96,14 +87,14 @@ impl ModelHandle {
         self.attribute && matches!(self.backend, Backend::Local(_))
     }
 
-    /// The risk of one sample and each input cell's contribution to its logit, in one pass of
-    /// the model's `attribute` method; an error for models that cannot (see
+    /// Each input cell's contribution to one sample's logit (`steps × channels`, row-major),
+    /// in one pass of the model's `attribute` method; an error for models that cannot (see
     /// [`Self::can_attribute`]).
     pub async fn attribute(
         &self,
         input: Vec<f32>,
         deadline: Instant,
-    ) -> Result<Attribution, InferenceError> {
+    ) -> Result<Vec<f32>, InferenceError> {
         if input.len() != self.per_sample {
             return Err(InferenceError::BadInput {
                 expected: self.per_sample,
@@ -124,18 +115,15 @@ impl ModelHandle {
         if matches!(result, Err(InferenceError::Overloaded)) {
             inc(&self.metrics.shed);
         }
-        let out = result?;
-        match out.split_first() {
-            Some((&risk, cells)) if cells.len() == self.per_sample => Ok(Attribution {
-                risk,
-                cells: cells.to_vec(),
-            }),
-            _ => Err(InferenceError::Torch(format!(
+        let cells = result?;
+        if cells.len() != self.per_sample {
+            return Err(InferenceError::Torch(format!(
                 "attribute returned {} values, expected {}",
-                out.len(),
-                1 + self.per_sample
-            ))),
+                cells.len(),
+                self.per_sample
+            )));
         }
+        Ok(cells)
     }
 
     async fn local_job(

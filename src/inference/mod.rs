@@ -18,7 +18,6 @@ mod worker;
 
 pub use device::{cuda_is_available, select_device};
 pub use error::{InferenceError, LoadError};
-pub use handle::Attribution;
 pub use handle::ModelHandle;
 pub use manifest::{ExplanationMethod, Manifest, ModelStatus, SuggestedThresholds, Validity};
 pub use registry::{LoadedModel, ModelRegistry};

@@ -6,8 +6,8 @@
 //! pass serves every job in the batch; each gets its own slice of the output back.
 //!
 //! Attribution jobs (a shown card's explanation, for models whose manifest declares
-//! `explanation = "attribute"`) batch only with each other: one `forward` and one `attribute`
-//! call over the batch, with autograd enabled for that call alone.
+//! `explanation = "attribute"`) batch only with each other: one `attribute` call over the batch
+//! (the caller already has the risk), with autograd enabled for that call alone.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +27,7 @@ use crate::metrics::ModelMetrics;
 pub(super) enum JobKind {
     /// One probability per sample.
     Score,
-    /// Per sample: the probability, then `steps × channels` per-cell logit contributions.
+    /// Per sample: `steps × channels` per-cell logit contributions.
     Attribute,
 }
 
@@ -267,8 +267,8 @@ fn serve(module: &CModule, rx: &mpsc::Receiver<Job>, spec: &WorkerSpec, metrics:
     }
 }
 
-/// One batch of one kind: probabilities, or per sample the probability followed by the
-/// sample's per-cell attributions.
+/// One batch of one kind: probabilities, or per sample its per-cell attributions (the caller
+/// already has the sample's risk: it is not computed again).
 fn run(
     module: &CModule,
     kind: JobKind,
@@ -293,38 +293,27 @@ fn run(
         .map_err(torch)?
         .f_to_device(spec.device)
         .map_err(torch)?;
-    let y = module.forward_ts(&[x.shallow_clone()]).map_err(torch)?;
-    let y = y
-        .f_to_device(Device::Cpu)
-        .map_err(torch)?
-        .f_to_kind(Kind::Float)
-        .map_err(torch)?
-        .f_reshape([samples as i64, 1])
-        .map_err(torch)?;
     let y = match kind {
-        JobKind::Score => y,
+        JobKind::Score => module.forward_ts(&[x]).map_err(torch)?,
         JobKind::Attribute => {
             if !spec.attribute {
                 return Err(InferenceError::Torch(
                     "this model does not export attribute()".into(),
                 ));
             }
-            let a = tch::with_grad(|| module.method_ts("attribute", &[x])).map_err(torch)?;
-            let a = a
-                .f_to_device(Device::Cpu)
-                .map_err(torch)?
-                .f_to_kind(Kind::Float)
-                .map_err(torch)?
-                .f_reshape([samples as i64, -1])
-                .map_err(torch)?;
-            Tensor::f_cat(&[y, a], 1).map_err(torch)?
+            tch::with_grad(|| module.method_ts("attribute", &[x])).map_err(torch)?
         }
     };
+    let y = y
+        .f_to_device(Device::Cpu)
+        .map_err(torch)?
+        .f_to_kind(Kind::Float)
+        .map_err(torch)?;
     let y = y.f_reshape([-1]).map_err(torch)?;
     let out = Vec::<f32>::try_from(&y).map_err(torch)?;
     let per_sample = match kind {
         JobKind::Score => 1,
-        JobKind::Attribute => 1 + spec.sample_shape.iter().product::<i64>() as usize,
+        JobKind::Attribute => spec.sample_shape.iter().product::<i64>() as usize,
     };
     if out.len() != samples * per_sample {
         return Err(InferenceError::Torch(format!(

@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use super::call::{Call, CallFacts, CdsService, Entry, Gathered};
 use super::card::checked;
 use super::guardrails::{self, Subject, Verdict};
-use super::inputs;
 use super::policy::Mode;
 use super::record::input_refs;
 use super::scoring::{self, Prepared};
@@ -186,9 +185,8 @@ impl CdsService {
     ) -> Vec<(Arc<LoadedModel>, Prepared, f32)> {
         let mut out = Vec::new();
         for model in &self.shadows {
-            let mut prepared =
+            let prepared =
                 scoring::prepare(model, &gathered.observations, gathered.unreadable, now);
-            inputs::clamp_to_training_range(model, &mut prepared);
             match scoring::risk(model, &prepared, deadline).await {
                 Ok(risk) => out.push((model.clone(), prepared, risk)),
                 Err(e) => {

@@ -9,7 +9,6 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use super::abstain;
 use super::baselines;
 use super::call::CdsService;
-use super::inputs;
 use super::scoring;
 use super::ServiceError;
 use crate::cards::BaselineReport;
@@ -78,9 +77,7 @@ impl CdsService {
         let wants = self.wants(request);
         let supplies = fulfil::fulfil(&wants, server).await;
         let gathered = self.gather(&wants, &supplies)?;
-        let mut prepared =
-            scoring::prepare(model, &gathered.observations, gathered.unreadable, now);
-        inputs::clamp_to_training_range(model, &mut prepared);
+        let prepared = scoring::prepare(model, &gathered.observations, gathered.unreadable, now);
         let recent = now
             - ChronoDuration::from_std(def.guardrails.max_staleness).unwrap_or(ChronoDuration::MAX);
         let baselines = baselines::compute(

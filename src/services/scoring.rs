@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::features::{measurements, FeatureMatrix};
 use crate::fhir::ObservationView;
-use crate::inference::{Attribution, InferenceError, LoadedModel};
+use crate::inference::{InferenceError, LoadedModel};
 use crate::store::DataQuality;
 
 /// Features of one patient at one reference time, before the model runs.
@@ -40,8 +40,9 @@ pub struct Scored {
     pub contributions: Vec<(usize, f32)>,
 }
 
-/// Builds the model input at reference time `now` from `observations`; `unreadable` counts
-/// entries the projection already had to skip.
+/// Builds the model input at reference time `now` from `observations`, read within the model's
+/// training ranges ([`super::inputs`]); `unreadable` counts entries the projection already had
+/// to skip.
 pub fn prepare(
     model: &LoadedModel,
     observations: &[ObservationView<'_>],
@@ -62,11 +63,13 @@ pub fn prepare(
             .dropped
             .insert("not a readable Observation".to_owned(), unreadable);
     }
-    Prepared {
+    let mut prepared = Prepared {
         matrix,
         rejected: rejected.len() + unreadable,
         quality,
-    }
+    };
+    super::inputs::clamp_to_training_range(model, &mut prepared);
+    prepared
 }
 
 /// The patient's risk alone: one sample. What every hook call needs; the explanation's
@@ -97,11 +100,11 @@ pub async fn contributions(
 ) -> Result<Vec<(usize, f32)>, InferenceError> {
     let matrix = &prepared.matrix;
     if model.handle.can_attribute() {
-        let attribution = model
+        let cells = model
             .handle
             .attribute(matrix.values.clone(), deadline)
             .await?;
-        return Ok(attributed(matrix, &attribution));
+        return Ok(attributed(matrix, risk, &cells));
     }
     let occluded = matrix.occludable(OCCLUDED);
     if occluded.is_empty() {
@@ -114,9 +117,10 @@ pub async fn contributions(
 }
 
 /// Per measurement that feeds a cell: `(measurement, risk − risk without its contribution)`,
-/// largest first, from a one-pass attribution. A measurement's logit contribution is the sum
-/// of its cells (its value cells, carried-forward copies included, and its mask cells).
-pub fn attributed(matrix: &FeatureMatrix, attribution: &Attribution) -> Vec<(usize, f32)> {
+/// largest first, from a one-pass attribution (`cells`: per-cell logit contributions of the
+/// sample whose calibrated risk is `risk`). A measurement's logit contribution is the sum of
+/// its cells (its value cells, carried-forward copies included, and its mask cells).
+pub fn attributed(matrix: &FeatureMatrix, risk: f32, cells: &[f32]) -> Vec<(usize, f32)> {
     let features = matrix.features;
     let channels = 2 * features;
     let mut logit_part = vec![0.0f64; matrix.measurements.len()];
@@ -129,13 +133,13 @@ pub fn attributed(matrix: &FeatureMatrix, attribution: &Attribution) -> Vec<(usi
             let Some(slot) = logit_part.get_mut(*i) else {
                 continue;
             };
-            let value = attribution.cells.get(t * channels + f).copied();
-            let mask = attribution.cells.get(t * channels + features + f).copied();
+            let value = cells.get(t * channels + f).copied();
+            let mask = cells.get(t * channels + features + f).copied();
             *slot += f64::from(value.unwrap_or(0.0)) + f64::from(mask.unwrap_or(0.0));
             fed[*i] = true;
         }
     }
-    let risk = f64::from(attribution.risk).clamp(1e-7, 1.0 - 1e-7);
+    let risk = f64::from(risk).clamp(1e-7, 1.0 - 1e-7);
     let logit = (risk / (1.0 - risk)).ln();
     let mut out: Vec<(usize, f32)> = logit_part
         .iter()
@@ -181,14 +185,14 @@ pub async fn score(
         let Some((&risk, without_feature)) = scores.split_first() else {
             return Err(InferenceError::Torch("model returned no values".into()));
         };
-        let attribution = model
+        let cells = model
             .handle
             .attribute(matrix.values.clone(), deadline)
             .await?;
         return Ok(Scored {
             risk,
             risk_without: without_feature.to_vec(),
-            contributions: attributed(matrix, &attribution),
+            contributions: attributed(matrix, risk, &cells),
         });
     }
     let occluded = matrix.occludable(OCCLUDED);
@@ -251,7 +255,7 @@ mod tests {
             0.5, 1.0, 0.0, 0.5,
         ];
         let risk = 0.5f32;
-        let out = attributed(&matrix, &Attribution { risk, cells });
+        let out = attributed(&matrix, risk, &cells);
         assert_eq!(out.len(), 2);
         // Measurement 0: logit part 1.75; measurement 1: 1.5. Largest first.
         assert_eq!(out[0].0, 0);
@@ -267,7 +271,7 @@ mod tests {
         let cells = vec![
             -0.4, 0.0, 0.0, 0.0, -0.4, 0.0, 0.0, 0.0, -0.4, 0.0, 0.0, 0.0,
         ];
-        let out = attributed(&matrix, &Attribution { risk: 0.2, cells });
+        let out = attributed(&matrix, 0.2, &cells);
         let (_, c) = out.iter().find(|(i, _)| *i == 0).copied().unwrap();
         assert!(c < 0.0);
     }

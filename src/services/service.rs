@@ -13,7 +13,6 @@ use tracing::Instrument as _;
 use super::abstain;
 use super::call::{Call, CallFacts, CdsService, Entry};
 use super::definition::ServiceDef;
-use super::inputs;
 use super::orders;
 use super::scoring;
 use super::{ServiceEnv, ServiceError};
@@ -151,13 +150,12 @@ impl CdsService {
         }
         let spec = &self.model.features;
         let now = facts.now;
-        let mut prepared = scoring::prepare(
+        let prepared = scoring::prepare(
             &self.model,
             &gathered.observations,
             gathered.unreadable,
             now,
         );
-        inputs::clamp_to_training_range(&self.model, &mut prepared);
         let matrix = &prepared.matrix;
 
         if let Some(reason) = abstain::reason(

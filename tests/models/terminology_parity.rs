@@ -16,7 +16,7 @@ use bedside::features::terminology::terminology;
 use bedside::features::{measurements, oxygen, FeatureMatrix};
 use bedside::fhir::projection;
 use bedside::inference::{InferenceSettings, ModelRegistry};
-use bedside::services::{abstain, inputs, scoring};
+use bedside::services::{abstain, scoring};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -326,8 +326,7 @@ fn rust_and_python_read_every_terminology_variant_alike() {
                 assert!((m.value - py).abs() < 1e-9, "{what}: {} vs {py}", m.value);
             }
             // As the services prepare it: extraction, grid, clamping to the training range.
-            let mut prepared = scoring::prepare(&model, &projected.observations, 0, now());
-            inputs::clamp_to_training_range(&model, &mut prepared);
+            let prepared = scoring::prepare(&model, &projected.observations, 0, now());
             let mut clamped = serde_json::Map::new();
             for (key, n) in &prepared.quality.clamped {
                 let feature = key.rsplit(": ").next().unwrap();
@@ -365,8 +364,7 @@ fn rust_and_python_read_every_terminology_variant_alike() {
         let (_, _, text) = bundles.iter().find(|(n, ..)| *n == patient).unwrap();
         let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
         let projected = projection::observations(&raw).unwrap();
-        let mut prepared = scoring::prepare(&model, &projected.observations, 0, now());
-        inputs::clamp_to_training_range(&model, &mut prepared);
+        let prepared = scoring::prepare(&model, &projected.observations, 0, now());
         let reason = abstain::reason(
             &model.manifest.validity,
             None,
