@@ -66,34 +66,35 @@ class Progress:
 
 
 # The bedside scores' inputs, whatever the model reads (NEWS2 needs oxygen and ACVPU, KDIGO
-# creatinine): extracted from every Bundle by the same rules as the model's features.
-# Switch to the terminology module's code lists when it lands.
+# creatinine): extracted from every Bundle by the same rules as the model's features, each a
+# concept of models/terminology.toml, so the comparators read every code, unit and answer variant
+# the gateway and the models read (GCS as ACVPU, SpO2 20564-1, BP panel components, ...).
 BEDSIDE_SPEC_TOML = """
 window_hours = 168
 step_minutes = 60
 [[feature]]
 name = "heart_rate"
-loinc = ["8867-4"]
+concept = "heart_rate"
 unit = "/min"
 [[feature]]
 name = "respiratory_rate"
-loinc = ["9279-1"]
+concept = "respiratory_rate"
 unit = "/min"
 [[feature]]
 name = "temperature"
-loinc = ["8310-5"]
+concept = "temperature"
 unit = "Cel"
 [[feature]]
 name = "systolic_bp"
-loinc = ["8480-6"]
+concept = "systolic_bp"
 unit = "mm[Hg]"
 [[feature]]
 name = "spo2"
-loinc = ["59408-5", "2708-6"]
+concept = "spo2"
 unit = "%"
 [[feature]]
 name = "consciousness_not_alert"
-loinc = ["67775-7", "80288-4"]
+concept = "consciousness"
 unit = "1"
 [feature.coded_values]
 "248234008" = 0.0
@@ -103,20 +104,20 @@ unit = "1"
 "422768004" = 1.0
 [[feature]]
 name = "wbc"
-loinc = ["6690-2", "26464-8"]
+concept = "wbc"
 unit = "10*3/uL"
 [[feature]]
 name = "creatinine"
-loinc = ["2160-0", "38483-4", "14682-9"]
+concept = "creatinine"
 unit = "mg/dL"
 molar_mass = 113.12
 [[feature]]
 name = "o2_flow"
-loinc = ["3151-8"]
+concept = "o2_flow"
 unit = "L/min"
 [[feature]]
 name = "fio2"
-loinc = ["3150-0", "19996-8"]
+concept = "fio2"
 unit = "%"
 """
 
