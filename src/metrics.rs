@@ -115,6 +115,9 @@ pub struct ServiceMetrics {
     pub deduplicated: AtomicU64,
     /// Scores recorded without a card (shadow service or shadow model version).
     pub shadow: AtomicU64,
+    /// Shadow-version scores not made: all of the service's pending slots were busy, or the
+    /// low-priority inference thread did not get to it in time.
+    pub shadow_skipped: AtomicU64,
     /// Calls answered empty because the service is switched off.
     pub disabled: AtomicU64,
     /// Prediction records that could not be written (the answer still went out).
@@ -135,6 +138,7 @@ impl ServiceMetrics {
             ("downgraded", &self.downgraded),
             ("deduplicated", &self.deduplicated),
             ("shadow", &self.shadow),
+            ("shadow_skipped", &self.shadow_skipped),
             ("disabled", &self.disabled),
             ("record_failed", &self.record_failed),
         ] {

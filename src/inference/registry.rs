@@ -264,6 +264,7 @@ fn load_one(
                     max_batch: serving.max_batch,
                     max_wait: serving.max_wait,
                     attribute,
+                    background: manifest.status == ModelStatus::Shadow,
                 },
                 metrics.clone(),
             )?;

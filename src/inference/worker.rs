@@ -61,6 +61,9 @@ pub(super) struct WorkerSpec {
     pub max_wait: Duration,
     /// The module exports `attribute` (checked at warm-up).
     pub attribute: bool,
+    /// A shadow version: its thread runs at the lowest scheduling priority, so it only gets
+    /// CPU time the active models and the HTTP workers leave.
+    pub background: bool,
 }
 
 /// Marks the handle dead when the thread ends, however it ends.
@@ -94,6 +97,9 @@ impl LocalWorker {
             .name(format!("infer-{}", spec.name))
             .spawn(move || {
                 let _alive = guard;
+                if spec.background {
+                    lower_this_threads_priority();
+                }
                 // Bound to a name: `let _ =` would drop the guard at once and re-enable autograd.
                 let _no_grad = tch::no_grad_guard();
                 let module = match load_and_warm_up(&spec) {
@@ -148,6 +154,20 @@ impl LocalWorker {
 
     pub(super) fn device(&self) -> Device {
         self.device
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19). Linux schedules threads, not
+/// processes, so this leaves the gateway's other threads as they are. Failing is harmless.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id only changes our
+    // own scheduling weight.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0 {
+            tracing::debug!("could not lower a shadow model thread's priority");
+        }
     }
 }
 

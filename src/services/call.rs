@@ -18,13 +18,16 @@ use crate::inference::LoadedModel;
 use crate::metrics::ServiceMetrics;
 use crate::store::{Outcome, Scope};
 
-/// A service bound to its model (and that model's shadow versions, scored alongside).
+/// A service bound to its model (and that model's shadow versions, scored after each answer).
 pub struct CdsService {
     pub(super) def: ServiceDef,
     pub(super) model: Arc<LoadedModel>,
     pub(super) shadows: Vec<Arc<LoadedModel>>,
+    /// Bounds the shadow scores pending after answers ([`super::shadow`]).
+    pub(super) shadow_lane: Arc<tokio::sync::Semaphore>,
     pub(super) env: Arc<ServiceEnv>,
-    pub(super) metrics: ServiceMetrics,
+    /// Shared with the shadow scores that finish after the answer.
+    pub(super) metrics: Arc<ServiceMetrics>,
 }
 
 /// Who and where one call is about.

@@ -2,13 +2,11 @@
 //! the guardrails (suppression, alert budget) decide whether a card is shown, and at which
 //! indicator; only then is the explanation computed.
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use chrono::{DateTime, Utc};
 
-use super::call::{Call, CallFacts, CdsService, Entry, Gathered};
+use super::call::{Call, CallFacts, CdsService, Entry};
 use super::card::checked;
+use super::definition::Thresholds;
 use super::guardrails::{self, Subject, Verdict};
 use super::policy::Mode;
 use super::record::input_refs;
@@ -18,7 +16,7 @@ use crate::cards;
 use crate::cds::wire::{CdsResponse, Indicator};
 use crate::features::kdigo;
 use crate::features::FeatureMatrix;
-use crate::inference::{InferenceError, LoadedModel, ModelStatus};
+use crate::inference::{InferenceError, ModelStatus};
 use crate::metrics::inc;
 use crate::store::Outcome;
 
@@ -176,27 +174,6 @@ impl CdsService {
         })
     }
 
-    /// Scores every shadow version of the model on the same observations.
-    pub(super) async fn score_shadows(
-        &self,
-        gathered: &Gathered<'_>,
-        now: DateTime<Utc>,
-        deadline: Instant,
-    ) -> Vec<(Arc<LoadedModel>, Prepared, f32)> {
-        let mut out = Vec::new();
-        for model in &self.shadows {
-            let prepared =
-                scoring::prepare(model, &gathered.observations, gathered.unreadable, now);
-            match scoring::risk(model, &prepared, deadline).await {
-                Ok(risk) => out.push((model.clone(), prepared, risk)),
-                Err(e) => {
-                    tracing::info!(model = %model.manifest.name, version = %model.manifest.version, error = %e, "shadow model gave no score");
-                }
-            }
-        }
-        out
-    }
-
     /// Suppression and alert budget, read from the prediction record. A store that cannot
     /// answer lets the card through: a missed suppression is noise, a missed alert is harm.
     pub(super) async fn verdict(&self, facts: &CallFacts<'_>, indicator: Indicator) -> Verdict {
@@ -242,16 +219,20 @@ impl CdsService {
     }
 
     pub(super) fn indicator(&self, risk: f32) -> Option<Indicator> {
-        let t = &self.def.thresholds;
-        if risk >= t.critical {
-            Some(Indicator::Critical)
-        } else if risk >= t.warning {
-            Some(Indicator::Warning)
-        } else if t.info.is_some_and(|i| risk >= i) {
-            Some(Indicator::Info)
-        } else {
-            None
-        }
+        indicator_for(&self.def.thresholds, risk)
+    }
+}
+
+/// The card `risk` would earn under `t`, if any (also what a shadow version would have shown).
+pub(super) fn indicator_for(t: &Thresholds, risk: f32) -> Option<Indicator> {
+    if risk >= t.critical {
+        Some(Indicator::Critical)
+    } else if risk >= t.warning {
+        Some(Indicator::Warning)
+    } else if t.info.is_some_and(|i| risk >= i) {
+        Some(Indicator::Info)
+    } else {
+        None
     }
 }
 

@@ -19,6 +19,7 @@ pub mod review;
 mod runtime;
 pub mod scoring;
 mod service;
+mod shadow;
 mod suggestions;
 
 use std::collections::BTreeSet;

@@ -12,14 +12,14 @@ use crate::metrics::inc;
 use crate::store::{Mode, Outcome, PredictionRecord};
 
 impl CdsService {
-    /// Writes one prediction record; a failure is logged and counted, the answer still goes.
-    pub(super) async fn record(
+    /// The record of one outcome of this call, as [`Self::record`] writes it.
+    pub(super) fn prediction_record(
         &self,
         facts: &CallFacts<'_>,
         model: &LoadedModel,
         entry: Entry<'_>,
         prepared: Option<&Prepared>,
-    ) {
+    ) -> PredictionRecord {
         let Entry {
             outcome,
             risk,
@@ -27,7 +27,7 @@ impl CdsService {
             reason,
         } = entry;
         let m = &model.manifest;
-        let record = PredictionRecord {
+        PredictionRecord {
             id: cards::card_uuid(&self.def.id, &facts.call_key, m),
             at: facts.now,
             service_id: self.def.id.clone(),
@@ -52,7 +52,18 @@ impl CdsService {
             tensor_sha256: prepared.map(|p| tensor_hash(&p.matrix)),
             data_quality: prepared.map(|p| p.quality.clone()),
             latency_ms: facts.started.elapsed().as_secs_f64() * 1e3,
-        };
+        }
+    }
+
+    /// Writes one prediction record; a failure is logged and counted, the answer still goes.
+    pub(super) async fn record(
+        &self,
+        facts: &CallFacts<'_>,
+        model: &LoadedModel,
+        entry: Entry<'_>,
+        prepared: Option<&Prepared>,
+    ) {
+        let record = self.prediction_record(facts, model, entry, prepared);
         if let Err(e) = self.env.store.record_prediction(&record).await {
             inc(&self.metrics.record_failed);
             tracing::error!(error = %e, "prediction not recorded");

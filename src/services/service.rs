@@ -16,7 +16,7 @@ use super::definition::ServiceDef;
 use super::orders;
 use super::scoring;
 use super::{ServiceEnv, ServiceError};
-use crate::cds::wire::{CdsResponse, HookRequest, Indicator};
+use crate::cds::wire::{CdsResponse, HookRequest};
 use crate::cds::Caller;
 use crate::inference::LoadedModel;
 use crate::metrics::{inc, ServiceMetrics};
@@ -33,8 +33,9 @@ impl CdsService {
             def,
             model,
             shadows,
+            shadow_lane: super::shadow::lane(),
             env,
-            metrics: ServiceMetrics::default(),
+            metrics: Arc::new(ServiceMetrics::default()),
         }
     }
 
@@ -182,31 +183,10 @@ impl CdsService {
             return Ok(self.abstain(&facts, &supplies, reason, matrix, &gathered.observations));
         }
 
-        let (active, shadow_scores) = tokio::join!(
-            scoring::risk(&self.model, &prepared, deadline),
-            self.score_shadows(&gathered, now, deadline)
-        );
-        // Shadow versions' records are written while the active model's decision is made:
-        // neither waits for the other's commit.
-        let shadows_recorded = async {
-            for (model, prepared, risk) in &shadow_scores {
-                let would = self.indicator(*risk).map(Indicator::as_str);
-                inc(&self.metrics.shadow);
-                self.record(
-                    &facts,
-                    model,
-                    Entry {
-                        outcome: Outcome::Shadow,
-                        risk: Some(*risk),
-                        indicator: would,
-                        reason: None,
-                    },
-                    Some(prepared),
-                )
-                .await;
-            }
-        };
-        let decided = self.decide(
+        // Shadow versions score after this answer, never before it ([`super::shadow`]).
+        self.score_shadows_later(&facts, &gathered, now);
+        let active = scoring::risk(&self.model, &prepared, deadline).await;
+        self.decide(
             Call {
                 facts: &facts,
                 supplies: &supplies,
@@ -216,8 +196,7 @@ impl CdsService {
                 deadline,
             },
             active,
-        );
-        let ((), answer) = tokio::join!(shadows_recorded, decided);
-        answer
+        )
+        .await
     }
 }

@@ -344,6 +344,19 @@ pub async fn metrics(gw: &Gateway) -> String {
         .unwrap()
 }
 
+/// Waits (up to 10 s) until `/metrics` shows `line`: for counters written after the answer,
+/// such as shadow versions' scores. Returns the metrics text it found it in.
+pub async fn metrics_showing(gw: &Gateway, line: &str) -> String {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = metrics(gw).await;
+        if text.contains(line) || std::time::Instant::now() > until {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }

@@ -104,12 +104,20 @@ async fn prediction(gw: &Gateway, service: &str, hook_instance: &str, model: &Ma
     let key = bedside::store::Scope::new(Some(common::ISS), Some("test-tenant"), None)
         .call_key(hook_instance);
     let id = bedside::cards::card_uuid(service, &key, model);
-    let (status, body) = admin(
-        gw,
-        reqwest::Method::GET,
-        &format!("/admin/predictions/{id}"),
-    )
-    .await;
+    // Shadow versions' records are written after the answer: give them a moment.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (status, body) = loop {
+        let (status, body) = admin(
+            gw,
+            reqwest::Method::GET,
+            &format!("/admin/predictions/{id}"),
+        )
+        .await;
+        if status != 404 || std::time::Instant::now() > until {
+            break (status, body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     if status != 200 {
         let metrics = common::metrics(gw).await;
         let ours: Vec<&str> = metrics
@@ -621,7 +629,12 @@ async fn abstention_says_which_data_were_missing_and_shadow_services_show_nothin
     order["hook"] = "order-sign".into();
     order["context"]["draftOrders"] = draft_orders(&[("d1", RXNORM, "5640")]);
     assert!(cards(&call(&gw, "aki-nephrotoxic", &order).await).is_empty());
-    let metrics = common::metrics(&gw).await;
+    // The shadow version's score is recorded after the answer.
+    let metrics = common::metrics_showing(
+        &gw,
+        "bedside_service_shadow_total{service=\"deterioration\"} 2",
+    )
+    .await;
     for line in [
         "bedside_service_shadow_total{service=\"deterioration\"} 2", // the service, and model v2.0.0
         "bedside_service_disabled_total{service=\"aki-nephrotoxic\"} 1",
@@ -664,6 +677,16 @@ async fn report_suite(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
+    // Shadow versions' scores are recorded after each answer: wait for the three.
+    let metrics = common::metrics_showing(
+        &gw,
+        "bedside_service_shadow_total{service=\"deterioration\"} 3",
+    )
+    .await;
+    assert!(
+        metrics.contains("bedside_service_shadow_total{service=\"deterioration\"} 3"),
+        "{metrics}"
+    );
     let (s, report) = admin(&gw, reqwest::Method::GET, "/admin/report").await;
     assert_eq!(s, 200, "{report}");
     let rows = report["services"].as_array().unwrap();

@@ -195,3 +195,80 @@ async fn a_remote_whose_inputs_differ_from_the_manifest_stops_start_up() {
         "{err}"
     );
 }
+
+/// A models folder whose shadow deterioration 2.0.0 is served by `url`.
+fn remote_shadow(dir: &Path, url: &str) -> PathBuf {
+    let models = common::copy_models(dir);
+    let version = models.join("deterioration/2.0.0");
+    let manifest = std::fs::read_to_string(version.join("manifest.toml")).unwrap();
+    assert!(manifest.contains("status = \"shadow\""), "{manifest}");
+    let (head, tail) = manifest.split_at(manifest.find("[input]").unwrap());
+    let remote = format!("[remote]\nurl = '{url}'\ntimeout = '5s'\n\n");
+    std::fs::write(
+        version.join("manifest.toml"),
+        format!("{head}{remote}{tail}"),
+    )
+    .unwrap();
+    std::fs::remove_file(version.join("model.pt")).unwrap();
+    models
+}
+
+#[tokio::test]
+async fn a_slow_shadow_version_neither_delays_answers_nor_piles_up() {
+    let keys = KeyServer::start().await;
+    let server = MockServer::start().await;
+    let mut meta = metadata();
+    meta["versions"] = json!(["2.0.0"]);
+    meta["inputs"][0]["shape"] = json!([-1, 48, 12]);
+    Mock::given(method("GET"))
+        .and(path("/v2/models/deterioration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(meta))
+        .mount(&server)
+        .await;
+    // The shadow takes 1.5 s a score.
+    Mock::given(method("POST"))
+        .and(path("/v2/models/deterioration/infer"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_millis(1500))
+                .set_body_json(json!({"model_name": "deterioration", "outputs": [
+                    {"name": "OUTPUT__0", "shape": [1, 1], "datatype": "FP32", "data": [0.5]}]})),
+        )
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        models_dir: remote_shadow(dir.path(), &server.uri()),
+        ..Default::default()
+    })
+    .await;
+    // Six calls in a row: each answered with its card long before its shadow score arrives;
+    // four shadow scores are pending at once at most, the other two calls skip theirs.
+    for i in 0..6 {
+        let (status, body, took) = hook(&gw, "deteriorating").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["cards"].as_array().map(Vec::len),
+            Some(1),
+            "call {i}: {body}"
+        );
+        assert!(took < Duration::from_millis(1000), "call {i} took {took:?}");
+    }
+    let metrics = common::metrics(&gw).await;
+    assert!(
+        metrics.contains("bedside_service_shadow_skipped_total{service=\"deterioration\"} 2"),
+        "{metrics}"
+    );
+    // The four pending scores are recorded when they arrive.
+    let metrics = common::metrics_showing(
+        &gw,
+        "bedside_service_shadow_total{service=\"deterioration\"} 4",
+    )
+    .await;
+    assert!(
+        metrics.contains("bedside_service_shadow_total{service=\"deterioration\"} 4"),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
