@@ -265,6 +265,7 @@ fn load_one(
                     max_wait: serving.max_wait,
                     attribute,
                     background: manifest.status == ModelStatus::Shadow,
+                    intra_op_threads: settings.threads,
                 },
                 metrics.clone(),
             )?;

@@ -64,6 +64,11 @@ pub(super) struct WorkerSpec {
     /// A shadow version: its thread runs at the lowest scheduling priority, so it only gets
     /// CPU time the active models and the HTTP workers leave.
     pub background: bool,
+    /// LibTorch intra-op threads for this thread's forward passes (0: LibTorch's default).
+    /// OpenMP keeps the count per thread, so the process-wide setting made on the main thread
+    /// does not reach this one: without it every inference thread starts its own pool of one
+    /// thread per core, which spin-waits between the small forward passes.
+    pub intra_op_threads: usize,
 }
 
 /// Marks the handle dead when the thread ends, however it ends.
@@ -99,6 +104,11 @@ impl LocalWorker {
                 let _alive = guard;
                 if spec.background {
                     lower_this_threads_priority();
+                }
+                if let Ok(n) = i32::try_from(spec.intra_op_threads) {
+                    if n > 0 {
+                        tch::set_num_threads(n);
+                    }
                 }
                 // Bound to a name: `let _ =` would drop the guard at once and re-enable autograd.
                 let _no_grad = tch::no_grad_guard();

@@ -10,7 +10,7 @@ use super::definition::Thresholds;
 use super::guardrails::{self, Subject, Verdict};
 use super::policy::Mode;
 use super::record::input_refs;
-use super::scoring::{self, Prepared};
+use super::scoring;
 use super::ServiceError;
 use crate::cards;
 use crate::cds::wire::{CdsResponse, Indicator};
@@ -114,10 +114,22 @@ impl CdsService {
                 Some(l) => Some(l.lock().await),
                 None => None,
             };
-            let verdict = match self.duplicate_of(facts, prepared).await {
+            let mine = input_refs(prepared);
+            let verdict = match self.duplicate_of(facts, &mine).await {
                 Some(reason) => Verdict::Deduplicate { reason },
                 None => self.verdict(facts, indicator).await,
             };
+            if let (Some(group), Verdict::Show(_) | Verdict::Downgrade { .. }) =
+                (self.def.alerts.dedup_group.as_deref(), &verdict)
+            {
+                self.env.dedup.remember_shown(
+                    group,
+                    &facts.scope,
+                    &request.hook_instance,
+                    &self.def.id,
+                    mine,
+                );
+            }
             let (shown, outcome, reason) = match verdict {
                 Verdict::Show(i) => (Some(i), Outcome::Shown, None),
                 Verdict::Downgrade { reason } => {
@@ -198,21 +210,44 @@ impl CdsService {
     pub(super) async fn duplicate_of(
         &self,
         facts: &CallFacts<'_>,
-        prepared: &Prepared,
+        mine: &[String],
     ) -> Option<String> {
         let group = self.def.alerts.dedup_group.as_deref()?;
-        let mine: Vec<String> = input_refs(prepared);
-        let runtime_peers = self.env.peers(group, &self.def.id);
-        for (peer_id, manifest) in runtime_peers {
+        let request = facts.request;
+        let in_memory = self.env.dedup.shown_by_peer(
+            group,
+            &facts.scope,
+            &request.hook_instance,
+            &self.def.id,
+            mine,
+        );
+        let peer = match in_memory {
+            Some(peer) => Some(peer),
+            // Only another process can have shown a card this one does not remember.
+            None if self.env.store.is_shared() => {
+                self.shown_by_peer_in_store(group, facts, mine).await
+            }
+            None => None,
+        }?;
+        Some(format!(
+            "the {peer} card on the same observations was already shown in this call"
+        ))
+    }
+
+    /// [`Self::duplicate_of`] read from a store that other gateway processes write too.
+    async fn shown_by_peer_in_store(
+        &self,
+        group: &str,
+        facts: &CallFacts<'_>,
+        mine: &[String],
+    ) -> Option<String> {
+        for (peer_id, manifest) in self.env.peers(group, &self.def.id) {
             let id = cards::card_uuid(&peer_id, &facts.call_key, &manifest);
             let Ok(Some(p)) = self.env.store.prediction(&id).await else {
                 continue;
             };
-            let shown = p.outcome.card_shown();
-            if shown && p.input_refs.iter().any(|r| mine.contains(r)) {
-                return Some(format!(
-                    "the {peer_id} card on the same observations was already shown in this call"
-                ));
+            if p.outcome.card_shown() && p.input_refs.iter().any(|r| mine.contains(r)) {
+                return Some(peer_id);
             }
         }
         None

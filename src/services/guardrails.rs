@@ -133,13 +133,61 @@ pub fn shift_start(budget: &AlertBudget, now: DateTime<Utc>) -> DateTime<Utc> {
     hour_start - ChronoDuration::hours(into_shift)
 }
 
+/// (group, client, tenant, hookInstance): one EHR's call never meets another's.
+type CallKey = (String, String, String, String);
+
+fn call_key(group: &str, scope: &Scope, hook_instance: &str) -> CallKey {
+    (
+        group.to_owned(),
+        scope.client_iss.clone(),
+        scope.tenant.clone(),
+        hook_instance.to_owned(),
+    )
+}
+
+/// How long this process remembers the cards a call showed, for its group peers' calls.
+const SHOWN_KEPT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Most calls remembered at once: the oldest are forgotten first, so memory stays bounded
+/// whatever callers send.
+const SHOWN_MAX_CALLS: usize = 10_000;
+
 /// Serialises dedup decisions for one call within a group, so two services answering the same
-/// hook call at once cannot both show a card (one process; replicas rely on the record).
+/// hook call at once cannot both show a card, and remembers which cards each call showed on
+/// which observations, so a peer's decision needs no database read (one process; replicas
+/// sharing a PostgreSQL store also read the record).
 #[derive(Default)]
 pub struct DedupLocks {
-    /// By (group, client, tenant, hookInstance): one EHR's call never waits on another's.
-    #[allow(clippy::type_complexity)]
-    locks: Mutex<HashMap<(String, String, String, String), Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<CallKey, Arc<tokio::sync::Mutex<()>>>>,
+    shown: Mutex<ShownCards>,
+}
+
+/// Cards shown per call: by call, the services and the FHIR references their tensors held.
+#[derive(Default)]
+struct ShownCards {
+    by_call: HashMap<CallKey, Vec<(String, Vec<String>)>>,
+    /// Calls in the order first remembered, for expiry.
+    order: std::collections::VecDeque<(std::time::Instant, CallKey)>,
+}
+
+impl ShownCards {
+    fn expire(&mut self, now: std::time::Instant) {
+        while let Some((at, _)) = self.order.front() {
+            let stale = now.duration_since(*at) > SHOWN_KEPT;
+            if !stale && self.order.len() <= SHOWN_MAX_CALLS {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                self.by_call.remove(&key);
+            }
+        }
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl DedupLocks {
@@ -150,20 +198,54 @@ impl DedupLocks {
         scope: &Scope,
         hook_instance: &str,
     ) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = match self.locks.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = locked(&self.locks);
         // Calls are short: forget locks nobody holds, so the map stays small.
         map.retain(|_, l| Arc::strong_count(l) > 1);
-        map.entry((
-            group.to_owned(),
-            scope.client_iss.clone(),
-            scope.tenant.clone(),
-            hook_instance.to_owned(),
-        ))
-        .or_default()
-        .clone()
+        map.entry(call_key(group, scope, hook_instance))
+            .or_default()
+            .clone()
+    }
+
+    /// Remembers that `service_id` showed a card in this call on the observations `refs`.
+    pub fn remember_shown(
+        &self,
+        group: &str,
+        scope: &Scope,
+        hook_instance: &str,
+        service_id: &str,
+        refs: Vec<String>,
+    ) {
+        let now = std::time::Instant::now();
+        let key = call_key(group, scope, hook_instance);
+        let mut shown = locked(&self.shown);
+        shown.expire(now);
+        let entry = shown.by_call.entry(key.clone()).or_default();
+        let first = entry.is_empty();
+        entry.push((service_id.to_owned(), refs));
+        if first {
+            shown.order.push_back((now, key));
+        }
+    }
+
+    /// Another service of `group` that showed a card in this call on any of `mine`, if any.
+    pub fn shown_by_peer(
+        &self,
+        group: &str,
+        scope: &Scope,
+        hook_instance: &str,
+        service_id: &str,
+        mine: &[String],
+    ) -> Option<String> {
+        let mut shown = locked(&self.shown);
+        shown.expire(std::time::Instant::now());
+        let cards = shown.by_call.get(&call_key(group, scope, hook_instance))?;
+        let mine: std::collections::HashSet<&str> = mine.iter().map(String::as_str).collect();
+        cards
+            .iter()
+            .find(|(peer, refs)| {
+                peer != service_id && refs.iter().any(|r| mine.contains(r.as_str()))
+            })
+            .map(|(peer, _)| peer.clone())
     }
 }
 
@@ -171,6 +253,41 @@ impl DedupLocks {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn shown_cards_are_found_by_peers_only_and_stay_bounded() {
+        let locks = DedupLocks::default();
+        let scope = Scope::new(Some("https://ehr.example"), Some("t1"), None);
+        let other = Scope::new(Some("https://ehr.example"), Some("t2"), None);
+        let refs = vec!["Observation/1".to_owned(), "Observation/2".to_owned()];
+        locks.remember_shown("g", &scope, "h1", "deterioration", refs.clone());
+        let peer = |scope: &Scope, hook: &str, me: &str, mine: &[String]| {
+            locks.shown_by_peer("g", scope, hook, me, mine)
+        };
+        assert_eq!(
+            peer(&scope, "h1", "sepsis-screen", &["Observation/2".to_owned()]),
+            Some("deterioration".to_owned())
+        );
+        // Not itself, not on other observations, not another tenant's or call's.
+        assert_eq!(peer(&scope, "h1", "deterioration", &refs), None);
+        assert_eq!(
+            peer(&scope, "h1", "sepsis-screen", &["Observation/9".to_owned()]),
+            None
+        );
+        assert_eq!(peer(&other, "h1", "sepsis-screen", &refs), None);
+        assert_eq!(peer(&scope, "h2", "sepsis-screen", &refs), None);
+        // Bounded: the oldest calls are forgotten first.
+        for i in 0..SHOWN_MAX_CALLS + 5 {
+            locks.remember_shown("g", &scope, &format!("x{i}"), "deterioration", Vec::new());
+        }
+        let shown = locked(&locks.shown);
+        assert!(
+            shown.by_call.len() <= SHOWN_MAX_CALLS + 1,
+            "{}",
+            shown.by_call.len()
+        );
+        assert!(!shown.by_call.contains_key(&call_key("g", &scope, "h1")));
+    }
 
     #[test]
     fn shifts_start_at_the_configured_hour() {

@@ -205,6 +205,12 @@ impl Store {
     }
 
     /// `sqlite` or `postgres`, for logs and metrics.
+    /// Whether other gateway processes may write this store too (PostgreSQL). A SQLite file
+    /// belongs to one process: whatever it recorded went through that process's memory first.
+    pub fn is_shared(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite => "sqlite",
