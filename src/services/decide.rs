@@ -103,8 +103,9 @@ impl CdsService {
             .await;
             return Ok(CdsResponse::default());
         }
-        let (shown, notes) = {
-            // One decision at a time per call within a dedup group (see DedupLocks).
+        let verdict = {
+            // One decision at a time per call within a dedup group (see DedupLocks); what it
+            // decided is in memory before the lock goes, so the record need not be.
             let lock = self.def.alerts.dedup_group.as_deref().map(|g| {
                 self.env
                     .dedup
@@ -130,54 +131,57 @@ impl CdsService {
                     mine,
                 );
             }
-            let (shown, outcome, reason) = match verdict {
-                Verdict::Show(i) => (Some(i), Outcome::Shown, None),
-                Verdict::Downgrade { reason } => {
-                    (Some(Indicator::Info), Outcome::Downgraded, Some(reason))
-                }
-                Verdict::Suppress { reason } => (None, Outcome::Suppressed, Some(reason)),
-                Verdict::Deduplicate { reason } => (None, Outcome::Deduplicated, Some(reason)),
-            };
-            let counter = match outcome {
-                Outcome::Downgraded => Some(&self.metrics.downgraded),
-                Outcome::Suppressed => Some(&self.metrics.suppressed),
-                Outcome::Deduplicated => Some(&self.metrics.deduplicated),
-                _ => None,
-            };
-            if let Some(c) = counter {
-                inc(c);
-                tracing::info!(outcome = outcome.as_str(), "card held back by a guardrail");
-            }
-            let shown_name = shown.map(Indicator::as_str);
-            self.record(
-                facts,
-                &self.model,
-                Entry {
-                    outcome,
-                    risk: Some(risk),
-                    indicator: shown_name,
-                    reason: reason.as_deref(),
-                },
-                Some(prepared),
-            )
-            .await;
-            let Some(shown) = shown else {
-                return Ok(CdsResponse::default());
-            };
-            let mut notes: Vec<String> = reason.into_iter().map(|r| format!("_{r}._")).collect();
-            if let Some(words) = &rising {
-                notes.push(words.clone());
-            }
-            (shown, notes)
+            verdict
         };
-        // The explanation, only now that a card will be shown (outside the dedup lock). Late or
-        // failed, the card still goes, with its trends and the app link but no drivers.
-        let contributions = scoring::contributions(&self.model, prepared, risk, deadline)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "no explanation in time; card without drivers");
-                Vec::new()
-            });
+        let (shown, outcome, reason) = match verdict {
+            Verdict::Show(i) => (Some(i), Outcome::Shown, None),
+            Verdict::Downgrade { reason } => {
+                (Some(Indicator::Info), Outcome::Downgraded, Some(reason))
+            }
+            Verdict::Suppress { reason } => (None, Outcome::Suppressed, Some(reason)),
+            Verdict::Deduplicate { reason } => (None, Outcome::Deduplicated, Some(reason)),
+        };
+        let counter = match outcome {
+            Outcome::Downgraded => Some(&self.metrics.downgraded),
+            Outcome::Suppressed => Some(&self.metrics.suppressed),
+            Outcome::Deduplicated => Some(&self.metrics.deduplicated),
+            _ => None,
+        };
+        if let Some(c) = counter {
+            inc(c);
+            tracing::info!(outcome = outcome.as_str(), "card held back by a guardrail");
+        }
+        let recorded = self.record(
+            facts,
+            &self.model,
+            Entry {
+                outcome,
+                risk: Some(risk),
+                indicator: shown.map(Indicator::as_str),
+                reason: reason.as_deref(),
+            },
+            Some(prepared),
+        );
+        let Some(shown) = shown else {
+            recorded.await;
+            return Ok(CdsResponse::default());
+        };
+        let mut notes: Vec<String> = reason.iter().map(|r| format!("_{r}._")).collect();
+        if let Some(words) = &rising {
+            notes.push(words.clone());
+        }
+        // The explanation, only now that a card will be shown, computed while the record is
+        // committed. Late or failed, the card still goes, with its trends and the app link but
+        // no drivers.
+        let explained = async {
+            scoring::contributions(&self.model, prepared, risk, deadline)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "no explanation in time; card without drivers");
+                    Vec::new()
+                })
+        };
+        let ((), contributions) = tokio::join!(recorded, explained);
         let card = self.card(&call, risk, shown, &contributions, notes);
         inc(&self.metrics.cards);
         Ok(CdsResponse {

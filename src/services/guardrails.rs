@@ -221,7 +221,11 @@ impl DedupLocks {
         shown.expire(now);
         let entry = shown.by_call.entry(key.clone()).or_default();
         let first = entry.is_empty();
-        entry.push((service_id.to_owned(), refs));
+        // A repeated call (a retry) replaces its service's entry: one per service and call.
+        match entry.iter_mut().find(|(s, _)| s == service_id) {
+            Some(same) => same.1 = refs,
+            None => entry.push((service_id.to_owned(), refs)),
+        }
         if first {
             shown.order.push_back((now, key));
         }
@@ -276,6 +280,14 @@ mod tests {
         );
         assert_eq!(peer(&other, "h1", "sepsis-screen", &refs), None);
         assert_eq!(peer(&scope, "h2", "sepsis-screen", &refs), None);
+        // A retry of the same call replaces, not adds.
+        for _ in 0..3 {
+            locks.remember_shown("g", &scope, "h1", "deterioration", refs.clone());
+        }
+        assert_eq!(
+            locked(&locks.shown).by_call[&call_key("g", &scope, "h1")].len(),
+            1
+        );
         // Bounded: the oldest calls are forgotten first.
         for i in 0..SHOWN_MAX_CALLS + 5 {
             locks.remember_shown("g", &scope, &format!("x{i}"), "deterioration", Vec::new());
