@@ -26,6 +26,12 @@
 #   BENCH_BEDSIDE_BIN   the binary (default target/release/bedside)
 #   BENCH_VENV          the project's venv with torch (default .venv)
 #   PEER_WORKERS        uvicorn workers (default 2)
+#   BENCH_STORE         bedside's store: sqlite (default) or postgres (a fresh local cluster under
+#                       the run folder, PostgreSQL's default durability: fsync, synchronous_commit on;
+#                       needs Debian's postgresql, which .ci/setup installs)
+# Client auth stays off here: oha repeats one request, and bedside refuses a replayed token (`jti`).
+# The JWT costs (RS384, ES384) are measured with one fresh token per call by
+# `cargo bench --bench runtime`.
 # Results are as good as the machine is quiet: the load generator runs on the same cores.
 set -euo pipefail
 
@@ -37,6 +43,7 @@ concurrency="${BENCH_CONCURRENCY:-1 16 64}"
 kinds="${BENCH_KINDS:-stable deteriorating}"
 memory_calls="${BENCH_MEMORY_CALLS:-100000}"
 workers="${PEER_WORKERS:-2}"
+store="${BENCH_STORE:-sqlite}"
 bin="${BENCH_BEDSIDE_BIN:-$root/target/release/bedside}"
 venv="${BENCH_VENV:-$root/.venv}"
 oha="$bench/tools/bin/oha"
@@ -93,10 +100,12 @@ wait_ready() {  # URL PID NAME: until GET URL answers 200 (60 s)
 
 run="$bench/run-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$run"
-bedside_pid="" peer_pid=""
+bedside_pid="" peer_pid="" pg_pid=""
 cleanup() {
-  [ -n "$bedside_pid" ] && kill "$bedside_pid" 2>/dev/null && wait "$bedside_pid" 2>/dev/null
-  [ -n "$peer_pid" ] && kill "$peer_pid" 2>/dev/null && wait "$peer_pid" 2>/dev/null
+  [ -n "$bedside_pid" ] && kill "$bedside_pid" 2>/dev/null && { wait "$bedside_pid" 2>/dev/null || true; }
+  [ -n "$peer_pid" ] && kill "$peer_pid" 2>/dev/null && { wait "$peer_pid" 2>/dev/null || true; }
+  # PostgreSQL last: bedside may still be writing to it.
+  [ -n "$pg_pid" ] && kill "$pg_pid" 2>/dev/null && { wait "$pg_pid" 2>/dev/null || true; }
   return 0
 }
 trap cleanup EXIT
@@ -105,19 +114,42 @@ trap 'exit 130' INT TERM
 # ------------------------------------------------------------------------------------------ start
 bport=$(free_port)
 pport=$(free_port)
+storage="path = '$run/bedside.db'"
+if [ "$store" = postgres ]; then
+  pgbin=$(pg_config --bindir 2>/dev/null || true)
+  [ -x "$pgbin/initdb" ] || pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -x "$pgbin/initdb" ] || { echo "BENCH_STORE=postgres: initdb not found (run .ci/setup)" >&2; exit 1; }
+  pgport=$(free_port)
+  mkdir -p "$run/pg"
+  as_pg=()
+  # initdb and postgres refuse to run as root.
+  if [ "$(id -u)" = 0 ]; then chown nobody "$run/pg"; as_pg=(runuser -u nobody --); fi
+  "${as_pg[@]}" "$pgbin/initdb" -D "$run/pg/data" -U bedside --auth=trust --locale=C --encoding=UTF8 \
+    > "$run/pg-initdb.log" 2>&1
+  say "starting PostgreSQL on 127.0.0.1:$pgport (fsync and synchronous_commit on)"
+  "${as_pg[@]}" "$pgbin/postgres" -D "$run/pg/data" -k "$run/pg" -p "$pgport" \
+    -c listen_addresses=127.0.0.1 > "$run/pg.log" 2>&1 &
+  pg_pid=$!
+  for i in $(seq 1 100); do
+    "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pgport" && break
+    sleep 0.1
+  done
+  "${as_pg[@]}" "$pgbin/createdb" -h 127.0.0.1 -p "$pgport" -U bedside bedside
+  storage="url = 'postgres://bedside@127.0.0.1:$pgport/bedside'"
+fi
 cat > "$run/bedside.toml" <<EOF
 listen = '127.0.0.1:$bport'
 public_url = 'http://127.0.0.1:$bport'
 services_dir = '$root/cds-services'
 models_dir = '$root/models'
 [storage]
-path = '$run/bedside.db'
+$storage
 [inference]
 device = 'cpu'
 EOF
 py benches/peer/requests.py "$run/requests" $kinds
 
-say "starting bedside ($bin) on 127.0.0.1:$bport, auth off, SQLite in $run"
+say "starting bedside ($bin) on 127.0.0.1:$bport, auth off, store $store, run folder $run"
 t0=$(now_ms)
 # BEDSIDE_* variables would override the configuration: bedside runs without them.
 unset_bedside=()
@@ -207,7 +239,7 @@ bedside_rss_end=$(rss_kib "$bedside_pid")
 peer_rss_end=$(tree_rss_kib "$peer_pid")
 
 # ------------------------------------------------------------------------------------------ report
-export RUN="$run" KINDS="$kinds" CONCURRENCY="$concurrency" SECS="$secs" MEMORY_CALLS="$memory_calls"
+export RUN="$run" KINDS="$kinds" CONCURRENCY="$concurrency" SECS="$secs" MEMORY_CALLS="$memory_calls" STORE="$store"
 export BEDSIDE_COLD="$bedside_cold" PEER_COLD="$peer_cold" WORKERS="$workers"
 export BEDSIDE_RSS="$bedside_rss_warm $bedside_rss_load $bedside_rss_end" PEER_RSS="$peer_rss_warm $peer_rss_load $peer_rss_end"
 export COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo '+dirty')"
@@ -240,7 +272,7 @@ def fmt(x, digits=1):
 now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 print(f"bedside ({os.path.relpath(os.environ['BIN'])}, built {os.environ['BIN_BUILT']}; tree {os.environ['COMMIT']}) vs Python peer (FastAPI + uvicorn {os.environ['WORKERS']} workers + TorchScript GRU "
       f"deterioration 2.0.0), {now}, {os.environ['CPUS']} CPUs, {os.environ['OHA_VERSION']}, "
-      f"{os.environ['SECS']} s per run, client auth off on both, bedside store SQLite.")
+      f"{os.environ['SECS']} s per run, client auth off on both, bedside store {os.environ['STORE']}.")
 sizes = {k: os.path.getsize(f"{run}/requests/{k}.json") // 1024 for k in os.environ["KINDS"].split()}
 print("Requests: " + ", ".join(f"{k} {v} KB" for k, v in sizes.items()) + " (patient-view with prefetch, newest vital 10 min old).")
 print()
