@@ -17,8 +17,12 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 fn remote_models(dir: &Path, url: &str, timeout: &str) -> PathBuf {
     // Every shipped model (the other services need theirs); deterioration 3.0.0 served remotely,
     // its file only on the remote side.
-    let models = common::copy_models(dir);
-    let version = models.join("deterioration/3.0.0");
+    served_remotely(common::copy_models(dir), "3.0.0", url, timeout)
+}
+
+/// `models` with deterioration `version` served by `url` instead of its own file.
+fn served_remotely(models: PathBuf, version: &str, url: &str, timeout: &str) -> PathBuf {
+    let version = models.join("deterioration").join(version);
     let manifest = std::fs::read_to_string(version.join("manifest.toml")).unwrap();
     let (head, tail) = manifest.split_at(manifest.find("[input]").unwrap());
     let remote = format!("[remote]\nurl = '{url}'\ntimeout = '{timeout}'\n\n");
@@ -199,18 +203,10 @@ async fn a_remote_whose_inputs_differ_from_the_manifest_stops_start_up() {
 /// A models folder whose shadow deterioration 2.0.0 is served by `url`.
 fn remote_shadow(dir: &Path, url: &str) -> PathBuf {
     let models = common::copy_models(dir);
-    let version = models.join("deterioration/2.0.0");
-    let manifest = std::fs::read_to_string(version.join("manifest.toml")).unwrap();
+    let manifest =
+        std::fs::read_to_string(models.join("deterioration/2.0.0/manifest.toml")).unwrap();
     assert!(manifest.contains("status = \"shadow\""), "{manifest}");
-    let (head, tail) = manifest.split_at(manifest.find("[input]").unwrap());
-    let remote = format!("[remote]\nurl = '{url}'\ntimeout = '5s'\n\n");
-    std::fs::write(
-        version.join("manifest.toml"),
-        format!("{head}{remote}{tail}"),
-    )
-    .unwrap();
-    std::fs::remove_file(version.join("model.pt")).unwrap();
-    models
+    served_remotely(models, "2.0.0", url, "5s")
 }
 
 #[tokio::test]
