@@ -35,7 +35,6 @@ impl CdsService {
             deadline,
             ..
         } = call;
-        let request = facts.request;
         let spec = &self.model.features;
         let matrix = &prepared.matrix;
         let risk = match active {
@@ -103,35 +102,12 @@ impl CdsService {
             .await;
             return Ok(CdsResponse::default());
         }
-        let verdict = {
-            // One decision at a time per call within a dedup group (see DedupLocks); what it
-            // decided is in memory before the lock goes, so the record need not be.
-            let lock = self.def.alerts.dedup_group.as_deref().map(|g| {
-                self.env
-                    .dedup
-                    .lock_for(g, &facts.scope, &request.hook_instance)
-            });
-            let _held = match &lock {
-                Some(l) => Some(l.lock().await),
-                None => None,
-            };
-            let mine = input_refs(prepared);
-            let verdict = match self.duplicate_of(facts, &mine).await {
-                Some(reason) => Verdict::Deduplicate { reason },
-                None => self.verdict(facts, indicator).await,
-            };
-            if let (Some(group), Verdict::Show(_) | Verdict::Downgrade { .. }) =
-                (self.def.alerts.dedup_group.as_deref(), &verdict)
-            {
-                self.env.dedup.remember_shown(
-                    group,
-                    &facts.scope,
-                    &request.hook_instance,
-                    &self.def.id,
-                    mine,
-                );
+        let verdict = match self.def.alerts.dedup_group.as_deref() {
+            Some(group) => {
+                self.verdict_in_group(group, facts, prepared, indicator)
+                    .await
             }
-            verdict
+            None => self.verdict(facts, indicator).await,
         };
         let (shown, outcome, reason) = match verdict {
             Verdict::Show(i) => (Some(i), Outcome::Shown, None),
@@ -209,14 +185,40 @@ impl CdsService {
         }
     }
 
-    /// Another service of the same dedup group already showed a card in this call on the same
-    /// inputs (the same Observations fed both models).
-    pub(super) async fn duplicate_of(
+    /// The verdict of a service in a dedup group: one decision at a time per call within the
+    /// group (see DedupLocks); a card it lets through is in memory before the lock goes, so
+    /// the record need not be.
+    async fn verdict_in_group(
         &self,
+        group: &str,
+        facts: &CallFacts<'_>,
+        prepared: &scoring::Prepared,
+        indicator: Indicator,
+    ) -> Verdict {
+        let hook_instance = &facts.request.hook_instance;
+        let lock = self.env.dedup.lock_for(group, &facts.scope, hook_instance);
+        let _held = lock.lock().await;
+        let mine = input_refs(prepared);
+        let verdict = match self.duplicate_of(group, facts, &mine).await {
+            Some(reason) => Verdict::Deduplicate { reason },
+            None => self.verdict(facts, indicator).await,
+        };
+        if matches!(verdict, Verdict::Show(_) | Verdict::Downgrade { .. }) {
+            self.env
+                .dedup
+                .remember_shown(group, &facts.scope, hook_instance, &self.def.id, mine);
+        }
+        verdict
+    }
+
+    /// Another service of `group` already showed a card in this call on the same inputs (the
+    /// same Observations fed both models).
+    async fn duplicate_of(
+        &self,
+        group: &str,
         facts: &CallFacts<'_>,
         mine: &[String],
     ) -> Option<String> {
-        let group = self.def.alerts.dedup_group.as_deref()?;
         let request = facts.request;
         let in_memory = self.env.dedup.shown_by_peer(
             group,
