@@ -74,10 +74,13 @@ impl CdsService {
                 record.risk = Some(f64::from(risk));
                 record.indicator = indicator_for(&thresholds, risk).map(|i| i.as_str().to_owned());
                 record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
-                inc(&metrics.shadow);
-                if let Err(e) = store.record_prediction(&record).await {
-                    inc(&metrics.record_failed);
-                    tracing::error!(error = %e, "shadow prediction not recorded");
+                // Counted once recorded, so the metric never runs ahead of the report.
+                match store.record_prediction(&record).await {
+                    Ok(()) => inc(&metrics.shadow),
+                    Err(e) => {
+                        inc(&metrics.record_failed);
+                        tracing::error!(error = %e, "shadow prediction not recorded");
+                    }
                 }
             };
             tokio::spawn(scored.instrument(tracing::Span::current()));
