@@ -1,6 +1,5 @@
 //! `bedside` command line: `serve`, `demo`, `check`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,12 +30,16 @@ enum Command {
         #[arg(long)]
         insecure_no_auth: bool,
     },
-    /// Run a local demo: the deterioration service on synthetic patients, auth off.
+    /// Run the demo: the gateway with every shipped service (authentication on) and beside it
+    /// a small EHR over synthetic patients that calls it, renders its cards and opens its app.
     Demo {
-        /// Address to listen on.
+        /// The gateway's address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Where the demo writes its database and ready-to-post requests.
+        /// The demo EHR's address (open it in a browser).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        ehr_listen: String,
+        /// Where the demo keeps its database.
         #[arg(long, default_value = ".bedside")]
         data_dir: PathBuf,
     },
@@ -80,7 +83,18 @@ fn main() -> ExitCode {
                 config,
                 insecure_no_auth,
             } => serve(config, insecure_no_auth).await,
-            Command::Demo { listen, data_dir } => demo(listen, data_dir).await,
+            Command::Demo {
+                listen,
+                ehr_listen,
+                data_dir,
+            } => {
+                bedside::demo::run::run(bedside::demo::run::DemoOptions {
+                    listen,
+                    ehr_listen,
+                    data_dir,
+                })
+                .await
+            }
             Command::Check { config } => check(config).await,
             Command::Conformance(options) => conformance(options).await,
             Command::Report { config, json } => report(config, json).await,
@@ -162,59 +176,5 @@ async fn check(config: PathBuf) -> anyhow::Result<()> {
         println!("service {} ({}): ok", service.id(), service.hook());
     }
     println!("configuration ok");
-    Ok(())
-}
-
-async fn demo(listen: String, data_dir: PathBuf) -> anyhow::Result<()> {
-    // A fresh admin token per run for the report and kill switch (only its sha256 is configured).
-    let admin_token = uuid::Uuid::new_v4().simple().to_string();
-    let text = format!(
-        "listen = {listen:?}\npublic_url = \"http://{listen}\"\n[storage]\npath = {db:?}\n[cors]\nallowed_origins = [\"*\"]\n[[admin_tokens]]\nname = \"demo\"\nsha256 = \"{hash}\"\n",
-        db = data_dir.join("demo.db").display().to_string(),
-        hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(admin_token.as_bytes())),
-    );
-    let config = Config::from_toml_str(&text, "(demo defaults)", &BTreeMap::new())?;
-    let base = config.public_base().to_owned();
-    let state = server::build_state(config, AuthMode::InsecureDisabled).await?;
-    let requests_dir = data_dir.join("demo");
-    std::fs::create_dir_all(&requests_dir)?;
-    let now = chrono::Utc::now();
-    let mut written = Vec::new();
-    for (name, what, json) in bedside::demo::PATIENTS {
-        let request = bedside::demo::patient_request(json, now)?;
-        let path = requests_dir.join(format!("{name}.json"));
-        std::fs::write(&path, serde_json::to_vec_pretty(&request)?)?;
-        written.push((name, what, path));
-    }
-    let state_services: Vec<(String, String)> = state
-        .runtime()
-        .services
-        .iter()
-        .map(|s| (s.id().to_owned(), s.hook().to_owned()))
-        .collect();
-    let running = server::start(state)?;
-    println!("\nbedside demo is running (client authentication OFF; synthetic data only).\n");
-    println!("  Discovery:       {base}/cds-services");
-    for service in state_services.iter() {
-        println!(
-            "  CDS service:     {base}/cds-services/{}   (hook: {})",
-            service.0, service.1
-        );
-    }
-    println!("  Model cards:     {base}/models/deterioration/3.0.0/model-card, {base}/models/{{sepsis,aki}}/2.0.0/model-card");
-    println!("  Report:          curl -H 'Authorization: Bearer {admin_token}' '{base}/admin/report?format=html'");
-    println!("  CDS Hooks sandbox: add {base}/cds-services as a CDS service (CORS is open).\n");
-    println!("Demo patients (times shifted to now), ready to post:");
-    for (name, what, path) in &written {
-        println!("  {name:<14} {what}\n                 {}", path.display());
-    }
-    let (_, _, first) = &written[0];
-    println!("\nTry it — this returns a card scored by the TorchScript model:\n");
-    println!(
-        "  curl -s -X POST {base}/cds-services/deterioration -H 'Content-Type: application/json' --data @{} | python3 -m json.tool\n",
-        first.display()
-    );
-    println!("Press Ctrl-C to stop.");
-    running.server.await?;
     Ok(())
 }

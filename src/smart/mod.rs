@@ -11,7 +11,7 @@
 
 pub mod app;
 pub mod backend;
-mod chart;
+pub mod chart;
 mod cookie;
 mod discovery;
 mod error;

@@ -1,8 +1,16 @@
-//! The demo: synthetic patients embedded in the binary, their times moved to "now".
+//! The demo: synthetic patients embedded in the binary, their times moved to "now", and the
+//! demo EHR that `bedside demo` runs beside the gateway ([`run`]).
 //!
 //! Fixture observations are stored at fixed times; the model scores the 48 h before the
 //! moment of the call, so the demo (and tests) shift every timestamp so that the newest
 //! observation is a few minutes old.
+
+pub mod authz;
+pub mod client;
+pub mod ehr;
+pub mod fhir;
+pub mod record;
+pub mod run;
 
 use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
 use serde_json::Value;
@@ -12,22 +20,22 @@ pub const PATIENTS: &[(&str, &str, &str)] = &[
     (
         "deteriorating",
         "clear deterioration over the last 12 h: warning/critical card",
-        include_str!("../tests/fixtures/patients/deteriorating.json"),
+        include_str!("../../tests/fixtures/patients/deteriorating.json"),
     ),
     (
         "early-warning",
         "subtle drift the model sees before NEWS2 does",
-        include_str!("../tests/fixtures/patients/early-warning.json"),
+        include_str!("../../tests/fixtures/patients/early-warning.json"),
     ),
     (
         "stable",
         "stable vitals: no card",
-        include_str!("../tests/fixtures/patients/stable.json"),
+        include_str!("../../tests/fixtures/patients/stable.json"),
     ),
     (
         "sparse",
         "too few observations: the service abstains",
-        include_str!("../tests/fixtures/patients/sparse.json"),
+        include_str!("../../tests/fixtures/patients/sparse.json"),
     ),
 ];
 

@@ -1,0 +1,140 @@
+//! `bedside demo`: the gateway with every shipped service and authentication on, and beside it
+//! the demo EHR ([`super::ehr`]) it trusts as a client — one command to see the whole loop.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use actix_web::{web, App, HttpServer};
+
+use super::ehr::{self, DemoEhr};
+use crate::config::Config;
+use crate::server::{self, AuthMode};
+
+/// The SMART client id bedside uses with the demo's authorization server.
+const SMART_CLIENT_ID: &str = "bedside-demo";
+
+/// Where the demo listens and keeps its database.
+pub struct DemoOptions {
+    /// The gateway's address (`127.0.0.1:8080`).
+    pub listen: String,
+    /// The demo EHR's address (`127.0.0.1:8081`).
+    pub ehr_listen: String,
+    /// The demo's SQLite database lives here.
+    pub data_dir: PathBuf,
+}
+
+/// The gateway's configuration for the demo: the demo EHR as its one trusted client (plus the
+/// public CDS Hooks sandbox), SMART launches from the EHR's FHIR base, framed by the EHR.
+fn config_text(opts: &DemoOptions, ehr_origin: &str, admin_token: &str) -> String {
+    let db = opts.data_dir.join("demo.db").display().to_string();
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        admin_token.as_bytes(),
+    ));
+    format!(
+        r#"listen = {listen:?}
+public_url = "http://{listen}"
+[storage]
+path = {db:?}
+[cors]
+allowed_origins = ["https://sandbox.cds-hooks.org"]
+[http]
+frame_ancestors = ["{ehr_origin}"]
+[smart]
+client_id = "{SMART_CLIENT_ID}"
+allowed_issuers = ["{ehr_origin}/fhir"]
+[[admin_tokens]]
+name = "demo"
+sha256 = "{hash}"
+[[clients]]
+iss = "{ehr_origin}"
+jwks_urls = ["{ehr_origin}/.well-known/jwks.json"]
+fhir_servers = ["{ehr_origin}"]
+[[clients]]
+iss = "https://sandbox.cds-hooks.org"
+jwks_urls = ["https://sandbox.cds-hooks.org/.well-known/jwks.json"]
+fhir_servers = ["https://*"]
+"#,
+        listen = opts.listen,
+    )
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.data_dir)?;
+    // The EHR's port first: the gateway's configuration names its origin.
+    let ehr_listener = std::net::TcpListener::bind(&opts.ehr_listen)?;
+    let ehr_origin = format!("http://{}", ehr_listener.local_addr()?);
+    let admin_token = uuid::Uuid::new_v4().simple().to_string();
+    let config = Config::from_toml_str(
+        &config_text(&opts, &ehr_origin, &admin_token),
+        "(demo defaults)",
+        &BTreeMap::new(),
+    )?;
+    let gateway = config.public_base().to_owned();
+    let state = server::build_state(config, AuthMode::Required).await?;
+    let services: Vec<(String, String)> = state
+        .runtime()
+        .services
+        .iter()
+        .map(|s| (s.id().to_owned(), s.hook().to_owned()))
+        .collect();
+    let running = server::start(state)?;
+    let ehr = web::Data::new(
+        DemoEhr::new(
+            &ehr_origin,
+            &gateway,
+            &admin_token,
+            SMART_CLIENT_ID,
+            &format!("{gateway}/smart/callback"),
+        )
+        .map_err(anyhow::Error::msg)?,
+    );
+    let patients = ehr.record.list();
+    let ehr_data = ehr.clone();
+    let ehr_server = HttpServer::new(move || {
+        App::new()
+            .app_data(ehr_data.clone())
+            .configure(ehr::configure)
+    })
+    .workers(2)
+    .listen(ehr_listener)?
+    .run();
+
+    println!("\nbedside demo is running — synthetic data only, client authentication ON.\n");
+    println!("  Demo EHR (open this in a browser): {ehr_origin}/");
+    println!("  Feedback report:                   {ehr_origin}/report");
+    println!("  bedside discovery:                 {gateway}/cds-services");
+    for (id, hook) in &services {
+        println!(
+            "  CDS service:                       {gateway}/cds-services/{id}   (hook: {hook})"
+        );
+    }
+    println!(
+        "  Model cards:                       {gateway}/models/deterioration/3.0.0/model-card"
+    );
+    println!("  Admin token (report, kill switch): {admin_token}");
+    println!("\n  The demo EHR signs each call with its own key (JWKS {ehr_origin}/.well-known/jwks.json),");
+    println!("  fills prefetch from its chart, serves FHIR at {ehr_origin}/fhir and runs a SMART");
+    println!(
+        "  authorization server for the app behind each card. They exist for this demo only.\n"
+    );
+    println!("Demo patients:");
+    for p in &patients {
+        println!(
+            "  {:<28} {}: {}",
+            p["id"].as_str().unwrap_or_default(),
+            p["label"].as_str().unwrap_or_default(),
+            p["what"].as_str().unwrap_or_default()
+        );
+    }
+    if let Some(first) = patients.first().and_then(|p| p["id"].as_str()) {
+        println!("\nTry it from a shell — the demo EHR calls bedside as an EHR would and prints the answer:\n");
+        println!("  curl -s -X POST {ehr_origin}/api/patients/{first}/hooks/patient-view | python3 -m json.tool\n");
+    }
+    println!("Press Ctrl-C to stop.");
+    tokio::select! {
+        r = running.server => r?,
+        r = ehr_server => r?,
+    }
+    Ok(())
+}
