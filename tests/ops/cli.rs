@@ -165,16 +165,11 @@ fn a_manifest_that_disagrees_with_the_model_stops_start_up() {
 #[tokio::test]
 async fn the_demo_prints_a_curl_that_returns_a_model_card() {
     let dir = tempfile::tempdir().unwrap();
-    let port = crate::common::process::free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", crate::common::process::free_port());
+    let ehr_listen = format!("127.0.0.1:{}", crate::common::process::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
-        .args([
-            "demo",
-            "--listen",
-            &listen,
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ])
+        .args(["demo", "--listen", &listen, "--ehr-listen", &ehr_listen])
+        .args(["--data-dir", dir.path().to_str().unwrap()])
         .current_dir(repo())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -188,44 +183,53 @@ async fn the_demo_prints_a_curl_that_returns_a_model_card() {
         }
     });
     let started = Instant::now();
-    let mut curl = None;
+    let (mut curl, mut printed) = (None, String::new());
     while started.elapsed() < Duration::from_secs(60) {
         match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(line) if line.trim_start().starts_with("curl ") => curl = Some(line),
             Ok(line) if line.contains("Press Ctrl-C") => break,
-            Ok(_) | Err(_) => {}
+            Ok(line) => {
+                if line.trim_start().starts_with("curl ") {
+                    curl = Some(line.clone());
+                }
+                printed.push_str(&line);
+                printed.push('\n');
+            }
+            Err(_) => {}
         }
     }
+    // It says where to point a browser, and that authentication is on.
+    assert!(
+        printed.contains(&format!("http://{ehr_listen}/")) && printed.contains("authentication ON"),
+        "{printed}"
+    );
     let curl = curl.expect("the demo printed a curl command");
-    let data = curl
-        .split("--data @")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
     let url = curl
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap()
         .to_owned();
-    assert_eq!(url, format!("http://{listen}/cds-services/deterioration"));
-    let body = std::fs::read(&data).unwrap();
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    assert!(
+        url.starts_with(&format!("http://{ehr_listen}/api/patients/"))
+            && url.ends_with("/hooks/patient-view"),
+        "{url}"
+    );
+    // The demo EHR calls bedside with a signed JWT; bedside itself refuses an unsigned call.
+    let http = reqwest::Client::new();
+    let resp = http.post(&url).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let json: serde_json::Value = resp.json().await.unwrap();
-    let card = &json["cards"][0];
+    let call = json["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "deterioration")
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(call["status"], 200, "{json}");
+    let card = &call["cards"][0];
     assert!(
         card["summary"]
             .as_str()
-            .unwrap()
+            .unwrap_or_default()
             .contains("deterioration v3.0.0"),
         "{json}"
     );
@@ -233,6 +237,13 @@ async fn the_demo_prints_a_curl_that_returns_a_model_card() {
         ["warning", "critical"].contains(&card["indicator"].as_str().unwrap()),
         "{json}"
     );
+    let unsigned = http
+        .post(format!("http://{listen}/cds-services/deterioration"))
+        .json(&serde_json::json!({"hook": "patient-view", "hookInstance": "x", "context": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status().as_u16(), 401);
     let _ = child.kill();
     let _ = child.wait();
 }

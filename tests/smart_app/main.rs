@@ -5,5 +5,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod demo_ehr;
 mod smart_backend;
 mod smart_launch;
