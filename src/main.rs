@@ -42,6 +42,12 @@ enum Command {
         /// Where the demo keeps its database.
         #[arg(long, default_value = ".bedside")]
         data_dir: PathBuf,
+        /// Models to load (put a model of your own here, `status = "shadow"`, to try it).
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+        /// CDS service definitions.
+        #[arg(long, default_value = "cds-services")]
+        services_dir: PathBuf,
     },
     /// Validate a configuration, its services and models (loads every model), then exit.
     Check {
@@ -87,11 +93,15 @@ fn main() -> ExitCode {
                 listen,
                 ehr_listen,
                 data_dir,
+                models_dir,
+                services_dir,
             } => {
                 bedside::demo::run::run(bedside::demo::run::DemoOptions {
                     listen,
                     ehr_listen,
                     data_dir,
+                    models_dir,
+                    services_dir,
                 })
                 .await
             }

@@ -21,6 +21,10 @@ pub struct DemoOptions {
     pub ehr_listen: String,
     /// The demo's SQLite database lives here.
     pub data_dir: PathBuf,
+    /// Models to load (default `models`): where a model of your own is tried in shadow.
+    pub models_dir: PathBuf,
+    /// Service definitions (default `cds-services`).
+    pub services_dir: PathBuf,
 }
 
 /// The gateway's configuration for the demo: the demo EHR as its one trusted client (plus the
@@ -33,6 +37,8 @@ fn config_text(opts: &DemoOptions, ehr_origin: &str, admin_token: &str) -> Strin
     format!(
         r#"listen = {listen:?}
 public_url = "http://{listen}"
+models_dir = {models:?}
+services_dir = {services:?}
 [storage]
 path = {db:?}
 [cors]
@@ -55,6 +61,8 @@ jwks_urls = ["https://sandbox.cds-hooks.org/.well-known/jwks.json"]
 fhir_servers = ["https://*"]
 "#,
         listen = opts.listen,
+        models = opts.models_dir.display().to_string(),
+        services = opts.services_dir.display().to_string(),
     )
 }
 
