@@ -111,7 +111,7 @@ async fn smart_configuration(ehr: web::Data<DemoEhr>) -> HttpResponse {
 }
 
 /// The grant of the request's bearer token, or the 401 to answer.
-fn authorized(ehr: &DemoEhr, req: &HttpRequest) -> Result<super::authz::Grant, HttpResponse> {
+fn authorized(ehr: &DemoEhr, req: &HttpRequest) -> Result<super::authz::Grant, Box<HttpResponse>> {
     let token = req
         .headers()
         .get("Authorization")
@@ -119,11 +119,11 @@ fn authorized(ehr: &DemoEhr, req: &HttpRequest) -> Result<super::authz::Grant, H
         .and_then(|v| v.strip_prefix("Bearer "));
     match token.and_then(|t| ehr.authz.grant(t.trim())) {
         Some(grant) => Ok(grant),
-        None => Err(outcome(
+        None => Err(Box::new(outcome(
             401,
             "login",
             "a bearer token issued by the demo EHR is required",
-        )),
+        ))),
     }
 }
 
@@ -134,7 +134,7 @@ async fn read(
 ) -> HttpResponse {
     let grant = match authorized(&ehr, &req) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (resource_type, id) = path.into_inner();
     if !TYPES.contains(&resource_type.as_str()) {
@@ -165,7 +165,7 @@ async fn search(
 ) -> HttpResponse {
     let grant = match authorized(&ehr, &req) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let resource_type = path.into_inner();
     if !TYPES.contains(&resource_type.as_str()) {

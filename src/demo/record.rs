@@ -388,14 +388,14 @@ mod tests {
             .drafts(&id)
             .iter()
             .all(|r| r["resourceType"] != "ServiceRequest"));
-        let applied = record.apply(&id, &[create.clone()]).unwrap();
+        let applied = record.apply(&id, std::slice::from_ref(&create)).unwrap();
         assert_eq!(applied[0].resource_type, "ServiceRequest");
         assert!(record
             .drafts(&id)
             .iter()
             .any(|r| r["id"] == applied[0].id.as_str()));
         for _ in 1..MAX_CREATED {
-            record.apply(&id, &[create.clone()]).unwrap();
+            record.apply(&id, std::slice::from_ref(&create)).unwrap();
         }
         assert!(matches!(
             record.apply(&id, &[create]),
