@@ -119,7 +119,7 @@ impl Prober<'_> {
                 entries
                     .into_iter()
                     .filter(|r| r["resourceType"] == "Encounter")
-                    .max_by_key(|r| effective(r))
+                    .max_by_key(effective)
                     .and_then(|r| r["id"].as_str().map(str::to_owned))
             }
             Err(e) => {
