@@ -24,7 +24,7 @@ for rank, name, modules in [
     (2, "data/compute", ["fhir", "features", "inference"]),
     (3, "policy", ["services", "cards"]),
     (4, "HTTP edges", ["http", "hooks", "smart", "api", "admin"]),
-    (5, "composition root and tools", ["server", "config", "main", "demo", "conformance", "fuzz_targets", "lib"]),
+    (5, "composition root and tools", ["server", "config", "main", "demo", "conformance", "probe", "fuzz_targets", "lib"]),
 ]:
     for m in modules:
         LAYERS[m] = (rank, name)

@@ -21,6 +21,7 @@ pub mod html;
 pub mod http;
 pub mod inference;
 pub mod metrics;
+pub mod probe;
 pub mod report;
 pub mod server;
 pub mod services;

@@ -1,4 +1,4 @@
-//! `bedside` command line: `serve`, `demo`, `check`.
+//! `bedside` command line: `serve`, `demo`, `check`, `conformance`, `report`, `probe`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +68,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check an EHR's (sandbox) FHIR server for bedside's services with one test patient:
+    /// CapabilityStatement, every prefetch query as an EHR fills it (status, paging, `_sort`,
+    /// `_count`), recognised codes, data density, and whether each model would score or
+    /// abstain. Exit 0 ok, 1 warnings, 2 errors.
+    Probe(bedside::probe::Options),
 }
 
 fn main() -> ExitCode {
@@ -88,35 +93,56 @@ fn main() -> ExitCode {
             Command::Serve {
                 config,
                 insecure_no_auth,
-            } => serve(config, insecure_no_auth).await,
+            } => serve(config, insecure_no_auth).await.map(done),
             Command::Demo {
                 listen,
                 ehr_listen,
                 data_dir,
                 models_dir,
                 services_dir,
-            } => {
-                bedside::demo::run::run(bedside::demo::run::DemoOptions {
-                    listen,
-                    ehr_listen,
-                    data_dir,
-                    models_dir,
-                    services_dir,
-                })
-                .await
-            }
-            Command::Check { config } => check(config).await,
-            Command::Conformance(options) => conformance(options).await,
-            Command::Report { config, json } => report(config, json).await,
+            } => bedside::demo::run::run(bedside::demo::run::DemoOptions {
+                listen,
+                ehr_listen,
+                data_dir,
+                models_dir,
+                services_dir,
+            })
+            .await
+            .map(done),
+            Command::Check { config } => check(config).await.map(done),
+            Command::Conformance(options) => conformance(options).await.map(done),
+            Command::Report { config, json } => report(config, json).await.map(done),
+            Command::Probe(options) => probe(options).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn done(_: ()) -> ExitCode {
+    ExitCode::SUCCESS
+}
+
+/// `bedside probe`: prints the report; the exit status is its severity (0 ok, 1 warning,
+/// 2 error). An unreachable server is also said on stderr.
+async fn probe(options: bedside::probe::Options) -> anyhow::Result<ExitCode> {
+    let report = bedside::probe::run(&options).await?;
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", bedside::probe::report::text(&report));
+    }
+    if !report.capability.reachable {
+        if let Some(e) = &report.capability.error {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(ExitCode::from(report.severity.exit_code()))
 }
 
 async fn conformance(options: bedside::conformance::Options) -> anyhow::Result<()> {

@@ -305,7 +305,18 @@ impl FhirServer<'_> {
     /// (`Patient/123`) gives one page holding the resource; a search
     /// (`Observation?patient=123&_count=100`) gives every page up to the resource cap.
     pub async fn fetch(&self, relative: &str) -> Result<Fetched, FhirError> {
-        let result = self.fetch_inner(relative).await;
+        let result = self.fetch_inner(relative, true).await;
+        if let Err(e) = &result {
+            self.client.metrics.failed(e);
+        }
+        result
+    }
+
+    /// Fetches only the first page of a search (its `next` link is not followed): for a
+    /// look-up that wants the newest match (`_sort=-date&_count=1`) and must not page through
+    /// everything when a server ignores `_sort` or `_count` (`bedside probe`).
+    pub async fn fetch_first_page(&self, relative: &str) -> Result<Fetched, FhirError> {
+        let result = self.fetch_inner(relative, false).await;
         if let Err(e) = &result {
             self.client.metrics.failed(e);
         }
@@ -324,7 +335,7 @@ impl FhirServer<'_> {
             .map_err(FhirError::NotFhir)
     }
 
-    async fn fetch_inner(&self, relative: &str) -> Result<Fetched, FhirError> {
+    async fn fetch_inner(&self, relative: &str, follow: bool) -> Result<Fetched, FhirError> {
         let settings = &self.client.settings;
         let url = self.resolve(relative)?;
         let mut budget = PageBudget::new(settings);
@@ -337,6 +348,9 @@ impl FhirServer<'_> {
         let first = budget.took(first)?;
         let mut fetched = Fetched::default();
         let mut next = self.take_page(first, &mut fetched, true)?;
+        if !follow {
+            next = None;
+        }
         while let Some(link) = next {
             if fetched.matches + fetched.includes >= settings.max_resources {
                 fetched.truncated = true;

@@ -10,3 +10,4 @@ mod conformance;
 mod faults;
 mod fuzz_bounded;
 mod fuzz_corpus;
+mod probe;
