@@ -6,6 +6,7 @@
 mod common;
 
 mod baselines_parity;
+mod byo;
 mod explanations;
 mod feature_parity;
 mod inference;
