@@ -58,7 +58,14 @@ async fn metadata(ehr: web::Data<DemoEhr>) -> HttpResponse {
     let params = |names: &[&str]| -> Vec<Value> {
         names
             .iter()
-            .map(|n| json!({"name": n, "type": if *n == "patient" || *n == "subject" { "reference" } else { "token" }}))
+            .map(|n| {
+                let kind = match *n {
+                    "patient" | "subject" => "reference",
+                    "date" => "date",
+                    _ => "token",
+                };
+                json!({"name": n, "type": kind})
+            })
             .collect()
     };
     let resources: Vec<Value> = TYPES
@@ -69,8 +76,9 @@ async fn metadata(ehr: web::Data<DemoEhr>) -> HttpResponse {
                 "interaction": [{"code": "read"}, {"code": "search-type"}],
                 "searchParam": match *t {
                     "Patient" => params(&["_id"]),
-                    "Observation" => params(&["patient", "subject", "category", "code"]),
+                    "Observation" => params(&["patient", "subject", "category", "code", "date"]),
                     "Condition" => params(&["patient", "subject", "clinical-status"]),
+                    "Encounter" => params(&["patient", "subject", "status", "date"]),
                     _ => params(&["patient", "subject", "status"]),
                 },
             })

@@ -147,6 +147,20 @@ impl Terminology {
         self.concepts.get(name)
     }
 
+    /// The concept a LOINC code carries (itself, or as a score read as its answers), if any:
+    /// tells "known, but not an input of this model" from "unknown" (`bedside probe`).
+    pub fn concept_for_loinc(&self, code: &str) -> Option<&str> {
+        self.concepts
+            .iter()
+            .find(|(_, c)| {
+                c.loinc.iter().any(|l| l == code)
+                    || c.from_gcs
+                        .as_ref()
+                        .is_some_and(|g| g.loinc.iter().any(|l| l == code))
+            })
+            .map(|(name, _)| name.as_str())
+    }
+
     /// Which system a `Coding.system` / `Quantity.system` URI names, whatever its spelling.
     pub fn system(&self, uri: &str) -> Option<System> {
         self.systems.get(uri.trim()).copied()

@@ -32,6 +32,9 @@ pub struct TerminologyReport {
     pub recognised: BTreeMap<String, usize>,
     /// Observations (of the input keys) the model cannot read, grouped by code, unit and why.
     pub unrecognised: Vec<Unrecognised>,
+    /// Observations of a concept the terminology map knows but this model does not use (per
+    /// concept): not a problem, said so that they are not mistaken for unknown codes.
+    pub not_used: BTreeMap<String, usize>,
 }
 
 /// A group of Observations the model cannot read.
@@ -41,7 +44,8 @@ pub struct Unrecognised {
     pub code: String,
     /// `valueQuantity.code` (or `.unit`), when the value is a quantity.
     pub unit: Option<String>,
-    /// `no feature reads this code`, or the extraction's reason (an unknown unit…).
+    /// `no concept in the terminology map reads this code`, or the extraction's reason (an
+    /// unknown unit…).
     pub reason: String,
     pub count: usize,
 }
@@ -200,10 +204,15 @@ pub fn terminology(spec: &FeatureSpec, observations: &[ObservationView<'_>]) -> 
         }
     }
     let mut groups: BTreeMap<(String, Option<String>, String), usize> = BTreeMap::new();
+    let mut not_used: BTreeMap<String, usize> = BTreeMap::new();
     for obs in observations {
         let (found, rejected) = measurements(spec, std::slice::from_ref(obs));
         let reason = if found.is_empty() && rejected.is_empty() {
-            "no feature reads this code"
+            if let Some(concept) = known_concept(obs) {
+                *not_used.entry(concept.to_owned()).or_default() += 1;
+                continue;
+            }
+            "no concept in the terminology map reads this code"
         } else if let Some(r) = rejected
             .iter()
             .find(|r| TERMINOLOGY_REASONS.contains(&r.reason))
@@ -218,6 +227,7 @@ pub fn terminology(spec: &FeatureSpec, observations: &[ObservationView<'_>]) -> 
     }
     TerminologyReport {
         recognised,
+        not_used,
         unrecognised: groups
             .into_iter()
             .map(|((code, unit, reason), count)| Unrecognised {
@@ -228,6 +238,26 @@ pub fn terminology(spec: &FeatureSpec, observations: &[ObservationView<'_>]) -> 
             })
             .collect(),
     }
+}
+
+/// The terminology concept one of the Observation's LOINC codings (or its components') carries.
+fn known_concept(obs: &ObservationView<'_>) -> Option<&'static str> {
+    let map = crate::features::terminology::terminology();
+    let codeable = obs
+        .code
+        .iter()
+        .chain(obs.component.iter().filter_map(|c| c.code.as_ref()));
+    codeable
+        .flat_map(|c| c.coding.iter())
+        .filter(|c| {
+            c.system.as_deref().and_then(|s| map.system(s))
+                == Some(crate::features::terminology::System::Loinc)
+        })
+        .find_map(|c| {
+            c.code
+                .as_deref()
+                .and_then(|code| map.concept_for_loinc(code))
+        })
 }
 
 fn code_of(obs: &ObservationView<'_>) -> String {
@@ -272,7 +302,8 @@ mod tests {
             )
         };
         let bundle = format!(
-            r#"{{"resourceType":"Bundle","type":"searchset","entry":[{},{},{},{}]}}"#,
+            r#"{{"resourceType":"Bundle","type":"searchset","entry":[{},{},{},{},{}]}}"#,
+            obs("e", "9279-1", "/min"),
             obs("a", "8867-4", "/min"),
             obs("b", "8867-4", "kg"),
             obs("c", "29463-7", "kg"),
@@ -282,6 +313,13 @@ mod tests {
         let projected = projection::observations(&raw).unwrap();
         let t = terminology(&spec, &projected.observations);
         assert_eq!(t.recognised.get("heart_rate"), Some(&1));
+        // Respiratory rate: known to the terminology map, just not an input of this spec.
+        assert_eq!(
+            t.not_used.get("respiratory_rate"),
+            Some(&1),
+            "{:?}",
+            t.not_used
+        );
         assert_eq!(t.unrecognised.len(), 2, "{:?}", t.unrecognised);
         let weight = t
             .unrecognised
@@ -289,7 +327,10 @@ mod tests {
             .find(|u| u.code == "http://loinc.org|29463-7")
             .unwrap();
         assert_eq!((weight.count, weight.unit.as_deref()), (2, Some("kg")));
-        assert_eq!(weight.reason, "no feature reads this code");
+        assert_eq!(
+            weight.reason,
+            "no concept in the terminology map reads this code"
+        );
         let bad_unit = t
             .unrecognised
             .iter()

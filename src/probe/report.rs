@@ -14,7 +14,8 @@
 //!                           outcome_issues: [{severity, code, diagnostics}], resources, pages,
 //!                           page_sizes, sort_honoured, count_honoured, ms, severity}],
 //!                terminology: { recognised: {<channel>: n},
-//!                               unrecognised: [{code, unit, reason, count}] },
+//!                               unrecognised: [{code, unit, reason, count}],
+//!                               not_used: {concept: count} },
 //!                density: { window_hours, channels: {<channel>: {in_window, newest_age_minutes}},
 //!                           used, dropped: {<reason>: n}, newest_age_minutes },
 //!                verdict: "would-score" | "would-abstain" | "cannot-run", reasons: [...],
@@ -280,6 +281,19 @@ fn service_text(out: &mut String, s: &ServiceReport) {
                 recognised.join(", ")
             }
         );
+        if !s.terminology.not_used.is_empty() {
+            let not_used: Vec<String> = s
+                .terminology
+                .not_used
+                .iter()
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  known, not used by this model: {}",
+                not_used.join(", ")
+            );
+        }
         for u in &s.terminology.unrecognised {
             let unit = u
                 .unit
