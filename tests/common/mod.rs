@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cohort;
+pub mod demo;
 pub mod fhir_server;
 pub mod postgres;
 pub mod process;

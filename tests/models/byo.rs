@@ -4,27 +4,17 @@
 //! --models-dir` scores it beside the active version on every patient-view; the feedback report
 //! counts its predictions and its agreement with the active version.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{self, repo};
+use crate::common::demo::Demo;
+use crate::common::repo;
 
 const VERSION: &str = "9.0.0-byo";
 const PATIENTS: [&str; 3] = ["demo-deteriorating", "demo-early-warning", "demo-stable"];
-
-/// A running `bedside demo`, killed on drop.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn byo_example(out: &Path) -> String {
     let repo = repo();
@@ -119,57 +109,10 @@ async fn a_model_of_your_own_runs_in_shadow_and_shows_its_agreement_in_the_repor
     assert!(stdout.contains("configuration ok"), "{stdout}");
 
     // 3. The demo with these models: patient-view through the demo EHR.
-    let listen = format!("127.0.0.1:{}", common::process::free_port());
-    let ehr_listen = format!("127.0.0.1:{}", common::process::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
-        .args(["demo", "--listen", &listen, "--ehr-listen", &ehr_listen])
-        .arg("--data-dir")
-        .arg(dir.path().join("demo-data"))
-        .arg("--models-dir")
-        .arg(&models)
-        .current_dir(repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap());
-    let _demo = Demo(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    let mut admin_token = None;
-    loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "the demo did not start"
-        );
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(line) if line.contains("Press Ctrl-C") => break,
-            Ok(line) if line.contains("Admin token") => {
-                admin_token = line.split_whitespace().last().map(str::to_owned)
-            }
-            _ => {}
-        }
-    }
-    let admin_token = admin_token.expect("the demo printed its admin token");
+    let demo = Demo::start(&["--models-dir".into(), models.clone().into_os_string()]);
     let http = reqwest::Client::new();
     for patient in PATIENTS {
-        let answer: Value = http
-            .post(format!(
-                "http://{ehr_listen}/api/patients/{patient}/hooks/patient-view"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = demo.fire(patient, "patient-view").await;
         let deterioration = answer["calls"]
             .as_array()
             .unwrap()
@@ -184,17 +127,7 @@ async fn a_model_of_your_own_runs_in_shadow_and_shows_its_agreement_in_the_repor
     // 4. The report: shadow scores are recorded after each answer, so poll.
     let until = Instant::now() + Duration::from_secs(20);
     let report = loop {
-        let report: Value = http
-            .get(format!("http://{listen}/admin/report"))
-            .bearer_auth(&admin_token)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let report = demo.report().await;
         let done = shadow_row(&report)
             .is_some_and(|r| r["predictions"].as_u64() == Some(PATIENTS.len() as u64));
         if done || Instant::now() > until {
@@ -226,7 +159,7 @@ async fn a_model_of_your_own_runs_in_shadow_and_shows_its_agreement_in_the_repor
 
     // The demo EHR's HTML report says the same in words.
     let html = http
-        .get(format!("http://{ehr_listen}/report"))
+        .get(format!("{}/report", demo.ehr))
         .send()
         .await
         .unwrap()

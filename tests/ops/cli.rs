@@ -2,10 +2,8 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use crate::common::{config_text, copy_models, repo, GatewayOptions};
 
@@ -164,39 +162,13 @@ fn a_manifest_that_disagrees_with_the_model_stops_start_up() {
 
 #[tokio::test]
 async fn the_demo_prints_a_curl_that_returns_a_model_card() {
-    let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", crate::common::process::free_port());
-    let ehr_listen = format!("127.0.0.1:{}", crate::common::process::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
-        .args(["demo", "--listen", &listen, "--ehr-listen", &ehr_listen])
-        .args(["--data-dir", dir.path().to_str().unwrap()])
-        .current_dir(repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let started = Instant::now();
-    let (mut curl, mut printed) = (None, String::new());
-    while started.elapsed() < Duration::from_secs(60) {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(line) if line.contains("Press Ctrl-C") => break,
-            Ok(line) => {
-                if line.trim_start().starts_with("curl ") {
-                    curl = Some(line.clone());
-                }
-                printed.push_str(&line);
-                printed.push('\n');
-            }
-            Err(_) => {}
-        }
-    }
+    let demo = crate::common::demo::Demo::start(&[]);
+    let printed = &demo.printed;
+    let ehr_listen = demo.ehr.trim_start_matches("http://");
+    let curl = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("curl "))
+        .map(str::to_owned);
     // It says where to point a browser, and that authentication is on.
     assert!(
         printed.contains(&format!("http://{ehr_listen}/")) && printed.contains("authentication ON"),
@@ -238,14 +210,12 @@ async fn the_demo_prints_a_curl_that_returns_a_model_card() {
         "{json}"
     );
     let unsigned = http
-        .post(format!("http://{listen}/cds-services/deterioration"))
+        .post(format!("{}/cds-services/deterioration", demo.gateway))
         .json(&serde_json::json!({"hook": "patient-view", "hookInstance": "x", "context": {}}))
         .send()
         .await
         .unwrap();
     assert_eq!(unsigned.status().as_u16(), 401);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]

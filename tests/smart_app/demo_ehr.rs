@@ -6,88 +6,12 @@
 //! Screenshots go to `target/demo-screenshots/`; with `BEDSIDE_UPDATE_SCREENSHOTS=1` also to
 //! `smart-launch/screenshots/` (the README's, committed).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
+use crate::common::demo::Demo;
 use crate::common::{self, repo};
-
-/// A running `bedside demo`, killed on drop.
-struct Demo {
-    gateway: String,
-    ehr: String,
-    admin_token: String,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Demo {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let listen = format!("127.0.0.1:{}", common::process::free_port());
-        let ehr_listen = format!("127.0.0.1:{}", common::process::free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
-            .args(["demo", "--listen", &listen, "--ehr-listen", &ehr_listen])
-            .args(["--data-dir", dir.path().to_str().unwrap()])
-            .current_dir(repo())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let started = Instant::now();
-        let mut admin_token = None;
-        loop {
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "the demo did not start"
-            );
-            match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(line) if line.contains("Press Ctrl-C") => break,
-                Ok(line) if line.contains("Admin token") => {
-                    admin_token = line.split_whitespace().last().map(str::to_owned)
-                }
-                _ => {}
-            }
-        }
-        Self {
-            gateway: format!("http://{listen}"),
-            ehr: format!("http://{ehr_listen}"),
-            admin_token: admin_token.expect("the demo printed its admin token"),
-            child,
-            _dir: dir,
-        }
-    }
-
-    async fn report(&self) -> Value {
-        reqwest::Client::new()
-            .get(format!("{}/admin/report", self.gateway))
-            .bearer_auth(&self.admin_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
 
 fn row<'a>(report: &'a Value, service: &str) -> &'a Value {
     report["services"]
@@ -100,7 +24,7 @@ fn row<'a>(report: &'a Value, service: &str) -> &'a Value {
 
 #[tokio::test]
 async fn the_demo_ehr_runs_the_whole_loop_in_a_browser() {
-    let demo = Demo::start();
+    let demo = Demo::start(&[]);
     let shots = repo().join("target/demo-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let args = json!({
@@ -217,7 +141,7 @@ fn pkce() -> (String, String) {
 
 #[tokio::test]
 async fn the_demo_authorization_server_and_fhir_facade_refuse_what_an_ehr_would() {
-    let demo = Demo::start();
+    let demo = Demo::start(&[]);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
