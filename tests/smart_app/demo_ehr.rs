@@ -108,6 +108,11 @@ async fn the_demo_ehr_runs_the_whole_loop_in_a_browser() {
         deterioration["overridden"].as_u64().unwrap() >= 1,
         "{deterioration}"
     );
+    // The app's "agree" landed in the same report.
+    assert!(
+        deterioration["accepted"].as_u64().unwrap() >= 1,
+        "{deterioration}"
+    );
     assert_eq!(
         deterioration["override_reasons"]
             .as_object()
