@@ -362,6 +362,20 @@ pub struct RawInference {
     pub max_wait: Duration,
     #[serde(default)]
     pub models: BTreeMap<String, RawModelOverrides>,
+    /// Public keys (ed25519) whose signatures models must carry (`bedside sign`); none: model
+    /// signatures are not checked.
+    #[serde(default)]
+    pub trusted_keys: Vec<RawTrustedKey>,
+}
+
+/// One `[[inference.trusted_keys]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrustedKey {
+    /// The id signatures name (`bedside sign --key-id`).
+    pub id: String,
+    /// Base64 of the raw 32-byte ed25519 public key (`bedside keygen` prints it).
+    pub public_key: String,
 }
 impl Default for RawInference {
     fn default() -> Self {
@@ -372,6 +386,7 @@ impl Default for RawInference {
             max_batch: default_max_batch(),
             max_wait: default_max_wait(),
             models: BTreeMap::new(),
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -1197,10 +1212,28 @@ fn validate_inference(raw: &RawInference, errors: &mut ConfigErrors) -> Option<I
         positive(errors, &key("max_batch"), settings.max_batch);
         models.insert(name.clone(), settings);
     }
+    let mut trusted_keys: Vec<crate::inference::signature::TrustedKey> = Vec::new();
+    for (i, k) in raw.trusted_keys.iter().enumerate() {
+        let key = format!("inference.trusted_keys[{i}]");
+        if k.id.trim().is_empty() {
+            errors.push(format!("{key}.id"), "must not be empty");
+        }
+        if trusted_keys.iter().any(|t| t.id == k.id) {
+            errors.push(format!("{key}.id"), format!("`{}` is listed twice", k.id));
+        }
+        match crate::inference::signature::parse_public_key(&k.public_key) {
+            Ok(public_key) => trusted_keys.push(crate::inference::signature::TrustedKey {
+                id: k.id.clone(),
+                public_key,
+            }),
+            Err(e) => errors.push(format!("{key}.public_key"), e),
+        }
+    }
     Some(InferenceSettings {
         threads: raw.threads,
         defaults,
         models,
+        trusted_keys,
     })
 }
 

@@ -1,4 +1,4 @@
-//! `bedside` command line: `serve`, `demo`, `check`, `conformance`, `report`, `probe`.
+//! `bedside` command line: `serve`, `demo`, `check`, `conformance`, `report`, `probe`, `keygen`, `sign`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +58,28 @@ enum Command {
     /// check, `N passed, N failed`, exit 1 on any failure. The deployment must trust this
     /// runner as a client (`--iss`, JWKS served at `--jwks-listen`; test keys only).
     Conformance(bedside::conformance::Options),
+    /// Make an ed25519 key for signing models: the private key (PKCS#8) goes to `--out`
+    /// (keep it offline), the public key is printed for `[[inference.trusted_keys]]`.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+        /// The id signatures will name.
+        #[arg(long, default_value = "site")]
+        key_id: String,
+    },
+    /// Sign model versions (`models/<name>/<version>/`): writes `manifest.sig` over the
+    /// manifest (which holds the model file's sha256) and its feature spec.
+    Sign {
+        /// The PKCS#8 key `bedside keygen` wrote.
+        #[arg(long)]
+        key: PathBuf,
+        /// The id of the key, as listed in `[[inference.trusted_keys]]`.
+        #[arg(long, default_value = "site")]
+        key_id: String,
+        /// Model version folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
     /// Print the feedback-analytics report (per service and model version: cards shown,
     /// acceptance and override rates by reason, suggestions accepted, suppressed/abstained,
     /// alerts per patient-day, shadow vs active agreement) from the configured store.
@@ -113,6 +135,8 @@ fn main() -> ExitCode {
             Command::Conformance(options) => conformance(options).await.map(done),
             Command::Report { config, json } => report(config, json).await.map(done),
             Command::Probe(options) => probe(options).await,
+            Command::Keygen { out, key_id } => keygen(&out, &key_id).map(done),
+            Command::Sign { key, key_id, dirs } => sign(&key, &key_id, &dirs).map(done),
         }
     });
     match result {
@@ -122,6 +146,43 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn keygen(out: &std::path::Path, key_id: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (pkcs8, public) =
+        bedside::inference::signature::generate_key().map_err(anyhow::Error::msg)?;
+    // Never overwrite a key; readable by its owner only.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    file.write_all(&pkcs8)?;
+    println!("private key (PKCS#8, keep it offline): {}", out.display());
+    println!(
+        "add to the gateway's configuration:
+"
+    );
+    println!(
+        "[[inference.trusted_keys]]
+id = \"{key_id}\"
+public_key = \"{public}\""
+    );
+    Ok(())
+}
+
+fn sign(key: &std::path::Path, key_id: &str, dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let pkcs8 =
+        std::fs::read(key).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", key.display()))?;
+    for dir in dirs {
+        let path = bedside::inference::signature::sign_version(dir, key_id, &pkcs8)
+            .map_err(anyhow::Error::msg)?;
+        println!("signed {} (key {key_id})", path.display());
+    }
+    Ok(())
 }
 
 fn done(_: ()) -> ExitCode {

@@ -43,6 +43,12 @@ pub enum LoadError {
         version: String,
         message: String,
     },
+    #[error("model {name} {version}: signature refused: {message}")]
+    Signature {
+        name: String,
+        version: String,
+        message: String,
+    },
     #[error("model {name} {version} is configured twice")]
     Duplicate { name: String, version: String },
 }

@@ -14,6 +14,7 @@ pub mod oip;
 mod registry;
 mod remote;
 pub mod settings;
+pub mod signature;
 mod worker;
 
 pub use device::{cuda_is_available, select_device};

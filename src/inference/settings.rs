@@ -16,6 +16,8 @@ pub struct InferenceSettings {
     pub defaults: ModelSettings,
     /// Per model name.
     pub models: BTreeMap<String, ModelSettings>,
+    /// Keys whose signatures models must carry ([`super::signature`]); empty: not checked.
+    pub trusted_keys: Vec<super::signature::TrustedKey>,
 }
 
 /// How one model is served.
@@ -44,6 +46,7 @@ impl InferenceSettings {
                 max_wait: Duration::ZERO,
             },
             models: BTreeMap::new(),
+            trusted_keys: Vec::new(),
         }
     }
 }

@@ -11,6 +11,7 @@ use futures_util::future::join_all;
 
 fn settings(max_batch: usize, max_wait_ms: u64, queue_capacity: usize) -> InferenceSettings {
     InferenceSettings {
+        trusted_keys: Vec::new(),
         threads: 0,
         defaults: ModelSettings {
             device: DevicePreference::Cpu,

@@ -302,3 +302,107 @@ async fn a_full_database_answers_feedback_503_and_keeps_every_acknowledged_item(
     assert_eq!(store.feedback_count().await.unwrap(), acknowledged as i64);
     store.close().await;
 }
+
+/// Runs the `bedside` binary with `args`; (success, stdout + stderr).
+fn bedside_cli(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bedside"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn with_trusted_keys_only_signed_models_load_and_a_changed_manifest_is_refused_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::copy_models(dir.path());
+    // A site key: private part to a file (offline), public part printed for the configuration.
+    let key = dir.path().join("site.pk8");
+    let (ok, printed) = bedside_cli(&[
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        key.as_os_str(),
+        "--key-id".as_ref(),
+        "site-2026".as_ref(),
+    ]);
+    assert!(ok, "{printed}");
+    let trusted = &printed[printed.find("[[inference.trusted_keys]]").unwrap()..];
+    // keygen never overwrites a key.
+    let (again, _) = bedside_cli(&["keygen".as_ref(), "--out".as_ref(), key.as_os_str()]);
+    assert!(!again);
+    let versions: Vec<std::path::PathBuf> = std::fs::read_dir(&models)
+        .unwrap()
+        .flatten()
+        .flat_map(|m| std::fs::read_dir(m.path()).unwrap().flatten())
+        .map(|v| v.path())
+        .filter(|v| v.join("manifest.toml").is_file())
+        .collect();
+    let port = free_port();
+    // `bedside check` wants a trusted client; the process below runs with auth off.
+    let extra = format!(
+        "{trusted}\n[[clients]]\niss = 'https://ehr.example'\njwks_urls = ['https://ehr.example/jwks']\n"
+    );
+    let config =
+        process::config_with_models(dir.path(), port, &dir.path().join("b.db"), &models, &extra);
+    // Unsigned models are refused with a reason naming the model.
+    let check = |config: &std::path::Path| {
+        bedside_cli(&["check".as_ref(), "--config".as_ref(), config.as_os_str()])
+    };
+    let (ok, printed) = check(&config);
+    assert!(
+        !ok && printed.contains("signature refused") && printed.contains("unsigned"),
+        "{printed}"
+    );
+    // Signed with the site key: they load.
+    let mut sign: Vec<&std::ffi::OsStr> = vec![
+        "sign".as_ref(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--key-id".as_ref(),
+        "site-2026".as_ref(),
+    ];
+    sign.extend(versions.iter().map(|v| v.as_os_str()));
+    let (ok, printed) = bedside_cli(&sign);
+    assert!(ok, "{printed}");
+    let (ok, printed) = check(&config);
+    assert!(ok, "{printed}");
+
+    let bedside = BedsideProcess::start(&config, port, "info");
+    let service = format!("{}/cds-services/deterioration", bedside.url);
+    let card = || async {
+        let r = http()
+            .post(&service)
+            .json(&patient("deteriorating"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        body["cards"][0]["summary"].as_str().unwrap().to_owned()
+    };
+    let before = card().await;
+    // The active model's manifest edited after signing (a threshold, a path…): refused on
+    // reload, the running set keeps serving.
+    let manifest = models.join("deterioration/3.0.0/manifest.toml");
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{good}\n# edited after signing\n")).unwrap();
+    bedside.signal("HUP");
+    assert!(metric_reaches(&bedside.url, "bedside_reload_failures_total 1").await);
+    assert_eq!(card().await, before, "the previous model still answers");
+    let log = std::fs::read_to_string(&bedside.log).unwrap();
+    assert!(
+        log.contains("reload refused") && log.contains("signature does not match"),
+        "{log}"
+    );
+    std::fs::write(&manifest, &good).unwrap();
+    bedside.signal("HUP");
+    assert!(metric_reaches(&bedside.url, "bedside_reloads_total 1").await);
+    assert_eq!(card().await, before);
+}
