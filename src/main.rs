@@ -48,6 +48,10 @@ enum Command {
         /// CDS service definitions.
         #[arg(long, default_value = "cds-services")]
         services_dir: PathBuf,
+        /// Also trust the public CDS Hooks sandbox (https://sandbox.cds-hooks.org) as a client.
+        /// Its signing key is public: anyone who can reach the gateway could then call it.
+        #[arg(long)]
+        trust_sandbox: bool,
     },
     /// Validate a configuration, its services and models (loads every model), then exit.
     Check {
@@ -122,12 +126,14 @@ fn main() -> ExitCode {
                 data_dir,
                 models_dir,
                 services_dir,
+                trust_sandbox,
             } => bedside::demo::run::run(bedside::demo::run::DemoOptions {
                 listen,
                 ehr_listen,
                 data_dir,
                 models_dir,
                 services_dir,
+                trust_sandbox,
             })
             .await
             .map(done),

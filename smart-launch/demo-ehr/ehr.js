@@ -9,6 +9,9 @@
 // the DOM as text nodes (never innerHTML), because card content comes from a CDS service.
 'use strict';
 
+// Override forms made so far: numbers their controls' ids.
+let overrideForms = 0;
+
 (() => {
   // ---------- small DOM helpers ----------
 
@@ -241,7 +244,9 @@
       }
       list.dataset.state = 'ready';
       const m = /^#patient=(.+)$/.exec(location.hash);
-      if (m && state.patients.some((p) => p.id === decodeURIComponent(m[1]))) openPatient(decodeURIComponent(m[1]));
+      let wanted = null;
+      try { wanted = m ? decodeURIComponent(m[1]) : null; } catch { wanted = null; } // a malformed hash opens nothing
+      if (wanted && state.patients.some((p) => p.id === wanted)) openPatient(wanted);
     } catch (e) {
       err.textContent = `Could not load patients: ${e.message}`;
       err.hidden = false;
@@ -474,7 +479,7 @@
     // Override (dismiss with a reason), only where feedback is possible.
     if (canFeedback) {
       const reasons = card.overrideReasons ?? [];
-      const n = document.querySelectorAll('.card').length + 1;
+      const n = ++overrideForms; // unique ids for the form's labels, even for cards not yet attached
       const form = el('form', { class: 'override-form', dataset: { testid: 'override-form' }, hidden: true });
       let select = null;
       if (reasons.length) {

@@ -49,8 +49,9 @@ pub struct Grant {
     pub patient: String,
 }
 
-/// A map with a capacity and a time to live.
+/// A map with a capacity and a time to live per entry.
 struct Expiring<V> {
+    /// Key → (expires at, value).
     entries: HashMap<String, (Instant, V)>,
     order: VecDeque<String>,
     ttl: Duration,
@@ -66,6 +67,11 @@ impl<V: Clone> Expiring<V> {
     }
 
     fn insert(&mut self, key: String, value: V) {
+        let ttl = self.ttl;
+        self.insert_for(key, value, ttl);
+    }
+
+    fn insert_for(&mut self, key: String, value: V, ttl: Duration) {
         while self.entries.len() >= CAPACITY {
             match self.order.pop_front() {
                 Some(old) => {
@@ -80,17 +86,17 @@ impl<V: Clone> Expiring<V> {
             self.order.retain(|k| entries.contains_key(k));
         }
         self.order.push_back(key.clone());
-        self.entries.insert(key, (Instant::now(), value));
+        self.entries.insert(key, (Instant::now() + ttl, value));
     }
 
     fn get(&self, key: &str) -> Option<V> {
-        let (at, value) = self.entries.get(key)?;
-        (at.elapsed() < self.ttl).then(|| value.clone())
+        let (until, value) = self.entries.get(key)?;
+        (Instant::now() < *until).then(|| value.clone())
     }
 
     fn take(&mut self, key: &str) -> Option<V> {
-        let (at, value) = self.entries.remove(key)?;
-        (at.elapsed() < self.ttl).then_some(value)
+        let (until, value) = self.entries.remove(key)?;
+        (Instant::now() < until).then_some(value)
     }
 }
 
@@ -127,14 +133,16 @@ impl Authz {
         id
     }
 
-    /// A fresh access token for `patient` (also what hook calls carry in `fhirAuthorization`).
-    pub fn issue(&self, patient: &str) -> String {
+    /// A fresh access token for `patient`, valid for `ttl` (hook calls' `fhirAuthorization`
+    /// tokens live as long as they say they do).
+    pub fn issue(&self, patient: &str, ttl: Duration) -> String {
         let token = random_token();
-        lock(&self.tokens).insert(
+        lock(&self.tokens).insert_for(
             token.clone(),
             Grant {
                 patient: patient.to_owned(),
             },
+            ttl,
         );
         token
     }
@@ -172,10 +180,9 @@ pub fn smart_configuration(ehr_origin: &str) -> Value {
         "grant_types_supported": ["authorization_code"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": ["launch", "openid", "fhirUser", "offline_access", "patient/*.rs"],
+        "scopes_supported": ["launch", "patient/*.rs"],
         "response_types_supported": ["code"],
-        "capabilities": ["launch-ehr", "client-public", "context-ehr-patient", "context-ehr-encounter",
-                         "permission-patient", "permission-v2"],
+        "capabilities": ["launch-ehr", "client-public", "context-ehr-patient", "permission-patient", "permission-v2"],
     })
 }
 
@@ -213,13 +220,17 @@ async fn authorize(ehr: web::Data<DemoEhr>, q: web::Query<AuthorizeQuery>) -> Ht
         return oauth_error(400, "invalid_request", "redirect_uri is not registered");
     }
     let problem = if q.response_type.as_deref() != Some("code") {
-        Some("response_type must be code")
+        Some(("unsupported_response_type", "response_type must be code"))
     } else if q.code_challenge_method.as_deref() != Some("S256") || q.code_challenge.is_none() {
-        Some("PKCE with S256 is required")
+        Some(("invalid_request", "PKCE with S256 is required"))
     } else if q.aud.as_deref().map(|a| a.trim_end_matches('/'))
         != Some(authz.fhir_base.trim_end_matches('/'))
     {
-        Some("aud must be this EHR's FHIR base")
+        Some(("invalid_request", "aud must be this EHR's FHIR base"))
+    } else if q.state.as_deref().is_some_and(|s| s.len() > 512)
+        || q.scope.as_deref().is_some_and(|s| s.len() > 2048)
+    {
+        Some(("invalid_request", "state or scope too long"))
     } else {
         None
     };
@@ -234,8 +245,8 @@ async fn authorize(ehr: web::Data<DemoEhr>, q: web::Query<AuthorizeQuery>) -> Ht
     {
         let mut pairs = redirect.query_pairs_mut();
         match (problem, context) {
-            (Some(why), _) => {
-                pairs.append_pair("error", "invalid_request");
+            (Some((code, why)), _) => {
+                pairs.append_pair("error", code);
                 pairs.append_pair("error_description", why);
             }
             (None, None) => {
@@ -253,7 +264,7 @@ async fn authorize(ehr: web::Data<DemoEhr>, q: web::Query<AuthorizeQuery>) -> Ht
                         context,
                         challenge: q.code_challenge.clone().unwrap_or_default(),
                         redirect_uri: authz.redirect_uri.clone(),
-                        scope: q.scope.clone().unwrap_or_default(),
+                        scope: granted_scopes(q.scope.as_deref().unwrap_or_default()),
                     },
                 );
                 pairs.append_pair("code", &code);
@@ -267,6 +278,22 @@ async fn authorize(ehr: web::Data<DemoEhr>, q: web::Query<AuthorizeQuery>) -> Ht
         .insert_header(("Location", redirect.to_string()))
         .insert_header(("Cache-Control", "no-store"))
         .finish()
+}
+
+/// The requested scopes this server grants: `launch` and patient-level reads. `openid`,
+/// `fhirUser` and `offline_access` are not granted (no id_token, no refresh token), so the
+/// token response does not claim them.
+fn granted_scopes(requested: &str) -> String {
+    requested
+        .split_whitespace()
+        .filter(|s| {
+            *s == "launch"
+                || s.strip_prefix("patient/").is_some_and(|rest| {
+                    rest.ends_with(".r") || rest.ends_with(".rs") || rest.ends_with(".read")
+                })
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Deserialize)]
@@ -284,12 +311,9 @@ async fn token(ehr: web::Data<DemoEhr>, form: web::Form<TokenForm>) -> HttpRespo
     if form.grant_type.as_deref() != Some("authorization_code") {
         return oauth_error(400, "unsupported_grant_type", "authorization_code only");
     }
-    if form
-        .client_id
-        .as_deref()
-        .is_some_and(|c| c != authz.client_id)
-    {
-        return oauth_error(401, "invalid_client", "unknown client_id");
+    // A public client identifies itself with client_id (RFC 6749 §4.1.3).
+    if form.client_id.as_deref() != Some(authz.client_id.as_str()) {
+        return oauth_error(401, "invalid_client", "unknown or missing client_id");
     }
     let Some(grant) = form
         .code
@@ -315,7 +339,7 @@ async fn token(ehr: web::Data<DemoEhr>, form: web::Form<TokenForm>) -> HttpRespo
             "code_verifier does not match the challenge",
         );
     }
-    let access_token = authz.issue(&grant.context.patient);
+    let access_token = authz.issue(&grant.context.patient, TOKEN_TTL);
     let mut body = json!({
         "access_token": access_token,
         "token_type": "Bearer",
@@ -351,5 +375,15 @@ mod tests {
         let mut short = Expiring::new(Duration::ZERO);
         short.insert("a".into(), 1);
         assert_eq!(short.get("a"), None);
+        short.insert_for("b".into(), 2, Duration::from_secs(60));
+        assert_eq!(short.get("b"), Some(2));
+    }
+
+    #[test]
+    fn only_supported_scopes_are_granted() {
+        assert_eq!(
+            granted_scopes("launch openid fhirUser patient/Observation.rs patient/Patient.r offline_access user/*.cruds patient/Observation.c"),
+            "launch patient/Observation.rs patient/Patient.r"
+        );
     }
 }

@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::error::InternalError;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -24,6 +25,9 @@ const STYLE: &str = include_str!("../../smart-launch/demo-ehr/ehr.css");
 
 /// What the page shows in its banner.
 pub const NOTICE: &str = "Demo EHR — synthetic patients only, not for clinical use. Its signing key, authorization server and FHIR facade exist for this demo only; `bedside serve` never enables them.";
+
+/// How long the FHIR token a hook call carries (`fhirAuthorization`) is valid.
+const HOOK_TOKEN_TTL: Duration = Duration::from_secs(300);
 
 /// Largest JSON body the demo EHR's API accepts.
 const MAX_BODY: usize = 64 * 1024;
@@ -77,7 +81,31 @@ impl DemoEhr {
 
 /// Every route of the demo EHR.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::JsonConfig::default().limit(MAX_BODY))
+    // Bad input gets the same JSON error body as every other refusal (OAuth's shape on the
+    // token endpoint, an OperationOutcome under /fhir).
+    let json = web::JsonConfig::default()
+        .limit(MAX_BODY)
+        .error_handler(|e, _| {
+            InternalError::from_response(e.to_string(), error(400, &e.to_string())).into()
+        });
+    let query = web::QueryConfig::default().error_handler(|e, req| {
+        let body = if req.path().starts_with("/fhir") {
+            super::fhir::outcome(400, "invalid", &e.to_string())
+        } else {
+            error(400, &e.to_string())
+        };
+        InternalError::from_response(e.to_string(), body).into()
+    });
+    let form = web::FormConfig::default()
+        .limit(MAX_BODY)
+        .error_handler(|e, _| {
+            let body = HttpResponse::BadRequest()
+                .json(json!({"error": "invalid_request", "error_description": e.to_string()}));
+            InternalError::from_response(e.to_string(), body).into()
+        });
+    cfg.app_data(json)
+        .app_data(query)
+        .app_data(form)
         .route("/", web::get().to(page))
         .route("/assets/ehr.js", web::get().to(script))
         .route("/assets/ehr.css", web::get().to(style))
@@ -93,6 +121,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/report", web::get().to(report));
     super::fhir::configure(cfg);
     super::authz::configure(cfg);
+}
+
+/// Whether a state-changing request comes from this EHR's own page (or from a tool that sends
+/// no `Origin`, like curl): another site's page may not fire hooks or post feedback here.
+fn same_origin(ehr: &DemoEhr, req: &HttpRequest) -> bool {
+    match req.headers().get("Origin").and_then(|o| o.to_str().ok()) {
+        None => true,
+        Some(origin) => origin == ehr.origin,
+    }
 }
 
 fn error(status: u16, message: &str) -> HttpResponse {
@@ -336,9 +373,13 @@ struct HookBody {
 /// the way an EHR does, and returns each answer for the page to render.
 async fn fire_hook(
     ehr: web::Data<DemoEhr>,
+    req: HttpRequest,
     path: web::Path<(String, String)>,
     body: Option<web::Json<HookBody>>,
 ) -> HttpResponse {
+    if !same_origin(&ehr, &req) {
+        return error(403, "only the demo EHR's own page may call this");
+    }
     let (patient, hook) = path.into_inner();
     if !ehr.record.has(&patient) {
         return error(404, "no such demo patient");
@@ -369,6 +410,8 @@ async fn fire_hook(
     let mut context = json!({"userId": "Practitioner/demo-clinician", "patientId": patient});
     if let Some(e) = encounter.as_ref().and_then(|e| e["id"].as_str()) {
         context["encounterId"] = Value::String(e.to_owned());
+    } else if hook == "encounter-start" {
+        return error(409, "this patient has no encounter to start");
     }
     if hook.starts_with("order-") {
         if drafts.is_empty() {
@@ -378,20 +421,24 @@ async fn fire_hook(
         context["draftOrders"] =
             json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
         if hook == "order-select" {
-            let selections = body
-                .and_then(|b| b.into_inner().selections)
-                .unwrap_or_else(|| {
-                    drafts
-                        .iter()
-                        .map(|r| {
-                            format!(
-                                "{}/{}",
-                                r["resourceType"].as_str().unwrap_or_default(),
-                                r["id"].as_str().unwrap_or_default()
-                            )
-                        })
-                        .collect()
-                });
+            let drafted: Vec<String> = drafts
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}/{}",
+                        r["resourceType"].as_str().unwrap_or_default(),
+                        r["id"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            // Selections are draft orders of this call (the spec's `selections` ⊆ draftOrders).
+            let selections: Vec<String> = match body.and_then(|b| b.into_inner().selections) {
+                Some(wanted) => wanted.into_iter().filter(|s| drafted.contains(s)).collect(),
+                None => drafted,
+            };
+            if selections.is_empty() {
+                return error(400, "selections must name draft orders of this patient");
+            }
             context["selections"] = json!(selections);
         }
     }
@@ -418,9 +465,9 @@ async fn fire_hook(
         let request = json!({
             "hook": hook, "hookInstance": hook_instance, "fhirServer": ehr.fhir_base(),
             "fhirAuthorization": {
-                "access_token": ehr.authz.issue(&patient), "token_type": "Bearer",
-                "expires_in": 300, "scope": "patient/Patient.r patient/Observation.rs patient/Condition.rs patient/Encounter.r patient/MedicationRequest.rs",
-                "subject": "bedside-demo-cds",
+                "access_token": ehr.authz.issue(&patient, HOOK_TOKEN_TTL), "token_type": "Bearer",
+                "expires_in": HOOK_TOKEN_TTL.as_secs(), "scope": "patient/Patient.r patient/Observation.rs patient/Condition.rs patient/Encounter.r patient/MedicationRequest.rs",
+                "subject": "bedside-demo-cds", "patient": patient,
             },
             "context": context, "prefetch": prefetch,
         });
@@ -472,9 +519,13 @@ struct ActionsBody {
 /// `POST /api/patients/{id}/actions`: a suggestion's actions, applied to the chart.
 async fn apply_actions(
     ehr: web::Data<DemoEhr>,
+    req: HttpRequest,
     id: web::Path<String>,
     body: web::Json<ActionsBody>,
 ) -> HttpResponse {
+    if !same_origin(&ehr, &req) {
+        return error(403, "only the demo EHR's own page may call this");
+    }
     let id = id.into_inner();
     match ehr.record.apply(&id, &body.actions) {
         Ok(applied) => {
@@ -488,9 +539,13 @@ async fn apply_actions(
 /// `POST /api/feedback/{service}`: the page's feedback, sent to bedside signed.
 async fn feedback(
     ehr: web::Data<DemoEhr>,
+    req: HttpRequest,
     service: web::Path<String>,
     body: web::Json<Value>,
 ) -> HttpResponse {
+    if !same_origin(&ehr, &req) {
+        return error(403, "only the demo EHR's own page may call this");
+    }
     let service = service.into_inner();
     if service.is_empty()
         || !service

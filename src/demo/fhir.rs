@@ -127,11 +127,20 @@ fn authorized(ehr: &DemoEhr, req: &HttpRequest) -> Result<super::authz::Grant, B
         .and_then(|v| v.strip_prefix("Bearer "));
     match token.and_then(|t| ehr.authz.grant(t.trim())) {
         Some(grant) => Ok(grant),
-        None => Err(Box::new(outcome(
-            401,
-            "login",
-            "a bearer token issued by the demo EHR is required",
-        ))),
+        None => {
+            let mut response = outcome(
+                401,
+                "login",
+                "a bearer token issued by the demo EHR is required",
+            );
+            response.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static(
+                    "Bearer realm=\"bedside demo EHR\"",
+                ),
+            );
+            Err(Box::new(response))
+        }
     }
 }
 

@@ -18,6 +18,9 @@ const PATIENTS_JSON: &str = include_str!("../../tests/fixtures/demo/patients.jso
 /// Resources a suggestion may create per patient before further creates are refused.
 pub const MAX_CREATED: usize = 32;
 
+/// What suggestions may create or update on a demo chart.
+const ORDER_TYPES: &[&str] = &["MedicationRequest", "ServiceRequest"];
+
 #[derive(Deserialize)]
 struct File {
     patients: Vec<FilePatient>,
@@ -202,13 +205,32 @@ impl DemoRecord {
                             "actions[{i}]: `resource` with a resourceType is required for {kind}"
                         )));
                     };
+                    // Suggestions order or change orders, on this chart only.
+                    if !ORDER_TYPES.contains(&resource_type.as_str()) {
+                        return Err(RecordError::BadAction(format!(
+                            "actions[{i}]: the demo applies orders only ({}), not {resource_type}",
+                            ORDER_TYPES.join(", ")
+                        )));
+                    }
+                    let own = format!("Patient/{patient}");
+                    match resource["subject"]["reference"].as_str() {
+                        None => resource["subject"] = json!({"reference": own}),
+                        Some(s) if s == own => {}
+                        Some(_) => {
+                            return Err(RecordError::BadAction(format!(
+                                "actions[{i}]: the resource is about another patient"
+                            )))
+                        }
+                    }
                     let id = match resource["id"].as_str() {
                         Some(id) => id.to_owned(),
                         None => uuid::Uuid::new_v4().to_string(),
                     };
                     resource["id"] = Value::String(id.clone());
+                    let before = resources.len();
                     resources.retain(|r| !(r["resourceType"] == *resource_type && r["id"] == *id));
-                    if kind == "create" {
+                    // An update of nothing adds a resource, as a create does: both are bounded.
+                    if kind == "create" || resources.len() == before {
                         created += 1;
                         if created > MAX_CREATED {
                             return Err(RecordError::Full);
@@ -327,6 +349,7 @@ fn matches(r: &Value, name: &str, wanted: &str) -> bool {
         "status" => {
             return wanted.split(',').any(|w| r["status"].as_str() == Some(w));
         }
+        "date" => return date_matches(r, wanted),
         _ => return true,
     };
     wanted.split(',').any(|w| {
@@ -339,6 +362,31 @@ fn matches(r: &Value, name: &str, wanted: &str) -> bool {
                 && system.is_none_or(|s| s.is_empty() || c["system"].as_str() == Some(s))
         })
     })
+}
+
+/// FHIR `date` search with a prefix (`ge`, `gt`, `le`, `lt`, `eq`; none = `eq` to the second):
+/// resources without a time do not match.
+fn date_matches(r: &Value, wanted: &str) -> bool {
+    let (prefix, value) = match wanted.get(..2) {
+        Some(p @ ("ge" | "gt" | "le" | "lt" | "eq")) => (p, &wanted[2..]),
+        _ => ("eq", wanted),
+    };
+    let bound = crate::fhir::time::parse_instant(value).or_else(|| {
+        chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
+    });
+    let (Some(t), Some(bound)) = (when(r), bound) else {
+        return false;
+    };
+    match prefix {
+        "ge" => t >= bound,
+        "gt" => t > bound,
+        "le" => t <= bound,
+        "lt" => t < bound,
+        _ => t == bound,
+    }
 }
 
 /// A resource's clinically relevant time, for `_sort=-date`.
@@ -375,6 +423,10 @@ mod tests {
         assert!(now - newest <= ChronoDuration::minutes(11), "{newest}");
         assert!(when(&vitals[0]) >= when(&vitals[vitals.len() - 1]));
         assert!(record.search("nobody", "Observation", &filters).is_empty());
+        let newest_text = vitals[0]["effectiveDateTime"].as_str().unwrap().to_owned();
+        filters.insert("date".to_owned(), format!("ge{newest_text}"));
+        let newest_only = record.search(&id, "Observation", &filters);
+        assert!(!newest_only.is_empty() && newest_only.len() < vitals.len());
     }
 
     #[test]
@@ -394,7 +446,14 @@ mod tests {
             .drafts(&id)
             .iter()
             .any(|r| r["id"] == applied[0].id.as_str()));
-        for _ in 1..MAX_CREATED {
+        // Updates of nothing count as creates; other patients' and non-order resources are refused.
+        let update = json!({"type": "update", "resource": {"resourceType": "ServiceRequest", "status": "draft"}});
+        record.apply(&id, std::slice::from_ref(&update)).unwrap();
+        let foreign = json!({"type": "create", "resource": {"resourceType": "ServiceRequest", "subject": {"reference": "Patient/someone-else"}}});
+        assert!(record.apply(&id, &[foreign]).is_err());
+        let patient = json!({"type": "create", "resource": {"resourceType": "Patient"}});
+        assert!(record.apply(&id, &[patient]).is_err());
+        for _ in 2..MAX_CREATED {
             record.apply(&id, std::slice::from_ref(&create)).unwrap();
         }
         assert!(matches!(

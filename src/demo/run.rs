@@ -25,10 +25,14 @@ pub struct DemoOptions {
     pub models_dir: PathBuf,
     /// Service definitions (default `cds-services`).
     pub services_dir: PathBuf,
+    /// Also trust the public CDS Hooks sandbox as a client. Its signing key is published, so
+    /// anyone who can reach the gateway could then call it: off unless asked for.
+    pub trust_sandbox: bool,
 }
 
-/// The gateway's configuration for the demo: the demo EHR as its one trusted client (plus the
-/// public CDS Hooks sandbox), SMART launches from the EHR's FHIR base, framed by the EHR.
+/// The gateway's configuration for the demo: the demo EHR as its one trusted client (and the
+/// public CDS Hooks sandbox with `--trust-sandbox`), SMART launches from the EHR's FHIR base,
+/// framed by the EHR.
 fn config_text(opts: &DemoOptions, ehr_origin: &str, admin_token: &str) -> String {
     let db = opts.data_dir.join("demo.db").display().to_string();
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
@@ -42,7 +46,7 @@ services_dir = {services:?}
 [storage]
 path = {db:?}
 [cors]
-allowed_origins = ["https://sandbox.cds-hooks.org"]
+allowed_origins = {origins}
 [http]
 frame_ancestors = ["{ehr_origin}"]
 [smart]
@@ -55,12 +59,18 @@ sha256 = "{hash}"
 iss = "{ehr_origin}"
 jwks_urls = ["{ehr_origin}/.well-known/jwks.json"]
 fhir_servers = ["{ehr_origin}"]
-[[clients]]
-iss = "https://sandbox.cds-hooks.org"
-jwks_urls = ["https://sandbox.cds-hooks.org/.well-known/jwks.json"]
-fhir_servers = ["https://*"]
-"#,
+{sandbox}"#,
         listen = opts.listen,
+        origins = if opts.trust_sandbox {
+            "[\"https://sandbox.cds-hooks.org\"]"
+        } else {
+            "[]"
+        },
+        sandbox = if opts.trust_sandbox {
+            "[[clients]]\niss = \"https://sandbox.cds-hooks.org\"\njwks_urls = [\"https://sandbox.cds-hooks.org/.well-known/jwks.json\"]\nfhir_servers = [\"https://*\"]\n"
+        } else {
+            ""
+        },
         models = opts.models_dir.display().to_string(),
         services = opts.services_dir.display().to_string(),
     )

@@ -35,8 +35,9 @@ pub struct Options {
     /// The (test) patient whose data the services' prefetch queries ask for.
     #[arg(long)]
     pub patient: String,
-    /// Bearer token sent with every request (as an EHR's `fhirAuthorization` would be).
-    #[arg(long)]
+    /// Bearer token sent with every request (as an EHR's `fhirAuthorization` would be). Prefer
+    /// the environment variable: a command-line argument shows in `ps` and shell history.
+    #[arg(long, env = "BEDSIDE_PROBE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// `context.userId` (e.g. `Practitioner/123`) for templates with user tokens; without it
     /// those templates are reported as skipped.

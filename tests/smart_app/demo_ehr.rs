@@ -167,10 +167,26 @@ async fn the_demo_authorization_server_and_fhir_facade_refuse_what_an_ehr_would(
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
     assert_eq!(
         r.json::<Value>().await.unwrap()["resourceType"],
         "OperationOutcome"
     );
+    // Another site's page cannot fire hooks through the demo EHR.
+    let r = http
+        .post(format!(
+            "{}/api/patients/demo-stable/hooks/patient-view",
+            demo.ehr
+        ))
+        .header("Origin", "https://evil.example")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
     // The EHR launches only bedside's app.
     let r = http
         .get(format!("{}/launch", demo.ehr))
@@ -276,6 +292,11 @@ async fn the_demo_authorization_server_and_fhir_facade_refuse_what_an_ehr_would(
     assert_eq!(r.status().as_u16(), 200);
     let granted: Value = r.json().await.unwrap();
     assert_eq!(granted["patient"], "demo-stable", "{granted}");
+    // Only what it grants: no `openid` without an id_token.
+    assert_eq!(
+        granted["scope"], "launch patient/Observation.rs",
+        "{granted}"
+    );
     assert_eq!(
         granted["appContext"], "{\"prediction\":\"p1\"}",
         "{granted}"
