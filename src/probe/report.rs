@@ -196,10 +196,20 @@ pub fn text(report: &Report) -> String {
     out
 }
 
+/// Text the server chose (software name, OperationOutcome diagnostics), as printed: control
+/// characters (terminal escapes) removed, at most 300 characters.
+fn server_text(text: &str) -> String {
+    let mut clean: String = text.chars().filter(|c| !c.is_control()).take(300).collect();
+    if text.chars().count() > 300 {
+        clean.push('…');
+    }
+    clean
+}
+
 fn capability_text(out: &mut String, cap: &Capability) {
     let what = match (&cap.fhir_version, &cap.software) {
-        (Some(v), Some(s)) => format!("FHIR {v}, {s}"),
-        (Some(v), None) => format!("FHIR {v}"),
+        (Some(v), Some(s)) => format!("FHIR {}, {}", server_text(v), server_text(s)),
+        (Some(v), None) => format!("FHIR {}", server_text(v)),
         _ => "-".to_owned(),
     };
     let _ = writeln!(
@@ -208,7 +218,7 @@ fn capability_text(out: &mut String, cap: &Capability) {
         cap.severity.word()
     );
     if let Some(e) = &cap.error {
-        let _ = writeln!(out, "  {e}");
+        let _ = writeln!(out, "  {}", server_text(e));
     }
     for r in &cap.resources {
         if !r.supported {
@@ -382,17 +392,17 @@ fn query_text(out: &mut String, q: &QueryReport) {
         q.severity.word()
     );
     if let Some(e) = &q.error {
-        let _ = writeln!(out, "              error: {e}");
+        let _ = writeln!(out, "              error: {}", server_text(e));
     }
     for i in &q.outcome_issues {
         let _ = writeln!(
             out,
-            "              OperationOutcome: {} {}{}",
-            i.severity,
-            i.code,
+            "              OperationOutcome (server text): {} {}{}",
+            server_text(&i.severity),
+            server_text(&i.code),
             i.diagnostics
                 .as_deref()
-                .map(|d| format!(": {d}"))
+                .map(|d| format!(": {}", server_text(d)))
                 .unwrap_or_default()
         );
     }
@@ -419,6 +429,12 @@ fn trim_float(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_text_loses_terminal_escapes_and_length() {
+        assert_eq!(server_text("a\u{1b}[31mb\n"), "a[31mb");
+        assert_eq!(server_text(&"x".repeat(400)).chars().count(), 301);
+    }
 
     #[test]
     fn severities_order_and_map_to_exit_codes() {
