@@ -75,6 +75,40 @@ pub struct RawConfig {
     /// SMART App Launch (EHR and standalone launch of bedside's app pages); optional.
     #[serde(default)]
     pub smart: RawSmart,
+    /// How long records are kept; absent: kept.
+    #[serde(default)]
+    pub retention: RawRetention,
+}
+
+/// `[retention]`: per kind of record, how long it is kept (at least a day), and how often the
+/// purge runs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    #[serde(default, with = "humantime_serde")]
+    pub predictions: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub feedback: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub audit: Option<Duration>,
+    /// Default 1 h; at least 1 min.
+    #[serde(default = "default_purge_every", with = "humantime_serde")]
+    pub purge_every: Duration,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        Self {
+            predictions: None,
+            feedback: None,
+            audit: None,
+            purge_every: default_purge_every(),
+        }
+    }
+}
+
+fn default_purge_every() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// One prediction-API token, stored as its sha256 so the configuration holds no secret.
@@ -628,6 +662,10 @@ pub struct Config {
     pub backend_services: Option<crate::smart::backend::BackendConfig>,
     /// `[smart]`: SMART App Launch client settings (defaults when the table is absent).
     pub smart: SmartSettings,
+    /// How long each kind of record is kept.
+    pub retention: crate::store::Retention,
+    /// How often the retention purge runs.
+    pub purge_every: Duration,
 }
 
 /// Validated `[http]` settings.
@@ -829,6 +867,21 @@ impl Config {
             b.grants = grants;
         }
         let smart = validate_smart(&raw.smart, env, &mut errors);
+        for (name, period) in [
+            ("predictions", raw.retention.predictions),
+            ("feedback", raw.retention.feedback),
+            ("audit", raw.retention.audit),
+        ] {
+            if period.is_some_and(|p| p < Duration::from_secs(86_400)) {
+                errors.push(
+                    format!("retention.{name}"),
+                    "at least 1 day: a shorter period would purge records still in use",
+                );
+            }
+        }
+        if raw.retention.purge_every < Duration::from_secs(60) {
+            errors.push("retention.purge_every", "at least 1 minute");
+        }
         if !errors.problems.is_empty() {
             return Err(errors);
         }
@@ -868,6 +921,12 @@ impl Config {
                 metrics_tokens,
                 backend_services,
                 smart,
+                retention: crate::store::Retention {
+                    predictions: raw.retention.predictions,
+                    feedback: raw.retention.feedback,
+                    audit: raw.retention.audit,
+                },
+                purge_every: raw.retention.purge_every,
             }),
             // Unreachable in practice: each `None` pushed a problem above.
             _ => Err(errors),

@@ -5,7 +5,7 @@
 //! is a gateway that can answer. [`app`] is the one place routes and middleware are set up;
 //! `main` and the integration tests both use it.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix_cors::Cors;
@@ -49,6 +49,16 @@ pub struct AppState {
     api: web::Data<ApiState>,
     admin: web::Data<AdminState>,
     smart: web::Data<SmartState>,
+    /// Rows the retention purge removed since start, per kind (`/metrics`).
+    purged: Arc<PurgeCounters>,
+}
+
+/// Rows removed by the retention purge, per kind of record.
+#[derive(Default)]
+struct PurgeCounters {
+    predictions: AtomicU64,
+    feedback: AtomicU64,
+    audit: AtomicU64,
 }
 
 impl AppState {
@@ -236,6 +246,7 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         api: web::Data::new(api),
         admin: web::Data::new(admin),
         smart: web::Data::new(smart),
+        purged: Arc::new(PurgeCounters::default()),
     })
 }
 
@@ -365,6 +376,16 @@ async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Htt
             counter.load(Ordering::Relaxed)
         ));
     }
+    for (kind, counter) in [
+        ("predictions", &state.purged.predictions),
+        ("feedback", &state.purged.feedback),
+        ("audit", &state.purged.audit),
+    ] {
+        out.push_str(&format!(
+            "bedside_retention_purged_total{{kind=\"{kind}\"}} {}\n",
+            counter.load(Ordering::Relaxed)
+        ));
+    }
     state.fhir.client.metrics().render(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -426,6 +447,44 @@ fn not_found_body(message: String) -> HttpResponse {
     )
 }
 
+/// The retention purge ([`crate::store::Retention`]): at start-up, then every `purge_every`. A
+/// failed purge is logged and tried again at the next run; nothing else waits for it.
+async fn purge_on_schedule(state: web::Data<AppState>) {
+    let retention = state.config.retention;
+    let mut every = tokio::time::interval(state.config.purge_every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match state.store.purge(&retention, chrono::Utc::now()).await {
+            Ok(purged) => {
+                state
+                    .purged
+                    .predictions
+                    .fetch_add(purged.predictions, Ordering::Relaxed);
+                state
+                    .purged
+                    .feedback
+                    .fetch_add(purged.feedback, Ordering::Relaxed);
+                state
+                    .purged
+                    .audit
+                    .fetch_add(purged.audit, Ordering::Relaxed);
+                if purged != crate::store::Purged::default() {
+                    tracing::info!(
+                        predictions = purged.predictions,
+                        feedback = purged.feedback,
+                        audit = purged.audit,
+                        "retention purge removed records past their retention"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "retention purge failed; it runs again at the next interval")
+            }
+        }
+    }
+}
+
 /// `kill -HUP <pid>` reloads models and service definitions (see [`AppState::reload`]).
 async fn reload_on_sighup(state: web::Data<AppState>) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -475,6 +534,9 @@ pub fn start(state: AppState) -> Result<Running, StartupError> {
         None => server.bind(addr).map_err(bind_error)?,
     };
     let bound = server.addrs().first().copied().unwrap_or(addr);
+    if reload_state.config.retention.is_set() {
+        tokio::spawn(purge_on_schedule(reload_state.clone()));
+    }
     tokio::spawn(reload_on_sighup(reload_state));
     let server = server.shutdown_timeout(5).run();
     Ok(Running {

@@ -52,7 +52,87 @@ on_both_backends!(
     the_report_counts_exactly_what_was_recorded,
     concurrent_records_share_commits_and_each_caller_sees_its_own,
     one_ehrs_state_never_reaches_another_ehrs_patient_with_the_same_id,
+    retention_purges_exactly_the_rows_past_their_period,
 );
+
+async fn retention_purges_exactly_the_rows_past_their_period(store: &Store) {
+    use bedside::store::{Purged, Retention};
+    let day = std::time::Duration::from_secs(86_400);
+    let now = Utc::now();
+    let mut old = prediction("card-old");
+    old.at = now - Duration::days(400);
+    let mut recent = prediction("card-recent");
+    recent.at = now - Duration::days(10);
+    store.record_prediction(&old).await.unwrap();
+    store.record_prediction(&recent).await.unwrap();
+    let fb: Feedback = serde_json::from_value(json!({
+        "card": "card-recent", "outcome": "accepted", "outcomeTimestamp": now.to_rfc3339()
+    }))
+    .unwrap();
+    let raw = serde_json::to_string(&fb).unwrap();
+    assert_eq!(
+        store
+            .record_feedback("deterioration", None, &[(fb, raw.as_str())])
+            .await
+            .unwrap(),
+        1
+    );
+    store
+        .record_audits(&[AuditRecord {
+            action: "hook",
+            service_id: "deterioration".to_owned(),
+            outcome: "answered".to_owned(),
+            http_status: 200,
+            ..Default::default()
+        }])
+        .await
+        .unwrap();
+    let retention = Retention {
+        predictions: Some(365 * day),
+        feedback: Some(60 * day),
+        audit: None,
+    };
+    // 40 days on: the 400-day-old prediction is past its year; the rest stays.
+    let purged = store
+        .purge(&retention, now + Duration::days(40))
+        .await
+        .unwrap();
+    assert_eq!(
+        purged,
+        Purged {
+            predictions: 1,
+            feedback: 0,
+            audit: 0
+        }
+    );
+    assert!(store.prediction("card-old").await.unwrap().is_none());
+    assert!(store.prediction("card-recent").await.unwrap().is_some());
+    assert_eq!(store.feedback_count().await.unwrap(), 1);
+    // 100 days on: the feedback is past its 60 days; the 110-day-old prediction and the audit
+    // event (kept: no audit retention) stay.
+    let purged = store
+        .purge(&retention, now + Duration::days(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        purged,
+        Purged {
+            predictions: 0,
+            feedback: 1,
+            audit: 0
+        }
+    );
+    assert_eq!(store.feedback_count().await.unwrap(), 0);
+    assert!(store.prediction("card-recent").await.unwrap().is_some());
+    assert_eq!(store.audit_rows().await.unwrap().len(), 1);
+    // Nothing configured: nothing purged, whatever the date.
+    let none = store
+        .purge(&Retention::default(), now + Duration::days(10_000))
+        .await
+        .unwrap();
+    assert_eq!(none, Purged::default());
+    assert!(store.prediction("card-recent").await.unwrap().is_some());
+}
 
 #[tokio::test]
 async fn migrations_apply_once_and_a_reconnect_finds_them_applied_on_postgres() {
@@ -90,28 +170,7 @@ fn at(days: i64, hms_ms: &str) -> DateTime<Utc> {
 
 /// An active, shown warning prediction of `deterioration` for patient `p1` on unit `4B`.
 fn prediction(id: &str) -> PredictionRecord {
-    PredictionRecord {
-        scope: Scope::default(),
-        id: id.to_owned(),
-        at: at(0, "10:00:00.000"),
-        service_id: "deterioration".to_owned(),
-        hook: "patient-view".to_owned(),
-        hook_instance: format!("hi-{id}"),
-        model: "deterioration".to_owned(),
-        model_version: "1.0.0".to_owned(),
-        mode: bedside::store::Mode::Active,
-        patient_id: Some("p1".to_owned()),
-        patient_hash: None,
-        unit: Some("4B".to_owned()),
-        risk: Some(0.8),
-        indicator: Some("warning".to_owned()),
-        outcome: bedside::store::Outcome::Shown,
-        reason: None,
-        input_refs: vec!["Observation/hr-1".to_owned()],
-        tensor_sha256: Some("ab".repeat(32)),
-        data_quality: None,
-        latency_ms: 12.5,
-    }
+    common::prediction_record(id, at(0, "10:00:00.000"))
 }
 
 fn feedback(item: serde_json::Value) -> (Feedback, String) {

@@ -26,6 +26,7 @@ mod group_commit;
 mod outcome;
 mod predictions;
 mod report;
+mod retention;
 mod scope;
 mod settings;
 
@@ -33,6 +34,7 @@ pub use audit::{AuditRecord, AuditWriter, StoredAudit};
 pub use outcome::{DataQuality, Mode, Outcome};
 pub use predictions::{FeedbackMark, PatientView, PredictionRecord, StoredPrediction};
 pub use report::{Report, ServiceReport, ShadowAgreement, Tally};
+pub use retention::{Purged, Retention};
 pub use scope::{fhir_base, Scope};
 pub use settings::{DatabaseUrl, StoreSettings};
 

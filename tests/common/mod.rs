@@ -530,3 +530,32 @@ pub async fn seed_cards(db: &Path, scope: &bedside::store::Scope, ids: &[String]
 pub fn test_client_scope() -> bedside::store::Scope {
     bedside::store::Scope::new(Some(ISS), Some("test-tenant"), None)
 }
+
+/// A shown deterioration prediction record `id` at `at` (store and retention tests).
+pub fn prediction_record(
+    id: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> bedside::store::PredictionRecord {
+    bedside::store::PredictionRecord {
+        scope: bedside::store::Scope::default(),
+        id: id.to_owned(),
+        at,
+        service_id: "deterioration".to_owned(),
+        hook: "patient-view".to_owned(),
+        hook_instance: format!("hi-{id}"),
+        model: "deterioration".to_owned(),
+        model_version: "1.0.0".to_owned(),
+        mode: bedside::store::Mode::Active,
+        patient_id: Some("p1".to_owned()),
+        patient_hash: None,
+        unit: Some("4B".to_owned()),
+        risk: Some(0.8),
+        indicator: Some("warning".to_owned()),
+        outcome: bedside::store::Outcome::Shown,
+        reason: None,
+        input_refs: vec!["Observation/hr-1".to_owned()],
+        tensor_sha256: Some("ab".repeat(32)),
+        data_quality: None,
+        latency_ms: 12.5,
+    }
+}

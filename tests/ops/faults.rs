@@ -406,3 +406,46 @@ async fn with_trusted_keys_only_signed_models_load_and_a_changed_manifest_is_ref
     assert!(metric_reaches(&bedside.url, "bedside_reloads_total 1").await);
     assert_eq!(card().await, before);
 }
+
+#[tokio::test]
+async fn the_retention_purge_runs_on_schedule_and_removes_only_expired_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let store = Store::open(&db).await.unwrap();
+    let now = chrono::Utc::now();
+    let old = common::prediction_record("card-old", now - chrono::Duration::days(400));
+    let recent = common::prediction_record("card-recent", now - chrono::Duration::days(10));
+    store.record_prediction(&old).await.unwrap();
+    store.record_prediction(&recent).await.unwrap();
+    store.close().await;
+    let port = free_port();
+    let config = process::config(
+        dir.path(),
+        port,
+        &db,
+        "[retention]\npredictions = \"365days\"\nfeedback = \"2years\"\n",
+    );
+    let bedside = BedsideProcess::start(&config, port, "info");
+    // The first purge runs at start-up.
+    assert!(
+        metric_reaches(
+            &bedside.url,
+            "bedside_retention_purged_total{kind=\"predictions\"} 1"
+        )
+        .await
+    );
+    let store = Store::open(&db).await.unwrap();
+    assert!(store.prediction("card-old").await.unwrap().is_none());
+    assert!(store.prediction("card-recent").await.unwrap().is_some());
+    store.close().await;
+    drop(bedside);
+    // A period under a day is refused: it would purge records still in use.
+    let short = process::config(dir.path(), port, &db, "[retention]\naudit = \"1h\"\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bedside"))
+        .args(["check", "--config"])
+        .arg(&short)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retention.audit"));
+}

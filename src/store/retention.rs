@@ -1,0 +1,82 @@
+//! Retention: how long each kind of record is kept, and the purge that removes what is older.
+//! Prediction records, feedback and audit events each have their own period (`[retention]`);
+//! without one a kind is kept. The gateway purges at start-up and then on a schedule
+//! ([`crate::server`]); rows are compared by the time they were written, so a purge removes
+//! exactly the rows past their period and nothing else.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{timestamp, Store, StoreError};
+
+/// How long each kind of record is kept (`None`: kept).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Prediction records (scores, cards shown or held back, their inputs' references).
+    pub predictions: Option<Duration>,
+    /// Clinicians' feedback on cards.
+    pub feedback: Option<Duration>,
+    /// Audit events.
+    pub audit: Option<Duration>,
+}
+
+impl Retention {
+    /// Whether any kind has a period (else there is nothing to schedule).
+    pub fn is_set(&self) -> bool {
+        self.predictions.is_some() || self.feedback.is_some() || self.audit.is_some()
+    }
+}
+
+/// Rows one purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Purged {
+    pub predictions: u64,
+    pub feedback: u64,
+    pub audit: u64,
+}
+
+/// `(table, time column)` of each kind, the column holding when the row was written.
+const PREDICTIONS: (&str, &str) = ("predictions", "at");
+const FEEDBACK: (&str, &str) = ("feedback", "received_at");
+const AUDIT: (&str, &str) = ("audit", "at");
+
+impl Store {
+    /// Deletes every row older than its kind's retention at `now`.
+    pub async fn purge(
+        &self,
+        retention: &Retention,
+        now: DateTime<Utc>,
+    ) -> Result<Purged, StoreError> {
+        Ok(Purged {
+            predictions: self
+                .purge_table(PREDICTIONS, retention.predictions, now)
+                .await?,
+            feedback: self.purge_table(FEEDBACK, retention.feedback, now).await?,
+            audit: self.purge_table(AUDIT, retention.audit, now).await?,
+        })
+    }
+
+    async fn purge_table(
+        &self,
+        (table, column): (&str, &str),
+        keep: Option<Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let Some(keep) = keep else { return Ok(0) };
+        let Ok(keep) = chrono::Duration::from_std(keep) else {
+            return Ok(0);
+        };
+        let Some(cutoff) = now.checked_sub_signed(keep) else {
+            return Ok(0);
+        };
+        // Both backends store these instants as RFC 3339 UTC text with milliseconds
+        // ([`timestamp`]), which sorts as time.
+        let sql = format!("DELETE FROM {table} WHERE {column} < $1");
+        let done = sqlx::query(&sql)
+            .bind(timestamp(cutoff))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
