@@ -32,27 +32,7 @@ enum Command {
     },
     /// Run the demo: the gateway with every shipped service (authentication on) and beside it
     /// a small EHR over synthetic patients that calls it, renders its cards and opens its app.
-    Demo {
-        /// The gateway's address.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// The demo EHR's address (open it in a browser).
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        ehr_listen: String,
-        /// Where the demo keeps its database.
-        #[arg(long, default_value = ".bedside")]
-        data_dir: PathBuf,
-        /// Models to load (put a model of your own here, `status = "shadow"`, to try it).
-        #[arg(long, default_value = "models")]
-        models_dir: PathBuf,
-        /// CDS service definitions.
-        #[arg(long, default_value = "cds-services")]
-        services_dir: PathBuf,
-        /// Also trust the public CDS Hooks sandbox (https://sandbox.cds-hooks.org) as a client.
-        /// Its signing key is public: anyone who can reach the gateway could then call it.
-        #[arg(long)]
-        trust_sandbox: bool,
-    },
+    Demo(bedside::demo::run::DemoOptions),
     /// Validate a configuration, its services and models (loads every model), then exit.
     Check {
         #[arg(long, short)]
@@ -120,23 +100,7 @@ fn main() -> ExitCode {
                 config,
                 insecure_no_auth,
             } => serve(config, insecure_no_auth).await.map(done),
-            Command::Demo {
-                listen,
-                ehr_listen,
-                data_dir,
-                models_dir,
-                services_dir,
-                trust_sandbox,
-            } => bedside::demo::run::run(bedside::demo::run::DemoOptions {
-                listen,
-                ehr_listen,
-                data_dir,
-                models_dir,
-                services_dir,
-                trust_sandbox,
-            })
-            .await
-            .map(done),
+            Command::Demo(options) => bedside::demo::run::run(options).await.map(done),
             Command::Check { config } => check(config).await.map(done),
             Command::Conformance(options) => conformance(options).await.map(done),
             Command::Report { config, json } => report(config, json).await.map(done),

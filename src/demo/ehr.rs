@@ -336,22 +336,16 @@ fn prefetch_query(ehr: &DemoEhr, patient: &str, query: &str) -> Option<Value> {
         let (t, id) = resource_type.split_once('/')?;
         return ehr.record.read_resource(t, id);
     };
-    let mut filters = BTreeMap::new();
-    let mut count = usize::MAX;
-    for (name, value) in url::form_urlencoded::parse(params.as_bytes()) {
-        match name.as_ref() {
-            "patient" | "subject" => {
-                if value.trim_start_matches("Patient/") != patient {
-                    return None;
-                }
-            }
-            "_count" => count = value.parse().unwrap_or(usize::MAX),
-            "_sort" => {}
-            other => {
-                filters.insert(other.to_owned(), value.into_owned());
-            }
-        }
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(params.as_bytes())
+        .into_owned()
+        .collect();
+    let search =
+        super::fhir::Search::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).ok()?;
+    // Prefetch is about the hook's patient only; anything else is left for bedside to fetch.
+    if search.patient.as_deref() != Some(patient) {
+        return None;
     }
+    let (filters, count) = (search.filters, search.count.unwrap_or(usize::MAX));
     let found = ehr.record.search(patient, resource_type, &filters);
     let total = found.len();
     let entry: Vec<Value> = found

@@ -24,6 +24,57 @@ const TYPES: &[&str] = &[
     "ServiceRequest",
 ];
 
+/// A search as the demo reads it: the patient, the filters [`super::record::DemoRecord::search`]
+/// applies, the page size asked for and the offset of the page. The facade and the EHR's own
+/// prefetch read queries alike.
+pub(super) struct Search {
+    pub patient: Option<String>,
+    pub filters: BTreeMap<String, String>,
+    pub count: Option<usize>,
+    pub offset: usize,
+}
+
+impl Search {
+    /// Reads search parameters; an error is `(OperationOutcome issue code, why)`.
+    pub fn parse<'a>(
+        params: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, (&'static str, &'static str)> {
+        let mut search = Self {
+            patient: None,
+            filters: BTreeMap::new(),
+            count: None,
+            offset: 0,
+        };
+        for (name, value) in params {
+            match name {
+                "patient" | "subject" | "_id" => {
+                    search.patient = Some(value.trim_start_matches("Patient/").to_owned())
+                }
+                "_count" => {
+                    search.count = Some(
+                        value
+                            .parse()
+                            .map_err(|_| ("invalid", "_count must be a whole number"))?,
+                    )
+                }
+                "_offset" => {
+                    search.offset = value
+                        .parse()
+                        .map_err(|_| ("invalid", "_offset must be a whole number"))?
+                }
+                "_sort" if value != "-date" => {
+                    return Err(("not-supported", "only _sort=-date is supported"))
+                }
+                "_sort" => {}
+                other => {
+                    search.filters.insert(other.to_owned(), value.to_owned());
+                }
+            }
+        }
+        Ok(search)
+    }
+}
+
 /// Routes under `/fhir`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/fhir/metadata", web::get().to(metadata))
@@ -188,38 +239,19 @@ async fn search(
     if !TYPES.contains(&resource_type.as_str()) {
         return outcome(404, "not-supported", "resource type not served by the demo");
     }
-    let mut patient = None;
-    let mut filters = BTreeMap::new();
-    let (mut count, mut offset) = (DEFAULT_COUNT, 0usize);
-    for (name, value) in query.iter() {
-        match name.as_str() {
-            "patient" | "subject" | "_id" => {
-                patient = Some(value.trim_start_matches("Patient/").to_owned())
-            }
-            "_count" => match value.parse::<usize>() {
-                Ok(n) => count = n.clamp(1, MAX_COUNT),
-                Err(_) => return outcome(400, "invalid", "_count must be a whole number"),
-            },
-            "_offset" => match value.parse::<usize>() {
-                Ok(n) => offset = n,
-                Err(_) => return outcome(400, "invalid", "_offset must be a whole number"),
-            },
-            "_sort" if value != "-date" => {
-                return outcome(400, "not-supported", "only _sort=-date is supported")
-            }
-            "_sort" => {}
-            other => {
-                filters.insert(other.to_owned(), value.clone());
-            }
-        }
-    }
-    let Some(patient) = patient else {
+    let search = match Search::parse(query.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        Ok(s) => s,
+        Err((code, why)) => return outcome(400, code, why),
+    };
+    let Some(patient) = search.patient else {
         return outcome(
             400,
             "required",
             "a patient (or subject) parameter is required",
         );
     };
+    let (filters, offset) = (search.filters, search.offset);
+    let count = search.count.unwrap_or(DEFAULT_COUNT).clamp(1, MAX_COUNT);
     if patient != grant.patient {
         return outcome(403, "forbidden", "the token is for another patient");
     }

@@ -13,20 +13,27 @@ use crate::server::{self, AuthMode};
 /// The SMART client id bedside uses with the demo's authorization server.
 const SMART_CLIENT_ID: &str = "bedside-demo";
 
-/// Where the demo listens and keeps its database.
+/// `bedside demo`'s options: where the demo listens, keeps its database and finds its models.
+#[derive(Debug, clap::Args)]
 pub struct DemoOptions {
-    /// The gateway's address (`127.0.0.1:8080`).
+    /// The gateway's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// The demo EHR's address (`127.0.0.1:8081`).
+    /// The demo EHR's address (open it in a browser).
+    #[arg(long, default_value = "127.0.0.1:8081")]
     pub ehr_listen: String,
-    /// The demo's SQLite database lives here.
+    /// Where the demo keeps its database.
+    #[arg(long, default_value = ".bedside")]
     pub data_dir: PathBuf,
-    /// Models to load (default `models`): where a model of your own is tried in shadow.
+    /// Models to load (put a model of your own here, `status = "shadow"`, to try it).
+    #[arg(long, default_value = "models")]
     pub models_dir: PathBuf,
-    /// Service definitions (default `cds-services`).
+    /// CDS service definitions.
+    #[arg(long, default_value = "cds-services")]
     pub services_dir: PathBuf,
-    /// Also trust the public CDS Hooks sandbox as a client. Its signing key is published, so
-    /// anyone who can reach the gateway could then call it: off unless asked for.
+    /// Also trust the public CDS Hooks sandbox (https://sandbox.cds-hooks.org) as a client.
+    /// Its signing key is public: anyone who can reach the gateway could then call it.
+    #[arg(long)]
     pub trust_sandbox: bool,
 }
 

@@ -102,12 +102,14 @@ impl CdsService {
             .await;
             return Ok(CdsResponse::default());
         }
-        let verdict = match self.def.alerts.dedup_group.as_deref() {
+        // A grouped service builds its tensor's references for the dedup decision; the record
+        // reuses them.
+        let (verdict, refs) = match self.def.alerts.dedup_group.as_deref() {
             Some(group) => {
                 self.verdict_in_group(group, facts, prepared, indicator)
                     .await
             }
-            None => self.verdict(facts, indicator).await,
+            None => (self.verdict(facts, indicator).await, input_refs(prepared)),
         };
         let (shown, outcome, reason) = match verdict {
             Verdict::Show(i) => (Some(i), Outcome::Shown, None),
@@ -127,7 +129,7 @@ impl CdsService {
             inc(c);
             tracing::info!(outcome = outcome.as_str(), "card held back by a guardrail");
         }
-        let recorded = self.record(
+        let recorded = self.record_with_refs(
             facts,
             &self.model,
             Entry {
@@ -137,6 +139,7 @@ impl CdsService {
                 reason: reason.as_deref(),
             },
             Some(prepared),
+            refs,
         );
         let Some(shown) = shown else {
             recorded.await;
@@ -187,14 +190,14 @@ impl CdsService {
 
     /// The verdict of a service in a dedup group: one decision at a time per call within the
     /// group (see DedupLocks); a card it lets through is in memory before the lock goes, so
-    /// the record need not be.
+    /// the record need not be. Also returns the tensor's FHIR references it decided on.
     async fn verdict_in_group(
         &self,
         group: &str,
         facts: &CallFacts<'_>,
         prepared: &scoring::Prepared,
         indicator: Indicator,
-    ) -> Verdict {
+    ) -> (Verdict, Vec<String>) {
         let hook_instance = &facts.request.hook_instance;
         let lock = self.env.dedup.lock_for(group, &facts.scope, hook_instance);
         let _held = lock.lock().await;
@@ -204,11 +207,15 @@ impl CdsService {
             None => self.verdict(facts, indicator).await,
         };
         if matches!(verdict, Verdict::Show(_) | Verdict::Downgrade { .. }) {
-            self.env
-                .dedup
-                .remember_shown(group, &facts.scope, hook_instance, &self.def.id, mine);
+            self.env.dedup.remember_shown(
+                group,
+                &facts.scope,
+                hook_instance,
+                &self.def.id,
+                mine.clone(),
+            );
         }
-        verdict
+        (verdict, mine)
     }
 
     /// Another service of `group` already showed a card in this call on the same inputs (the

@@ -20,6 +20,20 @@ impl CdsService {
         entry: Entry<'_>,
         prepared: Option<&Prepared>,
     ) -> PredictionRecord {
+        let refs = prepared.map(input_refs).unwrap_or_default();
+        self.prediction_record_with(facts, model, entry, prepared, refs)
+    }
+
+    /// [`Self::prediction_record`] with the tensor's FHIR references already built (the dedup
+    /// decision builds them first).
+    fn prediction_record_with(
+        &self,
+        facts: &CallFacts<'_>,
+        model: &LoadedModel,
+        entry: Entry<'_>,
+        prepared: Option<&Prepared>,
+        input_refs: Vec<String>,
+    ) -> PredictionRecord {
         let Entry {
             outcome,
             risk,
@@ -48,7 +62,7 @@ impl CdsService {
             indicator: indicator.map(str::to_owned),
             outcome,
             reason: reason.map(str::to_owned),
-            input_refs: prepared.map(input_refs).unwrap_or_default(),
+            input_refs,
             tensor_sha256: prepared.map(|p| tensor_hash(&p.matrix)),
             data_quality: prepared.map(|p| p.quality.clone()),
             latency_ms: facts.started.elapsed().as_secs_f64() * 1e3,
@@ -63,7 +77,21 @@ impl CdsService {
         entry: Entry<'_>,
         prepared: Option<&Prepared>,
     ) {
-        let record = self.prediction_record(facts, model, entry, prepared);
+        let refs = prepared.map(input_refs).unwrap_or_default();
+        self.record_with_refs(facts, model, entry, prepared, refs)
+            .await
+    }
+
+    /// [`Self::record`] with the references already built.
+    pub(super) async fn record_with_refs(
+        &self,
+        facts: &CallFacts<'_>,
+        model: &LoadedModel,
+        entry: Entry<'_>,
+        prepared: Option<&Prepared>,
+        refs: Vec<String>,
+    ) {
+        let record = self.prediction_record_with(facts, model, entry, prepared, refs);
         if let Err(e) = self.env.store.record_prediction(&record).await {
             inc(&self.metrics.record_failed);
             tracing::error!(error = %e, "prediction not recorded");

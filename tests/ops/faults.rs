@@ -191,6 +191,19 @@ async fn every_acknowledged_feedback_survives_kill_9() {
     drop(restarted);
 }
 
+/// The summary of the card the gateway at `url` shows for the deteriorating demo patient.
+async fn deterioration_card_summary(url: &str) -> String {
+    let r = http()
+        .post(format!("{url}/cds-services/deterioration"))
+        .json(&patient("deteriorating"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["cards"][0]["summary"].as_str().unwrap().to_owned()
+}
+
 async fn metric_reaches(url: &str, line: &str) -> bool {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
@@ -212,18 +225,7 @@ async fn a_corrupted_model_file_is_refused_on_reload_and_the_previous_one_keeps_
     let config =
         process::config_with_models(dir.path(), port, &dir.path().join("b.db"), &models, "");
     let bedside = BedsideProcess::start(&config, port, "info");
-    let service = format!("{}/cds-services/deterioration", bedside.url);
-    let card = || async {
-        let r = http()
-            .post(&service)
-            .json(&patient("deteriorating"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let body: Value = r.json().await.unwrap();
-        body["cards"][0]["summary"].as_str().unwrap().to_owned()
-    };
+    let card = || deterioration_card_summary(&bedside.url);
     let before = card().await;
 
     let model = models.join("deterioration/3.0.0/model.pt");
@@ -375,18 +377,7 @@ async fn with_trusted_keys_only_signed_models_load_and_a_changed_manifest_is_ref
     assert!(ok, "{printed}");
 
     let bedside = BedsideProcess::start(&config, port, "info");
-    let service = format!("{}/cds-services/deterioration", bedside.url);
-    let card = || async {
-        let r = http()
-            .post(&service)
-            .json(&patient("deteriorating"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let body: Value = r.json().await.unwrap();
-        body["cards"][0]["summary"].as_str().unwrap().to_owned()
-    };
+    let card = || deterioration_card_summary(&bedside.url);
     let before = card().await;
     // The active model's manifest edited after signing (a threshold, a path…): refused on
     // reload, the running set keeps serving.
