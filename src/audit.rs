@@ -10,7 +10,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::store::{StoredAudit, StoredPrediction};
+use crate::store::{StoredAudit, StoredDecision, StoredPrediction};
 
 /// Identifier system of the store's salted patient pseudonyms.
 pub const PSEUDONYM_SYSTEM: &str = "urn:bedside:patient-pseudonym";
@@ -171,6 +171,86 @@ pub fn provenance(p: &StoredPrediction) -> Value {
     }));
     prov["entity"] = entities.into();
     prov
+}
+
+/// Identifier system of model versions (`<model>|<version>`).
+const MODEL_VERSION_SYSTEM: &str = "urn:bedside:model-version";
+/// Identifier system of stored model evaluations.
+const EVALUATION_SYSTEM: &str = "urn:bedside:model-evaluation";
+
+/// The model version a decision is about, as a Reference by identifier.
+fn model_version_ref(d: &StoredDecision) -> Value {
+    json!({
+        "identifier": {"system": MODEL_VERSION_SYSTEM, "value": format!("{}|{}", d.model, d.version)},
+        "display": format!("model {} version {}", d.model, d.version),
+    })
+}
+
+/// A lifecycle decision (promotion, retirement, a reverted change) as the `Provenance` of the
+/// model version's new status: who decided, when, why, on which evaluation.
+pub fn decision_provenance(d: &StoredDecision) -> Value {
+    let mut prov = json!({
+        "resourceType": "Provenance",
+        "id": format!("model-decision-{}", d.id),
+        "target": [model_version_ref(d)],
+        "occurredDateTime": instant(d.at),
+        "recorded": instant(d.at),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE", "display": "revise"}],
+                     "text": format!("status {} -> {}", d.previous, d.status)},
+        "reason": [{"text": d.reason}],
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author", "display": "Author"}]},
+            "who": {"display": format!("{} (via {})", d.actor, d.via)},
+        }],
+    });
+    if let Some(id) = d.evaluation_id {
+        prov["entity"] = json!([{
+            "role": "source",
+            "what": {"identifier": {"system": EVALUATION_SYSTEM, "value": id.to_string()}, "display": "the evaluation the promotion rests on"},
+        }]);
+    }
+    prov
+}
+
+/// The same decision as an `AuditEvent` for the hospital's audit repository.
+pub fn decision_audit_event(d: &StoredDecision) -> Value {
+    let subtype = match d.status.as_str() {
+        "active" => "model-promote",
+        "retired" => "model-retire",
+        _ => "model-demote",
+    };
+    let mut entity = json!({
+        "what": model_version_ref(d),
+        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
+        "detail": [
+            {"type": "previous-status", "valueString": d.previous},
+            {"type": "status", "valueString": d.status},
+        ],
+    });
+    if let Some(id) = d.evaluation_id {
+        if let Some(details) = entity["detail"].as_array_mut() {
+            details.push(json!({"type": "evaluation", "valueString": id.to_string()}));
+        }
+    }
+    json!({
+        "resourceType": "AuditEvent",
+        "id": format!("model-decision-{}", d.id),
+        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110100", "display": "Application Activity"},
+        "subtype": [{"system": ACTION_SYSTEM, "code": subtype}],
+        "action": "U",
+        "recorded": instant(d.at),
+        "outcome": "0",
+        "outcomeDesc": format!("{} {}: {} -> {}", d.model, d.version, d.previous, d.status),
+        "purposeOfEvent": [{"text": d.reason}],
+        "agent": [{
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "AUT", "display": "author (originator)"}]},
+            "who": {"display": d.actor},
+            "altId": d.via,
+            "requestor": true,
+        }],
+        "source": {"observer": {"display": "bedside gateway"}, "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}]},
+        "entity": [entity],
+    })
 }
 
 /// An `OperationOutcome` with one issue (FHIR-shaped endpoints answer errors with it).

@@ -63,7 +63,7 @@ pub struct RawConfig {
     /// Bearer tokens for the operator endpoints (`/admin/...`: kill switch, report), as
     /// sha256 like `api_tokens`. None configured: the admin endpoints refuse everyone.
     #[serde(default)]
-    pub admin_tokens: Vec<RawApiToken>,
+    pub admin_tokens: Vec<RawAdminToken>,
     /// Bearer tokens for `GET /metrics`, as sha256 like `api_tokens`. None configured: the
     /// metrics are public (counters only, no PHI); any configured: `/metrics` needs one.
     #[serde(default)]
@@ -78,6 +78,9 @@ pub struct RawConfig {
     /// How long records are kept; absent: kept.
     #[serde(default)]
     pub retention: RawRetention,
+    /// Promotion criteria (`[governance]`); defaults when absent.
+    #[serde(default)]
+    pub governance: crate::governance::GovernanceSettings,
 }
 
 /// `[retention]`: per kind of record, how long it is kept (at least a day), and how often the
@@ -119,6 +122,20 @@ pub struct RawApiToken {
     pub name: String,
     /// Hex sha256 of the token (`printf %s "$TOKEN" | sha256sum`).
     pub sha256: String,
+}
+
+/// One admin token: like [`RawApiToken`], with the roles it holds (absent: `report` and
+/// `operate`; `promote` is only ever granted by name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminToken {
+    /// Who holds it; logged and recorded (promotions name it) instead of the token.
+    pub name: String,
+    /// Hex sha256 of the token.
+    pub sha256: String,
+    /// What it may do: `report`, `operate`, `promote`.
+    #[serde(default)]
+    pub roles: Option<Vec<crate::admin::AdminRole>>,
 }
 
 fn default_services_dir() -> PathBuf {
@@ -654,8 +671,8 @@ pub struct Config {
     pub fhir: FhirConfig,
     /// `(name, sha256)` of each prediction-API token.
     pub api_tokens: Vec<(String, [u8; 32])>,
-    /// `(name, sha256)` of each admin token.
-    pub admin_tokens: Vec<(String, [u8; 32])>,
+    /// Each admin token with its roles.
+    pub admin_tokens: Vec<crate::admin::AdminToken>,
     /// `(name, sha256)` of each metrics token; empty: `/metrics` is public.
     pub metrics_tokens: Vec<(String, [u8; 32])>,
     /// `[backend_services]`, when configured.
@@ -666,6 +683,8 @@ pub struct Config {
     pub retention: crate::store::Retention,
     /// How often the retention purge runs.
     pub purge_every: Duration,
+    /// Promotion criteria and whether every model needs a promotion.
+    pub governance: crate::governance::GovernanceSettings,
 }
 
 /// Validated `[http]` settings.
@@ -845,8 +864,17 @@ impl Config {
             out
         };
         let api_tokens = token_digests("api_tokens", &raw.api_tokens);
-        let admin_tokens = token_digests("admin_tokens", &raw.admin_tokens);
+        let admin_pairs: Vec<RawApiToken> = raw
+            .admin_tokens
+            .iter()
+            .map(|t| RawApiToken {
+                name: t.name.clone(),
+                sha256: t.sha256.clone(),
+            })
+            .collect();
+        let admin_digests = token_digests("admin_tokens", &admin_pairs);
         let metrics_tokens = token_digests("metrics_tokens", &raw.metrics_tokens);
+        let admin_tokens = admin_tokens(&raw.admin_tokens, admin_digests, &mut errors);
         if raw.auth.jwks_min_refetch > MAX_JWKS_MIN_REFETCH {
             errors.push(
                 "auth.jwks_min_refetch",
@@ -878,6 +906,9 @@ impl Config {
                     "at least 1 day: a shorter period would purge records still in use",
                 );
             }
+        }
+        for (key, problem) in raw.governance.problems() {
+            errors.push(key, problem);
         }
         if raw.retention.purge_every < Duration::from_secs(60) {
             errors.push("retention.purge_every", "at least 1 minute");
@@ -927,6 +958,7 @@ impl Config {
                     audit: raw.retention.audit,
                 },
                 purge_every: raw.retention.purge_every,
+                governance: raw.governance,
             }),
             // Unreachable in practice: each `None` pushed a problem above.
             _ => Err(errors),
@@ -967,6 +999,35 @@ fn parse_http_url(text: &str) -> Result<Url, String> {
         "http" | "https" if url.host().is_some() => Ok(url),
         _ => Err(format!("`{text}` must be an http(s) URL with a host")),
     }
+}
+
+/// The admin tokens with their roles; names must be unique (promotions record the name).
+fn admin_tokens(
+    raw: &[RawAdminToken],
+    digests: Vec<(String, [u8; 32])>,
+    errors: &mut ConfigErrors,
+) -> Vec<crate::admin::AdminToken> {
+    let mut tokens: Vec<crate::admin::AdminToken> = Vec::new();
+    for (name, sha256) in digests {
+        if tokens.iter().any(|t| t.name == name) {
+            errors.push(
+                "admin_tokens",
+                format!("the name `{name}` is used twice: each token needs its own name"),
+            );
+            continue;
+        }
+        let roles = raw
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| t.roles.clone())
+            .unwrap_or_else(|| crate::admin::AdminRole::DEFAULT.to_vec());
+        tokens.push(crate::admin::AdminToken {
+            name,
+            sha256,
+            roles,
+        });
+    }
+    tokens
 }
 
 fn validate_db_url(text: &str, errors: &mut ConfigErrors) -> Option<DatabaseUrl> {

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod features;
 pub mod fhir;
 pub mod fuzz_targets;
+pub mod governance;
 pub mod hooks;
 pub mod html;
 pub mod http;

@@ -79,6 +79,65 @@ enum Command {
     /// `_count`), recognised codes, data density, and whether each model would score or
     /// abstain. Exit 0 ok, 1 warnings, 2 errors.
     Probe(bedside::probe::Options),
+    /// Evaluate a model version on this site's shadow records (agreement with the active
+    /// version, outcome metrics where outcomes were imported) and store the evaluation a
+    /// promotion needs. Exit 1 when it does not meet the `[governance]` criteria.
+    Evaluate {
+        #[arg(long, short)]
+        config: PathBuf,
+        model: String,
+        version: String,
+        /// Print JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a shadow version active on its newest stored evaluation (the active version
+    /// becomes shadow), recording who, when and why. The running gateway applies it on its
+    /// next reload (SIGHUP); `POST /admin/models/{model}/{version}/promote` applies it at once.
+    Promote {
+        #[arg(long, short)]
+        config: PathBuf,
+        model: String,
+        version: String,
+        /// Who decides (recorded).
+        #[arg(long)]
+        by: String,
+        /// Why (recorded; required).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Retire a model version: it is no longer loaded (recorded like a promotion).
+    Retire {
+        #[arg(long, short)]
+        config: PathBuf,
+        model: String,
+        version: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List every model version with its status (decided or as its manifest says) and its
+    /// decisions.
+    Models {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Import outcomes for evaluation: NDJSON lines {"patient", "fhirServer", "event", "at"};
+    /// patient ids are pseudonymised on the way in.
+    Outcomes {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The NDJSON file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Outcomes are complete up to this instant (RFC 3339; default: now).
+        #[arg(long)]
+        through: Option<chrono::DateTime<chrono::Utc>>,
+        /// Events the file is complete for even if it has no line of them.
+        #[arg(long = "event")]
+        events: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,6 +166,53 @@ fn main() -> ExitCode {
             Command::Probe(options) => probe(options).await,
             Command::Keygen { out, key_id } => keygen(&out, &key_id).map(done),
             Command::Sign { key, key_id, dirs } => sign(&key, &key_id, &dirs).map(done),
+            Command::Evaluate {
+                config,
+                model,
+                version,
+                json,
+            } => governance_evaluate(&load_config(&config)?, &model, &version, json).await,
+            Command::Promote {
+                config,
+                model,
+                version,
+                by,
+                reason,
+            } => governance_decide(
+                &load_config(&config)?,
+                Decision::Promote,
+                &model,
+                &version,
+                &by,
+                &reason,
+            )
+            .await
+            .map(done),
+            Command::Retire {
+                config,
+                model,
+                version,
+                by,
+                reason,
+            } => governance_decide(
+                &load_config(&config)?,
+                Decision::Retire,
+                &model,
+                &version,
+                &by,
+                &reason,
+            )
+            .await
+            .map(done),
+            Command::Models { config } => governance_list(&load_config(&config)?).await.map(done),
+            Command::Outcomes {
+                config,
+                file,
+                through,
+                events,
+            } => governance_outcomes(&load_config(&config)?, &file, through, &events)
+                .await
+                .map(done),
         }
     });
     match result {
@@ -244,4 +350,150 @@ async fn check(config: PathBuf) -> anyhow::Result<()> {
     }
     println!("configuration ok");
     Ok(())
+}
+
+/// Opens the configured store and runs `f` with a [`bedside::governance::Governor`] over it.
+async fn with_governor<T>(
+    config: &Config,
+    f: impl AsyncFnOnce(&bedside::governance::Governor<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let store = bedside::store::Store::open_configured(&config.store_settings()).await?;
+    let governor = bedside::governance::Governor {
+        store: &store,
+        models_dir: &config.models_dir,
+        services_dir: &config.services_dir,
+        settings: &config.governance,
+        trusted_keys: &config.inference.trusted_keys,
+    };
+    let result = f(&governor).await;
+    store.close().await;
+    result
+}
+
+/// `bedside evaluate`: exit 0 when the stored evaluation passed, 1 when it did not.
+async fn governance_evaluate(
+    config: &Config,
+    model: &str,
+    version: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    with_governor(config, async |g| {
+        let stored = g.evaluate(model, version, chrono::Utc::now()).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&stored)?);
+        } else {
+            let e: bedside::governance::Evaluation =
+                serde_json::from_value(stored.evaluation.clone())?;
+            print!("{}", e.text());
+            println!("stored as evaluation {}", stored.id);
+        }
+        Ok(if stored.passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+    .await
+}
+
+/// Which lifecycle change `bedside promote` / `retire` asks for.
+enum Decision {
+    Promote,
+    Retire,
+}
+
+async fn governance_decide(
+    config: &Config,
+    decision: Decision,
+    model: &str,
+    version: &str,
+    by: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    with_governor(config, async |g| {
+        let request = bedside::governance::Request {
+            actor: by,
+            via: "cli",
+            reason,
+            now: chrono::Utc::now(),
+        };
+        let decisions = match decision {
+            Decision::Promote => g.promote(model, version, &request).await?,
+            Decision::Retire => g.retire(model, version, &request).await?,
+        };
+        for d in &decisions {
+            println!(
+                "recorded decision {}: {} {} {} -> {} (by {})",
+                d.id, d.model, d.version, d.previous, d.status, d.actor
+            );
+        }
+        println!("a running gateway applies it on reload: kill -HUP <pid>");
+        Ok(())
+    })
+    .await
+}
+
+async fn governance_list(config: &Config) -> anyhow::Result<()> {
+    with_governor(config, async |g| {
+        for name in g.model_names()? {
+            for v in g.versions(&name).await? {
+                let evaluation = g
+                    .store
+                    .latest_evaluation(&name, &v.manifest.version)
+                    .await?;
+                println!(
+                    "{name:<14} {:<8} {:<8} (manifest: {}){}",
+                    v.manifest.version,
+                    v.status.as_str(),
+                    v.declared.as_str(),
+                    evaluation.map_or(String::new(), |e| format!(
+                        "  evaluation {} {} {}",
+                        e.id,
+                        e.at.format("%Y-%m-%d %H:%M"),
+                        if e.passed { "passed" } else { "failed" }
+                    ))
+                );
+            }
+        }
+        for d in g.store.decisions(None).await? {
+            println!(
+                "decision {} {} {} {} -> {} by {} via {} at {}",
+                d.id, d.model, d.version, d.previous, d.status, d.actor, d.via, d.at
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn governance_outcomes(
+    config: &Config,
+    file: &std::path::Path,
+    through: Option<chrono::DateTime<chrono::Utc>>,
+    events: &[String],
+) -> anyhow::Result<()> {
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+    );
+    with_governor(config, async |g| {
+        let now = chrono::Utc::now();
+        let import = bedside::governance::import_outcomes(
+            g.store,
+            reader,
+            events,
+            through.unwrap_or(now),
+            now,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        for (event, read) in &import.read {
+            println!(
+                "{event}: {read} read, {} new; complete through {}",
+                import.added.get(event).copied().unwrap_or(0),
+                through.unwrap_or(now)
+            );
+        }
+        Ok(())
+    })
+    .await
 }

@@ -21,7 +21,7 @@ use crate::fhir::{FhirClient, FhirError};
 use crate::hooks::{routes, HooksState};
 use crate::http::auth::{AuthError, ClientAuth, JwtVerifier};
 use crate::http::{BrowserPolicy, MaxHeaderBytes};
-use crate::inference::{LoadError, ModelRegistry};
+use crate::inference::{Lifecycle, LoadError, ModelRegistry};
 use crate::services::{
     DefinitionErrors, FhirAccess, KillSwitch, Runtime, RuntimeHandle, ServiceEnv, ServiceRegistry,
 };
@@ -51,6 +51,8 @@ pub struct AppState {
     smart: web::Data<SmartState>,
     /// Rows the retention purge removed since start, per kind (`/metrics`).
     purged: Arc<PurgeCounters>,
+    /// Reloads models and services (SIGHUP, governance decisions).
+    loader: Arc<Loader>,
 }
 
 /// Rows removed by the retention purge, per kind of record.
@@ -68,10 +70,26 @@ impl AppState {
     }
 
     /// Loads `models_dir` and `services_dir` again (sha256, warm-up, definitions: every
-    /// start-up check) and swaps them in only if all of it succeeds; otherwise the running set
-    /// keeps serving and the error is returned (a corrupted model file never replaces a good
-    /// one).
+    /// start-up check, governance decisions) and swaps them in only if all of it succeeds;
+    /// otherwise the running set keeps serving and the error is returned (a corrupted model
+    /// file never replaces a good one).
     pub async fn reload(&self) -> Result<(), StartupError> {
+        self.loader.reload().await
+    }
+}
+
+/// What a reload needs: everything [`load_runtime`] reads, and the handle it swaps.
+struct Loader {
+    config: Config,
+    fhir: Arc<FhirAccess>,
+    store: Store,
+    switches: Arc<KillSwitch>,
+    backend: Option<Arc<BackendClient>>,
+    runtime: Arc<RuntimeHandle>,
+}
+
+impl Loader {
+    async fn reload(&self) -> Result<(), StartupError> {
         match load_runtime(
             &self.config,
             self.fhir.clone(),
@@ -95,6 +113,14 @@ impl AppState {
     }
 }
 
+impl crate::admin::ReloadModels for Loader {
+    fn reload(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move { Loader::reload(self).await.map_err(|e| e.to_string()) })
+    }
+}
+
 async fn load_runtime(
     config: &Config,
     fhir: Arc<FhirAccess>,
@@ -104,13 +130,20 @@ async fn load_runtime(
 ) -> Result<Runtime, StartupError> {
     let models_dir = config.models_dir.clone();
     let settings = config.inference.clone();
-    let models = tokio::task::spawn_blocking(move || ModelRegistry::load(&models_dir, &settings))
-        .await
-        .map_err(|e| LoadError::Torch {
-            name: "(registry)".into(),
-            version: String::new(),
-            message: e.to_string(),
-        })??;
+    let lifecycle = Lifecycle::from_decided(
+        store.decided_statuses().await?,
+        config.governance.require_promotion,
+    )
+    .map_err(StoreError::Malformed)?;
+    let models = tokio::task::spawn_blocking(move || {
+        ModelRegistry::load_governed(&models_dir, &settings, &lifecycle)
+    })
+    .await
+    .map_err(|e| LoadError::Torch {
+        name: "(registry)".into(),
+        version: String::new(),
+        message: e.to_string(),
+    })??;
     models.check_remotes().await?;
     let mut env = ServiceEnv::new(config.public_base(), fhir, store, switches);
     env.backend = backend.map(|b| b as Arc<dyn crate::fhir::TokenSource>);
@@ -226,11 +259,27 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         body_limits: config.body_limits(),
         public_base: public_base.clone(),
     };
+    let loader = Arc::new(Loader {
+        config: config.clone(),
+        fhir: fhir.clone(),
+        store: store.clone(),
+        switches: switches.clone(),
+        backend: backend.clone(),
+        runtime: runtime.clone(),
+    });
     let admin = AdminState {
         runtime: runtime.clone(),
         store: store.clone(),
         switches: switches.clone(),
         admin_tokens: config.admin_tokens.clone(),
+        governance: crate::admin::GovernanceAccess {
+            models_dir: config.models_dir.clone(),
+            services_dir: config.services_dir.clone(),
+            settings: config.governance.clone(),
+            trusted_keys: config.inference.trusted_keys.clone(),
+            reload: loader.clone(),
+            serial: tokio::sync::Mutex::new(()),
+        },
         public_base,
     };
     // Models were loaded and warmed up above: from here on the gateway can answer.
@@ -247,6 +296,7 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         admin: web::Data::new(admin),
         smart: web::Data::new(smart),
         purged: Arc::new(PurgeCounters::default()),
+        loader,
     })
 }
 

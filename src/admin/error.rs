@@ -10,8 +10,13 @@ use actix_web::HttpResponse;
 pub enum AdminError {
     #[error("an admin bearer token ([[admin_tokens]]) is required")]
     Unauthorized,
+    #[error("this admin token lacks the `{}` role", .0.as_str())]
+    Forbidden(super::AdminRole),
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the state (a refused promotion, a reload that failed).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Invalid(String),
     /// Logged where it happened; the caller is told to retry.
@@ -23,7 +28,9 @@ impl AdminError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -33,7 +40,9 @@ impl AdminError {
     pub fn json(&self) -> HttpResponse {
         let code = match self {
             Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
             Self::Invalid(_) => "invalid_request",
             Self::StoreUnavailable => "store_unavailable",
         };
@@ -44,7 +53,9 @@ impl AdminError {
     pub fn fhir(&self) -> HttpResponse {
         let code = match self {
             Self::Unauthorized => "login",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
+            Self::Conflict(_) => "conflict",
             Self::Invalid(_) => "invalid",
             Self::StoreUnavailable => "transient",
         };

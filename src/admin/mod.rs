@@ -1,8 +1,10 @@
 //! Operator endpoints: the kill switch per service, the prediction record of one card (also as
 //! FHIR `RiskAssessment` + `Provenance`), the audit trail as FHIR `AuditEvent`s, and the
 //! feedback-analytics report (JSON, or an HTML page with charts). Guarded by the
-//! `[[admin_tokens]]` of the configuration (sha256 of a bearer token); without any configured,
-//! the endpoints answer 401 to everyone.
+//! `[[admin_tokens]]` of the configuration (sha256 of a bearer token) and their roles
+//! (`report` reads, `operate` switches services, `promote` evaluates, promotes and retires
+//! model versions: [`models`]); without any token configured, the endpoints answer 401 to
+//! everyone, and a token without the role an endpoint needs gets 403.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,12 +13,16 @@ use serde_json::json;
 use crate::audit;
 use crate::report;
 mod error;
+mod models;
+mod role;
 
 use std::sync::Arc;
 
 use crate::services::{KillSwitch, RuntimeHandle};
 use crate::store::Store;
 pub use error::AdminError;
+pub use models::{GovernanceAccess, ReloadModels};
+pub use role::{AdminRole, AdminToken};
 
 /// The operator surface's state (its own `web::Data`).
 pub struct AdminState {
@@ -24,8 +30,10 @@ pub struct AdminState {
     pub store: Store,
     /// Services switched off at run time.
     pub switches: Arc<KillSwitch>,
-    /// `(name, sha256)` of each `[[admin_tokens]]` token; empty: every call is refused.
-    pub admin_tokens: Vec<(String, [u8; 32])>,
+    /// Each `[[admin_tokens]]` token with its roles; empty: every call is refused.
+    pub admin_tokens: Vec<AdminToken>,
+    /// What model governance reads and how it applies a decision.
+    pub governance: GovernanceAccess,
     /// `public_url` without a trailing slash.
     pub public_base: String,
 }
@@ -43,11 +51,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/admin/audit-events", web::get().to(audit_events))
     .route("/admin/report", web::get().to(report_page));
+    models::configure(cfg);
 }
 
-/// The holder of a valid admin token.
-fn admin_holder<'s>(state: &'s AdminState, req: &HttpRequest) -> Result<&'s str, AdminError> {
-    crate::http::static_token_holder(&state.admin_tokens, req).ok_or(AdminError::Unauthorized)
+/// The holder of a valid admin token that has `role`: 401 without a valid token, 403 without
+/// the role.
+fn admin_holder<'s>(
+    state: &'s AdminState,
+    req: &HttpRequest,
+    role: AdminRole,
+) -> Result<&'s str, AdminError> {
+    let token = crate::http::static_token_match(&state.admin_tokens, |t| &t.sha256, req)
+        .ok_or(AdminError::Unauthorized)?;
+    if token.may(role) {
+        Ok(&token.name)
+    } else {
+        Err(AdminError::Forbidden(role))
+    }
 }
 
 /// The answer of an endpoint that speaks JSON.
@@ -74,7 +94,7 @@ fn switch(
     req: &HttpRequest,
     (id, action): (String, String),
 ) -> Result<HttpResponse, AdminError> {
-    let holder = admin_holder(state, req)?;
+    let holder = admin_holder(state, req, AdminRole::Operate)?;
     let disabled = match action.as_str() {
         "disable" => true,
         "enable" => false,
@@ -98,7 +118,7 @@ async fn prediction(
 ) -> HttpResponse {
     json_answer(
         async {
-            admin_holder(&state, &req)?;
+            admin_holder(&state, &req, AdminRole::Report)?;
             let p = stored_prediction(&state, &id).await?;
             Ok(HttpResponse::Ok().json(p))
         }
@@ -137,7 +157,7 @@ async fn prediction_fhir(
 ) -> HttpResponse {
     fhir_answer(
         async {
-            admin_holder(&state, &req)?;
+            admin_holder(&state, &req, AdminRole::Report)?;
             let p = stored_prediction(&state, &id).await?;
             let runtime = state.runtime.current();
             let meaning = runtime
@@ -176,7 +196,7 @@ async fn audit_events(state: web::Data<AdminState>, req: HttpRequest) -> HttpRes
 }
 
 async fn audit_page(state: &AdminState, req: &HttpRequest) -> Result<HttpResponse, AdminError> {
-    admin_holder(state, req)?;
+    admin_holder(state, req, AdminRole::Report)?;
     let Ok(page) = web::Query::<AuditPage>::from_query(req.query_string()) else {
         return Err(AdminError::Invalid(
             "query parameters: after=<id>, _count=<1..1000>".into(),
@@ -222,7 +242,7 @@ async fn audit_page(state: &AdminState, req: &HttpRequest) -> Result<HttpRespons
 /// `GET /admin/report[?format=html]`: feedback analytics per service and model version, as
 /// JSON, or as an HTML page with charts when asked for (`Accept: text/html`).
 async fn report_page(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse {
-    if let Err(e) = admin_holder(&state, &req) {
+    if let Err(e) = admin_holder(&state, &req, AdminRole::Report) {
         return e.json();
     }
     let wants_html = req.query_string().contains("format=html")

@@ -12,7 +12,7 @@ pub mod headers;
 pub mod json;
 pub mod tls;
 
-pub use bearer::static_token_holder;
+pub use bearer::{static_token_holder, static_token_match};
 pub use body::{read_body, read_json_body, BodyError, BodyLimits};
 pub use headers::{BrowserPolicy, MaxHeaderBytes};
 pub use json::{error_response, parse_json, JsonError};

@@ -17,6 +17,24 @@ pub enum ModelStatus {
     Retired,
 }
 
+impl ModelStatus {
+    /// The status's name in manifests and governance records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Shadow => "shadow",
+            Self::Retired => "retired",
+        }
+    }
+
+    /// The status named `text`.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Active, Self::Shadow, Self::Retired]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
 /// A model's manifest, as written beside `model.pt`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,6 +9,7 @@
 mod device;
 mod error;
 mod handle;
+mod lifecycle;
 mod manifest;
 pub mod oip;
 mod registry;
@@ -20,6 +21,7 @@ mod worker;
 pub use device::{cuda_is_available, select_device};
 pub use error::{InferenceError, LoadError};
 pub use handle::ModelHandle;
+pub use lifecycle::Lifecycle;
 pub use manifest::{ExplanationMethod, Manifest, ModelStatus, SuggestedThresholds, Validity};
 pub use registry::{LoadedModel, ModelRegistry};
 pub use settings::{DevicePreference, InferenceSettings, ModelSettings};

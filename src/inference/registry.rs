@@ -13,6 +13,7 @@ use super::manifest::{Manifest, ModelStatus};
 use super::remote::RemoteModel;
 use super::worker::{LocalWorker, WorkerSpec};
 use super::InferenceSettings;
+use super::Lifecycle;
 use super::LoadError;
 use crate::features::{FeatureSpec, Normalisation};
 use crate::metrics::ModelMetrics;
@@ -35,14 +36,26 @@ pub struct ModelRegistry {
 
 impl ModelRegistry {
     /// Finds every `manifest.toml` two levels under `dir`, verifies and loads each model that
-    /// is not retired. Any failure stops start-up with a message naming the model.
+    /// is not retired, in the status its manifest names. Any failure stops start-up with a
+    /// message naming the model.
     pub fn load(dir: &Path, settings: &InferenceSettings) -> Result<Self, LoadError> {
+        Self::load_governed(dir, settings, &Lifecycle::default())
+    }
+
+    /// [`Self::load`] with each version in the status `lifecycle` gives it (governance
+    /// decisions first; see [`Lifecycle`]).
+    pub fn load_governed(
+        dir: &Path,
+        settings: &InferenceSettings,
+        lifecycle: &Lifecycle,
+    ) -> Result<Self, LoadError> {
         if settings.threads > 0 {
             tch::set_num_threads(settings.threads as i32);
         }
         let mut models = BTreeMap::new();
         for manifest_path in find_manifests(dir)? {
-            let manifest = Manifest::load(&manifest_path)?;
+            let mut manifest = Manifest::load(&manifest_path)?;
+            manifest.status = lifecycle.status_of(&manifest);
             if manifest.status == ModelStatus::Retired {
                 continue;
             }

@@ -77,6 +77,7 @@ fn default_deadline() -> Duration {
 #[serde(deny_unknown_fields)]
 struct RawModelRef {
     name: String,
+    /// A version, or [`FOLLOWS_ACTIVE`]: whichever version is active (promotions move it).
     version: String,
     /// Prefetch keys whose Observations feed the model's features.
     inputs: Vec<String>,
@@ -217,21 +218,68 @@ impl std::fmt::Display for DefinitionErrors {
 }
 impl std::error::Error for DefinitionErrors {}
 
+/// The `[model] version` that follows promotions: the model's active version.
+pub const FOLLOWS_ACTIVE: &str = "active";
+
+/// Which model (and version, or [`FOLLOWS_ACTIVE`]) a service definition names, read without
+/// loading any model: what governance checks before changing a version's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRef {
+    pub service: String,
+    pub model: String,
+    pub version: String,
+}
+
+/// The [`ModelRef`] of every definition in `dir`.
+pub fn model_refs(dir: &Path) -> Result<Vec<ModelRef>, DefinitionErrors> {
+    let mut refs = Vec::new();
+    let mut errors = DefinitionErrors::default();
+    for path in definition_paths(dir, &mut errors) {
+        match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str::<RawService>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(raw) => refs.push(ModelRef {
+                service: raw.id,
+                model: raw.model.name,
+                version: raw.model.version,
+            }),
+            Err(e) => errors.0.push((path.display().to_string(), e)),
+        }
+    }
+    if errors.0.is_empty() {
+        Ok(refs)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The `*.toml` files of `dir`, sorted.
+fn definition_paths(dir: &Path, errors: &mut DefinitionErrors) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut paths: Vec<_> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            paths.sort();
+            paths
+        }
+        Err(e) => {
+            errors.0.push((dir.display().to_string(), e.to_string()));
+            Vec::new()
+        }
+    }
+}
+
 /// Loads every `*.toml` in `dir`, reporting all problems at once.
 pub fn load_all(dir: &Path, models: &ModelRegistry) -> Result<Vec<ServiceDef>, DefinitionErrors> {
     let mut errors = DefinitionErrors::default();
-    let mut paths: Vec<_> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect(),
-        Err(e) => {
-            errors.0.push((dir.display().to_string(), e.to_string()));
-            return Err(errors);
-        }
-    };
-    paths.sort();
+    let paths = definition_paths(dir, &mut errors);
+    if !errors.0.is_empty() {
+        return Err(errors);
+    }
     let mut defs: Vec<ServiceDef> = Vec::new();
     for path in paths {
         let file = path.display().to_string();
@@ -268,7 +316,7 @@ pub fn load_all(dir: &Path, models: &ModelRegistry) -> Result<Vec<ServiceDef>, D
 }
 
 fn validate(
-    raw: RawService,
+    mut raw: RawService,
     models: &ModelRegistry,
     dir: &Path,
 ) -> Result<ServiceDef, Vec<(String, String)>> {
@@ -287,6 +335,12 @@ fn validate(
     }
     if raw.hook.trim().is_empty() {
         problem("hook", "must not be empty".into());
+    }
+    if raw.model.version == FOLLOWS_ACTIVE {
+        // The active version (else the newest shadow one: the service then scores silently).
+        if let Some(m) = models.default_version(&raw.model.name) {
+            raw.model.version = m.manifest.version.clone();
+        }
     }
     let model = models.get(&raw.model.name, &raw.model.version);
     if model.is_none() {

@@ -28,7 +28,8 @@ use std::sync::{Arc, RwLock};
 
 pub use call::CdsService;
 pub use definition::{
-    load_all, DefinitionErrors, Guardrails, PrefetchSpec, ServiceDef, Thresholds,
+    load_all, model_refs, DefinitionErrors, Guardrails, ModelRef, PrefetchSpec, ServiceDef,
+    Thresholds, FOLLOWS_ACTIVE,
 };
 pub use error::ServiceError;
 pub use runtime::{Runtime, RuntimeHandle};

@@ -23,6 +23,7 @@ use sqlx::AnyPool;
 
 mod audit;
 mod group_commit;
+mod lifecycle;
 mod outcome;
 mod predictions;
 mod report;
@@ -31,6 +32,7 @@ mod scope;
 mod settings;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
+pub use lifecycle::{NewDecision, ShadowScore, StoredDecision, StoredEvaluation, MAX_EVALUATED};
 pub use outcome::{DataQuality, Mode, Outcome};
 pub use predictions::{FeedbackMark, PatientView, PredictionRecord, StoredPrediction};
 pub use report::{Report, ServiceReport, ShadowAgreement, Tally};

@@ -40,6 +40,7 @@ pub struct Purged {
 const PREDICTIONS: (&str, &str) = ("predictions", "at");
 const FEEDBACK: (&str, &str) = ("feedback", "received_at");
 const AUDIT: (&str, &str) = ("audit", "at");
+const OUTCOMES: (&str, &str) = ("outcomes", "at");
 
 impl Store {
     /// Deletes every row older than its kind's retention at `now`.
@@ -48,6 +49,9 @@ impl Store {
         retention: &Retention,
         now: DateTime<Utc>,
     ) -> Result<Purged, StoreError> {
+        // Outcomes exist to label predictions: they are kept as long as predictions are.
+        self.purge_table(OUTCOMES, retention.predictions, now)
+            .await?;
         Ok(Purged {
             predictions: self
                 .purge_table(PREDICTIONS, retention.predictions, now)
