@@ -53,7 +53,147 @@ on_both_backends!(
     concurrent_records_share_commits_and_each_caller_sees_its_own,
     one_ehrs_state_never_reaches_another_ehrs_patient_with_the_same_id,
     retention_purges_exactly_the_rows_past_their_period,
+    governance_pairs_shadow_scores_labels_outcomes_and_keeps_decisions,
 );
+
+async fn governance_pairs_shadow_scores_labels_outcomes_and_keeps_decisions(store: &Store) {
+    use bedside::governance::{evaluate, GovernanceSettings};
+    use bedside::store::{Mode, NewDecision, Outcome};
+    let now = Utc::now();
+    let t0 = now - Duration::hours(48);
+    // Six calls scored by the active 1.0.0 and the shadow 2.0.0; one more only in the shadow;
+    // one shadow score of another client on a call with the same hookInstance (no pair).
+    for i in 0..7 {
+        let at = t0 + Duration::hours(i);
+        let mut active = common::prediction_record(&format!("a{i}"), at);
+        active.hook_instance = format!("hi-{i}");
+        active.patient_id = Some(format!("p{i}"));
+        active.risk = Some(0.1 * i as f64);
+        active.indicator = (i >= 3).then(|| "warning".to_owned());
+        let mut shadow = active.clone();
+        shadow.id = format!("s{i}");
+        shadow.model_version = "2.0.0".into();
+        shadow.mode = Mode::Shadow;
+        shadow.outcome = Outcome::Shadow;
+        shadow.risk = Some(0.9 - 0.1 * i as f64);
+        shadow.indicator = (i <= 2).then(|| "warning".to_owned());
+        if i < 6 {
+            store.record_prediction(&active).await.unwrap();
+        }
+        store.record_prediction(&shadow).await.unwrap();
+    }
+    let mut other = common::prediction_record("x0", t0);
+    other.scope = Scope::new(Some("https://other.example"), None, None);
+    other.hook_instance = "hi-0".into();
+    other.model_version = "2.0.0".into();
+    other.mode = Mode::Shadow;
+    other.outcome = Outcome::Shadow;
+    store.record_prediction(&other).await.unwrap();
+    let scores = store
+        .shadow_scores("deterioration", "2.0.0", t0 - Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(scores.len(), 8);
+    let paired: Vec<_> = scores.iter().filter(|s| s.active_risk.is_some()).collect();
+    assert_eq!(paired.len(), 6, "another client's call is never a pair");
+    assert!(paired
+        .iter()
+        .all(|s| s.active_version.as_deref() == Some("1.0.0")));
+    // Outcomes: p0 and p1 deteriorate 2 h after their scores; known through t0 + 30 h.
+    let hash = |id: &str| {
+        let store = store.clone();
+        let id = id.to_owned();
+        async move { store.pseudonym("", &id).await.unwrap() }
+    };
+    let outcomes = vec![
+        (hash("p0").await, t0 + Duration::hours(2)),
+        (hash("p1").await, t0 + Duration::hours(3)),
+        (hash("p1").await, t0 + Duration::hours(3)),
+    ];
+    let through = t0 + Duration::hours(30);
+    let added = store
+        .record_outcomes("deterioration", &outcomes, through, now)
+        .await
+        .unwrap();
+    assert_eq!(added, 2, "the same outcome twice is kept once");
+    // An older feed never moves `through` back.
+    store
+        .record_outcomes("deterioration", &[], t0, now)
+        .await
+        .unwrap();
+    let back = store
+        .outcomes_through("deterioration")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.timestamp_millis(), through.timestamp_millis());
+    let settings = GovernanceSettings {
+        min_shadow_scores: 8,
+        min_outcome_events: 2,
+        ..GovernanceSettings::default()
+    };
+    let e = evaluate(store, "deterioration", "2.0.0", 12.0, &settings, now)
+        .await
+        .unwrap();
+    assert_eq!(e.shadow_scores, 8);
+    let c = e.comparison.as_ref().unwrap();
+    assert_eq!((c.pairs, c.agreed), (6, 0), "they alert on opposite halves");
+    let o = e.outcomes.as_ref().unwrap();
+    // Scores at t0+0..6 h end their 12 h horizon by t0+18 h ≤ through: all 8 labelled.
+    // Events: p0 (s0), p1 (s1, and the other client's score of the same pseudonym at t0).
+    assert_eq!((o.labelled, o.events), (8, 3), "{o:?}");
+    assert_eq!((o.paired_auroc, o.active_auroc), (Some(1.0), Some(0.0)));
+    assert!(e.passed, "{:?}", e.criteria);
+    // Evaluations and decisions read back; the newest decision is the status.
+    let json = serde_json::to_value(&e).unwrap();
+    let id = store
+        .record_evaluation("deterioration", "2.0.0", now, e.passed, &json)
+        .await
+        .unwrap();
+    let latest = store
+        .latest_evaluation("deterioration", "2.0.0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((latest.id, latest.passed), (id, true));
+    assert_eq!(latest.evaluation, json);
+    let decision = |version: &str, status: &str, previous: &str| NewDecision {
+        model: "deterioration".into(),
+        version: version.into(),
+        status: status.into(),
+        previous: previous.into(),
+        at: now,
+        actor: "dr-governance".into(),
+        via: "cli".into(),
+        reason: "better on our own wards".into(),
+        evaluation_id: (status == "active").then_some(id),
+    };
+    let ids = store
+        .record_decisions(&[
+            decision("2.0.0", "active", "shadow"),
+            decision("1.0.0", "shadow", "active"),
+        ])
+        .await
+        .unwrap();
+    assert!(ids[0] < ids[1]);
+    store
+        .record_decisions(&[decision("1.0.0", "retired", "shadow")])
+        .await
+        .unwrap();
+    let statuses = store.decided_statuses().await.unwrap();
+    assert_eq!(
+        statuses[&("deterioration".to_owned(), "2.0.0".to_owned())],
+        "active"
+    );
+    assert_eq!(
+        statuses[&("deterioration".to_owned(), "1.0.0".to_owned())],
+        "retired"
+    );
+    let all = store.decisions(Some("deterioration")).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].evaluation_id, Some(id));
+    assert!(store.decisions(Some("sepsis")).await.unwrap().is_empty());
+}
 
 async fn retention_purges_exactly_the_rows_past_their_period(store: &Store) {
     use bedside::store::{Purged, Retention};
