@@ -9,6 +9,7 @@ mod api;
 mod audit_flood;
 mod card_text;
 mod feedback;
+mod governance;
 mod hooks_auth;
 mod hooks_invoke;
 mod http_hardening;
