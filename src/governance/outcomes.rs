@@ -43,6 +43,11 @@ pub async fn import_outcomes(
     through: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<OutcomeImport, String> {
+    if through > now + chrono::Duration::minutes(5) {
+        return Err(format!(
+            "`through` ({through}) is in the future: outcomes cannot be complete yet"
+        ));
+    }
     let mut by_event: BTreeMap<String, Vec<(String, DateTime<Utc>)>> =
         events.iter().map(|e| (e.clone(), Vec::new())).collect();
     for (i, line) in reader.lines().enumerate() {

@@ -332,3 +332,172 @@ async fn report_prints_what_the_store_recorded() {
         "{text}"
     );
 }
+
+/// `bedside outcomes`, `evaluate`, `promote` and `models` on the store a gateway filled: the
+/// outcome feed holds pseudonyms only, the evaluation is stored and printed, a promotion needs
+/// a reason and a passing evaluation, and is listed with who made it.
+#[tokio::test]
+async fn governance_commands_evaluate_promote_and_keep_patient_ids_out() {
+    let keys = common::KeyServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite");
+    let options = |jwks: Option<String>| GatewayOptions {
+        jwks_url: jwks,
+        db: Some(db.clone()),
+        extra_toml: "[governance]\nmin_shadow_scores = 3\n".into(),
+        ..Default::default()
+    };
+    let gw = common::Gateway::start(options(Some(keys.jwks_url()))).await;
+    for i in 0..3 {
+        let mut request = common::patient("deteriorating");
+        request["context"]["patientId"] = format!("cli-patient-{i}").into();
+        let resp = common::http()
+            .post(gw.service("deterioration"))
+            .header(
+                "Authorization",
+                common::bearer("deterioration", common::Key::Rs384),
+            )
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    let line = "bedside_service_shadow_total{service=\"deterioration\"} 3";
+    assert!(common::metrics_showing(&gw, line).await.contains(line));
+    gw.stop().await;
+    let path = dir.path().join("bedside.toml");
+    std::fs::write(
+        &path,
+        config_text(&options(Some("https://ehr.test/jwks.json".into())), &db),
+    )
+    .unwrap();
+    let config = path.display().to_string();
+
+    let now = chrono::Utc::now();
+    let outcomes = dir.path().join("outcomes.ndjson");
+    std::fs::write(
+        &outcomes,
+        format!(
+            "{}\n{}\n",
+            serde_json::json!({"patient": "Patient/cli-patient-0", "fhirServer": "", "event": "deterioration", "at": now.to_rfc3339()}),
+            serde_json::json!({"patient": "cli-patient-1", "fhirServer": "", "event": "deterioration", "at": now.to_rfc3339()}),
+        ),
+    )
+    .unwrap();
+    let out = bedside(&[
+        "outcomes",
+        "--config",
+        &config,
+        "--file",
+        outcomes.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("deterioration: 2 read, 2 new"), "{text}");
+    let stored = std::fs::read(&db).unwrap();
+    assert!(
+        !stored
+            .windows(b"cli-patient".len())
+            .any(|w| w == b"cli-patient"),
+        "the store holds pseudonyms, never the patient ids"
+    );
+    // A feed cannot be complete in the future.
+    let out = bedside(&[
+        "outcomes",
+        "--config",
+        &config,
+        "--file",
+        outcomes.to_str().unwrap(),
+        "--through",
+        "2999-01-01T00:00:00Z",
+    ]);
+    assert!(!out.status.success());
+
+    let out = bedside(&[
+        "evaluate",
+        "--config",
+        &config,
+        "deterioration",
+        "2.0.0",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = &stored["evaluation"];
+    assert_eq!(e["shadow_scores"], 3, "{e}");
+    assert_eq!(e["comparison"]["pairs"], 3, "{e}");
+    // Outcomes are known only through now: no 12 h horizon has ended, nothing is labelled.
+    assert_eq!(e["outcomes"]["labelled"], 0, "{e}");
+    let text = bedside(&["evaluate", "--config", &config, "deterioration", "2.0.0"]);
+    let summary = String::from_utf8_lossy(&text.stdout);
+    assert!(summary.contains("[met] shadow scores: 3"), "{summary}");
+    assert!(summary.contains("passed: may be promoted"), "{summary}");
+
+    let out = bedside(&[
+        "promote",
+        "--config",
+        &config,
+        "deterioration",
+        "2.0.0",
+        "--by",
+        "dr-cli",
+        "--reason",
+        " ",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a reason is required"));
+    let out = bedside(&[
+        "promote",
+        "--config",
+        &config,
+        "deterioration",
+        "2.0.0",
+        "--by",
+        "dr-cli",
+        "--reason",
+        "shadow evidence on our wards",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("deterioration 2.0.0 shadow -> active (by dr-cli)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deterioration 3.0.0 active -> shadow (by dr-cli)"),
+        "{text}"
+    );
+    let out = bedside(&["models", "--config", &config]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("deterioration  2.0.0    active")),
+        "{text}"
+    );
+    // The same version again: refused, it is already active.
+    let out = bedside(&[
+        "promote",
+        "--config",
+        &config,
+        "deterioration",
+        "2.0.0",
+        "--by",
+        "dr-cli",
+        "--reason",
+        "again",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already active"));
+}
