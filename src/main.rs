@@ -345,6 +345,19 @@ async fn check(config: PathBuf) -> anyhow::Result<()> {
             model.handle.device()
         );
     }
+    for model in runtime.models.iter() {
+        // The developer's part of the model card, when the model has one.
+        let path = model
+            .model_card
+            .parent()
+            .and_then(|v| v.parent())
+            .map(|m| m.join("source_attributes.toml"));
+        if let Some(path) = path.filter(|p| p.is_file()) {
+            bedside::governance::source_attributes::DeveloperText::load(&path)
+                .map_err(anyhow::Error::msg)?;
+            println!("source attributes {}: ok", path.display());
+        }
+    }
     for service in runtime.services.iter() {
         println!("service {} ({}): ok", service.id(), service.hook());
     }

@@ -442,18 +442,67 @@ async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Htt
         .body(out)
 }
 
-/// `MODEL_CARD.md` of a loaded model: what each card's `source.url` points to.
-async fn model_card(state: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+/// The model card of a loaded model: what each card's `source.url` points to. Markdown: the
+/// source attributes a regulator expects (HTI-1 groups; [`crate::governance::source_attributes`])
+/// followed by `MODEL_CARD.md`; JSON (`Accept: application/json` or `?format=json`): the
+/// source attributes alone.
+async fn model_card(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
     let (name, version) = path.into_inner();
     let Some(model) = state.runtime().models.get(&name, &version) else {
         return not_found_body(format!("no model {name} {version}"));
     };
-    let path = model.model_card.clone();
-    match tokio::task::spawn_blocking(move || std::fs::read_to_string(path)).await {
-        Ok(Ok(text)) => HttpResponse::Ok()
+    let wants_json = req.query_string().contains("format=json")
+        || req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/json"));
+    // This site's evidence about the version; a store that cannot be read is said in the card.
+    let local = state.store.latest_evaluation(&name, &version).await;
+    let decisions = state.store.decisions(Some(&name)).await;
+    if let Err(e) = local.as_ref().and(decisions.as_ref()) {
+        tracing::warn!(error = %e, "model card without this site's records");
+    }
+    let local = local.ok().flatten();
+    let decisions: Vec<_> = decisions
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.version == version)
+        .collect();
+    let contact = state.config.governance.contact.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let attributes = crate::governance::source_attributes::assemble(
+            &model,
+            local.as_ref(),
+            &decisions,
+            contact.as_deref(),
+        )?;
+        let card = std::fs::read_to_string(&model.model_card).unwrap_or_default();
+        Ok::<_, String>((attributes, card))
+    })
+    .await;
+    match built {
+        Ok(Ok((attributes, _))) if wants_json => HttpResponse::Ok().json(attributes),
+        Ok(Ok((attributes, card))) => HttpResponse::Ok()
             .content_type("text/markdown; charset=utf-8")
-            .body(text),
-        _ => not_found_body(format!("model {name} {version} has no model card")),
+            .body(format!(
+                "{}\n---\n\n{card}",
+                crate::governance::source_attributes::markdown(&attributes)
+            )),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "model card source attributes unreadable");
+            crate::http::error_response(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "model_card_unreadable",
+                format!("model {name} {version}: its source attributes cannot be read"),
+                None,
+            )
+        }
+        Err(_) => not_found_body(format!("model {name} {version} has no model card")),
     }
 }
 

@@ -10,6 +10,7 @@ mod decide;
 mod evaluate;
 mod outcomes;
 mod settings;
+pub mod source_attributes;
 
 pub use decide::{GovernanceError, Governor, Request, VersionStatus, MAX_REASON_CHARS};
 pub use evaluate::{auroc, evaluate, Comparison, Criterion, Evaluation, OutcomeMetrics};

@@ -28,6 +28,8 @@ pub struct GovernanceSettings {
     pub min_outcome_events: u64,
     /// How much lower than the active version's AUROC on the same calls the candidate's may be.
     pub max_auroc_drop: f64,
+    /// Who to contact at this site about the models (named in every model card).
+    pub contact: Option<String>,
 }
 
 impl Default for GovernanceSettings {
@@ -40,6 +42,7 @@ impl Default for GovernanceSettings {
             min_agreement: 0.0,
             min_outcome_events: 20,
             max_auroc_drop: 0.02,
+            contact: None,
         }
     }
 }

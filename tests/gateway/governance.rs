@@ -239,6 +239,29 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
         .unwrap_or_else(|| panic!("{report}"));
     assert_eq!(active_v2["predictions"], 1, "{active_v2}");
 
+    // The model card names the promotion and the evaluation it rests on.
+    let card: Value = http()
+        .get(format!(
+            "{}/models/deterioration/2.0.0/model-card?format=json",
+            gw.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let maintenance = &card["ongoingMaintenance"];
+    assert_eq!(
+        maintenance["validityLocal"]["evaluationId"], evaluation["id"],
+        "{maintenance}"
+    );
+    assert_eq!(
+        maintenance["decisions"][0]["by"], "dr-governor",
+        "{maintenance}"
+    );
+    assert_eq!(card["status"], "active");
+
     // A reload the gateway refuses (a corrupted model file elsewhere) reverts the decision.
     let sepsis = models.join("sepsis/2.0.0/model.pt");
     let good = std::fs::read(&sepsis).unwrap();

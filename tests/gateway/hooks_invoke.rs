@@ -161,6 +161,87 @@ async fn the_model_card_behind_source_url_is_served() {
         .unwrap()
         .to_lowercase()
         .contains("synthetic"));
+    // The same URL as JSON: the HTI-1 source attributes, from the developer's text and what
+    // was measured (the cross-generator evaluations beside the manifest, the missed targets).
+    let attributes: serde_json::Value = http()
+        .get(format!("{}/models/deterioration/3.0.0/model-card", gw.url))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for group in [
+        "detailsAndOutput",
+        "purpose",
+        "cautionedOutOfScopeUse",
+        "developmentAndInputs",
+        "fairnessProcess",
+        "externalValidation",
+        "quantitativePerformance",
+        "ongoingMaintenance",
+    ] {
+        assert!(attributes[group].is_object(), "{group}: {attributes}");
+    }
+    assert!(attributes["purpose"]["intendedUse"]
+        .as_str()
+        .unwrap()
+        .contains("synthetic"));
+    let variables = attributes["developmentAndInputs"]["demographicAndStatusVariables"]
+        .as_array()
+        .unwrap();
+    let used = |v: &str| variables.iter().find(|x| x["variable"] == v).unwrap()["used"].clone();
+    assert_eq!(used("sex"), false);
+    assert_eq!(
+        used("health status assessments"),
+        true,
+        "consciousness is an input"
+    );
+    let external = attributes["quantitativePerformance"]["validityExternal"]
+        .as_array()
+        .unwrap();
+    let measured: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            common::repo()
+                .join("models/deterioration/3.0.0/crossgen/cohort-to-ward/evaluation.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(external.len(), 2);
+    assert_eq!(external[0]["auroc"], measured["auroc"]);
+    assert!(
+        attributes["cautionedOutOfScopeUse"]["knownRisksAndLimitations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with("target missed: abstention"))
+    );
+    assert_eq!(
+        attributes["ongoingMaintenance"]["validityLocal"],
+        "not evaluated at this site yet (bedside evaluate)"
+    );
+    let markdown = http()
+        .get(format!("{}/models/sepsis/2.0.0/model-card", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for heading in [
+        "## Purpose",
+        "## External validation",
+        "## Ongoing maintenance",
+        "# Model card",
+    ] {
+        assert!(markdown.contains(heading), "{heading}\n{markdown}");
+    }
+    assert!(
+        markdown.contains("| group | level |"),
+        "subgroups as a table\n{markdown}"
+    );
     // Its plots and measured evaluation are served beside it; nothing else in the folder is.
     for (file, status, kind) in [
         ("roc.svg", 200, "image/svg+xml"),
