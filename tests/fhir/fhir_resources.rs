@@ -334,3 +334,32 @@ async fn audit_events_risk_assessments_provenance_and_errors_are_valid_fhir_r4()
     }
     gw.stop().await;
 }
+
+/// Model lifecycle decisions (promotion with an evaluation, a retirement without) render as
+/// valid R4 `Provenance` and `AuditEvent`.
+#[test]
+fn model_decisions_are_valid_fhir_r4_provenance_and_audit_events() {
+    let decision =
+        |id: i64, status: &str, evaluation_id: Option<i64>| bedside::store::StoredDecision {
+            id,
+            model: "deterioration".into(),
+            version: "4.0.0".into(),
+            status: status.into(),
+            previous: "shadow".into(),
+            at: chrono::Utc::now(),
+            actor: "dr-governor".into(),
+            via: "admin-api".into(),
+            reason: "evaluated on 2 000 shadow calls".into(),
+            evaluation_id,
+        };
+    let provenance = fhir_schema("Provenance");
+    let audit = fhir_schema("AuditEvent");
+    for d in [decision(1, "active", Some(7)), decision(2, "retired", None)] {
+        let p = bedside::audit::decision_provenance(&d);
+        let found = problems(&provenance, &p);
+        assert!(found.is_empty(), "{p}\n{}", found.join("\n"));
+        let a = bedside::audit::decision_audit_event(&d);
+        let found = problems(&audit, &a);
+        assert!(found.is_empty(), "{a}\n{}", found.join("\n"));
+    }
+}
