@@ -8,6 +8,9 @@
 JSON): `id`, `at` (RFC 3339), `model`, `model_version`, `patient_hash` (the salted pseudonym),
 `risk` (null when it abstained); other fields are ignored. Only this model and `--from-version`
 with a risk count.
+`--meds DIR` instead of both: a de-identified `bedside export` (MEDS NDJSON): PREDICTION events are
+the records (subject_id as the patient), the first OUTCOME event of the model's name is a subject's
+onset, and a subject with an OUTCOMES_KNOWN_THROUGH event but no OUTCOME has none.
 `--outcomes`: JSON lines `{"patient_hash": "...", "onset": "2026-03-01T12:00:00Z" | null}` (`onset`
 may also be called `outcome_onset`): every patient of the period, null when the outcome did not
 happen. A prediction's label is onset in (at, at + horizon_hours]; predictions at or after the
@@ -58,6 +61,29 @@ MIN_POSITIVES = 10
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_meds(folder, model):
+    """(records, outcomes) of `model` from a `bedside export` folder (MEDS NDJSON)."""
+    records, onsets, known = [], {}, set()
+    with open(os.path.join(folder, "data", "data.ndjson")) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            e = json.loads(line)
+            parts = e["code"].split("//")
+            subject = str(e["subject_id"])
+            if parts[:2] == ["BEDSIDE", "PREDICTION"] and len(parts) == 4:
+                records.append({"id": e.get("prediction"), "at": e["time"], "model": parts[2],
+                                "model_version": parts[3], "patient_hash": subject,
+                                "risk": e.get("numeric_value")})
+            elif parts == ["BEDSIDE", "OUTCOME", model]:
+                if subject not in onsets or instant_seconds(e["time"]) < instant_seconds(onsets[subject]):
+                    onsets[subject] = e["time"]
+            elif parts == ["BEDSIDE", "OUTCOMES_KNOWN_THROUGH", model]:
+                known.add(subject)
+    outcomes = [{"patient_hash": s, "onset": onsets.get(s)} for s in sorted(known | set(onsets))]
+    return records, outcomes
 
 
 def logit(p):
@@ -129,8 +155,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="model name (folder under --root)")
     ap.add_argument("--from-version", required=True)
-    ap.add_argument("--records", required=True, help="prediction records, JSON lines")
-    ap.add_argument("--outcomes", required=True, help="outcomes per patient pseudonym, JSON lines")
+    ap.add_argument("--records", help="prediction records, JSON lines")
+    ap.add_argument("--outcomes", help="outcomes per patient pseudonym, JSON lines")
+    ap.add_argument("--meds", help="a `bedside export` folder instead of --records and --outcomes")
     ap.add_argument("--prevalence", type=float, help="target prevalence (prior-shift the intercept to it)")
     ap.add_argument("--to-version", help="default: the next free patch version")
     ap.add_argument("--root", default=HERE, help="models folder (default: models/)")
@@ -151,8 +178,13 @@ def main(argv=None) -> int:
     if not (hasattr(module, "calib_intercept") and hasattr(module, "calib_slope")):
         raise SystemExit(f"{src}: not a summary model (no calib_intercept / calib_slope to refit)")
 
-    z, y, left = labelled(read_jsonl(args.records), read_jsonl(args.outcomes), man["name"],
-                          args.from_version, man["output"]["horizon_hours"])
+    if args.meds:
+        records, outcomes = read_meds(args.meds, man["name"])
+    elif args.records and args.outcomes:
+        records, outcomes = read_jsonl(args.records), read_jsonl(args.outcomes)
+    else:
+        raise SystemExit("give --meds, or --records and --outcomes")
+    z, y, left = labelled(records, outcomes, man["name"], args.from_version, man["output"]["horizon_hours"])
     if len(y) == 0 or y.sum() < MIN_POSITIVES or y.sum() == len(y):
         raise SystemExit(f"{len(y)} usable records with {int(y.sum())} outcomes: need at least "
                          f"{MIN_POSITIVES} outcomes and some without (left out: {left})")

@@ -24,6 +24,14 @@ use crate::store::DatabaseUrl;
 /// descends into a table: `BEDSIDE_STORAGE__PATH` sets `storage.path`.
 pub const ENV_PREFIX: &str = "BEDSIDE_";
 
+/// `BEDSIDE_*` variables that commands read and that are no configuration keys (secrets
+/// that must not sit in a file, test switches): overrides skip them.
+pub const NOT_CONFIGURATION: &[&str] = &[
+    "BEDSIDE_EXPORT_SECRET",
+    "BEDSIDE_PROBE_TOKEN",
+    "BEDSIDE_UPDATE_SCREENSHOTS",
+];
+
 /// The file as written. Unknown keys are errors: a typo must not silently fall back to a default.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1521,7 +1529,7 @@ fn apply_env_overrides(
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if rest.is_empty() {
+        if rest.is_empty() || NOT_CONFIGURATION.contains(&name.as_str()) {
             continue;
         }
         let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();

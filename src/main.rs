@@ -138,6 +138,28 @@ enum Command {
         #[arg(long = "event")]
         events: Vec<String>,
     },
+    /// Export de-identified learning data (MEDS event stream, NDJSON) with a data dictionary
+    /// and a de-identification report. The site secret comes from BEDSIDE_EXPORT_SECRET or
+    /// --secret-file, never from the configuration.
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// An empty or new folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Names the export and seeds its date shifts (reuse only to reproduce an export).
+        #[arg(long)]
+        export_id: String,
+        /// Predictions since midnight UTC this many days ago.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Dates move by at most this many days per patient.
+        #[arg(long, default_value_t = 30)]
+        max_shift_days: u32,
+        /// A file holding the site secret (else BEDSIDE_EXPORT_SECRET).
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -201,6 +223,23 @@ fn main() -> ExitCode {
                 &version,
                 &by,
                 &reason,
+            )
+            .await
+            .map(done),
+            Command::Export {
+                config,
+                out,
+                export_id,
+                days,
+                max_shift_days,
+                secret_file,
+            } => governance_export(
+                &load_config(&config)?,
+                &out,
+                &export_id,
+                days,
+                max_shift_days,
+                secret_file.as_deref(),
             )
             .await
             .map(done),
@@ -506,6 +545,58 @@ async fn governance_outcomes(
                 through.unwrap_or(now)
             );
         }
+        Ok(())
+    })
+    .await
+}
+
+async fn governance_export(
+    config: &Config,
+    out: &std::path::Path,
+    export_id: &str,
+    days: u32,
+    max_shift_days: u32,
+    secret_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let secret = match secret_file {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .trim_ascii()
+            .to_vec(),
+        None => std::env::var("BEDSIDE_EXPORT_SECRET")
+            .map_err(|_| anyhow::anyhow!("set BEDSIDE_EXPORT_SECRET or pass --secret-file"))?
+            .into_bytes(),
+    };
+    // From midnight UTC, so that the same export made twice on one day is the same bytes.
+    let since = (chrono::Utc::now() - chrono::Duration::days(i64::from(days)))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or_else(chrono::Utc::now, |t| t.and_utc());
+    with_governor(config, async |g| {
+        let report = bedside::governance::export::export(
+            g.store,
+            &bedside::governance::export::ExportOptions {
+                out,
+                export_id,
+                since,
+                max_shift_days,
+                secret: &secret,
+            },
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        println!(
+            "exported {} subjects to {} ({}); de-identification report: {}",
+            report.subjects,
+            out.join("data/data.ndjson").display(),
+            report
+                .events
+                .iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            out.join("deid_report.json").display()
+        );
         Ok(())
     })
     .await

@@ -8,6 +8,7 @@
 
 mod decide;
 mod evaluate;
+pub mod export;
 mod outcomes;
 mod settings;
 pub mod source_attributes;

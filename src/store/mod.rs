@@ -22,6 +22,7 @@ use sqlx::migrate::Migrator;
 use sqlx::AnyPool;
 
 mod audit;
+mod export;
 mod group_commit;
 mod lifecycle;
 mod outcome;
@@ -32,6 +33,7 @@ mod scope;
 mod settings;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
+pub use export::{ExportFeedback, ExportPrediction};
 pub use lifecycle::{NewDecision, ShadowScore, StoredDecision, StoredEvaluation, MAX_EVALUATED};
 pub use outcome::{DataQuality, Mode, Outcome};
 pub use predictions::{FeedbackMark, PatientView, PredictionRecord, StoredPrediction};

@@ -10,4 +10,5 @@ mod conformance;
 mod faults;
 mod fuzz_bounded;
 mod fuzz_corpus;
+mod governance_loop;
 mod probe;
