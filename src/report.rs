@@ -95,8 +95,8 @@ fn bars(title: &str, items: &[(&str, i64)]) -> String {
     svg
 }
 
-/// The report page.
-pub fn html(r: &Report) -> String {
+/// The report page; `more` is HTML placed after the tables (the monitoring section).
+pub fn html(r: &Report, more: &str) -> String {
     let mut page = String::from(
         r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>bedside — feedback report</title>
 <style>body{font:14px/1.4 system-ui,sans-serif;color:#111;margin:1.5rem;max-width:1200px}table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #999;padding:.25rem .5rem;text-align:right}th:first-child,td:first-child{text-align:left}section{display:inline-block;vertical-align:top;margin:0 1.5rem 1.5rem 0}</style>
@@ -169,6 +169,7 @@ pub fn html(r: &Report) -> String {
         }
         page.push_str("</ul>");
     }
+    page.push_str(more);
     page.push_str("</body></html>");
     page
 }

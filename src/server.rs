@@ -53,7 +53,13 @@ pub struct AppState {
     purged: Arc<PurgeCounters>,
     /// Reloads models and services (SIGHUP, governance decisions).
     loader: Arc<Loader>,
+    /// Monitoring alerts of the current week, `(model, version, mode, metric)`, as the last
+    /// scheduled run found them (`/metrics`).
+    monitoring_alerts: Arc<std::sync::Mutex<Vec<AlertKey>>>,
 }
+
+/// `(model, version, mode, metric)` of a monitoring alert.
+type AlertKey = (String, String, String, String);
 
 /// Rows removed by the retention purge, per kind of record.
 #[derive(Default)]
@@ -297,6 +303,7 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         smart: web::Data::new(smart),
         purged: Arc::new(PurgeCounters::default()),
         loader,
+        monitoring_alerts: Arc::default(),
     })
 }
 
@@ -434,6 +441,23 @@ async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Htt
         out.push_str(&format!(
             "bedside_retention_purged_total{{kind=\"{kind}\"}} {}\n",
             counter.load(Ordering::Relaxed)
+        ));
+    }
+    let alerts = match state.monitoring_alerts.lock() {
+        Ok(a) => a.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let mut counted: std::collections::BTreeMap<_, u64> = std::collections::BTreeMap::new();
+    for key in alerts {
+        *counted.entry(key).or_default() += 1;
+    }
+    for ((model, version, mode, metric), n) in counted {
+        out.push_str(&format!(
+            "bedside_monitoring_alerts{{model=\"{}\",version=\"{}\",mode=\"{}\",metric=\"{}\"}} {n}\n",
+            crate::metrics::label(&model),
+            crate::metrics::label(&version),
+            crate::metrics::label(&mode),
+            crate::metrics::label(&metric)
         ));
     }
     state.fhir.client.metrics().render(&mut out);
@@ -584,6 +608,46 @@ async fn purge_on_schedule(state: web::Data<AppState>) {
     }
 }
 
+/// Weekly monitoring ([`crate::governance::monitor`]) at start-up and then every
+/// `[governance.monitoring] every`: the current week's alerts go to `/metrics`.
+async fn monitor_on_schedule(state: web::Data<AppState>) {
+    let settings = state.config.governance.monitoring.clone();
+    let mut every = tokio::time::interval(settings.every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let models: Vec<_> = state.runtime().models.iter().cloned().collect();
+        let now = chrono::Utc::now();
+        match crate::governance::monitor::monitor(&state.store, &models, &settings, now).await {
+            Ok(m) => {
+                let this_week = now.date_naive()
+                    - chrono::Duration::days(i64::from(
+                        chrono::Datelike::weekday(&now).num_days_from_monday(),
+                    ));
+                let current: Vec<_> = m
+                    .alerts
+                    .into_iter()
+                    .filter(|a| a.week == this_week)
+                    .map(|a| (a.model, a.version, a.mode, a.metric))
+                    .collect();
+                if !current.is_empty() {
+                    tracing::warn!(
+                        alerts = current.len(),
+                        "monitoring thresholds crossed this week"
+                    );
+                }
+                match state.monitoring_alerts.lock() {
+                    Ok(mut a) => *a = current,
+                    Err(poisoned) => *poisoned.into_inner() = current,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "monitoring failed; it runs again at the next interval")
+            }
+        }
+    }
+}
+
 /// `kill -HUP <pid>` reloads models and service definitions (see [`AppState::reload`]).
 async fn reload_on_sighup(state: web::Data<AppState>) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -636,6 +700,7 @@ pub fn start(state: AppState) -> Result<Running, StartupError> {
     if reload_state.config.retention.is_set() {
         tokio::spawn(purge_on_schedule(reload_state.clone()));
     }
+    tokio::spawn(monitor_on_schedule(reload_state.clone()));
     tokio::spawn(reload_on_sighup(reload_state));
     let server = server.shutdown_timeout(5).run();
     Ok(Running {

@@ -428,6 +428,7 @@ async fn a_prediction_reads_back_and_keeps_only_the_patient_pseudonym(store: &St
         used: 41,
         dropped: [("unit `mmol/L` cannot be converted".to_owned(), 2)].into(),
         clamped: [("outside training range, clamped: spo2".to_owned(), 1)].into(),
+        latest: [("spo2".to_owned(), 91.5), ("heart_rate".to_owned(), 118.0)].into(),
     });
     store.record_prediction(&p).await.unwrap();
 

@@ -50,7 +50,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::get().to(prediction_fhir),
     )
     .route("/admin/audit-events", web::get().to(audit_events))
-    .route("/admin/report", web::get().to(report_page));
+    .route("/admin/report", web::get().to(report_page))
+    .route("/admin/monitoring", web::get().to(monitoring_page));
     models::configure(cfg);
 }
 
@@ -252,12 +253,51 @@ async fn report_page(state: web::Data<AdminState>, req: HttpRequest) -> HttpResp
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"));
     match state.store.report(None).await {
-        Ok(r) if wants_html => HttpResponse::Ok()
-            .content_type("text/html; charset=utf-8")
-            .body(report::html(&r)),
+        Ok(r) if wants_html => {
+            let monitoring = match monitoring(&state).await {
+                Ok(m) => crate::governance::monitor_html::section(&m),
+                Err(e) => {
+                    tracing::error!(error = %e, "monitoring failed");
+                    "<p>Monitoring could not be computed (the store did not answer).</p>".into()
+                }
+            };
+            HttpResponse::Ok()
+                .content_type("text/html; charset=utf-8")
+                .body(report::html(&r, &monitoring))
+        }
         Ok(r) => HttpResponse::Ok().json(r),
         Err(e) => {
             tracing::error!(error = %e, "report failed");
+            AdminError::StoreUnavailable.json()
+        }
+    }
+}
+
+/// Weekly monitoring of every model version over the configured weeks.
+async fn monitoring(
+    state: &AdminState,
+) -> Result<crate::governance::monitor::Monitoring, crate::store::StoreError> {
+    let runtime = state.runtime.current();
+    let models: Vec<_> = runtime.models.iter().cloned().collect();
+    crate::governance::monitor::monitor(
+        &state.store,
+        &models,
+        &state.governance.settings.monitoring,
+        chrono::Utc::now(),
+    )
+    .await
+}
+
+/// `GET /admin/monitoring`: per model version and week, score and input distributions,
+/// abstention, data quality, alert and override rates, calibration, and the alerts (JSON).
+async fn monitoring_page(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse {
+    if let Err(e) = admin_holder(&state, &req, AdminRole::Report) {
+        return e.json();
+    }
+    match monitoring(&state).await {
+        Ok(m) => HttpResponse::Ok().json(m),
+        Err(e) => {
+            tracing::error!(error = %e, "monitoring failed");
             AdminError::StoreUnavailable.json()
         }
     }

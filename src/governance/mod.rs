@@ -9,6 +9,8 @@
 mod decide;
 mod evaluate;
 pub mod export;
+pub mod monitor;
+pub mod monitor_html;
 mod outcomes;
 mod settings;
 pub mod source_attributes;
@@ -16,4 +18,4 @@ pub mod source_attributes;
 pub use decide::{GovernanceError, Governor, Request, VersionStatus, MAX_REASON_CHARS};
 pub use evaluate::{auroc, evaluate, Comparison, Criterion, Evaluation, OutcomeMetrics};
 pub use outcomes::{import_outcomes, OutcomeImport};
-pub use settings::GovernanceSettings;
+pub use settings::{GovernanceSettings, MonitoringSettings};

@@ -30,6 +30,42 @@ pub struct GovernanceSettings {
     pub max_auroc_drop: f64,
     /// Who to contact at this site about the models (named in every model card).
     pub contact: Option<String>,
+    /// Monitoring over time (`[governance.monitoring]`).
+    pub monitoring: MonitoringSettings,
+}
+
+/// What weekly monitoring reads and when it raises an alert.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringSettings {
+    /// Weeks shown (the newest first in the data, oldest first in charts).
+    pub weeks: u32,
+    /// Population stability index of an input against training above which a week alerts
+    /// (0.1: small shift, 0.25: large).
+    pub psi_alert: f64,
+    /// Abstention rate above which a week alerts.
+    pub abstention_alert: f64,
+    /// Observed / expected outcomes outside `[low, high]` alerts, once `min_events` are known.
+    pub oe_low: f64,
+    pub oe_high: f64,
+    pub min_events: u64,
+    /// How often the gateway recomputes the alerts it shows in `/metrics`.
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+}
+
+impl Default for MonitoringSettings {
+    fn default() -> Self {
+        Self {
+            weeks: 12,
+            psi_alert: 0.25,
+            abstention_alert: 0.20,
+            oe_low: 0.67,
+            oe_high: 1.5,
+            min_events: 10,
+            every: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl Default for GovernanceSettings {
@@ -43,6 +79,7 @@ impl Default for GovernanceSettings {
             min_outcome_events: 20,
             max_auroc_drop: 0.02,
             contact: None,
+            monitoring: MonitoringSettings::default(),
         }
     }
 }
@@ -62,6 +99,16 @@ impl GovernanceSettings {
         }
         if self.window < Duration::from_secs(3600) {
             out.push(("governance.window", "at least 1 hour"));
+        }
+        let m = &self.monitoring;
+        if !(1..=104).contains(&m.weeks) {
+            out.push(("governance.monitoring.weeks", "1 to 104"));
+        }
+        if !(m.oe_low > 0.0 && m.oe_low < m.oe_high) {
+            out.push(("governance.monitoring.oe_low", "above 0 and below oe_high"));
+        }
+        if m.every < Duration::from_secs(60) {
+            out.push(("governance.monitoring.every", "at least 1 minute"));
         }
         if self.max_evaluation_age < Duration::from_secs(60) {
             out.push(("governance.max_evaluation_age", "at least 1 minute"));

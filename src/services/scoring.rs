@@ -58,6 +58,12 @@ pub fn prepare(
     for r in &rejected {
         *quality.dropped.entry(r.reason.to_owned()).or_default() += 1;
     }
+    // Oldest first: the last write per feature is its newest value.
+    for m in &matrix.measurements {
+        if let Some(f) = model.features.features.get(m.feature) {
+            quality.latest.insert(f.name.clone(), m.value);
+        }
+    }
     if unreadable > 0 {
         quality
             .dropped

@@ -33,7 +33,7 @@ mod scope;
 mod settings;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
-pub use export::{ExportFeedback, ExportPrediction};
+pub use export::{ExportFeedback, ExportPrediction, MonitoredPrediction, MAX_MONITORED};
 pub use lifecycle::{NewDecision, ShadowScore, StoredDecision, StoredEvaluation, MAX_EVALUATED};
 pub use outcome::{DataQuality, Mode, Outcome};
 pub use predictions::{FeedbackMark, PatientView, PredictionRecord, StoredPrediction};

@@ -109,7 +109,7 @@ impl Mode {
 /// status that is not final, no time zone, unreadable JSON, an implausible value), and the
 /// measurements read at the edge of the training range. Stored with the prediction, so a
 /// reviewer sees how complete the data behind a score were.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DataQuality {
     /// Measurements in the model's window.
     pub used: usize,
@@ -121,6 +121,11 @@ pub struct DataQuality {
     /// written before it existed.
     #[serde(default)]
     pub clamped: std::collections::BTreeMap<String, usize>,
+    /// The newest value of each input feature in the window (canonical unit, as measured):
+    /// what input-drift monitoring compares with the training distribution. Absent in records
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub latest: std::collections::BTreeMap<String, f64>,
 }
 
 macro_rules! word {

@@ -262,6 +262,39 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
     );
     assert_eq!(card["status"], "active");
 
+    // Monitoring, per version and week, as JSON and in the report page.
+    let (s, monitoring) = send(
+        &gw,
+        Some(ADMIN_TOKEN),
+        reqwest::Method::GET,
+        "/admin/monitoring",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{monitoring}");
+    let v3 = monitoring["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["model"] == "deterioration" && v["version"] == "3.0.0" && v["mode"] == "active")
+        .unwrap_or_else(|| panic!("{monitoring}"));
+    assert_eq!(v3["weeks"][0]["predictions"], 6, "{v3}");
+    assert_eq!(v3["weeks"][0]["abstention_rate"], 0.0, "{v3}");
+    let page = http()
+        .get(format!("{}/admin/report?format=html", gw.url))
+        .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Monitoring, per model version and week")
+            && page.contains("deterioration v3.0.0 (active): risk"),
+        "{page}"
+    );
+
     // A reload the gateway refuses (a corrupted model file elsewhere) reverts the decision.
     let sepsis = models.join("sepsis/2.0.0/model.pt");
     let good = std::fs::read(&sepsis).unwrap();

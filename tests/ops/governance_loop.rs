@@ -381,4 +381,31 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
     let body = call(&gw.url, "deteriorating", "after-promotion").await;
     let summary = body["cards"][0]["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("v3.0.1"), "{body}");
+
+    // 6. Monitoring: two fixed charts are nothing like the training population; a restarted
+    // gateway's first monitoring run raises the drift alerts of this week in /metrics.
+    drop(gw);
+    let gw = BedsideProcess::start(&config, port, "warn");
+    let started = Instant::now();
+    let mut text = String::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        text = http()
+            .get(format!("{}/metrics", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("bedside_monitoring_alerts{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "bedside_monitoring_alerts{model=\"deterioration\",version=\"3.0.0\",mode=\"active\",metric=\"psi:"
+        )),
+        "{text}"
+    );
 }
