@@ -468,7 +468,7 @@ mod tests {
             model: "deterioration".into(),
             model_version: "3.0.0".into(),
             mode: "active".into(),
-            unit: Some(if i % 2 == 0 { "4B" } else { "5C" }.into()),
+            unit: Some(if i.is_multiple_of(2) { "4B" } else { "5C" }.into()),
             patient_hash: Some(format!("h{i}")),
             risk,
             outcome: outcome.into(),
