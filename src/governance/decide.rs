@@ -227,18 +227,10 @@ impl Governor<'_> {
         version: &str,
         request: &Request<'_>,
     ) -> Result<Vec<StoredDecision>, GovernanceError> {
-        check_request(request)?;
-        let (this, all) = self.version(model, version).await?;
-        if this.status == ModelStatus::Active {
-            return Err(GovernanceError::AlreadyThere {
-                model: model.to_owned(),
-                version: version.to_owned(),
-                status: "active",
-            });
-        }
-        for r in
-            model_refs(self.services_dir).map_err(|e| GovernanceError::Services(e.to_string()))?
-        {
+        let (this, all, refs) = self
+            .changing(model, version, request, ModelStatus::Active)
+            .await?;
+        for r in refs {
             if r.model == model && r.version != FOLLOWS_ACTIVE && r.version != version {
                 return Err(GovernanceError::Pinned {
                     service: r.service,
@@ -292,7 +284,7 @@ impl Governor<'_> {
                 None,
             ));
         }
-        self.record(decisions).await
+        Ok(self.store_decisions(decisions).await?)
     }
 
     /// Retires `version` of `model`: it is no longer loaded.
@@ -302,18 +294,10 @@ impl Governor<'_> {
         version: &str,
         request: &Request<'_>,
     ) -> Result<Vec<StoredDecision>, GovernanceError> {
-        check_request(request)?;
-        let (this, _) = self.version(model, version).await?;
-        if this.status == ModelStatus::Retired {
-            return Err(GovernanceError::AlreadyThere {
-                model: model.to_owned(),
-                version: version.to_owned(),
-                status: "retired",
-            });
-        }
-        for r in
-            model_refs(self.services_dir).map_err(|e| GovernanceError::Services(e.to_string()))?
-        {
+        let (this, _, refs) = self
+            .changing(model, version, request, ModelStatus::Retired)
+            .await?;
+        for r in refs {
             if r.model != model {
                 continue;
             }
@@ -339,7 +323,37 @@ impl Governor<'_> {
             request.reason.to_owned(),
             None,
         );
-        self.record(vec![decision]).await
+        Ok(self.store_decisions(vec![decision]).await?)
+    }
+
+    /// What a change of `version` to `to` starts from: the request checked, the version (not
+    /// already `to`), all versions of the model, and what every service names.
+    async fn changing(
+        &self,
+        model: &str,
+        version: &str,
+        request: &Request<'_>,
+        to: ModelStatus,
+    ) -> Result<
+        (
+            VersionStatus,
+            Vec<VersionStatus>,
+            Vec<crate::services::ModelRef>,
+        ),
+        GovernanceError,
+    > {
+        check_request(request)?;
+        let (this, all) = self.version(model, version).await?;
+        if this.status == to {
+            return Err(GovernanceError::AlreadyThere {
+                model: model.to_owned(),
+                version: version.to_owned(),
+                status: to.as_str(),
+            });
+        }
+        let refs =
+            model_refs(self.services_dir).map_err(|e| GovernanceError::Services(e.to_string()))?;
+        Ok((this, all, refs))
     }
 
     /// Records the opposite of `decisions` (each version back to its previous status):
@@ -407,13 +421,6 @@ impl Governor<'_> {
             reason,
             evaluation_id,
         }
-    }
-
-    async fn record(
-        &self,
-        decisions: Vec<NewDecision>,
-    ) -> Result<Vec<StoredDecision>, GovernanceError> {
-        Ok(self.store_decisions(decisions).await?)
     }
 
     async fn store_decisions(

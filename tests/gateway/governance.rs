@@ -33,6 +33,23 @@ async fn send(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// `GET path` with the governor's token: the body (the status must be 200).
+async fn get(gw: &Gateway, path: &str) -> Value {
+    let (status, body) = send(gw, Some(GOVERNOR_TOKEN), reqwest::Method::GET, path, None).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// Every card of `body` names model version `version`.
+fn cards_name(body: &Value, version: &str) {
+    for card in body["cards"].as_array().unwrap() {
+        assert!(
+            card["summary"].as_str().unwrap().contains(version),
+            "{card}"
+        );
+    }
+}
+
 async fn post(gw: &Gateway, path: &str, body: Option<Value>) -> (u16, Value) {
     send(gw, Some(GOVERNOR_TOKEN), reqwest::Method::POST, path, body).await
 }
@@ -117,15 +134,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
     assert_eq!(s, 403, "the governor token has no `operate` role");
 
     // The statuses as the manifests say.
-    let (s, list) = send(
-        &gw,
-        Some(GOVERNOR_TOKEN),
-        reqwest::Method::GET,
-        "/admin/models",
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{list}");
+    let list = get(&gw, "/admin/models").await;
     assert_eq!(version(&list, "deterioration", "3.0.0")["status"], "active");
     assert_eq!(version(&list, "deterioration", "2.0.0")["status"], "shadow");
     assert_eq!(version(&list, "deterioration", "1.0.0")["loaded"], false);
@@ -197,14 +206,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
         (Some("3.0.0"), Some("shadow"))
     );
     assert_eq!(decisions[0]["actor"], "dr-governor");
-    let (_, list) = send(
-        &gw,
-        Some(GOVERNOR_TOKEN),
-        reqwest::Method::GET,
-        "/admin/models",
-        None,
-    )
-    .await;
+    let list = get(&gw, "/admin/models").await;
     assert_eq!(version(&list, "deterioration", "2.0.0")["status"], "active");
     assert_eq!(version(&list, "deterioration", "3.0.0")["status"], "shadow");
     assert_eq!(
@@ -213,20 +215,8 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
     );
     // The next call is scored by 2.0.0 for the clinician, 3.0.0 in the shadow.
     let body = call_deterioration(&gw, "gov-after").await;
-    for card in body["cards"].as_array().unwrap() {
-        assert!(
-            card["summary"].as_str().unwrap().contains("v2.0.0"),
-            "{card}"
-        );
-    }
-    let (_, report) = send(
-        &gw,
-        Some(GOVERNOR_TOKEN),
-        reqwest::Method::GET,
-        "/admin/report",
-        None,
-    )
-    .await;
+    cards_name(&body, "v2.0.0");
+    let report = get(&gw, "/admin/report").await;
     let active_v2 = report["services"]
         .as_array()
         .unwrap()
@@ -307,14 +297,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
         body["message"].as_str().unwrap().contains("reverted"),
         "{body}"
     );
-    let (_, list) = send(
-        &gw,
-        Some(GOVERNOR_TOKEN),
-        reqwest::Method::GET,
-        "/admin/models",
-        None,
-    )
-    .await;
+    let list = get(&gw, "/admin/models").await;
     assert_eq!(version(&list, "deterioration", "3.0.0")["status"], "shadow");
     std::fs::write(&sepsis, good).unwrap();
     let (s, body) = post(&gw, retire_path, Some(retire)).await;
@@ -384,14 +367,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
     )
     .unwrap();
     let gw = Gateway::start(options(&keys, models, db)).await;
-    let (_, list) = send(
-        &gw,
-        Some(GOVERNOR_TOKEN),
-        reqwest::Method::GET,
-        "/admin/models",
-        None,
-    )
-    .await;
+    let list = get(&gw, "/admin/models").await;
     assert_eq!(
         version(&list, "deterioration", "1.0.0")["status"],
         "shadow",
@@ -404,11 +380,6 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
     );
     assert_eq!(version(&list, "deterioration", "3.0.0")["loaded"], false);
     let body = call_deterioration(&gw, "gov-restart").await;
-    for card in body["cards"].as_array().unwrap() {
-        assert!(
-            card["summary"].as_str().unwrap().contains("v2.0.0"),
-            "{card}"
-        );
-    }
+    cards_name(&body, "v2.0.0");
     gw.stop().await;
 }
