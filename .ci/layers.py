@@ -22,7 +22,7 @@ for rank, name, modules in [
     (0, "contract and leaf helpers", ["cds", "html", "metrics", "telemetry"]),
     (1, "record", ["store", "audit", "report"]),
     (2, "data/compute", ["fhir", "features", "inference"]),
-    (3, "policy", ["services", "cards"]),
+    (3, "policy", ["services", "cards", "governance"]),
     (4, "HTTP edges", ["http", "hooks", "smart", "api", "admin"]),
     (5, "composition root and tools", ["server", "config", "main", "demo", "conformance", "probe", "fuzz_targets", "lib"]),
 ]:
