@@ -376,7 +376,7 @@ mod tests {
                 .fetch_all(&reopened.pool)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2, 3, 4, 5]);
+        assert_eq!(applied, [1, 2, 3, 4, 5, 6]);
         assert_eq!(
             reopened.pseudonym("", "p1").await.unwrap(),
             pseudonym,
