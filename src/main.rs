@@ -94,29 +94,9 @@ enum Command {
     /// Make a shadow version active on its newest stored evaluation (the active version
     /// becomes shadow), recording who, when and why. The running gateway applies it on its
     /// next reload (SIGHUP); `POST /admin/models/{model}/{version}/promote` applies it at once.
-    Promote {
-        #[arg(long, short)]
-        config: PathBuf,
-        model: String,
-        version: String,
-        /// Who decides (recorded).
-        #[arg(long)]
-        by: String,
-        /// Why (recorded; required).
-        #[arg(long)]
-        reason: String,
-    },
+    Promote(DecisionArgs),
     /// Retire a model version: it is no longer loaded (recorded like a promotion).
-    Retire {
-        #[arg(long, short)]
-        config: PathBuf,
-        model: String,
-        version: String,
-        #[arg(long)]
-        by: String,
-        #[arg(long)]
-        reason: String,
-    },
+    Retire(DecisionArgs),
     /// List every model version with its status (decided or as its manifest says) and its
     /// decisions.
     Models {
@@ -162,6 +142,21 @@ enum Command {
     },
 }
 
+/// What `bedside promote` and `bedside retire` take.
+#[derive(clap::Args)]
+struct DecisionArgs {
+    #[arg(long, short)]
+    config: PathBuf,
+    model: String,
+    version: String,
+    /// Who decides (recorded).
+    #[arg(long)]
+    by: String,
+    /// Why (recorded; required).
+    #[arg(long)]
+    reason: String,
+}
+
 fn main() -> ExitCode {
     bedside::telemetry::init();
     let cli = Cli::parse();
@@ -194,38 +189,8 @@ fn main() -> ExitCode {
                 version,
                 json,
             } => governance_evaluate(&load_config(&config)?, &model, &version, json).await,
-            Command::Promote {
-                config,
-                model,
-                version,
-                by,
-                reason,
-            } => governance_decide(
-                &load_config(&config)?,
-                Decision::Promote,
-                &model,
-                &version,
-                &by,
-                &reason,
-            )
-            .await
-            .map(done),
-            Command::Retire {
-                config,
-                model,
-                version,
-                by,
-                reason,
-            } => governance_decide(
-                &load_config(&config)?,
-                Decision::Retire,
-                &model,
-                &version,
-                &by,
-                &reason,
-            )
-            .await
-            .map(done),
+            Command::Promote(args) => governance_decide(Decision::Promote, &args).await.map(done),
+            Command::Retire(args) => governance_decide(Decision::Retire, &args).await.map(done),
             Command::Export {
                 config,
                 out,
@@ -454,15 +419,16 @@ enum Decision {
     Retire,
 }
 
-async fn governance_decide(
-    config: &Config,
-    decision: Decision,
-    model: &str,
-    version: &str,
-    by: &str,
-    reason: &str,
-) -> anyhow::Result<()> {
-    with_governor(config, async |g| {
+async fn governance_decide(decision: Decision, args: &DecisionArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    let DecisionArgs {
+        model,
+        version,
+        by,
+        reason,
+        ..
+    } = args;
+    with_governor(&config, async |g| {
         let request = bedside::governance::Request {
             actor: by,
             via: "cli",
@@ -487,8 +453,8 @@ async fn governance_decide(
 
 async fn governance_list(config: &Config) -> anyhow::Result<()> {
     with_governor(config, async |g| {
-        for name in g.model_names()? {
-            for v in g.versions(&name).await? {
+        for (name, versions) in g.catalogue().await? {
+            for v in versions {
                 let evaluation = g
                     .store
                     .latest_evaluation(&name, &v.manifest.version)

@@ -81,9 +81,9 @@ async fn list(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse {
             let g = governor(&state);
             let runtime = state.runtime.current();
             let mut models = Vec::new();
-            for name in g.model_names()? {
+            for (name, found) in g.catalogue().await? {
                 let mut versions = Vec::new();
-                for v in g.versions(&name).await? {
+                for v in found {
                     let version = &v.manifest.version;
                     let evaluation = state
                         .store

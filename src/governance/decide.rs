@@ -127,8 +127,31 @@ impl Governor<'_> {
 
     /// Every version of `model` under the models folder, with its status, in folder order.
     pub async fn versions(&self, model: &str) -> Result<Vec<VersionStatus>, GovernanceError> {
-        check_name(model)?;
         let lifecycle = self.lifecycle().await?;
+        self.versions_in(model, &lifecycle)
+    }
+
+    /// Every model under the models folder with its versions (folders without a version left
+    /// out), on one read of the store's decisions.
+    pub async fn catalogue(&self) -> Result<Vec<(String, Vec<VersionStatus>)>, GovernanceError> {
+        let lifecycle = self.lifecycle().await?;
+        let mut out = Vec::new();
+        for name in self.model_names()? {
+            let versions = self.versions_in(&name, &lifecycle)?;
+            if !versions.is_empty() {
+                out.push((name, versions));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Self::versions`] under `lifecycle`.
+    fn versions_in(
+        &self,
+        model: &str,
+        lifecycle: &Lifecycle,
+    ) -> Result<Vec<VersionStatus>, GovernanceError> {
+        check_name(model)?;
         let dir = self.models_dir.join(model);
         let mut folders: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(|e| GovernanceError::Manifest(format!("{}: {e}", dir.display())))?
@@ -155,7 +178,7 @@ impl Governor<'_> {
     }
 
     /// Every model folder's name.
-    pub fn model_names(&self) -> Result<Vec<String>, GovernanceError> {
+    fn model_names(&self) -> Result<Vec<String>, GovernanceError> {
         let mut names: Vec<String> = std::fs::read_dir(self.models_dir)
             .map_err(|e| GovernanceError::Manifest(format!("{}: {e}", self.models_dir.display())))?
             .flatten()

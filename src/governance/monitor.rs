@@ -142,21 +142,20 @@ pub async fn monitor(
             outcomes.insert(name.to_owned(), (through, by_patient));
         }
     }
-    let infos: Vec<ModelInfo<'_>> = models
-        .iter()
-        .map(|m| ModelInfo {
-            manifest: &m.manifest,
-            features: &m.features,
-        })
-        .collect();
-    Ok(summarise(
-        &predictions,
-        &feedback,
-        &outcomes,
-        &infos,
-        settings,
-        now,
-    ))
+    // Up to MAX_MONITORED rows, each with its data-quality JSON: off the async workers.
+    let (models, settings) = (models.to_vec(), settings.clone());
+    tokio::task::spawn_blocking(move || {
+        let infos: Vec<ModelInfo<'_>> = models
+            .iter()
+            .map(|m| ModelInfo {
+                manifest: &m.manifest,
+                features: &m.features,
+            })
+            .collect();
+        summarise(&predictions, &feedback, &outcomes, &infos, &settings, now)
+    })
+    .await
+    .map_err(|e| StoreError::Malformed(format!("monitoring stopped: {e}")))
 }
 
 /// Outcome feed of one event: complete through, and onsets per patient pseudonym.

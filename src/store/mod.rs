@@ -25,6 +25,7 @@ mod audit;
 mod export;
 mod group_commit;
 mod lifecycle;
+mod monitoring;
 mod outcome;
 mod predictions;
 mod report;
@@ -33,8 +34,9 @@ mod scope;
 mod settings;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
-pub use export::{ExportFeedback, ExportPrediction, MonitoredPrediction, MAX_MONITORED};
+pub use export::{ExportFeedback, ExportPrediction};
 pub use lifecycle::{NewDecision, ShadowScore, StoredDecision, StoredEvaluation, MAX_EVALUATED};
+pub use monitoring::{MonitoredPrediction, MAX_MONITORED};
 pub use outcome::{DataQuality, Mode, Outcome};
 pub use predictions::{FeedbackMark, PatientView, PredictionRecord, StoredPrediction};
 pub use report::{Report, ServiceReport, ShadowAgreement, Tally};
