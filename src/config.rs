@@ -98,6 +98,9 @@ pub struct RawConfig {
 pub struct RawRetention {
     #[serde(default, with = "humantime_serde")]
     pub predictions: Option<Duration>,
+    /// Model inputs kept by services with `[learning] store_inputs`.
+    #[serde(default, with = "humantime_serde")]
+    pub inputs: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub feedback: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -111,6 +114,7 @@ impl Default for RawRetention {
     fn default() -> Self {
         Self {
             predictions: None,
+            inputs: None,
             feedback: None,
             audit: None,
             purge_every: default_purge_every(),
@@ -905,6 +909,7 @@ impl Config {
         let smart = validate_smart(&raw.smart, env, &mut errors);
         for (name, period) in [
             ("predictions", raw.retention.predictions),
+            ("inputs", raw.retention.inputs),
             ("feedback", raw.retention.feedback),
             ("audit", raw.retention.audit),
         ] {
@@ -962,6 +967,7 @@ impl Config {
                 smart,
                 retention: crate::store::Retention {
                     predictions: raw.retention.predictions,
+                    inputs: raw.retention.inputs,
                     feedback: raw.retention.feedback,
                     audit: raw.retention.audit,
                 },

@@ -121,25 +121,41 @@ enum Command {
     /// Export de-identified learning data (MEDS event stream, NDJSON) with a data dictionary
     /// and a de-identification report. The site secret comes from BEDSIDE_EXPORT_SECRET or
     /// --secret-file, never from the configuration.
-    Export {
-        #[arg(long, short)]
-        config: PathBuf,
-        /// An empty or new folder.
-        #[arg(long)]
-        out: PathBuf,
-        /// Names the export and seeds its date shifts (reuse only to reproduce an export).
-        #[arg(long)]
-        export_id: String,
-        /// Predictions since midnight UTC this many days ago.
-        #[arg(long, default_value_t = 90)]
-        days: u32,
-        /// Dates move by at most this many days per patient.
-        #[arg(long, default_value_t = 30)]
-        max_shift_days: u32,
-        /// A file holding the site secret (else BEDSIDE_EXPORT_SECRET).
-        #[arg(long)]
-        secret_file: Option<PathBuf>,
-    },
+    Export(ExportArgs),
+}
+
+/// What `bedside export` takes.
+#[derive(clap::Args)]
+struct ExportArgs {
+    #[arg(long, short)]
+    config: PathBuf,
+    /// An empty or new folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Names the export; with the secret it seeds subject ids and date shifts (reuse it only
+    /// to reproduce an export).
+    #[arg(long)]
+    export_id: String,
+    /// Share subject ids and date shifts with earlier exports of this series (so they can be
+    /// joined); without it no two exports can be joined without the secret.
+    #[arg(long)]
+    series: Option<String>,
+    /// Predictions since midnight UTC this many days ago.
+    #[arg(long, default_value_t = 90)]
+    days: u32,
+    /// Dates move by at most this many days per patient.
+    #[arg(long, default_value_t = 30)]
+    max_shift_days: u32,
+    /// Leave out subjects whose age band, sex, ZIP3 and admission month fewer than k subjects
+    /// share (1: none).
+    #[arg(long, default_value_t = 5)]
+    k: u32,
+    /// Clinicians' comments: dropped, or scrubbed by the offline allow-list rules.
+    #[arg(long, value_enum, default_value_t = bedside::governance::export::FreeText::Drop)]
+    free_text: bedside::governance::export::FreeText,
+    /// A file holding the site secret (else BEDSIDE_EXPORT_SECRET).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
 }
 
 /// What `bedside promote` and `bedside retire` take.
@@ -191,23 +207,9 @@ fn main() -> ExitCode {
             } => governance_evaluate(&load_config(&config)?, &model, &version, json).await,
             Command::Promote(args) => governance_decide(Decision::Promote, &args).await.map(done),
             Command::Retire(args) => governance_decide(Decision::Retire, &args).await.map(done),
-            Command::Export {
-                config,
-                out,
-                export_id,
-                days,
-                max_shift_days,
-                secret_file,
-            } => governance_export(
-                &load_config(&config)?,
-                &out,
-                &export_id,
-                days,
-                max_shift_days,
-                secret_file.as_deref(),
-            )
-            .await
-            .map(done),
+            Command::Export(args) => governance_export(&load_config(&args.config)?, &args)
+                .await
+                .map(done),
             Command::Models { config } => governance_list(&load_config(&config)?).await.map(done),
             Command::Outcomes {
                 config,
@@ -516,15 +518,8 @@ async fn governance_outcomes(
     .await
 }
 
-async fn governance_export(
-    config: &Config,
-    out: &std::path::Path,
-    export_id: &str,
-    days: u32,
-    max_shift_days: u32,
-    secret_file: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    let secret = match secret_file {
+async fn governance_export(config: &Config, args: &ExportArgs) -> anyhow::Result<()> {
+    let secret = match args.secret_file.as_deref() {
         Some(path) => std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
             .trim_ascii()
@@ -534,7 +529,7 @@ async fn governance_export(
             .into_bytes(),
     };
     // From midnight UTC, so that the same export made twice on one day is the same bytes.
-    let since = (chrono::Utc::now() - chrono::Duration::days(i64::from(days)))
+    let since = (chrono::Utc::now() - chrono::Duration::days(i64::from(args.days)))
         .date_naive()
         .and_hms_opt(0, 0, 0)
         .map_or_else(chrono::Utc::now, |t| t.and_utc());
@@ -542,26 +537,32 @@ async fn governance_export(
         let report = bedside::governance::export::export(
             g.store,
             &bedside::governance::export::ExportOptions {
-                out,
-                export_id,
+                out: &args.out,
+                export_id: &args.export_id,
+                series: args.series.as_deref(),
                 since,
-                max_shift_days,
+                max_shift_days: args.max_shift_days,
+                k: args.k,
+                free_text: args.free_text,
                 secret: &secret,
             },
         )
         .await
         .map_err(anyhow::Error::msg)?;
         println!(
-            "exported {} subjects to {} ({}); de-identification report: {}",
+            "exported {} subjects to {} ({}; {} model inputs; {} subjects left out for k = {}); de-identification report: {}",
             report.subjects,
-            out.join("data/data.ndjson").display(),
+            args.out.join("data/data.ndjson").display(),
             report
                 .events
                 .iter()
                 .map(|(k, v)| format!("{v} {k}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            out.join("deid_report.json").display()
+            report.inputs,
+            report.quasi_identifiers.subjects_suppressed,
+            report.quasi_identifiers.k,
+            args.out.join("deid_report.json").display()
         );
         Ok(())
     })

@@ -65,6 +65,7 @@ type AlertKey = (String, String, String, String);
 #[derive(Default)]
 struct PurgeCounters {
     predictions: AtomicU64,
+    inputs: AtomicU64,
     feedback: AtomicU64,
     audit: AtomicU64,
 }
@@ -435,6 +436,7 @@ async fn metrics(state: web::Data<AppState>, req: actix_web::HttpRequest) -> Htt
     }
     for (kind, counter) in [
         ("predictions", &state.purged.predictions),
+        ("inputs", &state.purged.inputs),
         ("feedback", &state.purged.feedback),
         ("audit", &state.purged.audit),
     ] {
@@ -586,6 +588,10 @@ async fn purge_on_schedule(state: web::Data<AppState>) {
                     .fetch_add(purged.predictions, Ordering::Relaxed);
                 state
                     .purged
+                    .inputs
+                    .fetch_add(purged.inputs, Ordering::Relaxed);
+                state
+                    .purged
                     .feedback
                     .fetch_add(purged.feedback, Ordering::Relaxed);
                 state
@@ -595,6 +601,7 @@ async fn purge_on_schedule(state: web::Data<AppState>) {
                 if purged != crate::store::Purged::default() {
                     tracing::info!(
                         predictions = purged.predictions,
+                        inputs = purged.inputs,
                         feedback = purged.feedback,
                         audit = purged.audit,
                         "retention purge removed records past their retention"

@@ -203,6 +203,23 @@ async fn retention_purges_exactly_the_rows_past_their_period(store: &Store) {
     old.at = now - Duration::days(400);
     let mut recent = prediction("card-recent");
     recent.at = now - Duration::days(10);
+    // Both keep their model input (a service with `[learning] store_inputs`).
+    let input = |at: chrono::DateTime<Utc>| {
+        Some(Box::new(bedside::store::ModelInput {
+            window_start: at - Duration::hours(24),
+            step_seconds: 3600,
+            features: vec!["heart_rate".into()],
+            matrix: vec![0.5, 1.0],
+            quasi: bedside::store::QuasiIdentifiers::generalise(
+                Some("1950-01-01"),
+                Some("female"),
+                Some("02139"),
+                at,
+            ),
+        }))
+    };
+    old.inputs = input(old.at);
+    recent.inputs = input(recent.at);
     store.record_prediction(&old).await.unwrap();
     store.record_prediction(&recent).await.unwrap();
     let fb: Feedback = serde_json::from_value(json!({
@@ -227,12 +244,15 @@ async fn retention_purges_exactly_the_rows_past_their_period(store: &Store) {
         }])
         .await
         .unwrap();
-    let retention = Retention {
+    assert_eq!(store.stored_inputs().await.unwrap(), 2);
+    let mut retention = Retention {
         predictions: Some(365 * day),
+        inputs: None,
         feedback: Some(60 * day),
         audit: None,
     };
-    // 40 days on: the 400-day-old prediction is past its year; the rest stays.
+    // 40 days on: the 400-day-old prediction is past its year, and its input goes with it
+    // (inputs have no period of their own yet); the rest stays.
     let purged = store
         .purge(&retention, now + Duration::days(40))
         .await
@@ -241,15 +261,18 @@ async fn retention_purges_exactly_the_rows_past_their_period(store: &Store) {
         purged,
         Purged {
             predictions: 1,
+            inputs: 1,
             feedback: 0,
             audit: 0
         }
     );
+    assert_eq!(store.stored_inputs().await.unwrap(), 1);
+    retention.inputs = Some(30 * day);
     assert!(store.prediction("card-old").await.unwrap().is_none());
     assert!(store.prediction("card-recent").await.unwrap().is_some());
     assert_eq!(store.feedback_count().await.unwrap(), 1);
-    // 100 days on: the feedback is past its 60 days; the 110-day-old prediction and the audit
-    // event (kept: no audit retention) stay.
+    // 100 days on: the feedback is past its 60 days and the input past its 30; the
+    // 110-day-old prediction and the audit event (kept: no audit retention) stay.
     let purged = store
         .purge(&retention, now + Duration::days(100))
         .await
@@ -258,10 +281,12 @@ async fn retention_purges_exactly_the_rows_past_their_period(store: &Store) {
         purged,
         Purged {
             predictions: 0,
+            inputs: 1,
             feedback: 1,
             audit: 0
         }
     );
+    assert_eq!(store.stored_inputs().await.unwrap(), 0);
     assert_eq!(store.feedback_count().await.unwrap(), 0);
     assert!(store.prediction("card-recent").await.unwrap().is_some());
     assert_eq!(store.audit_rows().await.unwrap().len(), 1);
@@ -1126,6 +1151,7 @@ async fn the_report_counts_exactly_what_was_recorded(store: &Store) {
                 tensor_sha256: None,
                 data_quality: None,
                 latency_ms: 1.0,
+                inputs: None,
             })
             .await
             .unwrap();

@@ -262,6 +262,52 @@ pub fn encounter_location(value: &RawValue) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// What a Patient resource says about the patient's quasi-identifiers, as written: birth
+/// date, administrative gender and the home (else first) address's postal code. Read only for
+/// services that keep model inputs, which generalise them at once
+/// ([`crate::store::QuasiIdentifiers::generalise`]); `None` when `value` is not a Patient.
+pub fn patient_demographics(value: &RawValue) -> Option<PatientDemographics> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Address {
+        #[serde(rename = "use")]
+        use_: Option<String>,
+        postal_code: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Patient {
+        resource_type: String,
+        birth_date: Option<String>,
+        gender: Option<String>,
+        #[serde(default)]
+        address: Vec<Address>,
+    }
+    let p: Patient = serde_json::from_str(value.get()).ok()?;
+    if p.resource_type != "Patient" {
+        return None;
+    }
+    let postal_code = p
+        .address
+        .iter()
+        .find(|a| a.use_.as_deref() == Some("home"))
+        .or_else(|| p.address.first())
+        .and_then(|a| a.postal_code.clone());
+    Some(PatientDemographics {
+        birth_date: p.birth_date,
+        gender: p.gender,
+        postal_code,
+    })
+}
+
+/// See [`patient_demographics`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatientDemographics {
+    pub birth_date: Option<String>,
+    pub gender: Option<String>,
+    pub postal_code: Option<String>,
+}
+
 /// `(LOINC code, effective time)` of a usable (final, amended, corrected) result, for
 /// "unless already resulted" rules.
 pub fn resulted_codes(obs: &ObservationView<'_>) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {

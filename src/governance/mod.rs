@@ -12,6 +12,7 @@ pub mod export;
 pub mod monitor;
 pub mod monitor_html;
 mod outcomes;
+pub mod scrub;
 mod settings;
 pub mod source_attributes;
 

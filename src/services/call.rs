@@ -16,7 +16,7 @@ use crate::fhir::fulfil::Supply;
 use crate::fhir::projection::ObservationView;
 use crate::inference::LoadedModel;
 use crate::metrics::ServiceMetrics;
-use crate::store::{Outcome, Scope};
+use crate::store::{Outcome, QuasiIdentifiers, Scope};
 
 /// A service bound to its model (and that model's shadow versions, scored after each answer).
 pub struct CdsService {
@@ -41,6 +41,9 @@ pub(super) struct CallFacts<'r> {
     pub(super) unit: String,
     pub(super) now: DateTime<Utc>,
     pub(super) started: Instant,
+    /// The patient's generalised quasi-identifiers, kept with the model input
+    /// (`[learning] store_inputs` only; else empty).
+    pub(super) quasi: QuasiIdentifiers,
 }
 
 /// What the decision after scoring works from.

@@ -50,6 +50,20 @@ struct RawService {
     suggestions: Vec<SuggestionDef>,
     #[serde(default)]
     orders: Option<OrdersDef>,
+    #[serde(default)]
+    learning: Learning,
+}
+
+/// `[learning]`: what a service keeps for retraining beyond its prediction record. Off by
+/// default: a site turns it on per service, with its own retention (`[retention] inputs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Learning {
+    /// Keep each prediction's model input (the feature matrix on its time grid, with the
+    /// observed masks) and the patient's generalised quasi-identifiers (age band, sex, ZIP3),
+    /// for `bedside export`.
+    #[serde(default)]
+    pub store_inputs: bool,
 }
 
 fn yes() -> bool {
@@ -201,6 +215,8 @@ pub struct ServiceDef {
     pub suggestions: Vec<SuggestionDef>,
     /// For order hooks: which draft orders the service is about.
     pub orders: Option<(OrdersDef, DrugList)>,
+    /// What it keeps for learning.
+    pub learning: Learning,
 }
 
 /// Problems in the service definitions, each with its file and key.
@@ -580,6 +596,7 @@ fn validate(
         mode: raw.mode,
         enabled: raw.enabled,
         alerts: raw.alerts,
+        learning: raw.learning,
         suggestions: raw.suggestions,
         orders,
     })

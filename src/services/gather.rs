@@ -15,6 +15,7 @@ use crate::features::news2::SpO2Scale;
 use crate::features::terminology::{terminology, Terminology};
 use crate::fhir::fulfil::{self, Supply, Want};
 use crate::fhir::projection;
+use crate::store::QuasiIdentifiers;
 
 impl CdsService {
     /// The service's prefetch keys as wants: each rendered for this request, and queried on
@@ -187,6 +188,32 @@ impl CdsService {
             _ => return None,
         };
         projection::encounter_location(raw)
+    }
+
+    /// The patient's generalised quasi-identifiers, from the first Patient resource among the
+    /// supplies (services that keep model inputs only).
+    pub(super) fn quasi_identifiers(
+        &self,
+        supplies: &[Supply<'_>],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> QuasiIdentifiers {
+        supplies
+            .iter()
+            .filter_map(|supply| match supply {
+                Supply::Prefetched(v) => Some(*v),
+                Supply::Fetched(f) => f.pages.first().map(|p| &**p),
+                _ => None,
+            })
+            .find_map(projection::patient_demographics)
+            .map(|d| {
+                QuasiIdentifiers::generalise(
+                    d.birth_date.as_deref(),
+                    d.gender.as_deref(),
+                    d.postal_code.as_deref(),
+                    now,
+                )
+            })
+            .unwrap_or_default()
     }
 
     /// SpO2 scale 2 when the conditions prefetch holds an active hypercapnic respiratory failure

@@ -9,7 +9,7 @@ use crate::cards;
 use crate::features::FeatureMatrix;
 use crate::inference::LoadedModel;
 use crate::metrics::inc;
-use crate::store::{Mode, Outcome, PredictionRecord};
+use crate::store::{Mode, ModelInput, Outcome, PredictionRecord};
 
 impl CdsService {
     /// The record of one outcome of this call, as [`Self::record`] writes it.
@@ -66,6 +66,9 @@ impl CdsService {
             tensor_sha256: prepared.map(|p| tensor_hash(&p.matrix)),
             data_quality: prepared.map(|p| p.quality.clone()),
             latency_ms: facts.started.elapsed().as_secs_f64() * 1e3,
+            inputs: prepared
+                .filter(|_| self.def.learning.store_inputs)
+                .map(|p| model_input(model, &p.matrix, facts)),
         }
     }
 
@@ -110,6 +113,22 @@ pub(super) fn input_refs(prepared: &Prepared) -> Vec<String> {
     refs.sort();
     refs.dedup();
     refs
+}
+
+/// The model input as kept for learning: the matrix on its grid, the patient generalised.
+fn model_input(
+    model: &LoadedModel,
+    matrix: &FeatureMatrix,
+    facts: &CallFacts<'_>,
+) -> Box<ModelInput> {
+    let spec = &model.features;
+    Box::new(ModelInput {
+        window_start: matrix.window_start,
+        step_seconds: i64::try_from(spec.step.as_secs()).unwrap_or(i64::MAX),
+        features: spec.features.iter().map(|f| f.name.clone()).collect(),
+        matrix: matrix.values.clone(),
+        quasi: facts.quasi.clone(),
+    })
 }
 
 /// sha256 of the input tensor's bytes: says later exactly what the model saw.

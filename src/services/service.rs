@@ -20,7 +20,7 @@ use crate::cds::wire::{CdsResponse, HookRequest};
 use crate::cds::Caller;
 use crate::inference::LoadedModel;
 use crate::metrics::{inc, ServiceMetrics};
-use crate::store::{Outcome, Scope};
+use crate::store::{Outcome, QuasiIdentifiers, Scope};
 
 impl CdsService {
     pub(super) fn new(
@@ -112,6 +112,7 @@ impl CdsService {
                 .unwrap_or_else(|| "unassigned".into()),
             now: Utc::now(),
             started,
+            quasi: QuasiIdentifiers::default(),
         };
         if !self.is_enabled() {
             inc(&self.metrics.disabled);
@@ -148,6 +149,9 @@ impl CdsService {
             .inspect_err(|_| inc(&self.metrics.prefetch_missing))?;
         if let Some(unit) = self.unit(&supplies) {
             facts.unit = unit;
+        }
+        if self.def.learning.store_inputs {
+            facts.quasi = self.quasi_identifiers(&supplies, facts.now);
         }
         let spec = &self.model.features;
         let now = facts.now;

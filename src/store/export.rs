@@ -1,6 +1,6 @@
 //! What a learning-data export reads: predictions with their pseudonymised patient, the
-//! feedback on their cards, and imported outcomes — never the free text of a comment (only
-//! whether there was one), never a client, tenant, FHIR server or unit. `governance::export`
+//! feedback on their cards (with the clinician's comment, which the export drops or scrubs),
+//! the model inputs kept, and imported outcomes — never a client, tenant, FHIR server or unit. `governance::export`
 //! de-identifies and writes them.
 
 use chrono::{DateTime, Utc};
@@ -34,8 +34,8 @@ pub struct ExportFeedback {
     /// JSON array of accepted suggestion uuids (only their number is exported).
     pub accepted_suggestions: String,
     pub outcome_timestamp: String,
-    /// 1 when the clinician wrote a comment (dropped from every export).
-    pub had_comment: i64,
+    /// The clinician's comment: dropped by an export, or scrubbed where the site opts in.
+    pub comment: Option<String>,
 }
 
 impl Store {
@@ -62,8 +62,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT f.card_uuid, p.patient_hash, f.outcome, f.override_reason_system,
                     f.override_reason_code, f.accepted_suggestions, f.outcome_timestamp,
-                    CAST(CASE WHEN f.override_user_comment IS NULL OR f.override_user_comment = ''
-                              THEN 0 ELSE 1 END AS BIGINT) AS had_comment
+                    f.override_user_comment AS comment
              FROM feedback f JOIN predictions p ON p.id = f.card_uuid
              WHERE p.at >= $1 AND p.patient_hash IS NOT NULL ORDER BY f.id",
         )

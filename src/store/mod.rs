@@ -24,6 +24,7 @@ use sqlx::AnyPool;
 mod audit;
 mod export;
 mod group_commit;
+mod inputs;
 mod lifecycle;
 mod monitoring;
 mod outcome;
@@ -35,6 +36,7 @@ mod settings;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
 pub use export::{ExportFeedback, ExportPrediction};
+pub use inputs::{ExportInput, ModelInput, QuasiIdentifiers};
 pub use lifecycle::{NewDecision, ShadowScore, StoredDecision, StoredEvaluation, MAX_EVALUATED};
 pub use monitoring::{MonitoredPrediction, MAX_MONITORED};
 pub use outcome::{DataQuality, Mode, Outcome};
@@ -378,7 +380,7 @@ mod tests {
                 .fetch_all(&reopened.pool)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(
             reopened.pseudonym("", "p1").await.unwrap(),
             pseudonym,

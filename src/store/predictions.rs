@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::inputs::{insert_input, ModelInput, PreparedInput};
 use super::{parse_timestamp, timestamp, DataQuality, Mode, Outcome, Scope, Store, StoreError};
 
 /// Every scored, abstained, suppressed or shadow call of a service: the audit trail behind each
@@ -59,6 +60,10 @@ pub struct PredictionRecord {
     pub data_quality: Option<DataQuality>,
     /// Time the service took for this decision.
     pub latency_ms: f64,
+    /// The model input itself, kept (in `prediction_inputs`) only for services with
+    /// `[learning] store_inputs`; never read back with the record.
+    #[serde(skip)]
+    pub inputs: Option<Box<ModelInput>>,
 }
 
 /// A prediction as read back: the same record, with `patient_id` empty (the id itself is
@@ -145,6 +150,7 @@ impl TryFrom<PredictionRow> for StoredPrediction {
             reason: row.reason,
             tensor_sha256: row.tensor_sha256,
             latency_ms: row.latency_ms,
+            inputs: None,
         })
     }
 }
@@ -156,6 +162,8 @@ pub(super) struct PreparedRecord {
     record: PredictionRecord,
     patient_hash: Option<String>,
     input_refs: String,
+    /// The model input, when the service keeps it.
+    inputs: Option<PreparedInput>,
 }
 
 impl super::group_commit::Row for PreparedRecord {
@@ -211,6 +219,9 @@ async fn insert_prediction(
     .bind(&r.data_quality)
     .execute(&mut **tx)
     .await?;
+    if let Some(input) = &r.inputs {
+        insert_input(tx, &p.id, &timestamp(p.at), input).await?;
+    }
     Ok(())
 }
 
@@ -231,7 +242,9 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Malformed(format!("data_quality: {e}")))?;
+        let inputs = p.inputs.as_deref().map(PreparedInput::new).transpose()?;
         let record = PreparedRecord {
+            inputs,
             data_quality,
             record: p.clone(),
             patient_hash,

@@ -1,5 +1,6 @@
 //! Retention: how long each kind of record is kept, and the purge that removes what is older.
-//! Prediction records, feedback and audit events each have their own period (`[retention]`);
+//! Prediction records, their stored model inputs, feedback and audit events each have their
+//! own period (`[retention]`); an input never outlives its prediction;
 //! without one a kind is kept. The gateway purges at start-up and then on a schedule
 //! ([`crate::server`]); rows are compared by the time they were written, so a purge removes
 //! exactly the rows past their period and nothing else.
@@ -15,6 +16,8 @@ use super::{timestamp, Store, StoreError};
 pub struct Retention {
     /// Prediction records (scores, cards shown or held back, their inputs' references).
     pub predictions: Option<Duration>,
+    /// Model inputs kept for learning (`[learning] store_inputs`): usually shorter.
+    pub inputs: Option<Duration>,
     /// Clinicians' feedback on cards.
     pub feedback: Option<Duration>,
     /// Audit events.
@@ -24,7 +27,10 @@ pub struct Retention {
 impl Retention {
     /// Whether any kind has a period (else there is nothing to schedule).
     pub fn is_set(&self) -> bool {
-        self.predictions.is_some() || self.feedback.is_some() || self.audit.is_some()
+        self.predictions.is_some()
+            || self.inputs.is_some()
+            || self.feedback.is_some()
+            || self.audit.is_some()
     }
 }
 
@@ -32,6 +38,7 @@ impl Retention {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Purged {
     pub predictions: u64,
+    pub inputs: u64,
     pub feedback: u64,
     pub audit: u64,
 }
@@ -40,6 +47,7 @@ pub struct Purged {
 const PREDICTIONS: (&str, &str) = ("predictions", "at");
 const FEEDBACK: (&str, &str) = ("feedback", "received_at");
 const AUDIT: (&str, &str) = ("audit", "at");
+const INPUTS: (&str, &str) = ("prediction_inputs", "at");
 const OUTCOMES: (&str, &str) = ("outcomes", "at");
 
 impl Store {
@@ -52,10 +60,21 @@ impl Store {
         // Outcomes exist to label predictions: they are kept as long as predictions are.
         self.purge_table(OUTCOMES, retention.predictions, now)
             .await?;
+        let inputs = self.purge_table(INPUTS, retention.inputs, now).await?;
+        let predictions = self
+            .purge_table(PREDICTIONS, retention.predictions, now)
+            .await?;
+        // An input whose prediction is gone has nothing left to explain.
+        let orphans = sqlx::query(
+            "DELETE FROM prediction_inputs WHERE NOT EXISTS
+                (SELECT 1 FROM predictions p WHERE p.id = prediction_inputs.prediction_id)",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(Purged {
-            predictions: self
-                .purge_table(PREDICTIONS, retention.predictions, now)
-                .await?,
+            predictions,
+            inputs: inputs + orphans,
             feedback: self.purge_table(FEEDBACK, retention.feedback, now).await?,
             audit: self.purge_table(AUDIT, retention.audit, now).await?,
         })

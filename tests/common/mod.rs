@@ -301,6 +301,19 @@ pub fn models_with_v1_in_shadow(dir: &Path) -> PathBuf {
 
 /// A copy of the shipped models (feature specs, versions: manifest, model.pt, model card) under
 /// `dir/models`, for tests that damage or rewrite one. Returns the models folder.
+/// Copies the folder `from` (recursively) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
 pub fn copy_models(dir: &Path) -> PathBuf {
     let src_root = repo().join("models");
     for model in std::fs::read_dir(&src_root).unwrap().flatten() {
@@ -514,6 +527,7 @@ pub async fn seed_cards(db: &Path, scope: &bedside::store::Scope, ids: &[String]
                         tensor_sha256: None,
                         data_quality: None,
                         latency_ms: 1.0,
+                        inputs: None,
                     })
                     .await
                     .unwrap();
@@ -557,5 +571,6 @@ pub fn prediction_record(
         tensor_sha256: Some("ab".repeat(32)),
         data_quality: None,
         latency_ms: 12.5,
+        inputs: None,
     }
 }

@@ -1,7 +1,9 @@
 //! The governance loop end to end, as a site's data scientist runs it with the real binary:
 //! the gateway scores in the shadow and records feedback; outcomes are imported; a
-//! de-identified MEDS export goes out (no planted identifier in any byte, the same export twice
-//! is the same bytes, another export id moves the dates); `models.recalibrate` fits a new
+//! de-identified MEDS export goes out (no identifier planted in any FHIR field type of the
+//! chart or in a clinician's comment reaches any byte, the same export twice is the same bytes,
+//! another series cannot be joined to it, small quasi-identifier classes are left out, stored
+//! model inputs come with it); `models.recalibrate` fits a new
 //! version on the export alone; the site signs it; it scores in the shadow, is evaluated, and is
 //! promoted; after a reload its cards show.
 
@@ -20,6 +22,59 @@ const PATIENT_PREFIX: &str = "MRN-4471-SMITH-";
 const COMMENT: &str = "Spoke to John Smith (555-0143) at 12 Elm Street";
 const FHIR_SERVER: &str = "https://ehr.stmary-private.example/fhir";
 const SECRET: &str = "a site secret of at least thirty-two bytes, kept out of the config";
+/// Planted in every kind of field a FHIR chart allows: none may appear in an export.
+const PLANTED: [&str; 16] = [
+    "Okonkwo-Villanueva",
+    "Perpetua",
+    "+1-617-555-0188",
+    "perpetua.ov@example.net",
+    "742 Evergreen Terrace",
+    "Springfield-Heights",
+    "02139-4307",
+    "SSN-078-05-1120",
+    "MRN-ZX-99812",
+    "1931-02-03",
+    "mothers-maiden-Quillfeather",
+    "Dr Xanthippe Marlowe",
+    "bed 14 next to window, daughter Imogen",
+    "INS-PLAN-44-0917",
+    "VIN-1HGCM82633A004352",
+    "http://perpetua-home.example",
+];
+
+/// Plants [`PLANTED`] in the Patient (names, telecom, address, identifiers, birth date,
+/// extensions, narrative) and in every Observation (notes, performer, extensions, value
+/// strings) of `request`; patients 38 and 39 live in ZIP areas nobody else does.
+fn plant_phi(request: &mut Value, i: usize) {
+    let zip = match i {
+        38 => "94110",
+        39 => "10001",
+        _ => "02139-4307",
+    };
+    let [family, given, phone, email, street, city, _, ssn, mrn, born, maiden, doctor, note, plan, vin, url] =
+        PLANTED;
+    let patient = &mut request["prefetch"]["patient"];
+    patient["name"] =
+        json!([{"family": family, "given": [given], "text": format!("{given} {family}")}]);
+    patient["telecom"] = json!([{"system": "phone", "value": phone}, {"system": "email", "value": email}, {"system": "url", "value": url}]);
+    patient["address"] =
+        json!([{"use": "home", "line": [street], "city": city, "postalCode": zip}]);
+    patient["identifier"] = json!([{"system": "http://hl7.org/fhir/sid/us-ssn", "value": ssn}, {"system": "urn:mrn", "value": mrn}, {"system": "urn:plan", "value": plan}]);
+    patient["birthDate"] = born.into();
+    patient["gender"] = "female".into();
+    patient["extension"] = json!([{"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName", "valueString": maiden}, {"url": "urn:vehicle", "valueString": vin}]);
+    patient["text"] = json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{given} {family}, {street}</div>")});
+    for bundle in ["vitals", "labs"] {
+        if let Some(entries) = request["prefetch"][bundle]["entry"].as_array_mut() {
+            for e in entries {
+                let o = &mut e["resource"];
+                o["note"] = json!([{"text": note, "authorString": doctor}]);
+                o["performer"] = json!([{"display": doctor}]);
+                o["extension"] = json!([{"url": "urn:comment", "valueString": note}]);
+            }
+        }
+    }
+}
 
 fn bedside(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_bedside"))
@@ -62,9 +117,13 @@ fn shadow_line(n: usize) -> String {
     format!("bedside_service_shadow_total{{service=\"deterioration\"}} {n}")
 }
 
-/// One deterioration call for `patient_id` with the `fixture`'s chart; the answer.
-async fn call(url: &str, fixture: &str, patient_id: &str) -> Value {
+/// One deterioration call for `patient_id` with the `fixture`'s chart (PHI planted when
+/// `plant` names the patient's number); the answer.
+async fn call(url: &str, fixture: &str, patient_id: &str, plant: Option<usize>) -> Value {
     let mut request = patient(fixture);
+    if let Some(i) = plant {
+        plant_phi(&mut request, i);
+    }
     request["context"]["patientId"] = patient_id.into();
     request["fhirServer"] = FHIR_SERVER.into();
     let r = http()
@@ -91,7 +150,11 @@ fn every_file(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn events(export: &Path) -> Vec<Value> {
-    std::fs::read_to_string(export.join("data/data.ndjson"))
+    ndjson(&export.join("data/data.ndjson"))
+}
+
+fn ndjson(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -139,6 +202,18 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
         &models,
         &format!("{trusted}\n[governance]\nmin_shadow_scores = 10\n"),
     );
+    // The deterioration service keeps its model inputs for learning (`[learning]`).
+    let services = dir.path().join("cds-services");
+    common::copy_dir(&repo().join("cds-services"), &services);
+    let deterioration = services.join("deterioration.toml");
+    let mut definition = std::fs::read_to_string(&deterioration).unwrap();
+    definition.push_str("\n[learning]\nstore_inputs = true\n");
+    std::fs::write(&deterioration, definition).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &repo().join("cds-services").display().to_string(),
+        &services.display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
     let cfg = config.to_str().unwrap();
 
     // 1. Live calls: 20 deteriorating and 20 stable charts; feedback with a free-text comment.
@@ -146,7 +221,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
     let mut first_card = None;
     for i in 0..40 {
         let fixture = if i < 20 { "deteriorating" } else { "stable" };
-        let body = call(&gw.url, fixture, &format!("{PATIENT_PREFIX}{i}")).await;
+        let body = call(&gw.url, fixture, &format!("{PATIENT_PREFIX}{i}"), Some(i)).await;
         if first_card.is_none() {
             first_card = body["cards"][0]["uuid"].as_str().map(str::to_owned);
         }
@@ -190,31 +265,39 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
     );
     assert!(ok, "{printed}");
 
-    // 3. The de-identified export, twice, and once under another export id.
-    let export = |out: &Path, id: &str| {
-        bedside(
-            &[
-                "export",
-                "-c",
-                cfg,
-                "--out",
-                out.to_str().unwrap(),
-                "--export-id",
-                id,
-            ],
-            &[("BEDSIDE_EXPORT_SECRET", SECRET)],
-        )
+    // 3. The de-identified export, twice, once in another series and once in the same series
+    // under another id; comments scrubbed; k = 1 (k-anonymity has its own export below).
+    let export = |out: &Path, id: &str, more: &[&str]| {
+        let mut args = vec![
+            "export",
+            "-c",
+            cfg,
+            "--out",
+            out.to_str().unwrap(),
+            "--export-id",
+            id,
+            "--free-text",
+            "scrub",
+        ];
+        args.extend(more);
+        bedside(&args, &[("BEDSIDE_EXPORT_SECRET", SECRET)])
     };
-    let (a, b, c) = (
+    let (a, b, c, d) = (
         dir.path().join("export-a"),
         dir.path().join("export-b"),
         dir.path().join("export-c"),
+        dir.path().join("export-d"),
     );
-    for (out, id) in [(&a, "2026-12"), (&b, "2026-12"), (&c, "2027-01")] {
-        let (ok, printed) = export(out, id);
+    for (out, id, more) in [
+        (&a, "2026-12", &["--k", "1"][..]),
+        (&b, "2026-12", &["--k", "1"]),
+        (&c, "2027-01", &["--k", "1"]),
+        (&d, "2027-02", &["--k", "1", "--series", "2026-12"]),
+    ] {
+        let (ok, printed) = export(out, id, more);
         assert!(ok, "{printed}");
     }
-    let (ok, printed) = export(&a, "2026-12");
+    let (ok, printed) = export(&a, "2026-12", &[]);
     assert!(!ok && printed.contains("never overwrites"), "{printed}");
     let (ok, printed) = bedside(
         &[
@@ -232,8 +315,33 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
         !ok && printed.contains("BEDSIDE_EXPORT_SECRET"),
         "{printed}"
     );
+    // No planted identifier, no raw time and no card id in any byte of any export.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let files = every_file(&a);
-    assert!(files.len() >= 5, "{files:?}");
+    assert!(files.len() >= 6, "{files:?}");
+    for export in [&a, &c, &d] {
+        for f in every_file(export) {
+            let bytes = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+            for planted in PLANTED.iter().chain(&[
+                PATIENT_PREFIX,
+                "John Smith",
+                "555-0143",
+                "Elm Street",
+                "stmary-private",
+                "Already aware",
+                card.as_str(),
+            ]) {
+                assert!(!bytes.contains(planted), "{planted} in {}", f.display());
+            }
+            if f.ends_with("data.ndjson") || f.ends_with("inputs.ndjson") {
+                assert!(
+                    !bytes.contains(&today),
+                    "an unshifted date in {}",
+                    f.display()
+                );
+            }
+        }
+    }
     for f in &files {
         let twin = b.join(f.strip_prefix(&a).unwrap());
         assert_eq!(
@@ -242,41 +350,29 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
             "{} differs",
             f.display()
         );
-        let bytes = String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned();
-        for planted in [
-            PATIENT_PREFIX,
-            "John Smith",
-            "555-0143",
-            "Elm Street",
-            "stmary-private",
-            "Already aware",
-            card.as_str(),
-        ] {
-            assert!(!bytes.contains(planted), "{planted} in {}", f.display());
-        }
     }
-    let (ea, ec) = (events(&a), events(&c));
+    let (ea, ec, ed) = (events(&a), events(&c), events(&d));
     assert_eq!(ea.len(), ec.len());
     let subjects = |e: &[Value]| {
         e.iter()
             .map(|x| x["subject_id"].as_i64().unwrap())
             .collect::<std::collections::BTreeSet<_>>()
     };
-    assert_eq!(
-        subjects(&ea),
-        subjects(&ec),
-        "the site's subject ids are stable across exports"
-    );
     assert_eq!(subjects(&ea).len(), 40);
+    assert!(
+        subjects(&ea).is_disjoint(&subjects(&ec)),
+        "another series: no subject id in common, nothing to join on"
+    );
     let times = |e: &[Value]| {
         e.iter()
-            .map(|x| x["time"].as_str().unwrap().to_owned())
+            .filter_map(|x| x["time"].as_str().map(str::to_owned))
             .collect::<std::collections::BTreeSet<_>>()
     };
-    assert_ne!(
-        times(&ea),
-        times(&ec),
-        "another export id, other date shifts"
+    assert_ne!(times(&ea), times(&ec), "another series, other date shifts");
+    assert_eq!(
+        (subjects(&ea), times(&ea)),
+        (subjects(&ed), times(&ed)),
+        "the same series: the same ids and shifts"
     );
     // No subject id is the store's pseudonym or the patient id.
     let store = bedside::store::Store::open(&db).await.unwrap();
@@ -300,6 +396,18 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
         feedback_event["text_value"],
         "https://bedside.example.org/CodeSystem/override-reason|already-aware"
     );
+    let comment = ea
+        .iter()
+        .find(|e| e["code"] == "BEDSIDE//FEEDBACK_COMMENT")
+        .unwrap();
+    assert_eq!(comment["prediction"], feedback_event["prediction"]);
+    assert!(
+        comment["text_value"]
+            .as_str()
+            .unwrap()
+            .contains("[REDACTED]"),
+        "{comment}"
+    );
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("deid_report.json")).unwrap())
             .unwrap();
@@ -307,15 +415,98 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["class"].as_str().unwrap().starts_with("free text"))
+        .find(|c| c["class"].as_str().unwrap().contains("override comments"))
         .unwrap();
     assert_eq!(comments["count"], 1, "{report}");
+    assert!(comments["action"].as_str().unwrap().starts_with("scrubbed"));
     assert_eq!(
         ea.iter()
             .filter(|e| e["code"] == "BEDSIDE//OUTCOME//deterioration")
             .count(),
         17
     );
+    // Generalised quasi-identifiers: every planted patient is over 89 and lives in 021xx.
+    let statics: Vec<&str> = ea
+        .iter()
+        .filter(|e| e["time"].is_null())
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statics
+            .iter()
+            .filter(|c| **c == "BEDSIDE//AGE_BAND//90+")
+            .count(),
+        40
+    );
+    assert_eq!(
+        statics
+            .iter()
+            .filter(|c| **c == "BEDSIDE//ZIP3//021")
+            .count(),
+        38
+    );
+    // The model inputs of every deterioration prediction (active and shadow), on the
+    // prediction's shifted time.
+    let inputs = ndjson(&a.join("inputs/inputs.ndjson"));
+    let predictions: Vec<&Value> = ea
+        .iter()
+        .filter(|e| {
+            e["code"]
+                .as_str()
+                .unwrap()
+                .starts_with("BEDSIDE//PREDICTION//deterioration")
+        })
+        .collect();
+    assert_eq!(inputs.len(), predictions.len(), "{}", report);
+    for input in &inputs {
+        let p = predictions
+            .iter()
+            .find(|p| p["prediction"] == input["prediction"])
+            .unwrap();
+        assert_eq!(p["time"], input["time"]);
+        let features = input["features"].as_array().unwrap().len();
+        let rows = input["values"].as_array().unwrap();
+        assert!(features > 0 && !rows.is_empty());
+        assert_eq!(rows.len(), input["observed"].as_array().unwrap().len());
+        assert!(rows.iter().all(|r| r.as_array().unwrap().len() == features));
+    }
+
+    // k-anonymity: with k = 2 the two patients alone in their ZIP area are left out, and every
+    // class that remains holds at least two subjects.
+    let e = dir.path().join("export-e");
+    let (ok, printed) = export(&e, "2027-03", &["--k", "2"]);
+    assert!(ok, "{printed}");
+    let ee = events(&e);
+    assert!(ee
+        .iter()
+        .all(|x| x["code"] != "BEDSIDE//ZIP3//941" && x["code"] != "BEDSIDE//ZIP3//100"));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(e.join("deid_report.json")).unwrap())
+            .unwrap();
+    let suppressed = report["quasi_identifiers"]["subjects_suppressed"]
+        .as_u64()
+        .unwrap();
+    assert!(suppressed >= 2, "{report}");
+    assert_eq!(subjects(&ee).len() as u64, 40 - suppressed);
+    let mut classes: std::collections::BTreeMap<Vec<String>, u64> = Default::default();
+    for subject in subjects(&ee) {
+        let mine: Vec<&Value> = ee.iter().filter(|x| x["subject_id"] == subject).collect();
+        let mut key: Vec<String> = mine
+            .iter()
+            .filter(|x| x["time"].is_null())
+            .map(|x| x["code"].as_str().unwrap().to_owned())
+            .collect();
+        key.sort();
+        key.push(
+            mine.iter()
+                .filter_map(|x| x["time"].as_str())
+                .min()
+                .unwrap()[..7]
+                .to_owned(),
+        );
+        *classes.entry(key).or_default() += 1;
+    }
+    assert!(classes.values().all(|n| *n >= 2), "{classes:?}");
 
     // 4. A new version recalibrated on the export alone; the site signs it; reload.
     let run = Command::new(repo().join(".venv/bin/python"))
@@ -354,6 +545,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
             &gw.url,
             "deteriorating",
             &format!("{PATIENT_PREFIX}after-{i}"),
+            None,
         )
         .await;
         assert!(metric_reaches(&gw.url, &shadow_line(2 * (i + 1))).await);
@@ -378,7 +570,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
     assert!(ok, "{printed}");
     gw.signal("HUP");
     assert!(metric_reaches(&gw.url, "bedside_reloads_total 2").await);
-    let body = call(&gw.url, "deteriorating", "after-promotion").await;
+    let body = call(&gw.url, "deteriorating", "after-promotion", None).await;
     let summary = body["cards"][0]["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("v3.0.1"), "{body}");
 

@@ -661,6 +661,7 @@ fn deterioration_record(
         tensor_sha256: None,
         data_quality: None,
         latency_ms: 12.0,
+        inputs: None,
     }
 }
 
