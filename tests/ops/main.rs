@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bulk_outcomes;
 mod cli;
 mod conformance;
 mod faults;
