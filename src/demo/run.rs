@@ -62,6 +62,7 @@ allowed_issuers = ["{ehr_origin}/fhir"]
 [[admin_tokens]]
 name = "demo"
 sha256 = "{hash}"
+roles = ["report", "operate", "promote"]
 [[clients]]
 iss = "{ehr_origin}"
 jwks_urls = ["{ehr_origin}/.well-known/jwks.json"]
@@ -83,6 +84,34 @@ fhir_servers = ["{ehr_origin}"]
     )
 }
 
+/// Writes the demo's configuration (its admin token only as a hash) to `data_dir/bedside.toml`
+/// for the governance commands (`bedside export | evaluate | promote -c …`, run from the same
+/// folder as the demo), and a site secret for exports to `data_dir/export-secret` (owner-only;
+/// kept across runs, so the demo's exports of one series stay joinable).
+fn write_governance_files(opts: &DemoOptions, text: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let config_file = opts.data_dir.join("bedside.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "# Written by `bedside demo` at each start: the demo's configuration, for\n# `bedside export | evaluate | promote | models -c` run from the folder the demo ran in.\n{text}"
+        ),
+    )?;
+    let secret_file = opts.data_dir.join("export-secret");
+    if !secret_file.is_file() {
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&secret_file)?, secret.as_bytes())?;
+    }
+    Ok((config_file, secret_file))
+}
+
 /// Runs the demo until Ctrl-C.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&opts.data_dir)?;
@@ -90,11 +119,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let ehr_listener = std::net::TcpListener::bind(&opts.ehr_listen)?;
     let ehr_origin = format!("http://{}", ehr_listener.local_addr()?);
     let admin_token = uuid::Uuid::new_v4().simple().to_string();
-    let config = Config::from_toml_str(
-        &config_text(&opts, &ehr_origin, &admin_token),
-        "(demo defaults)",
-        &BTreeMap::new(),
-    )?;
+    let text = config_text(&opts, &ehr_origin, &admin_token);
+    let config = Config::from_toml_str(&text, "(demo defaults)", &BTreeMap::new())?;
+    let (config_file, secret_file) = write_governance_files(&opts, &text)?;
     let gateway = config.public_base().to_owned();
     let state = server::build_state(config, AuthMode::Required).await?;
     let services: Vec<(String, String)> = state
@@ -137,7 +164,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!(
         "  Model cards:                       {gateway}/models/deterioration/3.0.0/model-card"
     );
-    println!("  Admin token (report, kill switch): {admin_token}");
+    println!("  Admin token (report, kill switch, promote): {admin_token}");
+    println!(
+        "  Its configuration, for the CLI:    {}",
+        config_file.display()
+    );
+    println!("\n  Learning data out (de-identified MEDS), evaluate and promote a shadow version:");
+    println!(
+        "    bedside export -c {} --secret-file {} --out /tmp/bedside-export --export-id demo-1 --k 1",
+        config_file.display(),
+        secret_file.display()
+    );
+    println!(
+        "    bedside evaluate -c {0} deterioration 2.0.0 && bedside models -c {0}",
+        config_file.display()
+    );
     println!("\n  The demo EHR signs each call with its own key (JWKS {ehr_origin}/.well-known/jwks.json),");
     println!("  fills prefetch from its chart, serves FHIR at {ehr_origin}/fhir and runs a SMART");
     println!(

@@ -18,6 +18,8 @@ pub struct Demo {
     pub admin_token: String,
     /// What the demo printed up to "Press Ctrl-C".
     pub printed: String,
+    /// Its `--data-dir` (database, written configuration, export secret).
+    pub data_dir: std::path::PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -77,6 +79,7 @@ impl Demo {
             ehr: format!("http://{ehr_listen}"),
             admin_token: admin_token.expect("the demo printed its admin token"),
             printed,
+            data_dir: dir.path().to_owned(),
             child,
             _dir: dir,
         }

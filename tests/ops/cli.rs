@@ -216,6 +216,57 @@ async fn the_demo_prints_a_curl_that_returns_a_model_card() {
         .await
         .unwrap();
     assert_eq!(unsigned.status().as_u16(), 401);
+
+    // The governance commands run on the demo's own files, as it printed them; its admin token
+    // may promote (an unknown version: 404, not 403).
+    let config = demo.data_dir.join("bedside.toml");
+    let secret = demo.data_dir.join("export-secret");
+    assert!(printed.contains(&format!("bedside export -c {}", config.display())));
+    let out_dir = demo.data_dir.join("export");
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bedside"))
+            .args(args)
+            .current_dir(repo())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "export",
+        "-c",
+        config.to_str().unwrap(),
+        "--secret-file",
+        secret.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--export-id",
+        "demo-1",
+        "--k",
+        "1",
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && said.contains("exported 1 subjects"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["models", "-c", config.to_str().unwrap()]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("deterioration"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let promote = http
+        .post(format!(
+            "{}/admin/models/deterioration/9.9.9/promote",
+            demo.gateway
+        ))
+        .bearer_auth(&demo.admin_token)
+        .json(&serde_json::json!({"reason": "demo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(promote.status().as_u16(), 404);
 }
 
 #[test]
