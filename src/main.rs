@@ -118,7 +118,7 @@ enum Command {
         #[arg(long = "event")]
         events: Vec<String>,
     },
-    /// Export de-identified learning data (MEDS event stream, NDJSON) with a data dictionary
+    /// Export de-identified learning data (MEDS event stream, Parquet and NDJSON) with a data dictionary
     /// and a de-identification report. The site secret comes from BEDSIDE_EXPORT_SECRET or
     /// --secret-file, never from the configuration.
     Export(ExportArgs),
@@ -150,6 +150,9 @@ struct ExportArgs {
     /// share (1: none).
     #[arg(long, default_value_t = 5)]
     k: u32,
+    /// Which files: MEDS Parquet, NDJSON, or both.
+    #[arg(long, value_enum, default_value_t = bedside::governance::export::ExportFormat::Both)]
+    format: bedside::governance::export::ExportFormat,
     /// Clinicians' comments: dropped, or scrubbed by the offline allow-list rules.
     #[arg(long, value_enum, default_value_t = bedside::governance::export::FreeText::Drop)]
     free_text: bedside::governance::export::FreeText,
@@ -544,6 +547,7 @@ async fn governance_export(config: &Config, args: &ExportArgs) -> anyhow::Result
                 max_shift_days: args.max_shift_days,
                 k: args.k,
                 free_text: args.free_text,
+                format: args.format,
                 secret: &secret,
             },
         )

@@ -1,6 +1,7 @@
 //! Learning data out (`bedside export`): what the gateway recorded — each prediction's score,
 //! model version and card outcome, the clinician's feedback and override reason, and the
-//! outcomes imported later — as a MEDS event stream (NDJSON: `subject_id`, `time`, `code`,
+//! outcomes imported later, and the model inputs of services that keep them — as a MEDS event
+//! stream (Parquet, [`super::meds_parquet`], and NDJSON: `subject_id`, `time`, `code`,
 //! `numeric_value`, `text_value`, plus bedside's columns), with a data dictionary and a
 //! de-identification report. Nothing leaves in a form that names a patient:
 //!
@@ -29,7 +30,7 @@ use crate::store::{QuasiIdentifiers, Store};
 /// Shortest site secret accepted.
 pub const MIN_SECRET_BYTES: usize = 32;
 /// The MEDS schema version the files follow.
-pub const MEDS_VERSION: &str = "0.3.3";
+pub const MEDS_VERSION: &str = "0.4.1";
 
 /// What to export and how to de-identify it.
 pub struct ExportOptions<'a> {
@@ -51,6 +52,8 @@ pub struct ExportOptions<'a> {
     pub k: u32,
     /// Clinicians' free text: dropped, or scrubbed by [`super::scrub`].
     pub free_text: FreeText,
+    /// Which files the MEDS data and codes are written as.
+    pub format: ExportFormat,
     /// The site secret (HMAC key), at least [`MIN_SECRET_BYTES`].
     pub secret: &'a [u8],
 }
@@ -65,6 +68,19 @@ pub enum FreeText {
     /// Exported after the allow-list scrubber ([`super::scrub`]) removed every word not known
     /// to be safe.
     Scrub,
+}
+
+/// The files an export writes its MEDS data and codes as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// Parquet (what MEDS tools read) and NDJSON (for tools without Parquet).
+    #[default]
+    Both,
+    /// `data/data.parquet`, `metadata/codes.parquet`.
+    Parquet,
+    /// `data/data.ndjson`, `metadata/codes.ndjson`.
+    Ndjson,
 }
 
 /// One MEDS event (one NDJSON line).
@@ -590,17 +606,42 @@ fn write_files(
     for folder in ["data", "metadata", "inputs"] {
         std::fs::create_dir_all(options.out.join(folder)).map_err(io)?;
     }
-    let mut data = std::io::BufWriter::new(
-        std::fs::File::create(options.out.join("data/data.ndjson")).map_err(io)?,
-    );
-    for (i, e) in events.iter().enumerate() {
-        serde_json::to_writer(&mut data, e).map_err(|e| e.to_string())?;
-        data.write_all(b"\n").map_err(io)?;
-        if (i + 1) % 100_000 == 0 {
-            eprintln!("  {} / {} events written", i + 1, events.len());
-        }
+    let (parquet, ndjson) = match options.format {
+        ExportFormat::Both => (true, true),
+        ExportFormat::Parquet => (true, false),
+        ExportFormat::Ndjson => (false, true),
+    };
+    let code_table = codes(events);
+    if parquet {
+        super::meds_parquet::write_data(&options.out.join("data/data.parquet"), events)?;
+        let pairs: Vec<(String, String)> = code_table
+            .iter()
+            .map(|c| {
+                let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+                (field("code"), field("description"))
+            })
+            .collect();
+        super::meds_parquet::write_codes(&options.out.join("metadata/codes.parquet"), &pairs)?;
     }
-    data.flush().map_err(io)?;
+    if ndjson {
+        let mut data = std::io::BufWriter::new(
+            std::fs::File::create(options.out.join("data/data.ndjson")).map_err(io)?,
+        );
+        for (i, e) in events.iter().enumerate() {
+            serde_json::to_writer(&mut data, e).map_err(|e| e.to_string())?;
+            data.write_all(b"\n").map_err(io)?;
+            if (i + 1) % 100_000 == 0 {
+                eprintln!("  {} / {} events written", i + 1, events.len());
+            }
+        }
+        data.flush().map_err(io)?;
+        let mut code_lines = String::new();
+        for c in &code_table {
+            code_lines.push_str(&c.to_string());
+            code_lines.push('\n');
+        }
+        std::fs::write(options.out.join("metadata/codes.ndjson"), code_lines).map_err(io)?;
+    }
     let mut lines = std::io::BufWriter::new(
         std::fs::File::create(options.out.join("inputs/inputs.ndjson")).map_err(io)?,
     );
@@ -612,19 +653,15 @@ fn write_files(
         }
     }
     lines.flush().map_err(io)?;
-    let mut code_lines = String::new();
-    for c in codes(events) {
-        code_lines.push_str(&c.to_string());
-        code_lines.push('\n');
-    }
-    std::fs::write(options.out.join("metadata/codes.ndjson"), code_lines).map_err(io)?;
     let dataset = json!({
         "dataset_name": "bedside learning data",
         "dataset_version": options.export_id,
         "etl_name": "bedside export",
         "etl_version": env!("CARGO_PKG_VERSION"),
         "meds_version": MEDS_VERSION,
-        "notes": "NDJSON with the MEDS data columns (subject_id int64, time, code, numeric_value, text_value) and bedside's columns (prediction, mode, service, indicator); model inputs in inputs/inputs.ndjson; de-identified (deid_report.json)",
+        "description_uri": "README.md",
+        "raw_source_id_columns": ["prediction"],
+        "other_extension_columns": ["mode", "service", "indicator"],
     });
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
     std::fs::write(options.out.join("metadata/dataset.json"), pretty(&dataset)).map_err(io)?;
@@ -635,15 +672,18 @@ fn write_files(
 }
 
 /// The data dictionary written with every export.
-const DATA_DICTIONARY: &str = "# bedside learning data (MEDS event stream, NDJSON)
+const DATA_DICTIONARY: &str = "# bedside learning data (MEDS 0.4 event stream)
 
-`data/data.ndjson`: one event per line, sorted by `subject_id`, `time`, `code`.
+`data/data.parquet` (MEDS schema: subject_id int64, time timestamp[us] in UTC, code string,
+numeric_value float32, text_value string, plus the columns below) and `data/data.ndjson` (the
+same events, one per line, numeric values as float64): sorted by `subject_id`, `time`, `code`.
+`bedside export --format parquet|ndjson` writes only one of them.
 
 | column | type | meaning |
 |---|---|---|
 | subject_id | int64 | the patient: HMAC-SHA256 of the gateway's pseudonym under the site secret |
 | time | RFC 3339 UTC, microseconds, or null | when it happened, shifted per patient by a whole number of days; null for static facts (AGE_BAND, SEX, ZIP3) |
-| code | string | what happened: see `metadata/codes.ndjson` |
+| code | string | what happened: see `metadata/codes.parquet` / `codes.ndjson` |
 | numeric_value | float or null | PREDICTION: calibrated risk (null: no score); FEEDBACK: suggestions accepted |
 | text_value | string or null | PREDICTION: outcome of the call (shown, below_threshold, abstained, suppressed, downgraded, deduplicated, shadow, no_score, disabled); FEEDBACK: coded override reason (system|code) |
 | prediction | string or null | token of the prediction (card): joins FEEDBACK to its PREDICTION |
@@ -657,7 +697,7 @@ const DATA_DICTIONARY: &str = "# bedside learning data (MEDS event stream, NDJSO
 feature names), `values` (`[step][feature]`, normalised as the model's manifest says, 0 where
 nothing was measured) and `observed` (`[step][feature]`, 1 where a measurement fell in that step).
 
-`metadata/codes.ndjson`: each code with its description. `metadata/dataset.json`: MEDS dataset
+`metadata/codes.parquet` / `codes.ndjson`: each code with its description. `metadata/dataset.json`: MEDS dataset
 metadata. `deid_report.json`: what was removed or replaced per identifier class, and
 k-anonymity over age band, sex, ZIP3 and admission month (subjects in smaller classes left out).
 

@@ -9,6 +9,7 @@
 mod decide;
 mod evaluate;
 pub mod export;
+mod meds_parquet;
 pub mod monitor;
 pub mod monitor_html;
 mod outcomes;

@@ -333,12 +333,19 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
             ]) {
                 assert!(!bytes.contains(planted), "{planted} in {}", f.display());
             }
-            if f.ends_with("data.ndjson") || f.ends_with("inputs.ndjson") {
+            // Every event happened today: none may say so. (An input's window began days
+            // before, so only its prediction time is checked.)
+            if f.ends_with("data.ndjson") {
                 assert!(
                     !bytes.contains(&today),
                     "an unshifted date in {}",
                     f.display()
                 );
+            }
+            if f.ends_with("inputs.ndjson") {
+                for input in ndjson(&f) {
+                    assert!(!input["time"].as_str().unwrap().starts_with(&today));
+                }
             }
         }
     }
@@ -374,6 +381,22 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
         (subjects(&ed), times(&ed)),
         "the same series: the same ids and shifts"
     );
+    // The Parquet files validate against the MEDS reference package's schemas and hold exactly
+    // the NDJSON's events.
+    let check = Command::new(repo().join(".venv/bin/python"))
+        .arg(repo().join("tests/fixtures/meds/check_export.py"))
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let checked: Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(checked["rows"], ea.len(), "{checked}");
+    assert!(checked["static"].as_u64().unwrap() >= 80, "{checked}");
     // No subject id is the store's pseudonym or the patient id.
     let store = bedside::store::Store::open(&db).await.unwrap();
     let hash = store
