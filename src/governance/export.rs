@@ -624,35 +624,18 @@ fn write_files(
         super::meds_parquet::write_codes(&options.out.join("metadata/codes.parquet"), &pairs)?;
     }
     if ndjson {
-        let mut data = std::io::BufWriter::new(
-            std::fs::File::create(options.out.join("data/data.ndjson")).map_err(io)?,
-        );
-        for (i, e) in events.iter().enumerate() {
-            serde_json::to_writer(&mut data, e).map_err(|e| e.to_string())?;
-            data.write_all(b"\n").map_err(io)?;
-            if (i + 1) % 100_000 == 0 {
-                eprintln!("  {} / {} events written", i + 1, events.len());
-            }
-        }
-        data.flush().map_err(io)?;
-        let mut code_lines = String::new();
-        for c in &code_table {
-            code_lines.push_str(&c.to_string());
-            code_lines.push('\n');
-        }
-        std::fs::write(options.out.join("metadata/codes.ndjson"), code_lines).map_err(io)?;
+        write_ndjson(&options.out.join("data/data.ndjson"), events, "events")?;
+        write_ndjson(
+            &options.out.join("metadata/codes.ndjson"),
+            &code_table,
+            "codes",
+        )?;
     }
-    let mut lines = std::io::BufWriter::new(
-        std::fs::File::create(options.out.join("inputs/inputs.ndjson")).map_err(io)?,
-    );
-    for (i, line) in inputs.iter().enumerate() {
-        serde_json::to_writer(&mut lines, line).map_err(|e| e.to_string())?;
-        lines.write_all(b"\n").map_err(io)?;
-        if (i + 1) % 10_000 == 0 {
-            eprintln!("  {} / {} inputs written", i + 1, inputs.len());
-        }
-    }
-    lines.flush().map_err(io)?;
+    write_ndjson(
+        &options.out.join("inputs/inputs.ndjson"),
+        inputs,
+        "model inputs",
+    )?;
     let dataset = json!({
         "dataset_name": "bedside learning data",
         "dataset_version": options.export_id,
@@ -670,6 +653,32 @@ fn write_files(
     std::fs::write(options.out.join("README.md"), DATA_DICTIONARY).map_err(io)?;
     Ok(())
 }
+
+/// Writes `items` to `path`, one JSON value per line, with a progress bar on stderr for long
+/// files (every 10 %).
+fn write_ndjson<T: Serialize>(path: &Path, items: &[T], what: &str) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    let tenth = (items.len() / 10).max(1);
+    for (i, item) in items.iter().enumerate() {
+        serde_json::to_writer(&mut out, item).map_err(|e| e.to_string())?;
+        out.write_all(b"\n").map_err(io)?;
+        if items.len() >= PROGRESS_FROM && (i + 1) % tenth == 0 {
+            let done = (i + 1) * 10 / items.len();
+            eprintln!(
+                "  [{}{}] {} / {} {what}",
+                "#".repeat(done),
+                " ".repeat(10 - done.min(10)),
+                i + 1,
+                items.len()
+            );
+        }
+    }
+    out.flush().map_err(io)
+}
+
+/// Files shorter than this are written without a progress bar.
+const PROGRESS_FROM: usize = 50_000;
 
 /// The data dictionary written with every export.
 const DATA_DICTIONARY: &str = "# bedside learning data (MEDS 0.4 event stream)

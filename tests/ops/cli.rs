@@ -223,15 +223,7 @@ async fn the_demo_prints_a_curl_that_returns_a_model_card() {
     let secret = demo.data_dir.join("export-secret");
     assert!(printed.contains(&format!("bedside export -c {}", config.display())));
     let out_dir = demo.data_dir.join("export");
-    let cli = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_bedside"))
-            .args(args)
-            .current_dir(repo())
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    };
-    let out = cli(&[
+    let out = bedside(&[
         "export",
         "-c",
         config.to_str().unwrap(),
@@ -250,7 +242,7 @@ async fn the_demo_prints_a_curl_that_returns_a_model_card() {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cli(&["models", "-c", config.to_str().unwrap()]);
+    let out = bedside(&["models", "-c", config.to_str().unwrap()]);
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("deterioration"),
         "{}",
