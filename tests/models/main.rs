@@ -10,6 +10,7 @@ mod byo;
 mod explanations;
 mod feature_parity;
 mod inference;
+mod mlserver;
 mod model_pipeline;
 mod parity;
 mod remote;
