@@ -10,6 +10,57 @@ use std::time::Duration;
 /// Upper bounds of the jobs-per-batch histogram buckets.
 const JOB_BUCKETS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
 
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const SECONDS_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A Prometheus histogram of durations in seconds (`_bucket{le}`, `_sum`, `_count`): latency
+/// percentiles per service and model version, computed by Prometheus across replicas.
+#[derive(Debug, Default)]
+pub struct SecondsHistogram {
+    /// Cumulative counts per [`SECONDS_BUCKETS`] bound, then `+Inf`.
+    buckets: [AtomicU64; SECONDS_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl SecondsHistogram {
+    /// Counts one duration.
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (i, bound) in SECONDS_BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.buckets[SECONDS_BUCKETS.len()].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Writes the family `name` with `labels` (`service="x"`).
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (i, bound) in SECONDS_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{bound}\"}} {}",
+                get(&self.buckets[i])
+            );
+        }
+        let count = get(&self.buckets[SECONDS_BUCKETS.len()]);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {:.6}",
+            get(&self.sum_micros) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
 /// What one model's inference thread did.
 #[derive(Debug, Default)]
 pub struct ModelMetrics {
@@ -28,6 +79,8 @@ pub struct ModelMetrics {
     pub forward_micros: AtomicU64,
     /// Cumulative counts per [`JOB_BUCKETS`] bound, then `+Inf`.
     jobs_per_batch: [AtomicU64; JOB_BUCKETS.len() + 1],
+    /// Time per forward pass (a batch, local or remote).
+    batch_seconds: SecondsHistogram,
 }
 
 impl ModelMetrics {
@@ -39,6 +92,7 @@ impl ModelMetrics {
         self.samples.fetch_add(samples as u64, Ordering::Relaxed);
         self.forward_micros
             .fetch_add(forward.as_micros() as u64, Ordering::Relaxed);
+        self.batch_seconds.observe(forward);
         self.max_jobs_per_batch.fetch_max(jobs, Ordering::Relaxed);
         for (i, bound) in JOB_BUCKETS.iter().enumerate() {
             if jobs <= *bound {
@@ -94,6 +148,8 @@ impl ModelMetrics {
             get(&self.jobs)
         );
         let _ = writeln!(out, "bedside_inference_jobs_per_batch_count{{{l}}} {total}");
+        self.batch_seconds
+            .render(out, "bedside_inference_batch_seconds", &l);
     }
 }
 
@@ -122,6 +178,8 @@ pub struct ServiceMetrics {
     pub disabled: AtomicU64,
     /// Prediction records that could not be written (the answer still went out).
     pub record_failed: AtomicU64,
+    /// Time from a call's arrival at the service to its answer (cards or not, errors too).
+    pub call_seconds: SecondsHistogram,
 }
 
 impl ServiceMetrics {
@@ -148,6 +206,11 @@ impl ServiceMetrics {
                 get(counter)
             );
         }
+        self.call_seconds.render(
+            out,
+            "bedside_service_call_seconds",
+            &format!("service=\"{service}\""),
+        );
     }
 }
 
@@ -190,5 +253,15 @@ mod tests {
             out.contains("bedside_inference_samples_total{model=\"m\",version=\"1\"} 28"),
             "{out}"
         );
+        // 1 ms and 2 ms forward passes: in the 1 ms bucket one, in the 2.5 ms bucket both.
+        for line in [
+            "bedside_inference_batch_seconds_bucket{model=\"m\",version=\"1\",le=\"0.001\"} 1",
+            "bedside_inference_batch_seconds_bucket{model=\"m\",version=\"1\",le=\"0.0025\"} 2",
+            "bedside_inference_batch_seconds_bucket{model=\"m\",version=\"1\",le=\"+Inf\"} 2",
+            "bedside_inference_batch_seconds_sum{model=\"m\",version=\"1\"} 0.003000",
+            "bedside_inference_batch_seconds_count{model=\"m\",version=\"1\"} 2",
+        ] {
+            assert!(out.contains(line), "missing {line} in {out}");
+        }
     }
 }

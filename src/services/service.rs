@@ -86,7 +86,10 @@ impl CdsService {
             service = %self.def.id,
             hook_instance = %request.hook_instance
         );
-        self.answer(request, client).instrument(span).await
+        let started = Instant::now();
+        let answer = self.answer(request, client).instrument(span).await;
+        self.metrics.call_seconds.observe(started.elapsed());
+        answer
     }
 
     async fn answer(

@@ -563,6 +563,10 @@ async fn metrics_count_cards_abstentions_and_batches() {
         // pass over the same sample (no occlusion batch).
         "bedside_inference_jobs_total{model=\"deterioration\",version=\"3.0.0\"} 2",
         "bedside_inference_samples_total{model=\"deterioration\",version=\"3.0.0\"} 2",
+        // Latency histograms: every call of the service, every forward pass of the model.
+        "bedside_service_call_seconds_count{service=\"deterioration\"} 3",
+        "bedside_service_call_seconds_bucket{service=\"deterioration\",le=\"+Inf\"} 3",
+        "bedside_inference_batch_seconds_count{model=\"deterioration\",version=\"3.0.0\"} 2",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
