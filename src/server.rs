@@ -19,7 +19,7 @@ use crate::api::ApiState;
 use crate::config::Config;
 use crate::fhir::{FhirClient, FhirError};
 use crate::hooks::{routes, HooksState};
-use crate::http::auth::{AuthError, ClientAuth, JwtVerifier};
+use crate::http::auth::{AuthError, ClientAuth, JwtVerifier, ReplayCache};
 use crate::http::{BrowserPolicy, MaxHeaderBytes};
 use crate::inference::{Lifecycle, LoadError, ModelRegistry};
 use crate::services::{
@@ -194,13 +194,16 @@ pub enum AuthMode {
 /// Loads and checks everything the gateway needs. Blocking work (hashing, loading models)
 /// happens here, before any request can arrive.
 pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState, StartupError> {
+    if auth_mode == AuthMode::Required && config.clients.is_empty() && config.api_tokens.is_empty()
+    {
+        return Err(StartupError::NoClients);
+    }
+    let store = Store::open_configured(&config.store_settings()).await?;
     let auth = Arc::new(match auth_mode {
-        AuthMode::Required if config.clients.is_empty() && config.api_tokens.is_empty() => {
-            return Err(StartupError::NoClients)
-        }
-        AuthMode::Required => ClientAuth::Required(Box::new(JwtVerifier::new(
+        AuthMode::Required => ClientAuth::Required(Box::new(JwtVerifier::with_replay(
             &config.clients,
             config.auth.clone(),
+            ReplayCache::for_store(&store),
         )?)),
         AuthMode::InsecureDisabled => {
             tracing::warn!("client authentication is OFF (--insecure-no-auth): anyone who can reach this port can call it; never use this with real patient data");
@@ -211,8 +214,10 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         client: FhirClient::new(config.fhir.settings.clone(), config.egress_policy())?,
         scoring_reserve: config.fhir.scoring_reserve,
     });
-    let store = Store::open_configured(&config.store_settings()).await?;
+    // Services switched off at run time stay off across restarts (and, on a shared store,
+    // on every replica: [`follow_switches`]).
     let switches = Arc::new(KillSwitch::default());
+    switches.replace(store.disabled_services().await?);
     let backend = config
         .backend_services
         .clone()
@@ -574,6 +579,32 @@ fn not_found_body(message: String) -> HttpResponse {
 
 /// The retention purge ([`crate::store::Retention`]): at start-up, then every `purge_every`. A
 /// failed purge is logged and tried again at the next run; nothing else waits for it.
+/// How often a replica on a shared store reads the kill switches the others set.
+const FOLLOW_SWITCHES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// On a shared store: follows the kill switches set on any replica (within
+/// [`FOLLOW_SWITCHES_EVERY`]) and, every minute, forgets client-token ids past their expiry.
+async fn follow_switches(state: web::Data<AppState>) {
+    let mut every = tokio::time::interval(FOLLOW_SWITCHES_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for tick in 0u64.. {
+        every.tick().await;
+        match state.store.disabled_services().await {
+            Ok(disabled) => state.switches.replace(disabled),
+            Err(e) => tracing::warn!(error = %e, "kill switches not read; kept as they were"),
+        }
+        if tick % 60 == 0 {
+            if let Err(e) = state
+                .store
+                .forget_expired_tokens(chrono::Utc::now().timestamp())
+                .await
+            {
+                tracing::warn!(error = %e, "expired token ids not purged");
+            }
+        }
+    }
+}
+
 async fn purge_on_schedule(state: web::Data<AppState>) {
     let retention = state.config.retention;
     let mut every = tokio::time::interval(state.config.purge_every);
@@ -708,6 +739,9 @@ pub fn start(state: AppState) -> Result<Running, StartupError> {
         tokio::spawn(purge_on_schedule(reload_state.clone()));
     }
     tokio::spawn(monitor_on_schedule(reload_state.clone()));
+    if reload_state.store.is_shared() {
+        tokio::spawn(follow_switches(reload_state.clone()));
+    }
     tokio::spawn(reload_on_sighup(reload_state));
     let server = server.shutdown_timeout(5).run();
     Ok(Running {

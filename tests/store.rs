@@ -54,7 +54,42 @@ on_both_backends!(
     one_ehrs_state_never_reaches_another_ehrs_patient_with_the_same_id,
     retention_purges_exactly_the_rows_past_their_period,
     governance_pairs_shadow_scores_labels_outcomes_and_keeps_decisions,
+    replicas_share_token_ids_and_kill_switches,
 );
+
+async fn replicas_share_token_ids_and_kill_switches(store: &Store) {
+    // A token id is fresh once; a replay is refused until its token expires; another
+    // issuer's same id is another token; expired ids are forgotten.
+    assert!(store.remember_token("iss-a", "j1", 100, 10).await.unwrap());
+    assert!(!store.remember_token("iss-a", "j1", 100, 50).await.unwrap());
+    assert!(store.remember_token("iss-b", "j1", 100, 50).await.unwrap());
+    assert!(store.remember_token("iss-a", "j1", 300, 101).await.unwrap());
+    assert!(!store.remember_token("iss-a", "j1", 300, 200).await.unwrap());
+    assert_eq!(
+        store.forget_expired_tokens(250).await.unwrap(),
+        1,
+        "iss-b's"
+    );
+    // Kill switches: on record, newest word wins.
+    assert!(store.disabled_services().await.unwrap().is_empty());
+    let now = Utc::now();
+    store
+        .set_service_switch("deterioration", true, "ops", now)
+        .await
+        .unwrap();
+    store
+        .set_service_switch("sepsis-screen", true, "ops", now)
+        .await
+        .unwrap();
+    store
+        .set_service_switch("sepsis-screen", false, "ops", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.disabled_services().await.unwrap(),
+        ["deterioration".to_owned()].into_iter().collect()
+    );
+}
 
 async fn governance_pairs_shadow_scores_labels_outcomes_and_keeps_decisions(store: &Store) {
     use bedside::governance::{evaluate, GovernanceSettings};

@@ -87,10 +87,10 @@ async fn switch_service(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
-    json_answer(switch(&state, &req, path.into_inner()))
+    json_answer(switch(&state, &req, path.into_inner()).await)
 }
 
-fn switch(
+async fn switch(
     state: &AdminState,
     req: &HttpRequest,
     (id, action): (String, String),
@@ -106,6 +106,15 @@ fn switch(
         .services
         .get(&id)
         .ok_or_else(|| AdminError::NotFound(format!("no service {id}")))?;
+    // On record first: the switch outlives this process and reaches every replica.
+    if let Err(e) = state
+        .store
+        .set_service_switch(&id, disabled, holder, chrono::Utc::now())
+        .await
+    {
+        tracing::error!(error = %e, "kill switch not recorded");
+        return Err(AdminError::StoreUnavailable);
+    }
     state.switches.set_disabled(&id, disabled);
     tracing::warn!(service = %id, admin = %holder, disabled, "service switched");
     Ok(HttpResponse::Ok().json(json!({"service": id, "enabled": service.is_enabled()})))

@@ -47,7 +47,8 @@ pub struct FhirAccess {
 }
 
 /// Services switched off at run time (`POST /admin/services/{id}/disable`): kept across
-/// configuration reloads, cleared by a restart (the TOML's `enabled` is the durable switch).
+/// configuration reloads and, through the store, across restarts; on a shared store every
+/// replica follows the others' switches within a second (`server::follow_switches`).
 #[derive(Default)]
 pub struct KillSwitch {
     disabled: RwLock<BTreeSet<String>>,
@@ -65,6 +66,15 @@ impl KillSwitch {
         } else {
             set.remove(id);
         }
+    }
+
+    /// Makes `disabled` the whole set of services switched off (as the store has it).
+    pub fn replace(&self, disabled: BTreeSet<String>) {
+        let mut set = match self.disabled.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *set = disabled;
     }
 
     /// Whether service `id` was switched off.

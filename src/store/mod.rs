@@ -33,6 +33,7 @@ mod report;
 mod retention;
 mod scope;
 mod settings;
+mod shared;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
 pub use export::{ExportFeedback, ExportPrediction};
@@ -214,13 +215,13 @@ impl Store {
         }
     }
 
-    /// `sqlite` or `postgres`, for logs and metrics.
     /// Whether other gateway processes may write this store too (PostgreSQL). A SQLite file
     /// belongs to one process: whatever it recorded went through that process's memory first.
     pub fn is_shared(&self) -> bool {
         self.backend == Backend::Postgres
     }
 
+    /// `sqlite` or `postgres`, for logs and metrics.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Sqlite => "sqlite",
@@ -380,7 +381,7 @@ mod tests {
                 .fetch_all(&reopened.pool)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(applied, [1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(
             reopened.pseudonym("", "p1").await.unwrap(),
             pseudonym,

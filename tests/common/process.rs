@@ -52,9 +52,29 @@ impl BedsideProcess {
 
     /// As [`BedsideProcess::start`], with more environment variables (`HTTPS_PROXY`…).
     pub fn start_with_env(config: &Path, port: u16, rust_log: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(config, port, rust_log, env, true)
+    }
+
+    /// `bedside serve` with client authentication on (the configuration's trusted clients).
+    pub fn start_authenticated(config: &Path, port: u16) -> Self {
+        Self::launch(config, port, "warn", &[], false)
+    }
+
+    fn launch(
+        config: &Path,
+        port: u16,
+        rust_log: &str,
+        env: &[(&str, &str)],
+        insecure_no_auth: bool,
+    ) -> Self {
         let log = config.with_file_name(format!("bedside-{port}.log"));
+        let mut args = vec!["serve"];
+        if insecure_no_auth {
+            args.push("--insecure-no-auth");
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
-            .args(["serve", "--insecure-no-auth", "--config"])
+            .args(args)
+            .arg("--config")
             .arg(config)
             .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")

@@ -13,3 +13,4 @@ mod fuzz_bounded;
 mod fuzz_corpus;
 mod governance_loop;
 mod probe;
+mod replicas;

@@ -113,11 +113,21 @@ struct Claims {
 
 impl JwtVerifier {
     /// A verifier for `clients`. JWKS are fetched lazily, on the first token that needs them.
+    /// Token ids are remembered in memory (a new verifier per test or tool).
     pub fn new(clients: &[TrustedClient], settings: AuthSettings) -> Result<Self, AuthError> {
+        Self::with_replay(clients, settings, ReplayCache::default())
+    }
+
+    /// [`Self::new`] with the replay memory the gateway shares between replicas.
+    pub fn with_replay(
+        clients: &[TrustedClient],
+        settings: AuthSettings,
+        replay: ReplayCache,
+    ) -> Result<Self, AuthError> {
         Ok(Self {
             clients: clients.iter().map(|c| (c.iss.clone(), c.clone())).collect(),
             jwks: JwksCache::new(&settings)?,
-            replay: ReplayCache::default(),
+            replay,
             settings,
         })
     }
@@ -168,7 +178,9 @@ impl JwtVerifier {
             .jti
             .filter(|j| !j.is_empty())
             .ok_or(AuthError::MissingClaim("jti"))?;
-        self.replay.remember(&iss, &jti, forget_after, unix_now())?;
+        self.replay
+            .remember(&iss, &jti, forget_after, unix_now())
+            .await?;
         Ok(VerifiedClient {
             caller: Caller {
                 iss,

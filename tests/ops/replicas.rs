@@ -1,0 +1,222 @@
+//! Two gateway processes on one PostgreSQL behind nginx (the example configuration in
+//! `tests/fixtures/deploy/nginx.conf`, Debian's nginx), client authentication on: the load
+//! balancer spreads calls over both; a client JWT used on one replica is refused on the other;
+//! the kill switch set through one replica holds on the other within seconds and survives that
+//! replica's restart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::postgres::PostgresServer;
+use crate::common::process::{free_port, BedsideProcess};
+use crate::common::{
+    bearer, config_text, http, patient, GatewayOptions, Key, KeyServer, ADMIN_TOKEN,
+};
+
+/// nginx with the example configuration, its ports and paths moved into `dir`; stopped on drop.
+struct Nginx {
+    url: String,
+    child: Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    fn start(dir: &Path, replicas: [u16; 2]) -> Self {
+        let port = free_port();
+        let example =
+            std::fs::read_to_string(crate::common::repo().join("tests/fixtures/deploy/nginx.conf"))
+                .unwrap();
+        let conf = example
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", replicas[0]))
+            .replace("127.0.0.1:8090", &format!("127.0.0.1:{}", replicas[1]))
+            .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
+            .replace(
+                "/run/nginx-bedside.pid",
+                &dir.join("nginx.pid").display().to_string(),
+            )
+            .replace(
+                "/var/log/nginx/bedside-error.log",
+                &dir.join("error.log").display().to_string(),
+            );
+        assert_ne!(conf, example);
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&path)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (Debian package, installed by .ci/setup)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "nginx did not start: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+/// A hook call of the deterioration service at `base` with `token`, for a patient and a
+/// hookInstance of its own (so that suppression and dedup keep out of the way).
+async fn hook(base: &str, token: &str) -> (u16, Value) {
+    let mut request = patient("deteriorating");
+    request["context"]["patientId"] = uuid::Uuid::new_v4().to_string().into();
+    request["hookInstance"] = uuid::Uuid::new_v4().to_string().into();
+    let r = http()
+        .post(format!("{base}/cds-services/deterioration"))
+        .header("Authorization", token)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn fresh_token() -> String {
+    bearer("deterioration", Key::Rs384)
+}
+
+/// `bedside_service_calls_total` of the deterioration service at `base`.
+async fn calls(base: &str) -> u64 {
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("bedside_service_calls_total{service=\"deterioration\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether a call at `base` is answered without cards within `within`.
+async fn switched_off(base: &str, within: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let (status, body) = hook(base, &fresh_token()).await;
+        if status == 200 && body["cards"].as_array().is_some_and(Vec::is_empty) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn replica_config(dir: &Path, name: &str, port: u16, opts: &GatewayOptions) -> PathBuf {
+    let text = config_text(opts, &dir.join(format!("{name}.db"))).replace(
+        "listen = '127.0.0.1:0'",
+        &format!("listen = '127.0.0.1:{port}'"),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn replicas_behind_nginx_share_token_replay_and_the_kill_switch() {
+    let pg = PostgresServer::start().await;
+    let keys = KeyServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        storage_url: Some(pg.url()),
+        ..Default::default()
+    };
+    let ports = [free_port(), free_port()];
+    let configs = [
+        replica_config(dir.path(), "a", ports[0], &opts),
+        replica_config(dir.path(), "b", ports[1], &opts),
+    ];
+    let a = BedsideProcess::start_authenticated(&configs[0], ports[0]);
+    let mut b = BedsideProcess::start_authenticated(&configs[1], ports[1]);
+    let lb = Nginx::start(dir.path(), ports);
+
+    // Through the load balancer: every call answered with its card, spread over both.
+    for _ in 0..8 {
+        let (status, body) = hook(&lb.url, &fresh_token()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["cards"].as_array().map(Vec::len), Some(1), "{body}");
+    }
+    let (on_a, on_b) = (calls(&a.url).await, calls(&b.url).await);
+    assert_eq!(on_a + on_b, 8);
+    assert!(on_a > 0 && on_b > 0, "round robin: {on_a} / {on_b}");
+
+    // One token, two replicas: the second use is a replay, wherever it lands.
+    let token = fresh_token();
+    let (status, _) = hook(&a.url, &token).await;
+    assert_eq!(status, 200);
+    let (status, body) = hook(&b.url, &token).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = hook(&lb.url, &token).await;
+    assert_eq!(status, 401);
+
+    // The kill switch, through the load balancer: both replicas stop showing the card.
+    let r = http()
+        .post(format!("{}/admin/services/deterioration/disable", lb.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for replica in [&a.url, &b.url] {
+        assert!(
+            switched_off(replica, Duration::from_secs(5)).await,
+            "{replica} still shows cards"
+        );
+    }
+    // It survives a restart: a new process of replica b starts switched off.
+    drop(b);
+    b = BedsideProcess::start_authenticated(&configs[1], ports[1]);
+    let (status, body) = hook(&b.url, &fresh_token()).await;
+    assert_eq!(
+        (status, body["cards"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    // Switched on again through b: a follows.
+    let r = http()
+        .post(format!("{}/admin/services/deterioration/enable", b.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let started = Instant::now();
+    loop {
+        let (_, body) = hook(&a.url, &fresh_token()).await;
+        if body["cards"].as_array().map(Vec::len) == Some(1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "replica a did not follow the switch: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(lb);
+    drop(a);
+    drop(b);
+}
