@@ -15,6 +15,9 @@ use bedside::server::{self, AuthMode};
     about = "CDS Hooks gateway for TorchScript early-detection models"
 )]
 struct Cli {
+    /// Log lines as text (default) or as one JSON object each (for a log pipeline).
+    #[arg(long, global = true, value_enum, default_value_t = bedside::telemetry::LogFormat::Text)]
+    log_format: bedside::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -177,8 +180,8 @@ struct DecisionArgs {
 }
 
 fn main() -> ExitCode {
-    bedside::telemetry::init();
     let cli = Cli::parse();
+    bedside::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

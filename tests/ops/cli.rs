@@ -544,3 +544,72 @@ async fn governance_commands_evaluate_promote_and_keep_patient_ids_out() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("already active"));
 }
+
+/// `--log-format json`: every log line of a serving gateway is one JSON object (level,
+/// message and fields, the call's span with its service and hookInstance), for a log pipeline.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::process::free_port();
+    let config = common::process::config_with_models(
+        dir.path(),
+        port,
+        &dir.path().join("db.sqlite"),
+        &repo().join("models"),
+        "",
+    );
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bedside"))
+        .args([
+            "serve",
+            "--insecure-no-auth",
+            "--log-format",
+            "json",
+            "--config",
+        ])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    while common::http()
+        .get(format!("{url}/health/ready"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = common::http()
+        .post(format!("{url}/cds-services/deterioration"))
+        .json(&common::patient("sparse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["fields"].is_object()));
+    // The abstention is logged inside the call's span, with its ids.
+    let abstained = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "abstained")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(abstained["span"]["service"], "deterioration", "{abstained}");
+    assert!(
+        abstained["span"]["hook_instance"].is_string(),
+        "{abstained}"
+    );
+}
