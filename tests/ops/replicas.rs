@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::common::postgres::PostgresServer;
 use crate::common::process::{free_port, BedsideProcess};
 use crate::common::{
-    bearer, config_text, http, patient, GatewayOptions, Key, KeyServer, ADMIN_TOKEN,
+    bearer, bearer_for, config_text, http, patient, GatewayOptions, Key, KeyServer, ADMIN_TOKEN,
 };
 
 /// nginx with the example configuration, its ports and paths moved into `dir`; stopped on drop.
@@ -31,6 +31,12 @@ impl Drop for Nginx {
 
 impl Nginx {
     fn start(dir: &Path, replicas: [u16; 2]) -> Self {
+        Self::start_logging(dir, replicas, false)
+    }
+
+    /// With `access_log`: one line per request, `status upstream_addr` (a retried request
+    /// names both replicas).
+    fn start_logging(dir: &Path, replicas: [u16; 2], access_log: bool) -> Self {
         let port = free_port();
         let example =
             std::fs::read_to_string(crate::common::repo().join("tests/fixtures/deploy/nginx.conf"))
@@ -48,6 +54,17 @@ impl Nginx {
                 &dir.join("error.log").display().to_string(),
             );
         assert_ne!(conf, example);
+        let conf = if access_log {
+            conf.replace(
+                "access_log off;",
+                &format!(
+                    "log_format upstreams '$status $upstream_addr';\n    access_log {} upstreams;",
+                    dir.join("access.log").display()
+                ),
+            )
+        } else {
+            conf
+        };
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
         let child = Command::new("/usr/sbin/nginx")
@@ -219,4 +236,140 @@ async fn replicas_behind_nginx_share_token_replay_and_the_kill_switch() {
     drop(lb);
     drop(a);
     drop(b);
+}
+
+/// What the load of [`load`] saw.
+#[derive(Default)]
+struct Seen {
+    /// Hook-call statuses.
+    statuses: Vec<u16>,
+    /// Cards whose `accepted` feedback was answered 200.
+    acknowledged: Vec<String>,
+    /// Feedback posts not answered 200.
+    feedback_failed: usize,
+}
+
+/// Four callers through `lb` for `run`: a hook call per iteration, and feedback on each card.
+async fn load(lb: String, run: Duration) -> Seen {
+    let tasks: Vec<_> =
+        (0..4)
+            .map(|_| {
+                let lb = lb.clone();
+                tokio::spawn(async move {
+                    let mut seen = Seen::default();
+                    let started = Instant::now();
+                    while started.elapsed() < run {
+                        let (status, body) = hook(&lb, &fresh_token()).await;
+                        seen.statuses.push(status);
+                        let Some(card) = body["cards"][0]["uuid"].as_str() else {
+                            continue;
+                        };
+                        let path = "/cds-services/deterioration/feedback";
+                        let r = http()
+                        .post(format!("{lb}{path}"))
+                        .header("Authorization", bearer_for(path, Key::Rs384))
+                        .json(&serde_json::json!({"feedback": [{"card": card, "outcome": "accepted",
+                            "outcomeTimestamp": chrono::Utc::now().to_rfc3339()}]}))
+                        .send()
+                        .await;
+                        match r {
+                            Ok(r) if r.status() == 200 => seen.acknowledged.push(card.to_owned()),
+                            _ => seen.feedback_failed += 1,
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+    let mut all = Seen::default();
+    for t in tasks {
+        let mut s = t.await.unwrap();
+        all.statuses.append(&mut s.statuses);
+        all.acknowledged.append(&mut s.acknowledged);
+        all.feedback_failed += s.feedback_failed;
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_rolling_reload_fails_nothing_and_a_killed_replica_loses_no_acknowledged_feedback() {
+    let pg = PostgresServer::start().await;
+    let keys = KeyServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        storage_url: Some(pg.url()),
+        ..Default::default()
+    };
+    let ports = [free_port(), free_port()];
+    let a = BedsideProcess::start_authenticated(
+        &replica_config(dir.path(), "a", ports[0], &opts),
+        ports[0],
+    );
+    let b = BedsideProcess::start_authenticated(
+        &replica_config(dir.path(), "b", ports[1], &opts),
+        ports[1],
+    );
+    let lb = Nginx::start_logging(dir.path(), ports, true);
+
+    // A rolling SIGHUP (models and services reloaded on a, then on b) under load: nothing fails.
+    let rolling = tokio::spawn(load(lb.url.clone(), Duration::from_secs(3)));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    b.signal("HUP");
+    let seen = rolling.await.unwrap();
+    assert!(seen.statuses.len() > 20, "{} calls", seen.statuses.len());
+    assert!(
+        seen.statuses.iter().all(|s| *s == 200),
+        "{:?}",
+        seen.statuses
+    );
+    assert_eq!(seen.feedback_failed, 0);
+    for replica in [&a.url, &b.url] {
+        let metrics = http()
+            .get(format!("{replica}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(metrics.contains("bedside_reloads_total 1"), "{metrics}");
+    }
+
+    // kill -9 of b under load: every feedback the gateway acknowledged is in the store; calls
+    // in flight on b are retried by nginx on a where nothing had reached b's verification.
+    let killing = tokio::spawn(load(lb.url.clone(), Duration::from_secs(3)));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.signal("KILL");
+    let seen_kill = killing.await.unwrap();
+    let store = bedside::store::Store::connect(&pg.url()).await.unwrap();
+    for card in seen.acknowledged.iter().chain(&seen_kill.acknowledged) {
+        assert_eq!(
+            store.feedback_for_card(card).await.unwrap().len(),
+            1,
+            "acknowledged feedback on {card} is missing"
+        );
+    }
+    store.close().await;
+    let ok = seen_kill.statuses.iter().filter(|s| **s == 200).count();
+    let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
+    let retried = log.lines().filter(|l| l.contains(", ")).count();
+    eprintln!(
+        "kill -9 under load: {ok}/{} hook calls answered 200, {} acknowledged feedback, {} feedback posts failed, {retried} requests retried by nginx on the other replica",
+        seen_kill.statuses.len(),
+        seen_kill.acknowledged.len(),
+        seen_kill.feedback_failed
+    );
+    // After the kill, the survivor answers everything.
+    assert!(
+        ok * 10 >= seen_kill.statuses.len() * 9,
+        "{:?}",
+        seen_kill.statuses
+    );
+    let (status, _) = hook(&lb.url, &fresh_token()).await;
+    assert_eq!(status, 200);
+    drop(lb);
+    drop(a);
 }
