@@ -180,6 +180,24 @@ pub fn config_text(opts: &GatewayOptions, db: &Path) -> String {
     text
 }
 
+/// Why a gateway with the models in `models` (and a trusted client) refuses to start; panics
+/// if it starts. The database goes to `dir`.
+pub async fn startup_error(models: PathBuf, dir: &Path) -> String {
+    let text = config_text(
+        &GatewayOptions {
+            models_dir: models,
+            jwks_url: Some("https://ehr.test/jwks".into()),
+            ..Default::default()
+        },
+        &dir.join("db.sqlite"),
+    );
+    let config = Config::from_toml_str(&text, "t", &BTreeMap::new()).unwrap();
+    match server::build_state(config, AuthMode::Required).await {
+        Ok(_) => panic!("the gateway started"),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// A gateway driven in-process, without a socket: `bedside::server::app` called through
 /// actix's test service. For routing and validation cases, where a listener, a port and an
 /// HTTP client add nothing but time; anything about connections, TLS or timeouts uses

@@ -15,7 +15,6 @@ use crate::common::process::free_port;
 use crate::common::{
     bearer, bearer_for, http, patient, repo, Gateway, GatewayOptions, Key, KeyServer,
 };
-use bedside::server::AuthMode;
 use serde_json::{json, Value};
 
 /// A running MLServer, killed on drop.
@@ -256,19 +255,7 @@ async fn mlserver_serves_the_shipped_model_with_the_local_risks_and_its_faults_c
     // A model the engine does not have: the gateway refuses to start rather than serve
     // without it.
     let models = served_by(&dir.path().join("missing"), &engine.url, "nope", "1s");
-    let text = common::config_text(
-        &GatewayOptions {
-            models_dir: models,
-            jwks_url: Some("https://ehr.test/jwks".into()),
-            ..Default::default()
-        },
-        &dir.path().join("db.sqlite"),
-    );
-    let config = bedside::config::Config::from_toml_str(&text, "t", &Default::default()).unwrap();
-    let err = match bedside::server::build_state(config, AuthMode::Required).await {
-        Ok(_) => panic!("started without its remote model"),
-        Err(e) => e.to_string(),
-    };
+    let err = common::startup_error(models, dir.path()).await;
     assert!(
         err.contains("/v2/models/nope") && err.contains("404"),
         "{err}"

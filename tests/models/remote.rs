@@ -181,19 +181,7 @@ async fn a_remote_whose_inputs_differ_from_the_manifest_stops_start_up() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let models = remote_models(dir.path(), &server.uri(), "300ms");
-    let text = common::config_text(
-        &GatewayOptions {
-            models_dir: models,
-            jwks_url: Some("https://ehr.test/jwks".into()),
-            ..Default::default()
-        },
-        &dir.path().join("db.sqlite"),
-    );
-    let config = bedside::config::Config::from_toml_str(&text, "t", &Default::default()).unwrap();
-    let err = match bedside::server::build_state(config, AuthMode::Required).await {
-        Ok(_) => panic!("started against a mismatched remote model"),
-        Err(e) => e.to_string(),
-    };
+    let err = common::startup_error(models, dir.path()).await;
     assert!(
         err.contains("remote backend") && err.contains("do not match"),
         "{err}"

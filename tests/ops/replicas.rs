@@ -143,34 +143,58 @@ async fn switched_off(base: &str, within: Duration) -> bool {
     false
 }
 
-fn replica_config(dir: &Path, name: &str, port: u16, opts: &GatewayOptions) -> PathBuf {
-    let text = config_text(opts, &dir.join(format!("{name}.db"))).replace(
-        "listen = '127.0.0.1:0'",
-        &format!("listen = '127.0.0.1:{port}'"),
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+/// Two replicas' configurations on one PostgreSQL, trusting the test client: what both tests
+/// start from. Holds the servers and the folder for as long as it lives.
+struct Cluster {
+    pg: PostgresServer,
+    _keys: KeyServer,
+    dir: tempfile::TempDir,
+    ports: [u16; 2],
+    configs: [PathBuf; 2],
+}
+
+impl Cluster {
+    async fn new() -> Self {
+        let pg = PostgresServer::start().await;
+        let keys = KeyServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = GatewayOptions {
+            jwks_url: Some(keys.jwks_url()),
+            storage_url: Some(pg.url()),
+            ..Default::default()
+        };
+        let ports = [free_port(), free_port()];
+        let config = |name: &str, port: u16| {
+            let text = config_text(&opts, &dir.path().join(format!("{name}.db"))).replace(
+                "listen = '127.0.0.1:0'",
+                &format!("listen = '127.0.0.1:{port}'"),
+            );
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let configs = [config("a", ports[0]), config("b", ports[1])];
+        Self {
+            pg,
+            _keys: keys,
+            dir,
+            ports,
+            configs,
+        }
+    }
+
+    /// Replica `i` (0 or 1) as a `bedside serve` process, authentication on.
+    fn replica(&self, i: usize) -> BedsideProcess {
+        BedsideProcess::start_authenticated(&self.configs[i], self.ports[i])
+    }
 }
 
 #[tokio::test]
 async fn replicas_behind_nginx_share_token_replay_and_the_kill_switch() {
-    let pg = PostgresServer::start().await;
-    let keys = KeyServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let opts = GatewayOptions {
-        jwks_url: Some(keys.jwks_url()),
-        storage_url: Some(pg.url()),
-        ..Default::default()
-    };
-    let ports = [free_port(), free_port()];
-    let configs = [
-        replica_config(dir.path(), "a", ports[0], &opts),
-        replica_config(dir.path(), "b", ports[1], &opts),
-    ];
-    let a = BedsideProcess::start_authenticated(&configs[0], ports[0]);
-    let mut b = BedsideProcess::start_authenticated(&configs[1], ports[1]);
-    let lb = Nginx::start(dir.path(), ports);
+    let cluster = Cluster::new().await;
+    let a = cluster.replica(0);
+    let mut b = cluster.replica(1);
+    let lb = Nginx::start(cluster.dir.path(), cluster.ports);
 
     // Through the load balancer: every call answered with its card, spread over both.
     for _ in 0..8 {
@@ -207,7 +231,7 @@ async fn replicas_behind_nginx_share_token_replay_and_the_kill_switch() {
     }
     // It survives a restart: a new process of replica b starts switched off.
     drop(b);
-    b = BedsideProcess::start_authenticated(&configs[1], ports[1]);
+    b = cluster.replica(1);
     let (status, body) = hook(&b.url, &fresh_token()).await;
     assert_eq!(
         (status, body["cards"].as_array().map(Vec::len)),
@@ -293,24 +317,10 @@ async fn load(lb: String, run: Duration) -> Seen {
 
 #[tokio::test]
 async fn a_rolling_reload_fails_nothing_and_a_killed_replica_loses_no_acknowledged_feedback() {
-    let pg = PostgresServer::start().await;
-    let keys = KeyServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let opts = GatewayOptions {
-        jwks_url: Some(keys.jwks_url()),
-        storage_url: Some(pg.url()),
-        ..Default::default()
-    };
-    let ports = [free_port(), free_port()];
-    let a = BedsideProcess::start_authenticated(
-        &replica_config(dir.path(), "a", ports[0], &opts),
-        ports[0],
-    );
-    let b = BedsideProcess::start_authenticated(
-        &replica_config(dir.path(), "b", ports[1], &opts),
-        ports[1],
-    );
-    let lb = Nginx::start_logging(dir.path(), ports, true);
+    let cluster = Cluster::new().await;
+    let (a, b) = (cluster.replica(0), cluster.replica(1));
+    let dir = &cluster.dir;
+    let lb = Nginx::start_logging(dir.path(), cluster.ports, true);
 
     // A rolling SIGHUP (models and services reloaded on a, then on b) under load: nothing fails.
     let rolling = tokio::spawn(load(lb.url.clone(), Duration::from_secs(3)));
@@ -344,7 +354,9 @@ async fn a_rolling_reload_fails_nothing_and_a_killed_replica_loses_no_acknowledg
     tokio::time::sleep(Duration::from_millis(1000)).await;
     b.signal("KILL");
     let seen_kill = killing.await.unwrap();
-    let store = bedside::store::Store::connect(&pg.url()).await.unwrap();
+    let store = bedside::store::Store::connect(&cluster.pg.url())
+        .await
+        .unwrap();
     for card in seen.acknowledged.iter().chain(&seen_kill.acknowledged) {
         assert_eq!(
             store.feedback_for_card(card).await.unwrap().len(),
