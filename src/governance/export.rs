@@ -87,8 +87,9 @@ pub enum ExportFormat {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MedsEvent {
     pub subject_id: i64,
-    /// Shifted, RFC 3339 UTC with microseconds; `None` for a static fact (sex, ZIP3).
-    pub time: Option<String>,
+    /// Shifted; written as RFC 3339 UTC with microseconds; `None` for a static fact (sex, ZIP3).
+    #[serde(serialize_with = "serialize_time")]
+    pub time: Option<DateTime<Utc>>,
     pub code: String,
     pub numeric_value: Option<f64>,
     pub text_value: Option<String>,
@@ -100,6 +101,33 @@ pub struct MedsEvent {
     pub service: Option<String>,
     /// Card indicator (predictions).
     pub indicator: Option<String>,
+}
+
+impl MedsEvent {
+    /// An event with only its subject, time and code.
+    fn new(subject_id: i64, time: Option<DateTime<Utc>>, code: String) -> Self {
+        Self {
+            subject_id,
+            time,
+            code,
+            numeric_value: None,
+            text_value: None,
+            prediction: None,
+            mode: None,
+            service: None,
+            indicator: None,
+        }
+    }
+}
+
+fn serialize_time<S: serde::Serializer>(
+    time: &Option<DateTime<Utc>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(t) => serializer.serialize_str(&time_text(*t)),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// One stored model input (one line of `inputs/inputs.ndjson`).
@@ -168,9 +196,30 @@ struct Deid {
     /// The export's series: seeds subject ids and shifts.
     series: String,
     max_shift_days: i64,
+    /// `(subject id, shift)` per pseudonym, each computed once per export.
+    keys: std::cell::RefCell<std::collections::HashMap<String, (i64, Duration)>>,
 }
 
 impl Deid {
+    fn new(secret: &[u8], series: &str, max_shift_days: i64) -> Self {
+        Self {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            series: series.to_owned(),
+            max_shift_days,
+            keys: Default::default(),
+        }
+    }
+
+    /// The subject id and date shift of a patient pseudonym.
+    fn keys(&self, patient_hash: &str) -> (i64, Duration) {
+        if let Some(k) = self.keys.borrow().get(patient_hash) {
+            return *k;
+        }
+        let k = (self.subject_id(patient_hash), self.shift(patient_hash));
+        self.keys.borrow_mut().insert(patient_hash.to_owned(), k);
+        k
+    }
+
     fn mac(&self, parts: &[&str]) -> [u8; 32] {
         let mut ctx = ring::hmac::Context::with_key(&self.key);
         for p in parts {
@@ -220,6 +269,9 @@ struct Subject {
     quasi: Option<QuasiIdentifiers>,
 }
 
+/// A subject's equivalence class: generalised quasi-identifiers and admission month.
+type Class = (QuasiIdentifiers, Option<String>);
+
 /// The quasi-identifiers an export's k-anonymity is computed over.
 const QUASI_IDENTIFIERS: [&str; 4] = ["age_band", "sex", "zip3", "admission_month"];
 
@@ -246,11 +298,7 @@ pub async fn export(store: &Store, options: &ExportOptions<'_>) -> Result<DeidRe
         ));
     }
     let series = options.series.unwrap_or(options.export_id);
-    let deid = Deid {
-        key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, options.secret),
-        series: series.to_owned(),
-        max_shift_days: i64::from(options.max_shift_days),
-    };
+    let deid = Deid::new(options.secret, series, i64::from(options.max_shift_days));
     let read = |e: crate::store::StoreError| e.to_string();
     let predictions = store
         .export_predictions(options.since)
@@ -270,16 +318,9 @@ pub async fn export(store: &Store, options: &ExportOptions<'_>) -> Result<DeidRe
     let mut subjects: BTreeMap<&str, Subject> = BTreeMap::new();
     let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
     let (mut comments, mut scrubbed) = (0u64, 0u64);
-    let event = |hash: &str, at: DateTime<Utc>, code: String| MedsEvent {
-        subject_id: deid.subject_id(hash),
-        time: Some(time_text(at + deid.shift(hash))),
-        code,
-        numeric_value: None,
-        text_value: None,
-        prediction: None,
-        mode: None,
-        service: None,
-        indicator: None,
+    let event = |hash: &str, at: DateTime<Utc>, code: String| {
+        let (id, shift) = deid.keys(hash);
+        MedsEvent::new(id, Some(at + shift), code)
     };
     for p in &predictions {
         let Ok(at) = DateTime::parse_from_rfc3339(&p.at) else {
@@ -342,7 +383,7 @@ pub async fn export(store: &Store, options: &ExportOptions<'_>) -> Result<DeidRe
     }
     for i in &inputs {
         let subject = subjects.entry(&i.patient_hash).or_default();
-        let shift = deid.shift(&i.patient_hash);
+        let (subject_id, shift) = deid.keys(&i.patient_hash);
         let width = i.input.features.len();
         let rows: Vec<&[f32]> = if width == 0 {
             Vec::new()
@@ -356,7 +397,7 @@ pub async fn export(store: &Store, options: &ExportOptions<'_>) -> Result<DeidRe
             continue;
         }
         subject.inputs.push(InputLine {
-            subject_id: deid.subject_id(&i.patient_hash),
+            subject_id,
             prediction: deid.token("prediction", &i.prediction_id),
             time: time_text(i.at + shift),
             window_start: time_text(i.input.window_start + shift),
@@ -395,52 +436,49 @@ pub async fn export(store: &Store, options: &ExportOptions<'_>) -> Result<DeidRe
     // Outcomes of patients with no prediction in the export say nothing about a prediction.
     subjects.retain(|hash, _| with_predictions.contains(hash));
 
-    // k-anonymity over the released quasi-identifiers; small classes are left out.
-    let quasi_of = |s: &Subject| {
-        let q = s.quasi.clone().unwrap_or_default();
-        let admitted = s
-            .events
-            .iter()
-            .filter_map(|e| e.time.as_deref())
-            .min()
-            .and_then(|t| t.get(..7))
-            .map(str::to_owned);
-        (q, admitted)
-    };
-    let mut class_sizes: BTreeMap<(QuasiIdentifiers, Option<String>), u64> = BTreeMap::new();
-    for s in subjects.values() {
-        *class_sizes.entry(quasi_of(s)).or_default() += 1;
+    // k-anonymity over the released quasi-identifiers (admission month: of the first shifted
+    // event); small classes are left out.
+    let classed: Vec<(&str, Subject, Class)> = subjects
+        .into_iter()
+        .map(|(hash, s)| {
+            let admitted = s
+                .events
+                .iter()
+                .filter_map(|e| e.time)
+                .min()
+                .map(|t| t.format("%Y-%m").to_string());
+            let class = (s.quasi.clone().unwrap_or_default(), admitted);
+            (hash, s, class)
+        })
+        .collect();
+    let mut class_sizes: BTreeMap<Class, u64> = BTreeMap::new();
+    for (_, _, class) in &classed {
+        *class_sizes.entry(class.clone()).or_default() += 1;
     }
     let k = u64::from(options.k);
     let (mut subjects_suppressed, mut events_suppressed, mut inputs_suppressed) = (0, 0, 0);
     let mut events = Vec::new();
     let mut input_lines = Vec::new();
-    for (hash, mut s) in subjects {
-        if class_sizes.get(&quasi_of(&s)).copied().unwrap_or(0) < k {
+    for (hash, mut s, class) in classed {
+        if class_sizes.get(&class).copied().unwrap_or(0) < k {
             subjects_suppressed += 1;
             events_suppressed += s.events.len() as u64;
             inputs_suppressed += s.inputs.len() as u64;
             continue;
         }
         if let Some(q) = &s.quasi {
-            let id = deid.subject_id(hash);
+            let (id, _) = deid.keys(hash);
             for (kind, value) in [
                 ("AGE_BAND", q.age_band()),
                 ("SEX", q.sex()),
                 ("ZIP3", q.zip3()),
             ] {
                 if let Some(value) = value {
-                    s.events.push(MedsEvent {
-                        subject_id: id,
-                        time: None,
-                        code: format!("BEDSIDE//{kind}//{value}"),
-                        numeric_value: None,
-                        text_value: None,
-                        prediction: None,
-                        mode: None,
-                        service: None,
-                        indicator: None,
-                    });
+                    s.events.push(MedsEvent::new(
+                        id,
+                        None,
+                        format!("BEDSIDE//{kind}//{value}"),
+                    ));
                 }
             }
         }
@@ -573,8 +611,16 @@ fn identifier_classes(
     ]
 }
 
-/// The codes an export can hold, with their meaning (the data dictionary's codes table).
-fn codes(events: &[MedsEvent]) -> Vec<serde_json::Value> {
+/// One row of the codes table (`metadata/codes.*`): MEDS `code`, `description`, `parent_codes`.
+#[derive(Serialize)]
+struct CodeRow {
+    code: String,
+    description: String,
+    parent_codes: [String; 0],
+}
+
+/// The codes an export holds, with their meaning (the data dictionary's codes table).
+fn codes(events: &[MedsEvent]) -> Vec<CodeRow> {
     let distinct: BTreeSet<&str> = events.iter().map(|e| e.code.as_str()).collect();
     distinct
         .into_iter()
@@ -591,7 +637,11 @@ fn codes(events: &[MedsEvent]) -> Vec<serde_json::Value> {
                 ["BEDSIDE", "OUTCOMES_KNOWN_THROUGH", event] => format!("outcomes `{event}` are complete up to this time for this subject: a prediction whose horizon ends before it without an OUTCOME event is a negative"),
                 _ => "bedside event".to_owned(),
             };
-            json!({"code": code, "description": description, "parent_codes": []})
+            CodeRow {
+                code: code.to_owned(),
+                description,
+                parent_codes: [],
+            }
         })
         .collect()
 }
@@ -614,12 +664,9 @@ fn write_files(
     let code_table = codes(events);
     if parquet {
         super::meds_parquet::write_data(&options.out.join("data/data.parquet"), events)?;
-        let pairs: Vec<(String, String)> = code_table
+        let pairs: Vec<(&str, &str)> = code_table
             .iter()
-            .map(|c| {
-                let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-                (field("code"), field("description"))
-            })
+            .map(|c| (c.code.as_str(), c.description.as_str()))
             .collect();
         super::meds_parquet::write_codes(&options.out.join("metadata/codes.parquet"), &pairs)?;
     }
@@ -726,11 +773,7 @@ mod tests {
     use super::*;
 
     fn deid(secret: &[u8], series: &str) -> Deid {
-        Deid {
-            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
-            series: series.into(),
-            max_shift_days: 30,
-        }
+        Deid::new(secret, series, 30)
     }
 
     #[test]

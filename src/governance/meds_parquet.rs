@@ -9,7 +9,6 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::DateTime;
 use parquet::data_type::{ByteArray, ByteArrayType, FloatType, Int64Type};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -101,12 +100,7 @@ pub fn write_data(path: &Path, events: &[MedsEvent]) -> Result<(), String> {
                         .map_err(&at)?;
                 }
                 1 => {
-                    let (times, levels) = optional(rows, |e| {
-                        e.time
-                            .as_deref()
-                            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                            .map(|t| t.timestamp_micros())
-                    });
+                    let (times, levels) = optional(rows, |e| e.time.map(|t| t.timestamp_micros()));
                     column
                         .typed::<Int64Type>()
                         .write_batch(&times, Some(&levels), None)
@@ -162,7 +156,7 @@ pub fn write_data(path: &Path, events: &[MedsEvent]) -> Result<(), String> {
 }
 
 /// Writes the codes table `(code, description)` with empty `parent_codes` to `path`.
-pub fn write_codes(path: &Path, codes: &[(String, String)]) -> Result<(), String> {
+pub fn write_codes(path: &Path, codes: &[(&str, &str)]) -> Result<(), String> {
     let at = err(path);
     let schema = Arc::new(parse_message_type(CODES_SCHEMA).map_err(&at)?);
     let props = Arc::new(WriterProperties::builder().build());

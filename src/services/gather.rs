@@ -190,16 +190,20 @@ impl CdsService {
         projection::encounter_location(raw)
     }
 
-    /// The patient's generalised quasi-identifiers, from the first Patient resource among the
-    /// supplies (services that keep model inputs only).
+    /// The patient's generalised quasi-identifiers, from the prefetch that reads the Patient
+    /// (`Patient/{{context.patientId}}`; services that keep model inputs only). Observation
+    /// Bundles are never parsed for it.
     pub(super) fn quasi_identifiers(
         &self,
         supplies: &[Supply<'_>],
         now: chrono::DateTime<chrono::Utc>,
     ) -> QuasiIdentifiers {
-        supplies
+        self.def
+            .prefetch
             .iter()
-            .filter_map(|supply| match supply {
+            .zip(supplies)
+            .filter(|(p, _)| p.template.as_str().starts_with("Patient/"))
+            .filter_map(|(_, supply)| match supply {
                 Supply::Prefetched(v) => Some(*v),
                 Supply::Fetched(f) => f.pages.first().map(|p| &**p),
                 _ => None,
