@@ -319,6 +319,21 @@ pub fn models_with_v1_in_shadow(dir: &Path) -> PathBuf {
 
 /// A copy of the shipped models (feature specs, versions: manifest, model.pt, model card) under
 /// `dir/models`, for tests that damage or rewrite one. Returns the models folder.
+/// `models` with deterioration `version` served remotely: `remote` (the `[remote]` table's
+/// keys) goes into its manifest, and its own model file is removed.
+pub fn serve_remotely(models: PathBuf, version: &str, remote: &str) -> PathBuf {
+    let version = models.join("deterioration").join(version);
+    let manifest = std::fs::read_to_string(version.join("manifest.toml")).unwrap();
+    let (head, tail) = manifest.split_at(manifest.find("[input]").unwrap());
+    std::fs::write(
+        version.join("manifest.toml"),
+        format!("{head}[remote]\n{remote}\n{tail}"),
+    )
+    .unwrap();
+    std::fs::remove_file(version.join("model.pt")).unwrap();
+    models
+}
+
 /// Copies the folder `from` (recursively) to `to`.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

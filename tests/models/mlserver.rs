@@ -116,18 +116,11 @@ impl MlServer {
 
 /// The shipped models with deterioration 3.0.0 served by MLServer's model `model`.
 fn served_by(dir: &Path, url: &str, model: &str, timeout: &str) -> PathBuf {
-    let models = common::copy_models(dir);
-    let version = models.join("deterioration/3.0.0");
-    let manifest = std::fs::read_to_string(version.join("manifest.toml")).unwrap();
-    let (head, tail) = manifest.split_at(manifest.find("[input]").unwrap());
-    let remote = format!("[remote]\nurl = '{url}'\nmodel = '{model}'\ntimeout = '{timeout}'\n\n");
-    std::fs::write(
-        version.join("manifest.toml"),
-        format!("{head}{remote}{tail}"),
+    common::serve_remotely(
+        common::copy_models(dir),
+        "3.0.0",
+        &format!("url = '{url}'\nmodel = '{model}'\ntimeout = '{timeout}'\n"),
     )
-    .unwrap();
-    std::fs::remove_file(version.join("model.pt")).unwrap();
-    models
 }
 
 /// `POST /api/v1/models/deterioration/predict` of `fixture`'s vitals at `as_of`.

@@ -22,17 +22,11 @@ fn remote_models(dir: &Path, url: &str, timeout: &str) -> PathBuf {
 
 /// `models` with deterioration `version` served by `url` instead of its own file.
 fn served_remotely(models: PathBuf, version: &str, url: &str, timeout: &str) -> PathBuf {
-    let version = models.join("deterioration").join(version);
-    let manifest = std::fs::read_to_string(version.join("manifest.toml")).unwrap();
-    let (head, tail) = manifest.split_at(manifest.find("[input]").unwrap());
-    let remote = format!("[remote]\nurl = '{url}'\ntimeout = '{timeout}'\n\n");
-    std::fs::write(
-        version.join("manifest.toml"),
-        format!("{head}{remote}{tail}"),
+    common::serve_remotely(
+        models,
+        version,
+        &format!("url = '{url}'\ntimeout = '{timeout}'\n"),
     )
-    .unwrap();
-    std::fs::remove_file(version.join("model.pt")).unwrap();
-    models
 }
 
 async fn hook(gw: &Gateway, name: &str) -> (u16, Value, Duration) {

@@ -114,17 +114,23 @@ fn fresh_token() -> String {
     bearer("deterioration", Key::Rs384)
 }
 
-/// `bedside_service_calls_total` of the deterioration service at `base`.
-async fn calls(base: &str) -> u64 {
-    let text = http()
+/// `/metrics` of the replica at `base`.
+async fn metrics(base: &str) -> String {
+    http()
         .get(format!("{base}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// `bedside_service_calls_total` of the deterioration service at `base`.
+async fn calls(base: &str) -> u64 {
+    metrics(base)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix("bedside_service_calls_total{service=\"deterioration\"} "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
@@ -337,14 +343,7 @@ async fn a_rolling_reload_fails_nothing_and_a_killed_replica_loses_no_acknowledg
     );
     assert_eq!(seen.feedback_failed, 0);
     for replica in [&a.url, &b.url] {
-        let metrics = http()
-            .get(format!("{replica}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics(replica).await;
         assert!(metrics.contains("bedside_reloads_total 1"), "{metrics}");
     }
 
