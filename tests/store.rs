@@ -8,7 +8,7 @@ use serde_json::json;
 
 use bedside::cds::wire::Feedback;
 use bedside::cds::Caller;
-use bedside::store::{AuditRecord, PatientView, PredictionRecord, Scope, Store};
+use bedside::store::{AuditRecord, PatientView, PredictionRecord, Scope, Store, StoreError};
 use common::postgres::PostgresServer;
 
 /// Runs each scenario (an `async fn(&Store)` below) as `sqlite::<name>` and `postgres::<name>`.
@@ -345,6 +345,49 @@ async fn migrations_apply_once_and_a_reconnect_finds_them_applied_on_postgres() 
     assert_eq!(second.pseudonym("", "p1").await.unwrap(), pseudonym);
     assert!(second.prediction("c1").await.unwrap().is_some());
     second.close().await;
+}
+
+/// Two gateway processes' stores on one PostgreSQL: a decision key held by one makes the other
+/// wait (and give up after its wait), another key does not; released, the key is free again;
+/// a holder that goes away (its call cancelled) frees it too.
+#[tokio::test]
+async fn decision_locks_hold_across_stores_sharing_one_postgresql() {
+    use std::time::Duration as StdDuration;
+    let server = PostgresServer::start().await;
+    let a = Store::connect(&server.url()).await.unwrap();
+    let b = Store::connect(&server.url()).await.unwrap();
+    let wait = StdDuration::from_millis(300);
+    let key = |k: &str| vec![k.to_owned()];
+    let held = a.lock_decision(&key("patient-1"), wait).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        b.lock_decision(&key("patient-1"), wait).await,
+        Err(StoreError::Busy)
+    ));
+    assert!(started.elapsed() >= StdDuration::from_millis(250));
+    let other = b.lock_decision(&key("unit-1"), wait).await.unwrap();
+    // b waits for a's release and then has the key.
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move {
+            b.lock_decision(&key("patient-1"), StdDuration::from_secs(5))
+                .await
+                .map(|_| ())
+        }
+    });
+    tokio::time::sleep(StdDuration::from_millis(100)).await;
+    held.release().await;
+    waiting.await.unwrap().unwrap();
+    other.release().await;
+    // Dropped without release: the key is free once its transaction is rolled back.
+    drop(a.lock_decision(&key("patient-2"), wait).await.unwrap());
+    b.lock_decision(&key("patient-2"), StdDuration::from_secs(5))
+        .await
+        .unwrap()
+        .release()
+        .await;
+    a.close().await;
+    b.close().await;
 }
 
 #[tokio::test]

@@ -18,7 +18,10 @@ use crate::features::kdigo;
 use crate::features::FeatureMatrix;
 use crate::inference::{InferenceError, ModelStatus};
 use crate::metrics::inc;
-use crate::store::Outcome;
+use crate::store::{DecisionGuard, Outcome};
+
+/// Longest a decision waits for another on the same patient, unit or call.
+const DECISION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl CdsService {
     /// The active model's answer once it has scored: thresholds, shadow mode, guardrails
@@ -102,6 +105,9 @@ impl CdsService {
             .await;
             return Ok(CdsResponse::default());
         }
+        // One decision at a time per patient, unit and call (in this process and, on a shared
+        // store, across replicas), held until its record is committed.
+        let held = self.lock_decision(facts, indicator, deadline).await;
         // A grouped service builds its tensor's references for the dedup decision; the record
         // reuses them.
         let (verdict, refs) = match self.def.alerts.dedup_group.as_deref() {
@@ -129,18 +135,24 @@ impl CdsService {
             inc(c);
             tracing::info!(outcome = outcome.as_str(), "card held back by a guardrail");
         }
-        let recorded = self.record_with_refs(
-            facts,
-            &self.model,
-            Entry {
-                outcome,
-                risk: Some(risk),
-                indicator: shown.map(Indicator::as_str),
-                reason: reason.as_deref(),
-            },
-            Some(prepared),
-            refs,
-        );
+        let recorded = async {
+            self.record_with_refs(
+                facts,
+                &self.model,
+                Entry {
+                    outcome,
+                    risk: Some(risk),
+                    indicator: shown.map(Indicator::as_str),
+                    reason: reason.as_deref(),
+                },
+                Some(prepared),
+                refs,
+            )
+            .await;
+            if let Some(held) = held {
+                held.release().await;
+            }
+        };
         let Some(shown) = shown else {
             recorded.await;
             return Ok(CdsResponse::default());
@@ -188,9 +200,47 @@ impl CdsService {
         }
     }
 
-    /// The verdict of a service in a dedup group: one decision at a time per call within the
-    /// group (see DedupLocks); a card it lets through is in memory before the lock goes, so
-    /// the record need not be. Also returns the tensor's FHIR references it decided on.
+    /// The decision keys of this call ([`guardrails::decision_keys`]), held; `None` when
+    /// there are none or they could not be had in time (the card is then decided without
+    /// them: a missed suppression is noise, a missed alert is harm).
+    async fn lock_decision(
+        &self,
+        facts: &CallFacts<'_>,
+        indicator: Indicator,
+        deadline: std::time::Instant,
+    ) -> Option<DecisionGuard> {
+        let who = Subject {
+            scope: &facts.scope,
+            service_id: &self.def.id,
+            patient_id: facts.patient_id,
+            unit: &facts.unit,
+            now: facts.now,
+        };
+        let group_call = self
+            .def
+            .alerts
+            .dedup_group
+            .as_deref()
+            .map(|g| (g, facts.request.hook_instance.as_str()));
+        let keys = guardrails::decision_keys(&self.def.alerts, &who, indicator, group_call);
+        if keys.is_empty() {
+            return None;
+        }
+        let wait = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .min(DECISION_WAIT);
+        match self.env.store.lock_decision(&keys, wait).await {
+            Ok(held) => Some(held),
+            Err(e) => {
+                tracing::warn!(error = %e, "decision lock not had; deciding without it");
+                None
+            }
+        }
+    }
+
+    /// The verdict of a service in a dedup group (its decision lock held); a card it lets
+    /// through is remembered in memory for the group's other services. Also returns the
+    /// tensor's FHIR references it decided on.
     async fn verdict_in_group(
         &self,
         group: &str,
@@ -199,8 +249,6 @@ impl CdsService {
         indicator: Indicator,
     ) -> (Verdict, Vec<String>) {
         let hook_instance = &facts.request.hook_instance;
-        let lock = self.env.dedup.lock_for(group, &facts.scope, hook_instance);
-        let _held = lock.lock().await;
         let mine = input_refs(prepared);
         let verdict = match self.duplicate_of(group, facts, &mine).await {
             Some(reason) => Verdict::Deduplicate { reason },

@@ -4,7 +4,7 @@
 //! prediction record, so it holds across restarts and replicas sharing a store.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Duration as ChronoDuration, Timelike, Utc};
 
@@ -66,6 +66,39 @@ pub async fn decide(
         }
     }
     Ok(Verdict::Show(indicator))
+}
+
+/// The record keys a decision reads and then adds to, which [`Store::lock_decision`] holds
+/// until the decision is on record: the patient (suppression, "already aware"), the unit
+/// (budget, for a warning or critical card) and the call within a dedup `group`. Each is
+/// scoped to its client, tenant and FHIR server, like the records themselves.
+pub fn decision_keys(
+    policy: &AlertPolicy,
+    who: &Subject<'_>,
+    indicator: Indicator,
+    group_call: Option<(&str, &str)>,
+) -> Vec<String> {
+    let scope = format!(
+        "{}\u{1f}{}\u{1f}{}",
+        who.scope.client_iss, who.scope.tenant, who.scope.fhir_server
+    );
+    let mut keys = Vec::new();
+    let reads_patient = policy.suppress_for.is_some() || policy.already_aware_for.is_some();
+    if let (Some(patient), true) = (who.patient_id, reads_patient) {
+        keys.push(format!(
+            "patient\u{1f}{scope}\u{1f}{}\u{1f}{patient}",
+            who.service_id
+        ));
+    }
+    if policy.budget.is_some() && indicator >= Indicator::Warning {
+        keys.push(format!("unit\u{1f}{scope}\u{1f}{}", who.unit));
+    }
+    if let Some((group, hook_instance)) = group_call {
+        keys.push(format!(
+            "call\u{1f}{scope}\u{1f}{group}\u{1f}{hook_instance}"
+        ));
+    }
+    keys
 }
 
 async fn suppression(
@@ -151,13 +184,11 @@ const SHOWN_KEPT: std::time::Duration = std::time::Duration::from_secs(120);
 /// whatever callers send.
 const SHOWN_MAX_CALLS: usize = 10_000;
 
-/// Serialises dedup decisions for one call within a group, so two services answering the same
-/// hook call at once cannot both show a card, and remembers which cards each call showed on
-/// which observations, so a peer's decision needs no database read (one process; replicas
-/// sharing a PostgreSQL store also read the record).
+/// Remembers which cards each call showed on which observations, so a group peer's dedup
+/// decision needs no database read (one process; replicas sharing a PostgreSQL store also
+/// read the record). Decisions themselves are serialised by [`decision_keys`].
 #[derive(Default)]
-pub struct DedupLocks {
-    locks: Mutex<HashMap<CallKey, Arc<tokio::sync::Mutex<()>>>>,
+pub struct ShownInCalls {
     shown: Mutex<ShownCards>,
 }
 
@@ -190,22 +221,7 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-impl DedupLocks {
-    /// The lock for `group` + the call (`hook_instance` of the client and tenant of `scope`).
-    pub fn lock_for(
-        &self,
-        group: &str,
-        scope: &Scope,
-        hook_instance: &str,
-    ) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = locked(&self.locks);
-        // Calls are short: forget locks nobody holds, so the map stays small.
-        map.retain(|_, l| Arc::strong_count(l) > 1);
-        map.entry(call_key(group, scope, hook_instance))
-            .or_default()
-            .clone()
-    }
-
+impl ShownInCalls {
     /// Remembers that `service_id` showed a card in this call on the observations `refs`.
     pub fn remember_shown(
         &self,
@@ -260,7 +276,7 @@ mod tests {
 
     #[test]
     fn shown_cards_are_found_by_peers_only_and_stay_bounded() {
-        let locks = DedupLocks::default();
+        let locks = ShownInCalls::default();
         let scope = Scope::new(Some("https://ehr.example"), Some("t1"), None);
         let other = Scope::new(Some("https://ehr.example"), Some("t2"), None);
         let refs = vec!["Observation/1".to_owned(), "Observation/2".to_owned()];

@@ -37,7 +37,7 @@ pub use runtime::{Runtime, RuntimeHandle};
 use crate::fhir::FhirClient;
 use crate::inference::{Manifest, ModelRegistry, ModelStatus};
 use crate::store::Store;
-use guardrails::DedupLocks;
+use guardrails::ShownInCalls;
 
 /// The FHIR client services query through, and how much of each deadline they keep for
 /// scoring after the queries.
@@ -94,7 +94,7 @@ pub struct ServiceEnv {
     /// The prediction record, which the guardrails read.
     pub store: Store,
     pub switches: Arc<KillSwitch>,
-    pub dedup: DedupLocks,
+    pub dedup: ShownInCalls,
     /// bedside's own FHIR token source (`[backend_services]`) for calls without
     /// `fhirAuthorization`; `None` when not configured.
     pub backend: Option<Arc<dyn crate::fhir::TokenSource>>,
@@ -115,7 +115,7 @@ impl ServiceEnv {
             fhir,
             store,
             switches,
-            dedup: DedupLocks::default(),
+            dedup: ShownInCalls::default(),
             backend: None,
             groups: RwLock::new(Vec::new()),
         }

@@ -22,6 +22,7 @@ use sqlx::migrate::Migrator;
 use sqlx::AnyPool;
 
 mod audit;
+mod decision_lock;
 mod export;
 mod group_commit;
 mod inputs;
@@ -36,6 +37,7 @@ mod settings;
 mod shared;
 
 pub use audit::{AuditRecord, AuditWriter, StoredAudit};
+pub use decision_lock::DecisionGuard;
 pub use export::{ExportFeedback, ExportPrediction};
 pub use inputs::{ExportInput, ModelInput, QuasiIdentifiers};
 pub use lifecycle::{NewDecision, ShadowScore, StoredDecision, StoredEvaluation, MAX_EVALUATED};
@@ -89,6 +91,9 @@ pub enum StoreError {
     /// someone edited the database by hand, or a bug.
     #[error("malformed stored value: {0}")]
     Malformed(String),
+    /// Another decision on the same patient, unit or call held its lock past the wait.
+    #[error("another decision on the same patient, unit or call took too long")]
+    Busy,
 }
 
 /// The database behind a [`Store`]: decides the migrations and the connection set-up.
@@ -123,6 +128,11 @@ pub struct Store {
             tokio::sync::mpsc::Sender<group_commit::Queued<predictions::PreparedRecord>>,
         >,
     >,
+    /// In-process decision locks (see [`decision_lock`]).
+    decision_locks: Arc<decision_lock::LocalLocks>,
+    /// PostgreSQL only: connections that hold decisions' advisory locks until their records
+    /// are committed (apart from `pool`, which commits them).
+    lock_pool: Option<AnyPool>,
 }
 
 /// One stored feedback row, as read back (tests, analytics).
@@ -199,11 +209,22 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrations.run(&pool).await?;
+        let lock_pool = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(WAIT)
+                    .connect_lazy_with(url.parse()?),
+            ),
+        };
         Ok(Self {
             pool,
             backend,
             salt: Arc::default(),
             prediction_queue: Arc::default(),
+            decision_locks: Arc::default(),
+            lock_pool,
         })
     }
 
@@ -304,6 +325,9 @@ impl Store {
     /// Closes the pool (for SQLite, checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(locks) = &self.lock_pool {
+            locks.close().await;
+        }
     }
 }
 

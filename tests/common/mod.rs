@@ -43,6 +43,19 @@ pub fn patient(name: &str) -> Value {
     .expect("patient fixture is JSON")
 }
 
+/// An encounter-start call of fixture `name` for `patient_id`, in an Encounter at `unit` (the
+/// unit alert budgets count against).
+pub fn encounter_start(name: &str, patient_id: &str, unit: &str) -> Value {
+    let mut r = patient(name);
+    r["hook"] = "encounter-start".into();
+    r["context"]["patientId"] = patient_id.into();
+    r["context"]["encounterId"] = "enc-1".into();
+    r["prefetch"]["encounter"] = serde_json::json!({"resourceType": "Encounter", "id": "enc-1", "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+        "location": [{"location": {"display": unit}}]});
+    r
+}
+
 // === JWKS server ===
 
 /// An HTTP server that publishes the test JWKS and counts every path it is asked for.

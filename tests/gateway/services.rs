@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::common::cohort::{admit_plus, before_onset, Cohort};
 use crate::common::postgres::PostgresServer;
 use crate::common::{
-    bearer, http, patient, repo, Gateway, GatewayOptions, Key, KeyServer, ADMIN_TOKEN,
+    bearer, encounter_start, http, patient, repo, Gateway, GatewayOptions, Key, KeyServer,
+    ADMIN_TOKEN,
 };
 use bedside::inference::Manifest;
 use serde_json::{json, Value};
@@ -363,17 +364,6 @@ fn graded(t: String) -> String {
         "the deterioration thresholds changed: re-grade the fixtures"
     );
     t
-}
-
-fn encounter_start(name: &str, patient_id: &str, unit: &str) -> Value {
-    let mut r = patient(name);
-    r["hook"] = "encounter-start".into();
-    r["context"]["patientId"] = patient_id.into();
-    r["context"]["encounterId"] = "enc-1".into();
-    r["prefetch"]["encounter"] = json!({"resourceType": "Encounter", "id": "enc-1", "status": "in-progress",
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-        "location": [{"location": {"display": unit}}]});
-    r
 }
 
 async fn guardrails_suite(backend: Backend) {

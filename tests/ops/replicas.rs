@@ -13,7 +13,8 @@ use serde_json::Value;
 use crate::common::postgres::PostgresServer;
 use crate::common::process::{free_port, BedsideProcess};
 use crate::common::{
-    bearer, bearer_for, config_text, http, patient, GatewayOptions, Key, KeyServer, ADMIN_TOKEN,
+    bearer, bearer_for, config_text, encounter_start, http, patient, GatewayOptions, Key,
+    KeyServer, ADMIN_TOKEN,
 };
 
 /// nginx with the example configuration, its ports and paths moved into `dir`; stopped on drop.
@@ -126,14 +127,54 @@ async fn metrics(base: &str) -> String {
         .unwrap()
 }
 
-/// `bedside_service_calls_total` of the deterioration service at `base`.
-async fn calls(base: &str) -> u64 {
+/// `bedside_service_<counter>_total` of `service` at `base`.
+async fn counter(base: &str, counter: &str, service: &str) -> u64 {
+    let prefix = format!("bedside_service_{counter}_total{{service=\"{service}\"}} ");
     metrics(base)
         .await
         .lines()
-        .find_map(|l| l.strip_prefix("bedside_service_calls_total{service=\"deterioration\"} "))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// `bedside_service_calls_total` of the deterioration service at `base`.
+async fn calls(base: &str) -> u64 {
+    counter(base, "calls", "deterioration").await
+}
+
+/// `counter` of `service` summed over both replicas.
+async fn on_both(replicas: [&str; 2], name: &str, service: &str) -> u64 {
+    counter(replicas[0], name, service).await + counter(replicas[1], name, service).await
+}
+
+/// `request` to `service` at `base` with a token of its own; the cards answered.
+async fn cards_of(base: &str, service: &str, request: Value) -> Vec<Value> {
+    let r = http()
+        .post(format!("{base}/cds-services/{service}"))
+        .header("Authorization", bearer(service, Key::Rs384))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["cards"].as_array().cloned().unwrap_or_default()
+}
+
+/// Every `(base, service, request)` sent at once; the cards of each, in order.
+async fn all_at_once(calls: Vec<(String, &'static str, Value)>) -> Vec<Vec<Value>> {
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|(base, service, request)| {
+            tokio::spawn(async move { cards_of(&base, service, request).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
 }
 
 /// Whether a call at `base` is answered without cards within `within`.
@@ -263,6 +304,80 @@ async fn replicas_behind_nginx_share_token_replay_and_the_kill_switch() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    drop(lb);
+    drop(a);
+    drop(b);
+}
+
+/// Calls about the same patients, units and hook calls arriving at both replicas at once are
+/// decided as one process would decide them: a suppression window lets one card through, a
+/// unit's budget is never overspent, and two services of a dedup group answering one call on
+/// different replicas show one card. (Without the store's decision locks, each replica reads
+/// "nothing shown yet" at the same time.)
+#[tokio::test]
+async fn concurrent_calls_through_both_replicas_show_exactly_the_cards_one_process_would() {
+    let cluster = Cluster::new().await;
+    let (a, b) = (cluster.replica(0), cluster.replica(1));
+    let lb = Nginx::start(cluster.dir.path(), cluster.ports);
+    let replicas = [a.url.as_str(), b.url.as_str()];
+    let service = "deterioration-encounter-start";
+
+    // Suppression (12 h): twelve calls about one patient at once, through the load balancer.
+    let same_patient = (0..12)
+        .map(|_| {
+            let request = encounter_start("deteriorating", "pat-same", "Ward S");
+            (lb.url.clone(), service, request)
+        })
+        .collect();
+    let answered = all_at_once(same_patient).await;
+    let shown: usize = answered.iter().map(Vec::len).sum();
+    assert_eq!(shown, 1, "one card for one patient: {answered:?}");
+    assert_eq!(on_both(replicas, "suppressed", service).await, 11);
+    assert!(
+        counter(replicas[0], "calls", service).await > 0
+            && counter(replicas[1], "calls", service).await > 0,
+        "both replicas decided"
+    );
+
+    // The unit's budget (8 warning or critical cards a shift): sixteen patients of one unit at
+    // once — eight critical cards, eight downgraded to information.
+    let one_unit = (0..16)
+        .map(|i| {
+            let request = encounter_start("deteriorating", &format!("pat-{i}"), "Ward B");
+            (lb.url.clone(), service, request)
+        })
+        .collect();
+    let answered = all_at_once(one_unit).await;
+    let indicators: Vec<&str> = answered
+        .iter()
+        .flatten()
+        .map(|c| c["indicator"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(indicators.len(), 16, "{answered:?}");
+    assert_eq!(
+        indicators.iter().filter(|i| **i == "critical").count(),
+        8,
+        "budget of 8: {indicators:?}"
+    );
+    assert_eq!(on_both(replicas, "downgraded", service).await, 8);
+
+    // Dedup: deterioration on replica a and sepsis-screen on replica b answer the same call on
+    // the same observations, eight calls at once: one card per call.
+    let mut same_calls = Vec::new();
+    for i in 0..8 {
+        let mut request = patient("deteriorating");
+        request["context"]["patientId"] = format!("pat-group-{i}").into();
+        request["hookInstance"] = uuid::Uuid::new_v4().to_string().into();
+        same_calls.push((a.url.clone(), "deterioration", request.clone()));
+        same_calls.push((b.url.clone(), "sepsis-screen", request));
+    }
+    let answered = all_at_once(same_calls).await;
+    for (i, pair) in answered.chunks(2).enumerate() {
+        assert_eq!(pair[0].len() + pair[1].len(), 1, "call {i}: {pair:?}");
+    }
+    let deduplicated = on_both(replicas, "deduplicated", "deterioration").await
+        + on_both(replicas, "deduplicated", "sepsis-screen").await;
+    assert_eq!(deduplicated, 8, "both services scored above threshold");
     drop(lb);
     drop(a);
     drop(b);
