@@ -114,8 +114,23 @@ struct Https<'a> {
 
 /// [`gateway`] with more `[smart]` keys (`smart_toml`), over https when `https` is given.
 async fn gateway_with(auth: &AuthServer, smart_toml: &str, https: Option<Https<'_>>) -> Smart {
-    let dir = tempfile::tempdir().unwrap();
     let port = common::process::free_port();
+    let scheme = if https.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{port}");
+    gateway_at(auth, smart_toml, https, port, &url, None).await
+}
+
+/// [`gateway_with`] listening on `port`, its public URL `public` (where the browser reaches
+/// it: itself, or a load balancer in front of it), its store at `storage_url` when given.
+async fn gateway_at(
+    auth: &AuthServer,
+    smart_toml: &str,
+    https: Option<Https<'_>>,
+    port: u16,
+    public: &str,
+    storage_url: Option<String>,
+) -> Smart {
+    let dir = tempfile::tempdir().unwrap();
     let mut extra_toml = format!(
         "\n[smart]\nclient_id = 'bedside-test'\nallowed_issuers = ['{}/']\n{smart_toml}",
         auth.fhir
@@ -131,10 +146,10 @@ async fn gateway_with(auth: &AuthServer, smart_toml: &str, https: Option<Https<'
     let opts = GatewayOptions {
         auth: AuthMode::InsecureDisabled,
         extra_toml,
+        storage_url,
         ..Default::default()
     };
-    let scheme = if https.is_some() { "https" } else { "http" };
-    let url = format!("{scheme}://127.0.0.1:{port}");
+    let url = public.to_owned();
     let text = config_text(&opts, &dir.path().join("bedside.db"))
         .replace(
             "listen = '127.0.0.1:0'",
@@ -323,6 +338,53 @@ fn assert_browser_session(result: &Value, gw: &Smart, screenshot: &Path) {
 }
 
 // === tests ===
+
+/// Two replicas on one PostgreSQL behind nginx with the example configuration: its SMART
+/// location keeps a browser on one replica (sessions and waiting launches live in that
+/// replica's memory), so every launch through the load balancer reaches the app, and the app's
+/// pages keep working on later requests.
+#[tokio::test]
+async fn smart_launches_through_nginx_stay_on_one_replica_and_reach_the_app() {
+    let auth = AuthServer::start();
+    let pg = common::postgres::PostgresServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [common::process::free_port(), common::process::free_port()];
+    // The load balancer's address is the public URL of both (the redirect URI it registers).
+    let lb = common::nginx::Nginx::start(dir.path(), ports);
+    let mut replicas = Vec::new();
+    for port in ports {
+        replicas.push(gateway_at(&auth, "", None, port, &lb.url, Some(pg.url())).await);
+    }
+    for i in 0..6 {
+        let launch = format!("{}/smart/launch?iss={}&launch=x{i}", lb.url, auth.fhir);
+        let callback = to_callback_from(&no_redirects(), &launch).await;
+        assert!(
+            callback.url.as_str().starts_with(&lb.url),
+            "{}",
+            callback.url
+        );
+        let r = open_with(&callback.url, &callback.cookie).await;
+        assert_eq!(r.status(), 302, "launch {i}: {}", r.text().await.unwrap());
+        assert_eq!(location(&r), "/smart/app");
+        let session = cookie_pair(&session_cookie(&r).expect("a session cookie"));
+        for _ in 0..3 {
+            let page = no_redirects()
+                .get(format!("{}/smart/app", lb.url))
+                .header("cookie", &session)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(page.status(), 200, "launch {i}");
+            let text = page.text().await.unwrap();
+            assert!(text.contains(PATIENT), "launch {i}: {text}");
+        }
+    }
+    assert_eq!(auth.stats().await["token"], 6);
+    drop(lb);
+    for r in replicas {
+        r.handle.stop(true).await;
+    }
+}
 
 #[tokio::test]
 async fn ehr_launch_in_chromium_reaches_the_app_with_the_patient() {
