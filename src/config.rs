@@ -89,6 +89,9 @@ pub struct RawConfig {
     /// Promotion criteria (`[governance]`); defaults when absent.
     #[serde(default)]
     pub governance: crate::governance::GovernanceSettings,
+    /// OpenTelemetry trace export (`[telemetry]`); off when absent.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
 /// `[retention]`: per kind of record, how long it is kept (at least a day), and how often the
@@ -697,6 +700,8 @@ pub struct Config {
     pub purge_every: Duration,
     /// Promotion criteria and whether every model needs a promotion.
     pub governance: crate::governance::GovernanceSettings,
+    /// Where traces go (OTLP), if anywhere.
+    pub telemetry: crate::telemetry::TelemetrySettings,
 }
 
 /// Validated `[http]` settings.
@@ -923,6 +928,9 @@ impl Config {
         for (key, problem) in raw.governance.problems() {
             errors.push(key, problem);
         }
+        for (key, problem) in raw.telemetry.problems() {
+            errors.push(key, problem);
+        }
         if raw.retention.purge_every < Duration::from_secs(60) {
             errors.push("retention.purge_every", "at least 1 minute");
         }
@@ -973,6 +981,7 @@ impl Config {
                 },
                 purge_every: raw.retention.purge_every,
                 governance: raw.governance,
+                telemetry: raw.telemetry,
             }),
             // Unreachable in practice: each `None` pushed a problem above.
             _ => Err(errors),

@@ -330,6 +330,9 @@ async fn serve(config: PathBuf, insecure_no_auth: bool) -> anyhow::Result<()> {
     } else {
         AuthMode::Required
     };
+    if bedside::telemetry::otlp::start(&config.telemetry).map_err(anyhow::Error::msg)? {
+        tracing::info!("exporting traces over OTLP");
+    }
     let state = server::build_state(config, mode).await?;
     let running = server::start(state)?;
     tracing::info!(addr = %running.addr, "bedside listening");

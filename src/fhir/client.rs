@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{redirect, RequestBuilder, StatusCode};
@@ -305,7 +306,10 @@ impl FhirServer<'_> {
     /// (`Patient/123`) gives one page holding the resource; a search
     /// (`Observation?patient=123&_count=100`) gives every page up to the resource cap.
     pub async fn fetch(&self, relative: &str) -> Result<Fetched, FhirError> {
-        let result = self.fetch_inner(relative, true).await;
+        let result = self
+            .fetch_inner(relative, true)
+            .instrument(query_span(relative))
+            .await;
         if let Err(e) = &result {
             self.client.metrics.failed(e);
         }
@@ -316,7 +320,10 @@ impl FhirServer<'_> {
     /// look-up that wants the newest match (`_sort=-date&_count=1`) and must not page through
     /// everything when a server ignores `_sort` or `_count` (`bedside probe`).
     pub async fn fetch_first_page(&self, relative: &str) -> Result<Fetched, FhirError> {
-        let result = self.fetch_inner(relative, false).await;
+        let result = self
+            .fetch_inner(relative, false)
+            .instrument(query_span(relative))
+            .await;
         if let Err(e) = &result {
             self.client.metrics.failed(e);
         }
@@ -666,6 +673,18 @@ fn transport(e: reqwest::Error) -> FhirError {
         source = s.source();
     }
     FhirError::Transport(e.without_url().to_string())
+}
+
+/// The span of one FHIR query: the resource type only (the rest of the URL names the patient).
+fn query_span(relative: &str) -> tracing::Span {
+    let head = relative.split(['?', '/']).next().unwrap_or_default();
+    let resource_type =
+        if !head.is_empty() && head.len() <= 64 && head.bytes().all(|b| b.is_ascii_alphabetic()) {
+            head
+        } else {
+            "other"
+        };
+    tracing::info_span!("fhir.query", fhir.resource_type = resource_type)
 }
 
 async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, FhirError> {

@@ -7,6 +7,8 @@
 
 use std::time::Instant;
 
+use tracing::Instrument as _;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -83,7 +85,21 @@ async fn invoke(
         service_id: id.clone(),
         ..Default::default()
     };
-    let result = answer_hook(&state, &id, &req, payload, &mut audit, started).await;
+    // The trace of the call (exported over OTLP when configured): ids only.
+    let span = tracing::info_span!(
+        "cds_hook",
+        service = %id.as_str(),
+        hook_instance = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty
+    );
+    let result = answer_hook(&state, &id, &req, payload, &mut audit, started)
+        .instrument(span.clone())
+        .await;
+    let status = match &result {
+        Ok(_) => 200,
+        Err(e) => actix_web::ResponseError::status_code(e).as_u16(),
+    };
+    span.record("http.response.status_code", status);
     finish_audit(&state, audit, &result, started);
     result.map(|response| HttpResponse::Ok().json(response))
 }
@@ -99,13 +115,16 @@ async fn answer_hook(
     let runtime = state.runtime.current();
     let service = find_service(&runtime, id)?;
     let audiences = [state.service_url(service.id())];
-    let client = authenticate(state, req, &audiences).await?;
+    let client = authenticate(state, req, &audiences)
+        .instrument(tracing::info_span!("auth"))
+        .await?;
     note_client(audit, client.as_ref());
     let authorized_ms = started.elapsed().as_secs_f64() * 1e3;
     let body = read_json_body(req, payload, state.body_limits).await?;
     let read_ms = started.elapsed().as_secs_f64() * 1e3;
     let request: HookRequest<'_> = HookError::parse_body(&body)?;
     audit.hook_instance = Some(request.hook_instance.clone());
+    tracing::Span::current().record("hook_instance", request.hook_instance.as_str());
     let text = |k: &str| {
         request
             .context
@@ -232,7 +251,9 @@ async fn store_feedback(
     let service = find_service(&runtime, id)?;
     let service_url = state.service_url(service.id());
     let audiences = [format!("{service_url}/feedback"), service_url];
-    let client = authenticate(state, req, &audiences).await?;
+    let client = authenticate(state, req, &audiences)
+        .instrument(tracing::info_span!("auth"))
+        .await?;
     note_client(audit, client.as_ref());
     let body = read_json_body(req, payload, state.body_limits).await?;
     let raw: RawFeedbackRequest<'_> = HookError::parse_body(&body)?;

@@ -3,6 +3,7 @@
 //! indicator; only then is the explanation computed.
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument as _;
 
 use super::call::{Call, CallFacts, CdsService, Entry};
 use super::card::checked;
@@ -166,6 +167,7 @@ impl CdsService {
         // no drivers.
         let explained = async {
             scoring::contributions(&self.model, prepared, risk, deadline)
+                .instrument(tracing::info_span!("explanation"))
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "no explanation in time; card without drivers");

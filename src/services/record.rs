@@ -2,6 +2,7 @@
 //! saw (the Observations and a hash of the input tensor), so a card can be explained later.
 
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 use super::call::{CallFacts, CdsService, Entry};
 use super::scoring::Prepared;
@@ -95,7 +96,14 @@ impl CdsService {
         refs: Vec<String>,
     ) {
         let record = self.prediction_record_with(facts, model, entry, prepared, refs);
-        if let Err(e) = self.env.store.record_prediction(&record).await {
+        let span = tracing::info_span!("record", outcome = record.outcome.as_str());
+        if let Err(e) = self
+            .env
+            .store
+            .record_prediction(&record)
+            .instrument(span)
+            .await
+        {
             inc(&self.metrics.record_failed);
             tracing::error!(error = %e, "prediction not recorded");
         }

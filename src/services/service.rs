@@ -146,7 +146,10 @@ impl CdsService {
             None => Vec::new(),
         };
         let wants = self.wants(request);
-        let supplies = self.fulfil(request, &wants, client, deadline).await;
+        let supplies = self
+            .fulfil(request, &wants, client, deadline)
+            .instrument(tracing::info_span!("fhir"))
+            .await;
         let gathered = self
             .gather(&wants, &supplies)
             .inspect_err(|_| inc(&self.metrics.prefetch_missing))?;
@@ -158,12 +161,14 @@ impl CdsService {
         }
         let spec = &self.model.features;
         let now = facts.now;
-        let prepared = scoring::prepare(
-            &self.model,
-            &gathered.observations,
-            gathered.unreadable,
-            now,
-        );
+        let prepared = tracing::info_span!("features").in_scope(|| {
+            scoring::prepare(
+                &self.model,
+                &gathered.observations,
+                gathered.unreadable,
+                now,
+            )
+        });
         let matrix = &prepared.matrix;
 
         if let Some(reason) = abstain::reason(
@@ -192,7 +197,9 @@ impl CdsService {
 
         // Shadow versions score after this answer, never before it ([`super::shadow`]).
         self.score_shadows_later(&facts, &gathered, now);
-        let active = scoring::risk(&self.model, &prepared, deadline).await;
+        let active = scoring::risk(&self.model, &prepared, deadline)
+            .instrument(tracing::info_span!("inference"))
+            .await;
         self.decide(
             Call {
                 facts: &facts,
@@ -204,6 +211,7 @@ impl CdsService {
             },
             active,
         )
+        .instrument(tracing::info_span!("decision"))
         .await
     }
 }

@@ -14,3 +14,4 @@ mod fuzz_corpus;
 mod governance_loop;
 mod probe;
 mod replicas;
+mod traces;
