@@ -108,13 +108,26 @@ impl CdsService {
         }
         // One decision at a time per patient, unit and call (in this process and, on a shared
         // store, across replicas), held until its record is committed.
-        let held = self.lock_decision(facts, indicator, deadline).await;
+        let mut held = self.lock_decision(facts, indicator, deadline).await;
         // A grouped service builds its tensor's references for the dedup decision; the record
         // reuses them.
         let (verdict, refs) = match self.def.alerts.dedup_group.as_deref() {
             Some(group) => {
-                self.verdict_in_group(group, facts, prepared, indicator)
-                    .await
+                let decided = self
+                    .verdict_in_group(group, facts, prepared, indicator)
+                    .await;
+                // The group's other services read this card from memory: in a process of its
+                // own, the call need not wait for the record (a repeated hookInstance would
+                // otherwise queue behind each commit).
+                if let Some(held) = held.as_mut() {
+                    let key = guardrails::call_lock_key(
+                        &facts.scope,
+                        group,
+                        &facts.request.hook_instance,
+                    );
+                    held.release_early(&key);
+                }
+                decided
             }
             None => (self.verdict(facts, indicator).await, input_refs(prepared)),
         };

@@ -94,11 +94,18 @@ pub fn decision_keys(
         keys.push(format!("unit\u{1f}{scope}\u{1f}{}", who.unit));
     }
     if let Some((group, hook_instance)) = group_call {
-        keys.push(format!(
-            "call\u{1f}{scope}\u{1f}{group}\u{1f}{hook_instance}"
-        ));
+        keys.push(call_lock_key(who.scope, group, hook_instance));
     }
     keys
+}
+
+/// The decision key of one call within dedup `group`: the group's services decide it one at
+/// a time.
+pub fn call_lock_key(scope: &Scope, group: &str, hook_instance: &str) -> String {
+    format!(
+        "call\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{group}\u{1f}{hook_instance}",
+        scope.client_iss, scope.tenant, scope.fhir_server
+    )
 }
 
 async fn suppression(

@@ -36,11 +36,20 @@ impl LocalLocks {
 /// Held decision keys; [`DecisionGuard::release`] once the decision is on record. Dropped
 /// without it (a cancelled call), the keys are released all the same.
 pub struct DecisionGuard {
-    _local: Vec<OwnedMutexGuard<()>>,
+    local: Vec<(String, OwnedMutexGuard<()>)>,
     shared: Option<sqlx::Transaction<'static, sqlx::Any>>,
 }
 
 impl DecisionGuard {
+    /// Releases `key` before the record is committed, where the next decider needs only what
+    /// this process holds in memory. Only on a store no other process writes: across replicas
+    /// every key is held until [`DecisionGuard::release`].
+    pub fn release_early(&mut self, key: &str) {
+        if self.shared.is_none() {
+            self.local.retain(|(k, _)| k != key);
+        }
+    }
+
     /// Releases the keys: the decision's record is committed, so the next decider reads it.
     pub async fn release(self) {
         if let Some(tx) = self.shared {
@@ -74,16 +83,14 @@ impl Store {
         let take = async {
             let mut local = Vec::with_capacity(keys.len());
             for key in &keys {
-                local.push(self.decision_locks.handle(key).lock_owned().await);
+                let held = self.decision_locks.handle(key).lock_owned().await;
+                local.push(((*key).clone(), held));
             }
             let shared = match &self.lock_pool {
                 Some(pool) => Some(advisory_locks(pool, &keys, wait).await?),
                 None => None,
             };
-            Ok(DecisionGuard {
-                _local: local,
-                shared,
-            })
+            Ok(DecisionGuard { local, shared })
         };
         match tokio::time::timeout(wait, take).await {
             Ok(taken) => taken,
@@ -152,6 +159,15 @@ mod tests {
             .unwrap();
         drop(other);
         held.release().await;
+        // A key released early is free while the others stay held.
+        let mut both = store
+            .lock_decision(&["p1".to_owned(), "c1".to_owned()], wait)
+            .await
+            .unwrap();
+        both.release_early("c1");
+        store.lock_decision(&key("c1"), wait).await.unwrap();
+        assert!(store.lock_decision(&key("p1"), wait).await.is_err());
+        drop(both);
         store.lock_decision(&key("p1"), wait).await.unwrap();
     }
 }
