@@ -12,10 +12,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::load::drive;
 use common::process::{self, free_port, BedsideProcess};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -62,73 +62,26 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let started = Instant::now();
     let stop = started + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (url, body, ok, errors, latencies) = (
-            url.clone(),
-            body.clone(),
-            ok.clone(),
-            errors.clone(),
-            latencies.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            // One client per task: one kept-alive connection each.
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap();
-            let mut mine = Vec::new();
-            while Instant::now() < stop {
-                let t = Instant::now();
-                let answer = client
-                    .post(&url)
-                    .header("Content-Type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await;
-                let good = match answer {
-                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                if good {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                    mine.push(t.elapsed().as_secs_f64() * 1e3);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            latencies.lock().unwrap().extend(mine);
-        }));
-    }
+    let run = tokio::spawn(async move {
+        let body = move || body.clone();
+        drive(&url, connections, stop, Arc::new(body)).await
+    });
     let mut samples = vec![(0u64, rss_kib(pid))];
     while Instant::now() < stop {
         tokio::time::sleep(sample_every).await;
         samples.push((started.elapsed().as_secs(), rss_kib(pid)));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut lat = latencies.lock().unwrap().clone();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let (ok, errors) = (ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
+    let run = run.await.unwrap();
     println!(
-        "{ok} answered 200, {errors} errors, {:.0} calls/s; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        ok as f64 / elapsed,
-        pct(0.5),
-        pct(0.99),
-        lat.last().copied().unwrap_or(0.0)
+        "{} answered 200, {} errors, {:.0} calls/s; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        run.ok,
+        run.errors,
+        run.per_second(),
+        run.percentile(0.5),
+        run.percentile(0.99),
+        run.latencies_ms.last().copied().unwrap_or(0.0)
     );
     let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
     if soak {

@@ -18,10 +18,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::load::{drive, Driven};
 use common::nginx::Nginx;
 use common::postgres::PostgresServer;
 use common::process::{free_port, BedsideProcess};
@@ -55,82 +55,20 @@ fn replica_config(
     path
 }
 
-/// What one run measured.
-struct Run {
-    ok: u64,
-    errors: u64,
-    per_second: f64,
-    p50: f64,
-    p99: f64,
-}
-
 /// `connections` callers for `secs` against `url`, each call with a fresh hookInstance.
-async fn load(url: String, template: Arc<serde_json::Value>, connections: usize, secs: u64) -> Run {
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
-    let started = Instant::now();
-    let stop = started + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (url, template, ok, errors, latencies) = (
-            url.clone(),
-            template.clone(),
-            ok.clone(),
-            errors.clone(),
-            latencies.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap();
-            let mut mine = Vec::new();
-            while Instant::now() < stop {
-                let mut request = (*template).clone();
-                request["hookInstance"] = uuid::Uuid::new_v4().to_string().into();
-                let body = serde_json::to_vec(&request).unwrap();
-                let t = Instant::now();
-                let answer = client
-                    .post(&url)
-                    .header("Content-Type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                let good = match answer {
-                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                if good {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                    mine.push(t.elapsed().as_secs_f64() * 1e3);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            latencies.lock().unwrap().extend(mine);
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut lat = latencies.lock().unwrap().clone();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or(0.0)
+async fn load(
+    url: String,
+    template: Arc<serde_json::Value>,
+    connections: usize,
+    secs: u64,
+) -> Driven {
+    let body = move || {
+        let mut request = (*template).clone();
+        request["hookInstance"] = uuid::Uuid::new_v4().to_string().into();
+        serde_json::to_vec(&request).unwrap_or_default()
     };
-    let ok = ok.load(Ordering::Relaxed);
-    Run {
-        ok,
-        errors: errors.load(Ordering::Relaxed),
-        per_second: ok as f64 / elapsed,
-        p50: pct(0.5),
-        p99: pct(0.99),
-    }
+    let stop = Instant::now() + Duration::from_secs(secs);
+    drive(&url, connections, stop, Arc::new(body)).await
 }
 
 #[tokio::main]
@@ -150,7 +88,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let pg = PostgresServer::start().await;
     let service = "/cds-services/deterioration";
-    let mut rows: Vec<(&str, Run)> = Vec::new();
+    let mut rows: Vec<(&str, Driven)> = Vec::new();
 
     // One replica, SQLite.
     {
@@ -216,13 +154,17 @@ async fn main() {
     for (name, r) in &rows {
         println!(
             "| {name} | {} | {} | {:.0} | {:.1} | {:.1} |",
-            r.ok, r.errors, r.per_second, r.p50, r.p99
+            r.ok,
+            r.errors,
+            r.per_second(),
+            r.percentile(0.5),
+            r.percentile(0.99)
         );
     }
     if let (Some(one), Some(two)) = (rows.get(2), rows.get(3)) {
         println!(
             "\ntwo replicas / one replica behind nginx: {:.2}× req/s ({cores} cores shared by everything)",
-            two.1.per_second / one.1.per_second.max(1e-9)
+            two.1.per_second() / one.1.per_second().max(1e-9)
         );
     }
 }

@@ -196,16 +196,21 @@ impl CdsService {
         })
     }
 
-    /// Suppression and alert budget, read from the prediction record. A store that cannot
-    /// answer lets the card through: a missed suppression is noise, a missed alert is harm.
-    pub(super) async fn verdict(&self, facts: &CallFacts<'_>, indicator: Indicator) -> Verdict {
-        let who = Subject {
+    /// Whom this call's decision is about: the guardrails' view of it.
+    fn subject<'a>(&'a self, facts: &'a CallFacts<'_>) -> Subject<'a> {
+        Subject {
             scope: &facts.scope,
             service_id: &self.def.id,
             patient_id: facts.patient_id,
             unit: &facts.unit,
             now: facts.now,
-        };
+        }
+    }
+
+    /// Suppression and alert budget, read from the prediction record. A store that cannot
+    /// answer lets the card through: a missed suppression is noise, a missed alert is harm.
+    pub(super) async fn verdict(&self, facts: &CallFacts<'_>, indicator: Indicator) -> Verdict {
+        let who = self.subject(facts);
         match guardrails::decide(&self.def.alerts, &self.env.store, &who, indicator).await {
             Ok(v) => v,
             Err(e) => {
@@ -224,13 +229,7 @@ impl CdsService {
         indicator: Indicator,
         deadline: std::time::Instant,
     ) -> Option<DecisionGuard> {
-        let who = Subject {
-            scope: &facts.scope,
-            service_id: &self.def.id,
-            patient_id: facts.patient_id,
-            unit: &facts.unit,
-            now: facts.now,
-        };
+        let who = self.subject(facts);
         let group_call = self
             .def
             .alerts

@@ -5,6 +5,7 @@
 pub mod cohort;
 pub mod demo;
 pub mod fhir_server;
+pub mod load;
 pub mod nginx;
 pub mod postgres;
 pub mod process;
