@@ -178,6 +178,10 @@ pub struct ServiceMetrics {
     pub disabled: AtomicU64,
     /// Prediction records that could not be written (the answer still went out).
     pub record_failed: AtomicU64,
+    /// Card decisions made without their lock (another decision on the same patient, unit or
+    /// call held it too long, or the store could not give it): suppression, budget and dedup
+    /// may then let a second card through.
+    pub decided_unlocked: AtomicU64,
     /// Time from a call's arrival at the service to its answer (cards or not, errors too).
     pub call_seconds: SecondsHistogram,
 }
@@ -199,6 +203,7 @@ impl ServiceMetrics {
             ("shadow_skipped", &self.shadow_skipped),
             ("disabled", &self.disabled),
             ("record_failed", &self.record_failed),
+            ("decided_unlocked", &self.decided_unlocked),
         ] {
             let _ = writeln!(
                 out,

@@ -246,6 +246,7 @@ impl CdsService {
         match self.env.store.lock_decision(&keys, wait).await {
             Ok(held) => Some(held),
             Err(e) => {
+                inc(&self.metrics.decided_unlocked);
                 tracing::warn!(error = %e, "decision lock not had; deciding without it");
                 None
             }

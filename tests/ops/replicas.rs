@@ -301,6 +301,9 @@ async fn concurrent_calls_through_both_replicas_show_exactly_the_cards_one_proce
     let deduplicated = on_both(replicas, "deduplicated", "deterioration").await
         + on_both(replicas, "deduplicated", "sepsis-screen").await;
     assert_eq!(deduplicated, 8, "both services scored above threshold");
+    for svc in [service, "deterioration", "sepsis-screen"] {
+        assert_eq!(on_both(replicas, "decided_unlocked", svc).await, 0, "{svc}");
+    }
     drop(lb);
     drop(a);
     drop(b);
