@@ -15,7 +15,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::load::drive;
+use common::load::{drive, Call};
 use common::process::{self, free_port, BedsideProcess};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -65,8 +65,13 @@ async fn main() {
     let started = Instant::now();
     let stop = started + Duration::from_secs(secs);
     let run = tokio::spawn(async move {
-        let body = move || body.clone();
-        drive(&url, connections, stop, Arc::new(body)).await
+        let next = move || {
+            Some(Call {
+                body: body.clone(),
+                authorization: None,
+            })
+        };
+        drive(&url, connections, stop, Arc::new(next)).await
     });
     let mut samples = vec![(0u64, rss_kib(pid))];
     while Instant::now() < stop {

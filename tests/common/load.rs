@@ -32,22 +32,26 @@ impl Driven {
     }
 }
 
-/// `connections` callers POST `body()` to `url` until `stop`.
-pub async fn drive(
-    url: &str,
-    connections: usize,
-    stop: Instant,
-    body: Arc<dyn Fn() -> Vec<u8> + Send + Sync>,
-) -> Driven {
+/// One call to make: its JSON body and `Authorization` header, if any.
+pub struct Call {
+    pub body: Vec<u8>,
+    pub authorization: Option<String>,
+}
+
+/// Makes the next call; `None` ends the caller (nothing left to send).
+pub type NextCall = Arc<dyn Fn() -> Option<Call> + Send + Sync>;
+
+/// `connections` callers POST `next()` to `url` until `stop` (or until `next` has no more).
+pub async fn drive(url: &str, connections: usize, stop: Instant, next: NextCall) -> Driven {
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (url, body, ok, errors, latencies) = (
+        let (url, next, ok, errors, latencies) = (
             url.to_owned(),
-            body.clone(),
+            next.clone(),
             ok.clone(),
             errors.clone(),
             latencies.clone(),
@@ -61,14 +65,16 @@ pub async fn drive(
                 .unwrap();
             let mut mine = Vec::new();
             while Instant::now() < stop {
-                let payload = body();
-                let t = Instant::now();
-                let answer = client
+                let Some(call) = next() else { break };
+                let mut request = client
                     .post(&url)
                     .header("Content-Type", "application/json")
-                    .body(payload)
-                    .send()
-                    .await;
+                    .body(call.body);
+                if let Some(auth) = call.authorization {
+                    request = request.header("Authorization", auth);
+                }
+                let t = Instant::now();
+                let answer = request.send().await;
                 let good = match answer {
                     Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
                     Err(_) => false,
