@@ -361,6 +361,7 @@ pub fn app(
             web::get()
                 .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "live"})) }),
         )
+        .route("/", web::get().to(home))
         .route("/health/ready", web::get().to(ready))
         .route("/metrics", web::get().to(metrics))
         .default_service(web::to(not_found))
@@ -562,6 +563,101 @@ async fn model_card_asset(
         Ok(Ok(bytes)) => HttpResponse::Ok().content_type(content_type).body(bytes),
         _ => not_found_body(format!("model {name} {version} has no file {file}")),
     }
+}
+
+/// The gateway's front door, for whoever opens its URL in a browser (an integration engineer
+/// setting up an EHR): what it serves and where — CDS Hooks discovery, each service, each
+/// model with its card, the SMART launch, health and metrics. JSON for `Accept:
+/// application/json`. Nothing about patients.
+async fn home(state: web::Data<AppState>, req: actix_web::HttpRequest) -> HttpResponse {
+    let runtime = state.runtime();
+    let base = state.config.public_base();
+    let services: Vec<serde_json::Value> = runtime
+        .services
+        .iter()
+        .map(|s| {
+            let d = s.descriptor();
+            serde_json::json!({"id": d.id, "hook": d.hook, "title": d.title,
+                "url": format!("{base}/cds-services/{}", d.id), "enabled": s.is_enabled()})
+        })
+        .collect();
+    let models: Vec<serde_json::Value> = runtime
+        .models
+        .iter()
+        .map(|m| {
+            let (name, version) = (&m.manifest.name, &m.manifest.version);
+            serde_json::json!({"name": name, "version": version,
+                "status": m.manifest.status.as_str(),
+                "model_card": format!("{base}/models/{name}/{version}/model-card")})
+        })
+        .collect();
+    let wants_json = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    if wants_json {
+        return HttpResponse::Ok().json(serde_json::json!({
+            "name": "bedside",
+            "version": env!("CARGO_PKG_VERSION"),
+            "cds_services": format!("{base}/cds-services"),
+            "services": services,
+            "models": models,
+            "smart_launch": format!("{base}/smart/launch"),
+            "health": format!("{base}/health/ready"),
+            "metrics": format!("{base}/metrics"),
+        }));
+    }
+    let esc = crate::html::escape;
+    let text = |v: &serde_json::Value| esc(v.as_str().unwrap_or_default());
+    let service_rows: String = services
+        .iter()
+        .map(|s| {
+            format!(
+                "<li><a href=\"{}\"><code>{}</code></a> ({}){}{}</li>",
+                text(&s["url"]),
+                text(&s["id"]),
+                text(&s["hook"]),
+                s["title"]
+                    .as_str()
+                    .map(|t| format!(": {}", esc(t)))
+                    .unwrap_or_default(),
+                if s["enabled"] == false {
+                    " — switched off"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    let model_rows: String = models
+        .iter()
+        .map(|m| {
+            format!(
+                "<li><a href=\"{}\">{} {}</a> ({})</li>",
+                text(&m["model_card"]),
+                text(&m["name"]),
+                text(&m["version"]),
+                text(&m["status"])
+            )
+        })
+        .collect();
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>bedside</title></head><body>\
+         <h1>bedside {version}</h1>\
+         <p>A CDS Hooks 2.0 service and SMART app for early-warning models. Point the EHR's CDS Hooks client at \
+         <a href=\"{base}/cds-services\"><code>{base}/cds-services</code></a> (discovery); register \
+         <code>{base}/smart/launch</code> as the SMART app's launch URL.</p>\
+         <h2>Services</h2><ul>{service_rows}</ul>\
+         <h2>Models</h2><p>Trained on synthetic data only, not validated on real patients.</p><ul>{model_rows}</ul>\
+         <h2>Operations</h2><ul><li><a href=\"{base}/health/ready\">/health/ready</a></li>\
+         <li><a href=\"{base}/metrics\">/metrics</a> (Prometheus)</li></ul></body></html>\n",
+        version = env!("CARGO_PKG_VERSION"),
+        base = esc(base),
+    );
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(page)
 }
 
 async fn not_found() -> HttpResponse {

@@ -141,6 +141,52 @@ async fn a_deteriorating_patient_gets_a_spec_valid_card_from_the_model() {
     gw.stop().await;
 }
 
+/// The gateway's URL in a browser: where discovery, each service, each model card, the SMART
+/// launch and the health check are; the same as JSON.
+#[tokio::test]
+async fn the_front_page_says_where_everything_is() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let page = http().get(format!("{}/", gw.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let text = page.text().await.unwrap();
+    for want in [
+        "https://bedside.test/cds-services",
+        "https://bedside.test/cds-services/deterioration",
+        "https://bedside.test/models/deterioration/3.0.0/model-card",
+        "https://bedside.test/smart/launch",
+        "synthetic data only",
+    ] {
+        assert!(text.contains(want), "no {want} in {text}");
+    }
+    let json: serde_json::Value = http()
+        .get(format!("{}/", gw.url))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["cds_services"], "https://bedside.test/cds-services");
+    let services = json["services"].as_array().unwrap();
+    assert!(services
+        .iter()
+        .any(|s| s["id"] == "sepsis-screen" && s["hook"] == "patient-view"));
+    assert!(json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "deterioration"
+            && m["version"] == "3.0.0"
+            && m["status"] == "active"));
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn the_model_card_behind_source_url_is_served() {
     let keys = KeyServer::start().await;
