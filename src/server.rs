@@ -5,7 +5,7 @@
 //! is a gateway that can answer. [`app`] is the one place routes and middleware are set up;
 //! `main` and the integration tests both use it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix_cors::Cors;
@@ -93,10 +93,31 @@ struct Loader {
     switches: Arc<KillSwitch>,
     backend: Option<Arc<BackendClient>>,
     runtime: Arc<RuntimeHandle>,
+    /// The newest model-lifecycle decision the running models were loaded under (read before
+    /// loading, so a decision made during a load is seen as new).
+    loaded_decision: AtomicI64,
 }
 
 impl Loader {
     async fn reload(&self) -> Result<(), StartupError> {
+        let latest = self.store.latest_decision_id().await;
+        let result = self.load().await;
+        // Refused or not, this decision has been tried: the replica that made it reverts it
+        // (a newer decision) when its own reload is refused.
+        if let Ok(id) = latest {
+            self.loaded_decision.fetch_max(id, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Whether another replica recorded a decision after the one these models were loaded
+    /// under.
+    async fn behind_decisions(&self) -> Result<bool, StoreError> {
+        let latest = self.store.latest_decision_id().await?;
+        Ok(latest > self.loaded_decision.load(Ordering::Relaxed))
+    }
+
+    async fn load(&self) -> Result<(), StartupError> {
         match load_runtime(
             &self.config,
             self.fhir.clone(),
@@ -223,6 +244,7 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         .clone()
         .map(|c| BackendClient::new(c, &config.egress_policy()).map(Arc::new))
         .transpose()?;
+    let loaded_decision = AtomicI64::new(store.latest_decision_id().await?);
     let runtime = Arc::new(RuntimeHandle::new(
         load_runtime(
             &config,
@@ -278,6 +300,7 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         switches: switches.clone(),
         backend: backend.clone(),
         runtime: runtime.clone(),
+        loaded_decision,
     });
     let admin = AdminState {
         runtime: runtime.clone(),
@@ -673,13 +696,13 @@ fn not_found_body(message: String) -> HttpResponse {
     )
 }
 
-/// The retention purge ([`crate::store::Retention`]): at start-up, then every `purge_every`. A
-/// failed purge is logged and tried again at the next run; nothing else waits for it.
-/// How often a replica on a shared store reads the kill switches the others set.
+/// How often a replica on a shared store reads the kill switches and model decisions the
+/// others set.
 const FOLLOW_SWITCHES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// On a shared store: follows the kill switches set on any replica (within
-/// [`FOLLOW_SWITCHES_EVERY`]) and, every minute, forgets client-token ids past their expiry.
+/// On a shared store: follows the kill switches set and the model promotions and retirements
+/// recorded on any replica (within [`FOLLOW_SWITCHES_EVERY`]) and, every minute, forgets
+/// client-token ids past their expiry.
 async fn follow_switches(state: web::Data<AppState>) {
     let mut every = tokio::time::interval(FOLLOW_SWITCHES_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -688,6 +711,15 @@ async fn follow_switches(state: web::Data<AppState>) {
         match state.store.disabled_services().await {
             Ok(disabled) => state.switches.replace(disabled),
             Err(e) => tracing::warn!(error = %e, "kill switches not read; kept as they were"),
+        }
+        // A promotion or retirement made through another replica: load what it decided.
+        match state.loader.behind_decisions().await {
+            Ok(true) => {
+                tracing::info!("a model decision was recorded by another replica; reloading");
+                let _ = state.loader.reload().await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "model decisions not read"),
         }
         if tick % 60 == 0 {
             if let Err(e) = state
@@ -701,6 +733,8 @@ async fn follow_switches(state: web::Data<AppState>) {
     }
 }
 
+/// The retention purge ([`crate::store::Retention`]): at start-up, then every `purge_every`. A
+/// failed purge is logged and tried again at the next run; nothing else waits for it.
 async fn purge_on_schedule(state: web::Data<AppState>) {
     let retention = state.config.retention;
     let mut every = tokio::time::interval(state.config.purge_every);

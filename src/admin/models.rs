@@ -145,6 +145,9 @@ async fn history(
     )
 }
 
+/// Longest a decision waits for another replica's (which includes that replica's reload).
+const GOVERNANCE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The body of a promotion or retirement.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +175,16 @@ async fn decide(
     let now = chrono::Utc::now();
     let g = governor(state);
     let _one_at_a_time = state.governance.serial.lock().await;
+    // And one at a time across replicas sharing the store (each decision reads the statuses
+    // the last one left).
+    let _one_across_replicas = state
+        .store
+        .lock_decision(&["governance".to_owned()], GOVERNANCE_WAIT)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "governance decision lock not had");
+            AdminError::StoreUnavailable
+        })?;
     if action == "evaluate" {
         let evaluation = g.evaluate(&model, &version, now).await?;
         tracing::info!(model = %model, version = %version, admin = %actor, passed = evaluation.passed, "model evaluated");

@@ -317,7 +317,7 @@ impl Governor<'_> {
         version: &str,
         request: &Request<'_>,
     ) -> Result<Vec<StoredDecision>, GovernanceError> {
-        let (this, _, refs) = self
+        let (this, all, refs) = self
             .changing(model, version, request, ModelStatus::Retired)
             .await?;
         for r in refs {
@@ -339,14 +339,33 @@ impl Governor<'_> {
                 });
             }
         }
-        let decision = self.decision(
+        let mut decisions = vec![self.decision(
             &this,
             ModelStatus::Retired,
             request,
             request.reason.to_owned(),
             None,
-        );
-        Ok(self.store_decisions(vec![decision]).await?)
+        )];
+        // The first decision about a model puts it under governance, where a manifest alone
+        // no longer makes a version active: the version its manifest made active is recorded
+        // as active too, or retiring an unused version would silently switch off its cards.
+        if !self.lifecycle().await?.is_governed(model) {
+            for kept in all
+                .iter()
+                .filter(|v| v.status == ModelStatus::Active && v.manifest.version != version)
+            {
+                decisions.push(self.decision(
+                    kept,
+                    ModelStatus::Active,
+                    request,
+                    format!(
+                        "kept active: its manifest made it active before {model} came under governance (retiring {version})"
+                    ),
+                    None,
+                ));
+            }
+        }
+        Ok(self.store_decisions(decisions).await?)
     }
 
     /// What a change of `version` to `to` starts from: the request checked, the version (not

@@ -87,7 +87,7 @@ async fn invoke(
     };
     // The trace of the call (exported over OTLP when configured): ids only.
     let span = tracing::info_span!(
-        "cds_hook",
+        crate::telemetry::otlp::SERVER_SPAN,
         service = %id.as_str(),
         hook_instance = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty

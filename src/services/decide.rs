@@ -23,6 +23,8 @@ use crate::store::{DecisionGuard, Outcome};
 
 /// Longest a decision waits for another on the same patient, unit or call.
 const DECISION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Shortest: what a call past its deadline still waits.
+const DECISION_WAIT_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl CdsService {
     /// The active model's answer once it has scored: thresholds, shadow mode, guardrails
@@ -240,9 +242,11 @@ impl CdsService {
         if keys.is_empty() {
             return None;
         }
+        // A call at its deadline still gets a short wait: deciding without the lock risks a
+        // second card, a few more milliseconds do not.
         let wait = deadline
             .saturating_duration_since(std::time::Instant::now())
-            .min(DECISION_WAIT);
+            .clamp(DECISION_WAIT_MIN, DECISION_WAIT);
         match self.env.store.lock_decision(&keys, wait).await {
             Ok(held) => Some(held),
             Err(e) => {

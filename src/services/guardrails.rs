@@ -91,7 +91,11 @@ pub fn decision_keys(
         ));
     }
     if policy.budget.is_some() && indicator >= Indicator::Warning {
-        keys.push(format!("unit\u{1f}{scope}\u{1f}{}", who.unit));
+        // As the budget counts: per client, tenant and unit (any FHIR server).
+        keys.push(format!(
+            "unit\u{1f}{}\u{1f}{}\u{1f}{}",
+            who.scope.client_iss, who.scope.tenant, who.unit
+        ));
     }
     if let Some((group, hook_instance)) = group_call {
         keys.push(call_lock_key(who.scope, group, hook_instance));
@@ -102,10 +106,8 @@ pub fn decision_keys(
 /// The decision key of one call within dedup `group`: the group's services decide it one at
 /// a time.
 pub fn call_lock_key(scope: &Scope, group: &str, hook_instance: &str) -> String {
-    format!(
-        "call\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{group}\u{1f}{hook_instance}",
-        scope.client_iss, scope.tenant, scope.fhir_server
-    )
+    // As calls are keyed ([`Scope::call_key`]): client, tenant and hookInstance.
+    format!("call\u{1f}{group}\u{1f}{}", scope.call_key(hook_instance))
 }
 
 async fn suppression(

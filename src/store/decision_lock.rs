@@ -107,7 +107,9 @@ async fn advisory_locks(
     wait: Duration,
 ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
     let mut tx = pool.begin().await?;
-    let ms = wait.as_millis().clamp(1, 60_000);
+    // Below the caller's own timeout, so that the server gives up first (55P03) and the
+    // connection comes back clean rather than mid-statement.
+    let ms = (wait.as_millis() * 3 / 4).clamp(1, 60_000);
     sqlx::query(&format!("SET LOCAL lock_timeout = '{ms}ms'"))
         .execute(&mut *tx)
         .await?;

@@ -58,6 +58,10 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/store/migrations/sqlite
 /// The same schema in PostgreSQL types, version for version.
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/store/migrations/postgres");
 
+/// PostgreSQL connections for decision locks per process: each card decision that holds keys
+/// keeps one until its record is committed (a few milliseconds).
+const LOCK_CONNECTIONS: u32 = 16;
+
 /// How long a statement waits for a SQLite lock, and a caller for a pooled connection,
 /// before the store gives up (and the caller answers 503).
 const WAIT: Duration = Duration::from_secs(5);
@@ -213,7 +217,7 @@ impl Store {
             Backend::Sqlite => None,
             Backend::Postgres => Some(
                 AnyPoolOptions::new()
-                    .max_connections(8)
+                    .max_connections(LOCK_CONNECTIONS)
                     .acquire_timeout(WAIT)
                     .connect_lazy_with(url.parse()?),
             ),

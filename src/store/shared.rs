@@ -1,6 +1,7 @@
 //! State that replicas behind a load balancer share through the database: client-JWT ids
-//! already used (replay protection across replicas) and the run-time kill switch (durable
-//! across restarts, seen by every replica).
+//! already used (replay protection across replicas), the run-time kill switch (durable
+//! across restarts, seen by every replica), and the newest model-lifecycle decision (a
+//! replica that sees one it has not loaded reloads).
 
 use std::collections::BTreeSet;
 
@@ -71,5 +72,14 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The id of the newest model-lifecycle decision (0 when none): a replica compares it
+    /// with the one its models were loaded under.
+    pub async fn latest_decision_id(&self) -> Result<i64, StoreError> {
+        let (id,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(id), 0) FROM model_decisions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
     }
 }

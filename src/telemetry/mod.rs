@@ -31,9 +31,12 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => lines.boxed(),
         LogFormat::Json => lines.json().with_current_span(true).boxed(),
     };
+    // The hint keeps TRACE and DEBUG call sites (here and in dependencies) switched off at
+    // their source, as a global filter would.
     let spans = tracing_subscriber::filter::filter_fn(|meta| {
         meta.is_span() && *meta.level() <= tracing::Level::INFO
-    });
+    })
+    .with_max_level_hint(tracing::level_filters::LevelFilter::INFO);
     let _ = tracing_subscriber::registry()
         .with(lines.with_filter(filter))
         .with(OtlpLayer.with_filter(spans))

@@ -197,8 +197,12 @@ impl Exporter {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures_logged = 0u32;
+        let mut full = false;
         loop {
-            tick.tick().await;
+            // A full batch means more are waiting: send the next at once.
+            if !full {
+                tick.tick().await;
+            }
             let mut batch = Vec::new();
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -207,6 +211,7 @@ impl Exporter {
                     Err(mpsc::error::TryRecvError::Disconnected) => return,
                 }
             }
+            full = batch.len() == MAX_BATCH;
             if batch.is_empty() {
                 continue;
             }
@@ -264,8 +269,8 @@ fn otlp_span(s: &Finished) -> Value {
         "traceId": format!("{:032x}", s.trace_id),
         "spanId": format!("{:016x}", s.span_id),
         "name": s.name,
-        // SPAN_KIND_SERVER for the hook call, INTERNAL for its parts.
-        "kind": if s.parent.is_none() { 2 } else { 1 },
+        // SPAN_KIND_SERVER for the hook call, INTERNAL for everything else.
+        "kind": if s.parent.is_none() && s.name == SERVER_SPAN { 2 } else { 1 },
         "startTimeUnixNano": unix_nanos(s.start),
         "endTimeUnixNano": unix_nanos(s.end),
         "attributes": s.attributes.iter().map(|(k, v)| attribute(k, v.clone())).collect::<Vec<_>>(),
@@ -273,15 +278,29 @@ fn otlp_span(s: &Finished) -> Value {
     if let Some(parent) = s.parent {
         span["parentSpanId"] = Value::String(format!("{parent:016x}"));
     }
+    // STATUS_CODE_ERROR for a call answered 5xx (OpenTelemetry's HTTP server convention).
+    let status = s
+        .attributes
+        .iter()
+        .find(|(k, _)| *k == "http.response.status_code")
+        .and_then(|(_, v)| v.as_u64());
+    if status.is_some_and(|code| code >= 500) {
+        span["status"] = json!({"code": 2});
+    }
     span
 }
+
+/// The name of the span that is the server side of a hook call.
+pub const SERVER_SPAN: &str = "cds_hook";
 
 /// An OTLP `KeyValue` with its `AnyValue`.
 fn attribute(key: &str, value: Value) -> Value {
     let any = match value {
         Value::Bool(b) => json!({"boolValue": b}),
         // 64-bit integers are decimal strings in OTLP/JSON.
-        Value::Number(n) if n.is_i64() || n.is_u64() => json!({"intValue": n.to_string()}),
+        Value::Number(n) if n.is_i64() => json!({"intValue": n.to_string()}),
+        // Beyond int64: as text rather than an invalid intValue.
+        Value::Number(n) if n.is_u64() => json!({"stringValue": n.to_string()}),
         Value::Number(n) => json!({"doubleValue": n}),
         Value::String(s) => json!({"stringValue": s}),
         other => json!({"stringValue": other.to_string()}),

@@ -135,10 +135,15 @@ impl Cluster {
         };
         let ports = [free_port(), free_port()];
         let config = |name: &str, port: u16| {
-            let text = config_text(&opts, &dir.path().join(format!("{name}.db"))).replace(
-                "listen = '127.0.0.1:0'",
-                &format!("listen = '127.0.0.1:{port}'"),
-            );
+            let text = config_text(&opts, &dir.path().join(format!("{name}.db")))
+                .replace(
+                    "listen = '127.0.0.1:0'",
+                    &format!("listen = '127.0.0.1:{port}'"),
+                )
+                .replace(
+                    "name = 'test-admin'",
+                    "name = 'test-admin'\nroles = ['report', 'operate', 'promote']",
+                );
             let path = dir.path().join(format!("{name}.toml"));
             std::fs::write(&path, text).unwrap();
             path
@@ -307,6 +312,92 @@ async fn concurrent_calls_through_both_replicas_show_exactly_the_cards_one_proce
     drop(lb);
     drop(a);
     drop(b);
+}
+
+/// The models replica `base` serves, `(name, version, status)`, from its front page.
+async fn served_models(base: &str) -> Vec<(String, String, String)> {
+    let page: Value = http()
+        .get(format!("{base}/"))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+            (s("name"), s("version"), s("status"))
+        })
+        .collect()
+}
+
+/// A model decision (here: retiring the shadow deterioration 2.0.0) made through one replica
+/// is loaded by the other within seconds, without a signal; decisions through both at once are
+/// taken one after the other.
+#[tokio::test]
+async fn a_model_retired_through_one_replica_is_retired_on_the_other() {
+    let cluster = Cluster::new().await;
+    let (a, b) = (cluster.replica(0), cluster.replica(1));
+    let shadow = (
+        "deterioration".to_owned(),
+        "2.0.0".to_owned(),
+        "shadow".to_owned(),
+    );
+    assert!(served_models(&b.url).await.contains(&shadow));
+    let retire = |base: String| async move {
+        http()
+            .post(format!("{base}/admin/models/deterioration/2.0.0/retire"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"reason": "superseded by 3.0.0"}))
+            .send()
+            .await
+            .unwrap()
+    };
+    // Through both at once: one retires it, the other finds it retired already.
+    let (first, second) = tokio::join!(retire(a.url.clone()), retire(b.url.clone()));
+    let statuses = [first.status().as_u16(), second.status().as_u16()];
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let started = Instant::now();
+    for replica in [&a.url, &b.url] {
+        loop {
+            let served = served_models(replica).await;
+            if !served.contains(&shadow) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{replica} still serves deterioration 2.0.0 in shadow: {served:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Cards still come from the active version on both.
+    for replica in [&a.url, &b.url] {
+        let (status, body) = hook(replica, &fresh_token()).await;
+        assert_eq!(status, 200);
+        assert!(
+            body["cards"][0]["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("deterioration v3.0.0"),
+            "{body}"
+        );
+    }
+    let history: Value = http()
+        .get(format!("{}/admin/models", a.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(history.to_string().contains("retired"), "{history}");
 }
 
 /// What the load of [`load`] saw.
