@@ -86,8 +86,15 @@ async fn invoke(
         ..Default::default()
     };
     // The trace of the call (exported over OTLP when configured): ids only.
+    // A caller's W3C trace context continues in this trace (the layer reads and drops it).
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128);
     let span = tracing::info_span!(
         crate::telemetry::otlp::SERVER_SPAN,
+        traceparent,
         service = %id.as_str(),
         hook_instance = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty

@@ -270,7 +270,7 @@ fn otlp_span(s: &Finished) -> Value {
         "spanId": format!("{:016x}", s.span_id),
         "name": s.name,
         // SPAN_KIND_SERVER for the hook call, INTERNAL for everything else.
-        "kind": if s.parent.is_none() && s.name == SERVER_SPAN { 2 } else { 1 },
+        "kind": if s.name == SERVER_SPAN { 2 } else { 1 },
         "startTimeUnixNano": unix_nanos(s.start),
         "endTimeUnixNano": unix_nanos(s.end),
         "attributes": s.attributes.iter().map(|(k, v)| attribute(k, v.clone())).collect::<Vec<_>>(),
@@ -356,6 +356,30 @@ impl Visit for Fields<'_> {
     }
 }
 
+/// `(trace id, parent span id)` of a W3C Trace Context `traceparent` header
+/// (`00-<32 hex>-<16 hex>-<2 hex>`), if it is one: lowercase hex, ids not all zero, version not
+/// `ff`; a later version may add fields after a `-`.
+pub fn parse_traceparent(header: &str) -> Option<(u128, u64)> {
+    let mut parts = header.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !hex(version, 2) || version == "ff" || !hex(flags, 2) || !hex(trace, 32) || !hex(parent, 16)
+    {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let trace = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
+    let parent = u64::from_str_radix(parent, 16).ok().filter(|p| *p != 0)?;
+    Some((trace, parent))
+}
+
 /// Random non-zero ids (OTLP forbids all-zero trace and span ids).
 fn new_trace_id() -> u128 {
     uuid::Uuid::new_v4().as_u128() | 1
@@ -390,6 +414,20 @@ where
             attributes: Vec::new(),
         };
         attrs.record(&mut Fields(&mut open.attributes));
+        // A caller's W3C `traceparent` (on the hook call's span): this trace continues theirs.
+        if let Some(i) = open
+            .attributes
+            .iter()
+            .position(|(k, _)| *k == "traceparent")
+        {
+            let (_, value) = open.attributes.remove(i);
+            if let (None, Some((trace, remote))) =
+                (parent, value.as_str().and_then(parse_traceparent))
+            {
+                open.trace_id = trace;
+                open.parent = Some(remote);
+            }
+        }
         span.extensions_mut().insert(open);
     }
 
@@ -449,6 +487,30 @@ mod tests {
         assert_eq!(v["startTimeUnixNano"], "1500");
         assert_eq!(v["attributes"][1]["value"]["intValue"], "1");
         assert_eq!(v["attributes"][2]["value"]["boolValue"], true);
+    }
+
+    #[test]
+    fn traceparent_is_read_as_w3c_trace_context_says() {
+        assert_eq!(
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some((0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7))
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+        // A later version may append fields.
+        assert!(
+            parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-ab")
+                .is_some()
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! OpenTelemetry traces: `bedside serve` with `[telemetry] otlp_endpoint` exports the spans of a
-//! hook call over OTLP/HTTP JSON to a receiver in this test. One trace per call, the hook call
-//! as its root with service and hookInstance, its parts (auth, FHIR queries, features,
+//! hook call over OTLP/HTTP JSON to a receiver in this test. One trace per call, continuing the
+//! caller's W3C `traceparent`, the hook call as its root with service and hookInstance, its parts (auth, FHIR queries, features,
 //! inference, decision, explanation, record) as children; nothing of the patient in any
 //! exported byte. The payload parses as an `ExportTraceServiceRequest` with the OpenTelemetry
 //! protobuf definitions (PyPI `opentelemetry-proto`, which `.ci/setup` installs with MLServer).
@@ -111,9 +111,12 @@ async fn a_hook_call_is_exported_as_one_otlp_trace_without_phi() {
     let patient_id = request["context"]["patientId"].as_str().unwrap().to_owned();
     let hook_instance = uuid::Uuid::new_v4().to_string();
     request["hookInstance"] = hook_instance.clone().into();
+    // The EHR's own trace (W3C Trace Context): bedside's spans continue it.
+    let (caller_trace, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let r = http()
         .post(format!("{}/cds-services/deterioration", gw.url))
         .header("Authorization", bearer("deterioration", Key::Rs384))
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
         .json(&request)
         .send()
         .await
@@ -147,11 +150,11 @@ async fn a_hook_call_is_exported_as_one_otlp_trace_without_phi() {
         attr(&root, "http.response.status_code").unwrap()["intValue"],
         "200"
     );
-    assert!(root.get("parentSpanId").is_none(), "{root}");
+    assert_eq!(root["parentSpanId"], caller_span, "{root}");
     assert_eq!(root["kind"], 2, "server span");
+    assert!(attr(&root, "traceparent").is_none(), "{root}");
     let trace_id = root["traceId"].as_str().unwrap().to_owned();
-    assert_eq!(trace_id.len(), 32);
-    assert_ne!(trace_id, "0".repeat(32));
+    assert_eq!(trace_id, caller_trace);
 
     // Its parts, all in its trace, each under a span of the trace, each within its parent.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -179,7 +182,8 @@ async fn a_hook_call_is_exported_as_one_otlp_trace_without_phi() {
     for span in &trace {
         assert_eq!(span["spanId"].as_str().unwrap().len(), 16);
         assert!(nanos(span, "startTimeUnixNano") <= nanos(span, "endTimeUnixNano"));
-        if let Some(parent) = span["parentSpanId"].as_str() {
+        let local_parent = span["parentSpanId"].as_str().filter(|p| *p != caller_span);
+        if let Some(parent) = local_parent {
             let parent = by_id(parent).unwrap_or_else(|| panic!("orphan span {span}"));
             assert!(nanos(parent, "startTimeUnixNano") <= nanos(span, "startTimeUnixNano"));
         }
