@@ -338,6 +338,8 @@ async fn serve(config: PathBuf, insecure_no_auth: bool) -> anyhow::Result<()> {
     tracing::info!(addr = %running.addr, "bedside listening");
     println!("bedside listening on http://{}", running.addr);
     running.server.await?;
+    // Stopped (SIGTERM, Ctrl-C): the spans of the last calls still go to the collector.
+    bedside::telemetry::otlp::flush(std::time::Duration::from_secs(5)).await;
     Ok(())
 }
 

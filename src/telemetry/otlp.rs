@@ -128,6 +128,8 @@ struct Finished {
 /// Where closed spans go once [`start`] has run.
 struct Sink {
     queue: mpsc::Sender<Finished>,
+    /// Asks the exporter to send what is queued now, and says when it has.
+    flush: mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
@@ -164,7 +166,8 @@ pub fn start(settings: &TelemetrySettings) -> Result<bool, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel(QUEUE);
-    if SINK.set(Sink { queue: tx }).is_err() {
+    let (flush, flushes) = mpsc::channel(1);
+    if SINK.set(Sink { queue: tx, flush }).is_err() {
         return Ok(true);
     }
     let exporter = Exporter {
@@ -173,8 +176,17 @@ pub fn start(settings: &TelemetrySettings) -> Result<bool, String> {
         resource: resource(&settings.service_name),
         every: settings.export_every,
     };
-    tokio::spawn(exporter.run(rx));
+    tokio::spawn(exporter.run(rx, flushes));
     Ok(true)
+}
+
+/// Sends the spans still queued (at shutdown: a stop loses no trace), waiting at most `wait`.
+pub async fn flush(wait: Duration) {
+    let Some(sink) = SINK.get() else { return };
+    let (done, sent) = tokio::sync::oneshot::channel();
+    if sink.flush.try_send(done).is_ok() {
+        let _ = tokio::time::timeout(wait, sent).await;
+    }
 }
 
 /// The exported resource: who the spans are from.
@@ -193,15 +205,23 @@ struct Exporter {
 }
 
 impl Exporter {
-    async fn run(self, mut rx: mpsc::Receiver<Finished>) {
+    async fn run(
+        self,
+        mut rx: mpsc::Receiver<Finished>,
+        mut flushes: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
+    ) {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures_logged = 0u32;
         let mut full = false;
+        let mut flushing: Option<tokio::sync::oneshot::Sender<()>> = None;
         loop {
-            // A full batch means more are waiting: send the next at once.
-            if !full {
-                tick.tick().await;
+            // A full batch means more are waiting: send the next at once; so does a flush.
+            if !full && flushing.is_none() {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    Some(done) = flushes.recv() => flushing = Some(done),
+                }
             }
             let mut batch = Vec::new();
             while batch.len() < MAX_BATCH {
@@ -212,22 +232,36 @@ impl Exporter {
                 }
             }
             full = batch.len() == MAX_BATCH;
-            if batch.is_empty() {
+            if batch.is_empty() || (!full && flushing.is_some()) {
+                // Flushed: everything queued has been sent (or there was nothing).
+                if let (false, Some(done)) = (full, flushing.take()) {
+                    if !batch.is_empty() {
+                        self.export(batch, &mut failures_logged).await;
+                    }
+                    let _ = done.send(());
+                }
                 continue;
             }
+            self.export(batch, &mut failures_logged).await;
+        }
+    }
+
+    /// Sends one batch, counting it as exported or dropped.
+    async fn export(&self, batch: Vec<Finished>, failures_logged: &mut u32) {
+        {
             let n = batch.len() as u64;
             match self.send(&batch).await {
                 Ok(()) => {
                     EXPORTED.fetch_add(n, Ordering::Relaxed);
-                    failures_logged = 0;
+                    *failures_logged = 0;
                 }
                 Err(e) => {
                     DROPPED.fetch_add(n, Ordering::Relaxed);
                     // One line per run of failures, not one per batch.
-                    if failures_logged == 0 {
+                    if *failures_logged == 0 {
                         tracing::warn!(error = %e, spans = n, "OTLP export failed; spans dropped");
                     }
-                    failures_logged = failures_logged.saturating_add(1);
+                    *failures_logged = failures_logged.saturating_add(1);
                 }
             }
         }
