@@ -232,37 +232,33 @@ impl Exporter {
                 }
             }
             full = batch.len() == MAX_BATCH;
-            if batch.is_empty() || (!full && flushing.is_some()) {
-                // Flushed: everything queued has been sent (or there was nothing).
-                if let (false, Some(done)) = (full, flushing.take()) {
-                    if !batch.is_empty() {
-                        self.export(batch, &mut failures_logged).await;
-                    }
+            if !batch.is_empty() {
+                self.export(batch, &mut failures_logged).await;
+            }
+            // A flush is done once a batch that was not full has gone: nothing was left queued.
+            if !full {
+                if let Some(done) = flushing.take() {
                     let _ = done.send(());
                 }
-                continue;
             }
-            self.export(batch, &mut failures_logged).await;
         }
     }
 
     /// Sends one batch, counting it as exported or dropped.
     async fn export(&self, batch: Vec<Finished>, failures_logged: &mut u32) {
-        {
-            let n = batch.len() as u64;
-            match self.send(&batch).await {
-                Ok(()) => {
-                    EXPORTED.fetch_add(n, Ordering::Relaxed);
-                    *failures_logged = 0;
+        let n = batch.len() as u64;
+        match self.send(&batch).await {
+            Ok(()) => {
+                EXPORTED.fetch_add(n, Ordering::Relaxed);
+                *failures_logged = 0;
+            }
+            Err(e) => {
+                DROPPED.fetch_add(n, Ordering::Relaxed);
+                // One line per run of failures, not one per batch.
+                if *failures_logged == 0 {
+                    tracing::warn!(error = %e, spans = n, "OTLP export failed; spans dropped");
                 }
-                Err(e) => {
-                    DROPPED.fetch_add(n, Ordering::Relaxed);
-                    // One line per run of failures, not one per batch.
-                    if *failures_logged == 0 {
-                        tracing::warn!(error = %e, spans = n, "OTLP export failed; spans dropped");
-                    }
-                    *failures_logged = failures_logged.saturating_add(1);
-                }
+                *failures_logged = failures_logged.saturating_add(1);
             }
         }
     }
