@@ -128,6 +128,24 @@ class SummaryModel(nn.Module):
             raise ValueError("input must be float32 [B, steps, channels] as the manifest declares")
         return torch.sigmoid(self.logit(x))
 
+    def secant(self, sd: torch.Tensor) -> torch.Tensor:
+        """m_j = (f_j(s_j) - f_j(0)) / s_j per raw summary [B, F], the head being a sum of one
+        function f_j per summary: what `attribute` needs from the head."""
+        return self.hinge_secant(sd)
+
+    def hinge_secant(self, sd: torch.Tensor) -> torch.Tensor:
+        """`secant` of the hinge head (f_j'(s_j) where s_j is ~0)."""
+        f = self.n_summaries
+        w = self.head.weight.detach().view(-1)
+        w_lin = w[:f]
+        w_hinge = w[f:].view(f, self.n_knots)
+        above = sd.unsqueeze(2) - self.knots
+        f_s = w_lin * sd + (torch.relu(above) * w_hinge).sum(2)
+        f_0 = (torch.relu(-self.knots) * w_hinge).sum(1)
+        slope_here = w_lin + ((above > 0).float() * w_hinge).sum(2)
+        small = sd.abs() < 1e-6
+        return torch.where(small, slope_here, (f_s - f_0) / torch.where(small, 1.0, sd))
+
     @torch.jit.export
     def attribute(self, x: torch.Tensor) -> torch.Tensor:
         """Per-cell contributions to the calibrated logit [B, T, 2C]: each measurement is credited
@@ -153,16 +171,7 @@ class SummaryModel(nn.Module):
         xg = x.detach().requires_grad_(True)
         s = self.summaries(xg)
         sd = s.detach()
-        f = self.n_summaries
-        w = self.head.weight.detach().view(-1)
-        w_lin = w[:f]
-        w_hinge = w[f:].view(f, self.n_knots)
-        above = sd.unsqueeze(2) - self.knots
-        f_s = w_lin * sd + (torch.relu(above) * w_hinge).sum(2)
-        f_0 = (torch.relu(-self.knots) * w_hinge).sum(1)
-        slope_here = w_lin + ((above > 0).float() * w_hinge).sum(2)
-        small = sd.abs() < 1e-6
-        mult = torch.where(small, slope_here, (f_s - f_0) / torch.where(small, 1.0, sd)) * self.calib_slope
+        mult = self.secant(sd) * self.calib_slope
         grads = torch.autograd.grad([(s * mult).sum()], [xg])
         torch.ops.aten.set_grad_enabled(was)
         g = grads[0]
@@ -192,6 +201,82 @@ class SummaryModel(nn.Module):
             self.knots.copy_(mu.unsqueeze(1) + self.knots * sd.unsqueeze(1))
             self.sum_mean.zero_()
             self.sum_std.fill_(1.0)
+
+
+class StumpSummaryModel(SummaryModel):
+    """`[summary] head = "stumps"`: the same summaries, scored by gradient-boosted depth-1 trees
+    (the strongest simple baseline on the cross-generator runs) instead of the hinge basis. A sum
+    of stumps is a sum of one step function per summary, so `attribute` (inherited) credits
+    measurements exactly as for the hinge head; the forward pass is one gather, one comparison and
+    one sum. Trained on raw summaries: thresholds are in the summaries' own units, no folding."""
+
+    def __init__(self, steps: int, channels: int, step_hours: float, stumps: int, stale_cap_hours: float = 24.0,
+                 extreme_hours: float | None = None, change_hours=(6.0, 24.0), knots=()):
+        super().__init__(steps, channels, step_hours, stale_cap_hours=stale_cap_hours, knots=knots,
+                         extreme_hours=extreme_hours, change_hours=change_hours)
+        self.register_buffer("stump_feature", torch.zeros(stumps, dtype=torch.long))
+        self.register_buffer("stump_threshold", torch.zeros(stumps))
+        self.register_buffer("stump_left", torch.zeros(stumps))
+        self.register_buffer("stump_right", torch.zeros(stumps))
+        self.register_buffer("stump_base", torch.zeros(1))
+        self.register_buffer("secant_floor", torch.tensor(0.5))
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+
+    def leaves(self, s: torch.Tensor) -> torch.Tensor:
+        """Each stump's output [B, S] for raw summaries [B, F] (left where s < threshold)."""
+        return torch.where(s.index_select(1, self.stump_feature) < self.stump_threshold, self.stump_left,
+                           self.stump_right)
+
+    def raw_logit(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stump_logit(self.summaries(x))
+
+    def stump_logit(self, s: torch.Tensor) -> torch.Tensor:
+        return self.leaves(s).sum(1, keepdim=True) + self.stump_base
+
+    def secant(self, sd: torch.Tensor) -> torch.Tensor:
+        return self.stump_secant(sd)
+
+    def stump_secant(self, sd: torch.Tensor) -> torch.Tensor:
+        """f_j = the sum of summary j's stumps, a step function: (f_j(s) - f_j(0)) / s with |s|
+        floored at `secant_floor` (a step just beside 0 would otherwise turn a tiny summary into a
+        huge multiplier and credit whichever reading moved it)."""
+        f_s = torch.zeros_like(sd).index_add_(1, self.stump_feature, self.leaves(sd))
+        at_zero = torch.where(self.zero < self.stump_threshold, self.stump_left, self.stump_right)
+        f_0 = torch.zeros(sd.size(1), dtype=sd.dtype).index_add_(0, self.stump_feature, at_zero)
+        den = torch.where(sd < self.zero, torch.clamp(sd, max=-self.secant_floor),
+                          torch.clamp(sd, min=self.secant_floor))
+        return (f_s - f_0) / den
+
+    @torch.jit.unused
+    def fold_standardisation(self) -> None:
+        """Nothing to fold: the stumps were fitted on raw summaries."""
+
+    @torch.jit.unused
+    def set_stumps(self, base: float, stumps) -> None:
+        """(feature, threshold, left, right) per stump, as `models.comparators.fit_stumps` returns them."""
+        with torch.no_grad():
+            self.stump_base.fill_(base)
+            self.stump_feature.copy_(torch.tensor([t[0] for t in stumps], dtype=torch.long))
+            self.stump_threshold.copy_(torch.tensor([t[1] for t in stumps], dtype=torch.float32))
+            self.stump_left.copy_(torch.tensor([t[2] for t in stumps], dtype=torch.float32))
+            self.stump_right.copy_(torch.tensor([t[3] for t in stumps], dtype=torch.float32))
+
+
+class BlendSummaryModel(StumpSummaryModel):
+    """`[summary] head = "blend"`: the mean of a hinge head and a boosted-stumps head fitted on the
+    same summaries, then Platt-calibrated. The stumps carry the thresholds that transferred between
+    generators; the hinge head keeps every summary's smooth effect (a high respiratory rate that is
+    not the newest reading still raises the risk). Still one function per summary, so `attribute`
+    is the inherited linearised occlusion."""
+
+    def raw_logit(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.summaries(x)
+        return (self.head(self.basis(s)) + self.stump_logit(s)) * self.one_half
+
+    def secant(self, sd: torch.Tensor) -> torch.Tensor:
+        return (self.hinge_secant(sd) + self.stump_secant(sd)) * self.one_half
 
 
 def summary_names(feature_names: List[str]) -> List[str]:
@@ -260,3 +345,52 @@ def fit(model: SummaryModel, x_tr, y_tr, x_va, y_va, *, epochs: int, l2: float, 
     model.head.load_state_dict(best[1])
     return best[2], best[0]
 
+
+
+def fit_stumps(steps: int, channels: int, step_hours: float, x_tr, y_tr, x_va, y_va, *, rounds: int,
+               learning_rate: float, bins: int, l2: float, log=print, **summary_kw) -> StumpSummaryModel:
+    """Boosts depth-1 trees on the training split's summaries (`models.comparators.fit_stumps`:
+    logistic loss, quantile cuts, Newton leaves), keeps the number of rounds with the lowest
+    validation loss, merges stumps that cut one summary at one threshold, and returns the model
+    (uncalibrated: calib_intercept 0, calib_slope 1). Deterministic."""
+    from models import comparators
+    from models.calibration import nll
+    from models.evaluation import auroc
+
+    probe = SummaryModel(steps, channels, step_hours, **summary_kw)
+    s_tr = summaries_of(probe, x_tr).numpy()
+    s_va = summaries_of(probe, x_va).numpy()
+    # thresholds must be float32 values so that the exported comparison splits as training did
+    gb = comparators.fit_stumps(s_tr.astype(np.float64), np.asarray(y_tr, dtype=np.float64), rounds=rounds,
+                                learning_rate=learning_rate, bins=bins, l2=l2)
+    yv = np.asarray(y_va, dtype=np.float64)
+    z = np.full(len(yv), gb["base"])
+    best = (nll(z, yv), 0)
+    for i, (f, thr, left, right) in enumerate(gb["trees"], 1):
+        z += np.where(s_va[:, f] < np.float32(thr), left, right)
+        loss = nll(z, yv)
+        if loss < best[0] - 1e-7:
+            best = (loss, i)
+        if i % 25 == 0 or i == len(gb["trees"]):
+            log(f"round {i:3d}  val_loss {loss:.4f}  val_auroc {auroc(yv, z):.4f}")
+    merged: dict = {}
+    for f, thr, left, right in gb["trees"][:best[1]]:
+        key = (int(f), float(np.float32(thr)))
+        l0, r0 = merged.get(key, (0.0, 0.0))
+        merged[key] = (l0 + left, r0 + right)
+    stumps = [(f, thr, lr[0], lr[1]) for (f, thr), lr in sorted(merged.items())]
+    log(f"kept {best[1]} rounds (validation loss {best[0]:.4f}): {len(stumps)} distinct stumps")
+    model = StumpSummaryModel(steps, channels, step_hours, len(stumps), **summary_kw)
+    model.set_stumps(gb["base"], stumps)
+    return model
+
+
+def blend(hinge: SummaryModel, stumps: StumpSummaryModel, step_hours: float, **summary_kw) -> BlendSummaryModel:
+    """A `BlendSummaryModel` from a fitted (folded) hinge model and a fitted stumps model, both built
+    with these `step_hours` and summary settings (uncalibrated)."""
+    model = BlendSummaryModel(hinge.steps, hinge.channels, step_hours, int(stumps.stump_feature.numel()),
+                              knots=tuple([0.0] * hinge.n_knots), **summary_kw)
+    state = {k: v for k, v in hinge.state_dict().items()}
+    state.update({k: v for k, v in stumps.state_dict().items() if k.startswith("stump_") or k == "secant_floor"})
+    model.load_state_dict(state)
+    return model

@@ -7,7 +7,8 @@
 Module checks: folding the standardisation keeps the logit; `attribute` summed per measurement is
 occlusion for a model linear in the values, 0 on the mask half, works on the saved file under no_grad and
 leaves no_grad on; forward and attribute agree between eager and TorchScript; the summaries ignore
-how often a stable value was measured.
+how often a stable value was measured; the boosted-stumps head (`StumpSummaryModel`) is the sum of
+its stumps and attributes like the hinge head.
 
 Model checks (as tests/models/explanations.rs does in the gateway): quiet cohort patients scored 60 h
 after admission; the newest respiratory rate set to 34/min (sepsis, deterioration) or the newest
@@ -28,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models import featurize  # noqa: E402
-from models.summary_model import SummaryModel  # noqa: E402
+from models.summary_model import StumpSummaryModel, SummaryModel, blend, fit_stumps  # noqa: E402
 from models.torchscript import save_deterministic  # noqa: E402
 
 
@@ -109,7 +110,86 @@ def check_module():
     sparse[:, (steps - 1) % 4::4, c:] = 1.0  # every 4 h, the last step included
     with torch.no_grad():
         assert torch.allclose(model.summaries(dense), model.summaries(sparse)), "frequency leaks"
-    print("ok: summary module (fold, attribution = occlusion when linear, no_grad, frequency-free summaries)")
+    check_stumps(steps, c)
+    print("ok: summary module (fold, attribution = occlusion when linear, no_grad, frequency-free summaries, "
+          "stumps head)")
+
+
+def check_stumps(steps, c):
+    """The boosted-stumps head: its logit is the sum of its stumps on the raw summaries; scripted and
+    saved it agrees with the eager module; `attribute` works under no_grad, leaves the mask half 0,
+    and credits the measurement that moved a summary across a stump; no stumps at all is a constant."""
+    g = torch.Generator().manual_seed(5)
+    n_sum = 7 * c
+    stumps = [(int(torch.randint(0, n_sum, (1,), generator=g)), float(torch.randn(1, generator=g)),
+               float(torch.randn(1, generator=g)), float(torch.randn(1, generator=g))) for _ in range(30)]
+    model = StumpSummaryModel(steps, 2 * c, 1.0, len(stumps))
+    model.set_stumps(-2.0, stumps)
+    with torch.no_grad():
+        model.calib_intercept.fill_(0.3)
+        model.calib_slope.fill_(0.9)
+    x = random_grid(32, steps, c, seed=4)
+    with torch.no_grad():
+        s = model.summaries(x)
+        z = -2.0 + sum(torch.where(s[:, f] < t, left, right) for f, t, left, right in stumps)
+        assert torch.allclose(model.raw_logit(x).squeeze(1), z, atol=1e-5), "the logit is the sum of the stumps"
+    eager_att = model.attribute(x)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.pt")
+        save_deterministic(torch.jit.script(model), path)
+        loaded = torch.jit.load(path)
+        with torch.no_grad():
+            att = loaded.attribute(x)
+            assert not torch.is_grad_enabled(), "attribute must restore the caller's no_grad"
+            assert torch.allclose(loaded(x), torch.sigmoid(model.logit(x)), atol=1e-6)
+    assert torch.allclose(att, eager_att, atol=1e-6)
+    assert att[:, :, c:].abs().max() == 0, "mask half"
+    # One stump on the last value of channel 0: a new reading that crosses it is the one credited.
+    one = StumpSummaryModel(steps, 2 * c, 1.0, 1)
+    one.set_stumps(0.0, [(0, 1.0, 0.0, 2.0)])   # "last" of channel 0 >= 1.0 -> +2
+    quiet = torch.zeros(1, steps, 2 * c)
+    quiet[:, ::3, c:] = 1.0
+    high = quiet.clone()
+    high[0, -1, 0] = 1.5
+    high[0, -1, c] = 1.0
+    with torch.no_grad():
+        assert float(one.logit(high) - one.logit(quiet)) == 2.0
+    a = one.attribute(high)[0]
+    assert int(a.abs().argmax()) == (steps - 1) * 2 * c + 0 and float(a[-1, 0]) > 0, a.nonzero()
+    # The blend: the mean of a (folded) hinge head and the stumps, scripted as it was built.
+    hinge = SummaryModel(steps, 2 * c, 1.0)
+    with torch.no_grad():
+        hinge.head.weight.normal_(0, 0.3, generator=g)
+    hinge.fold_standardisation()
+    mixed = blend(hinge, model, 1.0)
+    with torch.no_grad():
+        want = (hinge.raw_logit(x) + model.raw_logit(x)) / 2
+        assert torch.allclose(mixed.raw_logit(x), want, atol=1e-5), "blend = mean of the two heads"
+        scripted = torch.jit.script(mixed)
+        assert torch.allclose(scripted(x), torch.sigmoid(want), atol=1e-6)
+        att = scripted.attribute(x)
+        assert not torch.is_grad_enabled()
+    # (the stumps model's calibration slope 0.9 scales its attribution; the blend's is 1)
+    both = (hinge.attribute(x) + model.attribute(x) / 0.9) / 2
+    assert torch.allclose(att, both, atol=1e-4), (att - both).abs().max()
+    assert att[:, :, c:].abs().max() == 0, "mask half"
+    # Fitting: a label set by the last value of channel 1 is learnt from that summary alone.
+    xs = random_grid(600, steps, c, seed=6, p_obs=0.4)
+    ys = (xs[:, -1, 1] > 0.8).numpy().astype(np.float64)
+    fitted = fit_stumps(steps, 2 * c, 1.0, xs[:400].numpy(), ys[:400], xs[400:].numpy(), ys[400:], rounds=40,
+                        learning_rate=0.3, bins=16, l2=1.0, log=lambda line: None)
+    with torch.no_grad():
+        zs = fitted.raw_logit(xs[400:]).squeeze(1).numpy()
+    from models.evaluation import auroc
+    assert auroc(ys[400:], zs) > 0.95, auroc(ys[400:], zs)
+    weight = torch.zeros(7 * c).index_add_(0, fitted.stump_feature,
+                                           (fitted.stump_right - fitted.stump_left).abs())
+    assert int(weight.argmax()) == 1, f"`last` of channel 1 carries the label: {weight}"
+    empty = StumpSummaryModel(steps, 2 * c, 1.0, 0)
+    empty.set_stumps(-3.0, [])
+    with torch.no_grad():
+        assert torch.allclose(empty.raw_logit(x), torch.full((32, 1), -3.0))
+    assert empty.attribute(x).abs().max() == 0
 
 
 CASES = {  # model -> (feature, change)

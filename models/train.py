@@ -223,22 +223,37 @@ def train_summary(args, cfg, tr, va, ytr):
     spec = cfg["spec"]
     shape = tr.x.shape[1:]
     sc = cfg.get("summary", {})
-    model = sm.SummaryModel(shape[0], shape[1], spec["step_minutes"] / 60.0,
-                            stale_cap_hours=sc.get("stale_cap_hours", 24.0),
-                            knots=tuple(sc.get("knots", sm.DEFAULT_KNOTS)),
-                            extreme_hours=sc.get("extreme_hours"),
-                            change_hours=tuple(sc.get("change_hours", (6.0, 24.0))))
-    epoch, _ = sm.fit(model, tr.x, ytr, va.x, va.y, epochs=args.epochs, l2=args.l2 if args.l2 is not None else sc.get("l2", 1e-3),
-                      steps_per_epoch=sc.get("lbfgs_steps_per_epoch", 25),
-                      log=lambda line: print(line, flush=True))
-    model.fold_standardisation()
+    summary_kw = {"stale_cap_hours": sc.get("stale_cap_hours", 24.0), "extreme_hours": sc.get("extreme_hours"),
+                  "change_hours": tuple(sc.get("change_hours", (6.0, 24.0)))}
+    head = sc.get("head", "hinge")
+    if head not in ("hinge", "stumps", "blend"):
+        raise SystemExit(f"train.toml [summary] head: \"hinge\", \"stumps\" or \"blend\", not {head!r}")
+    step_hours = spec["step_minutes"] / 60.0
+    epoch = "-"
+    if head in ("hinge", "blend"):
+        hinge = sm.SummaryModel(shape[0], shape[1], step_hours, knots=tuple(sc.get("knots", sm.DEFAULT_KNOTS)),
+                                **summary_kw)
+        epoch, _ = sm.fit(hinge, tr.x, ytr, va.x, va.y, epochs=args.epochs,
+                          l2=args.l2 if args.l2 is not None else sc.get("l2", 1e-3),
+                          steps_per_epoch=sc.get("lbfgs_steps_per_epoch", 25),
+                          log=lambda line: print(line, flush=True))
+        hinge.fold_standardisation()
+        model = hinge
+    if head in ("stumps", "blend"):
+        st = cfg.get("stumps", {})
+        model = sm.fit_stumps(shape[0], shape[1], step_hours, tr.x, ytr, va.x, va.y,
+                              rounds=st.get("rounds", 300), learning_rate=st.get("learning_rate", 0.1),
+                              bins=st.get("bins", 16), l2=st.get("l2", 1.0),
+                              log=lambda line: print(line, flush=True), **summary_kw)
+    if head == "blend":
+        model = sm.blend(hinge, model, step_hours, **summary_kw)
     model.eval()
     with torch.no_grad():
         z = torch.cat([model.raw_logit(torch.from_numpy(va.x[i:i + 4096])) for i in range(0, len(va.x), 4096)])
     a, b = fit_platt(z.squeeze(1).double().numpy(), va.y.astype(np.float64))
     model.calib_intercept.fill_(a)
     model.calib_slope.fill_(b)
-    print(f"best epoch {epoch}; Platt scaling on the validation split: a = {a:.6f}, b = {b:.6f}", flush=True)
+    print(f"{head} head, best epoch {epoch}; Platt scaling on the validation split: a = {a:.6f}, b = {b:.6f}", flush=True)
     scripted = torch.jit.script(model)
     with torch.no_grad():
         eager = model(torch.from_numpy(va.x[:256])).squeeze(1).double().numpy()
