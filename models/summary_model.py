@@ -265,18 +265,24 @@ class StumpSummaryModel(SummaryModel):
 
 
 class BlendSummaryModel(StumpSummaryModel):
-    """`[summary] head = "blend"`: the mean of a hinge head and a boosted-stumps head fitted on the
-    same summaries, then Platt-calibrated. The stumps carry the thresholds that transferred between
+    """`[summary] head = "blend"`: a weighted mean of a hinge head and a boosted-stumps head fitted on
+    the same summaries (`stump_weight`, default 0.5), then Platt-calibrated. The stumps carry the thresholds that transferred between
     generators; the hinge head keeps every summary's smooth effect (a high respiratory rate that is
     not the newest reading still raises the risk). Still one function per summary, so `attribute`
     is the inherited linearised occlusion."""
 
+    def __init__(self, steps: int, channels: int, step_hours: float, stumps: int, stump_weight: float = 0.5,
+                 **kw):
+        super().__init__(steps, channels, step_hours, stumps, **kw)
+        self.register_buffer("stump_weight", torch.tensor(float(stump_weight)))
+        self.register_buffer("hinge_weight", torch.tensor(1.0 - float(stump_weight)))
+
     def raw_logit(self, x: torch.Tensor) -> torch.Tensor:
         s = self.summaries(x)
-        return (self.head(self.basis(s)) + self.stump_logit(s)) * self.one_half
+        return self.head(self.basis(s)) * self.hinge_weight + self.stump_logit(s) * self.stump_weight
 
     def secant(self, sd: torch.Tensor) -> torch.Tensor:
-        return (self.hinge_secant(sd) + self.stump_secant(sd)) * self.one_half
+        return self.hinge_secant(sd) * self.hinge_weight + self.stump_secant(sd) * self.stump_weight
 
 
 def summary_names(feature_names: List[str]) -> List[str]:
@@ -385,12 +391,14 @@ def fit_stumps(steps: int, channels: int, step_hours: float, x_tr, y_tr, x_va, y
     return model
 
 
-def blend(hinge: SummaryModel, stumps: StumpSummaryModel, step_hours: float, **summary_kw) -> BlendSummaryModel:
+def blend(hinge: SummaryModel, stumps: StumpSummaryModel, step_hours: float, stump_weight: float = 0.5,
+          **summary_kw) -> BlendSummaryModel:
     """A `BlendSummaryModel` from a fitted (folded) hinge model and a fitted stumps model, both built
     with these `step_hours` and summary settings (uncalibrated)."""
     model = BlendSummaryModel(hinge.steps, hinge.channels, step_hours, int(stumps.stump_feature.numel()),
-                              knots=tuple([0.0] * hinge.n_knots), **summary_kw)
-    state = {k: v for k, v in hinge.state_dict().items()}
+                              stump_weight=stump_weight, knots=tuple([0.0] * hinge.n_knots), **summary_kw)
+    state = {k: v for k, v in model.state_dict().items() if k.endswith("_weight") and "." not in k}
+    state.update(hinge.state_dict())
     state.update({k: v for k, v in stumps.state_dict().items() if k.startswith("stump_") or k == "secant_floor"})
     model.load_state_dict(state)
     return model

@@ -246,7 +246,7 @@ def train_summary(args, cfg, tr, va, ytr):
                               bins=st.get("bins", 16), l2=st.get("l2", 1.0),
                               log=lambda line: print(line, flush=True), **summary_kw)
     if head == "blend":
-        model = sm.blend(hinge, model, step_hours, **summary_kw)
+        model = sm.blend(hinge, model, step_hours, stump_weight=sc.get("stump_weight", 0.5), **summary_kw)
     model.eval()
     with torch.no_grad():
         z = torch.cat([model.raw_logit(torch.from_numpy(va.x[i:i + 4096])) for i in range(0, len(va.x), 4096)])

@@ -42,15 +42,15 @@ async fn model_metadata_follows_the_open_inference_protocol() {
     let (s, body) = call(&gw, reqwest::Method::GET, "/v2/models/deterioration", None).await;
     assert_eq!(s, 200, "{body}");
     let meta: ModelMetadata = serde_json::from_value(body).unwrap();
-    // 1.0.0 is retired (not loaded); 2.0.0 in shadow; 3.0.0 active.
-    assert_eq!(meta.versions, ["2.0.0", "3.0.0"]);
+    // 1.0.0 is retired (not loaded); 2.0.0 in shadow; 4.0.0 active.
+    assert_eq!(meta.versions, ["2.0.0", "4.0.0"]);
     assert_eq!(meta.inputs[0].shape, [-1, 48, 16]);
     assert_eq!(meta.inputs[0].datatype, "FP32");
     assert_eq!(meta.outputs[0].shape, [-1, 1]);
     let (s, _) = call(
         &gw,
         reqwest::Method::GET,
-        "/v2/models/deterioration/versions/3.0.0",
+        "/v2/models/deterioration/versions/4.0.0",
         None,
     )
     .await;
@@ -192,7 +192,7 @@ async fn predict_from_a_fhir_bundle_is_reproducible_at_a_reference_time() {
     // by tests/models/parity.rs).
     let risk = first["risk"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&risk), "{first}");
-    assert_eq!(first["version"], "3.0.0");
+    assert_eq!(first["version"], "4.0.0");
     assert_eq!(first["as_of"], as_of);
     assert_eq!(
         first["news2"]["total"],

@@ -192,7 +192,7 @@ fn assert_reads_clinically(service: &str, card: &Value) {
         "{service}: {detail}"
     );
     assert!(
-        detail.contains(" v2.0.0: ") || detail.contains(" v3.0.0: "),
+        detail.contains(" v2.0.0: ") || detail.contains(" v4.0.0: "),
         "{service}: model version missing: {detail}"
     );
     for must in ["**Data:** ", "synthetic", "**Next:**"] {

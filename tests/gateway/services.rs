@@ -355,12 +355,12 @@ async fn aki_order_sign_points_at_the_nephrotoxic_draft_order_and_ignores_others
 
 // ------------------------------------------------------------------------------- guardrails
 
-/// The deterioration fixtures under the shipped thresholds (3.0.0, warning 0.0097, critical
-/// 0.0409): early-warning (risk ≈ 0.016) is a warning, deteriorating (≈ 0.65) critical. Asserted
+/// The deterioration fixtures under the shipped thresholds (4.0.0, warning 0.0129, critical
+/// 0.0549): early-warning (risk between the two) is a warning, deteriorating (≈ 0.75) critical. Asserted
 /// here so that a retrained model or new thresholds that change the grading fail loudly.
 fn graded(t: String) -> String {
     assert!(
-        t.contains("warning = 0.0097") && t.contains("critical = 0.0409"),
+        t.contains("warning = 0.0129") && t.contains("critical = 0.0549"),
         "the deterioration thresholds changed: re-grade the fixtures"
     );
     t
@@ -384,7 +384,7 @@ async fn guardrails_suite(backend: Backend) {
         _ => t,
     });
     let gw = gateway(&keys, backend, &pg, Some(services)).await;
-    let det = manifest("deterioration", "3.0.0");
+    let det = manifest("deterioration", "4.0.0");
 
     // Suppression window with escalation.
     let first = call(
@@ -506,7 +506,7 @@ async fn guardrails_suite(backend: Backend) {
         1
     );
 
-    // Shadow model version: deterioration 2.0.0 scored and recorded beside 3.0.0.
+    // Shadow model version: deterioration 2.0.0 scored and recorded beside 4.0.0.
     let p = prediction(
         &gw,
         "deterioration",
@@ -600,7 +600,7 @@ async fn abstention_says_which_data_were_missing_and_shadow_services_show_nothin
         &gw,
         "deterioration",
         request["hookInstance"].as_str().unwrap(),
-        &manifest("deterioration", "3.0.0"),
+        &manifest("deterioration", "4.0.0"),
     )
     .await;
     assert_eq!(p["outcome"], "shadow");
@@ -684,7 +684,7 @@ async fn report_suite(backend: Backend) {
         .iter()
         .find(|r| {
             r["service_id"] == "deterioration"
-                && r["model_version"] == "3.0.0"
+                && r["model_version"] == "4.0.0"
                 && r["mode"] == "active"
         })
         .unwrap();

@@ -538,7 +538,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
             "models.recalibrate",
             "deterioration",
             "--from-version",
-            "3.0.0",
+            "4.0.0",
             "--to-version",
             "3.0.1",
             "--meds",
@@ -619,7 +619,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
     }
     assert!(
         text.lines().any(|l| l.starts_with(
-            "bedside_monitoring_alerts{model=\"deterioration\",version=\"3.0.0\",mode=\"active\",metric=\"psi:"
+            "bedside_monitoring_alerts{model=\"deterioration\",version=\"4.0.0\",mode=\"active\",metric=\"psi:"
         )),
         "{text}"
     );
