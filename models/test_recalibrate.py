@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """models/recalibrate.py on synthetic shadow-mode records (~10 s, after a summary model exists).
 
-    .venv/bin/python -m models.test_recalibrate [model version folder, default models/sepsis/2.0.0]
+    .venv/bin/python -m models.test_recalibrate [model version folder, default models/sepsis/3.0.0]
 
 Copies the model into a temporary models root, writes prediction records as the gateway stores them
 (src/store/predictions.rs field names) whose true outcome rate is sigmoid(0.7 + 0.6 logit(risk)),
@@ -35,7 +35,7 @@ def iso(t: datetime) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    src = os.path.abspath(argv[0] if argv else os.path.join(HERE, "sepsis", "2.0.0"))
+    src = os.path.abspath(argv[0] if argv else os.path.join(HERE, "sepsis", "3.0.0"))
     with open(os.path.join(src, "manifest.toml"), "rb") as f:
         man = tomllib.load(f)
     name, version, horizon = man["name"], man["version"], man["output"]["horizon_hours"]

@@ -192,7 +192,9 @@ fn assert_reads_clinically(service: &str, card: &Value) {
         "{service}: {detail}"
     );
     assert!(
-        detail.contains(" v2.0.0: ") || detail.contains(" v4.0.0: "),
+        [" v2.0.0: ", " v3.0.0: ", " v4.0.0: "]
+            .iter()
+            .any(|v| detail.contains(v)),
         "{service}: model version missing: {detail}"
     );
     for must in ["**Data:** ", "synthetic", "**Next:**"] {

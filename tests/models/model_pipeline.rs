@@ -62,12 +62,12 @@ fn python_self_tests_pass() {
     assert!(python(&[
         "-m",
         "models.test_summary_model",
-        "models/sepsis/2.0.0",
+        "models/sepsis/3.0.0",
         "models/aki/2.0.0",
         "models/deterioration/4.0.0",
     ])
     .contains("ok:"));
-    assert!(python(&["-m", "models.test_recalibrate", "models/sepsis/2.0.0"]).contains("ok:"));
+    assert!(python(&["-m", "models.test_recalibrate", "models/sepsis/3.0.0"]).contains("ok:"));
 }
 
 #[test]

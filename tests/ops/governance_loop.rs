@@ -540,7 +540,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
             "--from-version",
             "4.0.0",
             "--to-version",
-            "3.0.1",
+            "4.0.1",
             "--meds",
         ])
         .arg(&a)
@@ -557,12 +557,12 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
     );
     let printed = String::from_utf8_lossy(&run.stdout);
     assert!(printed.contains("40 records, 17 outcomes"), "{printed}");
-    sign(vec![models.join("deterioration/3.0.1")]);
+    sign(vec![models.join("deterioration/4.0.1")]);
     gw.signal("HUP");
     assert!(metric_reaches(&gw.url, "bedside_reloads_total 1").await);
 
     // 5. It scores in the shadow; evaluated on those scores; promoted; reloaded: its cards show.
-    // (Service counters start again with a reload: 2.0.0 and 3.0.1 score each call.)
+    // (Service counters start again with a reload: 2.0.0 and 4.0.1 score each call.)
     for i in 0..12 {
         call(
             &gw.url,
@@ -573,7 +573,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
         .await;
         assert!(metric_reaches(&gw.url, &shadow_line(2 * (i + 1))).await);
     }
-    let (ok, printed) = bedside(&["evaluate", "-c", cfg, "deterioration", "3.0.1"], &[]);
+    let (ok, printed) = bedside(&["evaluate", "-c", cfg, "deterioration", "4.0.1"], &[]);
     assert!(ok, "{printed}");
     assert!(printed.contains("[met] shadow scores: 12"), "{printed}");
     let (ok, printed) = bedside(
@@ -582,7 +582,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
             "-c",
             cfg,
             "deterioration",
-            "3.0.1",
+            "4.0.1",
             "--by",
             "data-science",
             "--reason",
@@ -595,7 +595,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
     assert!(metric_reaches(&gw.url, "bedside_reloads_total 2").await);
     let body = call(&gw.url, "deteriorating", "after-promotion", None).await;
     let summary = body["cards"][0]["summary"].as_str().unwrap_or_default();
-    assert!(summary.contains("v3.0.1"), "{body}");
+    assert!(summary.contains("v4.0.1"), "{body}");
 
     // 6. Monitoring: two fixed charts are nothing like the training population; a restarted
     // gateway's first monitoring run raises the drift alerts of this week in /metrics.
