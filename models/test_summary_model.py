@@ -45,6 +45,19 @@ def random_grid(b, steps, c, seed=0, p_obs=0.3):
     return torch.cat([v, m], 2)
 
 
+def saved_and_loaded(model, x):
+    """Scripts `model`, saves it as the training pipeline does, loads it back and returns its
+    (attribute(x), forward(x)) under no_grad, checking that attribute leaves no_grad on."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.pt")
+        save_deterministic(torch.jit.script(model), path)
+        loaded = torch.jit.load(path)
+        with torch.no_grad():
+            att = loaded.attribute(x)
+            assert not torch.is_grad_enabled(), "attribute must restore the caller's no_grad"
+            return att, loaded(x)
+
+
 def check_module():
     torch.manual_seed(0)
     steps, c = 36, 5
@@ -63,15 +76,9 @@ def check_module():
     assert torch.allclose(before, after, atol=1e-4), (before - after).abs().max()
 
     eager = model.attribute(x)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.pt")
-        save_deterministic(torch.jit.script(model), path)
-        loaded = torch.jit.load(path)
-        with torch.no_grad():
-            att = loaded.attribute(x)
-            assert not torch.is_grad_enabled(), "attribute must restore the caller's no_grad"
-            p = loaded(x)
-            z = model.logit(x)
+    att, p = saved_and_loaded(model, x)
+    with torch.no_grad():
+        z = model.logit(x)
     assert torch.allclose(att, eager, atol=1e-6)
     assert torch.allclose(p, torch.sigmoid(z), atol=1e-6)
     assert att[:, :, c:].abs().max() == 0, "mask half"
@@ -134,14 +141,9 @@ def check_stumps(steps, c):
         z = -2.0 + sum(torch.where(s[:, f] < t, left, right) for f, t, left, right in stumps)
         assert torch.allclose(model.raw_logit(x).squeeze(1), z, atol=1e-5), "the logit is the sum of the stumps"
     eager_att = model.attribute(x)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.pt")
-        save_deterministic(torch.jit.script(model), path)
-        loaded = torch.jit.load(path)
-        with torch.no_grad():
-            att = loaded.attribute(x)
-            assert not torch.is_grad_enabled(), "attribute must restore the caller's no_grad"
-            assert torch.allclose(loaded(x), torch.sigmoid(model.logit(x)), atol=1e-6)
+    att, p = saved_and_loaded(model, x)
+    with torch.no_grad():
+        assert torch.allclose(p, torch.sigmoid(model.logit(x)), atol=1e-6)
     assert torch.allclose(att, eager_att, atol=1e-6)
     assert att[:, :, c:].abs().max() == 0, "mask half"
     # One stump on the last value of channel 0: a new reading that crosses it is the one credited.
