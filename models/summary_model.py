@@ -1,5 +1,7 @@
 """`arch = "summary"`: per-channel summaries of the gateway's grid -> piecewise-linear (hinge) basis ->
-logistic head -> Platt calibration. TorchScript with two methods:
+logistic head -> Platt calibration; `[summary] head = "stumps"` scores the same summaries with boosted
+depth-1 trees (`StumpSummaryModel`), `"blend"` with a weighted mean of both (`BlendSummaryModel`).
+TorchScript with two methods:
 
     forward(x)   float32 [B, T, 2C] -> calibrated probability [B, 1]
     attribute(x) float32 [B, T, 2C] -> per-cell contributions to the calibrated logit [B, T, 2C]
@@ -152,8 +154,8 @@ class SummaryModel(nn.Module):
         with what leaving it out would undo, to first order (a linearised occlusion, one pass).
 
         The logit is additive over summaries: a + b * (bias + sum_j f_j(s_j)), f_j piecewise
-        linear. With m_j = b * (f_j(s_j) - f_j(0)) / s_j (f_j'(s_j) where s_j is ~0; 0 = the
-        training mean) held fixed, g = d(sum_j m_j s_j)/dx is one autograd pass. Leaving a
+        linear (hinge head) or a step function (stumps). With m_j = b * (f_j(s_j) - f_j(0)) / s_j
+        (`secant`; f_j'(s_j) where s_j is ~0; 0 = the training mean) held fixed, g = d(sum_j m_j s_j)/dx is one autograd pass. Leaving a
         measurement out puts back, on its cell and its forward-filled copies, the value carried
         before it (u: the cell before its run, 0 = the mean when there is none), so each cell gets
         g * (v - u): summed per measurement (the gateway sums filled copies onto their
