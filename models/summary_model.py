@@ -209,7 +209,7 @@ class StumpSummaryModel(SummaryModel):
     """`[summary] head = "stumps"`: the same summaries, scored by gradient-boosted depth-1 trees
     (the strongest simple baseline on the cross-generator runs) instead of the hinge basis. A sum
     of stumps is a sum of one step function per summary, so `attribute` (inherited) credits
-    measurements exactly as for the hinge head; the forward pass is one gather, one comparison and
+    measurements in the same way as for the hinge head; the forward pass is one gather, one comparison and
     one sum. Trained on raw summaries: thresholds are in the summaries' own units, no folding."""
 
     def __init__(self, steps: int, channels: int, step_hours: float, stumps: int, stale_cap_hours: float = 24.0,
@@ -268,8 +268,8 @@ class StumpSummaryModel(SummaryModel):
 
 class BlendSummaryModel(StumpSummaryModel):
     """`[summary] head = "blend"`: a weighted mean of a hinge head and a boosted-stumps head fitted on
-    the same summaries (`stump_weight`, default 0.5), then Platt-calibrated. The stumps carry the thresholds that transferred between
-    generators; the hinge head keeps every summary's smooth effect (a high respiratory rate that is
+    the same summaries (`stump_weight`, default 0.5), then Platt-calibrated. The stumps carry the
+    thresholds that transferred between generators; the hinge head keeps every summary's smooth effect (a high respiratory rate that is
     not the newest reading still raises the risk). Still one function per summary, so `attribute`
     is the inherited linearised occlusion."""
 
@@ -354,7 +354,6 @@ def fit(model: SummaryModel, x_tr, y_tr, x_va, y_va, *, epochs: int, l2: float, 
     return best[2], best[0]
 
 
-
 def fit_stumps(steps: int, channels: int, step_hours: float, x_tr, y_tr, x_va, y_va, *, rounds: int,
                learning_rate: float, bins: int, l2: float, log=print, **summary_kw) -> StumpSummaryModel:
     """Boosts depth-1 trees on the training split's summaries (`models.comparators.fit_stumps`:
@@ -368,12 +367,12 @@ def fit_stumps(steps: int, channels: int, step_hours: float, x_tr, y_tr, x_va, y
     probe = SummaryModel(steps, channels, step_hours, **summary_kw)
     s_tr = summaries_of(probe, x_tr).numpy()
     s_va = summaries_of(probe, x_va).numpy()
-    # thresholds must be float32 values so that the exported comparison splits as training did
     gb = comparators.fit_stumps(s_tr.astype(np.float64), np.asarray(y_tr, dtype=np.float64), rounds=rounds,
                                 learning_rate=learning_rate, bins=bins, l2=l2)
     yv = np.asarray(y_va, dtype=np.float64)
     z = np.full(len(yv), gb["base"])
     best = (nll(z, yv), 0)
+    # thresholds are compared as float32, as the exported buffers hold them (here and when merging)
     for i, (f, thr, left, right) in enumerate(gb["trees"], 1):
         z += np.where(s_va[:, f] < np.float32(thr), left, right)
         loss = nll(z, yv)
