@@ -398,7 +398,7 @@ def blend(hinge: SummaryModel, stumps: StumpSummaryModel, step_hours: float, stu
     with these `step_hours` and summary settings (uncalibrated)."""
     model = BlendSummaryModel(hinge.steps, hinge.channels, step_hours, int(stumps.stump_feature.numel()),
                               stump_weight=stump_weight, knots=tuple([0.0] * hinge.n_knots), **summary_kw)
-    state = {k: v for k, v in model.state_dict().items() if k.endswith("_weight") and "." not in k}
+    state = model.state_dict()   # its own blend weights; the rest from the two fitted heads
     state.update(hinge.state_dict())
     state.update({k: v for k, v in stumps.state_dict().items() if k.startswith("stump_") or k == "secant_floor"})
     model.load_state_dict(state)
