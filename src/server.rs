@@ -21,7 +21,7 @@ use crate::fhir::{FhirClient, FhirError};
 use crate::hooks::{routes, HooksState};
 use crate::http::auth::{AuthError, ClientAuth, JwtVerifier, ReplayCache};
 use crate::http::{BrowserPolicy, MaxHeaderBytes};
-use crate::inference::{Lifecycle, LoadError, ModelRegistry};
+use crate::inference::{FoundationModel, Lifecycle, LoadError, ModelRegistry};
 use crate::services::{
     DefinitionErrors, FhirAccess, KillSwitch, Runtime, RuntimeHandle, ServiceEnv, ServiceRegistry,
 };
@@ -255,6 +255,17 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         )
         .await?,
     ));
+    let foundation = {
+        let (dir, settings) = (config.models_dir.clone(), config.inference.clone());
+        tokio::task::spawn_blocking(move || FoundationModel::find(&dir, &settings))
+            .await
+            .map_err(|e| LoadError::Torch {
+                name: "foundation".into(),
+                version: String::new(),
+                message: e.to_string(),
+            })??
+            .map(Arc::new)
+    };
     let audit = AuditWriter::start(store.clone(), 4096);
     let public_base = config.public_base().to_owned();
     let https = config.public_url.scheme() == "https" || config.http.tls.is_some();
@@ -292,6 +303,7 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         api_tokens: config.api_tokens.clone(),
         body_limits: config.body_limits(),
         public_base: public_base.clone(),
+        foundation,
     };
     let loader = Arc::new(Loader {
         config: config.clone(),

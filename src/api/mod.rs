@@ -3,13 +3,16 @@
 //! - Open Inference Protocol (KServe v2) on bedside itself: `GET /v2/models/{name}`,
 //!   `POST /v2/models/{name}[/versions/{v}]/infer` (tensor in, probabilities out), readiness;
 //! - `POST /api/v1/models/{name}/predict`: a FHIR R4 Bundle in, risk + model version +
-//!   explanation out, through the same features and batched inference as the cards.
+//!   explanation out, through the same features and batched inference as the cards;
+//! - `POST /api/v1/embed` and `/v2/models/foundation`: the foundation model's patient embedding
+//!   ([`embed`]).
 //!
 //! Same client JWT as the hooks, with `aud` = the URL called, or a static bearer token from
 //! `[[api_tokens]]` (stored hashed; never accepted on CDS Hooks paths). The reference time of a
 //! prediction is `?asOf=`, else the Bundle's `timestamp`, else the clock, so a replay of
 //! recorded data gives what the live call gave.
 
+mod embed;
 mod error;
 
 use std::sync::Arc;
@@ -53,10 +56,13 @@ pub struct ApiState {
     pub body_limits: BodyLimits,
     /// `public_url` without a trailing slash.
     pub public_base: String,
+    /// The patient-timeline encoder behind `/api/v1/embed`, when `models_dir/foundation/` has one.
+    pub foundation: Option<Arc<crate::inference::FoundationModel>>,
 }
 
 /// Registers the OIP and prediction routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    embed::configure(cfg);
     cfg.route(
         "/v2/health/live",
         web::get().to(|| async { HttpResponse::Ok().finish() }),

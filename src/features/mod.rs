@@ -20,6 +20,7 @@ pub mod qsofa;
 pub mod sirs;
 mod spec;
 pub mod terminology;
+pub mod tokens;
 pub mod units;
 
 pub use extract::{measurements, Measurement, Rejection, IMPLAUSIBLE};

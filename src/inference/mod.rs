@@ -8,6 +8,7 @@
 
 mod device;
 mod error;
+pub mod foundation;
 mod handle;
 mod lifecycle;
 mod manifest;
@@ -20,6 +21,7 @@ mod worker;
 
 pub use device::{cuda_is_available, select_device};
 pub use error::{InferenceError, LoadError};
+pub use foundation::{FoundationManifest, FoundationModel};
 pub use handle::ModelHandle;
 pub use lifecycle::Lifecycle;
 pub use manifest::{ExplanationMethod, Manifest, ModelStatus, SuggestedThresholds, Validity};

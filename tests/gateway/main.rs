@@ -8,6 +8,7 @@ mod common;
 mod api;
 mod audit_flood;
 mod card_text;
+mod embed;
 mod feedback;
 mod governance;
 mod hooks_auth;

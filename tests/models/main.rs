@@ -15,3 +15,4 @@ mod model_pipeline;
 mod parity;
 mod remote;
 mod terminology_parity;
+mod token_parity;

@@ -68,6 +68,9 @@ fn python_self_tests_pass() {
     ])
     .contains("ok:"));
     assert!(python(&["-m", "models.test_recalibrate", "models/sepsis/3.0.0"]).contains("ok:"));
+    // The foundation pipeline: tokeniser rules, MEDS corpus round trip, the time-to-event loss,
+    // a tiny pretraining run exported and reloaded, a tiny adaptation run.
+    assert!(python(&["-m", "models.foundation.test_foundation"]).contains("ok: foundation"));
 }
 
 #[test]

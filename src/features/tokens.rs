@@ -1,0 +1,599 @@
+//! The foundation model's tokeniser: a patient record (FHIR R4 Bundle or MEDS events) → token
+//! ids and times, exactly as `models/foundation/tokenizer.py` makes them for pretraining (held
+//! equal by `tests/models/token_parity.rs`; the rules are in that file's docstring).
+//!
+//! Two steps, each usable alone:
+//! 1. [`events_of_bundle`]: Observations through the terminology map and the foundation model's
+//!    `features.toml` (every code variant, unit conversion, GCS read as ACVPU, implausible values
+//!    dropped and counted), Conditions, medication orders and administrations, the encounter and
+//!    its locations, the patient's gender and birth date → MEDS events.
+//! 2. [`encode`]: MEDS events at a prediction time → ids and hours, with what was read.
+//!
+//! All time arithmetic is on integer microseconds, as on the Python side, so gaps and hours
+//! agree bit for bit.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::extract::measurements;
+use super::spec::FeatureSpec;
+use super::terminology::{terminology, System};
+use crate::fhir::projection;
+use crate::fhir::time::parse_instant;
+
+/// The vocabulary file format this tokeniser reads.
+pub const VOCAB_FORMAT: u32 = 1;
+const DT_EDGES_HOURS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 12.0, 24.0, 48.0];
+const AGE_EDGES_YEARS: [i32; 7] = [30, 40, 50, 60, 70, 80, 90];
+const UNK: i64 = 1;
+const BOS: i64 = 2;
+const RXNORM_SYSTEMS: [&str; 2] = [
+    "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "http://www.nlm.nih.gov/research/umls/rxnorm/",
+];
+const ROLE_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
+const BIRTH: &str = "MEDS_BIRTH";
+
+/// One MEDS event: what the gateway reads from a Bundle, or what a caller sends instead of one
+/// (other MEDS columns, such as `subject_id`, are ignored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MedsEvent {
+    /// `None` for a static fact (gender).
+    #[serde(default)]
+    pub time: Option<DateTime<Utc>>,
+    pub code: String,
+    #[serde(default)]
+    pub numeric_value: Option<f64>,
+    #[serde(default)]
+    pub text_value: Option<String>,
+}
+
+impl MedsEvent {
+    fn new(time: Option<DateTime<Utc>>, code: String) -> Self {
+        Self {
+            time,
+            code,
+            numeric_value: None,
+            text_value: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawVocab {
+    format: u32,
+    context: usize,
+    concepts: Vec<RawConcept>,
+    tokens: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawConcept {
+    name: String,
+    concept: String,
+    #[serde(default)]
+    edges: Option<Vec<f32>>,
+    #[serde(default)]
+    answers: Option<Vec<String>>,
+}
+
+/// How a concept's values become tokens.
+#[derive(Debug, Clone)]
+enum ConceptTokens {
+    /// `<name>#<bin>`: the number of edges at or below the value, compared in float32.
+    Numeric { name: String, edges: Vec<f32> },
+    /// `<name>=<answer code>` for the listed answers.
+    Coded { name: String, answers: Vec<String> },
+}
+
+/// The vocabulary (`vocab.json` beside the model): tokens, decile edges, context length.
+#[derive(Debug, Clone)]
+pub struct Vocab {
+    tokens: Vec<String>,
+    index: HashMap<String, i64>,
+    context: usize,
+    by_loinc: HashMap<String, ConceptTokens>,
+}
+
+impl Vocab {
+    /// Parses and checks `vocab.json`: every token a rule can produce must be in it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: RawVocab = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if raw.format != VOCAB_FORMAT {
+            return Err(format!(
+                "vocab format {}, this gateway reads {VOCAB_FORMAT}",
+                raw.format
+            ));
+        }
+        let index: HashMap<String, i64> = raw
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as i64))
+            .collect();
+        let mut required: Vec<String> = vec!["[PAD]".into(), "[UNK]".into(), "[BOS]".into()];
+        required.extend((0..DT_EDGES_HOURS.len()).map(|k| format!("DT#{k}")));
+        required.extend((0..=AGE_EDGES_YEARS.len()).map(|k| format!("AGE#{k}")));
+        let mut by_loinc = HashMap::new();
+        for c in raw.concepts {
+            let concept = terminology().concept(&c.concept).ok_or_else(|| {
+                format!("concept `{}` is not in models/terminology.toml", c.concept)
+            })?;
+            let tokens = match (c.edges, c.answers) {
+                (Some(edges), None) => {
+                    required.extend((0..=edges.len()).map(|k| format!("{}#{k}", c.name)));
+                    ConceptTokens::Numeric {
+                        name: c.name,
+                        edges,
+                    }
+                }
+                (None, Some(answers)) => {
+                    required.extend(answers.iter().map(|a| format!("{}={a}", c.name)));
+                    ConceptTokens::Coded {
+                        name: c.name,
+                        answers,
+                    }
+                }
+                _ => return Err(format!("concept `{}`: needs edges or answers", c.name)),
+            };
+            for code in &concept.loinc {
+                by_loinc
+                    .entry(format!("LOINC/{code}"))
+                    .or_insert_with(|| tokens.clone());
+            }
+        }
+        if let Some(missing) = required.iter().find(|t| !index.contains_key(*t)) {
+            return Err(format!("token `{missing}` is missing"));
+        }
+        if index.get("[PAD]") != Some(&0) || index.get("[UNK]") != Some(&UNK) {
+            return Err("tokens must start with [PAD], [UNK], [BOS]".into());
+        }
+        Ok(Self {
+            tokens: raw.tokens,
+            index,
+            context: raw.context,
+            by_loinc,
+        })
+    }
+
+    /// Number of tokens (the model's embedding table size).
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether the vocabulary has no tokens (never, once parsed).
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The token with id `id`, if there is one.
+    pub fn token(&self, id: i64) -> Option<&str> {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.tokens.get(i))
+            .map(String::as_str)
+    }
+
+    /// Most tokens one input holds.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// The token a timed event becomes.
+    fn token_of(&self, event: &MedsEvent) -> i64 {
+        let text = match self.by_loinc.get(&event.code) {
+            Some(ConceptTokens::Numeric { name, edges }) => match event.numeric_value {
+                Some(v) if v.is_finite() => {
+                    let v = v as f32;
+                    format!("{name}#{}", edges.partition_point(|e| *e <= v))
+                }
+                _ => return UNK,
+            },
+            Some(ConceptTokens::Coded { name, answers }) => match &event.text_value {
+                Some(a) if answers.contains(a) => format!("{name}={a}"),
+                _ => return UNK,
+            },
+            None => return self.index.get(&event.code).copied().unwrap_or(UNK),
+        };
+        self.index.get(&text).copied().unwrap_or(UNK)
+    }
+
+    fn id(&self, token: &str) -> i64 {
+        self.index.get(token).copied().unwrap_or(UNK)
+    }
+}
+
+/// A record as the model reads it, and what was read to make it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub ids: Vec<i64>,
+    /// Hours since the first kept timed token (statics: 0).
+    pub hours: Vec<f32>,
+    /// Timed events at or before the prediction time.
+    pub events: usize,
+    /// Of those, events whose code the vocabulary does not have.
+    pub unknown: usize,
+    /// First and last kept timed token.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn age_years(birth: DateTime<Utc>, now: DateTime<Utc>) -> i32 {
+    let (b, n) = (birth.date_naive(), now.date_naive());
+    n.year() - b.year() - i32::from((n.month(), n.day()) < (b.month(), b.day()))
+}
+
+/// MEDS events at `now` → token ids and hours: `[BOS]`, gender, age band, then the newest
+/// timed tokens that fit the vocabulary's context, with `DT#k` before gaps of 1 h or more.
+pub fn encode(vocab: &Vocab, events: &[MedsEvent], now: DateTime<Utc>) -> Encoded {
+    let now_us = micros(now);
+    let mut statics = vec![BOS];
+    let gender = events
+        .iter()
+        .find(|e| e.time.is_none() && e.code.starts_with("GENDER/"));
+    if let Some(id) = gender.and_then(|g| vocab.index.get(&g.code)) {
+        statics.push(*id);
+    }
+    let birth = events
+        .iter()
+        .filter(|e| e.code == BIRTH)
+        .find_map(|e| e.time);
+    if let Some(b) = birth.filter(|b| micros(*b) <= now_us) {
+        let band = AGE_EDGES_YEARS.partition_point(|e| *e <= age_years(b, now));
+        statics.push(vocab.id(&format!("AGE#{band}")));
+    }
+    let mut timed: Vec<(i64, i64)> = Vec::new();
+    let mut unknown = 0;
+    for e in events {
+        let Some(t) = e.time else { continue };
+        if e.code == BIRTH || micros(t) > now_us {
+            continue;
+        }
+        let id = vocab.token_of(e);
+        unknown += usize::from(id == UNK);
+        timed.push((micros(t), id));
+    }
+    timed.sort_unstable();
+    let mut seq: Vec<(i64, i64)> = Vec::with_capacity(timed.len() + timed.len() / 4);
+    let mut prev: Option<i64> = None;
+    for &(t, id) in &timed {
+        if let Some(p) = prev.filter(|p| t > *p) {
+            let gap_hours = (t - p) as f64 / 3.6e9;
+            let k = DT_EDGES_HOURS.partition_point(|e| *e <= gap_hours);
+            if k > 0 {
+                seq.push((t, vocab.id(&format!("DT#{}", k - 1))));
+            }
+        }
+        seq.push((t, id));
+        prev = Some(t);
+    }
+    let keep = vocab.context.saturating_sub(statics.len());
+    let kept = &seq[seq.len().saturating_sub(keep)..];
+    let t0 = kept.first().map_or(0, |(t, _)| *t);
+    let mut ids = statics.clone();
+    ids.extend(kept.iter().map(|(_, id)| *id));
+    let mut hours = vec![0.0f32; statics.len()];
+    hours.extend(kept.iter().map(|(t, _)| ((t - t0) as f64 / 3.6e9) as f32));
+    let at = |us: i64| DateTime::<Utc>::from_timestamp_micros(us);
+    let window = match (kept.first(), kept.last()) {
+        (Some(a), Some(b)) => at(a.0).zip(at(b.0)),
+        _ => None,
+    };
+    Encoded {
+        ids,
+        hours,
+        events: timed.len(),
+        unknown,
+        window,
+    }
+}
+
+/// MEDS events read from a Bundle, and the observations dropped, by reason.
+#[derive(Debug, Default)]
+pub struct BundleEvents {
+    pub events: Vec<MedsEvent>,
+    pub dropped: BTreeMap<&'static str, usize>,
+    /// Entries whose resource could not be read at all.
+    pub unreadable: usize,
+}
+
+fn codings(cc: &Value) -> impl Iterator<Item = (&Value, &str)> {
+    cc["coding"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["code"].as_str().map(|code| (c, code)))
+}
+
+fn instant(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str().and_then(parse_instant)
+}
+
+/// `ICD10/<category>` from the first ICD-10(-CM) coding, else `SNOMED/<code>`.
+fn condition_code(cc: &Value) -> Option<String> {
+    let system_of = |c: &Value| c["system"].as_str().and_then(|s| terminology().system(s));
+    for (c, code) in codings(cc) {
+        if matches!(system_of(c), Some(System::Icd10 | System::Icd10cm)) {
+            let upper = code.trim().to_uppercase();
+            let category: String = upper
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(3)
+                .collect();
+            if !category.is_empty() {
+                return Some(format!("ICD10/{category}"));
+            }
+        }
+    }
+    codings(cc)
+        .find(|(c, code)| system_of(c) == Some(System::Snomed) && !code.trim().is_empty())
+        .map(|(_, code)| format!("SNOMED/{}", code.trim()))
+}
+
+fn medication_code(r: &Value, by_ref: &HashMap<String, &Value>) -> Option<String> {
+    let concept = match r.get("medicationCodeableConcept") {
+        Some(cc) => Some(cc),
+        None => r["medicationReference"]["reference"]
+            .as_str()
+            .and_then(|reference| by_ref.get(reference))
+            .map(|med| &med["code"]),
+    }?;
+    codings(concept)
+        .find(|(c, code)| {
+            c["system"]
+                .as_str()
+                .is_some_and(|s| RXNORM_SYSTEMS.contains(&s))
+                && !code.trim().is_empty()
+        })
+        .map(|(_, code)| format!("RXNORM/{}", code.trim()))
+}
+
+/// "intensive care", or a word (a run of ASCII letters) that is "icu" or one letter + "icu".
+fn is_icu_text(text: Option<&str>) -> bool {
+    let Some(text) = text else { return false };
+    let low = text.to_lowercase();
+    low.contains("intensive care")
+        || low
+            .split(|c: char| !c.is_ascii_lowercase())
+            .any(|w| w == "icu" || (w.len() == 4 && w.ends_with("icu")))
+}
+
+fn is_icu(entry: &Value, by_ref: &HashMap<String, &Value>) -> bool {
+    let reference = &entry["location"];
+    if let Some(loc) = reference["reference"].as_str().and_then(|r| by_ref.get(r)) {
+        let typed_icu = loc["type"].as_array().into_iter().flatten().any(|t| {
+            codings(t).any(|(c, code)| c["system"].as_str() == Some(ROLE_CODE) && code == "ICU")
+        });
+        if typed_icu || is_icu_text(loc["name"].as_str()) {
+            return true;
+        }
+    }
+    is_icu_text(reference["display"].as_str())
+}
+
+/// The MEDS events of a FHIR Bundle, read with the foundation model's feature `spec`.
+pub fn events_of_bundle(spec: &FeatureSpec, bundle: &RawValue) -> Result<BundleEvents, String> {
+    let projected = projection::observations(bundle).map_err(|e| e.to_string())?;
+    let (found, rejected) = measurements(spec, &projected.observations);
+    let t = terminology();
+    let mut out = BundleEvents {
+        unreadable: projected.unreadable,
+        ..BundleEvents::default()
+    };
+    for m in found {
+        let def = &spec.features[m.feature];
+        let Some(first) = def
+            .concept
+            .as_deref()
+            .and_then(|c| t.concept(c))
+            .and_then(|c| c.loinc.first())
+        else {
+            continue;
+        };
+        let mut e = MedsEvent::new(Some(m.time), format!("LOINC/{first}"));
+        if def.coded_values.is_empty() {
+            e.numeric_value = Some(m.value);
+        } else {
+            e.text_value = def
+                .coded_values
+                .iter()
+                .find(|(_, v)| **v == m.value)
+                .map(|(answer, _)| answer.clone());
+        }
+        out.events.push(e);
+    }
+    for r in rejected {
+        *out.dropped.entry(r.reason).or_default() += 1;
+    }
+    let top: Value = serde_json::from_str(bundle.get()).map_err(|e| e.to_string())?;
+    let resources: Vec<&Value> = top["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("resource").filter(|r| r.is_object()))
+        .collect();
+    let by_ref: HashMap<String, &Value> = resources
+        .iter()
+        .filter_map(|r| {
+            let id = r["id"].as_str().filter(|id| !id.is_empty())?;
+            Some((format!("{}/{id}", r["resourceType"].as_str()?), *r))
+        })
+        .collect();
+    for r in resources {
+        if r["status"].as_str() == Some("entered-in-error") {
+            continue;
+        }
+        match r["resourceType"].as_str() {
+            Some("Patient") => {
+                if let Some(g) = r["gender"].as_str() {
+                    out.events.push(MedsEvent::new(None, format!("GENDER/{g}")));
+                }
+                let birth = r["birthDate"]
+                    .as_str()
+                    .filter(|b| b.len() == 10)
+                    .and_then(|b| NaiveDate::parse_from_str(b, "%Y-%m-%d").ok())
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map(|d| d.and_utc());
+                if let Some(b) = birth {
+                    out.events.push(MedsEvent::new(Some(b), BIRTH.into()));
+                }
+            }
+            Some("Condition") => {
+                if codings(&r["verificationStatus"]).any(|(_, code)| code == "entered-in-error") {
+                    continue;
+                }
+                if let Some(code) = condition_code(&r["code"]) {
+                    let at = instant(&r["onsetDateTime"]).or_else(|| instant(&r["recordedDate"]));
+                    out.events.push(MedsEvent::new(at, code));
+                }
+            }
+            Some(kind @ ("MedicationRequest" | "MedicationAdministration")) => {
+                let Some(code) = medication_code(r, &by_ref) else {
+                    continue;
+                };
+                let at = if kind == "MedicationRequest" {
+                    instant(&r["authoredOn"])
+                } else {
+                    instant(&r["effectiveDateTime"])
+                        .or_else(|| instant(&r["effectivePeriod"]["start"]))
+                };
+                if let Some(at) = at {
+                    out.events.push(MedsEvent::new(Some(at), code));
+                }
+            }
+            Some("Encounter") => {
+                if let Some(at) = instant(&r["period"]["start"]) {
+                    out.events
+                        .push(MedsEvent::new(Some(at), "ENCOUNTER/INPATIENT".into()));
+                }
+                for entry in r["location"].as_array().into_iter().flatten() {
+                    if !entry.is_object() {
+                        continue;
+                    }
+                    if let Some(at) = instant(&entry["period"]["start"]) {
+                        let code = if is_icu(entry, &by_ref) {
+                            "LOCATION/ICU"
+                        } else {
+                            "LOCATION/WARD"
+                        };
+                        out.events.push(MedsEvent::new(Some(at), code.into()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab() -> Vocab {
+        Vocab::parse(
+            r#"{"format": 1, "context": 8,
+                "concepts": [{"name": "heart_rate", "concept": "heart_rate", "code": "LOINC/8867-4", "edges": [60.0, 100.0]},
+                             {"name": "consciousness", "concept": "consciousness", "code": "LOINC/67775-7", "answers": ["248234008"]}],
+                "tokens": ["[PAD]", "[UNK]", "[BOS]", "DT#0", "DT#1", "DT#2", "DT#3", "DT#4", "DT#5", "DT#6",
+                           "AGE#0", "AGE#1", "AGE#2", "AGE#3", "AGE#4", "AGE#5", "AGE#6", "AGE#7",
+                           "heart_rate#0", "heart_rate#1", "heart_rate#2", "consciousness=248234008",
+                           "GENDER/female", "RXNORM/2193"]}"#,
+        )
+        .unwrap()
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        parse_instant(text).unwrap()
+    }
+
+    fn ev(time: &str, code: &str, v: Option<f64>) -> MedsEvent {
+        MedsEvent {
+            time: Some(at(time)),
+            code: code.into(),
+            numeric_value: v,
+            text_value: None,
+        }
+    }
+
+    #[test]
+    fn values_bin_at_edges_gaps_add_time_tokens_and_the_newest_tokens_are_kept() {
+        let v = vocab();
+        let mut events = vec![
+            MedsEvent::new(None, "GENDER/female".into()),
+            MedsEvent::new(Some(at("1950-06-01T00:00:00Z")), BIRTH.into()),
+            ev("2026-01-01T10:00:00Z", "LOINC/8889-8", Some(100.0)), // a variant code, at an edge
+            ev("2026-01-01T11:00:00Z", "LOINC/8867-4", Some(59.9)),  // 1 h gap: DT#0
+            ev("2026-01-01T11:00:00Z", "RXNORM/2193", None),
+            ev("2026-01-01T11:30:00Z", "SNOMED/123", None), // unknown, no gap token
+            ev("2026-01-02T11:00:00Z", "LOINC/8867-4", Some(80.0)), // the future
+        ];
+        let e = encode(&v, &events, at("2026-01-01T12:00:00Z"));
+        let names: Vec<&str> = e
+            .ids
+            .iter()
+            .map(|i| v.tokens[*i as usize].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "[BOS]",
+                "GENDER/female",
+                "AGE#5",
+                "heart_rate#2",
+                "DT#0",
+                "heart_rate#0",
+                "RXNORM/2193",
+                "[UNK]"
+            ]
+        );
+        assert_eq!(e.hours, [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.5]);
+        assert_eq!((e.events, e.unknown), (4, 1));
+        // One more event: the oldest timed token goes, statics stay.
+        events.push(ev("2026-01-01T11:45:00Z", "LOINC/67775-7", None));
+        events.last_mut().unwrap().text_value = Some("248234008".into());
+        let e = encode(&v, &events, at("2026-01-01T12:00:00Z"));
+        assert_eq!(e.ids.len(), 8);
+        assert_eq!(v.tokens[e.ids[3] as usize], "DT#0");
+        assert_eq!(v.tokens[e.ids[7] as usize], "consciousness=248234008");
+        assert_eq!(e.hours[3], 0.0);
+        assert_eq!(e.hours[7], 0.75);
+    }
+
+    #[test]
+    fn a_vocabulary_without_a_token_its_rules_produce_is_refused() {
+        let text =
+            r#"{"format": 1, "context": 8, "concepts": [], "tokens": ["[PAD]", "[UNK]", "[BOS]"]}"#;
+        assert!(Vocab::parse(text).unwrap_err().contains("DT#0"));
+        assert!(Vocab::parse(&text.replace("\"format\": 1", "\"format\": 2")).is_err());
+    }
+
+    #[test]
+    fn icu_is_read_from_names_and_words_not_from_substrings() {
+        assert!(is_icu_text(Some("General ICU")));
+        assert!(is_icu_text(Some("MICU bed 3")));
+        assert!(is_icu_text(Some("Intensive Care Unit")));
+        assert!(!is_icu_text(Some("Picus ward")));
+        assert!(!is_icu_text(Some("Ward 4B")));
+        assert!(is_icu_text(Some("icu2")));
+    }
+
+    #[test]
+    fn conditions_read_as_icd10_categories_across_code_systems() {
+        let cc: Value = serde_json::json!({"coding": [
+            {"system": "http://snomed.info/sct", "code": "13645005"},
+            {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "j44.9"}]});
+        assert_eq!(condition_code(&cc).as_deref(), Some("ICD10/J44"));
+        let cc: Value = serde_json::json!({"coding": [{"system": "http://snomed.info/sct", "code": "13645005"}]});
+        assert_eq!(condition_code(&cc).as_deref(), Some("SNOMED/13645005"));
+    }
+}
