@@ -295,6 +295,24 @@ pub fn encode(vocab: &Vocab, events: &[MedsEvent], now: DateTime<Utc>) -> Encode
     }
 }
 
+#[derive(Deserialize)]
+struct Entries<'a> {
+    #[serde(borrow, default)]
+    entry: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EntryRaw<'a> {
+    #[serde(borrow, default)]
+    resource: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(rename = "resourceType", borrow, default)]
+    resource_type: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// MEDS events read from a Bundle, and the observations dropped, by reason.
 #[derive(Debug, Default)]
 pub struct BundleEvents {
@@ -414,13 +432,21 @@ pub fn events_of_bundle(spec: &FeatureSpec, bundle: &RawValue) -> Result<BundleE
     for r in rejected {
         *out.dropped.entry(r.reason).or_default() += 1;
     }
-    let top: Value = serde_json::from_str(bundle.get()).map_err(|e| e.to_string())?;
-    let resources: Vec<&Value> = top["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.get("resource").filter(|r| r.is_object()))
+    // Observations were read by the projection; only the other resources (a few) are parsed
+    // into JSON values.
+    let entries: Entries<'_> = serde_json::from_str(bundle.get()).map_err(|e| e.to_string())?;
+    let others: Vec<Value> = entries
+        .entry
+        .iter()
+        .filter_map(|e| serde_json::from_str::<EntryRaw<'_>>(e.get()).ok()?.resource)
+        .filter(|r| {
+            serde_json::from_str::<Kind<'_>>(r.get())
+                .is_ok_and(|k| k.resource_type.as_deref() != Some("Observation"))
+        })
+        .filter_map(|r| serde_json::from_str::<Value>(r.get()).ok())
+        .filter(Value::is_object)
         .collect();
+    let resources: Vec<&Value> = others.iter().collect();
     let by_ref: HashMap<String, &Value> = resources
         .iter()
         .filter_map(|r| {
