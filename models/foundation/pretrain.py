@@ -5,9 +5,12 @@
     python -m models.foundation.pretrain --corpus /path/to/meds --minutes 30 --out ...   # a site's export
 
 Objectives, on random windows of each training subject's timeline (up to ``context`` tokens, cut at a
-random event): next-token cross-entropy, and for each clinical outcome a piecewise-exponential
-time-to-event loss from every token (pieces 0-6-12-24-48-96 h-open; censored at the end of the record;
-tokens after the onset do not count). The ``tuning`` split is scored on fixed windows after each
+random event): next-token cross-entropy, plus (weight ``--tte-weight``) a piecewise-exponential
+time-to-event loss from every token (pieces 0-6-12-24-48-96 h-open) for each clinical outcome
+(censored at the end of the record; tokens after the onset do not count) and, as MOTOR pretrains on
+many codes, for the next occurrence of each of a set of codes (each concept's lowest and highest
+decile, non-alert consciousness, an ICU location, each medication; ``--no-code-targets`` leaves them
+out). The ``tuning`` split is scored on fixed windows after each
 quarter of the budget. Writes ``model.pt`` (TorchScript ``EmbeddingModule``), ``vocab.json`` and
 ``foundation.toml`` (what the gateway loads and checks) into ``--out``.
 """
@@ -33,9 +36,10 @@ from models.foundation.model import EmbeddingModule, Encoder, tte_loss  # noqa: 
 
 
 class Timeline:
-    """One subject: static ids, timed (time, id) tokens, outcome onsets (seconds or None), end."""
+    """One subject: static ids, timed (microseconds, id) tokens, outcome onsets (seconds or None), end,
+    and for each time-to-event code target the times it occurs (seconds, sorted)."""
 
-    def __init__(self, vocab, rec):
+    def __init__(self, vocab, rec, code_targets=()):
         inputs = [e for e in rec["events"] if not str(e["code"]).startswith(corpus.OUTCOME_PREFIX)]
         outcomes = {e["code"][len(corpus.OUTCOME_PREFIX):]: e["time"] for e in rec["events"]
                     if str(e["code"]).startswith(corpus.OUTCOME_PREFIX)}
@@ -43,7 +47,24 @@ class Timeline:
         self.end = outcomes.get("END") or (max(timed) if timed else 0.0)
         self.statics, self.seq, _, _ = tokenizer.sequence(vocab, inputs, self.end)
         self.onsets = [outcomes.get(t) for t in corpus.TASKS]
+        times = np.array([t / 1e6 for t, _ in self.seq], dtype=np.float64)
+        ids = np.array([i for _, i in self.seq], dtype=np.int64)
+        self.occurrences = [np.sort(times[ids == c]) for c in code_targets]
         self.subject_id = rec["subject_id"]
+
+
+def code_targets(vocab) -> list[int]:
+    """Token ids pretrained as recurrent time-to-event targets besides the outcomes (as MOTOR pretrains
+    on many codes): each numeric concept's lowest and highest bin, every non-alert consciousness answer,
+    an ICU location and every medication code."""
+    out = []
+    for c in vocab.data["concepts"]:
+        if "edges" in c and c["edges"]:
+            out += [vocab.index[f"{c['name']}#0"], vocab.index[f"{c['name']}#{len(c['edges'])}"]]
+        elif "answers" in c:
+            out += [vocab.index[f"{c['name']}={a}"] for a in c["answers"][1:]]
+    out += [i for t, i in vocab.index.items() if t == "LOCATION/ICU" or t.startswith("RXNORM/")]
+    return sorted(set(out))
 
 
 def inputs_of(rec) -> list[dict]:
@@ -66,7 +87,7 @@ def make_batch(timelines, cuts, context):
         times = [t0] * len(tl.statics) + [t / 1e6 for t, _ in kept]
         rows.append((ids, hours, times, tl))
     T = max(len(r[0]) for r in rows)
-    B, K = len(rows), len(corpus.TASKS)
+    B, K = len(rows), len(corpus.TASKS) + len(rows[0][3].occurrences)
     ids = torch.zeros(B, T, dtype=torch.long)
     hours = torch.zeros(B, T)
     targets = torch.full((B, T), -100, dtype=torch.long)
@@ -89,6 +110,14 @@ def make_batch(timelines, cuts, context):
                 dur[b, :n, k] = torch.from_numpy(((onset - t) / 3600.0).clip(min=0.0)).float()
                 ev[b, :n, k] = torch.from_numpy(before.astype(np.float32))
                 valid[b, :n, k] = torch.from_numpy(before.astype(np.float32))
+        for j, occ in enumerate(tl.occurrences):  # recurrent: time to the next occurrence, else censored
+            k = len(tl.onsets) + j
+            nxt = np.searchsorted(occ, t, side="right")
+            has = nxt < len(occ)
+            when = np.where(has, occ[np.minimum(nxt, max(len(occ) - 1, 0))] if len(occ) else tl.end, tl.end)
+            dur[b, :n, k] = torch.from_numpy(((when - t) / 3600.0).clip(min=0.0)).float()
+            ev[b, :n, k] = torch.from_numpy(has.astype(np.float32))
+            valid[b, :n, k] = 1.0
     return ids, hours, targets, dur, ev, valid
 
 
@@ -138,6 +167,7 @@ steps = {meta['steps']}
 minutes = {meta['minutes']:.1f}
 tuning_next_token_ce = {meta['tuning_ce']:.4f}
 tuning_tte_nll = {meta['tuning_tte']:.4f}
+time_to_event_targets = {json.dumps(meta['tte_targets'])}
 parameters = {sum(p.numel() for p in model.parameters())}
 created = "{meta['created']}"
 '''
@@ -160,6 +190,9 @@ def main(argv=None) -> int:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--tte-weight", type=float, default=5.0, help="weight of the time-to-event loss")
+    ap.add_argument("--code-targets", action=argparse.BooleanOptionalAction, default=True,
+                    help="pretrain time-to-event on codes too (extreme values, ICU, medications), not only outcomes")
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
@@ -181,12 +214,15 @@ def main(argv=None) -> int:
     spec = tokenizer.load_spec()
     vocab_data = tokenizer.build_vocab(spec, [(inputs_of(r), end_of(r)) for r in train], a.context)
     vocab = tokenizer.Vocab(vocab_data)
-    tl_train = [t for t in (Timeline(vocab, r) for r in train) if t.seq]
-    tl_tune = [t for t in (Timeline(vocab, r) for r in tuning) if t.seq]
+    targets = code_targets(vocab) if a.code_targets else []
+    tl_train = [t for t in (Timeline(vocab, r, targets) for r in train) if t.seq]
+    tl_tune = [t for t in (Timeline(vocab, r, targets) for r in tuning) if t.seq]
     print(f"vocab {len(vocab.tokens)} tokens; train {len(tl_train)} subjects, tuning {len(tl_tune)}",
           file=sys.stderr)
 
-    model = Encoder(len(vocab.tokens), d=a.d, layers=a.layers, heads=a.heads, ff=2 * a.d).to(a.device)
+    model = Encoder(len(vocab.tokens), d=a.d, layers=a.layers, heads=a.heads, ff=2 * a.d,
+                    tasks=len(corpus.TASKS) + len(targets)).to(a.device)
+    print(f"time-to-event targets: {len(corpus.TASKS)} outcomes + {len(targets)} codes", file=sys.stderr)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     rng = random.Random(a.seed)
     tune_cuts = [(t, rng.randint(1, len(t.seq))) for t in tl_tune]
@@ -224,7 +260,7 @@ def main(argv=None) -> int:
         cuts = [rng.randint(1, len(t.seq)) for t in picks]
         batch = [x.to(a.device) for x in make_batch(picks, cuts, a.context)]
         ce, tte = losses(model, batch)
-        loss = ce + tte
+        loss = ce + a.tte_weight * tte
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -246,6 +282,7 @@ def main(argv=None) -> int:
     export(model, vocab_data, a.out, {
         "version": a.version, "training_data": source, "subjects": len(tl_train), "tokens_seen": tokens_seen,
         "steps": step, "minutes": minutes, "tuning_ce": ce_t, "tuning_tte": tte_t,
+        "tte_targets": list(corpus.TASKS) + [vocab.tokens[i] for i in targets],
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
     print(f"wrote {a.out}", file=sys.stderr)
     return 0

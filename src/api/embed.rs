@@ -9,14 +9,12 @@
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
 
-use super::{authorize, stamp, ApiError, ApiState, PredictQuery};
+use super::{authorize, read_fhir_body, reference_time, stamp, ApiError, ApiState, PredictQuery};
 use crate::features::tokens::{self, MedsEvent};
-use crate::fhir::time::parse_instant;
-use crate::http::{parse_json, read_body};
+use crate::http::parse_json;
 use crate::inference::oip::{
     InferOutput, InferRequest, InferResponse, ModelMetadata, TensorMetadata,
 };
@@ -64,13 +62,7 @@ async fn embed(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req).await?;
     let fm = model(&state)?;
-    let body = read_body(
-        &req,
-        payload,
-        state.body_limits,
-        &["application/json", "application/fhir+json"],
-    )
-    .await?;
+    let body = read_fhir_body(&state, &req, payload).await?;
     let raw: &RawValue = parse_json(&body)?;
     let head: Head = parse_json(raw.get().as_bytes())?;
     let (events, quality) = match head.resource_type.as_deref() {
@@ -91,15 +83,7 @@ async fn embed(
             (list.events, json!({"dropped": {}, "unreadable_entries": 0}))
         }
     };
-    let as_of = match (&query.as_of, &head.timestamp) {
-        (Some(q), _) => parse_instant(q).ok_or_else(|| {
-            ApiError::invalid("asOf", "`asOf` must be an RFC 3339 date-time with a zone")
-        })?,
-        (None, Some(ts)) => parse_instant(ts).ok_or_else(|| {
-            ApiError::invalid("timestamp", "Bundle.timestamp must be a FHIR instant")
-        })?,
-        (None, None) => Utc::now(),
-    };
+    let as_of = reference_time(query.as_of.as_deref(), head.timestamp.as_deref())?;
     let encoded = tokens::encode(&fm.vocab, &events, as_of);
     let Some((start, end)) = encoded.window else {
         return Err(ApiError::InsufficientData(format!(

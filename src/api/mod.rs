@@ -258,13 +258,7 @@ async fn predict(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req).await?;
     let model = resolve(&state, &req)?;
-    let body = read_body(
-        &req,
-        payload,
-        state.body_limits,
-        &["application/json", "application/fhir+json"],
-    )
-    .await?;
+    let body = read_fhir_body(&state, &req, payload).await?;
     let bundle: &RawValue = parse_json(&body)?;
     let head: BundleHead<'_> = parse_json(bundle.get().as_bytes())?;
     if &*head.resource_type != "Bundle" {
@@ -273,15 +267,7 @@ async fn predict(
             format!("expected a FHIR Bundle, got {}", &*head.resource_type),
         ));
     }
-    let as_of = match (&query.as_of, &head.timestamp) {
-        (Some(q), _) => parse_instant(q).ok_or_else(|| {
-            ApiError::invalid("asOf", "`asOf` must be an RFC 3339 date-time with a zone")
-        })?,
-        (None, Some(ts)) => parse_instant(ts).ok_or_else(|| {
-            ApiError::invalid("timestamp", "Bundle.timestamp must be a FHIR instant")
-        })?,
-        (None, None) => Utc::now(),
-    };
+    let as_of = reference_time(query.as_of.as_deref(), head.timestamp.as_deref())?;
     let projected = projection::observations(bundle).map_err(|e| {
         ApiError::Json(crate::http::JsonError::Invalid {
             field: None,
@@ -315,6 +301,34 @@ async fn predict(
 
 fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A FHIR JSON body (`application/fhir+json` or `application/json`), within the body limits.
+async fn read_fhir_body(
+    state: &ApiState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<web::BytesMut, ApiError> {
+    Ok(read_body(
+        req,
+        payload,
+        state.body_limits,
+        &["application/json", "application/fhir+json"],
+    )
+    .await?)
+}
+
+/// The reference time of a call: `?asOf=`, else the Bundle's `timestamp`, else the clock.
+fn reference_time(as_of: Option<&str>, timestamp: Option<&str>) -> Result<DateTime<Utc>, ApiError> {
+    match (as_of, timestamp) {
+        (Some(q), _) => parse_instant(q).ok_or_else(|| {
+            ApiError::invalid("asOf", "`asOf` must be an RFC 3339 date-time with a zone")
+        }),
+        (None, Some(ts)) => parse_instant(ts).ok_or_else(|| {
+            ApiError::invalid("timestamp", "Bundle.timestamp must be a FHIR instant")
+        }),
+        (None, None) => Ok(Utc::now()),
+    }
 }
 
 fn prediction_json(
