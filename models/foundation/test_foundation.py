@@ -91,6 +91,33 @@ def test_tte_loss_by_hand():
     assert loss.item() == 0.0
 
 
+def test_recurrent_code_targets():
+    """A code target's duration from each token is the time to that code's next occurrence."""
+    spec = tokenizer.load_spec()
+    recs = corpus.records("cohort", 12, 5)
+    vocab = tokenizer.Vocab(tokenizer.build_vocab(spec, [(pretrain.inputs_of(r), pretrain.end_of(r)) for r in recs],
+                                                  128, min_count=1))
+    targets = pretrain.code_targets(vocab)
+    assert vocab.index["heart_rate#0"] in targets and vocab.index["LOCATION/ICU"] in targets
+    tl = max((pretrain.Timeline(vocab, r, targets) for r in recs), key=lambda t: len(t.seq))
+    j = targets.index(vocab.index["heart_rate#0"])
+    occ = tl.occurrences[j]
+    assert len(occ) >= 2, "a long stay has several lowest-decile heart rates"
+    cut = len(tl.seq)
+    _, _, _, dur, ev, valid = pretrain.make_batch([tl], [cut], 128)
+    ids, _, kept = tokenizer.window(tl.statics, tl.seq, 128, cut)
+    k = len(corpus.TASKS) + j
+    for pos, (t_us, _) in enumerate(kept):
+        p = len(tl.statics) + pos
+        t = t_us / 1e6
+        later = occ[occ > t]
+        if len(later):
+            assert ev[0, p, k] == 1 and abs(dur[0, p, k].item() - (later[0] - t) / 3600) < 1e-3
+        else:
+            assert ev[0, p, k] == 0 and abs(dur[0, p, k].item() - (tl.end - t) / 3600) < 1e-3
+    assert valid[0, : len(ids), k].min() == 1
+
+
 def sha(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
