@@ -8,9 +8,9 @@ Objectives, on random windows of each training subject's timeline (up to ``conte
 random event): next-token cross-entropy, plus (weight ``--tte-weight``) a piecewise-exponential
 time-to-event loss from every token (pieces 0-6-12-24-48-96 h-open) for each clinical outcome
 (censored at the end of the record; tokens after the onset do not count) and, as MOTOR pretrains on
-many codes, for the next occurrence of each of a set of codes (each concept's lowest and highest
-decile, non-alert consciousness, an ICU location, each medication; ``--no-code-targets`` leaves them
-out). The ``tuning`` split is scored on fixed windows after each
+many codes, with ``--code-targets`` for the next occurrence of each of a set of codes (each concept's
+lowest and highest decile, non-alert consciousness, an ICU location, each medication). The options
+are recorded in ``foundation.toml``; 1.0.0 used the defaults. The ``tuning`` split is scored on fixed windows after each
 quarter of the budget. Writes ``model.pt`` (TorchScript ``EmbeddingModule``), ``vocab.json`` and
 ``foundation.toml`` (what the gateway loads and checks) into ``--out``.
 """
@@ -168,6 +168,7 @@ minutes = {meta['minutes']:.1f}
 tuning_next_token_ce = {meta['tuning_ce']:.4f}
 tuning_tte_nll = {meta['tuning_tte']:.4f}
 time_to_event_targets = {json.dumps(meta['tte_targets'])}
+options = {json.dumps(meta['options'])}
 parameters = {sum(p.numel() for p in model.parameters())}
 created = "{meta['created']}"
 '''
@@ -283,6 +284,7 @@ def main(argv=None) -> int:
         "version": a.version, "training_data": source, "subjects": len(tl_train), "tokens_seen": tokens_seen,
         "steps": step, "minutes": minutes, "tuning_ce": ce_t, "tuning_tte": tte_t,
         "tte_targets": list(corpus.TASKS) + [vocab.tokens[i] for i in targets],
+        "options": " ".join(sys.argv[1:] if argv is None else argv),
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
     print(f"wrote {a.out}", file=sys.stderr)
     return 0
