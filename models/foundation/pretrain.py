@@ -191,9 +191,9 @@ def main(argv=None) -> int:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--version", default="1.0.0")
-    ap.add_argument("--tte-weight", type=float, default=5.0, help="weight of the time-to-event loss")
-    ap.add_argument("--code-targets", action=argparse.BooleanOptionalAction, default=True,
-                    help="pretrain time-to-event on codes too (extreme values, ICU, medications), not only outcomes")
+    ap.add_argument("--tte-weight", type=float, default=1.0, help="weight of the time-to-event loss")
+    ap.add_argument("--code-targets", action=argparse.BooleanOptionalAction, default=False,
+                    help="pretrain time-to-event on codes too (extremes, ICU, medications), not only outcomes")
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)

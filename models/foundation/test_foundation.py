@@ -154,14 +154,17 @@ def test_pretrain_export_and_adapt():
 
         rep = os.path.join(tmp, "adapt")
         adapt.main(["oxygen_24h", "--model", out, "--n", "80", "--seed", "3", "--shots", "2", "0",
-                    "--repeats", "1", "--scratch-steps", "3", "--bootstrap", "10", "--out", rep])
+                    "--repeats", "1", "--scratch-steps", "3", "--finetune-steps", "3", "--bootstrap", "10",
+                    "--out", rep])
         with open(os.path.join(rep, "adaptation.json")) as f:
             res = json.load(f)
         shots = res["results"][0]["shots"]
         assert [s["k"] for s in shots] == [2, 0]
         done = [s for s in shots if s["available"]]
         assert done, shots
-        assert set(done[-1]["summary"]["scorers"]) == {"foundation", "summary_gbm", "summary_logistic", "from_scratch"}
+        assert set(done[-1]["summary"]["scorers"]) == {"foundation", "foundation_finetune", "summary_gbm",
+                                                        "summary_logistic", "from_scratch"}
+        assert set(res["targets"]) == {"foundation", "foundation_finetune"}
         assert os.path.exists(os.path.join(rep, "oxygen_24h.svg"))
         assert "Targets" in open(os.path.join(rep, "adaptation.md")).read()
 
