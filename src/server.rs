@@ -428,10 +428,12 @@ fn cors(origins: &[String]) -> Cors {
     cors
 }
 
-/// Ready while every model's inference thread is alive. (State exists only after every model
-/// was loaded and warmed up, so warm-up needs no separate flag.)
+/// Ready while every model's inference thread is alive, the foundation model's included.
+/// (State exists only after every model was loaded and warmed up, so warm-up needs no separate
+/// flag.)
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.runtime().models.all_alive() {
+    let foundation_alive = state.api.foundation.as_ref().is_none_or(|f| f.is_alive());
+    if state.runtime().models.all_alive() && foundation_alive {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable()

@@ -83,7 +83,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn server_ready(state: web::Data<ApiState>) -> HttpResponse {
-    if state.runtime.current().models.all_alive() {
+    let foundation_alive = state.foundation.as_ref().is_none_or(|f| f.is_alive());
+    if state.runtime.current().models.all_alive() && foundation_alive {
         HttpResponse::Ok().finish()
     } else {
         HttpResponse::ServiceUnavailable().finish()

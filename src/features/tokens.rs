@@ -149,7 +149,10 @@ impl Vocab {
         if let Some(missing) = required.iter().find(|t| !index.contains_key(*t)) {
             return Err(format!("token `{missing}` is missing"));
         }
-        if index.get("[PAD]") != Some(&0) || index.get("[UNK]") != Some(&UNK) {
+        if index.get("[PAD]") != Some(&0)
+            || index.get("[UNK]") != Some(&UNK)
+            || index.get("[BOS]") != Some(&BOS)
+        {
             return Err("tokens must start with [PAD], [UNK], [BOS]".into());
         }
         Ok(Self {
@@ -265,7 +268,7 @@ pub fn encode(vocab: &Vocab, events: &[MedsEvent], now: DateTime<Utc>) -> Encode
     let mut prev: Option<i64> = None;
     for &(t, id) in &timed {
         if let Some(p) = prev.filter(|p| t > *p) {
-            let gap_hours = (t - p) as f64 / 3.6e9;
+            let gap_hours = t.saturating_sub(p) as f64 / 3.6e9;
             let k = DT_EDGES_HOURS.partition_point(|e| *e <= gap_hours);
             if k > 0 {
                 seq.push((t, vocab.id(&format!("DT#{}", k - 1))));
@@ -280,7 +283,10 @@ pub fn encode(vocab: &Vocab, events: &[MedsEvent], now: DateTime<Utc>) -> Encode
     let mut ids = statics.clone();
     ids.extend(kept.iter().map(|(_, id)| *id));
     let mut hours = vec![0.0f32; statics.len()];
-    hours.extend(kept.iter().map(|(t, _)| ((t - t0) as f64 / 3.6e9) as f32));
+    hours.extend(
+        kept.iter()
+            .map(|(t, _)| (t.saturating_sub(t0) as f64 / 3.6e9) as f32),
+    );
     let at = |us: i64| DateTime::<Utc>::from_timestamp_micros(us);
     let window = match (kept.first(), kept.last()) {
         (Some(a), Some(b)) => at(a.0).zip(at(b.0)),
