@@ -10,18 +10,20 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, value::RawValue, Value};
+use serde_json::{json, value::RawValue};
 
 use super::{authorize, read_fhir_body, reference_time, stamp, ApiError, ApiState, PredictQuery};
 use crate::features::tokens::{self, MedsEvent};
 use crate::http::parse_json;
 use crate::inference::oip::{
-    InferOutput, InferRequest, InferResponse, ModelMetadata, TensorMetadata,
+    flatten_numbers, InferOutput, InferRequest, InferResponse, ModelMetadata, TensorMetadata,
 };
 use crate::inference::FoundationModel;
 
 /// Budget of one embedding call.
 const EMBED_DEADLINE: Duration = Duration::from_secs(2);
+/// Most values one OIP input may declare (far above any context; bounds the allocation).
+const MAX_TOKENS: usize = 65_536;
 /// The OIP name of the foundation model.
 pub const FOUNDATION: &str = "foundation";
 
@@ -63,10 +65,10 @@ async fn embed(
     authorize(&state, &req).await?;
     let fm = model(&state)?;
     let body = read_fhir_body(&state, &req, payload).await?;
-    let raw: &RawValue = parse_json(&body)?;
-    let head: Head = parse_json(raw.get().as_bytes())?;
+    let head: Head = parse_json(&body)?;
     let (events, quality) = match head.resource_type.as_deref() {
         Some("Bundle") => {
+            let raw: &RawValue = parse_json(&body)?;
             let read = tokens::events_of_bundle(&fm.spec, raw)
                 .map_err(|message| ApiError::invalid("entry", message))?;
             let quality = json!({"dropped": read.dropped, "unreadable_entries": read.unreadable});
@@ -79,7 +81,7 @@ async fn embed(
             ))
         }
         None => {
-            let list: EventList = parse_json(raw.get().as_bytes())?;
+            let list: EventList = parse_json(&body)?;
             (list.events, json!({"dropped": {}, "unreadable_entries": 0}))
         }
     };
@@ -145,32 +147,31 @@ async fn ready(state: web::Data<ApiState>, req: HttpRequest) -> Result<HttpRespo
     })
 }
 
-/// The values of input `name` as integers (`ids`) or floats (`hours`), shape `[1, n]`.
-fn input<'a>(request: &'a InferRequest, name: &str) -> Result<(usize, &'a Value), ApiError> {
+/// Input `name`'s length `n` (its shape must be `[1, n]`) and its values, flattened.
+fn input(request: &InferRequest, name: &str) -> Result<Vec<f32>, ApiError> {
     let (i, found) = request
         .inputs
         .iter()
         .enumerate()
         .find(|(_, x)| x.name == name)
         .ok_or_else(|| ApiError::invalid("inputs", format!("input `{name}` is missing")))?;
-    match found.shape.as_slice() {
-        [1, n] if *n >= 1 => Ok((*n as usize, &found.data)),
-        _ => Err(ApiError::invalid(
-            &format!("inputs[{i}].shape"),
-            "must be [1, n] with n ≥ 1",
-        )),
+    let n = match found.shape.as_slice() {
+        [1, n] if *n >= 1 => *n as usize,
+        _ => {
+            return Err(ApiError::invalid(
+                &format!("inputs[{i}].shape"),
+                "must be [1, n] with n ≥ 1",
+            ))
+        }
+    };
+    let mut values = Vec::with_capacity(n.min(MAX_TOKENS));
+    if n > MAX_TOKENS || !flatten_numbers(&found.data, &mut values) || values.len() != n {
+        return Err(ApiError::invalid(
+            name,
+            format!("must hold the {n} finite numbers its shape declares"),
+        ));
     }
-}
-
-fn flat(data: &Value, out: &mut Vec<f64>) -> bool {
-    match data {
-        Value::Array(items) => items.iter().all(|x| flat(x, out)),
-        Value::Number(n) => n.as_f64().is_some_and(|v| {
-            out.push(v);
-            true
-        }),
-        _ => false,
-    }
+    Ok(values)
 }
 
 async fn infer(
@@ -182,9 +183,9 @@ async fn infer(
     let fm = model(&state)?;
     let body = crate::http::read_json_body(&req, payload, state.body_limits).await?;
     let request: InferRequest = parse_json(&body)?;
-    let (n, ids_data) = input(&request, "ids")?;
-    let (m, hours_data) = input(&request, "hours")?;
-    if n != m || n > fm.vocab.context() {
+    let ids = input(&request, "ids")?;
+    let hours = input(&request, "hours")?;
+    if ids.len() != hours.len() || ids.len() > fm.vocab.context() {
         return Err(ApiError::invalid(
             "inputs",
             format!(
@@ -193,32 +194,24 @@ async fn infer(
             ),
         ));
     }
-    let (mut ids, mut hours) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let vocab = fm.vocab.len() as f64;
-    if !flat(ids_data, &mut ids)
-        || ids.len() != n
-        || ids
-            .iter()
-            .any(|v| v.fract() != 0.0 || *v < 0.0 || *v >= vocab)
+    // Ids are small integers: exact in f32.
+    let vocab = fm.vocab.len() as f32;
+    if ids
+        .iter()
+        .any(|v| v.fract() != 0.0 || *v < 0.0 || *v >= vocab)
     {
         return Err(ApiError::invalid(
             "ids",
-            format!("must hold {n} token ids in [0, {})", fm.vocab.len()),
+            format!("must hold token ids in [0, {})", fm.vocab.len()),
         ));
     }
-    if !flat(hours_data, &mut hours)
-        || hours.len() != n
-        || hours.iter().any(|h| !h.is_finite() || *h < 0.0 || *h > 1e6)
-    {
-        return Err(ApiError::invalid(
-            "hours",
-            format!("must hold {n} finite hours in [0, 1e6]"),
-        ));
+    if hours.iter().any(|h| *h < 0.0 || *h > 1e6) {
+        return Err(ApiError::invalid("hours", "must hold hours in [0, 1e6]"));
     }
     let embedding = fm
         .embed(
             ids.iter().map(|v| *v as i64).collect(),
-            hours.iter().map(|v| *v as f32).collect(),
+            hours,
             Instant::now() + EMBED_DEADLINE,
         )
         .await?;

@@ -81,22 +81,28 @@ struct RawConcept {
     answers: Option<Vec<String>>,
 }
 
-/// How a concept's values become tokens.
+/// How a concept's values become token ids (resolved once, when the vocabulary is read).
 #[derive(Debug, Clone)]
 enum ConceptTokens {
-    /// `<name>#<bin>`: the number of edges at or below the value, compared in float32.
-    Numeric { name: String, edges: Vec<f32> },
+    /// `<name>#<bin>`: bin = the number of edges at or below the value, compared in float32;
+    /// `ids[bin]` is its token.
+    Numeric { edges: Vec<f32>, ids: Vec<i64> },
     /// `<name>=<answer code>` for the listed answers.
-    Coded { name: String, answers: Vec<String> },
+    Coded { answers: Vec<(String, i64)> },
 }
 
-/// The vocabulary (`vocab.json` beside the model): tokens, decile edges, context length.
+/// The vocabulary (`vocab.json` beside the model): tokens, decile edges, context length, and
+/// the id of every token a rule produces.
 #[derive(Debug, Clone)]
 pub struct Vocab {
     tokens: Vec<String>,
     index: HashMap<String, i64>,
     context: usize,
     by_loinc: HashMap<String, ConceptTokens>,
+    /// `DT#k`, k = 0 .. gap edges.
+    gap_ids: Vec<i64>,
+    /// `AGE#k`, k = 0 ..= age edges.
+    age_ids: Vec<i64>,
 }
 
 impl Vocab {
@@ -115,29 +121,42 @@ impl Vocab {
             .enumerate()
             .map(|(i, t)| (t.clone(), i as i64))
             .collect();
-        let mut required: Vec<String> = vec!["[PAD]".into(), "[UNK]".into(), "[BOS]".into()];
-        required.extend((0..DT_EDGES_HOURS.len()).map(|k| format!("DT#{k}")));
-        required.extend((0..=AGE_EDGES_YEARS.len()).map(|k| format!("AGE#{k}")));
+        let id = |token: String| {
+            index
+                .get(&token)
+                .copied()
+                .ok_or_else(|| format!("token `{token}` is missing"))
+        };
+        if id("[PAD]".into())? != 0 || id("[UNK]".into())? != UNK || id("[BOS]".into())? != BOS {
+            return Err("tokens must start with [PAD], [UNK], [BOS]".into());
+        }
+        let gap_ids = (0..DT_EDGES_HOURS.len())
+            .map(|k| id(format!("DT#{k}")))
+            .collect::<Result<_, _>>()?;
+        let age_ids = (0..=AGE_EDGES_YEARS.len())
+            .map(|k| id(format!("AGE#{k}")))
+            .collect::<Result<_, _>>()?;
         let mut by_loinc = HashMap::new();
         for c in raw.concepts {
             let concept = terminology().concept(&c.concept).ok_or_else(|| {
                 format!("concept `{}` is not in models/terminology.toml", c.concept)
             })?;
             let tokens = match (c.edges, c.answers) {
-                (Some(edges), None) => {
-                    required.extend((0..=edges.len()).map(|k| format!("{}#{k}", c.name)));
-                    ConceptTokens::Numeric {
-                        name: c.name,
-                        edges,
-                    }
-                }
-                (None, Some(answers)) => {
-                    required.extend(answers.iter().map(|a| format!("{}={a}", c.name)));
-                    ConceptTokens::Coded {
-                        name: c.name,
-                        answers,
-                    }
-                }
+                (Some(edges), None) => ConceptTokens::Numeric {
+                    ids: (0..=edges.len())
+                        .map(|k| id(format!("{}#{k}", c.name)))
+                        .collect::<Result<_, _>>()?,
+                    edges,
+                },
+                (None, Some(answers)) => ConceptTokens::Coded {
+                    answers: answers
+                        .into_iter()
+                        .map(|a| {
+                            let token = id(format!("{}={a}", c.name))?;
+                            Ok::<_, String>((a, token))
+                        })
+                        .collect::<Result<_, _>>()?,
+                },
                 _ => return Err(format!("concept `{}`: needs edges or answers", c.name)),
             };
             for code in &concept.loinc {
@@ -146,20 +165,13 @@ impl Vocab {
                     .or_insert_with(|| tokens.clone());
             }
         }
-        if let Some(missing) = required.iter().find(|t| !index.contains_key(*t)) {
-            return Err(format!("token `{missing}` is missing"));
-        }
-        if index.get("[PAD]") != Some(&0)
-            || index.get("[UNK]") != Some(&UNK)
-            || index.get("[BOS]") != Some(&BOS)
-        {
-            return Err("tokens must start with [PAD], [UNK], [BOS]".into());
-        }
         Ok(Self {
             tokens: raw.tokens,
             index,
             context: raw.context,
             by_loinc,
+            gap_ids,
+            age_ids,
         })
     }
 
@@ -188,25 +200,21 @@ impl Vocab {
 
     /// The token a timed event becomes.
     fn token_of(&self, event: &MedsEvent) -> i64 {
-        let text = match self.by_loinc.get(&event.code) {
-            Some(ConceptTokens::Numeric { name, edges }) => match event.numeric_value {
+        match self.by_loinc.get(&event.code) {
+            Some(ConceptTokens::Numeric { edges, ids }) => match event.numeric_value {
                 Some(v) if v.is_finite() => {
                     let v = v as f32;
-                    format!("{name}#{}", edges.partition_point(|e| *e <= v))
+                    ids[edges.partition_point(|e| *e <= v)]
                 }
-                _ => return UNK,
+                _ => UNK,
             },
-            Some(ConceptTokens::Coded { name, answers }) => match &event.text_value {
-                Some(a) if answers.contains(a) => format!("{name}={a}"),
-                _ => return UNK,
-            },
-            None => return self.index.get(&event.code).copied().unwrap_or(UNK),
-        };
-        self.index.get(&text).copied().unwrap_or(UNK)
-    }
-
-    fn id(&self, token: &str) -> i64 {
-        self.index.get(token).copied().unwrap_or(UNK)
+            Some(ConceptTokens::Coded { answers }) => event
+                .text_value
+                .as_ref()
+                .and_then(|a| answers.iter().find(|(answer, _)| answer == a))
+                .map_or(UNK, |(_, id)| *id),
+            None => self.index.get(&event.code).copied().unwrap_or(UNK),
+        }
     }
 }
 
@@ -250,7 +258,7 @@ pub fn encode(vocab: &Vocab, events: &[MedsEvent], now: DateTime<Utc>) -> Encode
         .find_map(|e| e.time);
     if let Some(b) = birth.filter(|b| micros(*b) <= now_us) {
         let band = AGE_EDGES_YEARS.partition_point(|e| *e <= age_years(b, now));
-        statics.push(vocab.id(&format!("AGE#{band}")));
+        statics.push(vocab.age_ids[band]);
     }
     let mut timed: Vec<(i64, i64)> = Vec::new();
     let mut unknown = 0;
@@ -271,7 +279,7 @@ pub fn encode(vocab: &Vocab, events: &[MedsEvent], now: DateTime<Utc>) -> Encode
             let gap_hours = t.saturating_sub(p) as f64 / 3.6e9;
             let k = DT_EDGES_HOURS.partition_point(|e| *e <= gap_hours);
             if k > 0 {
-                seq.push((t, vocab.id(&format!("DT#{}", k - 1))));
+                seq.push((t, vocab.gap_ids[k - 1]));
             }
         }
         seq.push((t, id));

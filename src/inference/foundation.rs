@@ -18,6 +18,7 @@ use tch::{CModule, Device, Kind, Tensor};
 use tokio::sync::oneshot;
 
 use super::registry::sha256_file;
+use super::worker::AliveGuard;
 use super::{select_device, InferenceError, InferenceSettings, LoadError};
 use crate::features::tokens::Vocab;
 use crate::features::FeatureSpec;
@@ -98,14 +99,6 @@ fn check_sha(m: &FoundationManifest, path: &Path, expected: &str) -> Result<(), 
             expected: expected.to_owned(),
             actual,
         })
-    }
-}
-
-/// Marks the model dead when its thread ends, however it ends.
-struct AliveGuard(Arc<AtomicBool>);
-impl Drop for AliveGuard {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
     }
 }
 

@@ -71,8 +71,8 @@ pub(super) struct WorkerSpec {
     pub intra_op_threads: usize,
 }
 
-/// Marks the handle dead when the thread ends, however it ends.
-struct AliveGuard(Arc<AtomicBool>);
+/// Marks the handle dead when the thread ends, however it ends (also the foundation model's).
+pub(super) struct AliveGuard(pub(super) Arc<AtomicBool>);
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0.store(false, Ordering::SeqCst);
