@@ -34,6 +34,7 @@ import os
 import random
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -177,7 +178,10 @@ def pad(ids_list, hours_list):
 
 # ------------------------------------------------------------------------------------- models
 def impute(X_train, X):
-    med = np.nanmedian(np.where(np.isnan(X_train), np.nan, X_train), axis=0)
+    """Missing values -> the training median (0 where a column has none), plus missingness flags."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: median nan -> 0
+        med = np.nanmedian(X_train, axis=0)
     med = np.where(np.isnan(med), 0.0, med)
     miss = np.isnan(X).astype(np.float64)
     return np.column_stack([np.where(np.isnan(X), med, X), miss])
@@ -311,7 +315,7 @@ def run_task(task, S: Samples, vocab_size, shots, repeats, scratch_steps, seed, 
         spread = {n: [float(min(b["point"][n]["auroc"] for b in reps)), float(max(b["point"][n]["auroc"] for b in reps))]
                   for n in names}
         results.append({"k": k, "available": True, "draws": len(reps), "summary": summary, "draw_range": spread,
-                        "train_patients": len(draw(pool_pids, pos_pids, k, np.random.default_rng(0)) or [])})
+                        "train_patients": 2 * k if k else len(pool_pids)})
     return {"task": task, "horizon_hours": TASKS[task]["horizon"], "new": TASKS[task]["new"],
             "test_samples": int(test.sum()), "test_positives": int(y_test.sum()),
             "test_patients": int(len(set(S.pid[test].tolist()))), "pool_positive_patients": len(pos_pids),

@@ -36,8 +36,8 @@ def patient_events(spec, p) -> list[dict]:
     for task in TASKS:
         onset = (p.get("onsets") or {}).get(task)
         if onset is not None:
-            events.append(tokenizer._event(onset.timestamp(), OUTCOME_PREFIX + task))
-    events.append(tokenizer._event(p["discharge"].timestamp(), END))
+            events.append(tokenizer.meds_event(onset.timestamp(), OUTCOME_PREFIX + task))
+    events.append(tokenizer.meds_event(p["discharge"].timestamp(), END))
     return events
 
 

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 PIECES_HOURS = [0.0, 6.0, 12.0, 24.0, 48.0, 96.0]  # piece j covers [PIECES[j], PIECES[j+1]); last is open
-TIME_PERIODS_HOURS = 5  # time_features: 3, 12, 24, 72, 168 h
+N_TIME_PERIODS = 5  # how many periods time_features uses (3, 12, 24, 72, 168 h)
 
 
 def time_features(hours: torch.Tensor) -> torch.Tensor:
@@ -61,7 +61,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.d = d
         self.tok = nn.Embedding(vocab_size, d, padding_idx=0)
-        self.time = nn.Linear(2 + 2 * TIME_PERIODS_HOURS, d)
+        self.time = nn.Linear(2 + 2 * N_TIME_PERIODS, d)
         self.blocks = nn.ModuleList([Block(d, heads, ff, dropout) for _ in range(layers)])
         self.norm = nn.LayerNorm(d)
         self.next_token = nn.Linear(d, vocab_size)

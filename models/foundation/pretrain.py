@@ -40,12 +40,10 @@ class Timeline:
     and for each time-to-event code target the times it occurs (seconds, sorted)."""
 
     def __init__(self, vocab, rec, code_targets=()):
-        inputs = [e for e in rec["events"] if not str(e["code"]).startswith(corpus.OUTCOME_PREFIX)]
         outcomes = {e["code"][len(corpus.OUTCOME_PREFIX):]: e["time"] for e in rec["events"]
                     if str(e["code"]).startswith(corpus.OUTCOME_PREFIX)}
-        timed = [e["time"] for e in inputs if e["time"] is not None]
-        self.end = outcomes.get("END") or (max(timed) if timed else 0.0)
-        self.statics, self.seq, _, _ = tokenizer.sequence(vocab, inputs, self.end)
+        self.end = end_of(rec)
+        self.statics, self.seq, _, _ = tokenizer.sequence(vocab, inputs_of(rec), self.end)
         self.onsets = [outcomes.get(t) for t in corpus.TASKS]
         times = np.array([t / 1e6 for t, _ in self.seq], dtype=np.float64)
         ids = np.array([i for _, i in self.seq], dtype=np.int64)
@@ -68,14 +66,16 @@ def code_targets(vocab) -> list[int]:
 
 
 def inputs_of(rec) -> list[dict]:
+    """The record's events without its outcomes (never model input)."""
     return [e for e in rec["events"] if not str(e["code"]).startswith(corpus.OUTCOME_PREFIX)]
 
 
 def end_of(rec) -> float:
+    """The end of the record: its ``OUTCOME//END`` event, else its last dated input event."""
     ends = [e["time"] for e in rec["events"] if e["code"] == corpus.END]
     if ends:
         return ends[0]
-    return max((e["time"] for e in rec["events"] if e["time"] is not None), default=0.0)
+    return max((e["time"] for e in inputs_of(rec) if e["time"] is not None), default=0.0)
 
 
 def make_batch(timelines, cuts, context):

@@ -49,8 +49,8 @@ def load_spec(path: str = SPEC_PATH) -> dict:
     return featurize.load_spec(path)
 
 
-def _canonical_codes(spec) -> list[tuple[str, str | None]]:
-    """Per feature: its MEDS code (the concept's first LOINC code) and, for coded features, None."""
+def _canonical_codes(spec) -> list[tuple[str, str]]:
+    """Per feature: its MEDS code (the concept's first LOINC code) and its name."""
     out = []
     for feat in spec["feature"]:
         concept = featurize.TERMINOLOGY["concept"][feat["concept"]]
@@ -130,7 +130,8 @@ def is_icu(entry, by_ref) -> bool:
     return is_icu_text(ref.get("display"))
 
 
-def _event(t, code, value=None, text=None) -> dict:
+def meds_event(t, code, value=None, text=None) -> dict:
+    """A MEDS event as the tokeniser reads it (time: Unix seconds, or None for a static fact)."""
     return {"time": t, "code": code, "numeric_value": value, "text_value": text}
 
 
@@ -146,9 +147,9 @@ def events_of_bundle(spec, bundle) -> tuple[list[dict], dict]:
         code = codes[f][0]
         if feat["coded_values"]:
             answer = next((a for a, x in sorted(feat["coded_values"].items()) if float(x) == v), None)
-            events.append(_event(t, code, None, answer))
+            events.append(meds_event(t, code, None, answer))
         else:
-            events.append(_event(t, code, float(v)))
+            events.append(meds_event(t, code, float(v)))
     dropped: dict[str, int] = {}
     for _rid, why in rejected:
         dropped[why] = dropped.get(why, 0) + 1
@@ -158,12 +159,12 @@ def events_of_bundle(spec, bundle) -> tuple[list[dict], dict]:
             continue
         if rt == "Patient":
             if isinstance(r.get("gender"), str):
-                events.append(_event(None, "GENDER/" + r["gender"]))
+                events.append(meds_event(None, "GENDER/" + r["gender"]))
             birth = r.get("birthDate")
             if isinstance(birth, str) and len(birth) == 10:
                 try:
                     b = dt.datetime.strptime(birth, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
-                    events.append(_event(b.timestamp(), "MEDS_BIRTH"))
+                    events.append(meds_event(b.timestamp(), "MEDS_BIRTH"))
                 except ValueError:
                     pass
         elif rt == "Condition":
@@ -175,7 +176,7 @@ def events_of_bundle(spec, bundle) -> tuple[list[dict], dict]:
             t = instant_seconds(r.get("onsetDateTime"))
             if t is None:
                 t = instant_seconds(r.get("recordedDate"))
-            events.append(_event(t, code))
+            events.append(meds_event(t, code))
         elif rt in ("MedicationRequest", "MedicationAdministration"):
             code = medication_code(r, by_ref)
             if code is None:
@@ -187,17 +188,17 @@ def events_of_bundle(spec, bundle) -> tuple[list[dict], dict]:
                 if t is None and isinstance(r.get("effectivePeriod"), dict):
                     t = instant_seconds(r["effectivePeriod"].get("start"))
             if t is not None:
-                events.append(_event(t, code))
+                events.append(meds_event(t, code))
         elif rt == "Encounter":
             t = instant_seconds((r.get("period") or {}).get("start"))
             if t is not None:
-                events.append(_event(t, "ENCOUNTER/INPATIENT"))
+                events.append(meds_event(t, "ENCOUNTER/INPATIENT"))
             for entry in r.get("location", []) or []:
                 if not isinstance(entry, dict):
                     continue
                 t = instant_seconds((entry.get("period") or {}).get("start"))
                 if t is not None:
-                    events.append(_event(t, "LOCATION/ICU" if is_icu(entry, by_ref) else "LOCATION/WARD"))
+                    events.append(meds_event(t, "LOCATION/ICU" if is_icu(entry, by_ref) else "LOCATION/WARD"))
     return events, dropped
 
 
