@@ -2,7 +2,10 @@
 //! of a 48 h ward record (the `deteriorating` fixture's vitals and labs: hourly vitals, 247
 //! Observations) on one CPU thread, by stage — Bundle → MEDS events, events → tokens, the
 //! TorchScript forward pass through the model's inference thread — and end to end, p50 / p99
-//! over 500 calls; plus load time.
+//! over 500 calls; plus load time. Then a task head served as an ordinary model version
+//! (`models/deterioration/5.0.0`, token input): what its shadow score costs a hook call (its
+//! tokens, then one forward pass on the padded context) and what the prediction API adds for
+//! its explanation (integrated gradients, one batched backward pass).
 //!
 //! `cargo bench --bench foundation` (release).
 
@@ -12,7 +15,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bedside::features::tokens::{encode, events_of_bundle};
-use bedside::inference::{FoundationModel, InferenceSettings};
+use bedside::fhir::projection;
+use bedside::inference::{FoundationModel, InferenceSettings, ModelRegistry};
+use bedside::services::scoring;
 use serde_json::value::RawValue;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -113,4 +118,45 @@ async fn main() {
         full.push(t.elapsed());
     }
     line(&format!("forward at {context} tokens"), full);
+
+    // A task head as a model version: the same record's Observations through the scoring path.
+    let registry = ModelRegistry::load(&common::repo().join("models"), &settings).unwrap();
+    let Some(head) = registry
+        .versions("deterioration")
+        .into_iter()
+        .find(|m| m.vocab.is_some())
+    else {
+        println!("no token-input head under models/: skipped");
+        return;
+    };
+    let projected = projection::observations(raw).unwrap();
+    let (mut prep, mut risk, mut explain) = (vec![], vec![], vec![]);
+    for i in 0..(n / 5 + 20) {
+        let t0 = Instant::now();
+        let prepared = scoring::prepare(&head, &projected.observations, 0, now);
+        let t1 = Instant::now();
+        std::hint::black_box(scoring::risk(&head, &prepared, far()).await.unwrap());
+        let t2 = Instant::now();
+        std::hint::black_box(scoring::score(&head, &prepared, far()).await.unwrap());
+        let t3 = Instant::now();
+        if i >= 20 {
+            prep.push(t1 - t0);
+            risk.push(t2 - t1);
+            explain.push(t3 - t2);
+        }
+    }
+    println!(
+        "head {} {} ({}): {} readings as tokens, padded to {}",
+        head.manifest.name,
+        head.manifest.version,
+        head.manifest.status.as_str(),
+        scoring::prepare(&head, &projected.observations, 0, now)
+            .matrix
+            .measurements
+            .len(),
+        head.manifest.input.shape[0]
+    );
+    line("head: Observations -> tokens", prep);
+    line("head: risk (a shadow score)", risk);
+    line("head: risk + explanation", explain);
 }

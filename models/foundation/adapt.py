@@ -118,7 +118,10 @@ def summary_row(events_sorted, by_code, codes_list, t, admit, age) -> list[float
 class Samples:
     """Every (patient, time) of the target generator: token windows, summary features, labels."""
 
-    def __init__(self, vocab, module, patients, spec, batch=64):
+    def __init__(self, vocab, module, patients, spec, batch=64, observations_only=False):
+        """``observations_only``: the inputs (tokens and summary features) are read from the
+        record's Observations alone, as a CDS service's gathered vital signs and labs; the labels
+        still come from the whole record."""
         codes = {f["name"]: "LOINC/" + featurize.TERMINOLOGY["concept"][f["concept"]]["loinc"][0]
                  for f in spec["feature"]}
         numeric = [codes[f["name"]] for f in spec["feature"] if not f["coded_values"]]
@@ -128,9 +131,11 @@ class Samples:
         bar = Progress(len(patients), "samples")
         for i, p in enumerate(patients):
             events, _ = tokenizer.events_of_bundle(spec, p["bundle"])
+            onsets = task_onsets(p, events, codes)
+            if observations_only:
+                events = tokenizer.observation_events(events)
             timed = sorted((e for e in events if e["time"] is not None and e["code"] != "MEDS_BIRTH"),
                            key=lambda e: e["time"])
-            onsets = task_onsets(p, events, codes)
             by_code = series(timed, numeric)
             admit, end = p["admit"].timestamp(), p["discharge"].timestamp()
             t = admit + EVERY_HOURS * H

@@ -70,7 +70,11 @@ class Encoder(nn.Module):
         nn.init.constant_(self.hazard.bias, -6.0)  # ~1 event per 400 h: the loss starts near its scale
 
     def states(self, ids: torch.Tensor, hours: torch.Tensor) -> torch.Tensor:
-        x = self.tok(ids) + self.time(time_features(hours))
+        return self.encode(self.tok(ids) + self.time(time_features(hours)))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, d] token inputs (token embedding + time features) -> [B, T, d] states; split from
+        ``states`` so that a head can take gradients with respect to each token's input."""
         for block in self.blocks:
             x = block(x)
         return self.norm(x)

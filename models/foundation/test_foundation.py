@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from models import generators  # noqa: E402
 from models.fhir_time import instant_seconds  # noqa: E402
-from models.foundation import adapt, corpus, pretrain, tokenizer  # noqa: E402
+from models.foundation import adapt, head, corpus, pretrain, tokenizer  # noqa: E402
 from models.foundation.model import Encoder, EmbeddingModule, tte_loss  # noqa: E402
 
 
@@ -167,6 +167,41 @@ def test_pretrain_export_and_adapt():
         assert set(res["targets"]) == {"foundation", "foundation_finetune"}
         assert os.path.exists(os.path.join(rep, "oxygen_24h.svg"))
         assert "Targets" in open(os.path.join(rep, "adaptation.md")).read()
+
+        # A task head exported as an ordinary bedside model (token input, shadow).
+        hd = os.path.join(tmp, "head")
+        head.main(["deterioration", "--model", out, "--n", "60", "--seed", "3", "--other-gen", "",
+                   "--version", "0.0.1", "--bootstrap", "10", "--out", hd])
+        with open(os.path.join(hd, "manifest.toml"), "rb") as f:
+            hm = tomllib.load(f)
+        assert hm["status"] == "shadow" and hm["explanation"] == "attribute"
+        assert hm["input"]["kind"] == "tokens" and hm["input"]["shape"] == [64, 2]
+        assert hm["sha256"] == sha(os.path.join(hd, "model.pt"))
+        assert hm["input"]["vocab_sha256"] == sha(os.path.normpath(os.path.join(hd, hm["input"]["vocab"])))
+        assert os.path.exists(os.path.normpath(os.path.join(hd, hm["features"])))
+        assert "synthetic" in hm["training_data"] and "Synthetic data only" in open(os.path.join(hd, "MODEL_CARD.md")).read()
+        hmod = torch.jit.load(os.path.join(hd, "model.pt"))
+        x = torch.from_numpy(head.as_rows(enc["ids"], enc["hours"], 64))[None]
+        with torch.no_grad():
+            p1 = hmod(x)
+            a = hmod.attribute(x)
+            assert not torch.is_grad_enabled(), "attribute restores the caller's grad mode"
+        assert p1.shape == (1, 1) and 0 < p1.item() < 1
+        assert a.shape == (1, 64, 2) and float(a[0, :, 1].abs().sum()) == 0.0
+        assert float(a[0, len(enc["ids"]):, 0].abs().sum()) == 0.0, "padding gets no credit"
+        # Integrated gradients add up to the logit's shift from the all-usual record.
+        usual = x.clone()
+        usual[0, :, 0] = hmod.baseline[x[0, :, 0].long()].float()
+        with torch.no_grad():
+            shift = torch.logit(p1) - torch.logit(hmod(usual))
+        assert abs(float(a[0, :, 0].sum()) - float(shift)) < 0.05 * max(1.0, abs(float(shift))), (a.sum(), shift)
+        bad = x.clone()
+        bad[0, 0, 0] = 10_000.0
+        try:
+            hmod(bad)
+            raise AssertionError("an id outside the vocabulary must be refused")
+        except Exception as e:  # TorchScript raises its own error type
+            assert "outside the vocabulary" in str(e)
 
 
 def main() -> int:

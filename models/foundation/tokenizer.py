@@ -202,6 +202,12 @@ def events_of_bundle(spec, bundle) -> tuple[list[dict], dict]:
     return events, dropped
 
 
+def observation_events(events: list[dict]) -> list[dict]:
+    """The events read from Observations (``LOINC/`` codes): what a token head that reads a CDS
+    service's gathered Observations sees (src/features/tokens.rs ``events_of_observations``)."""
+    return [e for e in events if str(e["code"]).startswith("LOINC/")]
+
+
 # ------------------------------------------------------------------------------ events -> tokens
 class Vocab:
     """The vocabulary file (``vocab.json`` beside the model): tokens, decile edges, context length."""

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::extract::measurements;
+use super::extract::{measurements, Measurement};
+use super::grid::FeatureMatrix;
 use super::spec::FeatureSpec;
 use super::terminology::{terminology, System};
 use crate::fhir::projection;
@@ -230,6 +231,9 @@ pub struct Encoded {
     pub unknown: usize,
     /// First and last kept timed token.
     pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Per token in `ids`, the index (into the events given) of the event it was read from;
+    /// `None` for the statics and the gap tokens. What an explanation maps tokens back with.
+    pub sources: Vec<Option<usize>>,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -260,40 +264,44 @@ pub fn encode(vocab: &Vocab, events: &[MedsEvent], now: DateTime<Utc>) -> Encode
         let band = AGE_EDGES_YEARS.partition_point(|e| *e <= age_years(b, now));
         statics.push(vocab.age_ids[band]);
     }
-    let mut timed: Vec<(i64, i64)> = Vec::new();
+    // (time, id, event index): the index only orders equal (time, id) pairs, whose tokens are
+    // the same, so the sequence is the Python side's `sorted((time, id))`.
+    let mut timed: Vec<(i64, i64, usize)> = Vec::new();
     let mut unknown = 0;
-    for e in events {
+    for (i, e) in events.iter().enumerate() {
         let Some(t) = e.time else { continue };
         if e.code == BIRTH || micros(t) > now_us {
             continue;
         }
         let id = vocab.token_of(e);
         unknown += usize::from(id == UNK);
-        timed.push((micros(t), id));
+        timed.push((micros(t), id, i));
     }
     timed.sort_unstable();
-    let mut seq: Vec<(i64, i64)> = Vec::with_capacity(timed.len() + timed.len() / 4);
+    let mut seq: Vec<(i64, i64, Option<usize>)> = Vec::with_capacity(timed.len() + timed.len() / 4);
     let mut prev: Option<i64> = None;
-    for &(t, id) in &timed {
+    for &(t, id, i) in &timed {
         if let Some(p) = prev.filter(|p| t > *p) {
             let gap_hours = t.saturating_sub(p) as f64 / 3.6e9;
             let k = DT_EDGES_HOURS.partition_point(|e| *e <= gap_hours);
             if k > 0 {
-                seq.push((t, vocab.gap_ids[k - 1]));
+                seq.push((t, vocab.gap_ids[k - 1], None));
             }
         }
-        seq.push((t, id));
+        seq.push((t, id, Some(i)));
         prev = Some(t);
     }
     let keep = vocab.context.saturating_sub(statics.len());
     let kept = &seq[seq.len().saturating_sub(keep)..];
-    let t0 = kept.first().map_or(0, |(t, _)| *t);
+    let t0 = kept.first().map_or(0, |(t, _, _)| *t);
+    let mut sources = vec![None; statics.len()];
+    sources.extend(kept.iter().map(|(_, _, i)| *i));
     let mut ids = statics.clone();
-    ids.extend(kept.iter().map(|(_, id)| *id));
+    ids.extend(kept.iter().map(|(_, id, _)| *id));
     let mut hours = vec![0.0f32; statics.len()];
     hours.extend(
         kept.iter()
-            .map(|(t, _)| (t.saturating_sub(t0) as f64 / 3.6e9) as f32),
+            .map(|(t, _, _)| (t.saturating_sub(t0) as f64 / 3.6e9) as f32),
     );
     let at = |us: i64| DateTime::<Utc>::from_timestamp_micros(us);
     let window = match (kept.first(), kept.last()) {
@@ -306,6 +314,7 @@ pub fn encode(vocab: &Vocab, events: &[MedsEvent], now: DateTime<Utc>) -> Encode
         events: timed.len(),
         unknown,
         window,
+        sources,
     }
 }
 
@@ -412,37 +421,97 @@ fn is_icu(entry: &Value, by_ref: &HashMap<String, &Value>) -> bool {
     is_icu_text(reference["display"].as_str())
 }
 
+/// The MEDS event a measurement read with the foundation model's feature `spec` becomes: its
+/// concept's first LOINC code, with the value (or, for coded answers, the answer code).
+fn event_of_measurement(spec: &FeatureSpec, m: &Measurement) -> Option<MedsEvent> {
+    let def = spec.features.get(m.feature)?;
+    let first = def
+        .concept
+        .as_deref()
+        .and_then(|c| terminology().concept(c))
+        .and_then(|c| c.loinc.first())?;
+    let mut e = MedsEvent::new(Some(m.time), format!("LOINC/{first}"));
+    if def.coded_values.is_empty() {
+        e.numeric_value = Some(m.value);
+    } else {
+        e.text_value = def
+            .coded_values
+            .iter()
+            .find(|(_, v)| **v == m.value)
+            .map(|(answer, _)| answer.clone());
+    }
+    Some(e)
+}
+
+/// A token model's input from measurements (sorted by time) at `now`: the tokens of their
+/// events in the matrix layout every model shares (`features = 1`: per step one token, its id
+/// in the "value" channel and its hours in the "mask" channel, right-padded with zeros to the
+/// vocabulary's context). `measurements` are those that feed a kept token, `sources` map each
+/// token to its measurement, and the window runs from the first kept token to `now`. What a
+/// foundation-model head reads, from the Observations a service gathered (no other
+/// resources: a head is fitted on the same).
+pub fn token_matrix(
+    vocab: &Vocab,
+    spec: &FeatureSpec,
+    found: &[Measurement],
+    now: DateTime<Utc>,
+) -> FeatureMatrix {
+    let mut read: Vec<usize> = Vec::with_capacity(found.len());
+    let mut events: Vec<MedsEvent> = Vec::with_capacity(found.len());
+    for (j, m) in found.iter().enumerate() {
+        if let Some(e) = event_of_measurement(spec, m) {
+            read.push(j);
+            events.push(e);
+        }
+    }
+    let encoded = encode(vocab, &events, now);
+    let context = vocab.context;
+    let mut values = vec![0.0f32; context * 2];
+    let mut sources = vec![None; context];
+    let mut index_of: HashMap<usize, usize> = HashMap::new();
+    let mut measurements: Vec<Measurement> = Vec::new();
+    for (k, ((id, hours), source)) in encoded
+        .ids
+        .iter()
+        .zip(&encoded.hours)
+        .zip(&encoded.sources)
+        .enumerate()
+        .take(context)
+    {
+        values[2 * k] = *id as f32;
+        values[2 * k + 1] = *hours;
+        let Some(j) = source.and_then(|e| read.get(e).copied()) else {
+            continue;
+        };
+        let next = measurements.len();
+        let i = *index_of.entry(j).or_insert(next);
+        if i == next {
+            measurements.push(found[j].clone());
+        }
+        sources[k] = Some(i);
+    }
+    FeatureMatrix {
+        steps: context,
+        features: 1,
+        values,
+        sources,
+        measurements,
+        window_start: encoded.window.map_or(now, |(start, _)| start),
+        window_end: now,
+        limits: Vec::new(),
+    }
+}
+
 /// The MEDS events of a FHIR Bundle, read with the foundation model's feature `spec`.
 pub fn events_of_bundle(spec: &FeatureSpec, bundle: &RawValue) -> Result<BundleEvents, String> {
     let projected = projection::observations(bundle).map_err(|e| e.to_string())?;
     let (found, rejected) = measurements(spec, &projected.observations);
-    let t = terminology();
     let mut out = BundleEvents {
         unreadable: projected.unreadable,
         ..BundleEvents::default()
     };
-    for m in found {
-        let def = &spec.features[m.feature];
-        let Some(first) = def
-            .concept
-            .as_deref()
-            .and_then(|c| t.concept(c))
-            .and_then(|c| c.loinc.first())
-        else {
-            continue;
-        };
-        let mut e = MedsEvent::new(Some(m.time), format!("LOINC/{first}"));
-        if def.coded_values.is_empty() {
-            e.numeric_value = Some(m.value);
-        } else {
-            e.text_value = def
-                .coded_values
-                .iter()
-                .find(|(_, v)| **v == m.value)
-                .map(|(answer, _)| answer.clone());
-        }
-        out.events.push(e);
-    }
+    out.events
+        .extend(found.iter().filter_map(|m| event_of_measurement(spec, m)));
     for r in rejected {
         *out.dropped.entry(r.reason).or_default() += 1;
     }
@@ -563,6 +632,71 @@ mod tests {
             numeric_value: v,
             text_value: None,
         }
+    }
+
+    #[test]
+    fn a_token_matrix_maps_each_reading_token_to_its_measurement() {
+        let v = vocab();
+        let spec = FeatureSpec::parse(
+            "window_hours = 168\nstep_minutes = 60\n\n[[feature]]\nname = \"heart_rate\"\nconcept = \"heart_rate\"\nunit = \"/min\"\n",
+        )
+        .unwrap();
+        let m = |h: u32, value: f64, id: &str| Measurement {
+            feature: 0,
+            time: at(&format!("2026-01-01T{h:02}:00:00Z")),
+            value,
+            resource_id: id.into(),
+        };
+        // Five readings; the context of 8 keeps [BOS] and the newest 7 timed tokens, so the
+        // oldest reading (and its gap token) fall out; one reading is after `now`.
+        let found = vec![
+            m(1, 50.0, "a"),
+            m(3, 70.0, "b"),
+            m(5, 120.0, "c"),
+            m(7, 80.0, "d"),
+            m(9, 90.0, "e"),
+            m(23, 90.0, "future"),
+        ];
+        let now = at("2026-01-01T10:00:00Z");
+        let x = token_matrix(&v, &spec, &found, now);
+        assert_eq!((x.steps, x.features, x.values.len()), (8, 1, 16));
+        let ids: Vec<f32> = x.values.chunks(2).map(|r| r[0]).collect();
+        // [BOS], b, DT, c, DT, d, DT, e: each reading after a 2 h gap (DT#1).
+        assert_eq!(ids, [2.0, 19.0, 4.0, 20.0, 4.0, 19.0, 4.0, 19.0]);
+        let named: Vec<Option<&str>> = x
+            .sources
+            .iter()
+            .map(|s| s.map(|i| x.measurements[i].resource_id.as_str()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                None,
+                Some("b"),
+                None,
+                Some("c"),
+                None,
+                Some("d"),
+                None,
+                Some("e")
+            ]
+        );
+        let hours: Vec<f32> = x.values.chunks(2).map(|r| r[1]).collect();
+        assert_eq!(hours, [0.0, 0.0, 2.0, 2.0, 4.0, 4.0, 6.0, 6.0]);
+        assert_eq!(
+            (x.window_start, x.window_end),
+            (at("2026-01-01T03:00:00Z"), now)
+        );
+        assert_eq!(
+            x.measurements.len(),
+            4,
+            "only readings that feed a kept token"
+        );
+        // Nothing read: an empty input (all padding but [BOS]), the window empty at `now`.
+        let empty = token_matrix(&v, &spec, &[], now);
+        assert_eq!(empty.values[0], 2.0);
+        assert!(empty.values[2..].iter().all(|v| *v == 0.0));
+        assert_eq!(empty.window_start, now);
     }
 
     #[test]

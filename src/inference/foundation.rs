@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tch::{CModule, Device, Kind, Tensor};
 use tokio::sync::oneshot;
 
-use super::registry::sha256_file;
+use super::registry::verify_sha256;
 use super::worker::AliveGuard;
 use super::{select_device, InferenceError, InferenceSettings, LoadError};
 use crate::features::tokens::Vocab;
@@ -87,21 +87,6 @@ fn read(path: &Path) -> Result<String, LoadError> {
     })
 }
 
-fn check_sha(m: &FoundationManifest, path: &Path, expected: &str) -> Result<(), LoadError> {
-    let actual = sha256_file(path)?;
-    if actual.eq_ignore_ascii_case(expected.trim()) {
-        Ok(())
-    } else {
-        Err(LoadError::Sha256Mismatch {
-            name: m.name.clone(),
-            version: m.version.clone(),
-            path: path.display().to_string(),
-            expected: expected.to_owned(),
-            actual,
-        })
-    }
-}
-
 impl FoundationModel {
     /// The newest version under `models_dir/foundation/` (by semantic version), if any.
     pub fn find(
@@ -133,8 +118,18 @@ impl FoundationModel {
             .map_err(|e| manifest_error(manifest_path, e.to_string()))?;
         let dir = manifest_path.parent().unwrap_or(Path::new("."));
         let (model_path, vocab_path) = (dir.join(&manifest.file), dir.join(&manifest.vocab));
-        check_sha(&manifest, &model_path, &manifest.sha256)?;
-        check_sha(&manifest, &vocab_path, &manifest.vocab_sha256)?;
+        verify_sha256(
+            &manifest.name,
+            &manifest.version,
+            &model_path,
+            &manifest.sha256,
+        )?;
+        verify_sha256(
+            &manifest.name,
+            &manifest.version,
+            &vocab_path,
+            &manifest.vocab_sha256,
+        )?;
         let incompatible = |message: String| LoadError::Incompatible {
             name: manifest.name.clone(),
             version: manifest.version.clone(),

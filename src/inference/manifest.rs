@@ -81,6 +81,10 @@ pub struct Manifest {
     /// How a recalibrated version was fitted (records, outcomes, prevalence); kept for audit.
     #[serde(default)]
     pub recalibration: Option<toml::Table>,
+    /// The model this version was adapted from (a foundation-model head: `"foundation 1.0.0"`);
+    /// informational, for the model card and the admin views.
+    #[serde(default)]
+    pub base_model: Option<String>,
 }
 
 /// Warning / critical thresholds chosen for an alert budget on the validation split, with the
@@ -128,16 +132,37 @@ pub struct Validity {
     pub range: BTreeMap<String, [f64; 2]>,
 }
 
+/// What one sample of a model's input holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputKind {
+    /// The feature grid `[steps, 2 × features]` of `features.toml` (normalised values, then
+    /// observed masks).
+    #[default]
+    Grid,
+    /// The foundation model's tokens (`features::tokens`): `[context, 2]`, one row per token,
+    /// its id (an exact integer in float32) and its hours since the first kept token,
+    /// right-padded with zeros. A head adapted from the foundation model reads this.
+    Tokens,
+}
+
 /// Input tensor per sample.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
-    /// `[steps, channels]`.
+    #[serde(default)]
+    pub kind: InputKind,
+    /// `[steps, channels]` (grid) or `[context, 2]` (tokens).
     pub shape: Vec<usize>,
     pub dtype: String,
-    /// Per-feature normalisation, in `features.toml` order.
+    /// Per-feature normalisation, in `features.toml` order (grid; empty for tokens).
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
+    /// Token input: the vocabulary file, relative to the manifest, and its hex sha256.
+    #[serde(default)]
+    pub vocab: Option<PathBuf>,
+    #[serde(default)]
+    pub vocab_sha256: Option<String>,
 }
 
 /// Where a remotely served model lives.
@@ -202,6 +227,25 @@ impl Manifest {
                 path: path.display().to_string(),
                 message: format!("validity.range.{name} = [{lo}, {hi}] is not a range"),
             });
+        }
+        if manifest.input.kind == InputKind::Tokens {
+            let problem = if manifest.input.shape.len() != 2 || manifest.input.shape[1] != 2 {
+                Some("a token input's shape is [context, 2]")
+            } else if manifest.input.vocab.is_none() || manifest.input.vocab_sha256.is_none() {
+                Some("a token input names its vocab and vocab_sha256")
+            } else if manifest.explanation != ExplanationMethod::Attribute {
+                Some("a token model explains itself: explanation = \"attribute\"")
+            } else if manifest.remote.is_some() {
+                Some("token models are served locally")
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                return Err(LoadError::Manifest {
+                    path: path.display().to_string(),
+                    message: message.into(),
+                });
+            }
         }
         if manifest.output.shape != [1] {
             return Err(LoadError::Manifest {

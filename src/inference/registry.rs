@@ -9,12 +9,14 @@ use sha2::{Digest, Sha256};
 
 use super::device::select_device;
 use super::handle::ModelHandle;
+use super::manifest::InputKind;
 use super::manifest::{Manifest, ModelStatus};
 use super::remote::RemoteModel;
 use super::worker::{LocalWorker, WorkerSpec};
 use super::InferenceSettings;
 use super::Lifecycle;
 use super::LoadError;
+use crate::features::tokens::Vocab;
 use crate::features::{FeatureSpec, Normalisation};
 use crate::metrics::ModelMetrics;
 
@@ -26,6 +28,8 @@ pub struct LoadedModel {
     pub handle: ModelHandle,
     /// `MODEL_CARD.md` beside the manifest, served at `/models/{name}/{version}/model-card`.
     pub model_card: PathBuf,
+    /// The vocabulary of a token-input model (a foundation-model head); `None`: a grid model.
+    pub vocab: Option<Arc<Vocab>>,
 }
 
 /// Loaded models by `(name, version)`.
@@ -197,20 +201,8 @@ fn load_one(
     let model_path = base.join(&manifest.file);
     // A remote model's file may live only on the remote server; when it is here too, it
     // must still be the file the manifest names.
-    let verify = manifest.remote.is_none() || model_path.exists();
-    let actual = if verify {
-        sha256_file(&model_path)?
-    } else {
-        manifest.sha256.clone()
-    };
-    if !actual.eq_ignore_ascii_case(manifest.sha256.trim()) {
-        return Err(LoadError::Sha256Mismatch {
-            name,
-            version,
-            path: model_path.display().to_string(),
-            expected: manifest.sha256.clone(),
-            actual,
-        });
+    if manifest.remote.is_none() || model_path.exists() {
+        verify_sha256(&name, &version, &model_path, &manifest.sha256)?;
     }
     let features =
         FeatureSpec::load(&base.join(&manifest.features)).map_err(|e| LoadError::Features {
@@ -218,15 +210,27 @@ fn load_one(
             version: version.clone(),
             message: e.to_string(),
         })?;
-    let expected_shape = vec![features.steps(), features.channels()];
-    if manifest.input.shape != expected_shape {
-        return Err(incompatible(format!(
-            "input.shape {:?} does not match the feature spec ({} steps × {} channels)",
-            manifest.input.shape,
-            features.steps(),
-            features.channels()
-        )));
-    }
+    let vocab = match manifest.input.kind {
+        InputKind::Grid => {
+            let expected_shape = vec![features.steps(), features.channels()];
+            if manifest.input.shape != expected_shape {
+                return Err(incompatible(format!(
+                    "input.shape {:?} does not match the feature spec ({} steps × {} channels)",
+                    manifest.input.shape,
+                    features.steps(),
+                    features.channels()
+                )));
+            }
+            let n = features.features.len();
+            if manifest.input.mean.len() != n || manifest.input.std.len() != n {
+                return Err(incompatible(format!(
+                    "input.mean/std need {n} values, one per feature"
+                )));
+            }
+            None
+        }
+        InputKind::Tokens => Some(Arc::new(load_vocab(base, &manifest, &incompatible)?)),
+    };
     let v = &manifest.validity;
     if let Some(unknown) = v
         .required
@@ -236,12 +240,6 @@ fn load_one(
     {
         return Err(incompatible(format!(
             "validity names `{unknown}`, which is not a feature of the spec"
-        )));
-    }
-    let n = features.features.len();
-    if manifest.input.mean.len() != n || manifest.input.std.len() != n {
-        return Err(incompatible(format!(
-            "input.mean/std need {n} values, one per feature"
         )));
     }
     if manifest
@@ -307,7 +305,62 @@ fn load_one(
         features,
         handle,
         manifest,
+        vocab,
     })
+}
+
+/// A token model's vocabulary: the file its manifest names, with that sha256, holding as many
+/// tokens per input as the model's input shape.
+fn load_vocab(
+    base: &Path,
+    manifest: &Manifest,
+    incompatible: &dyn Fn(String) -> LoadError,
+) -> Result<Vocab, LoadError> {
+    let (Some(file), Some(expected)) = (&manifest.input.vocab, &manifest.input.vocab_sha256) else {
+        return Err(incompatible("a token input names its vocab".into()));
+    };
+    let path = base.join(file);
+    verify_sha256(&manifest.name, &manifest.version, &path, expected)?;
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let vocab = Vocab::parse(&text).map_err(|e| incompatible(format!("vocab: {e}")))?;
+    if manifest.input.shape.first() != Some(&vocab.context()) {
+        return Err(incompatible(format!(
+            "input.shape {:?} does not hold the vocabulary's context of {} tokens",
+            manifest.input.shape,
+            vocab.context()
+        )));
+    }
+    if i64::try_from(vocab.len()).map_or(true, |n| n > 1 << 24) {
+        return Err(incompatible(
+            "a vocabulary beyond 2^24 tokens cannot be carried exactly in float32".into(),
+        ));
+    }
+    Ok(vocab)
+}
+
+/// The file a manifest names must be the one it hashed: the model of `name` `version` fails
+/// to load otherwise, naming the file and both digests.
+pub(super) fn verify_sha256(
+    name: &str,
+    version: &str,
+    path: &Path,
+    expected: &str,
+) -> Result<(), LoadError> {
+    let actual = sha256_file(path)?;
+    if actual.eq_ignore_ascii_case(expected.trim()) {
+        Ok(())
+    } else {
+        Err(LoadError::Sha256Mismatch {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            path: path.display().to_string(),
+            expected: expected.to_owned(),
+            actual,
+        })
+    }
 }
 
 /// Hex sha256 of a file, streamed.

@@ -67,8 +67,10 @@ impl CdsService {
             tensor_sha256: prepared.map(|p| tensor_hash(&p.matrix)),
             data_quality: prepared.map(|p| p.quality.clone()),
             latency_ms: facts.started.elapsed().as_secs_f64() * 1e3,
+            // Inputs are kept on the feature grid (the learning export's rows); a token
+            // model's input is identified by its tensor hash and its input references.
             inputs: prepared
-                .filter(|_| self.def.learning.store_inputs)
+                .filter(|_| self.def.learning.store_inputs && model.vocab.is_none())
                 .map(|p| model_input(model, &p.matrix, facts)),
         }
     }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use crate::features::tokens::token_matrix;
 use crate::features::{measurements, FeatureMatrix};
 use crate::fhir::ObservationView;
 use crate::inference::{InferenceError, LoadedModel};
@@ -50,7 +51,10 @@ pub fn prepare(
     now: DateTime<Utc>,
 ) -> Prepared {
     let (found, rejected) = measurements(&model.features, observations);
-    let matrix = FeatureMatrix::build(&model.features, &model.normalisation, &found, now);
+    let matrix = match &model.vocab {
+        Some(vocab) => token_matrix(vocab, &model.features, &found, now),
+        None => FeatureMatrix::build(&model.features, &model.normalisation, &found, now),
+    };
     let mut quality = DataQuality {
         used: matrix.measurements.len(),
         ..DataQuality::default()
@@ -180,6 +184,20 @@ pub async fn score(
     deadline: Instant,
 ) -> Result<Scored, InferenceError> {
     let matrix = &prepared.matrix;
+    if model.vocab.is_some() {
+        // A token model: its risk and, in one attribution pass, each reading's contribution.
+        // No per-feature counterfactual (a feature is not a column of its input).
+        let risk = risk(model, prepared, deadline).await?;
+        let cells = model
+            .handle
+            .attribute(matrix.values.clone(), deadline)
+            .await?;
+        return Ok(Scored {
+            risk,
+            risk_without: Vec::new(),
+            contributions: attributed(matrix, risk, &cells),
+        });
+    }
     if model.handle.can_attribute() {
         // The risk and its per-feature counterfactuals in one small batch, the per-measurement
         // contributions in one attribution pass.

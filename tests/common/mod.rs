@@ -373,10 +373,18 @@ pub fn copy_models(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(&dst).unwrap();
         std::fs::copy(src.join("features.toml"), dst.join("features.toml")).unwrap();
         for version in std::fs::read_dir(&src).unwrap().flatten() {
+            let to = dst.join(version.file_name());
+            // The foundation model: what its heads' manifests point at (vocabulary).
+            if version.path().join("foundation.toml").is_file() {
+                std::fs::create_dir_all(&to).unwrap();
+                for f in ["foundation.toml", "model.pt", "vocab.json", "MODEL_CARD.md"] {
+                    std::fs::copy(version.path().join(f), to.join(f)).unwrap();
+                }
+                continue;
+            }
             if !version.path().join("manifest.toml").is_file() {
                 continue;
             }
-            let to = dst.join(version.file_name());
             std::fs::create_dir_all(&to).unwrap();
             for f in ["manifest.toml", "model.pt", "MODEL_CARD.md"] {
                 std::fs::copy(version.path().join(f), to.join(f)).unwrap();

@@ -42,8 +42,9 @@ async fn model_metadata_follows_the_open_inference_protocol() {
     let (s, body) = call(&gw, reqwest::Method::GET, "/v2/models/deterioration", None).await;
     assert_eq!(s, 200, "{body}");
     let meta: ModelMetadata = serde_json::from_value(body).unwrap();
-    // 1.0.0 is retired (not loaded); 2.0.0 in shadow; 4.0.0 active.
-    assert_eq!(meta.versions, ["2.0.0", "4.0.0"]);
+    // 1.0.0 is retired (not loaded); 2.0.0 and the foundation head 5.0.0 in shadow; 4.0.0
+    // active (its input is the one described).
+    assert_eq!(meta.versions, ["2.0.0", "4.0.0", "5.0.0"]);
     assert_eq!(meta.inputs[0].shape, [-1, 48, 16]);
     assert_eq!(meta.inputs[0].datatype, "FP32");
     assert_eq!(meta.outputs[0].shape, [-1, 1]);

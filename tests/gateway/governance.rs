@@ -162,11 +162,12 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
         "{body}"
     );
 
-    // Six calls: the shadow version scores each after the answer.
+    // Six calls: the shadow versions (2.0.0 and the foundation head 5.0.0) score each after
+    // the answer.
     for i in 0..6 {
         call_deterioration(&gw, &format!("gov-{i}")).await;
     }
-    let shadow_line = "bedside_service_shadow_total{service=\"deterioration\"} 6";
+    let shadow_line = "bedside_service_shadow_total{service=\"deterioration\"} 12";
     let metrics = common::metrics_showing(&gw, shadow_line).await;
     assert!(metrics.contains(shadow_line), "{metrics}");
     let (s, evaluation) = post(&gw, "/admin/models/deterioration/2.0.0/evaluate", None).await;

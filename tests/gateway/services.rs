@@ -619,14 +619,37 @@ async fn abstention_says_which_data_were_missing_and_shadow_services_show_nothin
     order["hook"] = "order-sign".into();
     order["context"]["draftOrders"] = draft_orders(&[("d1", RXNORM, "5640")]);
     assert!(cards(&call(&gw, "aki-nephrotoxic", &order).await).is_empty());
-    // The shadow version's score is recorded after the answer.
+    // The shadow versions' scores are recorded after the answer.
     let metrics = common::metrics_showing(
         &gw,
-        "bedside_service_shadow_total{service=\"deterioration\"} 2",
+        "bedside_service_shadow_total{service=\"deterioration\"} 3",
     )
     .await;
+    // The foundation-model head (5.0.0, token input) scored the same gathered Observations,
+    // in shadow, with what it read on record.
+    let head = prediction(
+        &gw,
+        "deterioration",
+        request["hookInstance"].as_str().unwrap(),
+        &manifest("deterioration", "5.0.0"),
+    )
+    .await;
+    assert_eq!(
+        (head["mode"].as_str(), head["outcome"].as_str()),
+        (Some("shadow"), Some("shadow")),
+        "{head}"
+    );
+    let risk = head["risk"].as_f64().unwrap();
+    assert!(risk > 0.0 && risk < 1.0, "{head}");
+    assert_eq!(head["tensor_sha256"].as_str().unwrap().len(), 64);
+    assert!(head["input_refs"].as_array().unwrap().len() > 50, "{head}");
+    assert!(
+        head["data_quality"]["used"].as_u64().unwrap() > 50,
+        "{head}"
+    );
     for line in [
-        "bedside_service_shadow_total{service=\"deterioration\"} 2", // the service, and model v2.0.0
+        // the service, model v2.0.0 and the head v5.0.0
+        "bedside_service_shadow_total{service=\"deterioration\"} 3",
         "bedside_service_disabled_total{service=\"aki-nephrotoxic\"} 1",
         "bedside_service_abstained_total{service=\"sepsis-screen\"} 1",
     ] {
@@ -667,14 +690,15 @@ async fn report_suite(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    // Shadow versions' scores are recorded after each answer: wait for the three.
+    // Shadow versions' scores (2.0.0 and the head 5.0.0) are recorded after each answer: wait
+    // for the six.
     let metrics = common::metrics_showing(
         &gw,
-        "bedside_service_shadow_total{service=\"deterioration\"} 3",
+        "bedside_service_shadow_total{service=\"deterioration\"} 6",
     )
     .await;
     assert!(
-        metrics.contains("bedside_service_shadow_total{service=\"deterioration\"} 3"),
+        metrics.contains("bedside_service_shadow_total{service=\"deterioration\"} 6"),
         "{metrics}"
     );
     let (s, report) = admin(&gw, reqwest::Method::GET, "/admin/report").await;
@@ -707,6 +731,14 @@ async fn report_suite(backend: Backend) {
         .find(|r| r["service_id"] == "deterioration" && r["model_version"] == "2.0.0")
         .unwrap();
     assert_eq!(shadow["shadow"], 3, "{shadow}");
+    let head = rows
+        .iter()
+        .find(|r| r["service_id"] == "deterioration" && r["model_version"] == "5.0.0")
+        .unwrap();
+    assert_eq!(
+        head["shadow"], 3,
+        "the foundation head's shadow scores: {head}"
+    );
     // The HTML page with its charts.
     let html = http()
         .get(format!("{}/admin/report", gw.url))

@@ -140,3 +140,69 @@ async fn the_changed_observation_ranks_first_for_each_model() {
         assert!(tried >= 3, "{model}: only {tried} patients had the code");
     }
 }
+
+/// A foundation-model head (deterioration 5.0.0, token input) runs through the same scoring
+/// path: its tokens come from the gathered Observations, and its one-pass attribution is mapped
+/// back through each token to the reading it was read from. A respiratory rate changed to
+/// 34/min must raise its risk and be the reading credited most, for most quiet patients (the
+/// head is weaker than the active model; its risk moves less, see its model card).
+#[tokio::test]
+async fn the_foundation_head_credits_the_changed_reading() {
+    let cohort = Cohort::generate(40, 3);
+    let registry =
+        ModelRegistry::load(&common::repo().join("models"), &InferenceSettings::cpu()).unwrap();
+    let model = registry
+        .get("deterioration", "5.0.0")
+        .expect("the head is loaded");
+    assert!(model.vocab.is_some(), "a token model");
+    assert_eq!(model.manifest.status.as_str(), "shadow");
+    let score = |bundle: &Value, now: DateTime<Utc>| {
+        let text = serde_json::to_string(bundle).unwrap();
+        let model = model.clone();
+        async move {
+            let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
+            let projected = projection::observations(&raw).unwrap();
+            let prepared = scoring::prepare(&model, &projected.observations, 0, now);
+            let scored =
+                scoring::score(&model, &prepared, Instant::now() + Duration::from_secs(20))
+                    .await
+                    .unwrap();
+            let top = scored
+                .contributions
+                .first()
+                .map(|(i, _)| prepared.matrix.measurements[*i].resource_id.clone());
+            (scored.risk, top, prepared)
+        }
+    };
+    let (mut tried, mut first) = (0, 0);
+    for p in cohort.index.iter().filter(|p| {
+        p["onsets"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(Value::is_null)
+    }) {
+        if tried == 6 {
+            break;
+        }
+        let admit: DateTime<Utc> = p["admit"].as_str().unwrap().parse().unwrap();
+        let discharge: DateTime<Utc> = p["discharge"].as_str().unwrap().parse().unwrap();
+        let now = (admit + chrono::Duration::hours(60)).min(discharge);
+        let mut bundle: Value = cohort.bundle(p);
+        let (before, _, prepared) = score(&bundle, now).await;
+        // The window is the kept tokens' span; every kept reading is an Observation of the
+        // record, named in the matrix.
+        assert!(prepared.matrix.window_start < now);
+        assert!(!prepared.matrix.measurements.is_empty());
+        let changed = perturb(&mut bundle, "9279-1", now, |_| 34.0);
+        let (after, top, _) = score(&bundle, now).await;
+        assert!(after > before, "risk {before} → {after}");
+        first += usize::from(top.as_deref() == Some(changed.as_str()));
+        tried += 1;
+    }
+    assert!(tried >= 5, "only {tried} quiet patients");
+    assert!(
+        first + 1 >= tried,
+        "the changed reading was credited most for {first} of {tried} patients"
+    );
+}

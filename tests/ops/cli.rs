@@ -406,7 +406,8 @@ async fn governance_commands_evaluate_promote_and_keep_patient_ids_out() {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200);
     }
-    let line = "bedside_service_shadow_total{service=\"deterioration\"} 3";
+    // Three calls, two shadow versions (2.0.0 and the foundation head 5.0.0).
+    let line = "bedside_service_shadow_total{service=\"deterioration\"} 6";
     assert!(common::metrics_showing(&gw, line).await.contains(line));
     gw.stop().await;
     let path = dir.path().join("bedside.toml");
