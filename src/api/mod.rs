@@ -79,7 +79,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/v2/models/{name}/versions/{version}/infer",
         web::post().to(infer),
     )
-    .route("/api/v1/models/{name}/predict", web::post().to(predict));
+    .route("/api/v1/models/{name}/predict", web::post().to(predict))
+    .route(
+        "/api/v1/models/{name}/versions/{version}/predict",
+        web::post().to(predict),
+    );
 }
 
 async fn server_ready(state: web::Data<ApiState>) -> HttpResponse {

@@ -273,6 +273,96 @@ async fn predict_from_a_fhir_bundle_is_reproducible_at_a_reference_time() {
     gw.stop().await;
 }
 
+/// A version by path: the foundation head (5.0.0, token input, shadow) answers with what every
+/// score carries — its version, status, data window, data quality, the readings that raised it
+/// (as Observation references) and its training data — and without per-feature counterfactuals,
+/// which a token model does not compute.
+#[tokio::test]
+async fn a_version_answers_by_path_and_the_foundation_head_explains_itself() {
+    let keys = KeyServer::start().await;
+    let gw = Gateway::with_keys(&keys).await;
+    let request: Value =
+        serde_json::from_str(&common::fixture("patients/deteriorating.json")).unwrap();
+    let mut bundle = request["prefetch"]["vitals"].clone();
+    let labs = request["prefetch"]["labs"]["entry"].clone();
+    bundle["entry"]
+        .as_array_mut()
+        .unwrap()
+        .extend(labs.as_array().cloned().unwrap_or_default());
+    let as_of = parity()["now"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/models/deterioration/versions/5.0.0/predict?asOf={as_of}");
+    let (s, head) = call(
+        &gw,
+        reqwest::Method::POST,
+        &path,
+        Some(("application/fhir+json", body_of(&bundle))),
+    )
+    .await;
+    assert_eq!(s, 200, "{head}");
+    assert_eq!(
+        (head["version"].as_str(), head["status"].as_str()),
+        (Some("5.0.0"), Some("shadow"))
+    );
+    let risk = head["risk"].as_f64().unwrap();
+    assert!(risk > 0.0 && risk < 1.0, "{head}");
+    let (start, end) = (
+        head["window"]["start"].as_str().unwrap(),
+        head["window"]["end"].as_str().unwrap(),
+    );
+    assert!(start < end && end == as_of, "{}", head["window"]);
+    assert!(head["measurements"].as_u64().unwrap() > 50, "{head}");
+    let drivers = head["drivers"].as_array().unwrap();
+    assert!(
+        !drivers.is_empty(),
+        "a deteriorating chart has readings that raised the risk"
+    );
+    for d in drivers {
+        assert!(
+            d["observation"]
+                .as_str()
+                .unwrap()
+                .starts_with("Observation/"),
+            "{d}"
+        );
+        assert!(d["contribution"].as_f64().unwrap() > 0.0, "{d}");
+    }
+    assert!(head["explanation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["risk_without"].is_null()));
+    assert!(head["training_data"]
+        .as_str()
+        .unwrap()
+        .contains("synthetic"));
+    assert!(head["model_card"]
+        .as_str()
+        .unwrap()
+        .ends_with("/models/deterioration/5.0.0/model-card"));
+    // The active version by path answers as without one.
+    let (s, active) = call(
+        &gw,
+        reqwest::Method::POST,
+        &format!("/api/v1/models/deterioration/versions/4.0.0/predict?asOf={as_of}"),
+        Some(("application/fhir+json", body_of(&bundle))),
+    )
+    .await;
+    assert_eq!(
+        (s, active["version"].as_str()),
+        (200, Some("4.0.0")),
+        "{active}"
+    );
+    let (s, _) = call(
+        &gw,
+        reqwest::Method::POST,
+        "/api/v1/models/deterioration/versions/9.9.9/predict",
+        Some(("application/fhir+json", body_of(&bundle))),
+    )
+    .await;
+    assert_eq!(s, 404);
+    gw.stop().await;
+}
+
 fn body_of(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
 }

@@ -232,6 +232,39 @@ fn registry_errors_name_the_model_and_the_problem() {
         load_err(&models)
     );
 
+    // A token model (the foundation head) whose vocabulary is not the one its manifest hashed.
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::copy_models(dir.path());
+    let vocab = models.join("foundation/1.0.0/vocab.json");
+    let text = std::fs::read_to_string(&vocab).unwrap();
+    std::fs::write(&vocab, text.replacen("[PAD]", "[PAD ]", 1)).unwrap();
+    let err = load_err(&models);
+    assert!(
+        err.contains("deterioration") && err.contains("5.0.0") && err.contains("vocab.json"),
+        "{err}"
+    );
+
+    // A token model must explain itself (no occlusion over a token grid), and its shape must
+    // hold the vocabulary's context.
+    for (from, to, says) in [
+        (
+            "explanation = \"attribute\"",
+            "explanation = \"occlusion\"",
+            "explains itself",
+        ),
+        ("shape = [256, 2]", "shape = [128, 2]", "context of 256"),
+        ("shape = [256, 2]", "shape = [256, 3]", "[context, 2]"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let models = common::copy_models(dir.path());
+        let manifest = models.join("deterioration/5.0.0/manifest.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&manifest, text.replace(from, to)).unwrap();
+        let err = load_err(&models);
+        assert!(err.contains(says), "{to}: {err}");
+    }
+
     // A retired version is not loaded; an active one beside it still is.
     let dir = tempfile::tempdir().unwrap();
     let models = common::copy_models(dir.path());
