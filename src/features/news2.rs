@@ -57,7 +57,7 @@ pub struct Vitals {
 impl Vitals {
     /// The latest in-window value of each feature whose `features.toml` name is a NEWS2
     /// parameter (`respiratory_rate`, `spo2`, `systolic_bp`, `heart_rate`,
-    /// `consciousness_not_alert`, `temperature`; consciousness reads ACVPU and GCS alike through
+    /// `consciousness_not_alert` or `consciousness`, `temperature`; consciousness reads ACVPU and GCS alike through
     /// its terminology concept). Oxygen therapy is no model's feature: it is `None` here, and
     /// callers set it from the observations ([`super::oxygen::on_oxygen`]: O2 flow, FiO2). No
     /// feature says which SpO2 scale was prescribed, so it is scale 1 (callers set scale 2 from
@@ -75,7 +75,11 @@ impl Vitals {
             on_oxygen: None,
             systolic_bp: latest("systolic_bp"),
             heart_rate: latest("heart_rate"),
-            alert: latest("consciousness_not_alert").map(|v| v < 0.5),
+            // `consciousness_not_alert` (0 alert, 1 not) or `consciousness` (the ACVPU level,
+            // 0 alert to 4 unresponsive: the foundation model's spec).
+            alert: latest("consciousness_not_alert")
+                .or_else(|| latest("consciousness"))
+                .map(|v| v < 0.5),
             temperature: latest("temperature"),
             spo2_scale: SpO2Scale::Scale1,
         }

@@ -775,3 +775,69 @@ async fn feedback_reaches_the_report_exactly_on_sqlite() {
 async fn feedback_reaches_the_report_exactly_on_postgresql() {
     report_suite(Backend::Postgres).await;
 }
+
+/// A foundation-model head (deterioration 5.0.0, token input) promoted to active is shown by
+/// the services like any version: the card gives the risk with the readings that raised it
+/// (from its integrated-gradient attribution, mapped back to Observations) and is recorded
+/// under the head's version; a chart without recent vital signs is abstained on with the
+/// reason, as for the grid models.
+#[tokio::test]
+async fn a_service_shows_a_foundation_head_once_it_is_active() {
+    let keys = KeyServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let models = common::copy_models(dir.path());
+    let head = models.join("deterioration/5.0.0/manifest.toml");
+    let text = std::fs::read_to_string(&head).unwrap();
+    std::fs::write(
+        &head,
+        text.replace("status = \"shadow\"", "status = \"active\""),
+    )
+    .unwrap();
+    // The highest active version answers "active"; a threshold the head's risk for the
+    // deteriorating chart clears: the card path is tested here, not the head's calibration.
+    let services = services_with(dir.path(), |id, t| match id {
+        "deterioration" => t
+            .replace("warning = 0.0129", "warning = 0.05")
+            .replace("critical = 0.0549", "critical = 0.99"),
+        _ => t,
+    });
+    let gw = Gateway::start(GatewayOptions {
+        jwks_url: Some(keys.jwks_url()),
+        services_dir: services,
+        models_dir: models,
+        ..Default::default()
+    })
+    .await;
+    let request = patient("deteriorating");
+    let body = call(&gw, "deterioration", &request).await;
+    let card = &cards(&body)[0];
+    assert_eq!(card["indicator"], "warning", "{card}");
+    let detail = card["detail"].as_str().unwrap();
+    assert!(detail.contains("What raised the risk most"), "{detail}");
+    // Readings in words (consciousness as an ACVPU finding), NEWS2 from the same readings.
+    assert!(detail.contains("- New confusion"), "{detail}");
+    assert!(detail.contains("consciousness 3"), "{detail}");
+    assert!(
+        detail.contains("deterioration v5.0.0: trained on synthetic data only"),
+        "{detail}"
+    );
+    let p = prediction(
+        &gw,
+        "deterioration",
+        request["hookInstance"].as_str().unwrap(),
+        &manifest("deterioration", "5.0.0"),
+    )
+    .await;
+    assert_eq!(
+        (p["mode"].as_str(), p["outcome"].as_str()),
+        (Some("active"), Some("shown")),
+        "{p}"
+    );
+    let sparse = patient("sparse");
+    let body = call(&gw, "deterioration", &sparse).await;
+    assert!(
+        cards(&body).iter().all(|c| c["indicator"] == "info"),
+        "{body}"
+    );
+    gw.stop().await;
+}
