@@ -188,14 +188,10 @@ pub async fn score(
         // A token model: its risk and, in one attribution pass, each reading's contribution.
         // No per-feature counterfactual (a feature is not a column of its input).
         let risk = risk(model, prepared, deadline).await?;
-        let cells = model
-            .handle
-            .attribute(matrix.values.clone(), deadline)
-            .await?;
         return Ok(Scored {
             risk,
             risk_without: Vec::new(),
-            contributions: attributed(matrix, risk, &cells),
+            contributions: contributions(model, prepared, risk, deadline).await?,
         });
     }
     if model.handle.can_attribute() {
@@ -209,14 +205,10 @@ pub async fn score(
         let Some((&risk, without_feature)) = scores.split_first() else {
             return Err(InferenceError::Torch("model returned no values".into()));
         };
-        let cells = model
-            .handle
-            .attribute(matrix.values.clone(), deadline)
-            .await?;
         return Ok(Scored {
             risk,
             risk_without: without_feature.to_vec(),
-            contributions: attributed(matrix, risk, &cells),
+            contributions: contributions(model, prepared, risk, deadline).await?,
         });
     }
     let occluded = matrix.occludable(OCCLUDED);
