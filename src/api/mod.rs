@@ -224,6 +224,22 @@ async fn infer(
             ),
         ));
     }
+    if let Some(vocab) = &model.vocab {
+        // A token model's rows are (token id, hours): the ids must be tokens of its vocabulary.
+        let tokens = vocab.len() as f32;
+        if data
+            .chunks(2)
+            .any(|row| row[0].fract() != 0.0 || !(0.0..tokens).contains(&row[0]))
+        {
+            return Err(invalid(
+                "inputs[0].data",
+                format!(
+                    "column 0 holds token ids: integers from 0 to {}",
+                    vocab.len().saturating_sub(1)
+                ),
+            ));
+        }
+    }
     let scores = model
         .handle
         .score(data, batch, Instant::now() + API_DEADLINE)

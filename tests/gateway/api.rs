@@ -339,6 +339,39 @@ async fn a_version_answers_by_path_and_the_foundation_head_explains_itself() {
         .as_str()
         .unwrap()
         .ends_with("/models/deterioration/5.0.0/model-card"));
+    // Over OIP its input is the token rows (id, hours) of its manifest's shape; ids must be
+    // tokens of its vocabulary.
+    let rows = |first_id: f64| {
+        let mut x = vec![vec![0.0f64, 0.0]; 256];
+        x[0][0] = 2.0; // [BOS]
+        x[1][0] = first_id;
+        json!({"inputs": [{"name": "INPUT__0", "shape": [1, 256, 2], "datatype": "FP32", "data": [x]}]})
+    };
+    let infer = "/v2/models/deterioration/versions/5.0.0/infer";
+    let (s, body) = call(
+        &gw,
+        reqwest::Method::POST,
+        infer,
+        Some(("application/json", body_of(&rows(20.0)))),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let p = body["outputs"][0]["data"][0].as_f64().unwrap();
+    assert!(p > 0.0 && p < 1.0, "{body}");
+    for bad in [2.5, 100_000.0, -1.0] {
+        let (s, body) = call(
+            &gw,
+            reqwest::Method::POST,
+            infer,
+            Some(("application/json", body_of(&rows(bad)))),
+        )
+        .await;
+        assert_eq!(
+            (s, body["field"].as_str()),
+            (400, Some("inputs[0].data")),
+            "{bad}: {body}"
+        );
+    }
     // The active version by path answers as without one.
     let (s, active) = call(
         &gw,
