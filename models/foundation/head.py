@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import time
+import tomllib
 
 import numpy as np
 import torch
@@ -173,7 +174,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 16)))
     started = time.time()
     with open(os.path.join(a.model, "foundation.toml"), "rb") as f:
-        import tomllib
         fm = tomllib.load(f)
     vocab = tokenizer.Vocab.load(os.path.join(a.model, "vocab.json"))
     fm_module = torch.jit.load(os.path.join(a.model, "model.pt"))
@@ -202,31 +202,28 @@ def main(argv=None) -> int:
     if not np.allclose(want, got, atol=1e-4):
         raise SystemExit(f"exported head disagrees with the probe: max |diff| {np.abs(want - got).max():.2e}")
 
-    def comparator_scores(idx):
-        Xtr = adapt.impute(S.X[pool], S.X[pool])
-        Xte = adapt.impute(S.X[pool], S.X[idx])
-        gbm = comparators.fit_stumps(Xtr, y, rounds=100, learning_rate=0.1)
-        lr = comparators.fit_logistic(Xtr, y, l2=adapt.PROBE_L2)
-        return {"summary_gbm": comparators.predict_stumps(gbm, Xte), "summary_logistic": comparators.predict_logistic(lr, Xte)}
+    # The comparators: summary GBM and logistic fitted on the same patients' summary features.
+    Xtr = adapt.impute(S.X[pool], S.X[pool])
+    gbm = comparators.fit_stumps(Xtr, y, rounds=100, learning_rate=0.1)
+    lr = comparators.fit_logistic(Xtr, y, l2=adapt.PROBE_L2)
 
-    results = {a.gen: evaluate(S, a.task, test, {"head": score(scripted, S, test, context), **comparator_scores(test)},
-                               a.bootstrap, a.seed)}
+    def scores_on(T, idx):
+        X = adapt.impute(S.X[pool], T.X[idx])
+        return {"head": score(scripted, T, idx, context), "summary_gbm": comparators.predict_stumps(gbm, X),
+                "summary_logistic": comparators.predict_logistic(lr, X)}
+
+    results = {a.gen: evaluate(S, a.task, test, scores_on(S, test), a.bootstrap, a.seed)}
     if a.other_gen:
         O = adapt.Samples(vocab, fm_module, generators.load(a.other_gen, n=a.other_n, seed=a.seed + 1), spec,
                           observations_only=True)
         oi = np.flatnonzero(O.valid[a.task])
-        Xtr = adapt.impute(S.X[pool], S.X[pool])
-        Xo = adapt.impute(S.X[pool], O.X[oi])
-        gbm = comparators.fit_stumps(Xtr, y, rounds=100, learning_rate=0.1)
-        lr = comparators.fit_logistic(Xtr, y, l2=adapt.PROBE_L2)
-        results[a.other_gen] = evaluate(O, a.task, oi, {"head": score(scripted, O, oi, context),
-                                                        "summary_gbm": comparators.predict_stumps(gbm, Xo),
-                                                        "summary_logistic": comparators.predict_logistic(lr, Xo)},
-                                        a.bootstrap, a.seed)
+        results[a.other_gen] = evaluate(O, a.task, oi, scores_on(O, oi), a.bootstrap, a.seed)
     os.makedirs(out, exist_ok=True)
     pt = os.path.join(out, "model.pt")
     scripted.save(pt)
-    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+
+    def rel(path):
+        return os.path.relpath(path, out)
     meta = {"task": a.task, "version": a.version, "foundation": fm["version"], "gen": a.gen, "n": a.n,
             "seed": a.seed, "pool_patients": int(len(set(S.pid[pool].tolist()))), "pool_samples": int(len(pool)),
             "pool_positives": int(y.sum()), "results": results, "seconds": round(time.time() - started, 1),
