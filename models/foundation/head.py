@@ -63,12 +63,15 @@ class HeadModule(nn.Module):
         self.steps = 8  # integrated-gradient steps in ``attribute``
 
     def _tokens(self, x: torch.Tensor):
+        """Ids and hours, cut after the longest record of the batch: the model is causal and the
+        padding is on the right, so the cut changes nothing but the cost."""
         if x.dim() != 3 or x.size(2) != 2:
             raise ValueError("input must be float32 [B, context, 2]: token id, hours")
         ids = x.select(2, 0).round().to(torch.long)
         if bool((ids < 0).any()) or bool((ids >= self.vocab_size).any()):
             raise ValueError("token id outside the vocabulary")
-        return ids, x.select(2, 1)
+        used = max(int((ids != 0).sum(1).max()), 1)
+        return ids.narrow(1, 0, used), x.select(2, 1).narrow(1, 0, used)
 
     def _logit(self, states: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return embedding(states, (ids != 0).sum(1)) @ self.weight + self.bias
@@ -105,7 +108,9 @@ class HeadModule(nn.Module):
         assert g is not None
         mean_grad = g.detach().view(k, b, t, -1).mean(0)
         contrib = (mean_grad * (tok - usual)).sum(2) * (ids != 0).to(x.dtype)
-        return torch.stack([contrib, torch.zeros_like(contrib)], 2)
+        cells = torch.zeros(x.size(0), x.size(1), 2, dtype=x.dtype, device=x.device)
+        cells[:, :t, 0] = contrib
+        return cells
 
 
 def as_rows(ids: list[int], hours: list[float], context: int) -> np.ndarray:

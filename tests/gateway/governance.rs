@@ -163,13 +163,16 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
     );
 
     // Six calls: the shadow versions (2.0.0 and the foundation head 5.0.0) score each after
-    // the answer.
+    // the answer; one call at a time into the shadow lane, so that none is skipped.
     for i in 0..6 {
         call_deterioration(&gw, &format!("gov-{i}")).await;
+        let shadow_line = format!(
+            "bedside_service_shadow_total{{service=\"deterioration\"}} {}",
+            2 * (i + 1)
+        );
+        let metrics = common::metrics_showing(&gw, &shadow_line).await;
+        assert!(metrics.contains(&shadow_line), "{metrics}");
     }
-    let shadow_line = "bedside_service_shadow_total{service=\"deterioration\"} 12";
-    let metrics = common::metrics_showing(&gw, shadow_line).await;
-    assert!(metrics.contains(shadow_line), "{metrics}");
     let (s, evaluation) = post(&gw, "/admin/models/deterioration/2.0.0/evaluate", None).await;
     assert_eq!(s, 200);
     assert_eq!(evaluation["passed"], true, "{evaluation}");

@@ -674,6 +674,13 @@ async fn report_suite(backend: Backend) {
         r["context"]["patientId"] = format!("report-{i}").into();
         let body = call(&gw, "deterioration", &r).await;
         uuids.push(cards(&body)[0]["uuid"].as_str().unwrap().to_owned());
+        // Shadow versions (2.0.0 and the head 5.0.0) score after each answer: one call at a
+        // time into the shadow lane, so that none is skipped.
+        let line = format!(
+            "bedside_service_shadow_total{{service=\"deterioration\"}} {}",
+            2 * (i + 1)
+        );
+        assert!(common::metrics_showing(&gw, &line).await.contains(&line));
     }
     let now = chrono::Utc::now().to_rfc3339();
     let reason = |code: &str| json!({"reason": {"code": code, "system": "https://bedside.example.org/CodeSystem/override-reason"}});

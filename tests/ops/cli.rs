@@ -405,10 +405,14 @@ async fn governance_commands_evaluate_promote_and_keep_patient_ids_out() {
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200);
+        // Two shadow versions (2.0.0 and the foundation head 5.0.0) score after each answer:
+        // one call at a time into the shadow lane, so that none is skipped.
+        let line = format!(
+            "bedside_service_shadow_total{{service=\"deterioration\"}} {}",
+            2 * (i + 1)
+        );
+        assert!(common::metrics_showing(&gw, &line).await.contains(&line));
     }
-    // Three calls, two shadow versions (2.0.0 and the foundation head 5.0.0).
-    let line = "bedside_service_shadow_total{service=\"deterioration\"} 6";
-    assert!(common::metrics_showing(&gw, line).await.contains(line));
     gw.stop().await;
     let path = dir.path().join("bedside.toml");
     std::fs::write(
