@@ -57,8 +57,8 @@ pub struct Vitals {
 impl Vitals {
     /// The latest in-window value of each feature whose `features.toml` name is a NEWS2
     /// parameter (`respiratory_rate`, `spo2`, `systolic_bp`, `heart_rate`,
-    /// `consciousness_not_alert` or `consciousness`, `temperature`; consciousness reads ACVPU and GCS alike through
-    /// its terminology concept). Oxygen therapy is no model's feature: it is `None` here, and
+    /// `consciousness_not_alert` or `consciousness`, `temperature`; consciousness reads ACVPU
+    /// and GCS alike through its terminology concept). Oxygen therapy is no model's feature: it is `None` here, and
     /// callers set it from the observations ([`super::oxygen::on_oxygen`]: O2 flow, FiO2). No
     /// feature says which SpO2 scale was prescribed, so it is scale 1 (callers set scale 2 from
     /// the Conditions). Values measured before `not_before` are treated as not recorded.
