@@ -474,9 +474,17 @@ async fn a_rolling_reload_fails_nothing_and_a_killed_replica_loses_no_acknowledg
         seen.statuses
     );
     assert_eq!(seen.feedback_failed, 0);
+    // Each replica finishes its reload (loading and warming up every model, the foundation
+    // head's transformer included) while the other serves; wait for it rather than read once.
     for replica in [&a.url, &b.url] {
-        let metrics = metrics(replica).await;
-        assert!(metrics.contains("bedside_reloads_total 1"), "{metrics}");
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut text = metrics(replica).await;
+        while !text.contains("bedside_reloads_total 1") && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            text = metrics(replica).await;
+        }
+        assert!(text.contains("bedside_reloads_total 1"), "{text}");
+        assert!(text.contains("bedside_reload_failures_total 0"), "{text}");
     }
 
     // kill -9 of b under load: every feedback the gateway acknowledged is in the store; calls
