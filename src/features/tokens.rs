@@ -468,7 +468,8 @@ pub fn token_matrix(
     let context = vocab.context;
     let mut values = vec![0.0f32; context * 2];
     let mut sources = vec![None; context];
-    let mut index_of: HashMap<usize, usize> = HashMap::new();
+    // Each measurement is one event and each event one token, so a kept reading token names
+    // its measurement once: tokens (in time order) list the kept measurements oldest first.
     let mut measurements: Vec<Measurement> = Vec::new();
     for (k, ((id, hours), source)) in encoded
         .ids
@@ -483,12 +484,8 @@ pub fn token_matrix(
         let Some(j) = source.and_then(|e| read.get(e).copied()) else {
             continue;
         };
-        let next = measurements.len();
-        let i = *index_of.entry(j).or_insert(next);
-        if i == next {
-            measurements.push(found[j].clone());
-        }
-        sources[k] = Some(i);
+        sources[k] = Some(measurements.len());
+        measurements.push(found[j].clone());
     }
     FeatureMatrix {
         steps: context,
