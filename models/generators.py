@@ -50,10 +50,13 @@ def generate_fn(name: str):
         f"It must provide generate(n, seed, site=None) returning the patient dicts of models.cohort.generate.")
 
 
-def load(name: str, n: int, seed: int, site=None) -> list[dict]:
-    """n patients from generator ``name`` with ``seed`` (and ``site`` where the generator has sites)."""
+def load(name: str, n: int, seed: int, site=None, notes: bool | dict = False) -> list[dict]:
+    """n patients from generator ``name`` with ``seed`` (and ``site`` where the generator has sites);
+    ``notes`` adds nursing notes (DocumentReference) where the generator can write them (a dict: options
+    of models.notes.writer.write_notes)."""
     fn = generate_fn(name)
-    patients = fn(n, seed) if site is None else fn(n, seed, site=site)
+    kw = {"notes": notes} if notes else {}
+    patients = fn(n, seed, **kw) if site is None else fn(n, seed, site=site, **kw)
     for p in patients[:1]:
         missing = [k for k in REQUIRED_KEYS if k not in p]
         if missing:

@@ -953,7 +953,7 @@ def patient_rng(seed: int, i: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))
 
 
-def simulate_patient(seed: int, i: int, site: dict) -> dict:
+def simulate_patient(seed: int, i: int, site: dict, notes: bool | dict = False) -> dict:
     rng = patient_rng(seed, i)
     pid = f"cohort-{seed}-{i}"
     b = draw_baseline(rng, seed, i, site)
@@ -992,6 +992,16 @@ def simulate_patient(seed: int, i: int, site: dict) -> dict:
     rows_abs = sorted(((admit + m, OBS_KINDS[kind][5], kind, val, st) for (m, kind, val), st in zip(meas, status)),
                       key=lambda r: (r[0], r[1]))
     bundle = build_bundle(rng, sim, rows_abs, meds, workups)
+    if notes:  # the writer's own random stream: every other resource is unchanged
+        from models.notes.writer import write_notes
+
+        def concern(h: float) -> float:
+            ev = [_sev_scalar(e, h) for e in (sim["sepsis"], sim["det"]) if e is not None]
+            ep = latent({**sim, "sepsis": None, "det": None}, np.array([h]))["ep"]["any"][0]
+            return max(ev + [0.0]) + 0.4 * float(ep)
+        write_notes(bundle, to_datetime(admit), to_datetime(admit + end_min), concern, "prose",
+                    np.random.default_rng([int(seed), int(i), 0x4E07E]), full_url=_full_url,
+                    **(notes if isinstance(notes, dict) else {}))
 
     def hidden(ev):
         return None if ev is None else to_datetime(admit + int(round(ev["onset"] * 60)))
@@ -1006,13 +1016,14 @@ def simulate_patient(seed: int, i: int, site: dict) -> dict:
     }
 
 
-def generate(n: int, seed: int, site: dict | None = None) -> list[dict]:
+def generate(n: int, seed: int, site: dict | None = None, notes: bool | dict = False) -> list[dict]:
     """n synthetic inpatients for `seed` (a non-negative int) at `site` (a dict of SITE_KEYS overrides; the rest
     drawn from the seed by `draw_site`). Same (n, seed, site) -> byte-identical bundles; patient i does not depend
     on n. Each dict: id, bundle (FHIR R4 Bundle, type collection), admit, discharge (aware UTC datetimes;
     discharge = end of ward data: home, ICU transfer or death), age, sex, ckd, copd, hypercapnic, beta_blocker,
     unit, onsets {deterioration, sepsis, aki: datetime | None} = models.labels.derive_onsets(bundle),
-    hidden_onsets (the generator's latent event times; diagnostics only, never labels), split."""
+    hidden_onsets (the generator's latent event times; diagnostics only, never labels), split. notes=True adds
+    nursing notes (DocumentReference, models/notes/writer.py, "prose" style); nothing else changes."""
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError("seed must be a non-negative integer")
     if n < 0:
@@ -1023,7 +1034,7 @@ def generate(n: int, seed: int, site: dict | None = None) -> list[dict]:
         if unknown:
             raise ValueError(f"unknown site keys {sorted(unknown)}")
         s.update(site)
-    return [simulate_patient(int(seed), i, s) for i in range(int(n))]
+    return [simulate_patient(int(seed), i, s, notes) for i in range(int(n))]
 
 
 # ============================================================================ CLI
@@ -1058,9 +1069,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", required=True, help="output directory (created): <id>.json + index.jsonl")
+    ap.add_argument("--notes", action="store_true", help="add nursing notes (DocumentReference; models/notes/)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    patients = generate(args.n, args.seed)
+    patients = generate(args.n, args.seed, notes=args.notes)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "index.jsonl"), "w", encoding="utf-8") as idx:
         for p in patients:

@@ -1179,11 +1179,21 @@ except Exception:  # noqa: BLE001 - absent until merged: fall back to the simula
     _derive_onsets = None
 
 
-def generate_one(seed: int, i: int, site: dict) -> dict:
+def generate_one(seed: int, i: int, site: dict, notes: bool | dict = False) -> dict:
     p = Patient(seed, i, site)
     w = Ward(p, seed, i)
     w.run()
     bundle = w.bundle()
+    if notes:  # the writer's own random stream: every other resource is unchanged
+        from models.notes.writer import write_notes
+
+        def concern(h: float) -> float:
+            infl, _ = p.infection(h)
+            return max(p.deterioration(h) / 1.4, max(0.0, infl - 0.3) / 1.8)
+        write_notes(bundle, w.admit, w.dt(w.end_t), concern, "terse",
+                    np.random.default_rng([int(seed), int(i), 0x4E07E]), local_admit_hour=p.admit_local_h,
+                    fmt=lambda d: w.ts((d - w.admit).total_seconds() / 3600.0),
+                    full_url=lambda rtype, rid: f"{BASE}/{rtype}/{rid}", **(notes if isinstance(notes, dict) else {}))
     hidden = w.hidden_onsets()
     onsets = None
     if _derive_onsets is not None:
@@ -1198,9 +1208,11 @@ def generate_one(seed: int, i: int, site: dict) -> dict:
             "site": site["name"]}
 
 
-def generate(n: int, seed: int, site: dict | None = None) -> list[dict]:
+def generate(n: int, seed: int, site: dict | None = None, notes: bool | dict = False) -> list[dict]:
+    """n stays at the seed's site; notes=True adds nursing notes (DocumentReference,
+    models/notes/writer.py, "terse" style); nothing else changes."""
     s = _site(seed, site)
-    return [generate_one(seed, i, s) for i in range(n)]
+    return [generate_one(seed, i, s, notes) for i in range(n)]
 
 
 def _iso(x):
@@ -1213,13 +1225,14 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", required=True)
     ap.add_argument("--site", help="JSON file with site overrides")
+    ap.add_argument("--notes", action="store_true", help="add nursing notes (DocumentReference; models/notes/)")
     a = ap.parse_args(argv)
     site = None
     if a.site:
         with open(a.site) as f:
             site = json.load(f)
     os.makedirs(a.out, exist_ok=True)
-    recs = generate(a.n, a.seed, site)
+    recs = generate(a.n, a.seed, site, notes=a.notes)
     with open(os.path.join(a.out, "index.jsonl"), "w") as idx:
         for r in recs:
             with open(os.path.join(a.out, f"{r['id']}.json"), "w") as f:

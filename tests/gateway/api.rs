@@ -221,6 +221,26 @@ async fn predict_from_a_fhir_bundle_is_reproducible_at_a_reference_time() {
     assert_eq!(s, 200, "{second}");
     assert_eq!(first, second);
 
+    // A nursing note (DocumentReference, as models/notes/ writes them) is not a model input:
+    // a Bundle that carries one is read and scored exactly as before.
+    let mut noted = bundle.clone();
+    noted["entry"].as_array_mut().unwrap().push(json!({"resource": {
+        "resourceType": "DocumentReference", "id": "note-1", "status": "current",
+        "docStatus": "final",
+        "type": {"coding": [{"system": "http://loinc.org", "code": "34746-8"}]},
+        "subject": {"reference": "Patient/x"}, "date": as_of,
+        "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
+            "data": "UHQgbG9va3MgdW53ZWxsLCBSTiBjb25jZXJuZWQu"}}]}}));
+    let (s, with_note) = call(
+        &gw,
+        reqwest::Method::POST,
+        path,
+        Some(("application/fhir+json", serde_json::to_vec(&noted).unwrap())),
+    )
+    .await;
+    assert_eq!(s, 200, "{with_note}");
+    assert_eq!(first, with_note);
+
     // A reference time long after the data: nothing in the window.
     let (s, answer) = call(
         &gw,

