@@ -54,8 +54,9 @@ enum Command {
         #[arg(long, default_value = "site")]
         key_id: String,
     },
-    /// Sign model versions (`models/<name>/<version>/`): writes `manifest.sig` over the
-    /// manifest (which holds the model file's sha256) and its feature spec.
+    /// Sign model versions (`models/<name>/<version>/`, the foundation model's folder too):
+    /// writes `manifest.sig` over the manifest (which holds the model file's sha256) and its
+    /// feature spec.
     Sign {
         /// The PKCS#8 key `bedside keygen` wrote.
         #[arg(long)]
@@ -360,6 +361,12 @@ async fn check(config: PathBuf) -> anyhow::Result<()> {
             model.manifest.version,
             model.manifest.status,
             model.handle.device()
+        );
+    }
+    if let Some(fm) = &runtime.foundation {
+        println!(
+            "foundation {} {}: sha256 ok (model and vocabulary), warm-up ok",
+            fm.manifest.name, fm.manifest.version
         );
     }
     for model in runtime.models.iter() {

@@ -177,7 +177,22 @@ async fn load_runtime(
     env.backend = backend.map(|b| b as Arc<dyn crate::fhir::TokenSource>);
     let env = Arc::new(env);
     let services = ServiceRegistry::load(&config.services_dir, &models, env)?;
-    Ok(Runtime { models, services })
+    let foundation = {
+        let (dir, settings) = (config.models_dir.clone(), config.inference.clone());
+        tokio::task::spawn_blocking(move || FoundationModel::find(&dir, &settings))
+            .await
+            .map_err(|e| LoadError::Torch {
+                name: "foundation".into(),
+                version: String::new(),
+                message: e.to_string(),
+            })??
+            .map(Arc::new)
+    };
+    Ok(Runtime {
+        models,
+        services,
+        foundation,
+    })
 }
 
 /// Why bedside could not start. Each names what to fix.
@@ -255,17 +270,6 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         )
         .await?,
     ));
-    let foundation = {
-        let (dir, settings) = (config.models_dir.clone(), config.inference.clone());
-        tokio::task::spawn_blocking(move || FoundationModel::find(&dir, &settings))
-            .await
-            .map_err(|e| LoadError::Torch {
-                name: "foundation".into(),
-                version: String::new(),
-                message: e.to_string(),
-            })??
-            .map(Arc::new)
-    };
     let audit = AuditWriter::start(store.clone(), 4096);
     let public_base = config.public_base().to_owned();
     let https = config.public_url.scheme() == "https" || config.http.tls.is_some();
@@ -303,7 +307,6 @@ pub async fn build_state(config: Config, auth_mode: AuthMode) -> Result<AppState
         api_tokens: config.api_tokens.clone(),
         body_limits: config.body_limits(),
         public_base: public_base.clone(),
-        foundation,
     };
     let loader = Arc::new(Loader {
         config: config.clone(),
@@ -432,8 +435,9 @@ fn cors(origins: &[String]) -> Cors {
 /// (State exists only after every model was loaded and warmed up, so warm-up needs no separate
 /// flag.)
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let foundation_alive = state.api.foundation.as_ref().is_none_or(|f| f.is_alive());
-    if state.runtime().models.all_alive() && foundation_alive {
+    let runtime = state.runtime();
+    let foundation_alive = runtime.foundation.as_ref().is_none_or(|f| f.is_alive());
+    if runtime.models.all_alive() && foundation_alive {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable()

@@ -6,6 +6,7 @@
 //! An embedding is not a risk: it carries no card and no threshold. Task heads built on it are
 //! ordinary models with their own manifest, validity and explanation.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -35,10 +36,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v2/models/foundation/infer", web::post().to(infer));
 }
 
-fn model(state: &ApiState) -> Result<&FoundationModel, ApiError> {
+/// The foundation model in force (a reload may replace it; a call keeps the one it started with).
+fn model(state: &ApiState) -> Result<Arc<FoundationModel>, ApiError> {
     state
+        .runtime
+        .current()
         .foundation
-        .as_deref()
+        .clone()
         .ok_or_else(|| ApiError::UnknownModel(FOUNDATION.into()))
 }
 

@@ -56,8 +56,6 @@ pub struct ApiState {
     pub body_limits: BodyLimits,
     /// `public_url` without a trailing slash.
     pub public_base: String,
-    /// The patient-timeline encoder behind `/api/v1/embed`, when `models_dir/foundation/` has one.
-    pub foundation: Option<Arc<crate::inference::FoundationModel>>,
 }
 
 /// Registers the OIP and prediction routes.
@@ -87,8 +85,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn server_ready(state: web::Data<ApiState>) -> HttpResponse {
-    let foundation_alive = state.foundation.as_ref().is_none_or(|f| f.is_alive());
-    if state.runtime.current().models.all_alive() && foundation_alive {
+    let runtime = state.runtime.current();
+    let foundation_alive = runtime.foundation.as_ref().is_none_or(|f| f.is_alive());
+    if runtime.models.all_alive() && foundation_alive {
         HttpResponse::Ok().finish()
     } else {
         HttpResponse::ServiceUnavailable().finish()

@@ -4,7 +4,8 @@
 //! the model is, what it reads and how its output is read. With trusted keys configured
 //! (`[[inference.trusted_keys]]`), a model that is unsigned, signed by an unknown key or whose
 //! files changed after signing is refused at start-up and on reload (the running set keeps
-//! serving); with none, signatures are not checked.
+//! serving); with none, signatures are not checked. The foundation model (`foundation.toml`,
+//! which holds the sha256 of its model and vocabulary) is signed and checked the same way.
 
 use std::path::{Path, PathBuf};
 
@@ -136,10 +137,23 @@ pub fn sign(
     Ok(path)
 }
 
-/// Signs the model version in `dir` (its `manifest.toml` and the feature spec the manifest's
-/// `features` names).
+/// The manifests a model folder may hold: a task model's, else the foundation model's.
+pub const MANIFEST_FILES: [&str; 2] = ["manifest.toml", "foundation.toml"];
+
+/// Signs the model version in `dir` (its `manifest.toml`, or a foundation model's
+/// `foundation.toml`, and the feature spec that manifest's `features` names).
 pub fn sign_version(dir: &Path, key_id: &str, pkcs8: &[u8]) -> Result<PathBuf, String> {
-    let manifest = dir.join("manifest.toml");
+    let manifest = MANIFEST_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "{}: no {} (not a model version folder)",
+                dir.display(),
+                MANIFEST_FILES.join(" or ")
+            )
+        })?;
     let text = std::fs::read_to_string(&manifest)
         .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
     let value: toml::Value =
@@ -218,6 +232,28 @@ mod tests {
         assert_eq!(
             verify(&manifest, &features, std::slice::from_ref(&key)),
             Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_foundation_folder_is_signed_through_its_own_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pkcs8, public) = generate_key().unwrap();
+        assert!(sign_version(dir.path(), "site", &pkcs8)
+            .unwrap_err()
+            .contains("not a model version folder"));
+        let manifest = dir.path().join("foundation.toml");
+        std::fs::write(&manifest, "name = \"foundation\"\nfeatures = \"f.toml\"\n").unwrap();
+        std::fs::write(dir.path().join("f.toml"), "window_hours = 48\n").unwrap();
+        let sig = sign_version(dir.path(), "site", &pkcs8).unwrap();
+        assert_eq!(sig, dir.path().join(SIGNATURE_FILE));
+        let key = TrustedKey {
+            id: "site".into(),
+            public_key: parse_public_key(&public).unwrap(),
+        };
+        assert_eq!(
+            verify(&manifest, &dir.path().join("f.toml"), &[key]),
+            Ok(())
         );
     }
 

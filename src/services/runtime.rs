@@ -15,6 +15,9 @@ use crate::metrics::inc;
 pub struct Runtime {
     pub models: ModelRegistry,
     pub services: ServiceRegistry,
+    /// The patient-timeline encoder behind `/api/v1/embed`, when `models_dir/foundation/` has
+    /// one: loaded, checked (sha256, signature) and reloaded together with the task models.
+    pub foundation: Option<Arc<crate::inference::FoundationModel>>,
 }
 
 /// Where the [`Runtime`] in force is found, and how many reloads took effect or were refused

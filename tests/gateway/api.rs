@@ -224,7 +224,10 @@ async fn predict_from_a_fhir_bundle_is_reproducible_at_a_reference_time() {
     // A nursing note (DocumentReference, as models/notes/ writes them) is not a model input:
     // a Bundle that carries one is read and scored exactly as before.
     let mut noted = bundle.clone();
-    noted["entry"].as_array_mut().unwrap().push(json!({"resource": {
+    noted["entry"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"resource": {
         "resourceType": "DocumentReference", "id": "note-1", "status": "current",
         "docStatus": "final",
         "type": {"coding": [{"system": "http://loinc.org", "code": "34746-8"}]},

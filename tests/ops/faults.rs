@@ -346,6 +346,13 @@ async fn with_trusted_keys_only_signed_models_load_and_a_changed_manifest_is_ref
         .map(|v| v.path())
         .filter(|v| v.join("manifest.toml").is_file())
         .collect();
+    let foundation: Vec<std::path::PathBuf> = std::fs::read_dir(models.join("foundation"))
+        .unwrap()
+        .flatten()
+        .map(|v| v.path())
+        .filter(|v| v.join("foundation.toml").is_file())
+        .collect();
+    assert!(!foundation.is_empty());
     let port = free_port();
     // `bedside check` wants a trusted client; the process below runs with auth off.
     let extra = format!(
@@ -373,6 +380,16 @@ async fn with_trusted_keys_only_signed_models_load_and_a_changed_manifest_is_ref
     sign.extend(versions.iter().map(|v| v.as_os_str()));
     let (ok, printed) = bedside_cli(&sign);
     assert!(ok, "{printed}");
+    // The task models are signed, the foundation model is not: it is refused too.
+    let (ok, printed) = check(&config);
+    assert!(
+        !ok && printed.contains("foundation") && printed.contains("unsigned"),
+        "{printed}"
+    );
+    let mut sign_foundation = sign[..5].to_vec();
+    sign_foundation.extend(foundation.iter().map(|v| v.as_os_str()));
+    let (ok, printed) = bedside_cli(&sign_foundation);
+    assert!(ok, "{printed}");
     let (ok, printed) = check(&config);
     assert!(ok, "{printed}");
 
@@ -396,6 +413,23 @@ async fn with_trusted_keys_only_signed_models_load_and_a_changed_manifest_is_ref
     bedside.signal("HUP");
     assert!(metric_reaches(&bedside.url, "bedside_reloads_total 1").await);
     assert_eq!(card().await, before);
+
+    // The foundation model is reloaded with the task models and checked the same way: its
+    // manifest edited after signing refuses the whole reload.
+    let fm_manifest = foundation[0].join("foundation.toml");
+    let fm_good = std::fs::read_to_string(&fm_manifest).unwrap();
+    std::fs::write(&fm_manifest, format!("{fm_good}\n# edited after signing\n")).unwrap();
+    bedside.signal("HUP");
+    assert!(metric_reaches(&bedside.url, "bedside_reload_failures_total 2").await);
+    let log = std::fs::read_to_string(&bedside.log).unwrap();
+    assert!(
+        log.contains("model foundation") && log.matches("signature does not match").count() >= 2,
+        "{log}"
+    );
+    assert_eq!(card().await, before, "the previous set still answers");
+    std::fs::write(&fm_manifest, &fm_good).unwrap();
+    bedside.signal("HUP");
+    assert!(metric_reaches(&bedside.url, "bedside_reloads_total 2").await);
 }
 
 #[tokio::test]
