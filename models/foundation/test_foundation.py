@@ -20,7 +20,7 @@ import tomllib
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from models import generators  # noqa: E402
+from models import generators, testrun  # noqa: E402
 from models.fhir_time import instant_seconds  # noqa: E402
 from models.foundation import adapt, head, corpus, pretrain, tokenizer  # noqa: E402
 from models.foundation.model import Encoder, EmbeddingModule, tte_loss  # noqa: E402
@@ -205,13 +205,7 @@ def test_pretrain_export_and_adapt():
 
 
 def main() -> int:
-    torch.set_num_threads(1)
-    for name, fn in sorted(globals().items()):
-        if name.startswith("test_") and callable(fn):
-            fn()
-            print(f"{name}: ok")
-    print("ok: foundation")
-    return 0
+    return testrun.run(globals(), "foundation")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import generators
+from models import generators, testrun
 from models.notes import encoder, evaluate, writer
 from models.notes.reader import notes_of_bundle
 
@@ -140,13 +140,7 @@ def test_evaluation_runs_small():
 
 
 def main() -> int:
-    torch.set_num_threads(1)
-    for name, fn in sorted(globals().items()):
-        if name.startswith("test_") and callable(fn):
-            fn()
-            print(f"{name}: ok")
-    print("ok: notes")
-    return 0
+    return testrun.run(globals(), "notes")
 
 
 if __name__ == "__main__":

@@ -186,12 +186,13 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
         let (ok, printed) = bedside(&args, &[]);
         assert!(ok, "{printed}");
     };
+    // Every model version the gateway loads, the foundation model's folder included.
     let all_versions: Vec<PathBuf> = std::fs::read_dir(&models)
         .unwrap()
         .flatten()
         .flat_map(|m| std::fs::read_dir(m.path()).unwrap().flatten())
         .map(|v| v.path())
-        .filter(|v| v.join("manifest.toml").is_file())
+        .filter(|v| v.join("manifest.toml").is_file() || v.join("foundation.toml").is_file())
         .collect();
     sign(all_versions);
     let port = free_port();
