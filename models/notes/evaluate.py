@@ -25,10 +25,12 @@ A **positive control** shows that the evaluation can see a gain when there is on
 
     python -m models.notes.evaluate [--n 800] [--seed 11] [--out models/notes/results] [--small]
         [--nurse-lead-hours H --perception-sd SD]
+    python -m models.notes.evaluate --bundles DIR --out OUT   # a site's own records, in-distribution only
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -37,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from models import comparators, dataset, evaluation, featurize, generators
+from models.fhir_time import parse_instant
+from models.labels import derive_onsets, explain_onsets
 from models.notes import encoder as note_encoder
 from models.notes.reader import notes_of_bundle
 
@@ -55,17 +59,60 @@ NEGATIVES_KEPT = 8000  # the note models are fitted on every positive and at mos
 
 def load(gen: str, n: int, seed: int, cfgs: dict, writer_options: dict) -> dict:
     """Patients of one generator with notes: per task a dataset.Patients, and per patient its notes."""
-    records = generators.load(gen, n, seed, notes=writer_options or True)
+    return _featurise(generators.load(gen, n, seed, notes=writer_options or True), cfgs, gen, 0)
+
+
+def _featurise(records: list, cfgs: dict, name: str, skipped: int) -> dict:
     notes = [notes_of_bundle(r["bundle"]) for r in records]
     bspec = dataset.bedside_spec()
     per_task = {}
     for task, cfg in cfgs.items():
         meas = [featurize.extract(cfg["spec"], r["bundle"])[0] for r in records]
         bed = [featurize.extract(bspec, r["bundle"])[0] for r in records]
-        per_task[task] = dataset.Patients(records, meas, bed, gen, None, n, seed)
+        per_task[task] = dataset.Patients(records, meas, bed, name, None, len(records), 0)
     for r in records:
         r["bundle"] = None
-    return {"records": records, "notes": notes, "patients": per_task}
+    return {"name": name, "records": records, "notes": notes, "patients": per_task, "skipped": skipped}
+
+
+def _split(pid: str) -> str:
+    h = int(hashlib.sha256(pid.encode()).hexdigest()[:8], 16) % 100
+    return "train" if h < 70 else "valid" if h < 80 else "test"
+
+
+def _last_instant(bundle: dict):
+    """The newest instant a resource of the Bundle carries (for a stay whose Encounter is still open)."""
+    best = None
+    for e in bundle.get("entry") or []:
+        r = e.get("resource") or {}
+        for key in ("effectiveDateTime", "issued", "date", "authoredOn"):
+            t = parse_instant(r.get(key)) if isinstance(r.get(key), str) else None
+            if t is not None and (best is None or t > best):
+                best = t
+    return best
+
+
+def load_site(folder: Path, cfgs: dict) -> dict:
+    """A site's own records: one FHIR R4 Bundle per patient (`*.json` in `folder`), labelled by
+    `models.labels` (the rules every generator follows), split train/valid/test by a hash of the patient
+    id (70/10/20). The stay is the Encounters' span (an open one ends at the newest instant recorded);
+    a Bundle without an Encounter start is skipped and counted."""
+    records, skipped = [], 0
+    for path in sorted(folder.glob("*.json")):
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+        lo, hi = explain_onsets(bundle)["stay"]
+        hi = hi or _last_instant(bundle)
+        if lo is None or hi is None or hi <= lo:
+            skipped += 1
+            continue
+        pid = next((e["resource"]["id"] for e in bundle.get("entry") or []
+                    if (e.get("resource") or {}).get("resourceType") == "Patient" and e["resource"].get("id")),
+                   path.stem)
+        records.append({"id": pid, "bundle": bundle, "admit": lo, "discharge": hi,
+                        "onsets": derive_onsets(bundle), "split": _split(pid)})
+    if not records:
+        raise SystemExit(f"no usable Bundle in {folder} ({skipped} without a stay)")
+    return _featurise(records, cfgs, "site", skipped)
 
 
 def words_of(text: str) -> list[str]:
@@ -234,6 +281,8 @@ def main(argv=None) -> int:
     ap.add_argument("--small", action="store_true", help="n 120, 30 resamples, deterioration only (the test)")
     ap.add_argument("--nurse-lead-hours", type=float, default=0.0, help="positive control: the nurse sees ahead")
     ap.add_argument("--perception-sd", type=float, default=None, help="the nurse's perception noise")
+    ap.add_argument("--bundles", type=Path, default=None,
+                    help="a site's own records (one Bundle per patient, *.json): train and test on them")
     a = ap.parse_args(argv)
     if a.small:
         a.boot, a.tasks = 30, "deterioration"
@@ -249,21 +298,27 @@ def main(argv=None) -> int:
     if a.perception_sd is not None:
         opts["perception_sd"] = a.perception_sd
     data = {}
-    for g in GENS:
-        data[g] = load(g, a.n, a.seed, cfgs, opts)
-        data[g]["name"] = g
+    if a.bundles:
+        data["site"] = load_site(a.bundles, cfgs)
+        pairs = [("site", "site")]
+    else:
+        for g in GENS:
+            data[g] = load(g, a.n, a.seed, cfgs, opts)
+        pairs = [(tr, te) for tr in GENS for te in GENS]
     enc = note_encoder.NoteEncoder()
-    texts = sorted({text for g in GENS for ns in data[g]["notes"] for _, text in ns})
+    texts = sorted({text for d in data.values() for ns in d["notes"] for _, text in ns})
     t0 = time.time()
     vecs = enc.encode(texts)
     embed = dict(zip(texts, vecs))
     enc_s = time.time() - t0
     results = []
     for task in tasks:
-        for tr in GENS:
-            for te in GENS:
-                results.append(direction(task, cfgs[task], data[tr], data[te], tr == te, embed, a.boot))
-    out = {"n_per_generator": a.n, "seed": a.seed, "resamples": a.boot, "writer_options": opts,
+        for tr, te in pairs:
+            results.append(direction(task, cfgs[task], data[tr], data[te], tr == te, embed, a.boot))
+    out = {"source": str(a.bundles) if a.bundles else "generators",
+           "patients": {k: len(d["records"]) for k, d in data.items()},
+           "skipped_without_stay": {k: d["skipped"] for k, d in data.items()},
+           "n_per_generator": a.n, "seed": a.seed, "resamples": a.boot, "writer_options": opts,
            "notes_encoded": len(texts),
            "encode_seconds": round(enc_s, 1), "ms_per_note": round(1000 * enc_s / max(len(texts), 1), 2),
            "seconds": round(time.time() - started, 1), "results": results}

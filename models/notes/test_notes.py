@@ -139,6 +139,22 @@ def test_evaluation_runs_small():
         assert (Path(d) / "RESULTS.md").read_text().startswith("| task |")
 
 
+def test_a_sites_own_bundles_are_evaluated_in_distribution():
+    with tempfile.TemporaryDirectory() as d:
+        site = Path(d) / "bundles"
+        site.mkdir()
+        for p in generators.load("ward", 40, 4, notes=True):
+            (site / f"{p['id']}.json").write_text(json.dumps(p["bundle"]), encoding="utf-8")
+        (site / "no-stay.json").write_text(json.dumps({"resourceType": "Bundle", "entry": []}))
+        out = Path(d) / "out"
+        assert evaluate.main(["--small", "--bundles", str(site), "--out", str(out)]) == 0
+        res = json.loads((out / "results.json").read_text())
+        assert res["patients"] == {"site": 40} and res["skipped_without_stay"] == {"site": 1}
+        [row] = res["results"]
+        assert (row["train"], row["test"], row["in_distribution"]) == ("site", "site", True)
+        assert row["requests"] > 0 and row["requests_with_note"] > 0.5
+
+
 def main() -> int:
     return testrun.run(globals(), "notes")
 
