@@ -9,7 +9,7 @@
 # Every target is built first, then FUZZ_JOBS targets (default: the number of cores) run at
 # once: a libFuzzer process uses one core, so on 2 cores two targets side by side each get the
 # same `seconds` of one core as they would one after the other, in about half the wall time
-# (sharing the caches, each makes 72-92 % of the runs it makes alone: fuzz/README.md). Each
+# (sharing the caches, each makes 71-78 % of the runs it makes alone: fuzz/README.md). Each
 # target's output goes to fuzz/target/log-<target>.txt; a failing target's last lines are printed.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
