@@ -117,20 +117,14 @@ impl FoundationModel {
         let manifest: FoundationManifest = toml::from_str(&read(manifest_path)?)
             .map_err(|e| manifest_error(manifest_path, e.to_string()))?;
         let dir = manifest_path.parent().unwrap_or(Path::new("."));
-        if !settings.trusted_keys.is_empty() {
-            // As for task models: the signature covers this manifest (which holds the model's
-            // and the vocabulary's sha256, checked below) and the feature spec it names.
-            super::signature::verify(
-                manifest_path,
-                &dir.join(&manifest.features),
-                &settings.trusted_keys,
-            )
-            .map_err(|e| LoadError::Signature {
-                name: manifest.name.clone(),
-                version: manifest.version.clone(),
-                message: e.to_string(),
-            })?;
-        }
+        // As for task models: the signature covers this manifest (which holds the model's and
+        // the vocabulary's sha256, checked below) and the feature spec it names.
+        super::signature::check_trusted(
+            manifest_path,
+            &dir.join(&manifest.features),
+            &settings.trusted_keys,
+            (&manifest.name, &manifest.version),
+        )?;
         let (model_path, vocab_path) = (dir.join(&manifest.file), dir.join(&manifest.vocab));
         verify_sha256(
             &manifest.name,

@@ -70,19 +70,13 @@ impl ModelRegistry {
                     version: key.1,
                 });
             }
-            if !settings.trusted_keys.is_empty() {
-                let base = manifest_path.parent().unwrap_or(Path::new("."));
-                super::signature::verify(
-                    &manifest_path,
-                    &base.join(&manifest.features),
-                    &settings.trusted_keys,
-                )
-                .map_err(|e| LoadError::Signature {
-                    name: key.0.clone(),
-                    version: key.1.clone(),
-                    message: e.to_string(),
-                })?;
-            }
+            let base = manifest_path.parent().unwrap_or(Path::new("."));
+            super::signature::check_trusted(
+                &manifest_path,
+                &base.join(&manifest.features),
+                &settings.trusted_keys,
+                (&key.0, &key.1),
+            )?;
             let model = load_one(&manifest_path, manifest, settings)?;
             tracing::info!(
                 model = %key.0,

@@ -92,6 +92,25 @@ pub fn verify(manifest: &Path, features: &Path, keys: &[TrustedKey]) -> Result<(
         .map_err(|_| SignatureError::Mismatch)
 }
 
+/// The load-time check every model goes through (task models and the foundation model): with
+/// trusted keys configured, [`verify`] or a [`super::LoadError::Signature`] naming the model;
+/// with none, nothing is checked.
+pub fn check_trusted(
+    manifest: &Path,
+    features: &Path,
+    keys: &[TrustedKey],
+    (name, version): (&str, &str),
+) -> Result<(), super::LoadError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    verify(manifest, features, keys).map_err(|e| super::LoadError::Signature {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        message: e.to_string(),
+    })
+}
+
 fn signature_path(manifest: &Path) -> PathBuf {
     manifest
         .parent()
