@@ -163,7 +163,7 @@ bedside_cold=$(( $(now_ms) - t0 ))
 say "starting the peer (uvicorn, $workers workers) on 127.0.0.1:$pport"
 t0=$(now_ms)
 PEER_ROOT="$root" PEER_PUBLIC_URL="http://127.0.0.1:$pport" \
-  "$peer_venv/bin/uvicorn" --app-dir "$root/benches/peer" service:app --host 127.0.0.1 --port "$pport" \
+  "$peer_venv/bin/python" -m uvicorn --app-dir "$root/benches/peer" service:app --host 127.0.0.1 --port "$pport" \
   --workers "$workers" --loop uvloop --http httptools --no-access-log --log-level info \
   > "$run/peer.log" 2>&1 &
 peer_pid=$!

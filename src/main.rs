@@ -180,6 +180,13 @@ struct DecisionArgs {
     reason: String,
 }
 
+/// mimalloc instead of glibc's malloc for the gateway's own allocations: a hook call parses and
+/// projects a ~200 KB Bundle into many small strings and vectors, and malloc/free were about a
+/// tenth of a request worker's time under load (`perf`, README "Performance"). LibTorch keeps
+/// its own allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     bedside::telemetry::init(cli.log_format);
