@@ -238,10 +238,26 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: several of bedside's error types
+/// both show their source in their own message and return it as `source()`, so anyhow's
+/// `{:#}` printed it twice ("cannot listen on …: Address already in use: Address already in
+/// use"). A cause whose text the line already holds is left out.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn keygen(out: &std::path::Path, key_id: &str) -> anyhow::Result<()> {
