@@ -86,11 +86,15 @@ def write_summary(model: str) -> None:
     with open(card_path) as f:
         card = f.read()
     if MARK_BEGIN in card:
-        card = card[:card.index(MARK_BEGIN)].rstrip() + "\n" + card[card.index(MARK_END) + len(MARK_END):]
+        card = (card[:card.index(MARK_BEGIN)].rstrip() + "\n\n"
+                + card[card.index(MARK_END) + len(MARK_END):].lstrip("\n"))
     section = summary(model, version)
     marker = "\n## Reproduce"
-    card = (card.replace(marker, "\n" + section + "\n" + marker, 1) if marker in card
-            else card.rstrip() + "\n\n" + section + "\n")
+    if marker in card:  # one blank line on each side of the section, however often it is rewritten
+        i = card.index(marker)
+        card = card[:i].rstrip() + "\n\n" + section + "\n" + card[i:]
+    else:
+        card = card.rstrip() + "\n\n" + section + "\n"
     with open(card_path, "w") as f:
         f.write(card)
 
