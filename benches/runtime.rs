@@ -115,6 +115,44 @@ async fn load(
     )
 }
 
+/// p50 of the model's forward pass (no grad) and, where it exports one, of its `attribute()`
+/// pass, loaded straight from its file and run on this thread with one LibTorch thread.
+fn direct_costs(
+    model: &bedside::inference::LoadedModel,
+    values: &[f32],
+) -> (Duration, Option<Duration>) {
+    let path = common::repo()
+        .join("models")
+        .join(&model.manifest.name)
+        .join(&model.manifest.version)
+        .join(&model.manifest.file);
+    tch::set_num_threads(1);
+    let module = tch::CModule::load(&path).unwrap();
+    let mut shape = vec![1i64];
+    shape.extend(model.manifest.input.shape.iter().map(|&d| d as i64));
+    let x = tch::Tensor::from_slice(values).reshape(shape.as_slice());
+    let time = |f: &dyn Fn() -> tch::Tensor| {
+        for _ in 0..100 {
+            drop(std::hint::black_box(f()));
+        }
+        let mut t: Vec<Duration> = (0..1000)
+            .map(|_| {
+                let s = Instant::now();
+                drop(std::hint::black_box(f()));
+                s.elapsed()
+            })
+            .collect();
+        t.sort();
+        pct(&t, 0.5)
+    };
+    let forward = time(&|| tch::no_grad(|| module.forward_ts(&[&x]).unwrap()));
+    let attribute = model
+        .handle
+        .can_attribute()
+        .then(|| time(&|| module.method_ts("attribute", &[&x]).unwrap()));
+    (forward, attribute)
+}
+
 fn config_auth() -> bedside::http::auth::AuthSettings {
     let text =
         "listen = '127.0.0.1:0'\npublic_url = 'http://h'\nservices_dir = '.'\nmodels_dir = '.'\n";
@@ -273,6 +311,18 @@ async fn main() {
             ms(pct(&times, 0.5)),
             ms(pct(&times, 0.99))
         );
+        // The same TorchScript file on this thread, no hand-off: what issue 21's budget is
+        // about (a forward pass ≤ 0.1 ms and an explanation ≤ 1 ms at batch 1 on one CPU
+        // thread). The difference from the line above is the inference thread's queue and
+        // wake-ups, which the gateway pays per job.
+        if device == "cpu" {
+            let direct = direct_costs(&model, &prepared.matrix.values);
+            println!(
+                "(a) batch 1 on the calling thread (no hand-off, 1 LibTorch thread): forward p50 {:.3} ms, attribute() p50 {:.3} ms",
+                ms(direct.0),
+                direct.1.map_or(f64::NAN, ms),
+            );
+        }
     }
     for explained in [false, true] {
         if explained && model.handle.can_attribute() {
