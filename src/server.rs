@@ -198,9 +198,9 @@ async fn load_runtime(
 /// Why bedside could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("{0}")]
+    #[error(transparent)]
     Models(#[from] LoadError),
-    #[error("{0}")]
+    #[error(transparent)]
     Services(#[from] DefinitionErrors),
     #[error("storage: {0}")]
     Store(#[from] StoreError),

@@ -11,11 +11,11 @@ use crate::inference::InferenceError;
 /// A failed prediction-API call.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
+    #[error(transparent)]
     Unauthorized(#[from] AuthError),
-    #[error("{0}")]
+    #[error(transparent)]
     Body(#[from] BodyError),
-    #[error("{0}")]
+    #[error(transparent)]
     Json(#[from] JsonError),
     #[error("unknown model `{0}`")]
     UnknownModel(String),

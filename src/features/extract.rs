@@ -37,19 +37,26 @@ enum Matched {
     Score,
 }
 
-/// Whether `concept` carries one of `def`'s LOINC codes (any spelling of the LOINC system).
-fn matched(
-    t: &Terminology,
-    def: &FeatureDef,
-    concept: Option<&CodeableConceptView<'_>>,
-) -> Option<Matched> {
-    let concept = concept?;
-    let code = concept.coding.iter().find_map(|c| {
-        let loinc = c.system.as_deref().and_then(|s| t.system(s)) == Some(System::Loinc);
-        c.code
-            .as_deref()
-            .filter(|code| loinc && def.loinc.iter().any(|k| k == code))
-    })?;
+/// The LOINC codes of `concept`, in coding order (any spelling of the LOINC system). Read once
+/// per observation, not once per feature: the system lookup was the loop's main cost.
+fn loinc_codes<'a>(t: &Terminology, concept: Option<&'a CodeableConceptView<'_>>) -> Vec<&'a str> {
+    let Some(concept) = concept else {
+        return Vec::new();
+    };
+    concept
+        .coding
+        .iter()
+        .filter(|c| c.system.as_deref().and_then(|s| t.system(s)) == Some(System::Loinc))
+        .filter_map(|c| c.code.as_deref())
+        .collect()
+}
+
+/// Whether one of `codes` (a concept's LOINC codes) is one of `def`'s; the first that is
+/// decides how it matched.
+fn matched(def: &FeatureDef, codes: &[&str]) -> Option<Matched> {
+    let code = codes
+        .iter()
+        .find(|code| def.loinc.iter().any(|k| k == *code))?;
     let by_score = def
         .from_score
         .as_ref()
@@ -71,13 +78,25 @@ pub fn measurements(
     let mut found = Vec::new();
     let mut rejected = Vec::new();
     for obs in observations {
-        let id = obs.id.as_deref().unwrap_or("").to_owned();
+        let own_codes = loinc_codes(t, obs.code.as_ref());
+        let component_codes: Vec<Vec<&str>> = obs
+            .component
+            .iter()
+            .map(|c| loinc_codes(t, c.code.as_ref()))
+            .collect();
+        if own_codes.is_empty() && component_codes.iter().all(Vec::is_empty) {
+            continue;
+        }
+        let id = obs.id.as_deref().unwrap_or("");
+        // Parsed at the first feature the observation feeds (a panel feeds several).
+        let mut when = None;
         for (f, def) in spec.features.iter().enumerate() {
             let mut values: Vec<Result<f64, &'static str>> = obs
                 .component
                 .iter()
-                .filter_map(|c| {
-                    let how = matched(t, def, c.code.as_ref())?;
+                .zip(&component_codes)
+                .filter_map(|(c, codes)| {
+                    let how = matched(def, codes)?;
                     Some(value_of(
                         t,
                         def,
@@ -87,7 +106,7 @@ pub fn measurements(
                     ))
                 })
                 .collect();
-            if let Some(how) = matched(t, def, obs.code.as_ref()) {
+            if let Some(how) = matched(def, &own_codes) {
                 values.push(value_of(
                     t,
                     def,
@@ -101,14 +120,16 @@ pub fn measurements(
             }
             if !obs.is_usable_status() {
                 rejected.push(Rejection {
-                    resource_id: id.clone(),
+                    resource_id: id.to_owned(),
                     reason: "status is not final, amended or corrected",
                 });
                 continue;
             }
-            let Some(time) = obs.effective_text().and_then(parse_instant) else {
+            let Some(time) =
+                *when.get_or_insert_with(|| obs.effective_text().and_then(parse_instant))
+            else {
                 rejected.push(Rejection {
-                    resource_id: id.clone(),
+                    resource_id: id.to_owned(),
                     reason: "no effective date-time with a time zone",
                 });
                 continue;
@@ -119,10 +140,10 @@ pub fn measurements(
                         feature: f,
                         time,
                         value,
-                        resource_id: id.clone(),
+                        resource_id: id.to_owned(),
                     }),
                     Err(reason) => rejected.push(Rejection {
-                        resource_id: id.clone(),
+                        resource_id: id.to_owned(),
                         reason,
                     }),
                 }

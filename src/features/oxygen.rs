@@ -26,17 +26,14 @@ pub fn on_oxygen(
     let fio2 = t.concept(&t.oxygen.fio2_concept)?;
     let mut latest: Option<(DateTime<Utc>, bool)> = None;
     for obs in observations.iter().filter(|o| o.is_usable_status()) {
-        let Some(time) = obs.effective_text().and_then(parse_instant) else {
-            continue;
-        };
-        if time < not_before || time >= now {
-            continue;
-        }
         let parts = std::iter::once((obs.code.as_ref(), obs.value_quantity.as_ref())).chain(
             obs.component
                 .iter()
                 .map(|c| (c.code.as_ref(), c.value_quantity.as_ref())),
         );
+        // The codes first: most observations are other vital signs, and reading their time
+        // (an RFC 3339 parse) cost more than the rest of this loop on a card call.
+        let mut on = None;
         for (code, quantity) in parts {
             let (Some(code), Some(q)) = (code, quantity) else {
                 continue;
@@ -48,14 +45,24 @@ pub fn on_oxygen(
             } else {
                 None
             };
-            if let Some(on) = reading {
-                latest = match latest {
-                    Some((at, was)) if at > time => Some((at, was)),
-                    Some((at, was)) if at == time => Some((at, was || on)),
-                    _ => Some((time, on)),
-                };
+            if let Some(reading) = reading {
+                on = Some(on.unwrap_or(false) || reading);
             }
         }
+        let Some(on) = on else {
+            continue;
+        };
+        let Some(time) = obs.effective_text().and_then(parse_instant) else {
+            continue;
+        };
+        if time < not_before || time >= now {
+            continue;
+        }
+        latest = match latest {
+            Some((at, was)) if at > time => Some((at, was)),
+            Some((at, was)) if at == time => Some((at, was || on)),
+            _ => Some((time, on)),
+        };
     }
     latest.map(|(_, on)| on)
 }

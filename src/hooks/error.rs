@@ -15,7 +15,7 @@ use crate::store::StoreError;
 pub enum HookError {
     #[error("unknown CDS service `{0}`")]
     UnknownService(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Unauthorized(#[from] AuthError),
     #[error("content type must be application/json (got `{0}`)")]
     UnsupportedMediaType(String),

@@ -61,13 +61,13 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// `--config` could not be read or is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] crate::config::ConfigErrors),
     /// The models could not be loaded.
-    #[error("{0}")]
+    #[error(transparent)]
     Models(#[from] crate::inference::LoadError),
     /// The service definitions are invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Services(#[from] crate::services::DefinitionErrors),
     /// The FHIR base is not an http(s) URL, or the client could not be built.
     #[error("{0}")]
