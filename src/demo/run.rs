@@ -162,7 +162,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         );
     }
     println!(
-        "  Model cards:                       {gateway}/models/deterioration/4.0.0/model-card"
+        "  Model cards:                       {gateway}/models/deterioration/4.0.1/model-card"
     );
     println!("  Admin token (report, kill switch, promote): {admin_token}");
     println!(

@@ -465,7 +465,7 @@ mod tests {
             id: format!("p{i}"),
             at: at.to_rfc3339(),
             model: "deterioration".into(),
-            model_version: "4.0.0".into(),
+            model_version: "4.0.1".into(),
             mode: "active".into(),
             unit: Some(if i.is_multiple_of(2) { "4B" } else { "5C" }.into()),
             patient_hash: Some(format!("h{i}")),
@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn weeks_show_drift_abstention_calibration_and_overrides_and_alert_when_crossed() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/deterioration");
-        let manifest = Manifest::load(&root.join("4.0.0/manifest.toml")).unwrap();
+        let manifest = Manifest::load(&root.join("4.0.1/manifest.toml")).unwrap();
         let features = FeatureSpec::load(&root.join("features.toml")).unwrap();
         let info = ModelInfo {
             manifest: &manifest,

@@ -343,7 +343,7 @@ fn model_decisions_are_valid_fhir_r4_provenance_and_audit_events() {
         |id: i64, status: &str, evaluation_id: Option<i64>| bedside::store::StoredDecision {
             id,
             model: "deterioration".into(),
-            version: "4.0.0".into(),
+            version: "4.0.1".into(),
             status: status.into(),
             previous: "shadow".into(),
             at: chrono::Utc::now(),

@@ -42,16 +42,16 @@ async fn model_metadata_follows_the_open_inference_protocol() {
     let (s, body) = call(&gw, reqwest::Method::GET, "/v2/models/deterioration", None).await;
     assert_eq!(s, 200, "{body}");
     let meta: ModelMetadata = serde_json::from_value(body).unwrap();
-    // 1.0.0 is retired (not loaded); 2.0.0 and the foundation head 5.0.0 in shadow; 4.0.0
+    // 1.0.0 is retired (not loaded); 2.0.0 and the foundation head 5.0.0 in shadow; 4.0.1
     // active (its input is the one described).
-    assert_eq!(meta.versions, ["2.0.0", "4.0.0", "5.0.0"]);
+    assert_eq!(meta.versions, ["2.0.0", "4.0.1", "5.0.0"]);
     assert_eq!(meta.inputs[0].shape, [-1, 48, 16]);
     assert_eq!(meta.inputs[0].datatype, "FP32");
     assert_eq!(meta.outputs[0].shape, [-1, 1]);
     let (s, _) = call(
         &gw,
         reqwest::Method::GET,
-        "/v2/models/deterioration/versions/4.0.0",
+        "/v2/models/deterioration/versions/4.0.1",
         None,
     )
     .await;
@@ -193,7 +193,7 @@ async fn predict_from_a_fhir_bundle_is_reproducible_at_a_reference_time() {
     // by tests/models/parity.rs).
     let risk = first["risk"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&risk), "{first}");
-    assert_eq!(first["version"], "4.0.0");
+    assert_eq!(first["version"], "4.0.1");
     assert_eq!(first["as_of"], as_of);
     assert_eq!(
         first["news2"]["total"],
@@ -399,13 +399,13 @@ async fn a_version_answers_by_path_and_the_foundation_head_explains_itself() {
     let (s, active) = call(
         &gw,
         reqwest::Method::POST,
-        &format!("/api/v1/models/deterioration/versions/4.0.0/predict?asOf={as_of}"),
+        &format!("/api/v1/models/deterioration/versions/4.0.1/predict?asOf={as_of}"),
         Some(("application/fhir+json", body_of(&bundle))),
     )
     .await;
     assert_eq!(
         (s, active["version"].as_str()),
-        (200, Some("4.0.0")),
+        (200, Some("4.0.1")),
         "{active}"
     );
     let (s, _) = call(

@@ -192,7 +192,7 @@ fn assert_reads_clinically(service: &str, card: &Value) {
         "{service}: {detail}"
     );
     assert!(
-        [" v2.0.0: ", " v3.0.0: ", " v4.0.0: "]
+        [" v2.0.0: ", " v3.0.0: ", " v4.0.0: ", " v4.0.1: "]
             .iter()
             .any(|v| detail.contains(v)),
         "{service}: model version missing: {detail}"

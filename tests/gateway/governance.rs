@@ -135,7 +135,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
 
     // The statuses as the manifests say.
     let list = get(&gw, "/admin/models").await;
-    assert_eq!(version(&list, "deterioration", "4.0.0")["status"], "active");
+    assert_eq!(version(&list, "deterioration", "4.0.1")["status"], "active");
     assert_eq!(version(&list, "deterioration", "2.0.0")["status"], "shadow");
     assert_eq!(version(&list, "deterioration", "1.0.0")["loaded"], false);
 
@@ -179,7 +179,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
     let measured = &evaluation["evaluation"];
     assert_eq!(measured["shadow_scores"], 6, "{measured}");
     assert_eq!(measured["patients"], 6, "{measured}");
-    assert_eq!(measured["comparison"]["active_version"], "4.0.0");
+    assert_eq!(measured["comparison"]["active_version"], "4.0.1");
     assert_eq!(measured["comparison"]["pairs"], 6);
     assert!(
         measured["outcomes"].is_null(),
@@ -207,17 +207,17 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
             decisions[1]["version"].as_str(),
             decisions[1]["status"].as_str()
         ),
-        (Some("4.0.0"), Some("shadow"))
+        (Some("4.0.1"), Some("shadow"))
     );
     assert_eq!(decisions[0]["actor"], "dr-governor");
     let list = get(&gw, "/admin/models").await;
     assert_eq!(version(&list, "deterioration", "2.0.0")["status"], "active");
-    assert_eq!(version(&list, "deterioration", "4.0.0")["status"], "shadow");
+    assert_eq!(version(&list, "deterioration", "4.0.1")["status"], "shadow");
     assert_eq!(
-        version(&list, "deterioration", "4.0.0")["manifestStatus"],
+        version(&list, "deterioration", "4.0.1")["manifestStatus"],
         "active"
     );
-    // The next call is scored by 2.0.0 for the clinician, 4.0.0 in the shadow.
+    // The next call is scored by 2.0.0 for the clinician, 4.0.1 in the shadow.
     let body = call_deterioration(&gw, "gov-after").await;
     cards_name(&body, "v2.0.0");
     let report = get(&gw, "/admin/report").await;
@@ -270,7 +270,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["model"] == "deterioration" && v["version"] == "4.0.0" && v["mode"] == "active")
+        .find(|v| v["model"] == "deterioration" && v["version"] == "4.0.1" && v["mode"] == "active")
         .unwrap_or_else(|| panic!("{monitoring}"));
     assert_eq!(v3["weeks"][0]["predictions"], 6, "{v3}");
     assert_eq!(v3["weeks"][0]["abstention_rate"], 0.0, "{v3}");
@@ -285,7 +285,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
         .unwrap();
     assert!(
         page.contains("Monitoring, per model version and week")
-            && page.contains("deterioration v4.0.0 (active): risk"),
+            && page.contains("deterioration v4.0.1 (active): risk"),
         "{page}"
     );
 
@@ -293,7 +293,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
     let sepsis = models.join("sepsis/3.0.0/model.pt");
     let good = std::fs::read(&sepsis).unwrap();
     std::fs::write(&sepsis, b"not a model").unwrap();
-    let retire_path = "/admin/models/deterioration/4.0.0/retire";
+    let retire_path = "/admin/models/deterioration/4.0.1/retire";
     let retire = json!({"reason": "superseded"});
     let (s, body) = post(&gw, retire_path, Some(retire.clone())).await;
     assert_eq!(s, 409, "{body}");
@@ -302,7 +302,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
         "{body}"
     );
     let list = get(&gw, "/admin/models").await;
-    assert_eq!(version(&list, "deterioration", "4.0.0")["status"], "shadow");
+    assert_eq!(version(&list, "deterioration", "4.0.1")["status"], "shadow");
     std::fs::write(&sepsis, good).unwrap();
     let (s, body) = post(&gw, retire_path, Some(retire)).await;
     assert_eq!(s, 200, "{body}");
@@ -379,10 +379,10 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
     );
     assert_eq!(version(&list, "deterioration", "2.0.0")["status"], "active");
     assert_eq!(
-        version(&list, "deterioration", "4.0.0")["status"],
+        version(&list, "deterioration", "4.0.1")["status"],
         "retired"
     );
-    assert_eq!(version(&list, "deterioration", "4.0.0")["loaded"], false);
+    assert_eq!(version(&list, "deterioration", "4.0.1")["loaded"], false);
     let body = call_deterioration(&gw, "gov-restart").await;
     cards_name(&body, "v2.0.0");
     gw.stop().await;

@@ -96,7 +96,7 @@ async fn a_deteriorating_patient_gets_a_spec_valid_card_from_the_model() {
     assert!(card.summary.chars().count() < 140);
     assert!(card.summary.contains("NEWS2"), "{}", card.summary);
     assert!(
-        card.summary.contains("deterioration v4.0.0"),
+        card.summary.contains("deterioration v4.0.1"),
         "{}",
         card.summary
     );
@@ -108,7 +108,7 @@ async fn a_deteriorating_patient_gets_a_spec_valid_card_from_the_model() {
     let model_card = card.source.url.as_deref().unwrap();
     assert_eq!(
         model_card,
-        "https://bedside.test/models/deterioration/4.0.0/model-card"
+        "https://bedside.test/models/deterioration/4.0.1/model-card"
     );
     let detail = card.detail.as_deref().unwrap();
     assert!(detail.contains("**Data:** 48 h to "), "{detail}");
@@ -157,7 +157,7 @@ async fn the_front_page_says_where_everything_is() {
     for want in [
         "https://bedside.test/cds-services",
         "https://bedside.test/cds-services/deterioration",
-        "https://bedside.test/models/deterioration/4.0.0/model-card",
+        "https://bedside.test/models/deterioration/4.0.1/model-card",
         "https://bedside.test/smart/launch",
         "synthetic data only",
     ] {
@@ -182,7 +182,7 @@ async fn the_front_page_says_where_everything_is() {
         .unwrap()
         .iter()
         .any(|m| m["name"] == "deterioration"
-            && m["version"] == "4.0.0"
+            && m["version"] == "4.0.1"
             && m["status"] == "active"));
     gw.stop().await;
 }
@@ -192,7 +192,7 @@ async fn the_model_card_behind_source_url_is_served() {
     let keys = KeyServer::start().await;
     let gw = Gateway::with_keys(&keys).await;
     let resp = http()
-        .get(format!("{}/models/deterioration/4.0.0/model-card", gw.url))
+        .get(format!("{}/models/deterioration/4.0.1/model-card", gw.url))
         .send()
         .await
         .unwrap();
@@ -210,7 +210,7 @@ async fn the_model_card_behind_source_url_is_served() {
     // The same URL as JSON: the HTI-1 source attributes, from the developer's text and what
     // was measured (the cross-generator evaluations beside the manifest, the missed targets).
     let attributes: serde_json::Value = http()
-        .get(format!("{}/models/deterioration/4.0.0/model-card", gw.url))
+        .get(format!("{}/models/deterioration/4.0.1/model-card", gw.url))
         .header("Accept", "application/json")
         .send()
         .await
@@ -250,7 +250,7 @@ async fn the_model_card_behind_source_url_is_served() {
     let measured: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             common::repo()
-                .join("models/deterioration/4.0.0/crossgen/cohort-to-ward/evaluation.json"),
+                .join("models/deterioration/4.0.1/crossgen/cohort-to-ward/evaluation.json"),
         )
         .unwrap(),
     )
@@ -607,12 +607,12 @@ async fn metrics_count_cards_abstentions_and_batches() {
         "bedside_service_prefetch_missing_total{service=\"deterioration\"} 1",
         // The risk (one sample), then, as a card is shown, its explanation: one attribute()
         // pass over the same sample (no occlusion batch).
-        "bedside_inference_jobs_total{model=\"deterioration\",version=\"4.0.0\"} 2",
-        "bedside_inference_samples_total{model=\"deterioration\",version=\"4.0.0\"} 2",
+        "bedside_inference_jobs_total{model=\"deterioration\",version=\"4.0.1\"} 2",
+        "bedside_inference_samples_total{model=\"deterioration\",version=\"4.0.1\"} 2",
         // Latency histograms: every call of the service, every forward pass of the model.
         "bedside_service_call_seconds_count{service=\"deterioration\"} 3",
         "bedside_service_call_seconds_bucket{service=\"deterioration\",le=\"+Inf\"} 3",
-        "bedside_inference_batch_seconds_count{model=\"deterioration\",version=\"4.0.0\"} 2",
+        "bedside_inference_batch_seconds_count{model=\"deterioration\",version=\"4.0.1\"} 2",
     ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }

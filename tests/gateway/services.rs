@@ -355,7 +355,7 @@ async fn aki_order_sign_points_at_the_nephrotoxic_draft_order_and_ignores_others
 
 // ------------------------------------------------------------------------------- guardrails
 
-/// The deterioration fixtures under the shipped thresholds (4.0.0, warning 0.0129, critical
+/// The deterioration fixtures under the shipped thresholds (4.0.1, warning 0.0129, critical
 /// 0.0549): early-warning (risk between the two) is a warning, deteriorating (≈ 0.75) critical. Asserted
 /// here so that a retrained model or new thresholds that change the grading fail loudly.
 fn graded(t: String) -> String {
@@ -384,7 +384,7 @@ async fn guardrails_suite(backend: Backend) {
         _ => t,
     });
     let gw = gateway(&keys, backend, &pg, Some(services)).await;
-    let det = manifest("deterioration", "4.0.0");
+    let det = manifest("deterioration", "4.0.1");
 
     // Suppression window with escalation.
     let first = call(
@@ -506,7 +506,7 @@ async fn guardrails_suite(backend: Backend) {
         1
     );
 
-    // Shadow model version: deterioration 2.0.0 scored and recorded beside 4.0.0.
+    // Shadow model version: deterioration 2.0.0 scored and recorded beside 4.0.1.
     let p = prediction(
         &gw,
         "deterioration",
@@ -600,7 +600,7 @@ async fn abstention_says_which_data_were_missing_and_shadow_services_show_nothin
         &gw,
         "deterioration",
         request["hookInstance"].as_str().unwrap(),
-        &manifest("deterioration", "4.0.0"),
+        &manifest("deterioration", "4.0.1"),
     )
     .await;
     assert_eq!(p["outcome"], "shadow");
@@ -715,7 +715,7 @@ async fn report_suite(backend: Backend) {
         .iter()
         .find(|r| {
             r["service_id"] == "deterioration"
-                && r["model_version"] == "4.0.0"
+                && r["model_version"] == "4.0.1"
                 && r["mode"] == "active"
         })
         .unwrap();

@@ -66,7 +66,7 @@ async fn a_model_of_your_own_runs_in_shadow_and_shows_its_agreement_in_the_repor
         .unwrap()
         .contains("Not for clinical use"));
     // Only the shipped active versions come with it; no retired or other shadow version.
-    assert!(models.join("deterioration/4.0.0/manifest.toml").is_file());
+    assert!(models.join("deterioration/4.0.1/manifest.toml").is_file());
     assert!(!models.join("deterioration/2.0.0").exists());
     assert!(models.join("sepsis/features.toml").is_file());
     assert!(models.join("aki/features.toml").is_file());
@@ -145,7 +145,7 @@ async fn a_model_of_your_own_runs_in_shadow_and_shows_its_agreement_in_the_repor
         .iter()
         .find(|a| a["model"] == "deterioration" && a["shadow_version"] == VERSION)
         .unwrap_or_else(|| panic!("no agreement for {VERSION}: {report}"));
-    assert_eq!(agreement["active_version"], "4.0.0", "{agreement}");
+    assert_eq!(agreement["active_version"], "4.0.1", "{agreement}");
     let pairs = agreement["pairs"].as_i64().unwrap();
     let agreed = agreement["agreed"].as_i64().unwrap();
     let rate = agreement["agreement"].as_f64().unwrap();

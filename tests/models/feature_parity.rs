@@ -73,7 +73,7 @@ fn rust_and_python_features_agree_on_cohort_bundles_for_every_model() {
         ("sepsis", "3.0.0"),
         ("aki", "2.0.0"),
         ("deterioration", "2.0.0"),
-        ("deterioration", "4.0.0"),
+        ("deterioration", "4.0.1"),
     ];
     for (name, version) in versions {
         let model = registry.get(name, version).unwrap();

@@ -31,7 +31,7 @@ impl Drop for MlServer {
     }
 }
 
-/// Fault variants of deterioration 4.0.0 the runtime is asked to play (`parameters.extra`).
+/// Fault variants of deterioration 4.0.1 the runtime is asked to play (`parameters.extra`).
 const FAULTS: [(&str, &str); 3] = [
     ("deterioration-slow", r#"{"delay_s": 3}"#),
     ("deterioration-fail", r#"{"fail": true}"#),
@@ -61,7 +61,7 @@ impl MlServer {
             String::from_utf8_lossy(&out.stderr)
         );
         let base: Value = serde_json::from_str(
-            &std::fs::read_to_string(repository.join("deterioration-4.0.0/model-settings.json"))
+            &std::fs::read_to_string(repository.join("deterioration-4.0.1/model-settings.json"))
                 .unwrap(),
         )
         .unwrap();
@@ -114,11 +114,11 @@ impl MlServer {
     }
 }
 
-/// The shipped models with deterioration 4.0.0 served by MLServer's model `model`.
+/// The shipped models with deterioration 4.0.1 served by MLServer's model `model`.
 fn served_by(dir: &Path, url: &str, model: &str, timeout: &str) -> PathBuf {
     common::serve_remotely(
         common::copy_models(dir),
-        "4.0.0",
+        "4.0.1",
         &format!("url = '{url}'\nmodel = '{model}'\ntimeout = '{timeout}'\n"),
     )
 }
@@ -152,7 +152,7 @@ async fn mlserver_serves_the_shipped_model_with_the_local_risks_and_its_faults_c
         models_dir: served_by(
             &dir.path().join("ok"),
             &engine.url,
-            "deterioration-4.0.0",
+            "deterioration-4.0.1",
             "5s",
         ),
         ..Default::default()
@@ -181,7 +181,7 @@ async fn mlserver_serves_the_shipped_model_with_the_local_risks_and_its_faults_c
             via_remote["risk"].as_f64().unwrap(),
         );
         assert!((a - b).abs() <= 1e-6, "{fixture}: local {a}, MLServer {b}");
-        assert_eq!(via_remote["version"], "4.0.0");
+        assert_eq!(via_remote["version"], "4.0.1");
         compared += 1;
     }
     assert!(compared >= 2, "only {compared} fixtures scored");
@@ -201,7 +201,7 @@ async fn mlserver_serves_the_shipped_model_with_the_local_risks_and_its_faults_c
     );
     // MLServer did the forward passes.
     let served = http()
-        .get(format!("{}/v2/models/deterioration-4.0.0", engine.url))
+        .get(format!("{}/v2/models/deterioration-4.0.1", engine.url))
         .send()
         .await
         .unwrap();
@@ -238,7 +238,7 @@ async fn mlserver_serves_the_shipped_model_with_the_local_risks_and_its_faults_c
         let metrics = common::metrics(&gw).await;
         assert!(
             metrics.contains(
-                "bedside_inference_failed_total{model=\"deterioration\",version=\"4.0.0\"} 1"
+                "bedside_inference_failed_total{model=\"deterioration\",version=\"4.0.1\"} 1"
             ),
             "{model}: {metrics}"
         );

@@ -64,7 +64,7 @@ fn python_self_tests_pass() {
         "models.test_summary_model",
         "models/sepsis/3.0.0",
         "models/aki/2.0.0",
-        "models/deterioration/4.0.0",
+        "models/deterioration/4.0.1",
     ])
     .contains("ok:"));
     assert!(python(&["-m", "models.test_recalibrate", "models/sepsis/3.0.0"]).contains("ok:"));

@@ -12,12 +12,12 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-/// A models folder whose deterioration 4.0.0 (the active version) is served by `url` (no
+/// A models folder whose deterioration 4.0.1 (the active version) is served by `url` (no
 /// model.pt here).
 fn remote_models(dir: &Path, url: &str, timeout: &str) -> PathBuf {
-    // Every shipped model (the other services need theirs); deterioration 4.0.0 served remotely,
+    // Every shipped model (the other services need theirs); deterioration 4.0.1 served remotely,
     // its file only on the remote side.
-    served_remotely(common::copy_models(dir), "4.0.0", url, timeout)
+    served_remotely(common::copy_models(dir), "4.0.1", url, timeout)
 }
 
 /// `models` with deterioration `version` served by `url` instead of its own file.
@@ -43,7 +43,7 @@ async fn hook(gw: &Gateway, name: &str) -> (u16, Value, Duration) {
 }
 
 fn metadata() -> Value {
-    json!({"name": "deterioration", "versions": ["4.0.0"], "platform": "pytorch_torchscript",
+    json!({"name": "deterioration", "versions": ["4.0.1"], "platform": "pytorch_torchscript",
            "inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [-1, 48, 16]}],
            "outputs": [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [-1, 1]}]})
 }
@@ -97,7 +97,7 @@ async fn a_model_served_by_another_bedside_gives_the_same_card() {
         .lines()
         .find_map(|l| {
             l.strip_prefix(
-                "bedside_inference_samples_total{model=\"deterioration\",version=\"4.0.0\"} ",
+                "bedside_inference_samples_total{model=\"deterioration\",version=\"4.0.1\"} ",
             )
         })
         .and_then(|v| v.trim().parse().ok())
@@ -152,7 +152,7 @@ async fn remote_faults_give_an_answer_without_the_card_within_the_budget() {
     let metrics = common::metrics(&gw).await;
     assert!(
         metrics.contains(
-            "bedside_inference_failed_total{model=\"deterioration\",version=\"4.0.0\"} 4"
+            "bedside_inference_failed_total{model=\"deterioration\",version=\"4.0.1\"} 4"
         ),
         "{metrics}"
     );

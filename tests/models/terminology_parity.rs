@@ -283,7 +283,7 @@ fn rust_and_python_read_every_terminology_variant_alike() {
         ("sepsis", "3.0.0"),
         ("aki", "2.0.0"),
         ("deterioration", "2.0.0"),
-        ("deterioration", "4.0.0"),
+        ("deterioration", "4.0.1"),
     ] {
         let model = registry.get(name, version).unwrap();
         let spec_path = model

@@ -40,7 +40,7 @@ fn check_accepts_the_shipped_services_and_models() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("model   deterioration 4.0.0"), "{stdout}");
+    assert!(stdout.contains("model   deterioration 4.0.1"), "{stdout}");
     assert!(stdout.contains("sha256 ok"), "{stdout}");
     assert!(stdout.contains("configuration ok"), "{stdout}");
 }
@@ -202,7 +202,7 @@ async fn the_demo_prints_a_curl_that_returns_a_model_card() {
         card["summary"]
             .as_str()
             .unwrap_or_default()
-            .contains("deterioration v4.0.0"),
+            .contains("deterioration v4.0.1"),
         "{json}"
     );
     assert!(
@@ -525,7 +525,7 @@ async fn governance_commands_evaluate_promote_and_keep_patient_ids_out() {
         "{text}"
     );
     assert!(
-        text.contains("deterioration 4.0.0 active -> shadow (by dr-cli)"),
+        text.contains("deterioration 4.0.1 active -> shadow (by dr-cli)"),
         "{text}"
     );
     let out = bedside(&["models", "--config", &config]);

@@ -228,7 +228,7 @@ async fn a_corrupted_model_file_is_refused_on_reload_and_the_previous_one_keeps_
     let card = || deterioration_card_summary(&bedside.url);
     let before = card().await;
 
-    let model = models.join("deterioration/4.0.0/model.pt");
+    let model = models.join("deterioration/4.0.1/model.pt");
     let good = std::fs::read(&model).unwrap();
     let mut bad = good.clone();
     let middle = bad.len() / 2;
@@ -398,7 +398,7 @@ async fn with_trusted_keys_only_signed_models_load_and_a_changed_manifest_is_ref
     let before = card().await;
     // The active model's manifest edited after signing (a threshold, a path…): refused on
     // reload, the running set keeps serving.
-    let manifest = models.join("deterioration/4.0.0/manifest.toml");
+    let manifest = models.join("deterioration/4.0.1/manifest.toml");
     let good = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(&manifest, format!("{good}\n# edited after signing\n")).unwrap();
     bedside.signal("HUP");

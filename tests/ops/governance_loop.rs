@@ -545,9 +545,9 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
             "models.recalibrate",
             "deterioration",
             "--from-version",
-            "4.0.0",
-            "--to-version",
             "4.0.1",
+            "--to-version",
+            "4.0.2",
             "--meds",
         ])
         .arg(&a)
@@ -564,12 +564,12 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
     );
     let printed = String::from_utf8_lossy(&run.stdout);
     assert!(printed.contains("40 records, 17 outcomes"), "{printed}");
-    sign(vec![models.join("deterioration/4.0.1")]);
+    sign(vec![models.join("deterioration/4.0.2")]);
     gw.signal("HUP");
     assert!(metric_reaches(&gw.url, "bedside_reloads_total 1").await);
 
     // 5. It scores in the shadow; evaluated on those scores; promoted; reloaded: its cards show.
-    // (Service counters start again with a reload: 2.0.0, 4.0.1 and 5.0.0 score each call.)
+    // (Service counters start again with a reload: 2.0.0, 4.0.2 and 5.0.0 score each call.)
     for i in 0..12 {
         call(
             &gw.url,
@@ -580,7 +580,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
         .await;
         assert!(metric_reaches(&gw.url, &shadow_line(3 * (i + 1))).await);
     }
-    let (ok, printed) = bedside(&["evaluate", "-c", cfg, "deterioration", "4.0.1"], &[]);
+    let (ok, printed) = bedside(&["evaluate", "-c", cfg, "deterioration", "4.0.2"], &[]);
     assert!(ok, "{printed}");
     assert!(printed.contains("[met] shadow scores: 12"), "{printed}");
     let (ok, printed) = bedside(
@@ -589,7 +589,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
             "-c",
             cfg,
             "deterioration",
-            "4.0.1",
+            "4.0.2",
             "--by",
             "data-science",
             "--reason",
@@ -602,7 +602,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
     assert!(metric_reaches(&gw.url, "bedside_reloads_total 2").await);
     let body = call(&gw.url, "deteriorating", "after-promotion", None).await;
     let summary = body["cards"][0]["summary"].as_str().unwrap_or_default();
-    assert!(summary.contains("v4.0.1"), "{body}");
+    assert!(summary.contains("v4.0.2"), "{body}");
 
     // 6. Monitoring: two fixed charts are nothing like the training population; a restarted
     // gateway's first monitoring run raises the drift alerts of this week in /metrics.
@@ -626,7 +626,7 @@ async fn shadow_to_export_to_recalibration_to_promotion_with_no_identifier_leavi
     }
     assert!(
         text.lines().any(|l| l.starts_with(
-            "bedside_monitoring_alerts{model=\"deterioration\",version=\"4.0.0\",mode=\"active\",metric=\"psi:"
+            "bedside_monitoring_alerts{model=\"deterioration\",version=\"4.0.1\",mode=\"active\",metric=\"psi:"
         )),
         "{text}"
     );

@@ -353,7 +353,7 @@ async fn a_model_retired_through_one_replica_is_retired_on_the_other() {
         http()
             .post(format!("{base}/admin/models/deterioration/2.0.0/retire"))
             .bearer_auth(ADMIN_TOKEN)
-            .json(&serde_json::json!({"reason": "superseded by 4.0.0"}))
+            .json(&serde_json::json!({"reason": "superseded by 4.0.1"}))
             .send()
             .await
             .unwrap()
@@ -384,7 +384,7 @@ async fn a_model_retired_through_one_replica_is_retired_on_the_other() {
             body["cards"][0]["summary"]
                 .as_str()
                 .unwrap_or_default()
-                .contains("deterioration v4.0.0"),
+                .contains("deterioration v4.0.1"),
             "{body}"
         );
     }

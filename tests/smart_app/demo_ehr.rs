@@ -44,7 +44,7 @@ async fn the_demo_ehr_runs_the_whole_loop_in_a_browser() {
     assert_eq!(card["service"], "deterioration", "{card}");
     assert_eq!(card["indicator"], "critical", "{card}");
     assert!(
-        card["summary"].as_str().unwrap().contains("v4.0.0"),
+        card["summary"].as_str().unwrap().contains("v4.0.1"),
         "{card}"
     );
     // The SMART link opened bedside's app in the EHR's frame, on this patient's card.

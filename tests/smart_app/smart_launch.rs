@@ -710,7 +710,7 @@ fn deterioration_record(
         service_id: "deterioration".into(),
         hook: "patient-view".into(),
         model: "deterioration".into(),
-        model_version: "4.0.0".into(),
+        model_version: "4.0.1".into(),
         mode: bedside::store::Mode::Active,
         patient_id: Some(patient_id.into()),
         patient_hash: None,
@@ -847,7 +847,7 @@ async fn app_shows_trajectory_evidence_and_limits_and_stores_feedback() {
     assert!(text.contains(name), "patient banner: {text}");
     for expected in [
         "Early deterioration warning (bedside)",
-        "model deterioration v4.0.0",
+        "model deterioration v4.0.1",
         "Now",
         "Risk trajectory",
         "NEWS2",
