@@ -498,7 +498,7 @@ async fn predictions_explain_themselves_and_read_odd_values_clamped_or_dropped()
     )
     .await;
     assert_eq!(s, 200, "{body}");
-    assert_eq!(body["version"], "3.0.0");
+    assert_eq!(body["version"], "3.0.1");
     let drivers = body["drivers"].as_array().unwrap();
     assert!(!drivers.is_empty(), "{body}");
     for d in drivers {

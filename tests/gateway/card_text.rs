@@ -192,9 +192,15 @@ fn assert_reads_clinically(service: &str, card: &Value) {
         "{service}: {detail}"
     );
     assert!(
-        [" v2.0.0: ", " v3.0.0: ", " v4.0.0: ", " v4.0.1: "]
-            .iter()
-            .any(|v| detail.contains(v)),
+        [
+            " v2.0.0: ",
+            " v3.0.0: ",
+            " v3.0.1: ",
+            " v4.0.0: ",
+            " v4.0.1: "
+        ]
+        .iter()
+        .any(|v| detail.contains(v)),
         "{service}: model version missing: {detail}"
     );
     for must in ["**Data:** ", "synthetic", "**Next:**"] {

@@ -290,7 +290,7 @@ async fn a_version_is_promoted_only_on_evidence_and_every_decision_is_on_record(
     );
 
     // A reload the gateway refuses (a corrupted model file elsewhere) reverts the decision.
-    let sepsis = models.join("sepsis/3.0.0/model.pt");
+    let sepsis = models.join("sepsis/3.0.1/model.pt");
     let good = std::fs::read(&sepsis).unwrap();
     std::fs::write(&sepsis, b"not a model").unwrap();
     let retire_path = "/admin/models/deterioration/4.0.1/retire";

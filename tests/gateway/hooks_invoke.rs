@@ -269,7 +269,7 @@ async fn the_model_card_behind_source_url_is_served() {
         "not evaluated at this site yet (bedside evaluate)"
     );
     let markdown = http()
-        .get(format!("{}/models/sepsis/3.0.0/model-card", gw.url))
+        .get(format!("{}/models/sepsis/3.0.1/model-card", gw.url))
         .send()
         .await
         .unwrap()
@@ -298,7 +298,7 @@ async fn the_model_card_behind_source_url_is_served() {
         ("..%2F..%2Fbedside.toml", 404, "application/json"),
     ] {
         let resp = http()
-            .get(format!("{}/models/sepsis/3.0.0/{file}", gw.url))
+            .get(format!("{}/models/sepsis/3.0.1/{file}", gw.url))
             .send()
             .await
             .unwrap();

@@ -494,7 +494,7 @@ async fn guardrails_suite(backend: Backend) {
         &gw,
         "sepsis-screen",
         same_call["hookInstance"].as_str().unwrap(),
-        &manifest("sepsis", "3.0.0"),
+        &manifest("sepsis", "3.0.1"),
     )
     .await;
     assert_eq!(p["outcome"], "deduplicated", "{p}");

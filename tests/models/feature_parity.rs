@@ -70,7 +70,7 @@ fn rust_and_python_features_agree_on_cohort_bundles_for_every_model() {
         ModelRegistry::load(&common::repo().join("models"), &InferenceSettings::cpu()).unwrap();
     let mut compared = 0;
     let versions = [
-        ("sepsis", "3.0.0"),
+        ("sepsis", "3.0.1"),
         ("aki", "2.0.0"),
         ("deterioration", "2.0.0"),
         ("deterioration", "4.0.1"),

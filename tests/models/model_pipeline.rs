@@ -62,12 +62,12 @@ fn python_self_tests_pass() {
     assert!(python(&[
         "-m",
         "models.test_summary_model",
-        "models/sepsis/3.0.0",
+        "models/sepsis/3.0.1",
         "models/aki/2.0.0",
         "models/deterioration/4.0.1",
     ])
     .contains("ok:"));
-    assert!(python(&["-m", "models.test_recalibrate", "models/sepsis/3.0.0"]).contains("ok:"));
+    assert!(python(&["-m", "models.test_recalibrate", "models/sepsis/3.0.1"]).contains("ok:"));
     // The foundation pipeline: tokeniser rules, MEDS corpus round trip, the time-to-event loss,
     // a tiny pretraining run exported and reloaded, a tiny adaptation run.
     assert!(python(&["-m", "models.foundation.test_foundation"]).contains("ok: foundation"));

@@ -280,7 +280,7 @@ fn rust_and_python_read_every_terminology_variant_alike() {
     let repo = common::repo();
     let registry = ModelRegistry::load(&repo.join("models"), &InferenceSettings::cpu()).unwrap();
     for (name, version) in [
-        ("sepsis", "3.0.0"),
+        ("sepsis", "3.0.1"),
         ("aki", "2.0.0"),
         ("deterioration", "2.0.0"),
         ("deterioration", "4.0.1"),
