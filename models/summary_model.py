@@ -30,8 +30,9 @@ sigmoid(calib_intercept + calib_slope * z).
 `attribute` credits each measurement (its cell and its forward-filled copies) with what leaving it
 out would undo, to first order: per-summary rescaled gradients x (value - the value carried before
 it), the gradients written out per summary (`value_gradient`: no autograd, so the same under the
-caller's no_grad or grad mode, and half the cost of the autograd pass earlier versions export). Masks only select cells, so the mask half of the output is 0. The gateway sums
-filled copies onto their measurement.
+caller's no_grad or grad mode, and half the cost of the autograd pass earlier versions export).
+Masks only select cells, so the mask half of the output is 0. The gateway sums filled copies onto
+their measurement.
 """
 from __future__ import annotations
 
@@ -184,8 +185,7 @@ class SummaryModel(nn.Module):
         The logit is additive over summaries: a + b * (bias + sum_j f_j(s_j)), f_j piecewise
         linear (hinge head) or a step function (stumps). With m_j = b * (f_j(s_j) - f_j(0)) / s_j
         (`secant`; f_j'(s_j) where s_j is ~0; 0 = the training mean) held fixed, g = d(sum_j m_j s_j)/dx
-        (`value_gradient`, in closed form). Leaving a
-        measurement out puts back, on its cell and its forward-filled copies, the value carried
+        (`value_gradient`, in closed form). Leaving a measurement out puts back, on its cell and its forward-filled copies, the value carried
         before it (u: the cell before its run, 0 = the mean when there is none), so each cell gets
         g * (v - u): summed per measurement (the gateway sums filled copies onto their
         measurement) that is the occlusion's change of the logit when the summaries are linear in

@@ -1,5 +1,7 @@
 //! Observations → measurements of declared features, in canonical units.
 
+use std::ops::Range;
+
 use chrono::{DateTime, Utc};
 
 use super::spec::{FeatureDef, FeatureSpec};
@@ -37,20 +39,6 @@ enum Matched {
     Score,
 }
 
-/// The LOINC codes of `concept`, in coding order (any spelling of the LOINC system). Read once
-/// per observation, not once per feature: the system lookup was the loop's main cost.
-fn loinc_codes<'a>(t: &Terminology, concept: Option<&'a CodeableConceptView<'_>>) -> Vec<&'a str> {
-    let Some(concept) = concept else {
-        return Vec::new();
-    };
-    concept
-        .coding
-        .iter()
-        .filter(|c| c.system.as_deref().and_then(|s| t.system(s)) == Some(System::Loinc))
-        .filter_map(|c| c.code.as_deref())
-        .collect()
-}
-
 /// Whether one of `codes` (a concept's LOINC codes) is one of `def`'s; the first that is
 /// decides how it matched.
 fn matched(def: &FeatureDef, codes: &[&str]) -> Option<Matched> {
@@ -77,14 +65,24 @@ pub fn measurements(
     let t = terminology();
     let mut found = Vec::new();
     let mut rejected = Vec::new();
+    // One observation's LOINC codes, read once rather than once per feature (the system lookup
+    // was the loop's main cost): its own code's, then each component's; `spans[0]` marks the
+    // own ones, `spans[1 + i]` component i's. Reused from one observation to the next.
+    let mut codes: Vec<&str> = Vec::new();
+    let mut spans: Vec<Range<usize>> = Vec::new();
     for obs in observations {
-        let own_codes = loinc_codes(t, obs.code.as_ref());
-        let component_codes: Vec<Vec<&str>> = obs
-            .component
-            .iter()
-            .map(|c| loinc_codes(t, c.code.as_ref()))
-            .collect();
-        if own_codes.is_empty() && component_codes.iter().all(Vec::is_empty) {
+        codes.clear();
+        spans.clear();
+        for concept in
+            std::iter::once(obs.code.as_ref()).chain(obs.component.iter().map(|c| c.code.as_ref()))
+        {
+            let start = codes.len();
+            if let Some(concept) = concept {
+                codes.extend(t.loinc_codes(concept));
+            }
+            spans.push(start..codes.len());
+        }
+        if codes.is_empty() {
             continue;
         }
         let id = obs.id.as_deref().unwrap_or("");
@@ -94,9 +92,9 @@ pub fn measurements(
             let mut values: Vec<Result<f64, &'static str>> = obs
                 .component
                 .iter()
-                .zip(&component_codes)
-                .filter_map(|(c, codes)| {
-                    let how = matched(def, codes)?;
+                .zip(&spans[1..])
+                .filter_map(|(c, span)| {
+                    let how = matched(def, &codes[span.clone()])?;
                     Some(value_of(
                         t,
                         def,
@@ -106,7 +104,7 @@ pub fn measurements(
                     ))
                 })
                 .collect();
-            if let Some(how) = matched(def, &own_codes) {
+            if let Some(how) = matched(def, &codes[spans[0].clone()]) {
                 values.push(value_of(
                     t,
                     def,

@@ -68,12 +68,8 @@ pub fn on_oxygen(
 }
 
 fn has_loinc(t: &Terminology, code: &CodeableConceptView<'_>, concept: &Concept) -> bool {
-    code.coding.iter().any(|c| {
-        c.system.as_deref().and_then(|s| t.system(s)) == Some(System::Loinc)
-            && c.code
-                .as_deref()
-                .is_some_and(|k| concept.loinc.iter().any(|l| l == k))
-    })
+    t.loinc_codes(code)
+        .any(|k| concept.loinc.iter().any(|l| l == k))
 }
 
 /// The quantity's unit as UCUM (its code when the system is UCUM or absent, else its text).

@@ -12,6 +12,8 @@ use std::sync::LazyLock;
 
 use serde::Deserialize;
 
+use crate::fhir::projection::CodeableConceptView;
+
 const SOURCE: &str = include_str!("../../models/terminology.toml");
 
 /// A code system bedside reads, whatever URI spelling the EHR uses for it.
@@ -164,6 +166,19 @@ impl Terminology {
     /// Which system a `Coding.system` / `Quantity.system` URI names, whatever its spelling.
     pub fn system(&self, uri: &str) -> Option<System> {
         self.systems.get(uri.trim()).copied()
+    }
+
+    /// The codes of `concept`'s codings whose system is LOINC (any spelling of it), in coding
+    /// order: what features and the oxygen check match their concepts against.
+    pub fn loinc_codes<'a, 'b: 'a>(
+        &'a self,
+        concept: &'a CodeableConceptView<'b>,
+    ) -> impl Iterator<Item = &'a str> + use<'a, 'b> {
+        concept
+            .coding
+            .iter()
+            .filter(|c| c.system.as_deref().and_then(|s| self.system(s)) == Some(System::Loinc))
+            .filter_map(|c| c.code.as_deref())
     }
 
     /// The UCUM code for a unit as an EHR spells it; a spelling not listed is taken as UCUM.

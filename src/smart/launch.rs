@@ -22,7 +22,7 @@ use super::discovery::Endpoints;
 use super::error::SmartError;
 use super::pending::{Refused, Source};
 use super::session::{self, SmartSession};
-use super::{html_page, log_text, SmartState};
+use super::{html_page, log_text, oauth_error_code, token_error_reason, SmartState};
 
 /// The SMART launch context and OpenID fields of a token response, beside the OAuth ones.
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -310,9 +310,9 @@ pub(crate) async fn callback(state: web::Data<SmartState>, req: HttpRequest) -> 
 /// exchanged (with the PKCE verifier), the `id_token` checked and the session started.
 async fn redeem(smart: &SmartState, req: &HttpRequest, pending: Pending) -> HttpResponse {
     if let Some(error) = query(req, "error") {
-        let error: String = error.chars().take(64).collect();
-        tracing::warn!(error = %log_text(&error), "SMART authorization refused by the EHR");
-        return SmartError::RefusedByEhr(error).page();
+        let error = oauth_error_code(&error);
+        tracing::warn!(error, "SMART authorization refused by the EHR");
+        return SmartError::RefusedByEhr(error.to_owned()).page();
     }
     let Some(code) = query(req, "code") else {
         return SmartError::NoCode.page();
@@ -328,13 +328,13 @@ async fn redeem(smart: &SmartState, req: &HttpRequest, pending: Pending) -> Http
         .await
     {
         Ok(t) => t,
-        Err(RequestTokenError::ServerResponse(e)) => {
-            let code = e.error().to_string();
-            tracing::warn!(error = %log_text(&code), "SMART token request refused");
-            return SmartError::TokenRefused(code).page();
+        Err(e @ RequestTokenError::ServerResponse(_)) => {
+            let code = token_error_reason(&e);
+            tracing::warn!(error = code, "SMART token request refused");
+            return SmartError::TokenRefused(code.to_owned()).page();
         }
         Err(e) => {
-            tracing::warn!(error = %log_text(&e.to_string()), "SMART token request failed");
+            tracing::warn!(error = token_error_reason(&e), "SMART token request failed");
             return SmartError::TokenUnreachable.page();
         }
     };

@@ -197,6 +197,51 @@ pub(crate) fn log_text(text: &str) -> String {
         .collect()
 }
 
+/// An OAuth 2.0 / OpenID Connect error code as an authorization server sent it, if it is one
+/// the specs define (RFC 6749 §4.1.2.1 and §5.2, OpenID Connect Core §3.1.2.6); anything else
+/// is "other", so neither a log line nor the sign-in page repeats text from outside.
+pub(crate) fn oauth_error_code(text: &str) -> &'static str {
+    const CODES: [&str; 16] = [
+        "invalid_request",
+        "unauthorized_client",
+        "access_denied",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+        "invalid_client",
+        "invalid_grant",
+        "unsupported_grant_type",
+        "interaction_required",
+        "login_required",
+        "account_selection_required",
+        "consent_required",
+        "invalid_request_uri",
+        "invalid_request_object",
+    ];
+    CODES
+        .into_iter()
+        .find(|c| *c == text.trim())
+        .unwrap_or("other")
+}
+
+/// Why a token request failed, in words that carry nothing the server sent but a known
+/// error code (a parse error's text can quote the response body).
+pub(crate) fn token_error_reason<RE, T>(
+    e: &oauth2::RequestTokenError<RE, oauth2::StandardErrorResponse<T>>,
+) -> &'static str
+where
+    RE: std::error::Error + 'static,
+    T: oauth2::ErrorResponseType + std::fmt::Display,
+{
+    match e {
+        oauth2::RequestTokenError::ServerResponse(r) => oauth_error_code(&r.error().to_string()),
+        oauth2::RequestTokenError::Request(_) => "the token endpoint could not be reached",
+        oauth2::RequestTokenError::Parse(..) => "the token response was unreadable",
+        oauth2::RequestTokenError::Other(_) => "the token request failed",
+    }
+}
+
 /// Registers the SMART routes: launch (EHR and standalone), the OAuth callback (at
 /// `[smart] redirect_path`), logout, and the app pages in [`app`].
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -251,6 +296,14 @@ mod tests {
         assert!(!safe.contains(['\n', '\r', '\u{2028}']), "{safe}");
         assert!(safe.contains("\\n2026"));
         assert_eq!(log_text(&"a".repeat(1000)).len(), 200);
+    }
+
+    #[test]
+    fn oauth_error_codes_are_the_specs_or_other() {
+        assert_eq!(oauth_error_code("access_denied"), "access_denied");
+        assert_eq!(oauth_error_code(" login_required "), "login_required");
+        assert_eq!(oauth_error_code("Patient Jane Doe not found"), "other");
+        assert_eq!(oauth_error_code(""), "other");
     }
 
     #[test]

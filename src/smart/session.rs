@@ -195,7 +195,7 @@ pub async fn current(smart: &SmartState, req: &HttpRequest) -> Option<SmartSessi
             Some(renewed)
         }
         Err(e) => {
-            tracing::warn!(session = %session.id_hash, error = %super::log_text(&e.to_string()), "SMART token refresh failed; session ended");
+            tracing::warn!(session = %session.id_hash, error = super::token_error_reason(&e), "SMART token refresh failed; session ended");
             store.remove(&id);
             None
         }
